@@ -1,0 +1,25 @@
+# The two commands of the README. Each creates .venv if needed and installs everything into it.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+
+.PHONY: demo test install clean
+
+.venv/installed: pyproject.toml
+	python3 -m venv .venv
+	$(PIP) install --quiet --upgrade pip
+	# torch first, pinned: the CPU build. An open range in a fresh venv could pull a multi-GB CUDA build.
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[test]'
+	touch $@
+
+install: .venv/installed
+
+demo: install
+	$(PY) -m compiler inspect examples/digits.pt
+	$(PY) -m compiler evaluate examples/digits.pt --dataset digits
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf .venv build .pytest_cache .hypothesis

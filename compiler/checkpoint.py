@@ -1,0 +1,101 @@
+"""``model.pt``: save and load a QSD-Transformer checkpoint, refusing anything else loudly."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig
+from .errors import UserError
+from .model import QSDTransformer
+
+FORMAT = "qsd-transformer"
+VERSION = 1
+
+
+def save(model: QSDTransformer, path: str | os.PathLike) -> None:
+    """Write ``{"format", "version", "config", "state_dict"}`` atomically (no half-written file)."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.cfg.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    write_atomic(path, lambda f: torch.save(payload, f))
+
+
+def write_atomic(path: str | os.PathLike, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise UserError(f"{path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; give the file the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load(path: str | os.PathLike) -> QSDTransformer:
+    """Load ``path`` with ``weights_only=True`` and rebuild the model, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: file is empty")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise UserError(f"{path}: refused to load: the file needs arbitrary code execution to unpickle "
+                            "(only plain tensors and containers are accepted)") from None
+        raise UserError(f"{path}: not a readable checkpoint ({first})") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, TypeError,
+            AttributeError, ImportError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({msg})") from None
+    return from_payload(payload, str(path))
+
+
+def from_payload(payload, where: str) -> QSDTransformer:
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise UserError(f"{where}: not a {FORMAT} checkpoint (no 'format' key)")
+    if payload["format"] != FORMAT:
+        raise UserError(f"{where}: unknown format {payload['format']!r} (expected {FORMAT!r})")
+    if payload.get("version") != VERSION:
+        raise UserError(f"{where}: unsupported {FORMAT} version {payload.get('version')!r} (supported: {VERSION})")
+    for key in ("config", "state_dict"):
+        if key not in payload:
+            raise UserError(f"{where}: checkpoint has no {key!r}")
+    cfg = ModelConfig.from_dict(payload["config"])
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{where}: 'state_dict' must map names to tensors")
+    model = QSDTransformer(cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise UserError(f"{where}: state_dict does not match its config ({detail})")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise UserError(f"{where}: {name} has shape {tuple(tensor.shape)}, "
+                            f"the config needs {tuple(expected[name].shape)}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(f"{where}: {name} contains NaN or infinite values")
+    model.load_state_dict(state)
+    model.eval()
+    return model

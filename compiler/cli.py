@@ -1,0 +1,265 @@
+"""``python -m compiler``: train, inspect and evaluate QSD-Transformer models.
+
+Exit status: 0 on success, 1 when a check fails, 2 for bad input or usage (one ``error: ...`` line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``error: ...`` line and exit status 2."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
+def _emit(report: dict, as_json: bool, human) -> None:
+    if as_json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        human(report)
+
+
+# ---------------------------------------------------------------- train
+
+def _config_from_args(args):
+    from .config import ModelConfig
+
+    if args.dataset == "digits":
+        for flag, value, fixed in (("--image-size", args.image_size, 8), ("--channels", args.channels, 1),
+                                   ("--classes", args.classes, 10), ("--input", args.input, "image")):
+            if value is not None and value != fixed:
+                raise UserError(f"the digits dataset fixes {flag} to {fixed}, not {value}")
+    return ModelConfig(
+        input=args.input or "image", image_size=args.image_size or 8, channels=args.channels or 1,
+        classes=args.classes or 10, patch=args.patch, dim=args.dim, depth=args.depth, heads=args.heads,
+        mlp_ratio=args.mlp_ratio, bits=args.bits, levels=args.levels, timesteps=args.timesteps,
+        attention=args.attention, attn_scale=args.attn_scale, pos_embed=not args.no_pos_embed)
+
+
+def cmd_train(args) -> int:
+    from . import checkpoint
+    from .data import load_dataset
+    from .train import predict, train
+
+    cfg = _config_from_args(args)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UserError(f"{out}: folder {out.parent} does not exist")
+    train_set = load_dataset(args.dataset, cfg, "train", count=args.samples)
+    test_set = load_dataset(args.dataset, cfg, "test")
+    model = train(cfg, train_set, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    acc = float((predict(model, test_set.x).argmax(1) == test_set.y).mean())
+    checkpoint.save(model, out)
+    print(f"saved {out} ({args.epochs} epochs; float accuracy {acc:.2%} on {len(test_set.y)} held-out "
+          f"{args.dataset} samples)")
+    return 0
+
+
+# ---------------------------------------------------------------- inputs shared by inspect/evaluate
+
+def _add_input_args(p: argparse.ArgumentParser, default_count: int | None) -> None:
+    p.add_argument("model", help="a model.pt checkpoint")
+    p.add_argument("--dataset", choices=("digits", "synthetic"),
+                   help="dataset to draw samples from (default: digits if the model takes 8x8 images, "
+                        "else synthetic)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="dataset split (default: test)")
+    p.add_argument("--count", type=_positive_int, default=default_count,
+                   help="use only the first N samples" + (f" (default: {default_count})" if default_count else ""))
+    p.add_argument("--inputs", metavar="FILE.npy", help="inputs from a .npy array instead of a dataset")
+    p.add_argument("--labels", metavar="FILE.npy", help="labels for --inputs (int array, one per sample)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _load_samples(args, cfg):
+    """-> (x, y or None, description) from --inputs/--labels or a dataset split."""
+    from .data import load_dataset, load_inputs
+
+    if args.labels and not args.inputs:
+        raise UserError("--labels needs --inputs")
+    if args.inputs:
+        if args.dataset:
+            raise UserError("give either --inputs or --dataset, not both")
+        x = load_inputs(args.inputs, cfg)
+        y = None
+        if args.labels:
+            try:
+                y = np.load(args.labels, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise UserError(f"{args.labels}: not a readable .npy array ({exc})") from None
+            if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
+                raise UserError(f"{args.labels}: labels must be {len(x)} integers, not {y.dtype} {y.shape}")
+            y = y.astype(np.int64)
+        if args.count:
+            x, y = x[:args.count], (y[:args.count] if y is not None else None)
+        return x, y, str(args.inputs)
+    name = args.dataset or ("digits" if (cfg.input, cfg.channels, cfg.image_size) == ("image", 1, 8) else "synthetic")
+    if args.count == 0:
+        raise UserError("--count must be at least 1")
+    data = load_dataset(name, cfg, args.split, count=args.count)
+    return data.x, data.y, f"{name}/{args.split}"
+
+
+# ---------------------------------------------------------------- inspect
+
+def cmd_inspect(args) -> int:
+    from . import checkpoint, metrics
+    from .lower import lower
+
+    model = checkpoint.load(args.model)
+    x, _, source = _load_samples(args, model.cfg)
+    graph = lower(model)
+    report = {"model": str(args.model), "config": model.cfg.to_dict(), "samples_from": source,
+              **metrics.summarize(graph, x, sum(p.numel() for p in model.parameters()))}
+    _emit(report, args.json, _print_inspect)
+    return 0
+
+
+def _print_inspect(r: dict) -> None:
+    cfg = r["config"]
+    print(f"{r['model']}: {cfg['input']} input {tuple(r['input']['shape'])}, dim {cfg['dim']}, depth {cfg['depth']}, "
+          f"heads {cfg['heads']}, {cfg['attention']} attention, {cfg['bits']}-bit weights, "
+          f"D={cfg['levels']}, T={cfg['timesteps']}")
+    print(f"{'layer':<22} {'op':<16} {'output':<14} {'range':<26} {'bits':>4} {'weights':<16} "
+          f"{'dense ops':>10} {'effective':>10}")
+    for layer in r["layers"]:
+        w = "x".join(map(str, layer["weight_shape"])) + f" i{layer['weight_bits']}" if layer["weight_shape"] else ""
+        ops = (f"{layer['dense_ops']:>10.0f} {layer['effective_ops']:>10.0f}" if layer["kind"] else "")
+        print(f"{layer['name']:<22} {layer['op']:<16} {'x'.join(map(str, layer['output_shape'])):<14} "
+              f"{str(layer['output_range']):<26} {layer['output_bits']:>4} {w:<16} {ops}")
+    s = r["synaptic_ops"]
+    print(f"parameters: {r['parameters']:,}   weight memory: {r['weight_memory_bytes']:,} bytes")
+    print(f"synaptic ops per inference (mean of {r['samples']} samples from {r['samples_from']}): "
+          f"dense {s['dense']:,.0f}, effective {s['effective']:,.0f} "
+          f"({s['effective_macs']:,.0f} MACs + {s['effective_acs']:,.0f} ACs, "
+          f"{s['effective'] / max(s['dense'], 1):.1%} of dense)")
+    print(f"activation sparsity: {r['activation_sparsity']:.1%}   "
+          f"energy estimate: {r['energy_estimate_uj']['value']:.4f} uJ ({r['energy_estimate_uj']['note']})")
+
+
+# ---------------------------------------------------------------- evaluate
+
+def cmd_evaluate(args) -> int:
+    from tqdm import tqdm
+
+    from . import checkpoint, golden
+    from .lower import lower
+    from .train import predict
+
+    model = checkpoint.load(args.model)
+    x, y, source = _load_samples(args, model.cfg)
+    graph = lower(model)
+    batch = 128
+    pf, pi = [], []
+    for i in tqdm(range(0, len(x), batch), desc="evaluate", unit="batch", leave=False, disable=None):
+        pf.append(predict(model, x[i:i + batch]).argmax(1))
+        pi.append(golden.predict(graph, x[i:i + batch]).argmax(1))
+    pf, pi = np.concatenate(pf), np.concatenate(pi)
+    report = {
+        "model": str(args.model), "samples_from": source, "samples": int(len(x)),
+        "float_accuracy": float((pf == y).mean()) if y is not None else None,
+        "integer_accuracy": float((pi == y).mean()) if y is not None else None,
+        "agreement": float((pf == pi).mean()),
+        "disagreements": [int(i) for i in np.flatnonzero(pf != pi)[:20]],
+    }
+    _emit(report, args.json, _print_evaluate)
+    return 0
+
+
+def _print_evaluate(r: dict) -> None:
+    acc = (lambda v: "n/a (no labels)" if v is None else f"{v:.2%}")
+    print(f"{r['model']} on {r['samples']} samples from {r['samples_from']}")
+    print(f"  float model accuracy:          {acc(r['float_accuracy'])}")
+    print(f"  integer golden model accuracy: {acc(r['integer_accuracy'])}")
+    print(f"  prediction agreement:          {r['agreement']:.2%}"
+          + (f" (first differing samples: {r['disagreements']})" if r["disagreements"] else ""))
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import ATTENTION_KINDS, INPUT_KINDS, ModelConfig
+
+    d = ModelConfig()
+    parser = _Parser(prog="python -m compiler",
+                     description="Compile quantized spike-driven Transformers (QSD-Transformer style) to FPGA "
+                                 "hardware. Exit status: 0 success, 1 failed check, 2 bad input.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a model (quantization-aware) and save model.pt",
+                       description="Train a QSD-Transformer with quantization-aware training and save it. "
+                                   "--epochs 0 saves an initialised model with calibrated BN statistics.")
+    t.add_argument("--dataset", choices=("digits", "synthetic"), default="digits",
+                   help="digits: scikit-learn's 8x8 UCI digits; synthetic: random images (default: digits)")
+    t.add_argument("--input", choices=INPUT_KINDS, help="synthetic only: uint8 images or binary event frames")
+    t.add_argument("--image-size", type=int, help="synthetic only: image height = width (default: 8)")
+    t.add_argument("--channels", type=int, help="synthetic only: input channels (default: 1)")
+    t.add_argument("--classes", type=int, help="synthetic only: number of classes (default: 10)")
+    t.add_argument("--samples", type=_positive_int, help="use only this many training samples")
+    t.add_argument("--dim", type=int, default=d.dim, help=f"embedding width (default: {d.dim})")
+    t.add_argument("--depth", type=int, default=d.depth, help=f"transformer blocks (default: {d.depth})")
+    t.add_argument("--heads", type=int, default=d.heads, help=f"attention heads (default: {d.heads})")
+    t.add_argument("--mlp-ratio", type=float, default=d.mlp_ratio, help=f"MLP hidden / dim (default: {d.mlp_ratio})")
+    t.add_argument("--patch", type=int, default=d.patch, help=f"patch size of the stem (default: {d.patch})")
+    t.add_argument("--bits", type=int, default=d.bits, help=f"weight bits, 2/3/4/8 (default: {d.bits})")
+    t.add_argument("--levels", type=int, default=d.levels, help=f"spike levels D, 1/2/4 (default: {d.levels})")
+    t.add_argument("--timesteps", type=int, default=d.timesteps, help=f"time steps T (default: {d.timesteps})")
+    t.add_argument("--attention", choices=ATTENTION_KINDS, default=d.attention,
+                   help=f"spike-driven self-attention form (default: {d.attention})")
+    t.add_argument("--attn-scale", type=float, default=d.attn_scale,
+                   help=f"attention scale before its neuron (default: {d.attn_scale})")
+    t.add_argument("--no-pos-embed", action="store_true", help="no learned position bias on the stem membrane")
+    t.add_argument("--epochs", type=_positive_int, default=100, help="training epochs; 0 = initialise only (default: 100)")
+    t.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    t.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default: 5e-3)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    t.add_argument("--out", required=True, help="where to write model.pt")
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("inspect", help="layers, sizes, synaptic operations and sparsity of a model",
+                       description="Lower a model to the integer IR and report its layers, bit widths, parameter "
+                                   "count, weight memory, dense and effective synaptic operations and activation "
+                                   "sparsity measured on sample inputs (NeuroBench definitions).")
+    _add_input_args(i, default_count=64)
+    i.set_defaults(func=cmd_inspect)
+
+    e = sub.add_parser("evaluate", help="float vs integer golden model accuracy and agreement",
+                       description="Run the float PyTorch model and the integer golden model on the same inputs "
+                                   "and report both accuracies and their prediction agreement.")
+    _add_input_args(e, default_count=None)
+    e.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130

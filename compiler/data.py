@@ -1,0 +1,100 @@
+"""Datasets: ``digits`` (scikit-learn's UCI 8x8 handwritten digits) and ``synthetic`` (random, for shapes),
+and the checks that user-supplied input arrays must pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import ModelConfig
+from .errors import UserError
+
+DATASETS = ("digits", "synthetic")
+SPLIT_SEED = 0            # fixed: the held-out digits test split never changes
+DIGITS_TEST_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray        # uint8, [n, *cfg.input_shape()]
+    y: np.ndarray        # int64, [n]
+
+
+def digits(split: str) -> Split:
+    """The 1,797 UCI digits (pixels 0..16 scaled to 0..255), split 1,347 / 450 with a fixed seed."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    images = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)[:, None]   # [n, 1, 8, 8]
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, data.target.astype(np.int64), test_size=DIGITS_TEST_FRACTION,
+        random_state=SPLIT_SEED, stratify=data.target)
+    return Split(x_train, y_train) if split == "train" else Split(x_test, y_test)
+
+
+def synthetic(cfg: ModelConfig, count: int, split: str, seed: int = 0) -> Split:
+    """Noisy copies of one random prototype per class: learnable, and any shape the config asks for."""
+    proto_rng = np.random.default_rng(seed)
+    protos = proto_rng.random((cfg.classes, *cfg.input_shape()[-3:]))
+    rng = np.random.default_rng(seed + (1 if split == "train" else 2))
+    y = rng.integers(0, cfg.classes, size=count).astype(np.int64)
+    if cfg.input == "image":
+        noisy = protos[y] * 0.6 + rng.random((count, *protos.shape[1:])) * 0.4
+        x = np.round(noisy * 255).astype(np.uint8)
+    else:
+        p = protos[y][:, None] * 0.8
+        x = (rng.random((count, cfg.timesteps, *protos.shape[1:])) < p).astype(np.uint8)
+    return Split(x, y)
+
+
+def load_dataset(name: str, cfg: ModelConfig, split: str = "test", count: int | None = None,
+                 seed: int = 0) -> Split:
+    if name == "digits":
+        if cfg.input != "image" or cfg.channels != 1 or cfg.image_size != 8:
+            raise UserError("the digits dataset is 1 x 8 x 8 uint8 images: the model expects "
+                            f"{cfg.input} input of shape {cfg.input_shape()}")
+        data = digits(split)
+        if count is not None:
+            data = Split(data.x[:count], data.y[:count])
+        return data
+    if name == "synthetic":
+        return synthetic(cfg, count if count is not None else (512 if split == "train" else 128), split, seed)
+    raise UserError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+
+
+def load_inputs(path: str | Path, cfg: ModelConfig) -> np.ndarray:
+    """Load an ``.npy`` batch of inputs and check its shape and dtype against the model, no pickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable .npy array ({msg})") from None
+    return check_inputs(x, cfg, str(path))
+
+
+def check_inputs(x: np.ndarray, cfg: ModelConfig, where: str = "inputs") -> np.ndarray:
+    shape = cfg.input_shape()
+    if not isinstance(x, np.ndarray):
+        raise UserError(f"{where}: expected a numpy array, not {type(x).__name__}")
+    if x.ndim == len(shape):
+        x = x[None]
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise UserError(f"{where}: array of shape {tuple(x.shape)} does not match the model's input "
+                        f"(N, {', '.join(map(str, shape))})")
+    if x.shape[0] == 0:
+        raise UserError(f"{where}: array holds no samples")
+    if cfg.input == "image":
+        if x.dtype != np.uint8:
+            raise UserError(f"{where}: images must be uint8 pixels, not {x.dtype}")
+    else:
+        if x.dtype not in (np.uint8, np.bool_) or (x.dtype == np.uint8 and x.max() > 1):
+            raise UserError(f"{where}: event frames must be binary (bool or uint8 0/1), not {x.dtype} "
+                            f"with values up to {x.max()}")
+        x = x.astype(np.uint8)
+    return x

@@ -1,0 +1,74 @@
+"""Quantization-aware training of a QSDTransformer, and BN calibration for untrained (``--epochs 0``) models."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .config import ModelConfig
+from .data import Split
+from .model import QSDTransformer
+
+
+@torch.no_grad()
+def calibrate(model: QSDTransformer, data: Split, batches: int = 4, batch_size: int = 64) -> None:
+    """Set every BatchNorm's running statistics to the exact average over a few batches."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    for i in range(min(batches, (len(data.x) + batch_size - 1) // batch_size)):
+        model(torch.from_numpy(data.x[i * batch_size:(i + 1) * batch_size]))
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1
+    model.eval()
+
+
+def train(cfg: ModelConfig, data: Split, epochs: int, seed: int = 0, batch_size: int = 64,
+          lr: float = 5e-3, progress: bool = True) -> QSDTransformer:
+    """Train from scratch with AdamW and a cosine schedule; ``epochs == 0`` only calibrates BN."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = QSDTransformer(cfg)
+    if epochs == 0:
+        calibrate(model, data)
+        return model
+    x_all = torch.from_numpy(data.x)
+    y_all = torch.from_numpy(data.y)
+    steps = epochs * ((len(x_all) + batch_size - 1) // batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    # disable=None: a bar on a terminal, nothing when stderr is a file or a pipe
+    bar = tqdm(total=epochs, desc="train", unit="epoch", disable=None if progress else True, leave=False)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x_all), generator=gen)
+        correct = seen = 0
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            logits = model(x_all[idx])
+            loss = loss_fn(logits, y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            correct += int((logits.argmax(1) == y_all[idx]).sum())
+            seen += len(idx)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", train_acc=f"{correct / seen:.3f}")
+    bar.close()
+    calibrate(model, data, batches=8)
+    return model
+
+
+@torch.no_grad()
+def predict(model: QSDTransformer, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Float model logits for a uint8 batch."""
+    model.eval()
+    out = [model(torch.from_numpy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return torch.cat(out).double().numpy()

@@ -1,0 +1,1 @@
+"""Simulation harnesses: Amaranth simulator, cocotb with Verilator or Icarus, the simulated host link."""
