@@ -24,6 +24,7 @@ def save(model: QSDTransformer, path: str | os.PathLike) -> None:
         "format": FORMAT,
         "version": VERSION,
         "config": model.cfg.to_dict(),
+        "dataset": model.dataset,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     write_atomic(path, lambda f: torch.save(payload, f))
@@ -83,7 +84,10 @@ def from_payload(payload, where: str) -> QSDTransformer:
     state = payload["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{where}: 'state_dict' must map names to tensors")
-    model = QSDTransformer(cfg)
+    dataset = payload.get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise UserError(f"{where}: 'dataset' must be a name, not {type(dataset).__name__}")
+    model = QSDTransformer(cfg, dataset)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -69,7 +69,8 @@ def cmd_train(args) -> int:
         raise UserError(f"{out}: folder {out.parent} does not exist")
     train_set = load_dataset(args.dataset, cfg, "train", count=args.samples)
     test_set = load_dataset(args.dataset, cfg, "test")
-    model = train(cfg, train_set, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    model = train(cfg, train_set, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+                  dataset=args.dataset)
     acc = float((predict(model, test_set.x).argmax(1) == test_set.y).mean())
     checkpoint.save(model, out)
     print(f"saved {out} ({args.epochs} epochs; float accuracy {acc:.2%} on {len(test_set.y)} held-out "
@@ -82,8 +83,7 @@ def cmd_train(args) -> int:
 def _add_input_args(p: argparse.ArgumentParser, default_count: int | None) -> None:
     p.add_argument("model", help="a model.pt checkpoint")
     p.add_argument("--dataset", choices=("digits", "synthetic"),
-                   help="dataset to draw samples from (default: digits if the model takes 8x8 images, "
-                        "else synthetic)")
+                   help="dataset to draw samples from (default: the one the model was trained on)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="dataset split (default: test)")
     p.add_argument("--count", type=_positive_int, default=default_count,
                    help="use only the first N samples" + (f" (default: {default_count})" if default_count else ""))
@@ -92,10 +92,11 @@ def _add_input_args(p: argparse.ArgumentParser, default_count: int | None) -> No
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def _load_samples(args, cfg):
+def _load_samples(args, model):
     """-> (x, y or None, description) from --inputs/--labels or a dataset split."""
     from .data import load_dataset, load_inputs
 
+    cfg = model.cfg
     if args.labels and not args.inputs:
         raise UserError("--labels needs --inputs")
     if args.inputs:
@@ -114,7 +115,8 @@ def _load_samples(args, cfg):
         if args.count:
             x, y = x[:args.count], (y[:args.count] if y is not None else None)
         return x, y, str(args.inputs)
-    name = args.dataset or ("digits" if (cfg.input, cfg.channels, cfg.image_size) == ("image", 1, 8) else "synthetic")
+    name = args.dataset or model.dataset or (
+        "digits" if (cfg.input, cfg.channels, cfg.image_size) == ("image", 1, 8) else "synthetic")
     if args.count == 0:
         raise UserError("--count must be at least 1")
     data = load_dataset(name, cfg, args.split, count=args.count)
@@ -128,7 +130,7 @@ def cmd_inspect(args) -> int:
     from .lower import lower
 
     model = checkpoint.load(args.model)
-    x, _, source = _load_samples(args, model.cfg)
+    x, _, source = _load_samples(args, model)
     graph = lower(model)
     report = {"model": str(args.model), "config": model.cfg.to_dict(), "samples_from": source,
               **metrics.summarize(graph, x, sum(p.numel() for p in model.parameters()))}
@@ -168,7 +170,7 @@ def cmd_evaluate(args) -> int:
     from .train import predict
 
     model = checkpoint.load(args.model)
-    x, y, source = _load_samples(args, model.cfg)
+    x, y, source = _load_samples(args, model)
     graph = lower(model)
     batch = 128
     pf, pi = [], []

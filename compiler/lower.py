@@ -128,7 +128,8 @@ def fold_thresholds(graph: ir.Graph) -> ir.Graph:
 
     With one time step the bias folds into the thresholds exactly: ``theta = ceil((thr - b) / |a|)``.
     With state, the membrane is kept in accumulator units with NEURON_FRAC fractional bits:
-    ``X = sign(a) * (ACC << F) + round(b / |a| * 2**F)``, ``theta = ceil(thr / |a| * 2**F)``.
+    ``X = sign(a) * (ACC << F) + B`` with ``B = round(b / |a| * 2**F)``, and
+    ``theta = B + ceil((thr - b) / |a| * 2**F)``, so that the first step compares exactly.
     Thresholds are clamped to the membrane's reachable range (which changes no comparison).
     """
     types = ir.infer_types(graph)
@@ -142,13 +143,10 @@ def fold_thresholds(graph: ir.Graph) -> ir.Graph:
         thr = np.array(thresholds(op.levels))
         sign = np.sign(op.a).astype(np.int64)
         mag = np.where(sign == 0, 1.0, np.abs(op.a))
-        if T == 1:
-            frac, bias = 0, np.zeros_like(sign)
-            raw = np.ceil((thr[None, :] - op.b[:, None]) / mag[:, None])
-        else:
-            frac = NEURON_FRAC
-            bias = np.round(op.b / mag * (1 << frac)).astype(np.int64)
-            raw = np.ceil(thr[None, :] / mag[:, None] * (1 << frac))
+        frac = 0 if T == 1 else NEURON_FRAC
+        bias = np.zeros_like(sign) if T == 1 else np.round(op.b / mag * (1 << frac)).astype(np.int64)
+        # theta - bias is rounded as one number, so the first step compares exactly as the float model
+        raw = bias[:, None] + np.ceil((thr[None, :] - op.b[:, None]) / mag[:, None] * (1 << frac))
         provisional = ir.Neuron(op.name, op.src, op.levels, sign, bias, frac,
                                 np.zeros((len(sign), op.levels), np.int64), op.leak_shift)
         xlo, xhi = ir.neuron_input_range(provisional, src)

@@ -97,9 +97,10 @@ class Block(nn.Module):
 class QSDTransformer(nn.Module):
     """Stem (patch embedding + BN + position bias) -> blocks -> spiking head (token mean -> linear)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, dataset: str | None = None):
         super().__init__()
         self.cfg = cfg
+        self.dataset = dataset          # what it was trained on: evaluate's default dataset
         self.fixed = FixedPoint(RESIDUAL_FRAC, RESIDUAL_WIDTH)
         self.stem = QuantPatchConv(cfg.channels, cfg.dim, cfg.patch, cfg.bits)
         self.stem_bn = nn.BatchNorm2d(cfg.dim)

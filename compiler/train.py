@@ -29,11 +29,11 @@ def calibrate(model: QSDTransformer, data: Split, batches: int = 4, batch_size: 
 
 
 def train(cfg: ModelConfig, data: Split, epochs: int, seed: int = 0, batch_size: int = 64,
-          lr: float = 5e-3, progress: bool = True) -> QSDTransformer:
+          lr: float = 5e-3, progress: bool = True, dataset: str | None = None) -> QSDTransformer:
     """Train from scratch with AdamW and a cosine schedule; ``epochs == 0`` only calibrates BN."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = QSDTransformer(cfg)
+    model = QSDTransformer(cfg, dataset)
     if epochs == 0:
         calibrate(model, data)
         return model
