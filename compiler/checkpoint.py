@@ -6,6 +6,7 @@ import os
 import pickle
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -55,19 +56,47 @@ def load(path: str | os.PathLike) -> QSDTransformer:
         raise UserError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: file is empty")
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        text = str(exc)
+        if any(s in text for s in _CODE_EXECUTION_REFUSALS):
             raise UserError(f"{path}: refused to load: the file needs arbitrary code execution to unpickle "
                             "(only plain tensors and containers are accepted)") from None
-        raise UserError(f"{path}: not a readable checkpoint ({first})") from None
+        # torch wraps the unpickler's own message in paragraphs of advice: keep only that message
+        parts = [p.strip() for p in text.split("\n\n") if p.strip()
+                 and not p.strip().startswith(("Weights only load failed", "Check the documentation"))]
+        detail = parts[-1].splitlines()[0] if parts else type(exc).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({detail})") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, TypeError,
             AttributeError, ImportError, IndexError, KeyError, UnicodeDecodeError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable checkpoint ({msg})") from None
     return from_payload(payload, str(path))
+
+
+# What torch's weights-only unpickler says when a pickle wants to import or call something (code execution);
+# anything else it refuses ("Unsupported operand 95", ...) is a file that is not a pickle at all.
+_CODE_EXECUTION_REFUSALS = ("GLOBAL", "call reduce", "Can only create new object", "Can only build")
+
+
+def _check_archive(path: Path) -> None:
+    """Verify the CRC-32 of every record of a zip checkpoint: torch.load does not, so a flipped byte in a
+    tensor would otherwise load silently as different weights. (Records saved without a CRC are skipped.)"""
+    if not zipfile.is_zipfile(path):
+        return                              # not a zip: torch.load says what is wrong with it
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.CRC and not info.is_dir():
+                    with archive.open(info) as f:       # raises BadZipFile on a CRC mismatch at the end
+                        while f.read(1 << 20):
+                            pass
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable checkpoint (corrupt archive: {msg})") from None
 
 
 def from_payload(payload, where: str) -> QSDTransformer:

@@ -87,7 +87,7 @@ def frontend(model: QSDTransformer) -> ir.Graph:
     acc = g.add(ir.PatchConv("stem", "input", w_int.numpy(), cfg.bits, cfg.timesteps))
     s, t = _bn_affine(model.stem_bn)
     a = alpha.numpy() / pixel_max * s
-    b = t[None, :] + (model.pos.detach().double().numpy() if model.pos is not None else 0.0)
+    b = t if model.pos is None else t[None, :] + model.pos.detach().double().numpy()   # [O] or [N, O]
     res = g.add(ir.AffineRequant("stem.rq", acc, a, b, RESIDUAL_FRAC, RESIDUAL_WIDTH))
 
     for i, block in enumerate(model.blocks):
