@@ -17,7 +17,8 @@ import numpy as np
 
 from .errors import UserError
 
-MULT_BITS = 18            # requantization multipliers fit the ECP5's 18x18 multipliers
+MULT_BITS = 18            # requantization multipliers fit the ECP5's 18x18 multipliers...
+MAX_MULT_BITS = 35        # ...except degenerate channels, which may need two cascaded ones
 INT_LIMIT = 1 << 62       # every intermediate value of the golden model must fit int64 with room to spare
 
 
@@ -104,7 +105,7 @@ class Requant(Op):
     ``>>`` is an arithmetic shift (floor division), so this rounds half up. ``sat`` clamps to a signed
     ``saturate``-bit range, or is the identity when ``saturate`` is None."""
     src: str
-    mult: np.ndarray              # int64 [O], each fits MULT_BITS signed bits
+    mult: np.ndarray              # int64 [O], within MULT_BITS signed bits (MAX_MULT_BITS at most)
     bias: np.ndarray              # int64 [O] or [N, O]
     shift: int
     frac: int                     # the output's fractional bits (documentation and reports)
@@ -336,8 +337,8 @@ def infer_types(graph: Graph, integer: bool = False) -> dict[str, TensorType]:
                 need(_is_int_array(op.mult) and _is_int_array(op.bias) and op.mult.shape == (o,), op,
                      "mult and bias must be int64 arrays, mult one per channel")
                 need(0 <= op.shift < 62, op, f"shift {op.shift} out of range")
-                mlo, mhi = _sat_range(MULT_BITS)
-                need(op.mult.min() >= mlo and op.mult.max() <= mhi, op, f"multiplier exceeds {MULT_BITS} bits")
+                mlo, mhi = _sat_range(MAX_MULT_BITS)
+                need(op.mult.min() >= mlo and op.mult.max() <= mhi, op, f"multiplier exceeds {MAX_MULT_BITS} bits")
                 lo, hi = _requant_range(op, x)
             types[op.dst] = TensorType(x.shape, lo, hi)
 
