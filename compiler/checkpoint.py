@@ -109,7 +109,10 @@ def from_payload(payload, where: str) -> QSDTransformer:
     for key in ("config", "state_dict"):
         if key not in payload:
             raise UserError(f"{where}: checkpoint has no {key!r}")
-    cfg = ModelConfig.from_dict(payload["config"])
+    try:
+        cfg = ModelConfig.from_dict(payload["config"])
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None           # say which file holds the bad configuration
     state = payload["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{where}: 'state_dict' must map names to tensors")

@@ -33,6 +33,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    value = _positive_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if not -2**63 <= value < 2**64:             # what torch.manual_seed accepts
+        raise argparse.ArgumentTypeError(f"must fit in 64 bits, not {value}")
+    return value
+
+
 def _emit(report: dict, as_json: bool, human) -> None:
     if as_json:
         json.dump(report, sys.stdout, indent=2)
@@ -43,6 +70,10 @@ def _emit(report: dict, as_json: bool, human) -> None:
 
 # ---------------------------------------------------------------- train
 
+def _given(value, default):
+    return default if value is None else value      # not ``value or default``: 0 must reach the config check
+
+
 def _config_from_args(args):
     from .config import ModelConfig
 
@@ -52,8 +83,8 @@ def _config_from_args(args):
             if value is not None and value != fixed:
                 raise UserError(f"the digits dataset fixes {flag} to {fixed}, not {value}")
     return ModelConfig(
-        input=args.input or "image", image_size=args.image_size or 8, channels=args.channels or 1,
-        classes=args.classes or 10, patch=args.patch, dim=args.dim, depth=args.depth, heads=args.heads,
+        input=args.input or "image", image_size=_given(args.image_size, 8), channels=_given(args.channels, 1),
+        classes=_given(args.classes, 10), patch=args.patch, dim=args.dim, depth=args.depth, heads=args.heads,
         mlp_ratio=args.mlp_ratio, bits=args.bits, levels=args.levels, timesteps=args.timesteps,
         attention=args.attention, attn_scale=args.attn_scale, pos_embed=not args.no_pos_embed)
 
@@ -67,6 +98,8 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UserError(f"{out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give the path of the model file to write")
     train_set = load_dataset(args.dataset, cfg, "train", count=args.samples)
     test_set = load_dataset(args.dataset, cfg, "test")
     model = train(cfg, train_set, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
@@ -219,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=int, help="synthetic only: image height = width (default: 8)")
     t.add_argument("--channels", type=int, help="synthetic only: input channels (default: 1)")
     t.add_argument("--classes", type=int, help="synthetic only: number of classes (default: 10)")
-    t.add_argument("--samples", type=_positive_int, help="use only this many training samples")
+    t.add_argument("--samples", type=_at_least_one, help="use only this many training samples")
     t.add_argument("--dim", type=int, default=d.dim, help=f"embedding width (default: {d.dim})")
     t.add_argument("--depth", type=int, default=d.depth, help=f"transformer blocks (default: {d.depth})")
     t.add_argument("--heads", type=int, default=d.heads, help=f"attention heads (default: {d.heads})")
@@ -234,9 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"attention scale before its neuron (default: {d.attn_scale})")
     t.add_argument("--no-pos-embed", action="store_true", help="no learned position bias on the stem membrane")
     t.add_argument("--epochs", type=_positive_int, default=100, help="training epochs; 0 = initialise only (default: 100)")
-    t.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
-    t.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default: 5e-3)")
-    t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    t.add_argument("--batch-size", type=_at_least_one, default=64, help="batch size (default: 64)")
+    t.add_argument("--lr", type=_learning_rate, default=5e-3, help="peak learning rate (default: 5e-3)")
+    t.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     t.add_argument("--out", required=True, help="where to write model.pt")
     t.set_defaults(func=cmd_train)
 

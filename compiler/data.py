@@ -82,10 +82,11 @@ def check_inputs(x: np.ndarray, cfg: ModelConfig, where: str = "inputs") -> np.n
     shape = cfg.input_shape()
     if not isinstance(x, np.ndarray):
         raise UserError(f"{where}: expected a numpy array, not {type(x).__name__}")
+    given = tuple(x.shape)                  # reported as the user saved it, before adding a batch axis
     if x.ndim == len(shape):
         x = x[None]
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-        raise UserError(f"{where}: array of shape {tuple(x.shape)} does not match the model's input "
+        raise UserError(f"{where}: array of shape {given} does not match the model's input "
                         f"(N, {', '.join(map(str, shape))})")
     if x.shape[0] == 0:
         raise UserError(f"{where}: array holds no samples")
