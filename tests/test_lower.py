@@ -97,10 +97,12 @@ configs = st.fixed_dictionaries(dict(
 def test_random_configurations_agree_with_float_model(cfg, seed):
     """Random valid configurations lower to a checked integer graph whose spikes match the float model's.
 
-    Exact ties between the float32 model and the integer thresholds may flip a rare spike; at T = 1 the
-    folding is exact, with state the leak of a neuron fed by an accumulator rounds on a 2**-8 grid."""
+    The neurons' folding is exact at T = 1, but a residual branch's 18-bit multiplier can move a value by one
+    step of 1/256 where the float model rounds the other way, and with state the leak of a neuron fed by an
+    accumulator rounds on a 2**-8 grid: a rare spike flips, and later layers inherit the flip. A lowering bug
+    flips far more (one seen during development: 3.5% of a layer, 81% agreement)."""
     agreement, worst_layer = _compare(cfg, seed)
-    assert worst_layer <= (0.002 if cfg.timesteps == 1 else 0.02), worst_layer
+    assert worst_layer <= (0.01 if cfg.timesteps == 1 else 0.03), worst_layer
     assert agreement >= 0.9
 
 
