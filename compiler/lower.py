@@ -19,7 +19,7 @@ from .errors import UserError
 from .model import RESIDUAL_FRAC, RESIDUAL_WIDTH, ConvBN, QSDTransformer
 from .quant import SpikeNeuron, thresholds
 
-NEURON_FRAC = 8           # fractional bits of a stateful (T > 1) neuron's membrane, in accumulator units
+NEURON_FRAC = 12          # fractional bits of a stateful (T > 1) neuron's membrane, in accumulator units
 MAX_SHIFT = 32            # bound on a requantization's rounding shift
 
 

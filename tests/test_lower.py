@@ -99,7 +99,7 @@ def test_random_configurations_agree_with_float_model(cfg, seed):
 
     The neurons' folding is exact at T = 1, but a residual branch's 18-bit multiplier can move a value by one
     step of 1/256 where the float model rounds the other way, and with state the leak of a neuron fed by an
-    accumulator rounds on a 2**-8 grid: a rare spike flips, and later layers inherit the flip. A lowering bug
+    accumulator rounds on a 2**-12 grid: a rare spike flips, and later layers inherit the flip. A lowering bug
     flips far more (one seen during development: 3.5% of a layer, 81% agreement)."""
     agreement, worst_layer = _compare(cfg, seed)
     assert worst_layer <= (0.01 if cfg.timesteps == 1 else 0.03), worst_layer
