@@ -46,10 +46,14 @@ def run_cocotb(component, *, toplevel: str, test_module: str, test_dir: str | Pa
     source.write_text(verilog.convert(component, name=toplevel, emit_src=False))
     runner = get_runner(simulator)
     build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O3"] if simulator == "verilator" else []
-    runner.build(verilog_sources=[source], hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
+    runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
                  timescale=("1ns", "1ps"), always=True)
-    results = runner.test(test_module=test_module, hdl_toplevel=toplevel, test_dir=test_dir,
-                          build_dir=build_dir, extra_env=extra_env or {}, timescale=("1ns", "1ps"))
+    try:
+        results = runner.test(test_module=test_module, hdl_toplevel=toplevel, test_dir=test_dir,
+                              build_dir=build_dir, extra_env=extra_env or {}, timescale=("1ns", "1ps"),
+                              results_xml=str(build_dir / "results.xml"))
+    except SystemExit as exc:          # the runner exits when the simulator itself fails
+        raise AssertionError(f"cocotb run of {test_module} failed ({exc})") from None
     total, failed = get_results(results)
     assert total > 0, f"cocotb ran no test from {test_module}"
     assert failed == 0, f"{failed} of {total} cocotb tests failed in {test_module} (see {results})"
