@@ -47,7 +47,7 @@ def requant():
     from hdl.requant import RequantUnit
     rng = _rng()
     return RequantUnit(lanes=16, in_width=14, mult=rng.integers(-(1 << 17), 1 << 17, size=128),
-                       bias=rng.integers(-(1 << 24), 1 << 24, size=128), shift=20, saturate=None, tokens=16)
+                       bias=rng.integers(-(1 << 24), 1 << 24, size=128), shift=20, saturate=None, tokens=16, ecp5=True)
 
 
 def residual_add():
