@@ -24,7 +24,7 @@ def _rng():
 def accumulate(lanes: int):
     from hdl.accumulate import SpikeAccumulator
     w = _rng().integers(-8, 8, size=(128, 128))
-    return SpikeAccumulator(lanes, w, 4, 3, ecp5_bram=True)
+    return SpikeAccumulator(lanes, w, 4, 3, ecp5=True)
 
 
 def event_queue(lanes: int):
@@ -63,12 +63,12 @@ def pixel_conv():
 
 def linear_attention(tokens: int, channels: int, heads: int):
     from hdl.attention import LinearAttentionUnit
-    return LinearAttentionUnit(tokens, channels, heads, 4, ram="ecp5")
+    return LinearAttentionUnit(tokens, channels, heads, 4, ecp5=True)
 
 
 def cospike(tokens: int, channels: int):
     from hdl.attention import CoSpikeUnit
-    return CoSpikeUnit(tokens, channels, 4, ram="ecp5")
+    return CoSpikeUnit(tokens, channels, 4, ecp5=True)
 
 
 def mask(tokens: int, channels: int):

@@ -10,7 +10,7 @@ Pipeline (one stage per cycle, never stalled while accumulating)::
 
     S0 issue      walk the lane groups of the current event; weight address g*I + i from a register
     S1 read       block-RAM read (the address is registered inside the DP16KD)
-    S2 outreg     the block RAM's output register (ECP5 DP16KD) or a fabric register after a Memory
+    S2 outreg     the block RAM's output register (ECP5 DP16KD, hdl.ecp5.block_ram) or a fabric register
     S3 product    weight word registered again in the fabric; level * w as a shift-add of the level's bits
                   (no multiplier); accumulator read of group g issued (synchronous, one memory per lane)
     S4 add        acc[g] + product written back (a bypass feeds the previous sum when G == 1)
@@ -21,11 +21,12 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .ecp5 import block_ram, check_ecp5, use_ecp5
 from .events import event_stream
 from .packing import accumulator_width, groups, pack_weights
 
@@ -56,66 +57,6 @@ def acc_layout(group_width: int, lanes: int, acc_width: int) -> data.StructLayou
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _dp16kd(**kwargs):
-    """The DP16KD primitive (a seam: the tests put a behavioural model of it here to simulate this path)."""
-    return Instance("DP16KD", **kwargs)
-
-
-def _dp16kd_rom(m, name, words, width, addr):
-    """``words`` in ECP5 DP16KD block RAMs with the output register on (``REGMODE = OUTREG``).
-
-    Returns the read data, valid two cycles after ``addr`` (the address register inside the block RAM,
-    then its output register): the same latency as a synchronous ``Memory`` read port followed by a
-    register, without the ~5.6 ns clock-to-output of an unregistered DP16KD. Both ports run at 18 bits
-    (1024 words, ``ADx[13:4]`` the word address, as yosys maps them); up to 512 words, port A reads the
-    low half of a block and port B the high half, so each block gives 36 bits. Deeper ROMs are split
-    into banks of 1024 words, selected after the output register.
-    """
-    depth = len(words)
-    data = Signal(width, name=f"{name}_data")
-    addr = Cat(addr, Const(0, 14))                     # zero-extended
-    dual = depth <= 512
-    col_bits = 36 if dual else 18
-    n_banks = 1 if dual else -(-depth // 1024)
-    bank_outs = [[] for _ in range(n_banks)]
-    for col, lo in enumerate(range(0, width, col_bits)):
-        chunk = [(w >> lo) & ((1 << col_bits) - 1) for w in words]
-        for bank in range(n_banks):
-            if dual:
-                image = ([x & 0x3FFFF for x in chunk] + [0] * (512 - depth) + [x >> 18 for x in chunk])
-                ada = Cat(Const(0, 4), addr[:9], Const(0, 1))
-                adb = Cat(Const(0, 4), addr[:9], Const(1, 1))
-            else:
-                image = chunk[bank * 1024:(bank + 1) * 1024]
-                ada = adb = Cat(Const(0, 4), addr[:10])
-            image += [0] * (1024 - len(image))
-            doa, dob = Signal(18, name=f"{name}_c{col}b{bank}_doa"), Signal(18, name=f"{name}_c{col}b{bank}_dob")
-            params = {f"p_INITVAL_{k:02X}": Const(sum(image[k * 16 + i] << (20 * i) for i in range(16)), 320)
-                      for k in range(64)}
-            ports = {}
-            for port, ad, do in (("A", ada, doa), ("B", adb, dob)):
-                ports.update({f"i_AD{port}{k}": ad[k] for k in range(14)})
-                ports.update({f"i_DI{port}{k}": Const(0, 1) for k in range(18)})
-                ports.update({f"o_DO{port}{k}": do[k] for k in range(18)})
-                ports.update({f"i_CLK{port}": ClockSignal(), f"i_CE{port}": Const(dual or port == "A", 1),
-                              f"i_OCE{port}": Const(1, 1), f"i_WE{port}": Const(0, 1),
-                              f"i_RST{port}": Const(0, 1)})
-                ports.update({f"i_CS{port}{k}": Const(0, 1) for k in range(3)})
-                params.update({f"p_DATA_WIDTH_{port}": 18, f"p_REGMODE_{port}": "OUTREG",
-                               f"p_CSDECODE_{port}": "0b000", f"p_WRITEMODE_{port}": "NORMAL"})
-            m.submodules[f"{name}_c{col}b{bank}"] = _dp16kd(
-                p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC", p_GSR="DISABLED", **params, **ports)
-            bank_outs[bank].append(Cat(doa, dob) if dual else doa)
-    if n_banks == 1:
-        m.d.comb += data.eq(Cat(*bank_outs[0]))
-    else:
-        sel1 = Signal(range(n_banks), name=f"{name}_bank1")
-        sel2 = Signal(range(n_banks), name=f"{name}_bank2")
-        m.d.sync += [sel1.eq(addr[10:]), sel2.eq(sel1)]          # aligned with the output register
-        m.d.comb += data.eq(Array(Cat(*outs) for outs in bank_outs)[sel2])
-    return data
 
 
 def _shift_add(level, weight):
@@ -156,14 +97,15 @@ class SpikeAccumulator(wiring.Component):
         Bits of a spike level (levels ``0 .. 2**level_width - 1``; 0 is a no-op).
     acc_width : int, optional
         Signed accumulator width; defaults to ``accumulator_width(I, b, 2**level_width - 1)``.
-    ecp5_bram : bool, optional
-        Build the weight memory from ECP5 DP16KD instances with their output register on, rather than
-        from a ``Memory`` (yosys maps it to DP16KDs without that register) followed by a fabric
-        register: same contents and latency, without the unregistered block RAM's 5.6 ns clock-to-output
-        (which held the core to 143 MHz at P = 16). ``None`` (default) does so when elaborated for a
-        Lattice ECP5 platform (``platform.family == "ecp5"``); out-of-context synthesis (``bench.synth``,
-        no platform) needs ``True``. The Amaranth simulator and Verilator need the ``Memory`` (``None``
-        or ``False``).
+    ecp5 : bool or "model", optional
+        Build the weight memory from ECP5 DP16KD block RAMs with their output register on
+        (:func:`hdl.ecp5.block_ram`), rather than from a ``Memory`` (yosys maps it to DP16KDs without that
+        register) followed by a fabric register: same contents and latency, without the unregistered
+        block RAM's 5.6 ns clock-to-output (which held the core to 143 MHz at P = 16). The choice shared
+        by every core (:mod:`hdl.ecp5`): ``None`` (default) follows the platform
+        (``platform.family == "ecp5"``), ``True`` forces the primitives (out-of-context synthesis,
+        ``bench.synth``), ``"model"`` simulates them with behavioural models, ``False`` uses the ``Memory``
+        (also what Verilator needs).
 
     Members
     -------
@@ -181,7 +123,7 @@ class SpikeAccumulator(wiring.Component):
         A read-only copy of ``W``.
     """
 
-    def __init__(self, lanes, weights, weight_bits, level_width, acc_width=None, *, ecp5_bram=None):
+    def __init__(self, lanes, weights, weight_bits, level_width, acc_width=None, *, ecp5=None):
         if not _is_int(lanes) or lanes < 1:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if not _is_int(weight_bits) or weight_bits < 1:
@@ -203,8 +145,7 @@ class SpikeAccumulator(wiring.Component):
             acc_width = accumulator_width(in_features, weight_bits, (1 << level_width) - 1)
         elif not _is_int(acc_width) or acc_width < 1:
             raise TypeError(f"acc_width must be a positive integer, not {acc_width!r}")
-        if ecp5_bram not in (None, True, False):
-            raise TypeError(f"ecp5_bram must be None, True or False, not {ecp5_bram!r}")
+        check_ecp5(ecp5)
 
         w = w.astype(np.int64)
         w.flags.writeable = False
@@ -213,7 +154,7 @@ class SpikeAccumulator(wiring.Component):
         self._weight_bits = int(weight_bits)
         self._level_width = int(level_width)
         self._acc_width = int(acc_width)
-        self._ecp5_bram = ecp5_bram
+        self._ecp5 = ecp5
         self._in_features = int(in_features)
         self._out_features = int(out_features)
         self._groups = groups(out_features, lanes)
@@ -241,9 +182,7 @@ class SpikeAccumulator(wiring.Component):
         L, A, gw = self._level_width, self._acc_width, self._group_width
         used_lanes = min(P, self._out_features)       # lanes past O in every group: constant 0, no memory
 
-        ecp5 = self._ecp5_bram
-        if ecp5 is None:
-            ecp5 = getattr(platform, "family", None) == "ecp5"
+        ecp5 = use_ecp5(self._ecp5, platform)
 
         # --- accumulators: one narrow memory per lane, G words of A bits ---
         acc_rd, acc_wr = [], []
@@ -300,14 +239,7 @@ class SpikeAccumulator(wiring.Component):
         # S1, S2: the weight word (g, i) read from block RAM, through its output register (or a fabric
         # register after a plain Memory). Word g*I + i holds W[g*P + l, i] in lane l (pack_weights).
         words = pack_weights(self._weights, b, P)
-        w2 = Signal(P * b)
-        if ecp5:
-            m.d.comb += w2.eq(_dp16kd_rom(m, "weights", words, P * b, waddr))
-        else:
-            m.submodules.weights = wmem = Memory(shape=unsigned(P * b), depth=G * I, init=words)
-            w_rd = wmem.read_port()
-            m.d.comb += w_rd.addr.eq(waddr)
-            m.d.sync += w2.eq(w_rd.data)
+        w2 = block_ram(m, "weights", width=P * b, depth=G * I, read_addr=waddr, init=words, ecp5=ecp5)
         # S3: registered again in the fabric, beside the lanes' logic (the block RAMs sit in a few rows),
         # then level * w per lane as a shift-add, registered into S4
         w3 = Signal(P * b)

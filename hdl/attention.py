@@ -33,19 +33,22 @@ Shared structure
   two), so no MULT18X18D is used.
 * Memories are left clean for the next time step during the output sweep, whose length is the dense
   output itself; no step clears a spike map with a pass over every address.
-* ``ram="ecp5"`` maps the RAMs onto DP16KD / PDPW16KD block RAMs with their output registers on (a block
-  RAM's clock-to-output without it, 5.8 ns at speed 6 in nextpnr's model, leaves too little of a
-  150 MHz cycle) or onto distributed RAM, whichever is cheaper; ``ram="memory"`` uses Amaranth memories
-  with the same three-cycle read, so the Amaranth simulator runs the very pipeline that is synthesized.
+* With ``ecp5`` (the choice shared by every core, :mod:`hdl.ecp5`) the RAMs are DP16KD block RAMs with
+  their output registers on (:func:`hdl.ecp5.block_ram`; a block RAM's clock-to-output without it,
+  5.8 ns at speed 6 in nextpnr's model, leaves too little of a 150 MHz cycle) or distributed RAM,
+  whichever is cheaper; with ``ecp5=False`` they are Amaranth memories with the same three-cycle read, so
+  the Amaranth simulator runs the very pipeline that is synthesized (``ecp5="model"`` runs the ECP5
+  structure, with behavioural models of the block RAM).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, Value, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .ecp5 import block_ram, bram_tiling, check_ecp5, use_ecp5
 from .events import event_layout, event_stream
 
 __all__ = ["LinearAttentionUnit", "CoSpikeUnit", "MaskUnit"]
@@ -86,18 +89,6 @@ def _widths(tokens, channels, levels, level_width, addr_width):
         addr_width = need_aw
     _check_int("addr_width", addr_width, need_aw, 32)
     return level_width, addr_width
-
-
-def _check_ram(ram) -> str:
-    if ram not in ("auto", "memory", "ecp5"):
-        raise ValueError(f"ram must be 'auto', 'memory' or 'ecp5', not {ram!r}")
-    return ram
-
-
-def _ram_backend(ram: str, platform) -> str:
-    if ram == "auto":
-        return "ecp5" if getattr(platform, "family", None) == "ecp5" else "memory"
-    return ram
 
 
 # -- pipeline building blocks ---------------------------------------------------------------------------
@@ -177,24 +168,13 @@ def _times_level(level, value, levels: int):
 
 # -- RAM ------------------------------------------------------------------------------------------------
 
-_BRAM_CONFIGS = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))   # DP16KD width x depth
 _LUT4_PER_BRAM = 400          # the LFE5U-85F's ratio (83,640 LUT4 / 208 DP16KD): what a block RAM is worth
 _LUT4_PER_DPR16X4 = 10        # a 16 x 4 distributed RAM with its write decoding and read multiplexers
 
 
-def _bram_tiling(width: int, depth: int) -> tuple[int, int, int]:
-    """The DP16KD configuration ``(port width, columns, rows)`` using the fewest blocks for a memory."""
-    best = None
-    for w, dc in _BRAM_CONFIGS:
-        cols, rows = -(-width // w), -(-depth // dc)
-        if best is None or cols * rows < best[1] * best[2]:
-            best = (w, cols, rows)
-    return best
-
-
 def _ram_style(width: int, depth: int) -> str:
     """``"block"`` or ``"distributed"``, whichever costs less, a block RAM counted at the device's ratio."""
-    _, cols, rows = _bram_tiling(width, depth)
+    _, cols, rows = bram_tiling(width, depth)
     lutram = -(-width // 4) * -(-depth // 16) * _LUT4_PER_DPR16X4
     return "block" if cols * rows * _LUT4_PER_BRAM < lutram else "distributed"
 
@@ -207,15 +187,24 @@ class _Ram(wiring.Component):
     data. What a read returns when the same address is written in the same cycle is unspecified: the
     cores never depend on it.
 
-    ``backend="memory"``: an Amaranth memory (synchronous read port) and two registers.
-    ``backend="ecp5"``: DP16KD / PDPW16KD tiles with the output register on, then one fabric register
-    (the block's row multiplexer, for memories deeper than one block, sits before it); or, when it
-    costs fewer LUT4 than the blocks are worth, distributed RAM with a registered address (its fan-out
-    to every TRELLIS_DPR16X4 is the long net), then two data registers.
+    The first two stages are :func:`hdl.ecp5.block_ram` (``ecp5``: DP16KD tiles with the output register
+    on, their row multiplexer after it; else an Amaranth memory and a register), the third a fabric
+    register. With ``ecp5``, a memory that costs fewer LUT4 as distributed RAM than its blocks are worth
+    (:func:`_ram_style`) is distributed RAM with a registered address (its fan-out to every
+    TRELLIS_DPR16X4 is the long net), then two data registers.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Shape of a word.
+    depth : int
+        Words.
+    ecp5 : bool or "model"
+        Resolved ``ecp5`` setting (:func:`hdl.ecp5.use_ecp5`).
     """
 
-    def __init__(self, shape, depth: int, backend: str):
-        self._depth, self._backend = depth, backend
+    def __init__(self, shape, depth: int, ecp5):
+        self._depth, self._ecp5 = depth, ecp5
         abits = max(1, (depth - 1).bit_length())
         super().__init__({
             "wr_addr": In(abits), "wr_data": In(shape), "wr_en": In(1),
@@ -225,105 +214,35 @@ class _Ram(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = len(Value.cast(self.wr_data))
-        stage2 = Signal(width, reset_less=True)
         stage3 = Signal(width, reset_less=True)
         m.d.comb += self.rd_data.eq(stage3)
-        if self._backend == "ecp5" and _ram_style(width, self._depth) == "block":
-            self._ecp5_blocks(m, width, stage2)
+        if not self._ecp5 or _ram_style(width, self._depth) == "block":
+            stage2 = block_ram(m, "mem", width=width, depth=self._depth, read_addr=self.rd_addr,
+                               write=(self.wr_addr, self.wr_data, self.wr_en), read_en=self.rd_en,
+                               ecp5=self._ecp5)
             with m.If(self.rd_en):
                 m.d.sync += stage3.eq(stage2)
             return m
-        if self._backend == "ecp5":
-            # Stage 1 is the address register. The asynchronous read is captured (``held``) the cycle
-            # after the address, so that a stalled read keeps its data while the word is rewritten.
-            m.submodules.mem = mem = Memory(shape=unsigned(width), depth=self._depth, init=[],
-                                            attrs={"ram_style": "distributed"})
-            rd = mem.read_port(domain="comb")
-            addr_q = Signal.like(self.rd_addr, reset_less=True)
-            en_q = Signal()
-            held = Signal(width, reset_less=True)
-            m.d.comb += rd.addr.eq(addr_q)
-            m.d.sync += en_q.eq(self.rd_en)
-            with m.If(self.rd_en):
-                m.d.sync += addr_q.eq(self.rd_addr)
-            with m.If(en_q):
-                m.d.sync += held.eq(rd.data)
-            stage1 = Mux(en_q, rd.data, held)
-        else:
-            m.submodules.mem = mem = Memory(shape=unsigned(width), depth=self._depth, init=[])
-            rd = mem.read_port()
-            m.d.comb += [rd.addr.eq(self.rd_addr), rd.en.eq(self.rd_en)]
-            stage1 = rd.data
+        # Stage 1 is the address register. The asynchronous read is captured (``held``) the cycle after
+        # the address, so that a stalled read keeps its data while the word is rewritten.
+        m.submodules.mem = mem = Memory(shape=unsigned(width), depth=self._depth, init=[],
+                                        attrs={"ram_style": "distributed"})
+        rd = mem.read_port(domain="comb")
+        addr_q = Signal.like(self.rd_addr, reset_less=True)
+        en_q = Signal()
+        held = Signal(width, reset_less=True)
+        stage2 = Signal(width, reset_less=True)
+        m.d.comb += rd.addr.eq(addr_q)
+        m.d.sync += en_q.eq(self.rd_en)
+        with m.If(self.rd_en):
+            m.d.sync += addr_q.eq(self.rd_addr)
+        with m.If(en_q):
+            m.d.sync += held.eq(rd.data)
         wr = mem.write_port()
         m.d.comb += [wr.addr.eq(self.wr_addr), wr.data.eq(self.wr_data), wr.en.eq(self.wr_en)]
         with m.If(self.rd_en):
-            m.d.sync += [stage2.eq(stage1), stage3.eq(stage2)]
+            m.d.sync += [stage2.eq(Mux(en_q, rd.data, held)), stage3.eq(stage2)]
         return m
-
-    def _ecp5_blocks(self, m: Module, width: int, stage2) -> None:
-        """Tiles of DP16KD (port A writes, port B reads, ``REGMODE_B = "OUTREG"``) or, 36 bits wide, of
-        PDPW16KD (``REGMODE = "OUTREG"``). A memory deeper than one block has rows of tiles, written by
-        the write address's high bits and read through a multiplexer on the read address's high bits
-        (delayed with the read)."""
-        w, cols, rows = _bram_tiling(width, self._depth)
-        lbits = dict(_BRAM_CONFIGS)[w].bit_length() - 1    # word address bits inside one block
-        shift = 14 - lbits                                  # their position on the AD[13:0] pins
-        wdata = Cat(Value.cast(self.wr_data), Const(0, cols * w - width))
-        wrow, rrow = self.wr_addr[lbits:], self.rd_addr[lbits:]
-
-        def addr_pin(addr, k):
-            bit = k - shift
-            return addr[bit] if 0 <= bit < min(lbits, len(addr)) else 0
-
-        outs = []
-        for r in range(rows):
-            data_r = Signal(cols * w, name=f"rows{r}")
-            outs.append(data_r)
-            we = self.wr_en & (wrow == r) if rows > 1 else self.wr_en
-            for c in range(cols):
-                di = wdata[c * w:(c + 1) * w]
-                do = data_r[c * w:(c + 1) * w]
-                if w == 36:
-                    ports = {"i_CLKW": ClockSignal(), "i_CLKR": ClockSignal(), "i_CEW": we,
-                             "i_CER": self.rd_en, "i_OCER": self.rd_en, "i_RST": 0}
-                    ports.update({f"i_ADW{k}": addr_pin(self.wr_addr, k + 5) for k in range(9)})
-                    ports.update({f"i_ADR{k}": addr_pin(self.rd_addr, k) for k in range(14)})
-                    ports.update({f"i_BE{k}": we for k in range(4)})
-                    ports.update({f"i_CSW{k}": 0 for k in range(3)})
-                    ports.update({f"i_CSR{k}": 0 for k in range(3)})
-                    ports.update({f"i_DI{k}": di[k] for k in range(36)})
-                    ports.update({f"o_DO{k}": do[k] for k in range(36)})
-                    cell = Instance("PDPW16KD", p_DATA_WIDTH_W=36, p_DATA_WIDTH_R=36, p_REGMODE="OUTREG",
-                                    p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC", p_CSDECODE_W="0b000",
-                                    p_CSDECODE_R="0b000", p_GSR="DISABLED", **ports)
-                else:
-                    ports = {"i_CLKA": ClockSignal(), "i_CLKB": ClockSignal(), "i_CEA": 1, "i_WEA": we,
-                             "i_OCEA": 1, "i_RSTA": 0, "i_CEB": self.rd_en, "i_OCEB": self.rd_en,
-                             "i_WEB": 0, "i_RSTB": 0}
-                    ports.update({f"i_ADA{k}": addr_pin(self.wr_addr, k) for k in range(14)})
-                    ports.update({f"i_ADB{k}": addr_pin(self.rd_addr, k) for k in range(14)})
-                    if w == 18:
-                        ports.update({"i_ADA0": 1, "i_ADA1": 1})            # the write's byte enables
-                    ports.update({f"i_CSA{k}": 0 for k in range(3)})
-                    ports.update({f"i_CSB{k}": 0 for k in range(3)})
-                    ports.update({f"i_DIA{k}": di[k] for k in range(w)})
-                    ports.update({f"o_DOB{k}": do[k] for k in range(w)})
-                    cell = Instance("DP16KD", p_DATA_WIDTH_A=w, p_DATA_WIDTH_B=w, p_REGMODE_A="NOREG",
-                                    p_REGMODE_B="OUTREG", p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
-                                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_WRITEMODE_A="NORMAL",
-                                    p_WRITEMODE_B="NORMAL", p_GSR="DISABLED", **ports)
-                m.submodules[f"bram_{r}_{c}"] = cell
-        if rows == 1:
-            m.d.comb += stage2.eq(outs[0][:width])
-            return
-        row_q1 = Signal(len(rrow), reset_less=True)
-        row_q2 = Signal(len(rrow), reset_less=True)
-        with m.If(self.rd_en):
-            m.d.sync += [row_q1.eq(rrow), row_q2.eq(row_q1)]
-        with m.Switch(row_q2):
-            for r in range(rows):
-                with m.Case(r):
-                    m.d.comb += stage2.eq(outs[r][:width])
 
 
 class _Accumulate:
@@ -508,10 +427,12 @@ class LinearAttentionUnit(wiring.Component):
         Width of the events' ``level`` field (default ``bits(D)``).
     addr_width : int, optional
         Width of the events' ``addr`` field (default ``bits(N * C - 1)``).
-    ram : str
-        ``"memory"`` (Amaranth memories: simulation, any FPGA), ``"ecp5"`` (block RAM primitives with
-        output registers, or distributed RAM, whichever is cheaper per memory: needed for 150 MHz), or
-        ``"auto"`` (``"ecp5"`` when elaborated for an ECP5 platform, else ``"memory"``).
+    ecp5 : bool or "model", optional
+        RAMs from ECP5 block RAM primitives with output registers, or distributed RAM, whichever is
+        cheaper per memory (needed for 150 MHz); the choice shared by every core (:mod:`hdl.ecp5`):
+        None (default) follows the platform (``platform.family == "ecp5"``), True forces the
+        primitives (``bench.synth``), ``"model"`` simulates them with behavioural models, False uses
+        Amaranth memories (simulation, any FPGA).
 
     Members
     -------
@@ -532,14 +453,14 @@ class LinearAttentionUnit(wiring.Component):
     """
 
     def __init__(self, tokens: int, channels: int, heads: int, levels: int, *,
-                 level_width: int | None = None, addr_width: int | None = None, ram: str = "auto"):
+                 level_width: int | None = None, addr_width: int | None = None, ecp5=None):
         level_width, addr_width = _widths(tokens, channels, levels, level_width, addr_width)
         _check_int("heads", heads)
         if channels % heads:
             raise ValueError(f"heads must divide channels ({channels}), not {heads!r}")
         self._tokens, self._channels, self._heads, self._levels = tokens, channels, heads, levels
         self._d = channels // heads
-        self._ram = _check_ram(ram)
+        self._ecp5 = check_ecp5(ecp5)
         self.level_width, self.addr_width = level_width, addr_width
         self.kv_width = _bits(tokens * levels * levels)
         self.acc_width = _bits(self._d * levels * tokens * levels * levels)
@@ -569,16 +490,16 @@ class LinearAttentionUnit(wiring.Component):
         m = Module()
         N, C, H, D, d = self._tokens, self._channels, self._heads, self._levels, self._d
         L = _READ_LATENCY
-        backend = _ram_backend(self._ram, platform)
+        ecp5 = use_ecp5(self._ecp5, platform)
         hb = (H - 1).bit_length()                      # head bits of a padded word address
         nq = (N - 1).bit_length()
         words = N << hb
         v_layout = data.ArrayLayout(unsigned(_bits(D)), d)
         kv_layout = data.ArrayLayout(unsigned(self.kv_width), d)
         a_layout = data.ArrayLayout(unsigned(self.acc_width), d)
-        m.submodules.v_ram = v_ram = _Ram(v_layout, words, backend)
-        m.submodules.kv_ram = kv_ram = _Ram(kv_layout, C, backend)
-        m.submodules.a_ram = a_ram = _Ram(a_layout, words, backend)
+        m.submodules.v_ram = v_ram = _Ram(v_layout, words, ecp5)
+        m.submodules.kv_ram = kv_ram = _Ram(kv_layout, C, ecp5)
+        m.submodules.a_ram = a_ram = _Ram(a_layout, words, ecp5)
 
         sel, s0 = _entry(m, self.addr_width, self.level_width)
         # addr -> (token, channel) -> (head, lane)
@@ -730,7 +651,7 @@ class CoSpikeUnit(wiring.Component):
         ``N``, ``C`` and ``D``, the largest spike level of K and V.
     lanes : int
         Counts per output word (default 1: one word per channel).
-    level_width, addr_width, ram
+    level_width, addr_width, ecp5
         As for :class:`LinearAttentionUnit`.
 
     Members
@@ -752,11 +673,11 @@ class CoSpikeUnit(wiring.Component):
     """
 
     def __init__(self, tokens: int, channels: int, levels: int, *, lanes: int = 1,
-                 level_width: int | None = None, addr_width: int | None = None, ram: str = "auto"):
+                 level_width: int | None = None, addr_width: int | None = None, ecp5=None):
         level_width, addr_width = _widths(tokens, channels, levels, level_width, addr_width)
         _check_int("lanes", lanes, 1, channels)
         self._tokens, self._channels, self._levels, self._lanes = tokens, channels, levels, lanes
-        self._ram = _check_ram(ram)
+        self._ecp5 = check_ecp5(ecp5)
         self._words = -(-channels // lanes)
         self.level_width, self.addr_width = level_width, addr_width
         self.count_width = _bits(tokens * levels * levels)
@@ -783,11 +704,11 @@ class CoSpikeUnit(wiring.Component):
         m = Module()
         N, C, D, P, G = self._tokens, self._channels, self._levels, self._lanes, self._words
         L = _READ_LATENCY
-        backend = _ram_backend(self._ram, platform)
+        ecp5 = use_ecp5(self._ecp5, platform)
         vw, tw = _bits(D), self.tag_width
         count_layout = data.ArrayLayout(unsigned(self.count_width), P)
-        m.submodules.v_ram = v_ram = _Ram(unsigned(vw + tw), N * C, backend)
-        m.submodules.c_ram = c_ram = _Ram(count_layout, G, backend)
+        m.submodules.v_ram = v_ram = _Ram(unsigned(vw + tw), N * C, ecp5)
+        m.submodules.c_ram = c_ram = _Ram(count_layout, G, ecp5)
         tag = Signal(tw)                                # the current step's tag
 
         sel, s0 = _entry(m, self.addr_width, self.level_width)

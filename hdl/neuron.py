@@ -1,312 +1,22 @@
-"""Multi-threshold LIF neuron for P lanes (``ir.Neuron``), and the lane-stream pieces shared with the
-requantizer (``hdl/requant.py``) and the stem (``hdl/pixel_conv.py``).
+"""Multi-threshold LIF neuron for P lanes (``ir.Neuron``).
 
-Lane streams
-------------
-Every core here takes and gives *lane groups*: one beat carries ``P`` channels ``g*P .. g*P+P-1`` of one
-token, as a ``data.StructLayout`` with ``group`` (``unsigned(field_width(G))``, ``G = ceil(O / P)``),
-``token`` (``unsigned(field_width(N))``), ``values`` (``ArrayLayout(shape, P)``) and ``last`` (end of a
-frame; the cores pass it through). Lanes past ``O`` in the last group are padding.
-
-Pipelines
----------
-The cores are free-running pipelines (no stall inside) that end in an :class:`OutputQueue`: a FIFO and an
-occupancy counter. A beat enters only while the queue has room for everything already in flight, so the
-pipeline never needs to stop and no wide enable fans out to its registers; ``ready`` is a compare on a small
-counter. With ``o.ready`` held high every core takes one beat per cycle.
-
-ECP5 primitives
----------------
-On the ECP5 at speed grade 6, an inferred DP16KD block RAM has a 5.8 ns clock-to-output and an inferred
-(combinational) MULT18X18D 3.9 ns between fabric registers: either alone caps a design at about 120-135 MHz.
-Every memory read (:func:`lane_memory`) and product (:func:`ecp5_multiply`) therefore takes two cycles, and
-with ``ecp5`` they are built from DP16KD / MULT18X18D instances whose own registers fill those cycles
-(output register; input and output registers). The generic build (Amaranth memories and registers, for
-the simulator and other FPGAs) has the same cycle behaviour; ``ecp5="model"`` simulates the ECP5 structure
-with behavioural models of the two primitives (:class:`DP16KDModel`, :class:`MULT18X18DModel`).
+A lane-group core (:mod:`hdl.lanes`: its streams, parameter memories and output queue); with ``ecp5`` its
+deeper memories are DP16KD block RAMs with their output registers (:mod:`hdl.ecp5`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import (Array, Cat, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Shape, Signal,
-                          Value, signed, unsigned)
-from amaranth.lib import data, memory, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .ecp5 import check_ecp5, use_ecp5
+from .lanes import OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_memory, lane_rom
 from .packing import groups as _groups
-from .packing import pack_weights, signed_width
+from .packing import signed_width
 
-__all__ = ["NeuronUnit", "OutputQueue", "field_width", "index_bits", "lane_layout", "lane_memory", "lane_rom",
-           "ecp5_multiply", "use_ecp5", "DP16KDModel", "MULT18X18DModel"]
-
-
-# -- shared pieces ----------------------------------------------------------------------------------
-
-def index_bits(count: int) -> int:
-    """Address bits that select one of ``count`` items (0 for a single item)."""
-    return (count - 1).bit_length()
-
-
-def field_width(count: int) -> int:
-    """Width of a stream's index field for ``count`` items (at least one bit)."""
-    return max(1, index_bits(count))
-
-
-def lane_layout(groups: int, tokens: int, lanes: int, values_name: str, value_shape, **extra) -> data.StructLayout:
-    """``{group, token, <extra>..., <values_name>: ArrayLayout(value_shape, lanes), last}``."""
-    return data.StructLayout({
-        "group": unsigned(field_width(groups)),
-        "token": unsigned(field_width(tokens)),
-        **extra,
-        values_name: data.ArrayLayout(value_shape, lanes),
-        "last": 1,
-    })
-
-
-def _check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, not {value!r}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be at most {maximum}, not {value!r}")
-    return value
-
-
-def _check_array(name: str, value, ndim: tuple[int, ...]) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-        raise TypeError(f"{name} must be an integer array, not {value!r}")
-    if arr.ndim not in ndim:
-        raise ValueError(f"{name} must have {' or '.join(map(str, ndim))} dimensions, not shape {arr.shape}")
-    return arr.astype(np.int64)
-
-
-BRAM_MIN_DEPTH = 33
-"""With ``ecp5``, memories at least this deep are built from DP16KD block RAMs; shallower ones stay Amaranth
-memories (yosys makes them LUT RAM or LUT logic, which is cheaper and fast)."""
-
-
-def use_ecp5(setting, platform) -> bool | str:
-    """Resolve a core's ``ecp5`` argument: None follows the platform (``platform.family == "ecp5"``)."""
-    if setting is None:
-        return getattr(platform, "family", None) == "ecp5"
-    return setting
-
-
-def _check_ecp5(value):
-    if value not in (None, False, True, "model"):
-        raise ValueError(f"ecp5 must be None, False, True or 'model', not {value!r}")
-    return value
-
-
-def ecp5_primitive(ecp5, kind: str, **kwargs):
-    """``Instance(kind, **kwargs)``, or with ``ecp5="model"`` a behavioural model of it for the simulator."""
-    if ecp5 == "model":
-        return {"DP16KD": DP16KDModel, "MULT18X18D": MULT18X18DModel}[kind](**kwargs)
-    return Instance(kind, **kwargs)
-
-
-def lane_memory(m: Module, name: str, *, width: int, depth: int, read_addr, init=(), write=None, ecp5=False):
-    """A memory of ``depth`` words of ``width`` bits; returns the read data, **two cycles** after ``read_addr``.
-
-    ``write`` is ``(addr, data, en)`` or None (a ROM of ``init``). Without ``ecp5`` (or below
-    ``BRAM_MIN_DEPTH`` words) it is an Amaranth memory with a synchronous read port and a register after
-    it. With ``ecp5`` it is built from DP16KD block RAMs in 512 x 36 pseudo-dual-port mode with the
-    output registers on (``REGMODE_A = REGMODE_B = "OUTREG"``: in 36-bit mode the low half of the read
-    word leaves through port A's register, the high half through port B's), which takes the block's
-    5.6 ns clock-to-output (speed grade 6) off the fabric: the address register inside the block is the
-    first cycle, the output registers the second. Deeper memories are banks of 512 words, selected after
-    the output registers. The contents are laid out as yosys lays out an inferred 36-bit DP16KD (word
-    ``w``'s low 18 bits on port A, high 18 bits on port B; ``INITVAL`` holds 18-bit units at a 20-bit
-    pitch). A write and a read of the same word in the same cycle are not allowed (the cores never do
-    that).
-    """
-    init = [int(w) for w in init]
-    out = Signal(width, name=f"{name}_data", reset_less=True)
-    if not ecp5 or depth < BRAM_MIN_DEPTH:
-        mem = memory.Memory(shape=unsigned(width), depth=depth, init=init)
-        m.submodules[name] = mem
-        if write is not None:
-            wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(write[0]), wp.data.eq(write[1]), wp.en.eq(write[2])]
-        rp = mem.read_port()
-        m.d.comb += rp.addr.eq(read_addr)
-        m.d.sync += out.eq(rp.data)
-        return out
-    banks = -(-depth // 512)
-    columns = -(-width // 36)
-    raddr = Cat(read_addr, Const(0, 32))
-    if write is None:
-        waddr, wdata, wen = Const(0, 9), Const(0, 36 * columns), Const(0, 1)
-    else:
-        waddr, wdata, wen = Cat(write[0], Const(0, 32)), Cat(write[1], Const(0, 36 * columns)), write[2]
-    outs = []
-    for bank in range(banks):
-        words = init[bank * 512:(bank + 1) * 512]
-        bank_wen = wen & (waddr[9:] == bank) if banks > 1 else wen
-        cols = []
-        for col in range(columns):
-            units = []
-            for w in words:
-                chunk = (w >> (36 * col)) & ((1 << 36) - 1)
-                units += [chunk & 0x3FFFF, chunk >> 18]
-            units += [0] * (1024 - len(units))
-            params = {f"p_INITVAL_{k:02X}": Const(sum(units[k * 16 + i] << (20 * i) for i in range(16)), 320)
-                      for k in range(64)}
-            do = Signal(36, name=f"{name}_b{bank}c{col}_do")
-            ports = {"i_CLKA": ClockSignal(), "i_CLKB": ClockSignal(), "i_WEA": Const(1, 1), "i_WEB": Const(0, 1),
-                     "i_CEA": bank_wen, "i_CEB": Const(1, 1), "i_OCEA": Const(1, 1), "i_OCEB": Const(1, 1),
-                     "i_RSTA": Const(0, 1), "i_RSTB": Const(0, 1)}
-            for k in range(3):
-                ports[f"i_CSA{k}"] = ports[f"i_CSB{k}"] = Const(0, 1)
-            for k in range(14):
-                ports[f"i_ADA{k}"] = Const(1, 1) if k < 4 else (Const(0, 1) if k == 4 else waddr[k - 5])
-                ports[f"i_ADB{k}"] = Const(0, 1) if k < 5 else raddr[k - 5]
-            for k in range(18):
-                ports[f"i_DIA{k}"] = wdata[36 * col + k]
-                ports[f"i_DIB{k}"] = wdata[36 * col + 18 + k]
-                ports[f"o_DOA{k}"] = do[k]
-                ports[f"o_DOB{k}"] = do[18 + k]
-            m.submodules[f"{name}_b{bank}c{col}"] = ecp5_primitive(
-                ecp5, "DP16KD", p_DATA_WIDTH_A=36, p_DATA_WIDTH_B=36, p_REGMODE_A="OUTREG", p_REGMODE_B="OUTREG",
-                p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
-                p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED", **params, **ports)
-            cols.append(do)
-        outs.append(Cat(*cols))
-    if banks == 1:
-        m.d.comb += out.eq(outs[0])
-    else:
-        sel1 = Signal(range(banks), name=f"{name}_bank1")
-        sel2 = Signal(range(banks), name=f"{name}_bank2")
-        m.d.sync += [sel1.eq(raddr[9:]), sel2.eq(sel1)]        # aligned with the output registers
-        m.d.comb += out.eq(Array(outs)[sel2])
-    return out
-
-
-def ecp5_multiply(m: Module, name: str, a, b, ecp5=False):
-    """``a * b`` for operands of at most 18 bits signed (17 unsigned), **two cycles** after ``a`` and ``b``.
-
-    Without ``ecp5`` a register on each operand and one on the product (yosys maps the product to a
-    combinational MULT18X18D). With ``ecp5`` a MULT18X18D instance with its input and output registers on,
-    the multiplier's 3.9 ns then lying between two of its own registers."""
-    # an unsigned operand becomes signed with a zero sign bit
-    a, b = ((v if v.shape().signed else Cat(v, Const(0, 1)).as_signed()) for v in (Value.cast(a), Value.cast(b)))
-    assert len(a) <= 18 and len(b) <= 18
-    product = Signal(signed(len(a) + len(b)), name=f"{name}_p")
-    if not ecp5:
-        a1 = Signal(a.shape(), name=f"{name}_a", reset_less=True)
-        b1 = Signal(b.shape(), name=f"{name}_b", reset_less=True)
-        m.d.sync += [a1.eq(a), b1.eq(b), product.eq(a1 * b1)]
-        return product
-    p36 = Signal(signed(36), name=f"{name}_p36")
-    ports = {}
-    for k in range(18):
-        ports[f"i_A{k}"] = a[min(k, len(a) - 1)]       # sign-extended to 18 bits
-        ports[f"i_B{k}"] = b[min(k, len(b) - 1)]
-        ports[f"i_C{k}"] = Const(0, 1)
-    for k in range(36):
-        ports[f"o_P{k}"] = p36[k]
-    for k in range(4):
-        ports[f"i_CLK{k}"] = ClockSignal() if k == 0 else Const(0, 1)
-        ports[f"i_CE{k}"] = Const(1 if k == 0 else 0, 1)
-        ports[f"i_RST{k}"] = Const(0, 1)
-    m.submodules[name] = ecp5_primitive(
-        ecp5, "MULT18X18D", p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
-        p_REG_PIPELINE_CLK="NONE", p_REG_INPUTC_CLK="NONE", p_GSR="DISABLED", p_RESETMODE="SYNC",
-        p_MULT_BYPASS="DISABLED", i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1), i_SOURCEA=Const(0, 1),
-        i_SOURCEB=Const(0, 1), **ports)
-    m.d.comb += product.eq(p36)
-    return product
-
-
-class DP16KDModel(Elaboratable):
-    """Behavioural model of a DP16KD as ``lane_memory`` configures it (512 x 36 pseudo dual port: port A
-    writes, port B reads; the low 18 bits of the read word leave through port A's output register, the
-    high 18 through port B's), for simulating the ``ecp5`` structure."""
-
-    def __init__(self, **kwargs):
-        self._kw = kwargs
-
-    def elaborate(self, platform):
-        kw = self._kw
-        expect = {"p_DATA_WIDTH_A": 36, "p_DATA_WIDTH_B": 36, "p_REGMODE_A": "OUTREG", "p_REGMODE_B": "OUTREG",
-                  "p_WRITEMODE_A": "NORMAL"}
-        for key, value in expect.items():
-            assert kw[key] == value, (key, kw[key])
-        units = []
-        for k in range(64):
-            value = kw[f"p_INITVAL_{k:02X}"].value
-            units += [(value >> (20 * i)) & 0x3FFFF for i in range(16)]
-        m = Module()
-        m.submodules.mem = mem = memory.Memory(shape=36, depth=512,
-                                               init=[units[2 * w] | (units[2 * w + 1] << 18) for w in range(512)])
-        wp, rp = mem.write_port(), mem.read_port()
-        bit = lambda key: Value.cast(kw[key])                       # noqa: E731
-        out = Signal(36)
-        m.d.comb += [
-            wp.addr.eq(Cat(bit(f"i_ADA{k}") for k in range(5, 14))),
-            wp.data.eq(Cat(*(bit(f"i_DIA{k}") for k in range(18)), *(bit(f"i_DIB{k}") for k in range(18)))),
-            wp.en.eq(bit("i_CEA") & bit("i_WEA") & Cat(bit(f"i_ADA{k}") for k in range(4)).all()),
-            rp.addr.eq(Cat(bit(f"i_ADB{k}") for k in range(5, 14))),
-            rp.en.eq(bit("i_CEB")),
-        ]
-        with m.If(bit("i_OCEA")):
-            m.d.sync += out[:18].eq(rp.data[:18])
-        with m.If(bit("i_OCEB")):
-            m.d.sync += out[18:].eq(rp.data[18:])
-        m.d.comb += [kw[f"o_DOA{k}"].eq(out[k]) for k in range(18)]
-        m.d.comb += [kw[f"o_DOB{k}"].eq(out[18 + k]) for k in range(18)]
-        return m
-
-
-class MULT18X18DModel(Elaboratable):
-    """Behavioural model of a MULT18X18D as ``ecp5_multiply`` configures it (signed, input and output
-    registers on CLK0), for simulating the ``ecp5`` structure."""
-
-    def __init__(self, **kwargs):
-        self._kw = kwargs
-
-    def elaborate(self, platform):
-        kw = self._kw
-        for key in ("p_REG_INPUTA_CLK", "p_REG_INPUTB_CLK", "p_REG_OUTPUT_CLK"):
-            assert kw[key] == "CLK0", key
-        assert kw["p_REG_PIPELINE_CLK"] == "NONE"
-        m = Module()
-        a, b, p = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
-        m.d.sync += [
-            a.eq(Cat(Value.cast(kw[f"i_A{k}"]) for k in range(18))),
-            b.eq(Cat(Value.cast(kw[f"i_B{k}"]) for k in range(18))),
-            p.eq(a * b),
-        ]
-        m.d.comb += [kw[f"o_P{k}"].eq(p[k]) for k in range(36)]
-        return m
-
-
-def lane_rom(m: Module, name: str, rows: list[np.ndarray], width: int, lanes: int, addr, ecp5=False) -> list:
-    """A read-only memory of lane-group words, one word per (row, group), and its ``P`` lane outputs.
-
-    ``rows`` are per-channel vectors ``[O]`` (several for a per-token parameter); word
-    ``r * 2**index_bits(G) + g`` holds row ``r``'s group ``g`` in the layout of
-    ``hdl.packing.pack_weights`` (lane ``l`` in bits ``[l*width, (l+1)*width)``), so ``addr`` is
-    ``Cat(group, row)``. The outputs are valid **two cycles** after ``addr`` (see :func:`lane_memory`). A
-    parameter that is the same in every row and channel needs no memory: the outputs are then constants.
-    """
-    flat = np.concatenate(rows)
-    if (flat == flat[0]).all():
-        return [Const(int(flat[0]), signed(width))] * lanes
-    g = _groups(len(rows[0]), lanes)
-    stride = 1 << index_bits(g)
-    words = []
-    for row in rows:
-        packed = pack_weights(np.asarray(row).reshape(-1, 1), width, lanes)
-        words += packed + [0] * (stride - g)
-    word = lane_memory(m, name, width=lanes * width, depth=len(words), read_addr=addr, init=words, ecp5=ecp5)
-    view = data.ArrayLayout(signed(width), lanes)(word)
-    return [view[lane] for lane in range(lanes)]
+__all__ = ["NeuronUnit"]
 
 
 def _thermometer_count(ge: list) -> Value:
@@ -320,61 +30,6 @@ def _thermometer_count(ge: list) -> Value:
         terms = [ends[k] for k in range(len(ge)) if (k + 1) >> j & 1]
         bits.append(Cat(*terms).any() if terms else Const(0, 1))
     return Cat(*bits)
-
-
-class OutputQueue(wiring.Component):
-    """The end of a free-running pipeline: an output FIFO and the credit that keeps it from overflowing.
-
-    The pipeline asserts ``accept`` in each cycle in which work that will produce one output entry enters
-    it; ``credit`` says whether that may happen in this cycle (the entries accepted and not yet taken from
-    ``o`` are fewer than ``depth``). ``w_en``/``w_data`` write a result into the FIFO, which the credit
-    guarantees has room.
-
-    Parameters
-    ----------
-    layout : data.Layout
-        Payload of ``o``.
-    depth : int
-        Entries of the FIFO; at least the pipeline's latency plus 3 for one entry per cycle.
-
-    Members
-    -------
-    accept : In(1)
-    credit : Out(1)
-    w_en : In(1)
-    w_data : In(layout)
-    o : Out(stream.Signature(layout))
-    """
-
-    def __init__(self, layout, depth: int):
-        self._depth = _check_int("depth", depth, 2)
-        super().__init__({
-            "accept": In(1),
-            "credit": Out(1),
-            "w_en": In(1),
-            "w_data": In(layout),
-            "o": Out(stream.Signature(layout)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=Shape.cast(self.w_data.shape()).width,
-                                                    depth=self._depth)
-        # the entries accepted before the previous cycle and not yet taken, and the previous cycle's
-        # accept: the credit is a function of registers only (accept does not reach the counter's adder)
-        occupancy = Signal(range(self._depth + 1))
-        accepted = Signal()
-        pop = fifo.r_rdy & self.o.ready
-        m.d.sync += [accepted.eq(self.accept), occupancy.eq(occupancy + accepted - pop)]
-        m.d.comb += [
-            fifo.w_en.eq(self.w_en),
-            fifo.w_data.eq(self.w_data.as_value()),
-            self.o.valid.eq(fifo.r_rdy),
-            self.o.payload.eq(fifo.r_data),
-            fifo.r_en.eq(self.o.ready),
-            self.credit.eq(Mux(accepted, occupancy < self._depth - 1, occupancy < self._depth)),
-        ]
-        return m
 
 
 # -- the neuron -------------------------------------------------------------------------------------
@@ -428,10 +83,10 @@ class NeuronUnit(wiring.Component):
     in_range : (int, int), optional
         Inclusive range of the input values, if narrower than ``in_width`` allows (narrows the datapath).
     ecp5 : bool or "model", optional
-        Build memories of at least ``BRAM_MIN_DEPTH`` words from DP16KD block RAMs with their output
-        register (see :func:`lane_memory`); None (default) does so when elaborated for an ECP5 platform
-        (``platform.family == "ecp5"``); out-of-context synthesis (``bench.synth``, no platform) needs
-        True. ``"model"`` builds the same structure with behavioural models, for the simulator.
+        Build memories of at least ``hdl.lanes.BRAM_MIN_DEPTH`` words from DP16KD block RAMs with their
+        output registers (:func:`hdl.lanes.lane_memory`); the choice shared by every core
+        (:mod:`hdl.ecp5`): None (default) follows the platform, True forces the primitives, ``"model"``
+        simulates them, False uses Amaranth memories.
     src_loc_at : int
         As for any Amaranth component.
 
@@ -448,7 +103,7 @@ class NeuronUnit(wiring.Component):
 
     def __init__(self, *, lanes, in_width, levels, sign, bias, frac, theta, leak_shift, tokens, stateful,
                  in_range=None, ecp5=None, src_loc_at=0):
-        self._ecp5 = _check_ecp5(ecp5)
+        self._ecp5 = check_ecp5(ecp5)
         self._lanes = _check_int("lanes", lanes, 1)
         self._in_width = _check_int("in_width", in_width, 1)
         self._levels = _check_int("levels", levels, 1)
@@ -651,3 +306,4 @@ class NeuronUnit(wiring.Component):
         ]
         m.d.comb += [queue.w_data.levels[lane].eq(levels[lane]) for lane in range(P)]
         return m
+

@@ -1,6 +1,6 @@
 """The stem for direct encoding (``ir.PatchConv``): patch convolution of uint8 pixels or binary event frames.
 
-See ``hdl/neuron.py`` for the lane-stream conventions of the output.
+See ``hdl/lanes.py`` for the lane-stream conventions of the output.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .neuron import (OutputQueue, _check_array, _check_ecp5, _check_int, ecp5_multiply, index_bits, lane_layout,
-                     lane_memory, use_ecp5)
+from .ecp5 import check_ecp5, multiply, use_ecp5
+from .lanes import OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_memory
 from .packing import groups as _groups
 from .packing import pack_weights, signed_width
 
@@ -65,7 +65,7 @@ class PatchConvUnit(wiring.Component):
     ecp5 : bool or "model", optional
         Build the products from registered MULT18X18D instances and memories of at least
         ``BRAM_MIN_DEPTH`` words (weights, pixel buffer) from DP16KD block RAMs with their output register
-        (``hdl.neuron.ecp5_multiply``, ``lane_memory``); None (default) does so when elaborated for an ECP5
+        (``hdl.ecp5.multiply``, ``hdl.lanes.lane_memory``); None (default) does so when elaborated for an ECP5
         platform; out-of-context synthesis (``bench.synth``) needs True; ``"model"`` simulates that
         structure with behavioural models.
     src_loc_at : int
@@ -87,7 +87,7 @@ class PatchConvUnit(wiring.Component):
     LATENCY = 5
 
     def __init__(self, *, weight, bits, lanes, tokens, pixel_bits=8, multiplier="auto", ecp5=None, src_loc_at=0):
-        self._ecp5 = _check_ecp5(ecp5)
+        self._ecp5 = check_ecp5(ecp5)
         weight = _check_array("weight", weight, (4,))
         out, c, p, p2 = weight.shape
         if out == 0 or c == 0 or p == 0 or p != p2:
@@ -235,7 +235,7 @@ class PatchConvUnit(wiring.Component):
         accs = []
         for lane in range(P):
             if self._multiplier == "dsp":
-                p4 = ecp5_multiply(m, f"mul_{lane}", x2, w2[lane], ecp5)
+                p4 = multiply(m, f"mul_{lane}", x2, w2[lane], ecp5)
             else:
                 # R3: the partial products (the pixel where a weight bit is set); R4: their sum
                 parts = self._partial_products(x2, w2[lane])

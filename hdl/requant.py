@@ -1,6 +1,6 @@
 """Requantization (``ir.Requant``) and the saturating residual add (``ir.Add``) on P-lane streams.
 
-Both are free-running pipelines that end in an :class:`hdl.neuron.OutputQueue` (see ``hdl/neuron.py`` for
+Both are free-running pipelines that end in an :class:`hdl.lanes.OutputQueue` (see ``hdl/lanes.py`` for
 the lane-stream conventions): one lane group per cycle.
 """
 
@@ -11,8 +11,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .neuron import (OutputQueue, _check_array, _check_ecp5, _check_int, ecp5_multiply, index_bits, lane_layout,
-                     lane_rom, use_ecp5)
+from .ecp5 import check_ecp5, multiply, use_ecp5
+from .lanes import OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_rom
 from .packing import groups as _groups
 from .packing import signed_width
 
@@ -84,7 +84,7 @@ class RequantUnit(wiring.Component):
     ecp5 : bool or "model", optional
         Build the products from MULT18X18D instances with their input and output registers on, and
         memories of at least ``BRAM_MIN_DEPTH`` words from DP16KD block RAMs with their output register
-        (``hdl.neuron.ecp5_multiply``, ``lane_memory``); None (default) does so when elaborated for an ECP5
+        (``hdl.ecp5.multiply``, ``hdl.lanes.lane_memory``); None (default) does so when elaborated for an ECP5
         platform; out-of-context synthesis (``bench.synth``) needs True; ``"model"`` simulates that
         structure with behavioural models.
     src_loc_at : int
@@ -100,7 +100,7 @@ class RequantUnit(wiring.Component):
 
     def __init__(self, *, lanes, in_width, mult, bias, shift, saturate, tokens, out_width=None, in_range=None,
                  ecp5=None, src_loc_at=0):
-        self._ecp5 = _check_ecp5(ecp5)
+        self._ecp5 = check_ecp5(ecp5)
         self._lanes = _check_int("lanes", lanes, 1)
         self._in_width = _check_int("in_width", in_width, 1)
         if self._in_width > MAX_OPERAND_WIDTH:
@@ -253,7 +253,7 @@ class RequantUnit(wiring.Component):
             terms = []
             for xl in _limbs(self._in_width):
                 for ml in _limbs(self._lane_mult_width[lane]):
-                    prod = ecp5_multiply(m, f"mul_{lane}_{xl[0]}_{ml[0]}", _limb_value(x2, xl),
+                    prod = multiply(m, f"mul_{lane}_{xl[0]}_{ml[0]}", _limb_value(x2, xl),
                                          _limb_value(mult2[lane], ml), ecp5)
                     terms.append(prod if xl[0] + ml[0] == 0 else prod << (xl[0] + ml[0]))
             terms.append(stage(f"bias4_{lane}", signed(bw), stage(f"bias3_{lane}", signed(bw), bias2[lane])))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Cat, ClockDomain, Elaboratable, Module, Signal
+from amaranth.hdl import ClockDomain, Instance, Module, Signal
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from compiler import golden, ir
-from hdl import accumulate
+from hdl import ecp5
 from hdl.accumulate import PIPELINE_DEPTH, SpikeAccumulator
 from hdl.packing import accumulator_width
 from sim.cocotb_run import run_cocotb, simulator_available
@@ -117,7 +117,7 @@ def test_interface_and_derived_widths():
     ({"weights": np.full((2, 2), 0.5)}, TypeError, "dtype float64"),
     ({"weights": np.array([[1, 8]])}, ValueError, "in [-8, 7], not 8"),
     ({"weights": np.array([[-9, 0]])}, ValueError, "not -9"),
-    ({"ecp5_bram": "yes"}, TypeError, "ecp5_bram must be None, True or False, not 'yes'"),
+    ({"ecp5": "yes"}, ValueError, "ecp5 must be None, False, True or 'model', not 'yes'"),
 ])
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_bad_arguments_are_refused_and_quoted(kwargs, exc, needle):
@@ -262,49 +262,22 @@ def test_reset_mid_frame_clears_the_accumulators():
 
 # ---------------------------------------------------------------------------------------------- ECP5 block RAMs
 
-class DP16KDModel(Elaboratable):
-    """Behavioural DP16KD for what the core uses: 18-bit read ports, ``ADx[13:4]`` the word address,
-    ``INITVAL_nn`` holding words ``16 nn .. 16 nn + 15`` in 20-bit slots, and the output register
-    (``REGMODE = OUTREG``) one cycle after the address register. The INITVAL layout and address pins are
-    the ones yosys uses for this primitive (checked against it by the slow test below)."""
-
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-
-    def elaborate(self, platform):
-        kw, m = self.kwargs, Module()
-        image = []
-        for k in range(64):
-            value = kw[f"p_INITVAL_{k:02X}"].value
-            image += [(value >> (20 * i)) & 0x3FFFF for i in range(16)]
-        m.submodules.mem = mem = Memory(shape=18, depth=1024, init=image)
-        for port in "AB":
-            assert kw[f"p_DATA_WIDTH_{port}"] == 18 and kw[f"p_REGMODE_{port}"] == "OUTREG"
-            rd = mem.read_port()
-            address = Cat(kw[f"i_AD{port}{k}"] for k in range(14))
-            m.d.comb += [rd.addr.eq(address[4:]), rd.en.eq(kw[f"i_CE{port}"])]
-            with m.If(kw[f"i_OCE{port}"]):
-                m.d.sync += Cat(kw[f"o_DO{port}{k}"] for k in range(18)).eq(rd.data)
-        return m
-
-
 @pytest.mark.parametrize("lanes,out_f,in_f", [(8, 16, 100), (5, 10, 300), (5, 10, 700)],
                          ids=["dual-port-blocks", "one-port-blocks", "two-banks"])
-def test_ecp5_block_ram_path_with_a_model_of_the_primitive(monkeypatch, lanes, out_f, in_f):
+def test_ecp5_block_ram_path_with_a_model_of_the_primitive(lanes, out_f, in_f):
     # depth G*I: 200 words (both ports of a block, 36 bits), 600 (18 bits per block), 1400 (two banks);
     # words of 32 and 20 bits, so that every port and more than one column of blocks carry data
-    monkeypatch.setattr(accumulate, "_dp16kd", DP16KDModel)
     rng = np.random.default_rng(in_f)
     w = rng.integers(-8, 8, (out_f, in_f))
     frames = rng.integers(0, 8, (3, in_f)) * (rng.random((3, in_f)) < 0.05)
-    core = SpikeAccumulator(lanes, w, 4, 3, ecp5_bram=True)
+    core = SpikeAccumulator(lanes, w, 4, 3, ecp5="model")
     check(core, frames, send_stall=0.2, recv_stall=0.2)
 
 
 @pytest.mark.parametrize("lanes,blocks", [(16, 4), (64, 8)])
 def test_ecp5_block_ram_instances(lanes, blocks):
     w = np.random.default_rng(0).integers(-8, 8, (128, 128))
-    text = rtlil.convert(SpikeAccumulator(lanes, w, 4, 3, ecp5_bram=True))
+    text = rtlil.convert(SpikeAccumulator(lanes, w, 4, 3, ecp5=True))
     assert text.count("cell \\DP16KD") == blocks
     assert text.count('parameter \\REGMODE_A "OUTREG"') == blocks
     assert "DP16KD" not in rtlil.convert(SpikeAccumulator(lanes, w, 4, 3))
@@ -312,7 +285,7 @@ def test_ecp5_block_ram_instances(lanes, blocks):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-def test_ecp5_initval_layout_matches_yosys(tmp_path, monkeypatch):
+def test_ecp5_initval_layout_matches_yosys(tmp_path):
     """Our INITVAL encoding of a 1024 x 18 ROM equals what yosys's own block-RAM mapping produces."""
     import json
     import subprocess
@@ -342,11 +315,11 @@ def test_ecp5_initval_layout_matches_yosys(tmp_path, monkeypatch):
     (bram,) = [c for c in cells if c["type"] == "DP16KD"]
     theirs = {k: int(v, 2) for k, v in bram["parameters"].items() if k.startswith("INITVAL_")}
 
-    blocks = []
-    monkeypatch.setattr(accumulate, "_dp16kd", lambda **kwargs: blocks.append(kwargs) or DP16KDModel(**kwargs))
-    accumulate._dp16kd_rom(Module(), "rom", words, 18, Signal(10))
-    (ours,) = blocks
-    captured = {k[2:]: v.value for k, v in ours.items() if k.startswith("p_INITVAL_")}
+    m = Module()
+    ecp5.block_ram(m, "rom", width=18, depth=1024, read_addr=Signal(10), init=words, ecp5=True)
+    (ours,) = [m.submodules[name] for name in ("rom_b0c0",)]
+    assert isinstance(ours, Instance)
+    captured = {k: v.value for k, v in ours.parameters.items() if k.startswith("INITVAL_")}
     assert captured == theirs
 
 
@@ -446,7 +419,7 @@ def test_synthesis_reaches_150_mhz_on_the_85f(lanes, tmp_path):
     from bench.synth import synthesize
 
     w = np.random.default_rng(0).integers(-8, 8, (128, 128))
-    core = SpikeAccumulator(lanes, w, weight_bits=4, level_width=3, ecp5_bram=True)
+    core = SpikeAccumulator(lanes, w, weight_bits=4, level_width=3, ecp5=True)
     result = synthesize(core, f"accumulate_p{lanes}", workdir=tmp_path)
     assert result["MULT18X18D"] == 0, "level * w must not use a multiplier"
     assert result["DP16KD"] == {16: 4, 64: 8}[lanes]

@@ -17,8 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Cat, ClockDomain, Elaboratable, Module, Signal, Value, unsigned
-from amaranth.lib.memory import Memory
+from amaranth.hdl import ClockDomain, Module, unsigned
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +25,7 @@ from hypothesis import strategies as st
 from compiler import golden, ir
 from hdl import attention
 from hdl.attention import CoSpikeUnit, LinearAttentionUnit, MaskUnit
+from hdl.ecp5 import use_ecp5
 from sim.streams import recv, send
 
 TESTS = Path(__file__).resolve().parent
@@ -143,7 +143,7 @@ def _check_linear(dut, steps, **kw):
        order=st.sampled_from(["shuffled", "sorted"]), seed=st.integers(0, 2**16))
 def test_linear_attention_matches_golden(tokens, heads, d, levels, density, stall, order, seed):
     rng = np.random.default_rng(seed)
-    dut = LinearAttentionUnit(tokens, heads * d, heads, levels, ram="memory")
+    dut = LinearAttentionUnit(tokens, heads * d, heads, levels, ecp5=False)
     steps = [tuple(_spikes(rng, tokens, heads * d, levels, density) for _ in "qkv") for _ in range(2)]
     _check_linear(dut, steps, stall=stall, seed=seed, order=order, noops=0.1)
 
@@ -160,7 +160,7 @@ def test_linear_attention_edge_cases(tokens, channels, heads, levels):
     rng = np.random.default_rng(tokens * 100 + channels)
     zeros = np.zeros((tokens, channels), np.int64)
     full = np.full((tokens, channels), levels, np.int64)
-    dut = LinearAttentionUnit(tokens, channels, heads, levels, ram="memory")
+    dut = LinearAttentionUnit(tokens, channels, heads, levels, ecp5=False)
     steps = [
         (zeros, zeros, zeros),                                      # no spikes at all
         (full, full, full),                                         # every spike at the top level
@@ -176,7 +176,7 @@ def test_linear_attention_forwards_every_hazard_distance():
     # forwarding path of the three accumulators, with results that differ if any one is wrong.
     tokens, channels, heads, levels = 4, 8, 2, 4
     rng = np.random.default_rng(5)
-    dut = LinearAttentionUnit(tokens, channels, heads, levels, ram="memory")
+    dut = LinearAttentionUnit(tokens, channels, heads, levels, ecp5=False)
     q, k, v = (_spikes(rng, tokens, channels, levels, 0.9) for _ in "qkv")
 
     def frame(x, key):
@@ -201,7 +201,7 @@ def test_linear_attention_forwards_every_hazard_distance():
 
 def test_linear_attention_results_do_not_depend_on_stalls():
     rng = np.random.default_rng(7)
-    dut = LinearAttentionUnit(3, 8, 2, 2, ram="memory")
+    dut = LinearAttentionUnit(3, 8, 2, 2, ecp5=False)
     steps = [tuple(_spikes(rng, 3, 8, 2, 0.5) for _ in "qkv") for _ in range(3)]
     calm = _run_linear(dut, steps, seed=1)
     for stall in (0.2, 0.6):
@@ -209,12 +209,12 @@ def test_linear_attention_results_do_not_depend_on_stalls():
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("ram", ["memory", "ecp5"])
-def test_widths_match_the_ir_and_large_units_elaborate(ram):
+@pytest.mark.parametrize("ecp5", [False, True])
+def test_widths_match_the_ir_and_large_units_elaborate(ecp5):
     graph = _graph(64, 64, 4, "qkv", [ir.LinearAttention("a", "q", "k", "v", 4), ir.CoSpike("c", "k", "v")], "a")
     types = ir.infer_types(graph)
-    linear = LinearAttentionUnit(64, 64, 4, 4, ram=ram)
-    cospike = CoSpikeUnit(64, 64, 4, ram=ram)
+    linear = LinearAttentionUnit(64, 64, 4, 4, ecp5=ecp5)
+    cospike = CoSpikeUnit(64, 64, 4, ecp5=ecp5)
     assert linear.acc_width == types["a"].bits and cospike.count_width == types["c"].bits
     assert linear.kv_width == (64 * 4 * 4).bit_length()
     for unit in (linear, cospike, MaskUnit(64, 64, 4)):
@@ -222,9 +222,9 @@ def test_widths_match_the_ir_and_large_units_elaborate(ram):
 
 
 def test_ram_auto_follows_the_platform():
-    assert attention._ram_backend("auto", SimpleNamespace(family="ecp5")) == "ecp5"
-    assert attention._ram_backend("auto", None) == "memory"
-    assert attention._ram_backend("memory", SimpleNamespace(family="ecp5")) == "memory"
+    assert use_ecp5(None, SimpleNamespace(family="ecp5")) is True
+    assert use_ecp5(None, None) is False
+    assert use_ecp5(False, SimpleNamespace(family="ecp5")) is False
 
 
 # -- cycle counts: event-driven cost ----------------------------------------------------------------------
@@ -253,7 +253,7 @@ def _spike_frame(count: int, stride: int = 1, level: int = 1):
 
 def test_linear_attention_cycles_grow_with_spikes_not_with_size():
     tokens, channels, heads = 8, 32, 2                 # N * C * d = 4096 multiply-adds if dense
-    dut = LinearAttentionUnit(tokens, channels, heads, 4, ram="memory")
+    dut = LinearAttentionUnit(tokens, channels, heads, 4, ecp5=False)
     periods = {}
     for e in [(1, 1, 1), (9, 1, 1), (1, 9, 1), (1, 1, 9), (40, 25, 60)]:
         frames = {"v": _spike_frame(e[0], 3), "k": _spike_frame(e[1], 5), "q": _spike_frame(e[2], 2)}
@@ -265,7 +265,7 @@ def test_linear_attention_cycles_grow_with_spikes_not_with_size():
 
 
 def test_cospike_and_mask_cycles_grow_with_spikes():
-    dut = CoSpikeUnit(8, 16, 4, ram="memory")
+    dut = CoSpikeUnit(8, 16, 4, ecp5=False)
     for e in [(1, 1), (12, 1), (1, 30), (20, 20)]:
         assert _step_periods(dut, {"v": _spike_frame(e[0], 3), "k": _spike_frame(e[1], 4)}) == \
             [dut.step_cycles(*e)]
@@ -334,7 +334,7 @@ def test_sdsa1_matches_golden(tokens, channels, levels, lanes, density, stall, s
     steps = [tuple(_spikes(rng, tokens, channels, levels, density) for _ in "qkv") for _ in range(3)]
     theta = rng.integers(1, max(2, tokens * levels * levels // 3) + 1, channels)
     expected = [_sdsa1_golden(q, k, v, theta, levels) for q, k, v in steps]
-    counts = _run_cospike(CoSpikeUnit(tokens, channels, levels, lanes=lanes, ram="memory"),
+    counts = _run_cospike(CoSpikeUnit(tokens, channels, levels, lanes=lanes, ecp5=False),
                           [(k, v) for _, k, v in steps], stall=stall, seed=seed, noops=0.1)
     ys = _run_mask(MaskUnit(tokens, channels, levels), [(q, m) for (q, _, _), (_, m, _) in zip(steps, expected)],
                    stall=stall, seed=seed, noops=0.1)
@@ -353,7 +353,7 @@ def test_sdsa1_edge_cases(tokens, channels, lanes):
              tuple(_spikes(rng, tokens, channels, levels, 0.5) for _ in "qkv")]
     theta = np.arange(channels) % (tokens * levels * levels) + 1
     expected = [_sdsa1_golden(q, k, v, theta, levels) for q, k, v in steps]
-    counts = _run_cospike(CoSpikeUnit(tokens, channels, levels, lanes=lanes, ram="memory"),
+    counts = _run_cospike(CoSpikeUnit(tokens, channels, levels, lanes=lanes, ecp5=False),
                           [(k, v) for _, k, v in steps], stall=0.3, seed=1, noops=0.2)
     ys = _run_mask(MaskUnit(tokens, channels, levels), [(q, m) for (q, _, _), (_, m, _) in zip(steps, expected)],
                    stall=0.3, seed=1, noops=0.2)
@@ -366,7 +366,7 @@ def test_cospike_stale_map_never_reads_back():
     # V's map is never swept: a step's entries must read as 0 in every later step, across a full cycle of
     # the step tag (2**tag_width steps) and beyond, while the scrubber catches up with them.
     tokens, channels, levels = 4, 8, 4
-    dut = CoSpikeUnit(tokens, channels, levels, ram="memory")
+    dut = CoSpikeUnit(tokens, channels, levels, ecp5=False)
     full = np.full((tokens, channels), levels, np.int64)
     zeros = np.zeros_like(full)
     steps = [(zeros, full)] + [(full, zeros)] * (2 ** dut.tag_width + 3) + [(full, full)]
@@ -404,8 +404,8 @@ def test_mask_closes_every_frame_and_drops_masked_events():
     (lambda: LinearAttentionUnit(4, 8, 2, "4"), TypeError, "levels must be an integer, not '4'"),
     (lambda: LinearAttentionUnit(4, 8, 2, 4, level_width=2), ValueError, "level_width must be at least 3, not 2"),
     (lambda: LinearAttentionUnit(4, 8, 2, 4, addr_width=4), ValueError, "addr_width must be at least 5, not 4"),
-    (lambda: LinearAttentionUnit(4, 8, 2, 4, ram="bram"), ValueError,
-     "ram must be 'auto', 'memory' or 'ecp5', not 'bram'"),
+    (lambda: LinearAttentionUnit(4, 8, 2, 4, ecp5="bram"), ValueError,
+     "ecp5 must be None, False, True or 'model', not 'bram'"),
     (lambda: CoSpikeUnit(4, 8, 2, lanes=9), ValueError, "lanes must be at most 8, not 9"),
     (lambda: CoSpikeUnit(4, 8.0, 2), TypeError, "channels must be an integer, not 8.0"),
     (lambda: MaskUnit(4, 8, 2, mask_level_width=0), ValueError, "mask_level_width must be at least 1, not 0"),
@@ -422,68 +422,17 @@ def test_constructor_arguments_are_checked(make, error, text):
 
 def test_wider_event_fields_are_accepted():
     rng = np.random.default_rng(11)
-    dut = LinearAttentionUnit(3, 4, 2, 2, level_width=4, addr_width=10, ram="memory")
+    dut = LinearAttentionUnit(3, 4, 2, 2, level_width=4, addr_width=10, ecp5=False)
     steps = [tuple(_spikes(rng, 3, 4, 2, 0.6) for _ in "qkv")]
     _check_linear(dut, steps)
 
 
-# -- the ECP5 RAM mapping, with behavioural models of the block RAM primitives ----------------------------
-
-class _BlockRamModel(Elaboratable):
-    """DP16KD and PDPW16KD as ``_Ram`` wires them (Lattice TN1264): a write port, a read port whose data
-    goes through the output register (``REGMODE = OUTREG``). Addresses sit on AD[13:s] for a port
-    ``w`` bits wide (s = 0, 1, 2, 3, 4, 5 for w = 1, 2, 4, 9, 18, 36); x18 writes need both byte enables."""
-
-    def __init__(self, kind, **pins):
-        self.kind, self.pins = kind, pins
-
-    def _in(self, name):
-        return Value.cast(self.pins[f"i_{name}"])
-
-    def elaborate(self, platform):
-        m = Module()
-        p = self.pins
-        if self.kind == "PDPW16KD":
-            assert p["p_REGMODE"] == "OUTREG" and p["p_DATA_WIDTH_W"] == p["p_DATA_WIDTH_R"] == 36
-            width, shift = 36, 5
-            we = self._in("CEW") & Cat(*(self._in(f"BE{k}") for k in range(4))).all()
-            waddr = Cat(*(self._in(f"ADW{k}") for k in range(9)))
-            raddr = Cat(*(self._in(f"ADR{k}") for k in range(shift, 14)))
-            wdata = Cat(*(self._in(f"DI{k}") for k in range(36)))
-            ce, oce, outs = self._in("CER"), self._in("OCER"), [p[f"o_DO{k}"] for k in range(36)]
-        else:
-            assert self.kind == "DP16KD" and p["p_REGMODE_B"] == "OUTREG"
-            width = p["p_DATA_WIDTH_A"]
-            assert p["p_DATA_WIDTH_B"] == width
-            shift = {1: 0, 2: 1, 4: 2, 9: 3, 18: 4}[width]
-            we = self._in("CEA") & self._in("WEA")
-            if width == 18:
-                we &= self._in("ADA0") & self._in("ADA1")
-            waddr = Cat(*(self._in(f"ADA{k}") for k in range(shift, 14)))
-            raddr = Cat(*(self._in(f"ADB{k}") for k in range(shift, 14)))
-            wdata = Cat(*(self._in(f"DIA{k}") for k in range(width)))
-            ce, oce, outs = self._in("CEB"), self._in("OCEB"), [p[f"o_DOB{k}"] for k in range(width)]
-        m.submodules.mem = mem = Memory(shape=unsigned(width), depth=16384 >> shift if width < 36 else 512,
-                                        init=[])
-        wr, rd = mem.write_port(), mem.read_port()
-        out = Signal(width)
-        m.d.comb += [wr.addr.eq(waddr), wr.data.eq(wdata), wr.en.eq(we), rd.addr.eq(raddr), rd.en.eq(ce)]
-        with m.If(oce):
-            m.d.sync += out.eq(rd.data)
-        m.d.comb += [pin.eq(out[k]) for k, pin in enumerate(outs)]
-        return m
-
-
-@pytest.fixture
-def block_ram_models(monkeypatch):
-    monkeypatch.setattr(attention, "Instance", _BlockRamModel)
-    return monkeypatch
-
+# -- the ECP5 RAM mapping, with behavioural models of the block RAM primitives (ecp5="model") ------------
 
 @pytest.mark.parametrize("width,depth", [(40, 1500), (9, 1000), (3, 3000), (1, 20000), (300, 40)])
-def test_ram_block_tiles_read_back_what_was_written(block_ram_models, width, depth):
-    block_ram_models.setattr(attention, "_LUT4_PER_BRAM", 0)           # every memory in block RAM
-    ram = attention._Ram(unsigned(width), depth, "ecp5")
+def test_ram_block_tiles_read_back_what_was_written(monkeypatch, width, depth):
+    monkeypatch.setattr(attention, "_LUT4_PER_BRAM", 0)           # every memory in block RAM
+    ram = attention._Ram(unsigned(width), depth, "model")
     rng = random.Random(width * depth)
     writes = {rng.randrange(depth): rng.getrandbits(width) for _ in range(60)}
     reads = [rng.choice(list(writes)) for _ in range(80)]
@@ -516,19 +465,19 @@ def test_ram_block_tiles_read_back_what_was_written(block_ram_models, width, dep
 
 
 @pytest.mark.parametrize("bram_cost", [0, 10**9])                     # all block RAM / all distributed
-def test_linear_attention_on_ecp5_rams(block_ram_models, bram_cost):
-    block_ram_models.setattr(attention, "_LUT4_PER_BRAM", bram_cost)
+def test_linear_attention_on_ecp5_rams(monkeypatch, bram_cost):
+    monkeypatch.setattr(attention, "_LUT4_PER_BRAM", bram_cost)
     rng = np.random.default_rng(bram_cost % 97)
-    dut = LinearAttentionUnit(3, 6, 3, 4, ram="ecp5")
+    dut = LinearAttentionUnit(3, 6, 3, 4, ecp5="model")
     steps = [tuple(_spikes(rng, 3, 6, 4, 0.6) for _ in "qkv") for _ in range(2)]
     _check_linear(dut, steps, stall=0.2, seed=4)
 
 
 @pytest.mark.parametrize("bram_cost", [0, 10**9])
-def test_cospike_on_ecp5_rams(block_ram_models, bram_cost):
-    block_ram_models.setattr(attention, "_LUT4_PER_BRAM", bram_cost)
+def test_cospike_on_ecp5_rams(monkeypatch, bram_cost):
+    monkeypatch.setattr(attention, "_LUT4_PER_BRAM", bram_cost)
     rng = np.random.default_rng(3)
-    dut = CoSpikeUnit(5, 6, 2, lanes=2, ram="ecp5")
+    dut = CoSpikeUnit(5, 6, 2, lanes=2, ecp5="model")
     steps = [tuple(_spikes(rng, 5, 6, 2, 0.6) for _ in "kv") for _ in range(3)]
     for (k, v), got in zip(steps, _run_cospike(dut, steps, stall=0.2)):
         np.testing.assert_array_equal(got, (k * v).sum(0))
@@ -542,7 +491,7 @@ def test_linear_attention_cocotb_verilator(tmp_path, monkeypatch):
         pytest.skip("verilator is not installed")
     monkeypatch.setenv("MAKEFLAGS", "-j2")              # Verilator's C++ build, on both cores
     tokens, channels, heads, levels = 4, 8, 2, 4
-    dut = LinearAttentionUnit(tokens, channels, heads, levels, ram="memory")
+    dut = LinearAttentionUnit(tokens, channels, heads, levels, ecp5=False)
     rng = np.random.default_rng(21)
     steps = [tuple(_spikes(rng, tokens, channels, levels, density) for _ in "qkv") for density in (0.4, 1.0, 0.0)]
     aw, lw = dut.addr_width, dut.level_width
@@ -568,8 +517,8 @@ def test_reset_in_the_middle_of_a_step_leaves_no_trace():
     tokens, channels, heads, levels = 3, 6, 2, 4
     q, k, v = (_spikes(rng, tokens, channels, levels, 0.7) for _ in "qkv")
     maps = {"q": q, "k": k, "v": v}
-    for dut, ports in ((LinearAttentionUnit(tokens, channels, heads, levels, ram="memory"), "vkq"),
-                       (CoSpikeUnit(tokens, channels, levels, lanes=2, ram="memory"), "vk")):
+    for dut, ports in ((LinearAttentionUnit(tokens, channels, heads, levels, ecp5=False), "vkq"),
+                       (CoSpikeUnit(tokens, channels, levels, lanes=2, ecp5=False), "vk")):
         top = Module()
         top.domains.sync = domain = ClockDomain()
         top.submodules.dut = dut

@@ -1,0 +1,170 @@
+"""P-lane streams: the layouts, parameter memories and output queue shared by the lane-group cores
+(:mod:`hdl.neuron`, :mod:`hdl.requant`, :mod:`hdl.pixel_conv`).
+
+Lane streams
+------------
+Every lane-group core takes and gives *lane groups*: one beat carries ``P`` channels ``g*P .. g*P+P-1`` of
+one token, as a ``data.StructLayout`` with ``group`` (``unsigned(field_width(G))``, ``G = ceil(O / P)``),
+``token`` (``unsigned(field_width(N))``), ``values`` (``ArrayLayout(shape, P)``) and ``last`` (end of a
+frame; the cores pass it through). Lanes past ``O`` in the last group are padding.
+
+Pipelines
+---------
+The cores are free-running pipelines (no stall inside) that end in an :class:`OutputQueue`: a FIFO and an
+occupancy counter. A beat enters only while the queue has room for everything already in flight, so the
+pipeline never needs to stop and no wide enable fans out to its registers; ``ready`` is a compare on a small
+counter. With ``o.ready`` held high every core takes one beat per cycle.
+
+Memories
+--------
+Every memory read (:func:`lane_memory`, :func:`lane_rom`) takes two cycles; with ``ecp5`` the deeper
+memories are DP16KD block RAMs whose own registers fill them (:func:`hdl.ecp5.block_ram`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from .ecp5 import block_ram
+from .packing import groups as _groups
+from .packing import pack_weights
+
+__all__ = ["OutputQueue", "field_width", "index_bits", "lane_layout", "lane_memory", "lane_rom", "BRAM_MIN_DEPTH"]
+
+
+def index_bits(count: int) -> int:
+    """Address bits that select one of ``count`` items (0 for a single item)."""
+    return (count - 1).bit_length()
+
+
+def field_width(count: int) -> int:
+    """Width of a stream's index field for ``count`` items (at least one bit)."""
+    return max(1, index_bits(count))
+
+
+def lane_layout(groups: int, tokens: int, lanes: int, values_name: str, value_shape, **extra) -> data.StructLayout:
+    """``{group, token, <extra>..., <values_name>: ArrayLayout(value_shape, lanes), last}``."""
+    return data.StructLayout({
+        "group": unsigned(field_width(groups)),
+        "token": unsigned(field_width(tokens)),
+        **extra,
+        values_name: data.ArrayLayout(value_shape, lanes),
+        "last": 1,
+    })
+
+
+def _check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, not {value!r}")
+    return value
+
+
+def _check_array(name: str, value, ndim: tuple[int, ...]) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        raise TypeError(f"{name} must be an integer array, not {value!r}")
+    if arr.ndim not in ndim:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndim))} dimensions, not shape {arr.shape}")
+    return arr.astype(np.int64)
+
+
+BRAM_MIN_DEPTH = 33
+"""With ``ecp5``, lane memories at least this deep are built from DP16KD block RAMs; shallower ones stay Amaranth
+memories (yosys makes them LUT RAM or LUT logic, which is cheaper and fast)."""
+
+def lane_memory(m: Module, name: str, *, width: int, depth: int, read_addr, init=(), write=None, ecp5=False):
+    """A memory of ``depth`` words of ``width`` bits; returns the read data, **two cycles** after ``read_addr``.
+
+    ``write`` is ``(addr, data, en)`` or None (a ROM of ``init``). With ``ecp5`` (``True`` or ``"model"``,
+    resolved by :func:`hdl.ecp5.use_ecp5`) and at least ``BRAM_MIN_DEPTH`` words, DP16KD block RAMs with
+    their output registers; otherwise an Amaranth memory and a register (:func:`hdl.ecp5.block_ram`). A
+    write and a read of the same word in the same cycle are not allowed (the cores never do that).
+    """
+    return block_ram(m, name, width=width, depth=depth, read_addr=read_addr, init=init, write=write,
+                     ecp5=ecp5 if depth >= BRAM_MIN_DEPTH else False)
+
+
+def lane_rom(m: Module, name: str, rows: list[np.ndarray], width: int, lanes: int, addr, ecp5=False) -> list:
+    """A read-only memory of lane-group words, one word per (row, group), and its ``P`` lane outputs.
+
+    ``rows`` are per-channel vectors ``[O]`` (several for a per-token parameter); word
+    ``r * 2**index_bits(G) + g`` holds row ``r``'s group ``g`` in the layout of
+    ``hdl.packing.pack_weights`` (lane ``l`` in bits ``[l*width, (l+1)*width)``), so ``addr`` is
+    ``Cat(group, row)``. The outputs are valid **two cycles** after ``addr`` (see :func:`lane_memory`). A
+    parameter that is the same in every row and channel needs no memory: the outputs are then constants.
+    """
+    flat = np.concatenate(rows)
+    if (flat == flat[0]).all():
+        return [Const(int(flat[0]), signed(width))] * lanes
+    g = _groups(len(rows[0]), lanes)
+    stride = 1 << index_bits(g)
+    words = []
+    for row in rows:
+        packed = pack_weights(np.asarray(row).reshape(-1, 1), width, lanes)
+        words += packed + [0] * (stride - g)
+    word = lane_memory(m, name, width=lanes * width, depth=len(words), read_addr=addr, init=words, ecp5=ecp5)
+    view = data.ArrayLayout(signed(width), lanes)(word)
+    return [view[lane] for lane in range(lanes)]
+
+class OutputQueue(wiring.Component):
+    """The end of a free-running pipeline: an output FIFO and the credit that keeps it from overflowing.
+
+    The pipeline asserts ``accept`` in each cycle in which work that will produce one output entry enters
+    it; ``credit`` says whether that may happen in this cycle (the entries accepted and not yet taken from
+    ``o`` are fewer than ``depth``). ``w_en``/``w_data`` write a result into the FIFO, which the credit
+    guarantees has room.
+
+    Parameters
+    ----------
+    layout : data.Layout
+        Payload of ``o``.
+    depth : int
+        Entries of the FIFO; at least the pipeline's latency plus 3 for one entry per cycle.
+
+    Members
+    -------
+    accept : In(1)
+    credit : Out(1)
+    w_en : In(1)
+    w_data : In(layout)
+    o : Out(stream.Signature(layout))
+    """
+
+    def __init__(self, layout, depth: int):
+        self._depth = _check_int("depth", depth, 2)
+        super().__init__({
+            "accept": In(1),
+            "credit": Out(1),
+            "w_en": In(1),
+            "w_data": In(layout),
+            "o": Out(stream.Signature(layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=Shape.cast(self.w_data.shape()).width,
+                                                    depth=self._depth)
+        # the entries accepted before the previous cycle and not yet taken, and the previous cycle's
+        # accept: the credit is a function of registers only (accept does not reach the counter's adder)
+        occupancy = Signal(range(self._depth + 1))
+        accepted = Signal()
+        pop = fifo.r_rdy & self.o.ready
+        m.d.sync += [accepted.eq(self.accept), occupancy.eq(occupancy + accepted - pop)]
+        m.d.comb += [
+            fifo.w_en.eq(self.w_en),
+            fifo.w_data.eq(self.w_data.as_value()),
+            self.o.valid.eq(fifo.r_rdy),
+            self.o.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.o.ready),
+            self.credit.eq(Mux(accepted, occupancy < self._depth - 1, occupancy < self._depth)),
+        ]
+        return m
