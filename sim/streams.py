@@ -39,3 +39,32 @@ async def recv(ctx, stream, count: int, *, stall: float = 0.0, rng: random.Rando
             raise TimeoutError(f"stream produced {len(out)} of {count} payloads in {timeout} cycles")
     ctx.set(stream.ready, 0)
     return out
+
+
+def simulate(unit, inputs: dict, count: int, *, output: str = "o", stall: float = 0.0, seed: int = 0,
+             timeout: int = 50_000) -> tuple[list, int]:
+    """Run ``unit`` in the Amaranth simulator: send each input port (by name) its payloads and collect
+    ``count`` payloads from ``output``, all with random stalls. Returns (payloads, cycles simulated)."""
+    from amaranth.sim import Simulator
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-6)
+    out, cycles = [], [0]
+    for k, (port, payloads) in enumerate(inputs.items()):
+        async def feeder(ctx, port=port, payloads=payloads, k=k):
+            await send(ctx, getattr(unit, port), payloads, stall=stall, rng=random.Random(seed * 11 + k))
+        sim.add_testbench(feeder)
+
+    async def collector(ctx):
+        out.extend(await recv(ctx, getattr(unit, output), count, stall=stall,
+                              rng=random.Random(seed * 11 + 7), timeout=timeout))
+
+    async def clock(ctx):
+        while True:
+            await ctx.tick()
+            cycles[0] += 1
+
+    sim.add_testbench(collector)
+    sim.add_process(clock)
+    sim.run()
+    return out, cycles[0]

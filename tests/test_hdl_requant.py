@@ -7,38 +7,14 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compiler import golden, ir
 from hdl.requant import RequantUnit, ResidualAdd
-from sim.streams import recv, send
+from sim.streams import simulate
 
 FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def simulate(unit, inputs: dict, count: int, *, stall: float = 0.0, seed: int = 0):
-    """Send each input port its payloads, collect ``count`` beats of ``unit.o``; return (beats, cycles)."""
-    sim = Simulator(unit)
-    sim.add_clock(1e-6)
-    out, cycles = [], [0]
-    for k, (port, payloads) in enumerate(inputs.items()):
-        async def feeder(ctx, port=port, payloads=payloads, k=k):
-            await send(ctx, getattr(unit, port), payloads, stall=stall, rng=random.Random(seed * 11 + k))
-        sim.add_testbench(feeder)
-
-    async def collector(ctx):
-        out.extend(await recv(ctx, unit.o, count, stall=stall, rng=random.Random(seed * 11 + 7), timeout=20_000))
-
-    async def clock(ctx):
-        while True:
-            await ctx.tick()
-            cycles[0] += 1
-    sim.add_testbench(collector)
-    sim.add_process(clock)
-    sim.run()
-    return out, cycles[0]
 
 
 def signed_range(width):
