@@ -97,6 +97,9 @@ class SpikeAccumulator(wiring.Component):
         Bits of a spike level (levels ``0 .. 2**level_width - 1``; 0 is a no-op).
     acc_width : int, optional
         Signed accumulator width; defaults to ``accumulator_width(I, b, 2**level_width - 1)``.
+    dense : bool, optional
+        Walk the lane groups for level-0 events too (adding 0): every synapse costs a cycle whether it
+        spiked or not, the baseline that the event-driven schedule is compared with (``--dense``).
     ecp5 : bool or "model", optional
         Build the weight memory from ECP5 DP16KD block RAMs with their output register on
         (:func:`hdl.ecp5.block_ram`), rather than from a ``Memory`` (yosys maps it to DP16KDs without that
@@ -123,7 +126,7 @@ class SpikeAccumulator(wiring.Component):
         A read-only copy of ``W``.
     """
 
-    def __init__(self, lanes, weights, weight_bits, level_width, acc_width=None, *, ecp5=None):
+    def __init__(self, lanes, weights, weight_bits, level_width, acc_width=None, *, dense=False, ecp5=None):
         if not _is_int(lanes) or lanes < 1:
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if not _is_int(weight_bits) or weight_bits < 1:
@@ -155,6 +158,7 @@ class SpikeAccumulator(wiring.Component):
         self._level_width = int(level_width)
         self._acc_width = int(acc_width)
         self._ecp5 = ecp5
+        self._dense = bool(dense)
         self._in_features = int(in_features)
         self._out_features = int(out_features)
         self._groups = groups(out_features, lanes)
@@ -221,7 +225,7 @@ class SpikeAccumulator(wiring.Component):
         accept = self.events.valid & self.events.ready
 
         with m.If(accept):
-            with m.If(ev.level != 0):
+            with m.If((ev.level != 0) | self._dense):
                 m.d.sync += [busy.eq(1), g0.eq(0), at_last.eq(G == 1), waddr.eq(ev.addr),
                              lvl0.eq(ev.level), last0.eq(ev.last)]
             with m.Else():

@@ -1,0 +1,539 @@
+"""The generated accelerator: a hardware plan (``compiler.plan.Plan``) made into one Amaranth component.
+
+One engine per plan stage, built from the ``hdl/`` cores, reading and writing on-chip buffers (one memory
+per stored tensor); a controller runs the stages in order for each time step; the host bus
+(``hdl.hostbus``, address map ``hdl.regmap``) loads pixels, starts an inference and reads logits and
+counters. ``docs/architecture.md`` has the diagram. The plan is read by attribute: ``hdl`` does not
+import the compiler.
+
+Engines (the plan's stage kinds)::
+
+    stem              pixels -> PatchConvUnit -> RequantUnit -> residual
+    residual_neuron   residual -> NeuronUnit -> spikes
+    dense_neuron      spikes -> EventQueue -> SpikeAccumulator -> NeuronUnit -> spikes
+    dense_residual    spikes (& mask) -> EventQueue -> SpikeAccumulator -> RequantUnit -+-> ResidualAdd -> residual
+                      residual ---------------------------------------------------------+
+    linear_attention  V, K, Q spikes -> 3 EventQueues -> LinearAttentionUnit -> NeuronUnit -> spikes
+    cospike           V, K spikes -> 2 EventQueues -> CoSpikeUnit -> NeuronUnit -> mask
+    head              spikes -> EventQueue -> SpikeAccumulator (over all tokens and steps) -> RequantUnit -> logits
+
+With ``plan.dense`` every EventQueue is replaced by :class:`hdl.buffers.DenseEvents` (every synapse is
+scheduled, zeros included): the baseline that shows what the event-driven schedule saves.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from . import regmap
+from .accumulate import SpikeAccumulator
+from .attention import CoSpikeUnit, LinearAttentionUnit
+from .buffers import BufferReader, DenseEvents
+from .ecp5 import check_ecp5
+from .event_queue import EventQueue
+from .hostbus import DATA_WIDTH, HostBusSignature
+from .neuron import NeuronUnit
+from .packing import signed_width
+from .pixel_conv import PatchConvUnit
+from .requant import RequantUnit, ResidualAdd
+
+__all__ = ["Accelerator"]
+
+
+def _ident(name: str) -> str:
+    return name.replace(".", "_")
+
+
+class _Engine:
+    """The signals the controller sees of one engine."""
+
+    def __init__(self, name: str):
+        self.start = Signal(name=f"{name}_start")
+        self.busy = Signal(name=f"{name}_busy")
+        self.events = Signal(4, name=f"{name}_events")       # non-zero events consumed this cycle
+        self.synops = Signal(32, name=f"{name}_synops")      # synaptic operations scheduled this cycle
+
+
+class Accelerator(wiring.Component):
+    """The whole model in hardware, driven through the host bus.
+
+    Parameters
+    ----------
+    plan : compiler.plan.Plan
+        Lanes, buffers and stages; the IR ops it names carry the weights.
+    trace : bool
+        A debug build: every buffer is readable on the bus (region 3 + its index) and the controller
+        pauses after each time step but the last until the host writes ``CTRL_CONTINUE``.
+    ecp5 : bool or "model", optional
+        As for every core (:mod:`hdl.ecp5`).
+
+    Members
+    -------
+    bus : In(HostBusSignature(regmap.ADDR_WIDTH))
+    status : Out(3)
+        busy, done, paused (for LEDs).
+    """
+
+    def __init__(self, plan, *, trace: bool = False, ecp5=None):
+        self._plan = plan
+        self._trace = bool(trace)
+        self._ecp5 = check_ecp5(ecp5)
+        super().__init__({"bus": In(HostBusSignature(regmap.ADDR_WIDTH)), "status": Out(3)})
+
+    @property
+    def plan(self):
+        return self._plan
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _reader(self, m, name, buf, frame, *, base=None, base_width=0, mask=None):
+        plan = self._plan
+        tokens = plan.tokens if buf.kind == "pixels" else buf.tokens
+        r = BufferReader(tokens=tokens, groups=buf.groups, group_bits=buf.group_bits, word_width=buf.word_width,
+                         frame=frame, base_width=base_width,
+                         mask_width=mask.word_width if mask is not None else 0, value_width=buf.width)
+        m.submodules[f"{name}_read_{_ident(buf.name)}"] = r
+        port = self._mems[buf.name].read_port()
+        m.d.comb += [port.addr.eq(r.addr), r.data.eq(port.data)]
+        if base is not None:
+            m.d.comb += r.base.eq(base)
+        if mask is not None:
+            mport = self._mems[mask.name].read_port()
+            m.d.comb += [mport.addr.eq(r.mask_addr), r.mask_data.eq(mport.data)]
+        return r
+
+    def _events(self, m, name, reader, buf, addr_width, frame):
+        """Spike words of ``reader`` -> an event stream (EventQueue, or DenseEvents for the baseline)."""
+        K = buf.lanes
+        width = max(addr_width, (K - 1).bit_length(), 1)
+        if self._plan.dense:
+            last_lanes = buf.channels - (buf.groups - 1) * K
+            q = DenseEvents(lanes=K, level_width=buf.width, addr_width=width, groups=buf.groups,
+                            last_lanes=last_lanes if frame == "token" else K)
+        else:
+            q = EventQueue(K, buf.width, width)
+        m.submodules[f"{name}_events_{_ident(buf.name)}"] = q
+        m.d.comb += [
+            q.spikes.valid.eq(reader.o.valid),
+            reader.o.ready.eq(q.spikes.ready),
+            q.spikes.payload.levels.eq(reader.o.payload.data),
+            q.spikes.payload.last.eq(reader.o.payload.last),
+        ]
+        return q.events
+
+    def _count(self, m, eng, *fires):
+        """Count events ``(valid, ready, level, fan_out)`` into the engine's counters."""
+        ev, ops = [], []
+        for valid, ready, level, fan_out in fires:
+            fire = valid & ready
+            nonzero = fire & (level != 0)
+            ev.append(nonzero)
+            ops.append(Mux(fire if self._plan.dense else nonzero, fan_out, 0))
+        m.d.comb += [eng.events.eq(sum(ev)), eng.synops.eq(sum(ops))]
+
+    def _write(self, m, buf, valid, token, group, values):
+        """Write a lane group into buffer ``buf`` (values: the lanes, each cut to the buffer's width)."""
+        port = self._mems[buf.name].write_port()
+        gb = buf.group_bits
+        addr = Cat(group[:gb], token) if gb else token
+        m.d.comb += [port.en.eq(valid), port.addr.eq(addr),
+                     port.data.eq(Cat(*(Value.cast(v)[:buf.width] for v in values)))]
+
+    @staticmethod
+    def _finish(m, eng, when):
+        with m.If(eng.start):
+            m.d.sync += eng.busy.eq(1)
+        with m.Elif(when):
+            m.d.sync += eng.busy.eq(0)
+
+    def _accumulator(self, m, name, dense_op, src, events, acc_width):
+        plan = self._plan
+        acc = SpikeAccumulator(plan.lanes, dense_op.weight, dense_op.bits, src.width, acc_width,
+                               dense=plan.dense, ecp5=self._ecp5)
+        m.submodules[f"{name}_acc"] = acc
+        m.d.comb += [
+            acc.events.valid.eq(events.valid),
+            events.ready.eq(acc.events.ready),
+            acc.events.payload.addr.eq(events.payload.addr[:acc.addr_width]),
+            acc.events.payload.level.eq(events.payload.level),
+            acc.events.payload.last.eq(events.payload.last),
+        ]
+        return acc
+
+    def _token_counter(self, m, name, stream_):
+        """The token of each beat of a stream whose frames are one token each (``last`` on the final beat)."""
+        token = Signal(range(max(self._plan.tokens, 2)), name=f"{name}_token")
+        with m.If(stream_.valid & stream_.ready & stream_.payload.last):
+            m.d.sync += token.eq(Mux(token == self._plan.tokens - 1, 0, token + 1))
+        return token
+
+    def _width(self, tensor):
+        t = self._plan.types[tensor]
+        return signed_width(t.lo, t.hi), (t.lo, t.hi)
+
+    # -- engines --------------------------------------------------------------------------------
+
+    def _stem(self, m, stage, eng, ctx):
+        plan = self._plan
+        conv, rq = plan.op(stage.ops[0]), plan.op(stage.ops[1])
+        pix = plan.buffers[stage.srcs[0]]
+        dst = plan.buffers[stage.dst]
+        events_input = plan.pixel_frames > 1
+        base_width = (plan.pixel_frames * plan.tokens - 1).bit_length() if events_input else 0
+        r = self._reader(m, stage.name, pix, "token", base=ctx["t"] * plan.tokens if events_input else None,
+                         base_width=base_width)
+        unit = PatchConvUnit.from_op(conv, lanes=plan.lanes, tokens=plan.tokens, pixel_bits=pix.width,
+                                     ecp5=self._ecp5)
+        m.submodules[f"{stage.name}_conv"] = unit
+        m.d.comb += [r.start.eq(eng.start), unit.i.valid.eq(r.o.valid), r.o.ready.eq(unit.i.ready),
+                     unit.i.payload.pixel.eq(r.o.payload.data), unit.i.payload.last.eq(r.o.payload.last)]
+        _, rng = self._width(conv.dst)
+        req = RequantUnit.from_op(rq, lanes=plan.lanes, in_width=unit.acc_width, tokens=plan.tokens,
+                                  in_range=rng, ecp5=self._ecp5)
+        m.submodules[f"{stage.name}_rq"] = req
+        wiring.connect(m, unit.o, req.i)
+        o = req.o
+        m.d.comb += o.ready.eq(1)
+        self._write(m, dst, o.valid, o.payload.token, o.payload.group, o.payload.values)
+        fan = conv.weight[0].size * conv.weight.shape[0] // plan.lanes
+        m.d.comb += eng.synops.eq(Mux(unit.i.valid & unit.i.ready, fan, 0))
+        self._finish(m, eng, o.valid & o.payload.last)
+
+    def _neuron_unit(self, m, name, op, lanes, in_width, tokens, in_range):
+        unit = NeuronUnit.from_op(op, lanes=lanes, in_width=in_width, tokens=tokens,
+                                  timesteps=self._plan.timesteps, in_range=in_range, ecp5=self._ecp5)
+        m.submodules[f"{name}_neuron"] = unit
+        return unit
+
+    def _residual_neuron(self, m, stage, eng, ctx):
+        plan = self._plan
+        src, dst = plan.buffers[stage.srcs[0]], plan.buffers[stage.dst]
+        op = plan.op(stage.ops[0])
+        r = self._reader(m, stage.name, src, "token")
+        _, rng = self._width(src.name)
+        unit = self._neuron_unit(m, stage.name, op, plan.lanes, src.width, plan.tokens, rng)
+        i = unit.i
+        m.d.comb += [r.start.eq(eng.start), i.valid.eq(r.o.valid), r.o.ready.eq(i.ready),
+                     i.payload.group.eq(r.o.payload.group), i.payload.token.eq(r.o.payload.token),
+                     i.payload.first.eq(ctx["first"]), i.payload.last.eq(r.o.payload.last),
+                     i.payload.values.eq(r.o.payload.data)]
+        o = unit.o
+        m.d.comb += o.ready.eq(1)
+        self._write(m, dst, o.valid, o.payload.token, o.payload.group, o.payload.levels)
+        self._finish(m, eng, o.valid & o.payload.last & (o.payload.token == plan.tokens - 1))
+
+    def _dense_front(self, m, stage, eng):
+        """Reader (with the sdsa1 mask), events and accumulator of a Dense stage."""
+        plan = self._plan
+        dense_op = plan.op(stage.ops[0])
+        src = plan.buffers[stage.srcs[0]]
+        mask = plan.buffers[stage.srcs[1]] if len(stage.srcs) > 1 and \
+            plan.buffers[stage.srcs[1]].kind == "spikes" and plan.buffers[stage.srcs[1]].tokens == 1 else None
+        r = self._reader(m, stage.name, src, "token", mask=mask)
+        m.d.comb += r.start.eq(eng.start)
+        aw = max(1, (dense_op.weight.shape[1] - 1).bit_length())
+        events = self._events(m, stage.name, r, src, aw, "token")
+        acc_width, rng = self._width(dense_op.dst)
+        acc = self._accumulator(m, stage.name, dense_op, src, events, acc_width)
+        self._count(m, eng, (events.valid, events.ready, events.payload.level, dense_op.weight.shape[0]))
+        token = self._token_counter(m, stage.name, acc.acc)
+        return acc, token, acc_width, rng
+
+    def _dense_neuron(self, m, stage, eng, ctx):
+        plan = self._plan
+        acc, token, acc_width, rng = self._dense_front(m, stage, eng)
+        unit = self._neuron_unit(m, stage.name, plan.op(stage.ops[1]), plan.lanes, acc_width, plan.tokens, rng)
+        i, a = unit.i, acc.acc
+        m.d.comb += [i.valid.eq(a.valid), a.ready.eq(i.ready), i.payload.group.eq(a.payload.group),
+                     i.payload.token.eq(token), i.payload.first.eq(ctx["first"]),
+                     i.payload.last.eq(a.payload.last), i.payload.values.eq(a.payload.values)]
+        o = unit.o
+        dst = plan.buffers[stage.dst]
+        m.d.comb += o.ready.eq(1)
+        self._write(m, dst, o.valid, o.payload.token, o.payload.group, o.payload.levels)
+        self._finish(m, eng, o.valid & o.payload.last & (o.payload.token == plan.tokens - 1))
+
+    def _dense_residual(self, m, stage, eng, ctx):
+        plan = self._plan
+        acc, token, acc_width, rng = self._dense_front(m, stage, eng)
+        rq, add = plan.op(stage.ops[1]), plan.op(stage.ops[2])
+        req = RequantUnit.from_op(rq, lanes=plan.lanes, in_width=acc_width, tokens=plan.tokens, in_range=rng,
+                                  ecp5=self._ecp5)
+        m.submodules[f"{stage.name}_rq"] = req
+        a = acc.acc
+        m.d.comb += [req.i.valid.eq(a.valid), a.ready.eq(req.i.ready), req.i.payload.group.eq(a.payload.group),
+                     req.i.payload.token.eq(token), req.i.payload.last.eq(a.payload.last),
+                     req.i.payload.values.eq(a.payload.values)]
+        res = plan.buffers[stage.srcs[-1]]
+        out_width = signed_width(*(lambda t: (t.lo, t.hi))(plan.types[rq.dst]))
+        in_width = max(res.width, out_width)
+        radd = ResidualAdd.from_op(add, lanes=plan.lanes, channels=res.channels, tokens=plan.tokens,
+                                   in_width=in_width)
+        m.submodules[f"{stage.name}_add"] = radd
+        rr = self._reader(m, f"{stage.name}_res", res, "token")
+        m.d.comb += rr.start.eq(eng.start)
+        res_values = data.ArrayLayout(signed(res.width), plan.lanes)(rr.o.payload.data)
+        # the residual is the Add's first operand (a), the branch the second: the IR's order
+        branch_is_a = add.a == rq.dst
+        res_port, br_port = (radd.b, radd.a) if branch_is_a else (radd.a, radd.b)
+        m.d.comb += [res_port.valid.eq(rr.o.valid), rr.o.ready.eq(res_port.ready),
+                     res_port.payload.group.eq(rr.o.payload.group), res_port.payload.token.eq(rr.o.payload.token),
+                     res_port.payload.last.eq(rr.o.payload.last)]
+        m.d.comb += [res_port.payload.values[l].eq(res_values[l]) for l in range(plan.lanes)]
+        m.d.comb += [br_port.valid.eq(req.o.valid), req.o.ready.eq(br_port.ready),
+                     br_port.payload.group.eq(req.o.payload.group), br_port.payload.token.eq(req.o.payload.token),
+                     br_port.payload.last.eq(req.o.payload.last)]
+        m.d.comb += [br_port.payload.values[l].eq(req.o.payload.values[l]) for l in range(plan.lanes)]
+        o = radd.o
+        m.d.comb += o.ready.eq(1)
+        self._write(m, plan.buffers[stage.dst], o.valid, o.payload.token, o.payload.group, o.payload.values)
+        self._finish(m, eng, o.valid & o.payload.last & (o.payload.token == plan.tokens - 1))
+
+    def _spike_inputs(self, m, stage, eng, names):
+        """Readers and event streams (one whole-step frame each) for the attention cores' inputs."""
+        plan = self._plan
+        streams = []
+        for name in names:
+            buf = plan.buffers[name]
+            r = self._reader(m, stage.name, buf, "all")
+            m.d.comb += r.start.eq(eng.start)
+            aw = (buf.tokens * buf.channels - 1).bit_length()
+            streams.append((buf, self._events(m, stage.name, r, buf, aw, "all")))
+        return streams
+
+    @staticmethod
+    def _connect_events(m, src, dst):
+        m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
+                     dst.payload.addr.eq(src.payload.addr), dst.payload.level.eq(src.payload.level),
+                     dst.payload.last.eq(src.payload.last)]
+
+    def _linear_attention(self, m, stage, eng, ctx):
+        plan = self._plan
+        op, sn = plan.op(stage.ops[0]), plan.op(stage.ops[1])
+        (vb, v), (kb, k), (qb, q) = self._spike_inputs(m, stage, eng, stage.srcs)
+        C = vb.channels
+        unit = LinearAttentionUnit(plan.tokens, C, op.heads, plan.types[op.q].hi, level_width=vb.width,
+                                   addr_width=len(v.payload.addr), ecp5=self._ecp5)
+        m.submodules[f"{stage.name}_attn"] = unit
+        for src, port in ((v, unit.v), (k, unit.k), (q, unit.q)):
+            self._connect_events(m, src, port)
+        d = C // op.heads
+        self._count(m, eng, (k.valid, k.ready, k.payload.level, d), (q.valid, q.ready, q.payload.level, d),
+                    (v.valid, v.ready, v.payload.level, 0))
+        _, rng = self._width(op.dst)
+        neuron = self._neuron_unit(m, stage.name, sn, d, unit.acc_width + 1, plan.tokens, rng)
+        i, o = neuron.i, unit.o
+        m.d.comb += [i.valid.eq(o.valid), o.ready.eq(i.ready), i.payload.group.eq(o.payload.head),
+                     i.payload.token.eq(o.payload.token), i.payload.first.eq(ctx["first"]),
+                     i.payload.last.eq(o.payload.last)]
+        m.d.comb += [i.payload.values[l].eq(o.payload.values[l]) for l in range(d)]
+        n = neuron.o
+        m.d.comb += n.ready.eq(1)
+        self._write(m, plan.buffers[stage.dst], n.valid, n.payload.token, n.payload.group, n.payload.levels)
+        self._finish(m, eng, n.valid & n.payload.last)
+
+    def _cospike(self, m, stage, eng, ctx):
+        plan = self._plan
+        op, sn = plan.op(stage.ops[0]), plan.op(stage.ops[1])
+        (vb, v), (kb, k) = self._spike_inputs(m, stage, eng, stage.srcs)
+        unit = CoSpikeUnit(plan.tokens, vb.channels, plan.types[op.k].hi, lanes=plan.lanes, level_width=vb.width,
+                           addr_width=len(v.payload.addr), ecp5=self._ecp5)
+        m.submodules[f"{stage.name}_cospike"] = unit
+        self._connect_events(m, v, unit.v)
+        self._connect_events(m, k, unit.k)
+        self._count(m, eng, (k.valid, k.ready, k.payload.level, 1), (v.valid, v.ready, v.payload.level, 0))
+        _, rng = self._width(op.dst)
+        neuron = self._neuron_unit(m, stage.name, sn, plan.lanes, unit.count_width + 1, 1, rng)
+        i, o = neuron.i, unit.o
+        m.d.comb += [i.valid.eq(o.valid), o.ready.eq(i.ready), i.payload.group.eq(o.payload.group),
+                     i.payload.token.eq(0), i.payload.first.eq(ctx["first"]), i.payload.last.eq(o.payload.last)]
+        m.d.comb += [i.payload.values[l].eq(o.payload.values[l]) for l in range(plan.lanes)]
+        n = neuron.o
+        m.d.comb += n.ready.eq(1)
+        self._write(m, plan.buffers[stage.dst], n.valid, Const(0, 1), n.payload.group, n.payload.levels)
+        self._finish(m, eng, n.valid & n.payload.last)
+
+    def _head(self, m, stage, eng, ctx):
+        plan = self._plan
+        dense_op, rq = plan.op(stage.ops[1]), plan.op(stage.ops[2])
+        src = plan.buffers[stage.srcs[0]]
+        r = self._reader(m, stage.name, src, "token")
+        m.d.comb += r.start.eq(eng.start)
+        aw = max(1, (dense_op.weight.shape[1] - 1).bit_length())
+        events = self._events(m, stage.name, r, src, aw, "token")
+        # one accumulation frame over every token and time step: only the final frame's last is kept
+        frames = Signal(range(max(plan.tokens, 2)), name="head_frames")
+        end_of_frame = events.valid & events.ready & events.payload.last
+        final = ctx["last_step"] & (frames == plan.tokens - 1)
+        acc_width, rng = self._width(dense_op.dst)
+        acc = SpikeAccumulator(plan.lanes, dense_op.weight, dense_op.bits, src.width, acc_width,
+                               dense=plan.dense, ecp5=self._ecp5)
+        m.submodules[f"{stage.name}_acc"] = acc
+        m.d.comb += [
+            acc.events.valid.eq(events.valid),
+            events.ready.eq(acc.events.ready),
+            acc.events.payload.addr.eq(events.payload.addr[:acc.addr_width]),
+            acc.events.payload.level.eq(events.payload.level),
+            acc.events.payload.last.eq(events.payload.last & final),
+        ]
+        self._count(m, eng, (events.valid, events.ready, events.payload.level, dense_op.weight.shape[0]))
+        with m.If(end_of_frame):
+            m.d.sync += frames.eq(Mux(frames == plan.tokens - 1, 0, frames + 1))
+        req = RequantUnit.from_op(rq, lanes=plan.lanes, in_width=acc_width, tokens=1, in_range=rng,
+                                  out_width=plan.logit_width, ecp5=self._ecp5)
+        m.submodules[f"{stage.name}_rq"] = req
+        a = acc.acc
+        m.d.comb += [req.i.valid.eq(a.valid), a.ready.eq(req.i.ready), req.i.payload.group.eq(a.payload.group),
+                     req.i.payload.token.eq(0), req.i.payload.last.eq(a.payload.last),
+                     req.i.payload.values.eq(a.payload.values)]
+        o = req.o
+        m.d.comb += o.ready.eq(1)
+        with m.If(o.valid):
+            with m.Switch(o.payload.group):
+                for g in range(-(-plan.classes // plan.lanes)):
+                    with m.Case(g):
+                        for lane in range(plan.lanes):
+                            k = g * plan.lanes + lane
+                            if k < plan.classes:
+                                m.d.sync += self._logits[k].eq(o.payload.values[lane])
+        self._finish(m, eng, Mux(ctx["last_step"], o.valid & o.payload.last,
+                                 end_of_frame & (frames == plan.tokens - 1)))
+
+    # -- the top --------------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self._plan
+        T = plan.timesteps
+        self._mems = {}
+        for buf in plan.buffers.values():
+            mem = Memory(shape=unsigned(buf.word_width), depth=buf.depth, init=[])
+            m.submodules[f"buf_{_ident(buf.name)}"] = mem
+            self._mems[buf.name] = mem
+        self._logits = [Signal(signed(plan.logit_width), name=f"logit{k}") for k in range(plan.classes)]
+
+        t = Signal(range(max(T, 2)))
+        ctx = {"t": t, "first": t == 0, "last_step": t == T - 1}
+        engines = []
+        builders = {"stem": self._stem, "residual_neuron": self._residual_neuron,
+                    "dense_neuron": self._dense_neuron, "dense_residual": self._dense_residual,
+                    "linear_attention": self._linear_attention, "cospike": self._cospike, "head": self._head}
+        for stage in plan.stages:
+            eng = _Engine(_ident(stage.name))
+            builders[stage.kind](m, stage, eng, ctx)
+            engines.append(eng)
+
+        # -- bus --
+        bus = self.bus
+        region, offset = bus.addr[regmap.REGION_SHIFT:], bus.addr[:regmap.REGION_SHIFT]
+        command = Signal(2)
+        m.d.comb += command.eq(Mux(bus.we & (region == regmap.REGION_REGS) & (offset == regmap.REG_CTRL),
+                                   bus.wdata[:2], 0))
+        pix = plan.input_buffer
+        pport = self._mems[pix.name].write_port()
+        m.d.comb += [pport.addr.eq(offset), pport.data.eq(bus.wdata),
+                     pport.en.eq(bus.we & (region == regmap.REGION_PIXELS))]
+
+        # -- controller --
+        busy, done, paused = Signal(), Signal(), Signal()
+        cycles = Signal(64)
+        events = Signal(32)
+        synops = Signal(64)
+        m.d.comb += self.status.eq(Cat(busy, done, paused))
+        with m.If(busy & ~paused):
+            m.d.sync += [cycles.eq(cycles + 1), events.eq(events + sum(e.events for e in engines)),
+                         synops.eq(synops + sum(e.synops for e in engines))]
+        n = len(engines)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(command == regmap.CTRL_START):
+                    m.d.sync += [t.eq(0), busy.eq(1), done.eq(0), cycles.eq(0), events.eq(0), synops.eq(0)]
+                    m.next = "GO0"
+            for i, (stage, eng) in enumerate(zip(plan.stages, engines)):
+                nxt = f"GO{i + 1}" if i + 1 < n else "STEP"
+                with m.State(f"GO{i}"):
+                    if stage.once:
+                        with m.If(t == 0):
+                            m.d.comb += eng.start.eq(1)
+                            m.next = f"WAIT{i}"
+                        with m.Else():
+                            m.next = nxt
+                    else:
+                        m.d.comb += eng.start.eq(1)
+                        m.next = f"WAIT{i}"
+                with m.State(f"WAIT{i}"):
+                    with m.If(~eng.busy):
+                        m.next = nxt
+            with m.State("STEP"):
+                with m.If(t == T - 1):
+                    m.d.sync += [busy.eq(0), done.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    if self._trace:
+                        m.d.sync += paused.eq(1)
+                        m.next = "PAUSE"
+                    else:
+                        m.d.sync += t.eq(t + 1)
+                        m.next = "GO0"
+            if self._trace:
+                with m.State("PAUSE"):
+                    with m.If(command == regmap.CTRL_CONTINUE):
+                        m.d.sync += [paused.eq(0), t.eq(t + 1)]
+                        m.next = "GO0"
+
+        # -- bus reads: a register, or (trace builds) a buffer word's 32-bit chunk, one cycle later --
+        rdata = Signal(DATA_WIDTH)
+        regs = {
+            regmap.REG_ID: Const(plan.model_id, 32),
+            regmap.REG_STATUS: Cat(busy, done, paused),
+            regmap.REG_CYCLES_LO: cycles[:32], regmap.REG_CYCLES_HI: cycles[32:],
+            regmap.REG_EVENTS: events,
+            regmap.REG_SYNOPS_LO: synops[:32], regmap.REG_SYNOPS_HI: synops[32:],
+            regmap.REG_STEP: t,
+        }
+        logit_words = []
+        for v in self._logits:
+            wide = Signal(signed(64))
+            m.d.comb += wide.eq(v)
+            logit_words += [wide[:32], wide[32:]]
+        logit_array = Array(logit_words)
+        with m.If(bus.re):
+            with m.Switch(region):
+                with m.Case(regmap.REGION_REGS):
+                    with m.Switch(offset):
+                        for a, v in regs.items():
+                            with m.Case(a):
+                                m.d.sync += rdata.eq(v)
+                        with m.Default():
+                            m.d.sync += rdata.eq(0)
+                with m.Case(regmap.REGION_LOGITS):
+                    index = offset[:max(1, (len(logit_words) - 1).bit_length())]
+                    m.d.sync += rdata.eq(Mux(offset < len(logit_words), logit_array[index], 0))
+                with m.Default():
+                    m.d.sync += rdata.eq(0)
+        if not self._trace:
+            m.d.comb += bus.rdata.eq(rdata)
+        else:
+            sel = Signal(range(len(plan.buffers) + 1))
+            chunk = Signal(8)
+            trace_data = Signal(DATA_WIDTH)
+            m.d.sync += sel.eq(0)
+            cases = []
+            for index, buf in enumerate(plan.buffers.values()):
+                port = self._mems[buf.name].read_port()
+                cb = max(0, (-(-buf.word_width // DATA_WIDTH) - 1).bit_length())
+                m.d.comb += port.addr.eq(offset >> cb)
+                with m.If(bus.re & (region == regmap.REGION_TRACE + index)):
+                    m.d.sync += [sel.eq(index + 1), chunk.eq(offset[:cb] if cb else 0)]
+                padded = Cat(port.data, Const(0, DATA_WIDTH))
+                cases.append((index + 1, Array(padded[j * DATA_WIDTH:(j + 1) * DATA_WIDTH]
+                                               for j in range(1 << cb))[chunk[:cb]] if cb else padded[:DATA_WIDTH]))
+            with m.Switch(sel):
+                for value, word in cases:
+                    with m.Case(value):
+                        m.d.comb += trace_data.eq(word)
+            m.d.comb += bus.rdata.eq(Mux(sel != 0, trace_data, rdata))
+        return m
