@@ -1,4 +1,4 @@
-"""``python -m compiler``: train, inspect and evaluate QSD-Transformer models.
+"""``python -m compiler``: train, inspect, evaluate and simulate QSD-Transformer models.
 
 Exit status: 0 on success, 1 when a check fails, 2 for bad input or usage (one ``error: ...`` line).
 """
@@ -231,6 +231,35 @@ def _print_evaluate(r: dict) -> None:
           + (f" (first differing samples: {r['disagreements']})" if r["disagreements"] else ""))
 
 
+# ---------------------------------------------------------------- simulate
+
+def _lanes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid lane count {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"lanes must be at least 1, not {value}")
+    return value
+
+
+def cmd_simulate(args) -> int:
+    from . import checkpoint
+    from . import simulate as sim
+    from .lower import lower
+    from .plan import build_plan
+
+    model = checkpoint.load(args.model)
+    x, _, _ = _load_samples(args, model)
+    plan = build_plan(lower(model), lanes=args.lanes, dense=args.dense)
+    show = not args.json and sys.stderr.isatty() or args.progress
+    report = sim.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
+                     show_progress=show)
+    report["model"] = str(args.model)
+    _emit(report, args.json, sim.print_report)
+    return 0 if report["mismatches"] == 0 else 1
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,6 +314,26 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and report both accuracies and their prediction agreement.")
     _add_input_args(e, default_count=None)
     e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("simulate", help="run the generated accelerator cycle-accurately against the golden model",
+                       description="Lower the model to the accelerator, simulate it cycle by cycle on each input "
+                                   "through its host bus and compare its logits (with --trace, every layer) with "
+                                   "the integer golden model, bit for bit. Exit status 1 on any mismatch.")
+    _add_input_args(s, default_count=16)
+    s.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"), default="verilator",
+                   help="verilator (C++ harness, fast), icarus (cocotb bench) or amaranth (Python simulator) "
+                        "(default: verilator)")
+    s.add_argument("--lanes", type=_lanes, default=None,
+                   help="lanes P: output channels updated per cycle; must divide the model width "
+                        "(default: the largest divisor up to 16)")
+    s.add_argument("--dense", action="store_true",
+                   help="schedule every synapse, spiking or not: the baseline for the event-driven schedule")
+    s.add_argument("--trace", action="store_true",
+                   help="also compare every stored layer at every time step and name the first difference")
+    s.add_argument("--build-dir", default="build/sim", help="where simulator models are built and cached "
+                                                            "(default: build/sim)")
+    s.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
+    s.set_defaults(func=cmd_simulate)
     return parser
 
 

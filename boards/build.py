@@ -1,0 +1,239 @@
+"""Build a board top into a bitstream: synthesis (Yosys), place and route (nextpnr-ecp5), bitstream (ecppack).
+
+The design files and command lines are Amaranth's own (``platform.prepare``: ``top.il``, ``top.ys``,
+``top.lpf`` and ``build_top.json``); this module runs the three commands itself, with the YoWASP tools from
+PyPI, so that it can show each step with its elapsed time, stop at a time limit and read nextpnr's report.
+
+Tools
+-----
+Each tool is, in order: the program named by Amaranth's variable for it (``YOSYS``, ``NEXTPNR_ECP5``,
+``ECPPACK``), for native builds; ``yowasp-<tool>`` beside this Python (the project's virtual environment);
+``yowasp-<tool>`` on ``PATH``.
+
+What a build writes in ``out_dir``
+----------------------------------
+``top.il`` (the design), ``top.ys``, ``top.lpf``, ``build_top.sh``/``.json`` (Amaranth's script: the same
+commands with the plain tool names), ``top.json`` (netlist), ``top.config``, ``top.bit`` (SRAM/flash
+bitstream), ``top.svf``; the logs ``top.rpt`` (Yosys), ``top.tim`` (nextpnr, with "Device utilisation" and
+"Max frequency" lines), ``top.report.json`` (nextpnr's report, parsed into :class:`BuildResult`), and the
+console output of each step, ``synthesis.log``, ``place_and_route.log``, ``bitstream.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from amaranth.hdl import Elaboratable
+
+from compiler.errors import UserError
+
+from .spec import BoardSpec
+
+__all__ = ["HIDE_ARRAY_NAMES", "STEPS", "Usage", "BuildResult", "build", "find_tool", "stderr_progress"]
+
+# yosys 0.70's abc9 step asserts when an ArrayLayout element wire ("x.levels[3]") collides with the name yosys
+# gives a single bit of "x.levels"; hiding those names after reading the design avoids it (as bench/synth.py).
+HIDE_ARRAY_NAMES = "rename -hide w:*[[]*"
+
+#: The build's steps by the tool that runs them, in order.
+STEPS = {"yosys": "synthesis", "nextpnr-ecp5": "place and route", "ecppack": "bitstream"}
+
+#: nextpnr's report names for :data:`boards.spec.RESOURCE_NAMES`.
+_CELLS = {"LUT4": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DP16KD": "DP16KD", "MULT18X18D": "MULT18X18D"}
+
+Progress = Callable[[str, float, bool], None]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """How many of one resource a build uses, of the device's total."""
+
+    used: int
+    total: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.used / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :func:`build` made and measured.
+
+    Attributes
+    ----------
+    bitstream : Path
+        ``top.bit``.
+    fmax_mhz : float
+        The highest frequency nextpnr's timing analysis gives the core clock (``sync``) after routing.
+    target_mhz : float
+        The core clock's constraint (nextpnr derives it from the oscillator through the PLL).
+    resources : dict[str, Usage]
+        By :data:`boards.spec.RESOURCE_NAMES`: ``LUT4`` is nextpnr's ``TRELLIS_COMB``, the LUT4 sites used
+        (logic LUTs, two per ``CCU2C`` carry cell, distributed RAM, and feed-through LUTs that nextpnr adds:
+        more than Yosys's LUT4 count), ``FF`` its ``TRELLIS_FF``.
+    seconds : dict[str, float]
+        The wall time of each step of :data:`STEPS`.
+    out_dir : Path
+        Where the build wrote its files and logs.
+    """
+
+    bitstream: Path
+    fmax_mhz: float
+    target_mhz: float
+    resources: dict[str, Usage]
+    seconds: dict[str, float]
+    out_dir: Path
+
+    @property
+    def timing_met(self) -> bool:
+        return self.fmax_mhz >= self.target_mhz
+
+
+def stderr_progress(step: str, elapsed: float, done: bool) -> None:
+    """The default progress report: on a terminal a line per step that counts seconds, else one line when
+    each step ends."""
+    if sys.stderr.isatty():
+        print(f"\r{step}: {elapsed:.0f} s" if not done else f"\r{step}: done in {elapsed:.1f} s",
+              end="\n" if done else "", file=sys.stderr, flush=True)
+    elif done:
+        print(f"{step}: done in {elapsed:.1f} s", file=sys.stderr, flush=True)
+
+
+def find_tool(name: str) -> str:
+    """The program to run for ``yosys``, ``nextpnr-ecp5`` or ``ecppack`` (see the module's documentation)."""
+    override = os.environ.get(name.upper().replace("-", "_"))
+    if override:
+        return override
+    yowasp = f"yowasp-{name}"
+    beside = Path(sys.executable).parent / yowasp
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(yowasp)
+    if found is None:
+        raise UserError(f"{yowasp} not found: install it with pip (the project's dependencies include it) "
+                        f"or set {name.upper().replace('-', '_')} to a native {name}")
+    return found
+
+
+def _first_error(text: str) -> str:
+    """The first line that reports an error, else the last non-empty line, of a tool's output."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if "error" in line.lower():
+            return line
+    return lines[-1] if lines else "no output"
+
+
+def _run(argv: list[str], step: str, out_dir: Path, log: Path, full_log: Path | None, deadline: float | None,
+         progress: Progress | None) -> float:
+    """Run one step in ``out_dir``, its console output into ``log``; return its wall time."""
+    start = time.monotonic()
+    if progress:
+        progress(step, 0.0, False)
+    program = find_tool(argv[0])
+    with open(log, "w") as out:
+        try:
+            proc = subprocess.Popen([program, *argv[1:]], cwd=out_dir, stdout=out, stderr=subprocess.STDOUT)
+        except OSError as e:
+            raise UserError(f"{step}: cannot run {program}: {e.strerror}") from None
+        while True:
+            try:
+                proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    raise UserError(f"{step} did not finish within the build's time limit (log: {log})") from None
+                if progress:
+                    progress(step, time.monotonic() - start, False)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        text = log.read_text(errors="replace")
+        if full_log is not None and full_log.exists():
+            text += full_log.read_text(errors="replace")
+        logs = f"{log} and {full_log}" if full_log is not None else str(log)
+        raise UserError(f"{step} failed ({argv[0]} exit status {proc.returncode}): {_first_error(text)} "
+                        f"(logs: {logs})")
+    if progress:
+        progress(step, elapsed, True)
+    return elapsed
+
+
+def _read_report(path: Path, spec: BoardSpec) -> tuple[float, float, dict[str, Usage]]:
+    """``(fmax, target, resources)`` of the core clock from nextpnr's ``--report`` file."""
+    report = json.loads(path.read_text())
+    util = report.get("utilization", {})
+    resources = {name: Usage(int(util.get(cell, {}).get("used", 0)),
+                             int(util.get(cell, {}).get("available", spec.totals[name])))
+                 for name, cell in _CELLS.items()}
+    clocks = report.get("fmax", {})
+    # Amaranth names the sync domain's clock net "clk"; nextpnr reports the global net driving it
+    sync = [clock for net, clock in clocks.items() if net.removeprefix("$glbnet$") == "clk"]
+    if len(sync) != 1:
+        raise UserError(f"nextpnr's report has no single core clock among {sorted(clocks)} ({path})")
+    return float(sync[0]["achieved"]), float(sync[0]["constraint"]), resources
+
+
+def build(top: Elaboratable, spec: BoardSpec, out_dir: str | Path, *, name: str = "top",
+          progress: Progress | None = stderr_progress, seed: int = 1, timeout: float | None = None,
+          allow_timing_fail: bool = False) -> BuildResult:
+    """Synthesize, place and route ``top`` for board ``spec`` and write its bitstream into ``out_dir``.
+
+    Parameters
+    ----------
+    top : Elaboratable
+        The design, normally a :class:`boards.top.BoardTop`; it must make the ``sync`` domain.
+    spec : BoardSpec
+        The board.
+    out_dir : str or Path
+        Created if needed; every file and log goes there.
+    name : str
+        The design's name (file names ``<name>.bit`` etc.).
+    progress : callable or None
+        ``progress(step, elapsed_s, done)``: at the start of each step, about once a second while it runs
+        and at its end. The default is :func:`stderr_progress`; None reports nothing.
+    seed : int
+        nextpnr's placement seed.
+    timeout : float or None
+        Seconds for the whole build; past them the running tool is stopped.
+    allow_timing_fail : bool
+        Write the bitstream even if the core clock misses its target.
+
+    Raises
+    ------
+    UserError
+        A tool is missing or fails (the message names the step and its logs), the time limit passes, or the
+        core clock misses its target (unless ``allow_timing_fail``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    report = out_dir / f"{name}.report.json"
+    plan = spec.platform().prepare(top, name=name, script_after_read=HIDE_ARRAY_NAMES,
+                                   nextpnr_opts=f"--seed {seed} --report {report.name} --timing-allow-fail")
+    plan.extract(out_dir)
+    full_logs = {"yosys": out_dir / f"{name}.rpt", "nextpnr-ecp5": out_dir / f"{name}.tim"}
+    seconds = {}
+    for argv in json.loads(plan.files[f"build_{name}.json"])["commands"]:
+        step = STEPS.get(argv[0])
+        if step is None:
+            raise ValueError(f"the {spec.name} platform runs {argv[0]!r}, which this flow does not know")
+        log = out_dir / f"{step.replace(' ', '_')}.log"
+        seconds[step] = _run(argv, step, out_dir, log, full_logs.get(argv[0]), deadline, progress)
+        if argv[0] == "nextpnr-ecp5":
+            fmax, target, resources = _read_report(report, spec)
+            if fmax < target and not allow_timing_fail:
+                raise UserError(f"timing not met: the core clock reaches {fmax:.1f} MHz, below its "
+                                f"{target:.1f} MHz target; choose a lower clock (log: {full_logs[argv[0]]})")
+    return BuildResult(bitstream=out_dir / f"{name}.bit", fmax_mhz=fmax, target_mhz=target, resources=resources,
+                       seconds=seconds, out_dir=out_dir)

@@ -1,0 +1,466 @@
+"""The host side of the UART link: frames (pure functions), a :class:`Link` over any byte transport, and a
+:class:`Driver` that runs inferences through the accelerator's registers (:mod:`hdl.regmap`).
+
+The gateware end is :class:`hdl.uart_bridge.UartBridge`; ``docs/protocol.md`` describes the frames. A
+transport is anything with ``read(n) -> bytes`` (at most ``n`` bytes, fewer when ``timeout`` seconds pass),
+``write(data)`` and a settable ``timeout`` attribute: a ``serial.Serial``, the :class:`SerialPort` here
+(a tty or pty opened raw with termios), or the simulated board of :mod:`sim.uart_sim`.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+import termios
+import time
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+import numpy as np
+
+from hdl import regmap
+from hdl.uart_bridge import (ADDR_BYTES, CMD_PING, CMD_READ, CMD_WRITE, CRC_INIT, CRC_POLY, ERR_COMMAND,
+                             ERR_CRC, ERR_LENGTH, ERR_TIMEOUT, MAX_READ_WORDS, PROTOCOL_VERSION, RESP_NAK,
+                             SYNC_REQUEST, SYNC_RESPONSE)
+
+__all__ = ["LinkError", "FrameError", "NakError", "LinkTimeout", "crc16", "encode_frame", "decode_frame",
+           "encode_request", "decode_response", "write_request", "read_request", "Transport", "SerialPort",
+           "DeviceInfo", "Link", "Driver"]
+
+HEADER_BYTES = 4                  # SYNC, command/status, length
+CRC_BYTES = 2
+MAX_PAYLOAD = 0xFFFF
+ERROR_NAMES = {ERR_CRC: "bad CRC", ERR_COMMAND: "unknown command", ERR_LENGTH: "bad length",
+               ERR_TIMEOUT: "inter-byte timeout"}
+
+
+class LinkError(Exception):
+    """The link failed: no valid answer after the retries, or an answer that does not fit the request."""
+
+
+class FrameError(LinkError):
+    """A malformed frame: wrong SYNC byte, a length that does not match, or a bad CRC."""
+
+
+class LinkTimeout(LinkError):
+    """No (complete) answer within the timeout."""
+
+
+class NakError(LinkError):
+    """The device answered NAK: ``code`` (``hdl.uart_bridge.ERR_*``) for request ``command``."""
+
+    def __init__(self, code: int, command: int):
+        self.code = code
+        self.command = command
+        super().__init__(f"device refused command 0x{command:02x}: {ERROR_NAMES.get(code, f'error {code}')}")
+
+
+def crc16(data: bytes, crc: int = CRC_INIT) -> int:
+    """CRC-16/CCITT-FALSE of ``data`` (``crc16(b"123456789") == 0x29B1``)."""
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ CRC_POLY if crc & 0x8000 else crc << 1) & 0xFFFF
+    return crc
+
+
+def encode_frame(sync: int, code: int, payload: bytes = b"") -> bytes:
+    """``sync, code, len(payload) (16 LE), payload, CRC (16 LE)`` with the CRC over all but ``sync``."""
+    if not 0 <= code <= 0xFF:
+        raise ValueError(f"a command or status must be a byte, not {code!r}")
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"a payload holds at most {MAX_PAYLOAD} bytes, not {len(payload)}")
+    body = struct.pack("<BH", code, len(payload)) + bytes(payload)
+    return bytes([sync]) + body + struct.pack("<H", crc16(body))
+
+
+def decode_frame(frame: bytes, sync: int) -> tuple[int, bytes]:
+    """The ``(code, payload)`` of one complete frame; FrameError if it is malformed."""
+    frame = bytes(frame)
+    if len(frame) < HEADER_BYTES + CRC_BYTES:
+        raise FrameError(f"a frame has at least {HEADER_BYTES + CRC_BYTES} bytes, not {len(frame)}")
+    if frame[0] != sync:
+        raise FrameError(f"frame starts with 0x{frame[0]:02x}, not SYNC 0x{sync:02x}")
+    code, length = struct.unpack_from("<BH", frame, 1)
+    if len(frame) != HEADER_BYTES + length + CRC_BYTES:
+        raise FrameError(f"frame of {len(frame)} bytes, its length field says {HEADER_BYTES + length + CRC_BYTES}")
+    (crc,) = struct.unpack_from("<H", frame, len(frame) - CRC_BYTES)
+    if crc != crc16(frame[1:-CRC_BYTES]):
+        raise FrameError(f"bad CRC 0x{crc:04x} (computed 0x{crc16(frame[1:-CRC_BYTES]):04x})")
+    return code, frame[HEADER_BYTES:-CRC_BYTES]
+
+
+def encode_request(command: int, payload: bytes = b"") -> bytes:
+    """A request frame (SYNC 0xA5)."""
+    return encode_frame(SYNC_REQUEST, command, payload)
+
+
+def decode_response(frame: bytes) -> tuple[int, bytes]:
+    """``(status, payload)`` of a complete response frame (SYNC 0x5A); FrameError if it is malformed."""
+    return decode_frame(frame, SYNC_RESPONSE)
+
+
+def _check_addr(addr: int, count: int) -> int:
+    if isinstance(addr, bool) or not isinstance(addr, (int, np.integer)):
+        raise TypeError(f"an address must be an integer, not {addr!r}")
+    addr = int(addr)
+    if addr < 0 or addr + count > 1 << (8 * ADDR_BYTES):
+        raise ValueError(f"addresses {addr}..{addr + count - 1} do not fit {8 * ADDR_BYTES} bits")
+    return addr
+
+
+def _words(words) -> np.ndarray:
+    """32-bit words (negative integers as two's complement) as uint32."""
+    arr = np.asarray(words if isinstance(words, np.ndarray) else list(words))
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.uint32)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"words must be a 1-D sequence of integers, not {words!r}")
+    arr = arr.astype(np.int64)
+    if arr.min() < -(1 << 31) or arr.max() > 0xFFFFFFFF:
+        raise ValueError("a word must fit 32 bits (signed or unsigned)")
+    return (arr & 0xFFFFFFFF).astype(np.uint32)
+
+
+def write_request(addr: int, words) -> bytes:
+    """A WRITE frame: ``words`` to ``addr``, ``addr + 1``, ..."""
+    data = _words(words)
+    addr = _check_addr(addr, len(data))
+    return encode_request(CMD_WRITE, addr.to_bytes(ADDR_BYTES, "little") + data.astype("<u4").tobytes())
+
+
+def read_request(addr: int, count: int) -> bytes:
+    """A READ frame: ``count`` words from ``addr``, ``addr + 1``, ..."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 0 <= count <= MAX_READ_WORDS:
+        raise ValueError(f"a READ asks for 0..{MAX_READ_WORDS} words, not {count!r}")
+    addr = _check_addr(addr, int(count))
+    return encode_request(CMD_READ, addr.to_bytes(ADDR_BYTES, "little") + struct.pack("<H", count))
+
+
+class Transport(Protocol):
+    """What :class:`Link` needs: pyserial's ``read``/``write``/``timeout``."""
+
+    timeout: float | None
+
+    def read(self, size: int) -> bytes: ...
+
+    def write(self, data: bytes) -> int | None: ...
+
+
+class SerialPort:
+    """A tty (``/dev/ttyUSB0``) or pty opened raw (8N1, no flow control, no echo) with termios.
+
+    Parameters
+    ----------
+    path : str
+        The device.
+    baud : int, optional
+        Bit rate (a standard termios rate such as 115200 or 3000000); left alone if None (a pty).
+    timeout : float
+        Seconds a ``read`` waits for its bytes (None: forever).
+    """
+
+    def __init__(self, path: str, baud: int | None = None, timeout: float | None = 1.0):
+        speed = None
+        if baud is not None:
+            speed = getattr(termios, f"B{baud}", None)
+            if speed is None:
+                raise ValueError(f"baud must be a rate termios knows (e.g. 115200, 3000000), not {baud!r}")
+        self.timeout = timeout
+        self._fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(self._fd)
+            iflag &= ~(termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP | termios.INLCR
+                       | termios.IGNCR | termios.ICRNL | termios.IXON | termios.IXOFF | termios.IXANY
+                       | termios.INPCK)
+            oflag &= ~termios.OPOST
+            lflag &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.ISIG | termios.IEXTEN)
+            cflag &= ~(termios.CSIZE | termios.PARENB | termios.CSTOPB | termios.CRTSCTS)
+            cflag |= termios.CS8 | termios.CLOCAL | termios.CREAD
+            cc[termios.VMIN], cc[termios.VTIME] = 0, 0
+            if speed is not None:
+                ispeed = ospeed = speed
+            termios.tcsetattr(self._fd, termios.TCSANOW, [iflag, oflag, cflag, lflag, ispeed, ospeed, cc])
+            termios.tcflush(self._fd, termios.TCIOFLUSH)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes: returns when all arrived or ``timeout`` seconds passed."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        data = bytearray()
+        while len(data) < size:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self._fd], [], [], wait)[0]:
+                break
+            try:
+                chunk = os.read(self._fd, size - len(data))
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            data += chunk
+        return bytes(data)
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(bytes(data))
+        while view:
+            select.select([], [self._fd], [])
+            try:
+                view = view[os.write(self._fd, view):]
+            except BlockingIOError:
+                continue
+        return len(data)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "SerialPort":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What PING answers."""
+    version: int          # protocol version
+    addr_width: int       # host-bus address bits
+    max_burst: int        # words one WRITE may carry
+
+
+class Link:
+    """Requests and answers over a transport, with retries.
+
+    Every request waits for its answer. A bad answer (CRC, truncated, timeout) or a NAK for a bad CRC or an
+    inter-byte timeout is retried ``retries`` times, after draining what is still arriving (so that the
+    next answer starts in sync); other NAKs (a bug in the request) are raised at once. Retrying a WRITE
+    writes the same words again: harmless for memories, and the control register ignores a start while busy.
+
+    Parameters
+    ----------
+    transport : Transport
+        The byte stream (see the module's description).
+    timeout : float
+        Seconds without any byte of the answer before it is abandoned.
+    retries : int
+        Extra attempts per request.
+    read_chunk : int
+        Words per READ request (a long read is split, so that a retry repeats little).
+    drain_quiet : float
+        Before a retry, bytes are dropped until none has come for this many seconds.
+    """
+
+    def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 1, read_chunk: int = 1024,
+                 drain_quiet: float = 0.05):
+        if not 1 <= read_chunk <= MAX_READ_WORDS:
+            raise ValueError(f"read_chunk must be in 1..{MAX_READ_WORDS}, not {read_chunk!r}")
+        self.transport = transport
+        self.timeout = timeout
+        self.retries = retries
+        self.read_chunk = read_chunk
+        self.drain_quiet = drain_quiet
+        self._info: DeviceInfo | None = None
+
+    def _read_exact(self, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.transport.read(size - len(data))
+            if not chunk:
+                raise LinkTimeout(f"no answer for {self.timeout} s ({len(data)} of {size} bytes came)")
+            data += chunk
+        return bytes(data)
+
+    def _read_response(self) -> tuple[int, bytes]:
+        skipped = 0
+        while self._read_exact(1)[0] != SYNC_RESPONSE:
+            skipped += 1
+            if skipped > MAX_PAYLOAD:
+                raise FrameError(f"no SYNC byte in {skipped} bytes")
+        header = self._read_exact(HEADER_BYTES - 1)
+        (length,) = struct.unpack_from("<H", header, 1)
+        rest = self._read_exact(length + CRC_BYTES)
+        return decode_response(bytes([SYNC_RESPONSE]) + header + rest)
+
+    def drain(self) -> bytes:
+        """Drop (and return) what arrives until the line is quiet for ``drain_quiet`` seconds."""
+        saved, self.transport.timeout = self.transport.timeout, self.drain_quiet
+        dropped = bytearray()
+        try:
+            while chunk := self.transport.read(4096):
+                dropped += chunk
+        finally:
+            self.transport.timeout = saved
+        return bytes(dropped)
+
+    def request(self, frame: bytes) -> bytes:
+        """Send a request frame; return its answer's payload (the status must echo the command)."""
+        command = frame[1]
+        attempt = 0
+        while True:
+            try:
+                self.transport.timeout = self.timeout
+                self.transport.write(frame)
+                status, payload = self._read_response()
+                if status == RESP_NAK:
+                    if len(payload) != 2:
+                        raise FrameError(f"a NAK carries 2 bytes, not {len(payload)}")
+                    raise NakError(payload[0], payload[1])
+                if status != command:
+                    raise FrameError(f"answer 0x{status:02x} to command 0x{command:02x}")
+                return payload
+            except (FrameError, LinkTimeout, NakError) as exc:
+                retry = not isinstance(exc, NakError) or exc.code in (ERR_CRC, ERR_TIMEOUT)
+                if not retry or attempt >= self.retries:
+                    raise
+                attempt += 1
+                self.drain()
+
+    def ping(self) -> DeviceInfo:
+        """Ask the bridge what it is; LinkError if it speaks another protocol version."""
+        payload = self.request(encode_request(CMD_PING))
+        if len(payload) != 4:
+            raise FrameError(f"a PING answer carries 4 bytes, not {len(payload)}")
+        version, addr_width, max_burst = struct.unpack("<BBH", payload)
+        if version != PROTOCOL_VERSION:
+            raise LinkError(f"the device speaks protocol version {version}, this host {PROTOCOL_VERSION}")
+        self._info = DeviceInfo(version, addr_width, max_burst)
+        return self._info
+
+    @property
+    def info(self) -> DeviceInfo:
+        """The PING answer (asked once)."""
+        return self._info or self.ping()
+
+    def write_words(self, addr: int, words) -> None:
+        """Write ``words`` to ``addr``, ``addr + 1``, ... in bursts of at most the device's ``max_burst``."""
+        data = _words(words)
+        addr = _check_addr(addr, len(data))
+        burst = self.info.max_burst
+        for start in range(0, len(data), burst):
+            payload = self.request(write_request(addr + start, data[start:start + burst]))
+            if payload:
+                raise FrameError(f"a WRITE answer carries no payload, not {len(payload)} bytes")
+
+    def read_words(self, addr: int, count: int) -> np.ndarray:
+        """``count`` words (uint32) from ``addr``, ``addr + 1``, ..."""
+        addr = _check_addr(addr, count)
+        parts = []
+        for start in range(0, count, self.read_chunk):
+            n = min(self.read_chunk, count - start)
+            payload = self.request(read_request(addr + start, n))
+            if len(payload) != 4 * n:
+                raise FrameError(f"a READ of {n} words answered {len(payload)} bytes")
+            parts.append(np.frombuffer(payload, dtype="<u4"))
+        return np.concatenate(parts).astype(np.uint32) if parts else np.zeros(0, dtype=np.uint32)
+
+
+def _addr_values(words) -> tuple[np.ndarray, np.ndarray]:
+    """A tuple ``(addr, values)`` (contiguous from ``addr``) or ``(addrs, values)``, or any other iterable of
+    ``(addr, value)`` pairs -> (addresses, uint32 values)."""
+    if isinstance(words, tuple) and len(words) == 2:
+        first, second = words
+        values = _words(second)
+        if isinstance(first, (int, np.integer)) and not isinstance(first, bool):
+            return int(first) + np.arange(len(values), dtype=np.int64), values
+        addrs = np.asarray(first)
+        if addrs.shape != values.shape or not np.issubdtype(addrs.dtype, np.integer):
+            raise ValueError(f"addresses {addrs.shape} and values {values.shape} must be integers of one length")
+        return addrs.astype(np.int64), values
+    pairs = list(words)
+    if any(not isinstance(p, (tuple, list)) or len(p) != 2 for p in pairs):
+        raise TypeError("words must be a tuple (addr, values) or (addrs, values), or a list of (addr, value) pairs")
+    return np.array([int(a) for a, _ in pairs], dtype=np.int64), _words([v for _, v in pairs])
+
+
+def _bursts(addrs: np.ndarray, values: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
+    """Runs of consecutive addresses, in address order (a repeated address: the later value is written last)."""
+    order = np.argsort(addrs, kind="stable")
+    addrs, values = addrs[order], values[order]
+    breaks = np.flatnonzero(np.diff(addrs) != 1) + 1
+    for run_addrs, run_values in zip(np.split(addrs, breaks), np.split(values, breaks)):
+        if len(run_addrs):
+            yield int(run_addrs[0]), run_values
+
+
+class Driver:
+    """Runs inferences on the accelerator through its registers (:mod:`hdl.regmap`).
+
+    Parameters
+    ----------
+    link : Link
+        The link to the board (or to :func:`sim.uart_sim.simulated_board`).
+    """
+
+    def __init__(self, link: Link):
+        self.link = link
+
+    def _read64(self, words: np.ndarray) -> np.ndarray:
+        pairs = words.astype(np.uint64).reshape(-1, 2)
+        return (pairs[:, 0] | (pairs[:, 1] << np.uint64(32))).view(np.int64)
+
+    def model_id(self) -> int:
+        """The model identifier of the bitstream (``compiler.plan.Plan.model_id``)."""
+        return int(self.link.read_words(regmap.REG_ID, 1)[0])
+
+    def status(self) -> int:
+        """``REG_STATUS``: ``regmap.STATUS_BUSY | STATUS_DONE | STATUS_PAUSED`` bits."""
+        return int(self.link.read_words(regmap.REG_STATUS, 1)[0])
+
+    def load(self, words) -> None:
+        """Write words at absolute addresses, given as a tuple ``(addr, values)`` (contiguous) or
+        ``(addrs, values)``, or as a list of ``(addr, value)`` pairs; consecutive addresses go as bursts."""
+        addrs, values = _addr_values(words)
+        for addr, run in _bursts(addrs, values):
+            self.link.write_words(addr, run)
+
+    def start(self) -> None:
+        """Start an inference (ignored by the device while one runs)."""
+        self.link.write_words(regmap.REG_CTRL, [regmap.CTRL_START])
+
+    def wait_done(self, timeout: float = 10.0) -> None:
+        """Poll ``REG_STATUS`` until the inference is done; LinkTimeout after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status & regmap.STATUS_DONE and not status & regmap.STATUS_BUSY:
+                return
+            if time.monotonic() > deadline:
+                raise LinkTimeout(f"the inference is not done after {timeout} s (status 0x{status:x})")
+
+    def logits(self, classes: int) -> np.ndarray:
+        """The ``classes`` logits of the last inference (int64, from two words each)."""
+        return self._read64(self.link.read_words(regmap.address(regmap.REGION_LOGITS), 2 * classes))
+
+    def counters(self) -> dict[str, int]:
+        """``cycles``, ``events`` and ``synops`` of the last inference."""
+        first = regmap.REG_CYCLES_LO
+        words = self.link.read_words(first, regmap.REG_SYNOPS_HI - first + 1)
+
+        def at(reg: int) -> int:
+            return int(words[reg - first])
+
+        return {"cycles": at(regmap.REG_CYCLES_LO) | at(regmap.REG_CYCLES_HI) << 32,
+                "events": at(regmap.REG_EVENTS),
+                "synops": at(regmap.REG_SYNOPS_LO) | at(regmap.REG_SYNOPS_HI) << 32}
+
+    def infer(self, pixel_words, classes: int, *, timeout: float = 10.0) -> tuple[np.ndarray, int, dict[str, int]]:
+        """Load one sample's pixels, run it, and return ``(logits, class, counters)``.
+
+        ``pixel_words`` are offsets in the pixel region, in a form :meth:`load` takes: ``(offsets, values)``
+        as ``compiler.plan.Plan.input_words`` gives them, ``(offset, values)`` or ``(offset, value)`` pairs.
+        The class is the argmax of the logits, the lowest index on ties.
+        """
+        offsets, values = _addr_values(pixel_words)
+        if len(offsets) and (offsets.min() < 0 or offsets.max() > regmap.OFFSET_MASK):
+            raise ValueError(f"pixel offsets must be in 0..{regmap.OFFSET_MASK}")
+        self.load((regmap.address(regmap.REGION_PIXELS) + offsets, values))
+        self.start()
+        self.wait_done(timeout)
+        logits = self.logits(classes)
+        return logits, int(np.argmax(logits)), self.counters()

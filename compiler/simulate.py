@@ -1,0 +1,105 @@
+"""``python -m compiler simulate``: run the generated accelerator cycle-accurately and compare it, bit for
+bit, with the integer golden model."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from . import golden
+from .plan import Plan
+
+
+def first_difference(plan: Plan, hw: dict[str, np.ndarray], ref: dict[str, np.ndarray]):
+    """The first tensor (in program order) where the hardware's buffers differ from the golden model's,
+    as ``{"tensor", "position": [t, n, c], "hardware", "golden"}``, or None."""
+    for op in plan.graph.ops:
+        if op.dst not in hw:
+            continue
+        got = hw[op.dst]
+        want = ref[op.dst].reshape(got.shape)
+        if not np.array_equal(got, want):
+            pos = tuple(int(i) for i in np.argwhere(got != want)[0])
+            return {"tensor": op.dst, "position": list(pos), "hardware": int(got[pos]), "golden": int(want[pos])}
+    return None
+
+
+def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: str, show_progress: bool) -> dict:
+    from tqdm import tqdm
+
+    from sim.accelerator import simulate
+
+    if show_progress:
+        sys.stderr.write(f"building the {simulator} model of the accelerator ({plan.lanes} lanes)...\n")
+    bar = tqdm(total=len(x), desc="simulate", unit="sample", disable=not show_progress, leave=False)
+    t0 = time.monotonic()
+    result = simulate(plan, x, simulator=simulator, trace=trace, build_dir=build_dir,
+                      batch=16 if trace else 64, progress=bar.update)
+    bar.close()
+    wall = time.monotonic() - t0
+    ref_logits, ref_env = golden.run(plan.graph, x, trace=trace)
+    bad = np.flatnonzero((result.logits != ref_logits).any(axis=1))
+    first = None
+    trace_bad = []
+    if trace:
+        for b, tensors in enumerate(result.trace):
+            diff = first_difference(plan, tensors, {k: v[b] for k, v in ref_env.items()})
+            if diff is not None:
+                trace_bad.append(b)
+                if first is None:
+                    first = {"sample": b, **diff}
+    mismatched = sorted(set(bad.tolist()) | set(trace_bad))
+    if first is None and len(bad):
+        b = int(bad[0])
+        k = int(np.flatnonzero(result.logits[b] != ref_logits[b])[0])
+        first = {"sample": b, "tensor": plan.graph.output, "position": [k], "hardware": int(result.logits[b, k]),
+                 "golden": int(ref_logits[b, k])}
+    cycles = result.cycles.astype(float)
+    synops = result.synops.astype(float)
+    ops_per_cycle = float(synops.mean() / cycles.mean())
+    return {
+        "samples": int(len(x)),
+        "mismatches": len(mismatched),
+        "mismatched_samples": mismatched[:20],
+        "first_mismatch": first,
+        "simulator": simulator,
+        "schedule": "dense" if plan.dense else "event-driven",
+        "lanes": plan.lanes,
+        "model_id": f"{result.model_id:08x}",
+        "cycles_per_inference": float(cycles.mean()),
+        "cycles_min": int(cycles.min()),
+        "cycles_max": int(cycles.max()),
+        "spike_events_per_inference": float(result.events.mean()),
+        "synaptic_ops_per_inference": float(synops.mean()),
+        "ops_per_cycle": ops_per_cycle,
+        "ops_per_cycle_ceiling": plan.lanes,
+        "lane_utilization": ops_per_cycle / plan.lanes,
+        "classes": [int(c) for c in result.logits.argmax(axis=1)[:20]],
+        "simulated_cycles": int(result.simulated_cycles),
+        "simulator_seconds": result.seconds,
+        "simulated_cycles_per_second": result.cycles_per_second,
+        "wall_seconds": wall,
+        "traced": trace,
+    }
+
+
+def print_report(r: dict) -> None:
+    verdict = "bit-exact" if r["mismatches"] == 0 else f"{r['mismatches']} MISMATCHING"
+    print(f"{r['samples']} samples on the {r['schedule']} accelerator ({r['lanes']} lanes, model id {r['model_id']}), "
+          f"{r['simulator']}: {verdict} against the golden model"
+          + (" (every layer traced)" if r["traced"] else " (logits)"))
+    if r["first_mismatch"]:
+        f = r["first_mismatch"]
+        print(f"  first difference: sample {f['sample']}, {f['tensor']} at {tuple(f['position'])}: "
+              f"hardware {f['hardware']}, golden {f['golden']}")
+    print(f"  cycles per inference:    {r['cycles_per_inference']:,.0f} (min {r['cycles_min']:,}, "
+          f"max {r['cycles_max']:,})")
+    print(f"  spike events:            {r['spike_events_per_inference']:,.0f} per inference")
+    print(f"  synaptic operations:     {r['synaptic_ops_per_inference']:,.0f} per inference")
+    print(f"  operations per cycle:    {r['ops_per_cycle']:.2f} of a {r['ops_per_cycle_ceiling']}-lane ceiling "
+          f"({r['lane_utilization']:.1%})")
+    print(f"  simulation speed:        {r['simulated_cycles_per_second']:,.0f} cycles/s "
+          f"({r['simulated_cycles']:,} cycles in {r['simulator_seconds']:.1f} s; {r['wall_seconds']:.1f} s "
+          f"with the build)")

@@ -1,0 +1,295 @@
+"""The host side of the link (compiler/link.py): frames, the Link's chunking and retries, the Driver, and
+SerialPort on a pty. The transport here is a Python stand-in for the bridge; tests/test_uart_sim.py runs
+the same code against the Verilated gateware."""
+
+import os
+import struct
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compiler import link as lk
+from hdl import regmap
+from hdl import uart_bridge as ub
+
+
+def test_crc16_check_value():
+    assert lk.crc16(b"123456789") == 0x29B1          # the catalogue's check value for CRC-16/CCITT-FALSE
+    assert lk.crc16(b"") == 0xFFFF
+    assert lk.crc16(b"56789", lk.crc16(b"1234")) == 0x29B1
+
+
+def test_request_layout():
+    frame = lk.write_request(0x123456, [0xDEADBEEF, -1])
+    body = bytes([ub.CMD_WRITE, 11, 0, 0x56, 0x34, 0x12, 0xEF, 0xBE, 0xAD, 0xDE, 0xFF, 0xFF, 0xFF, 0xFF])
+    assert frame == bytes([0xA5]) + body + struct.pack("<H", lk.crc16(body))
+    body = bytes([ub.CMD_READ, 5, 0, 0x02, 0x00, 0x20, 0x10, 0x00])
+    assert lk.read_request(regmap.address(regmap.REGION_LOGITS, 2), 16) == bytes([0xA5]) + body + struct.pack(
+        "<H", lk.crc16(body))
+    assert lk.encode_request(ub.CMD_PING) == bytes([0xA5, 1, 0, 0]) + struct.pack("<H", lk.crc16(b"\x01\x00\x00"))
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda: lk.write_request(0, [1 << 32]), ValueError),
+    (lambda: lk.write_request(0, [-(1 << 31) - 1]), ValueError),
+    (lambda: lk.write_request((1 << 24) - 1, [1, 2]), ValueError),
+    (lambda: lk.write_request(-1, [1]), ValueError),
+    (lambda: lk.write_request(0, [1.5]), TypeError),
+    (lambda: lk.read_request(0, ub.MAX_READ_WORDS + 1), ValueError),
+    (lambda: lk.encode_request(256), ValueError),
+    (lambda: lk.encode_request(1, bytes(0x10000)), ValueError),
+])
+def test_bad_requests_are_refused(call, error):
+    with pytest.raises(error):
+        call()
+
+
+@settings(max_examples=200, deadline=None)
+@given(code=st.integers(0, 255), payload=st.binary(max_size=600))
+def test_frames_round_trip(code, payload):
+    assert lk.decode_frame(lk.encode_request(code, payload), ub.SYNC_REQUEST) == (code, payload)
+    assert lk.decode_response(lk.encode_frame(ub.SYNC_RESPONSE, code, payload)) == (code, payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), code=st.integers(0, 255), payload=st.binary(max_size=300))
+def test_any_corrupted_byte_is_detected(data, code, payload):
+    frame = bytearray(lk.encode_frame(ub.SYNC_RESPONSE, code, payload))
+    position = data.draw(st.integers(0, len(frame) - 1))
+    frame[position] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(lk.FrameError):
+        lk.decode_response(bytes(frame))
+
+
+@given(payload=st.binary(max_size=40), cut=st.integers(1, 8))
+def test_truncated_or_padded_frames_are_detected(payload, cut):
+    frame = lk.encode_frame(ub.SYNC_RESPONSE, ub.CMD_READ, payload)
+    with pytest.raises(lk.FrameError):
+        lk.decode_response(frame[:-cut])
+    with pytest.raises(lk.FrameError):
+        lk.decode_response(frame + bytes(cut))
+    with pytest.raises(lk.FrameError, match="SYNC"):
+        lk.decode_response(lk.encode_request(ub.CMD_READ, payload))
+
+
+class FakeBoard:
+    """A transport that answers like the bridge from a dict of words, with a queue of faults to inject.
+
+    Faults, one per request: "corrupt" (a flipped payload byte, then stray bytes that a retry must drain),
+    "truncate" (half an answer), "drop" (no answer), ("nak", code), ("garbage", bytes before the answer)."""
+
+    def __init__(self, max_burst: int = 4):
+        self.timeout = 1.0
+        self.max_burst = max_burst
+        self.words: dict[int, int] = {}
+        self.requests: list[tuple[int, bytes]] = []
+        self.faults: list = []
+        self.out = bytearray()
+
+    def read_word(self, addr: int) -> int:
+        return self.words.get(addr, 0)
+
+    def write_word(self, addr: int, value: int) -> None:
+        self.words[addr] = value
+
+    def answer(self, cmd: int, payload: bytes) -> tuple[int, bytes]:
+        if cmd == ub.CMD_PING:
+            return cmd, struct.pack("<BBH", ub.PROTOCOL_VERSION, 24, self.max_burst)
+        addr = int.from_bytes(payload[:3], "little")
+        if cmd == ub.CMD_WRITE:
+            words = np.frombuffer(payload[3:], dtype="<u4")
+            if len(words) > self.max_burst:
+                return ub.RESP_NAK, bytes([ub.ERR_LENGTH, cmd])
+            for i, w in enumerate(words):
+                self.write_word(addr + i, int(w))
+            return cmd, b""
+        if cmd == ub.CMD_READ:
+            count = int.from_bytes(payload[3:5], "little")
+            return cmd, b"".join(self.read_word(addr + i).to_bytes(4, "little") for i in range(count))
+        return ub.RESP_NAK, bytes([ub.ERR_COMMAND, cmd])
+
+    def write(self, data: bytes) -> int:
+        cmd, payload = lk.decode_frame(data, ub.SYNC_REQUEST)
+        self.requests.append((cmd, payload))
+        fault = self.faults.pop(0) if self.faults else None
+        if isinstance(fault, tuple) and fault[0] == "nak":
+            status, answer = ub.RESP_NAK, bytes([fault[1], cmd])
+        else:
+            status, answer = self.answer(cmd, payload)
+        frame = bytearray(lk.encode_frame(ub.SYNC_RESPONSE, status, answer))
+        if fault == "corrupt":
+            frame[-3] ^= 0x10
+            frame += b"\x5a\x02"
+        elif fault == "truncate":
+            frame = frame[:len(frame) // 2]
+        elif fault == "drop":
+            frame = b""
+        elif isinstance(fault, tuple) and fault[0] == "garbage":
+            frame = fault[1] + frame
+        self.out += frame
+        return len(data)
+
+    def read(self, size: int) -> bytes:
+        chunk = bytes(self.out[:size])
+        del self.out[:size]
+        return chunk
+
+
+def test_link_chunks_writes_and_reads():
+    board = FakeBoard(max_burst=4)
+    link = lk.Link(board, read_chunk=3)
+    assert link.ping() == lk.DeviceInfo(ub.PROTOCOL_VERSION, 24, 4)
+    words = np.arange(10, dtype=np.uint32) * 0x01010101 + 0x80000000
+    link.write_words(0x100, words)
+    assert [len(p) for c, p in board.requests if c == ub.CMD_WRITE] == [3 + 16, 3 + 16, 3 + 8]
+    assert board.words == {0x100 + i: int(w) for i, w in enumerate(words)}
+    got = link.read_words(0x0FF, 11)
+    assert got.dtype == np.uint32 and got.tolist() == [0] + words.tolist()
+    assert [p for c, p in board.requests if c == ub.CMD_READ] == [
+        bytes([0xFF, 0, 0, 3, 0]), bytes([2, 1, 0, 3, 0]), bytes([5, 1, 0, 3, 0]), bytes([8, 1, 0, 2, 0])]
+    assert link.read_words(5, 0).tolist() == []
+
+
+@pytest.mark.parametrize("fault", ["corrupt", "truncate", "drop", ("nak", ub.ERR_CRC), ("nak", ub.ERR_TIMEOUT)])
+def test_link_retries_once_after_draining(fault):
+    board = FakeBoard()
+    board.words[7] = 0x1234
+    link = lk.Link(board)
+    link.ping()
+    board.faults = [fault]
+    assert link.read_words(7, 1).tolist() == [0x1234]
+    assert [c for c, _ in board.requests] == [ub.CMD_PING, ub.CMD_READ, ub.CMD_READ]
+    assert not board.out
+
+    board.faults = [fault, fault]
+    expected = lk.NakError if isinstance(fault, tuple) else (lk.FrameError, lk.LinkTimeout)
+    with pytest.raises(expected):
+        link.read_words(7, 1)
+
+
+def test_link_does_not_retry_a_request_the_device_refuses():
+    board = FakeBoard()
+    link = lk.Link(board)
+    board.faults = [("nak", ub.ERR_LENGTH)]
+    with pytest.raises(lk.NakError, match="bad length") as info:
+        link.ping()
+    assert info.value.code == ub.ERR_LENGTH and info.value.command == ub.CMD_PING
+    assert len(board.requests) == 1
+    with pytest.raises(lk.NakError, match="unknown command"):
+        link.request(lk.encode_request(0x77))
+
+
+def test_link_skips_bytes_before_the_answer_and_checks_the_status():
+    board = FakeBoard()
+    link = lk.Link(board)
+    board.faults = [("garbage", b"\x00\xff\x13")]
+    assert link.ping().max_burst == 4
+    board.answer = lambda cmd, payload: (ub.CMD_WRITE, b"")
+    with pytest.raises(lk.FrameError, match="answer 0x02 to command 0x03"):
+        link.read_words(0, 1)
+
+
+class FakeAccelerator(FakeBoard):
+    """The register map of hdl/regmap.py on FakeBoard: a start computes ``logits_of(pixels)`` and stays busy
+    for two status reads."""
+
+    MODEL_ID = 0x5EED1234
+
+    def __init__(self, logits_of, **kwargs):
+        super().__init__(**kwargs)
+        self.logits_of = logits_of
+        self.busy_reads = 0
+        self.starts = 0
+
+    def read_word(self, addr: int) -> int:
+        if addr == regmap.REG_ID:
+            return self.MODEL_ID
+        if addr == regmap.REG_STATUS:
+            if self.busy_reads:
+                self.busy_reads -= 1
+                return regmap.STATUS_BUSY
+            return regmap.STATUS_DONE if self.starts else 0
+        return super().read_word(addr)
+
+    def write_word(self, addr: int, value: int) -> None:
+        if addr == regmap.REG_CTRL and value == regmap.CTRL_START:
+            self.starts += 1
+            self.busy_reads = 2
+            base = regmap.address(regmap.REGION_PIXELS)
+            pixels = {a - base: v for a, v in self.words.items() if a >> regmap.REGION_SHIFT == regmap.REGION_PIXELS}
+            for k, logit in enumerate(self.logits_of(pixels)):
+                logit &= (1 << 64) - 1
+                self.words[regmap.address(regmap.REGION_LOGITS, 2 * k)] = logit & 0xFFFFFFFF
+                self.words[regmap.address(regmap.REGION_LOGITS, 2 * k + 1)] = logit >> 32
+            cycles, events, synops = (1 << 33) + 5, sum(1 for v in pixels.values() if v), 3 * (1 << 32) + 7
+            for reg, value in ((regmap.REG_CYCLES_LO, cycles & 0xFFFFFFFF), (regmap.REG_CYCLES_HI, cycles >> 32),
+                               (regmap.REG_EVENTS, events), (regmap.REG_SYNOPS_LO, synops & 0xFFFFFFFF),
+                               (regmap.REG_SYNOPS_HI, synops >> 32)):
+                self.words[reg] = value
+        else:
+            super().write_word(addr, value)
+
+
+def test_driver_infers_with_sign_extended_logits_and_lowest_index_ties():
+    def logits_of(pixels):
+        total = sum(pixels.values())
+        return [-(1 << 40) - total, total, total, -3]          # classes 1 and 2 tie
+
+    board = FakeAccelerator(logits_of, max_burst=8)
+    driver = lk.Driver(lk.Link(board))
+    assert driver.model_id() == FakeAccelerator.MODEL_ID
+    offsets = np.array([0, 1, 2, 3, 8, 9, 10, 11, 16, 17])     # runs of a padded patch layout
+    values = np.array([5, 0, 7, 255, 1, 2, 3, 4, 9, 9])
+    logits, label, counters = driver.infer((offsets, values), 4)
+    assert logits.dtype == np.int64
+    assert logits.tolist() == [-(1 << 40) - 295, 295, 295, -3]
+    assert label == 1
+    assert counters == {"cycles": (1 << 33) + 5, "events": 9, "synops": 3 * (1 << 32) + 7}
+    writes = [p for c, p in board.requests if c == ub.CMD_WRITE]
+    assert len(writes) == 4                                    # three runs of pixels and the start
+    assert board.starts == 1
+
+
+def test_driver_load_forms_and_errors():
+    board = FakeAccelerator(lambda pixels: [], max_burst=4)
+    driver = lk.Driver(lk.Link(board))
+    driver.load((0x10, [1, 2, 3, 4, 5]))
+    driver.load([(0x20, 7), (0x22, 9), (0x21, 8), (0x30, -1)])
+    driver.load((np.array([0x40, 0x41]), np.array([6, 6])))
+    driver.load(([0x50, 0x52], [1, 3]))
+    assert board.words == {0x10: 1, 0x11: 2, 0x12: 3, 0x13: 4, 0x14: 5, 0x20: 7, 0x21: 8, 0x22: 9,
+                           0x30: 0xFFFFFFFF, 0x40: 6, 0x41: 6, 0x50: 1, 0x52: 3}
+    assert len([c for c, _ in board.requests if c == ub.CMD_WRITE]) == 2 + 2 + 1 + 2
+    with pytest.raises(TypeError):
+        driver.load([1, 2, 3])
+    with pytest.raises(ValueError, match="one length"):
+        driver.load(([1, 2], [3]))
+    with pytest.raises(ValueError, match="pixel offsets"):
+        driver.infer([(1 << 20, 1)], 2)
+    driver.start()
+    with pytest.raises(lk.LinkTimeout, match="not done"):
+        board.busy_reads = 1 << 30
+        driver.wait_done(timeout=0.05)
+
+
+def test_serial_port_on_a_pty_is_raw_and_times_out():
+    master, slave = os.openpty()
+    try:
+        port = lk.SerialPort(os.ttyname(slave), timeout=0.1)
+        data = bytes(range(256)) * 8                  # CR, ^C, XON/XOFF, ... must pass unchanged
+        os.write(master, data)
+        assert port.read(len(data)) == data
+        port.write(b"\x03\r\n\x11")
+        assert os.read(master, 16) == b"\x03\r\n\x11"
+        t0 = time.monotonic()
+        assert port.read(4) == b""
+        assert 0.09 < time.monotonic() - t0 < 0.5
+        port.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+    with pytest.raises(ValueError, match="baud"):
+        lk.SerialPort("/dev/null", baud=12345)
