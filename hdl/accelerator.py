@@ -525,8 +525,12 @@ class Accelerator(wiring.Component):
             for index, buf in enumerate(plan.buffers.values()):
                 port = self._mems[buf.name].read_port()
                 cb = max(0, (-(-buf.word_width // DATA_WIDTH) - 1).bit_length())
-                m.d.comb += port.addr.eq(offset >> cb)
-                with m.If(bus.re & (region == regmap.REGION_TRACE + index)):
+                if buf.depth << cb > 1 << regmap.TRACE_INDEX_SHIFT or index >> (regmap.REGION_SHIFT
+                                                                               - regmap.TRACE_INDEX_SHIFT):
+                    raise ValueError(f"trace build: buffer {buf.name} does not fit the trace region")
+                m.d.comb += port.addr.eq(offset[:regmap.TRACE_INDEX_SHIFT] >> cb)
+                hit = (region == regmap.REGION_TRACE) & (offset[regmap.TRACE_INDEX_SHIFT:] == index)
+                with m.If(bus.re & hit):
                     m.d.sync += [sel.eq(index + 1), chunk.eq(offset[:cb] if cb else 0)]
                 padded = Cat(port.data, Const(0, DATA_WIDTH))
                 cases.append((index + 1, Array(padded[j * DATA_WIDTH:(j + 1) * DATA_WIDTH]

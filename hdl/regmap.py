@@ -8,8 +8,9 @@ region 0  registers (below)
 region 1  input pixels, write only: offset = the pixel's address in the plan's input layout
           (``compiler.plan.Plan.input_words``)
 region 2  logits, read only: logit ``k`` is the signed 64-bit value of words ``2k`` (low) and ``2k+1``
-region 3+ debug builds only (``trace=True``): buffer ``r - 3`` of the plan, word ``w`` chunk ``c`` (32 bits
-          each, lowest first) at offset ``(w << chunk_bits) | c``
+region 3  debug builds only (``trace=True``): buffer ``b`` of the plan (its index in ``Plan.buffers``), word
+          ``w``, chunk ``c`` (32 bits each, lowest first) at offset
+          ``b << TRACE_INDEX_SHIFT | (w << chunk_bits) | c``
 ========  ==========================================================================================
 """
 
@@ -18,6 +19,7 @@ REGION_SHIFT = 20
 OFFSET_MASK = (1 << REGION_SHIFT) - 1
 
 REGION_REGS, REGION_PIXELS, REGION_LOGITS, REGION_TRACE = 0, 1, 2, 3
+TRACE_INDEX_SHIFT = 14  # trace offsets: 64 buffers of up to 16384 32-bit chunks
 
 REG_ID = 0x0            # read: the model identifier (32 bits; compiler.plan.Plan.model_id)
 REG_CTRL = 0x1          # write 1: start an inference (ignored while busy); write 2: continue after a pause
@@ -36,3 +38,11 @@ CTRL_START, CTRL_CONTINUE = 1, 2
 
 def address(region: int, offset: int = 0) -> int:
     return (region << REGION_SHIFT) | offset
+
+
+def trace_address(index: int, word: int, chunk: int, chunk_bits: int) -> int:
+    """Bus address of a 32-bit chunk of a buffer word in a trace build."""
+    inner = (word << chunk_bits) | chunk
+    if index >= 1 << (REGION_SHIFT - TRACE_INDEX_SHIFT) or inner >= 1 << TRACE_INDEX_SHIFT:
+        raise ValueError(f"buffer {index}, word {word}: outside the trace region")
+    return address(REGION_TRACE, index << TRACE_INDEX_SHIFT | inner)

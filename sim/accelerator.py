@@ -67,10 +67,9 @@ def script_for(plan, x: np.ndarray, trace: bool = False) -> Script:
         if trace:
             for index, buf in _trace_buffers(plan):
                 cb = (_chunks(buf) - 1).bit_length()
-                region = regmap.address(regmap.REGION_TRACE + index)
                 for w in range(buf.depth):
                     for c in range(_chunks(buf)):
-                        s.read(region | (w << cb) | c)
+                        s.read(regmap.trace_address(index, w, c, cb))
             if not last:
                 s.write(regmap.REG_CTRL, regmap.CTRL_CONTINUE)
     for k in range(2 * plan.classes):
