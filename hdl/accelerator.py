@@ -447,6 +447,7 @@ class Accelerator(wiring.Component):
             m.d.sync += [cycles.eq(cycles + 1), events.eq(events + sum(e.events for e in engines)),
                          synops.eq(synops + sum(e.synops for e in engines))]
         n = len(engines)
+        stage_index = Signal(range(max(n, 2)))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(command == regmap.CTRL_START):
@@ -455,6 +456,7 @@ class Accelerator(wiring.Component):
             for i, (stage, eng) in enumerate(zip(plan.stages, engines)):
                 nxt = f"GO{i + 1}" if i + 1 < n else "STEP"
                 with m.State(f"GO{i}"):
+                    m.d.sync += stage_index.eq(i)
                     if stage.once:
                         with m.If(t == 0):
                             m.d.comb += eng.start.eq(1)
@@ -493,6 +495,7 @@ class Accelerator(wiring.Component):
             regmap.REG_EVENTS: events,
             regmap.REG_SYNOPS_LO: synops[:32], regmap.REG_SYNOPS_HI: synops[32:],
             regmap.REG_STEP: t,
+            regmap.REG_STAGE: stage_index,
         }
         logit_words = []
         for v in self._logits:

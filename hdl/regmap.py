@@ -31,6 +31,7 @@ REG_EVENTS = 0x4        # spike events consumed by the event-driven cores in the
 REG_SYNOPS_LO = 0x5     # synaptic operations (accumulate updates of one synapse) in the last inference
 REG_SYNOPS_HI = 0x6
 REG_STEP = 0x7          # read: the current time step (trace builds read it while paused)
+REG_STAGE = 0x8         # read: the plan stage the controller runs or last ran (a hung inference names it)
 
 STATUS_BUSY, STATUS_DONE, STATUS_PAUSED = 1, 2, 4
 CTRL_START, CTRL_CONTINUE = 1, 2

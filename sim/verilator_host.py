@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from amaranth.back import verilog
+from . import verilog
 from amaranth.hdl import ClockDomain, ClockSignal, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
@@ -188,7 +188,7 @@ def build(component, build_root: str | Path, jobs: int = 2) -> Path:
     """Verilate ``component`` (which has a ``bus`` port) with the harness; return the binary (cached).
 
     The component runs from its initial state (:class:`_PowerOnTop`): the harness has no reset to drive."""
-    source = verilog.convert(_PowerOnTop(component), name="top", emit_src=False)
+    source = verilog.convert(_PowerOnTop(component), name="top")
     digest = hashlib.sha256((source + _HARNESS).encode()).hexdigest()[:16]
     work = Path(build_root) / f"verilator-{digest}"
     binary = work / "Vtop_sim"
