@@ -10,6 +10,10 @@ PIP := .venv/bin/pip
 	# torch first, pinned: the CPU build. An open range in a fresh venv could pull a multi-GB CUDA build.
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[test]'
+	# Icarus Verilog (one test runs the accelerator on it) is not on PyPI: Debian's package, when we may
+	command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq iverilog || \
+		(apt-get update -qq && apt-get install -y -qq iverilog)) >/dev/null; } || \
+		echo "warning: install Icarus Verilog (apt-get install iverilog) for the Icarus test" >&2
 	touch $@
 
 install: .venv/installed
