@@ -40,6 +40,15 @@ def test_bundled_model_is_bit_exact(digits_graph, digits_run):
     assert event.model_id == build_plan(digits_graph).model_id
 
 
+def test_clock_gating_changes_nothing_but_speed(digits_graph, digits_run):
+    """Simulations gate each engine's clock; boards get the ungated design: same logits, same cycles."""
+    x, event, _ = digits_run
+    plain = simulate(build_plan(digits_graph), x[:8], build_dir=BUILD, clock_gating=False)
+    assert np.array_equal(plain.logits, event.logits[:8])
+    assert np.array_equal(plain.cycles, event.cycles[:8])
+    assert np.array_equal(plain.synops, event.synops[:8])
+
+
 def test_cycles_follow_the_spikes(digits_run):
     """Event-driven: cycles grow with the spike events of each sample; the dense schedule costs about
     1 / (fraction of synapses driven by a spike) times as many cycles."""
