@@ -39,6 +39,12 @@ Shared structure
   whichever is cheaper; with ``ecp5=False`` they are Amaranth memories with the same three-cycle read, so
   the Amaranth simulator runs the very pipeline that is synthesized (``ecp5="model"`` runs the ECP5
   structure, with behavioural models of the block RAM).
+* Every combinational control signal (a port's ``ready``, a RAM port's address, enable and data, a sweep's
+  start and stop) is one expression, not an assignment in an FSM state or under an ``If``. The logic is
+  the same, but Yosys writes the latter as an ``always @*`` block, which Icarus (``-g2012``, as cocotb runs
+  it) first runs when one of its inputs changes: a signal whose inputs keep their initial values is X until
+  then. A's read enable, for one, would be X until the first output sweep: its read stages would hold X
+  and the first step accumulate X (``tests/test_icarus_attention.py``).
 """
 
 from __future__ import annotations
@@ -314,9 +320,14 @@ class _Sweep:
     RAM's ``rd_data``. ``issued`` / ``issued_addr`` (registered) name each word the cycle after its read
     was issued: the caller zeroes it then, clear of the read. ``done`` (comb): every word has left; it
     holds until the caller's ``stop`` (comb) gives the RAM's read port back.
+
+    The sweep drives the RAM's whole read port: ``word_addr`` while ``active``, else ``idle_addr`` (the
+    caller's read address, its accumulator's) with the read always enabled, each a multiplexer on
+    ``active`` written as one expression (see the module's docstring: ``active`` and ``advance`` keep
+    their initial values until the first sweep).
     """
 
-    def __init__(self, m: Module, name: str, ram: _Ram, out_ready, meta_layout):
+    def __init__(self, m: Module, name: str, ram: _Ram, out_ready, meta_layout, idle_addr):
         L = _READ_LATENCY
         self.start = Signal(name=f"{name}_start")
         self.stop = Signal(name=f"{name}_stop")
@@ -334,11 +345,13 @@ class _Sweep:
         smeta = [Signal(meta_layout, name=f"{name}_p{k}_meta", reset_less=True) for k in range(L)]
         self.valid, self.meta = sv[-1], smeta[-1]
         m.d.comb += self.advance.eq(~sv[-1] | out_ready)
+        # The RAM's read port, selected by a register alone.
+        m.d.comb += [ram.rd_addr.eq(Mux(self.active, self.word_addr, idle_addr)),
+                     ram.rd_en.eq(~self.active | self.advance)]
         m.d.sync += self.issued.eq(0)
         with m.If(self.start):                         # only ever while inactive
             m.d.sync += [self.active.eq(1), pending.eq(1)]
-        with m.If(self.active):                        # the RAM's port, selected by a register alone
-            m.d.comb += [ram.rd_addr.eq(self.word_addr), ram.rd_en.eq(self.advance)]
+        with m.If(self.active):
             with m.If(self.advance):
                 m.d.sync += [sv[0].eq(pending), smeta[0].eq(self.word_meta)]
                 m.d.sync += [sv[k].eq(sv[k - 1]) for k in range(1, L)]
@@ -353,21 +366,50 @@ class _Sweep:
         m.d.comb += self.done.eq(self.active & ~pending & ~Cat(*sv).any() & ~self.issued)
 
 
-def _frame_input(m: Module, port, kind: int, sel: dict) -> None:
-    """Accept ``port``'s events this cycle into the shared pipeline entry ``sel``."""
+def _frame_inputs(m: Module, sel: dict, phases) -> None:
+    """Take each input port's events in its phase into the shared pipeline entry ``sel``.
+
+    ``phases`` holds ``(active, port, kind)`` per port, ``active`` the FSM's decode of the port's phase (one
+    at most at a time): ``port.ready`` is ``active``. Each signal is one expression (see the module's
+    docstring): as assignments in the FSM's states, ``ready`` would be X until the state first changed,
+    and with it the producer's handshake and the accelerator's event counters."""
+    payloads, kinds = [], []
+    for active, port, kind in phases:
+        m.d.comb += port.ready.eq(active)
+        payloads.append(Mux(active, port.payload.as_value(), 0))
+        kinds.append(Mux(active, kind, 0))
     m.d.comb += [
-        port.ready.eq(1),
-        sel["valid"].eq(port.valid),
-        sel["payload"].eq(port.payload),
-        sel["kind"].eq(kind),
+        sel["valid"].eq(Cat(*(active & port.valid for active, port, _ in phases)).any()),
+        sel["payload"].eq(_any_of(payloads)),
+        sel["kind"].eq(_any_of(kinds)),
     ]
+
+
+def _any_of(values):
+    """The OR of ``values`` (at most one of them non-zero: a one-hot multiplexer)."""
+    out = values[0]
+    for value in values[1:]:
+        out = out | value
+    return out
+
+
+def _write_port(m: Module, ram: _Ram, writes) -> None:
+    """Drive ``ram``'s write port from ``writes``, ``(enable, addr, data)`` each: the first enabled one wins
+    (the last is the default, written when its own enable is set).
+
+    One expression per port signal, the multiplexers that assignments under ``If`` would give (see the
+    module's docstring)."""
+    en, addr, data_ = writes[-1]
+    for w_en, w_addr, w_data in reversed(writes[:-1]):
+        en, addr, data_ = w_en | en, Mux(w_en, w_addr, addr), Mux(w_en, w_data, data_)
+    m.d.comb += [ram.wr_en.eq(en), ram.wr_addr.eq(addr), ram.wr_data.eq(data_)]
 
 
 def _entry(m: Module, addr_width: int, level_width: int):
     """The shared input stage ``s0``: the accepted event of the current phase, registered.
 
-    Returns ``(sel, s0)``: ``sel`` is driven by the FSM (:func:`_frame_input`); ``s0["valid"]`` is set
-    for an accepted event with a non-zero level (level-0 events are no-ops and go no further)."""
+    Returns ``(sel, s0)``: ``sel`` is driven from the FSM's phase (:func:`_frame_inputs`); ``s0["valid"]``
+    is set for an accepted event with a non-zero level (level-0 events are no-ops and go no further)."""
     sel = {"valid": Signal(), "payload": Signal(event_layout(addr_width, level_width)), "kind": Signal(2)}
     s0 = {"valid": Signal(name="s0_valid"), "addr": Signal(addr_width, name="s0_addr", reset_less=True),
           "level": Signal(level_width, name="s0_level", reset_less=True),
@@ -539,15 +581,12 @@ class LinearAttentionUnit(wiring.Component):
         m.d.comb += busy.eq(s0["valid"] | valid1 | valid2 | f_valid | g_valid
                             | v_acc.busy | kv_acc.busy | a_acc.busy)
 
-        # Default RAM traffic: the accumulators. The sweep and the clears below take over in OUT.
-        for ram, acc in ((v_ram, v_acc), (kv_ram, kv_acc), (a_ram, a_acc)):
-            m.d.comb += [ram.wr_en.eq(acc.wr_en), ram.wr_addr.eq(acc.wr_addr), ram.wr_data.eq(acc.wr_data)]
         q_phase = Signal()                              # KV is read as Q's source, not by kv_acc (a register)
-        m.d.comb += [kv_ram.rd_addr.eq(Mux(q_phase, f_chan, g_chan)), a_ram.rd_addr.eq(g_word)]
+        m.d.comb += kv_ram.rd_addr.eq(Mux(q_phase, f_chan, g_chan))     # A's read port: the sweep's
 
         # Output sweep over A, tokens outer, heads inner.
         meta = data.StructLayout({"token": range(N), "head": range(H), "last": 1})
-        sweep = _Sweep(m, "sweep", a_ram, self.o.ready, meta)
+        sweep = _Sweep(m, "sweep", a_ram, self.o.ready, meta, idle_addr=g_word)
         sw_token, sw_head = Signal(range(N)), Signal(range(H))
         last_word = (sw_token == N - 1) & (sw_head == H - 1)
         m.d.comb += [
@@ -565,8 +604,6 @@ class LinearAttentionUnit(wiring.Component):
                 m.d.sync += [sw_head.eq(0), sw_token.eq(Mux(last_word, 0, sw_token + 1))]
             with m.Else():
                 m.d.sync += sw_head.eq(sw_head + 1)
-        with m.If(sweep.issued):
-            m.d.comb += [a_ram.wr_en.eq(1), a_ram.wr_addr.eq(sweep.issued_addr), a_ram.wr_data.eq(0)]
         # V's map and KV are zeroed by a counter of their own during the sweep (registered write
         # selects). After a reset it zeroes A as well: a reset in the middle of a step leaves partial sums.
         clr_addr = Signal(range(max(words, C)))
@@ -576,26 +613,24 @@ class LinearAttentionUnit(wiring.Component):
         with m.Elif(clr_v | clr_kv | clr_a):
             m.d.sync += [clr_addr.eq(clr_addr + 1), clr_v.eq(clr_v & (clr_addr != words - 1)),
                          clr_kv.eq(clr_kv & (clr_addr != C - 1)), clr_a.eq(clr_a & (clr_addr != words - 1))]
-        with m.If(clr_v):
-            m.d.comb += [v_ram.wr_en.eq(1), v_ram.wr_addr.eq(clr_addr), v_ram.wr_data.eq(0)]
-        with m.If(clr_kv):
-            m.d.comb += [kv_ram.wr_en.eq(1), kv_ram.wr_addr.eq(clr_addr), kv_ram.wr_data.eq(0)]
-        with m.If(clr_a):
-            m.d.comb += [a_ram.wr_en.eq(1), a_ram.wr_addr.eq(clr_addr), a_ram.wr_data.eq(0)]
+        # RAM writes: the accumulators', unless a clear (or, for A, the sweep's zeroing) takes the port.
+        _write_port(m, v_ram, [(clr_v, clr_addr, 0), (v_acc.wr_en, v_acc.wr_addr, v_acc.wr_data)])
+        _write_port(m, kv_ram, [(clr_kv, clr_addr, 0), (kv_acc.wr_en, kv_acc.wr_addr, kv_acc.wr_data)])
+        _write_port(m, a_ram, [(clr_a, clr_addr, 0), (sweep.issued, sweep.issued_addr, 0),
+                               (a_acc.wr_en, a_acc.wr_addr, a_acc.wr_data)])
 
-        with m.FSM(init="INIT"):
+        # The FSM's combinational outputs are expressions of its state, after it (see _frame_inputs).
+        with m.FSM(init="INIT") as fsm:
             with m.State("INIT"):
                 with m.If(~clr_v & ~clr_kv & ~clr_a):
                     m.next = "V"
             with m.State("V"):
-                _frame_input(m, self.v, _KIND_V, sel)
                 with m.If(self.v.valid & self.v.payload.last):
                     m.next = "V_DRAIN"
             with m.State("V_DRAIN"):
                 with m.If(~busy):
                     m.next = "K"
             with m.State("K"):
-                _frame_input(m, self.k, _KIND_K, sel)
                 with m.If(self.k.valid & self.k.payload.last):
                     m.next = "K_DRAIN"
             with m.State("K_DRAIN"):
@@ -603,18 +638,19 @@ class LinearAttentionUnit(wiring.Component):
                     m.d.sync += q_phase.eq(1)
                     m.next = "Q"
             with m.State("Q"):
-                _frame_input(m, self.q, _KIND_Q, sel)
                 with m.If(self.q.valid & self.q.payload.last):
                     m.next = "Q_DRAIN"
             with m.State("Q_DRAIN"):
-                with m.If(~busy):
+                with m.If(sweep.start):
                     m.d.sync += q_phase.eq(0)
-                    m.d.comb += sweep.start.eq(1)
                     m.next = "OUT"
             with m.State("OUT"):
-                with m.If(sweep.done & ~clr_v & ~clr_kv):
-                    m.d.comb += sweep.stop.eq(1)
+                with m.If(sweep.stop):
                     m.next = "V"
+        _frame_inputs(m, sel, [(fsm.ongoing("V"), self.v, _KIND_V), (fsm.ongoing("K"), self.k, _KIND_K),
+                               (fsm.ongoing("Q"), self.q, _KIND_Q)])
+        m.d.comb += [sweep.start.eq(fsm.ongoing("Q_DRAIN") & ~busy),
+                     sweep.stop.eq(fsm.ongoing("OUT") & sweep.done & ~clr_v & ~clr_kv)]
         return m
 
 
@@ -725,12 +761,7 @@ class CoSpikeUnit(wiring.Component):
         f_group = _register(m, group[:len(c_ram.rd_addr)], "f_group")
         levels_ = _delays(m, _register(m, level2, "f_level"), L, "level")
         lanes_ = _delays(m, _register(m, lane, "f_lane"), L, "lane")
-        m.d.comb += [
-            v_ram.wr_en.eq(f_valid & (f_kind == _KIND_V)),
-            v_ram.wr_addr.eq(f_addr),
-            v_ram.wr_data.eq(Cat(levels_[0][:vw], tag)),
-            v_ram.rd_addr.eq(f_addr),
-        ]
+        m.d.comb += v_ram.rd_addr.eq(f_addr)
         # G: stage A of the count accumulator; the increment is formed when V's entry arrives (F + L).
         g_valid = _register(m, f_valid, "g_valid", reset=True)
         g_kind = _register(m, f_kind, "g_kind")
@@ -742,14 +773,12 @@ class CoSpikeUnit(wiring.Component):
         m.d.sync += [inc[j].eq(Mux(lanes_[L] == j, prod, 0)) for j in range(P)]
         c_acc = _Accumulate(m, "c_acc", g_valid & (g_kind == _KIND_K), g_group, inc, c_ram.rd_data,
                             count_layout)
-        m.d.comb += [c_ram.wr_en.eq(c_acc.wr_en), c_ram.wr_addr.eq(c_acc.wr_addr),
-                     c_ram.wr_data.eq(c_acc.wr_data), c_ram.rd_addr.eq(g_group)]
         busy = Signal()
         m.d.comb += busy.eq(s0["valid"] | valid1 | valid2 | f_valid | g_valid | c_acc.busy)
 
         # Output sweep over the counts; the scrubber zeroes G entries of V's map alongside.
         meta = data.StructLayout({"group": range(G), "last": 1})
-        sweep = _Sweep(m, "sweep", c_ram, self.o.ready, meta)
+        sweep = _Sweep(m, "sweep", c_ram, self.o.ready, meta, idle_addr=g_group)
         sw_group = Signal(range(G))
         last_word = sw_group == G - 1
         m.d.comb += [
@@ -762,43 +791,47 @@ class CoSpikeUnit(wiring.Component):
         ]
         with m.If(sweep.step):
             m.d.sync += sw_group.eq(Mux(last_word, 0, sw_group + 1))
-        with m.If(sweep.issued):
-            m.d.comb += [c_ram.wr_en.eq(1), c_ram.wr_addr.eq(sweep.issued_addr), c_ram.wr_data.eq(0)]
         # After a reset the scrubber zeroes all of V's map, and the count memory is zeroed alongside.
         scrub_addr = Signal(range(N * C))
         scrub_left = Signal(range(max(G, N * C) + 1), init=N * C)
+        scrub = Signal()
+        m.d.comb += scrub.eq(~sweep.start & (scrub_left != 0))
         with m.If(sweep.start):
             m.d.sync += scrub_left.eq(G)
-        with m.Elif(scrub_left != 0):
-            m.d.comb += [v_ram.wr_en.eq(1), v_ram.wr_addr.eq(scrub_addr), v_ram.wr_data.eq(0)]
+        with m.Elif(scrub):
             m.d.sync += [scrub_left.eq(scrub_left - 1),
                          scrub_addr.eq(Mux(scrub_addr == N * C - 1, 0, scrub_addr + 1))]
         c_clear, c_clear_addr = Signal(init=1), Signal(range(G))
         with m.If(c_clear):
-            m.d.comb += [c_ram.wr_en.eq(1), c_ram.wr_addr.eq(c_clear_addr), c_ram.wr_data.eq(0)]
             m.d.sync += [c_clear_addr.eq(c_clear_addr + 1), c_clear.eq(c_clear_addr != G - 1)]
+        # RAM writes: V's events and the counts' accumulator, unless the scrubber, the sweep's zeroing or
+        # the clear after a reset takes the port.
+        _write_port(m, v_ram, [(scrub, scrub_addr, 0),
+                               (f_valid & (f_kind == _KIND_V), f_addr, Cat(levels_[0][:vw], tag))])
+        _write_port(m, c_ram, [(c_clear, c_clear_addr, 0), (sweep.issued, sweep.issued_addr, 0),
+                               (c_acc.wr_en, c_acc.wr_addr, c_acc.wr_data)])
 
-        with m.FSM(init="INIT"):
+        # The FSM's combinational outputs are expressions of its state, after it (see _frame_inputs).
+        with m.FSM(init="INIT") as fsm:
             with m.State("INIT"):
                 with m.If((scrub_left == 0) & ~c_clear):
                     m.next = "V"
             with m.State("V"):
-                _frame_input(m, self.v, _KIND_V, sel)
                 with m.If(self.v.valid & self.v.payload.last):
                     m.next = "K"                        # K's reads follow V's writes in one pipeline
             with m.State("K"):
-                _frame_input(m, self.k, _KIND_K, sel)
                 with m.If(self.k.valid & self.k.payload.last):
                     m.next = "K_DRAIN"
             with m.State("K_DRAIN"):
-                with m.If(~busy):
-                    m.d.comb += sweep.start.eq(1)
+                with m.If(sweep.start):
                     m.next = "OUT"
             with m.State("OUT"):
-                with m.If(sweep.done & (scrub_left == 0)):
-                    m.d.comb += sweep.stop.eq(1)
+                with m.If(sweep.stop):
                     m.d.sync += tag.eq(tag + 1)
                     m.next = "V"
+        _frame_inputs(m, sel, [(fsm.ongoing("V"), self.v, _KIND_V), (fsm.ongoing("K"), self.k, _KIND_K)])
+        m.d.comb += [sweep.start.eq(fsm.ongoing("K_DRAIN") & ~busy),
+                     sweep.stop.eq(fsm.ongoing("OUT") & sweep.done & (scrub_left == 0))]
         return m
 
 
@@ -897,20 +930,21 @@ class MaskUnit(wiring.Component):
             m.d.sync += [self.o.payload.addr.eq(l1_addr), self.o.payload.level.eq(Mux(keep, l1_level, 0)),
                          self.o.payload.last.eq(l1_last)]
 
-        with m.FSM():
+        # ``ready`` and ``accept`` are expressions of the state, after it (see _frame_inputs).
+        with m.FSM() as fsm:
             with m.State("MASK"):
-                m.d.comb += self.m.ready.eq(1)
                 with m.If(self.m.valid):
                     with m.If(self.m.payload.level != 0):
                         m.d.sync += mask.bit_select(self.m.payload.addr, 1).eq(1)
                     with m.If(self.m.payload.last):
                         m.next = "Q"
             with m.State("Q"):
-                m.d.comb += [self.q.ready.eq(en), accept.eq(self.q.valid & en)]
                 with m.If(self.q.valid & en & payload.last):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(en & v1 & last1):             # the last event reads its chunk now
                     m.d.sync += mask.eq(0)
                     m.next = "MASK"
+        m.d.comb += [self.m.ready.eq(fsm.ongoing("MASK")), self.q.ready.eq(fsm.ongoing("Q") & en),
+                     accept.eq(fsm.ongoing("Q") & self.q.valid & en)]
         return m

@@ -2,7 +2,8 @@
 
 Amaranth simulator benches with random spike maps, random event order, no-op events and random
 valid/ready stalls on every stream; several time steps run back to back in one simulation, so every step
-also proves that the previous one left the memories clean. One bench runs through cocotb + Verilator.
+also proves that the previous one left the memories clean. One bench runs through cocotb + Verilator
+(and more through Icarus, ``tests/test_icarus_attention.py``).
 The expectations come from ``golden.run`` on small IR graphs (``_linear_graph``, ``_sdsa1_graph``).
 """
 
@@ -483,10 +484,50 @@ def test_cospike_on_ecp5_rams(monkeypatch, bram_cost):
         np.testing.assert_array_equal(got, (k * v).sum(0))
 
 
-# -- cocotb + Verilator -----------------------------------------------------------------------------------
+# -- cocotb (Verilator here; Icarus in tests/test_icarus_attention.py) ------------------------------------
+
+def _packed_frames(dut, steps, names: str, rng, noops: float) -> dict:
+    """Each port's frames as the cocotb benches' packed payloads (``tests/cocotb_attention.py``)."""
+    aw, lw = dut.addr_width, dut.level_width
+    pack = lambda e: e["addr"] | e["level"] << aw | e["last"] << (aw + lw)      # noqa: E731
+    return {name: [[pack(e) for e in _events(step[i], rng, noops=noops)] for step in steps]
+            for i, name in enumerate(names)}
+
+
+def _linear_cocotb_case(dut: LinearAttentionUnit, steps, rng, *, noops=0.1, stall=0.3, seed=5) -> dict:
+    """The case of ``linear_attention_matches_golden`` for ``steps`` (a list of ``(q, k, v)``)."""
+    return {
+        "frames": _packed_frames(dut, steps, "qkv", rng, noops),
+        "expected": [_linear_golden(q, k, v, dut._heads, dut._levels).tolist() for q, k, v in steps],
+        "tokens": dut._tokens, "heads": dut._heads, "d": dut._d, "acc_width": dut.acc_width,
+        "fields": {name: (field.offset, field.width) for name, field in dut.out_layout},
+        "stall": stall, "seed": seed,
+    }
+
+
+def _cospike_cocotb_case(dut: CoSpikeUnit, steps, rng, *, noops=0.1, stall=0.3, seed=5) -> dict:
+    """The case of ``cospike_matches_golden`` for ``steps`` (a list of ``(k, v)``)."""
+    return {
+        "frames": _packed_frames(dut, steps, "kv", rng, noops),
+        "expected": [(k * v).sum(0).tolist() for k, v in steps],
+        "channels": dut._channels, "words": dut._words, "lanes": dut._lanes, "count_width": dut.count_width,
+        "fields": {name: (field.offset, field.width) for name, field in dut.out_layout},
+        "stall": stall, "seed": seed,
+    }
+
+
+def _run_attention_cocotb(dut, case: dict, bench: str, work: Path, simulator: str) -> None:
+    """Run the cocotb ``bench`` of ``tests/cocotb_attention.py`` on ``dut`` as Verilog, in ``simulator``."""
+    from sim.cocotb_run import run_cocotb
+    path = work / "case.json"
+    path.write_text(json.dumps(case))
+    run_cocotb(dut, toplevel=bench.removesuffix("_matches_golden"), test_module="cocotb_attention",
+               test_dir=TESTS, build_dir=work / "build", simulator=simulator,
+               extra_env={"ATTN_CASE": str(path), "COCOTB_TEST_FILTER": bench})
+
 
 def test_linear_attention_cocotb_verilator(tmp_path, monkeypatch):
-    from sim.cocotb_run import run_cocotb, simulator_available
+    from sim.cocotb_run import simulator_available
     if not simulator_available("verilator"):
         pytest.skip("verilator is not installed")
     monkeypatch.setenv("MAKEFLAGS", "-j2")              # Verilator's C++ build, on both cores
@@ -494,20 +535,8 @@ def test_linear_attention_cocotb_verilator(tmp_path, monkeypatch):
     dut = LinearAttentionUnit(tokens, channels, heads, levels, ecp5=False)
     rng = np.random.default_rng(21)
     steps = [tuple(_spikes(rng, tokens, channels, levels, density) for _ in "qkv") for density in (0.4, 1.0, 0.0)]
-    aw, lw = dut.addr_width, dut.level_width
-    pack = lambda e: e["addr"] | e["level"] << aw | e["last"] << (aw + lw)      # noqa: E731
-    fields = {name: (field.offset, field.width) for name, field in dut.out_layout}
-    case = {
-        "frames": {name: [[pack(e) for e in _events(step[i], rng, noops=0.1)] for step in steps]
-                   for i, name in enumerate("qkv")},
-        "expected": [_linear_golden(q, k, v, heads, levels).tolist() for q, k, v in steps],
-        "tokens": tokens, "heads": heads, "d": channels // heads, "acc_width": dut.acc_width,
-        "fields": fields, "stall": 0.3, "seed": 5,
-    }
-    path = tmp_path / "case.json"
-    path.write_text(json.dumps(case))
-    run_cocotb(dut, toplevel="linear_attention", test_module="cocotb_attention", test_dir=TESTS,
-               build_dir=tmp_path / "build", extra_env={"ATTN_CASE": str(path)})
+    _run_attention_cocotb(dut, _linear_cocotb_case(dut, steps, rng), "linear_attention_matches_golden", tmp_path,
+                          "verilator")
 
 
 def test_reset_in_the_middle_of_a_step_leaves_no_trace():
