@@ -1,4 +1,5 @@
-"""``python -m compiler``: train, inspect, evaluate and simulate QSD-Transformer models.
+"""``python -m compiler``: train, inspect, evaluate and simulate QSD-Transformer models; build, flash and run
+them on an ECP5 board.
 
 Exit status: 0 on success, 1 when a check fails, 2 for bad input or usage (one ``error: ...`` line).
 """
@@ -260,6 +261,62 @@ def cmd_simulate(args) -> int:
     return 0 if report["mismatches"] == 0 else 1
 
 
+# ---------------------------------------------------------------- build, flash, run
+
+def _lanes_or_auto(text: str):
+    return "auto" if text == "auto" else _lanes(text)
+
+
+def _clock(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid frequency {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive frequency in MHz, not {text}")
+    return value
+
+
+def _baud(text: str) -> int:
+    value = _positive_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def cmd_build(args) -> int:
+    from . import build
+
+    report, status = build.run_build(args)
+    _emit(report, args.json, build.print_summary)
+    return status
+
+
+def cmd_flash(args) -> int:
+    from .run import flash_target
+
+    return flash_target(args)
+
+
+def cmd_run(args) -> int:
+    from . import run
+
+    report, status = run.run_inputs(args)
+    _emit(report, args.json, run.print_run)
+    return status
+
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -334,6 +391,58 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "(default: build/sim)")
     s.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     s.set_defaults(func=cmd_simulate)
+
+    from .build import DEFAULT_BAUD, DEFAULT_CLOCK_MHZ, DEFAULT_SAMPLES
+    b = sub.add_parser("build", help="make a bitstream for a board, with a report (resources, Fmax, latency)",
+                       description="Lower the model to the accelerator, estimate its resources and refuse it before "
+                                   "synthesis if it cannot fit the board, then synthesize, place and route it with "
+                                   "the board's PLL, UART link and LEDs (Yosys, nextpnr-ecp5, ecppack) while a few "
+                                   "sample inputs run in Verilator. Writes the bitstream, report.json and report.md "
+                                   "into the output folder, only once everything succeeded.")
+    b.add_argument("model", help="a model.pt checkpoint")
+    b.add_argument("--board", required=True, help="the board: ulx3s (= ulx3s-85f), ulx3s-12f/25f/45f/85f, "
+                                                 "ecpix5 (= ecpix5-85f), ecpix5-45f")
+    b.add_argument("--out", help="output folder (default: build/<model file stem>-<board>)")
+    b.add_argument("--lanes", type=_lanes_or_auto, default="auto",
+                   help="lanes P (a divisor of the model width), or auto: the largest that the estimate says "
+                        "fits the board with room to route (default: auto)")
+    b.add_argument("--clock", type=_clock, default=DEFAULT_CLOCK_MHZ,
+                   help=f"core clock in MHz; the PLL makes the nearest it can (default: {DEFAULT_CLOCK_MHZ:g})")
+    b.add_argument("--baud", type=_baud, default=DEFAULT_BAUD,
+                   help=f"UART bit rate; the clock must hold a whole number of bit periods to within 2.5%% "
+                        f"(default: {DEFAULT_BAUD})")
+    b.add_argument("--seed", type=_positive_int, default=1, help="nextpnr's placement seed (default: 1)")
+    b.add_argument("--samples", type=_at_least_one, default=DEFAULT_SAMPLES,
+                   help=f"test inputs simulated for cycles per inference (default: {DEFAULT_SAMPLES})")
+    b.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
+    b.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    b.set_defaults(func=cmd_build)
+
+    f = sub.add_parser("flash", help="load a bitstream onto the board with openFPGALoader",
+                       description="Load a build's bitstream into the FPGA (SRAM, lost at power-off) or, with "
+                                   "--flash, into the board's SPI flash, with openFPGALoader.")
+    f.add_argument("target", metavar="DIR|FILE.bit", help="a build folder (its report.json names the board) or a "
+                                                          "bitstream")
+    f.add_argument("--board", help="the board (default: the one the build report names)")
+    f.add_argument("--flash", action="store_true", help="write the SPI flash (kept at power-off) instead of SRAM")
+    f.add_argument("--cable", help="openFPGALoader cable, overriding the board's default (e.g. ft2232)")
+    f.add_argument("--dry-run", action="store_true", help="print the exact command and do not run it")
+    f.set_defaults(func=cmd_flash)
+
+    r = sub.add_parser("run", help="classify inputs on the board over its UART and check them against the golden "
+                                   "model",
+                       description="Talk to the accelerator over a serial port: check that it runs this model, "
+                                   "classify every input, and compare classes and logits with the integer golden "
+                                   "model. Exit status 1 on any difference.")
+    _add_input_args(r, default_count=None)
+    r.add_argument("--port", required=True, help="the board's serial port (/dev/ttyUSB0), or a simulated board's pty")
+    r.add_argument("--baud", type=_baud, default=DEFAULT_BAUD, help=f"bit rate (default: {DEFAULT_BAUD})")
+    r.add_argument("--timeout", type=_seconds, default=2.0,
+                   help="seconds to wait for each answer before retrying (default: 2)")
+    r.add_argument("--build", metavar="DIR", help="the build folder of the bitstream, for its clock (default: the "
+                                                  "newest build/<model stem>-*/ of this model)")
+    r.add_argument("--clock", type=_clock, help="the core clock in MHz, for latencies (default: the build's)")
+    r.set_defaults(func=cmd_run)
     return parser
 
 

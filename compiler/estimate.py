@@ -24,20 +24,23 @@ DP16KD
       less than distributed RAM at 10 LUT4 per 16x4, else distributed;
     - every other memory (the buffers between engines, accumulator lanes, FIFOs, parameter ROMs, the UART
       bridge's write buffer) is inferred by Yosys (``memory_libmap``), which takes the cheapest of:
-      flip-flops/LUTs (cost 1 per bit, 1/16 for a ROM), distributed RAM (TRELLIS_DPR16X4, 16x4, cost 4,
-      not for ROMs) and block RAM (DP16KD / PDPW16KD, cost 128 each; 9-bit bytes, so a word is padded to
-      a multiple of 9 bits), a copy per read port, plus 0.5 per bit of read multiplexer between address
-      ranges. So a 32-word buffer of 224 bits becomes 112 distributed RAMs (cost 560, not 7 blocks at
-      896), a 128-word buffer of 48 bits 2 blocks (256, not 96 distributed RAMs at 552): small memories
-      become LUT RAM.
+      flip-flops/LUTs (cost 1 per bit, 1/16 per bit for a ROM), distributed RAM (TRELLIS_DPR16X4, 16x4,
+      cost 4, not for ROMs) and block RAM (DP16KD / PDPW16KD, cost 128 each; 9-bit bytes, so a word is
+      padded to a multiple of 9 bits), one copy per read port, plus 0.5 per bit of read multiplexer and
+      per write decoder between address ranges, and twice the emulation score of the synchronous read
+      (1 per port for distributed RAM, 3 + 4 per port for block RAM, 1 for a block ROM). So a 32-word
+      buffer of 224 bits read by two engines becomes 224 distributed RAMs (cost 1125, not 14 blocks at
+      1814), a 128-word buffer of 48 bits 2 blocks (cost 270): small memories become LUT RAM.
 LUT4 and FF
     A sum over the cores each stage instantiates (buffer readers, event queues, accumulators, neurons,
     requantizers, residual adds, the first layer, attention units), the buffers and controller of the
     top, and the board's UART bridge, PLL and LEDs. Each core's count is a linear function of its size
-    (lanes times the widths of its datapath, see ``_CORE_MODELS``) whose coefficients were fitted to Yosys's
-    per-module counts (``synth_ecp5 -noflatten``) of generated accelerators, plus the LUTs of the
-    distributed RAMs above (6 LUT sites per TRELLIS_DPR16X4: 4 RAM, 2 write-port). ``LUT4`` is in
-    nextpnr's unit (``TRELLIS_COMB``: logic LUTs, two per carry cell, RAM LUTs, feed-throughs).
+    (lanes times the widths of its datapath, the widths of its distributed RAMs and logic ROMs, see
+    ``_CORE_MODELS``) whose coefficients were fitted with non-negative least squares to Yosys's per-module
+    counts (``synth_ecp5 -noflatten``) of generated accelerators, plus the LUTs of the distributed RAMs
+    above (6 LUT sites per TRELLIS_DPR16X4: 4 RAM, 2 write-port), scaled to nextpnr's counts of the
+    flattened design (``_NEXTPNR_FACTOR``). ``LUT4`` is in nextpnr's unit (``TRELLIS_COMB``: logic LUTs,
+    two per carry cell, RAM LUTs, feed-throughs).
 Cycles per inference
     The sum over stages (and time steps) of each engine's documented cycle count, the controller's two
     cycles per stage, plus fitted constants for the pipeline fills that the formulas leave out:
@@ -57,7 +60,7 @@ import numpy as np
 from . import ir
 
 __all__ = ["Memory", "Estimate", "estimate", "memories", "map_memory", "multipliers", "cycles", "fit_problems",
-           "auto_lanes", "RESOURCES"]
+           "auto_lanes", "routable_totals", "distributed_ram_capacity", "RESOURCES", "ROUTABLE_DPR_FRACTION"]
 
 RESOURCES = ("LUT4", "FF", "DP16KD", "MULT18X18D")
 
@@ -113,6 +116,7 @@ class Memory:
     read_ports: int = 1
     rom: bool = False
     init: bool = False
+    used_width: int | None = None        # primitive memories: the low bits that are read (unread columns go)
 
     @property
     def bits(self) -> int:
@@ -127,44 +131,63 @@ class Mapping:
     count: int
 
 
-def bram_tiling(width: int, depth: int, init: bool = False) -> int:
-    """DP16KD blocks of ``hdl.ecp5.bram_tiling``: the configuration with the fewest blocks."""
+def _tiling(width: int, depth: int, init: bool = False) -> tuple[int, int, int]:
+    """``hdl.ecp5.bram_tiling``: ``(port width, columns, rows)`` with the fewest blocks, then the fewest rows."""
     best = None
     for w, d in BRAM_CONFIGS:
         if init and w not in (36, 18):
             continue
-        n = -(-width // w) * -(-depth // d)
-        best = n if best is None else min(best, n)
+        cols, rows = -(-width // w), -(-depth // d)
+        if best is None or (cols * rows, rows) < (best[1] * best[2], best[2]):
+            best = (w, cols, rows)
     return best
 
 
-def _yosys_block_cost(width: int, depth: int, reads: int) -> tuple[float, int]:
-    """``(cost, blocks)`` of Yosys's cheapest DP16KD / PDPW16KD geometry for one memory."""
+def bram_tiling(width: int, depth: int, init: bool = False) -> int:
+    """DP16KD blocks of ``hdl.ecp5.bram_tiling``: the configuration with the fewest blocks."""
+    _, cols, rows = _tiling(width, depth, init)
+    return cols * rows
+
+
+def _split_cost(width: int, ranges: int, reads: int, rom: bool) -> float:
+    """Yosys's cost of the read multiplexers and write decoders between ``ranges`` address ranges."""
+    mux = 0.5 * (ranges - 1) * width * reads
+    demux = 0.5 * ranges if ranges > 1 and not rom else 0.0
+    return mux + demux
+
+
+def _yosys_block_cost(width: int, depth: int, reads: int, rom: bool) -> tuple[float, int]:
+    """``(cost, blocks)`` of Yosys's cheapest DP16KD / PDPW16KD geometry for one memory (one copy per
+    read port; 9-bit bytes; emulation of the synchronous read's enable and reset: 3 + 4 per port)."""
     best = None
     for unit, rows in BRAM_CONFIGS:
         byte = min(9, unit)
         padded = -(-width // byte) * byte
         ranges = -(-depth // rows)
         blocks = -(-(ranges * padded) // unit)
-        cost = _YOSYS_BRAM_COST * blocks * reads + 0.5 * (ranges - 1) * width * reads \
-            + (0.5 * ranges if ranges > 1 else 0)
+        cost = (_YOSYS_BRAM_COST * blocks * reads + _split_cost(width, ranges, reads, rom)
+                + 2 * (1 if rom else 3 + 4 * reads))
         if best is None or cost < best[0]:
             best = (cost, blocks * reads)
     return best
 
 
 def _yosys_lutram_cost(width: int, depth: int, reads: int) -> tuple[float, int]:
+    """``(cost, cells)`` of TRELLIS_DPR16X4 distributed RAM (16 x 4, one copy per read port; the
+    synchronous read is a register after the asynchronous one: emulation score 1 per port)."""
     ranges = -(-depth // 16)
-    cells = -(-(ranges * -(-width // 4) * 4) // 4)
-    cost = _YOSYS_LUTRAM_COST * cells * reads + 0.5 * (ranges - 1) * width * reads \
-        + (0.5 * ranges if ranges > 1 else 0)
+    cells = ranges * -(-width // 4)
+    cost = _YOSYS_LUTRAM_COST * cells * reads + _split_cost(width, ranges, reads, False) + 2 * reads
     return cost, cells * reads
 
 
 def map_memory(mem: Memory) -> Mapping:
     """How ``mem`` is built (see the module's documentation for the rules)."""
     if mem.rule == "primitive":
-        return Mapping("DP16KD", bram_tiling(mem.width, mem.depth, mem.init) * mem.read_ports)
+        width, cols, rows = _tiling(mem.width, mem.depth, mem.init)
+        if mem.used_width is not None:          # Yosys removes the blocks whose outputs nothing reads
+            cols = -(-mem.used_width // width)
+        return Mapping("DP16KD", cols * rows * mem.read_ports)
     if mem.rule == "attention":
         blocks = bram_tiling(mem.width, mem.depth)
         dprs = -(-mem.width // 4) * -(-mem.depth // 16)
@@ -173,7 +196,7 @@ def map_memory(mem: Memory) -> Mapping:
         return Mapping("LUTRAM", dprs)
     logic = mem.bits * (1 / 16 if mem.rom else 1.0)
     options = [(logic, Mapping("logic", mem.bits))]
-    cost, blocks = _yosys_block_cost(mem.width, mem.depth, mem.read_ports)
+    cost, blocks = _yosys_block_cost(mem.width, mem.depth, mem.read_ports, mem.rom)
     options.append((cost, Mapping("DP16KD", blocks)))
     if not mem.rom:
         cost, cells = _yosys_lutram_cost(mem.width, mem.depth, mem.read_ports)
@@ -227,10 +250,11 @@ def _accumulator(plan, name: str, op: ir.Dense, src) -> Core:
     G = _groups(O, P)
     A = _width(plan, op.dst)
     used = min(P, O)
-    mems = [Memory(f"{name}.weights", P * op.bits, G * I, "primitive", rom=True, init=True)]
+    mems = [Memory(f"{name}.weights", P * op.bits, G * I, "primitive", rom=True, init=True,
+                   used_width=used * op.bits)]
     mems += [Memory(f"{name}.acc{lane}", A, G) for lane in range(used)]
     return Core("accumulate", f"{name}/accumulate",
-                {"lanes": used, "acc_bits": used * A, "product_bits": used * (op.bits + src.width),
+                {"lanes": used, "acc_bits": used * A, "product_bits": used * op.bits * src.width,
                  "addr": _bits(G * I)}, mems)
 
 
@@ -453,26 +477,76 @@ def cores(plan) -> list[Core]:
 #: Per core kind: ``{"LUT4": (constant, {feature: coefficient}), "FF": (...)}``, fitted to Yosys's per-module
 #: counts of generated accelerators (``synth_ecp5 -noflatten``; see docs/build.md). LUT4 is in LUT sites
 #: (LUT4 + 2 per CCU2C), without distributed RAMs (added from the memory list).
-_CORE_MODELS: dict[str, dict[str, tuple[float, dict[str, float]]]] = {}
+_CORE_MODELS: dict[str, dict[str, tuple[float, dict[str, float]]]] = {
+    "reader": {"LUT4": (38.056, {}),
+              "FF": (25.111, {"lutram_out": 0.9918})},
+    "events": {"LUT4": (45.371, {"lanes": 8.4963, "level_bits": 0.8236}),
+              "FF": (26.881, {"lanes": 8.301, "level_bits": 2.1513})},
+    "accumulate": {"LUT4": (0, {"acc_bits": 0.8736, "product_bits": 3.7809, "lutram_mux": 2.757}),
+                  "FF": (77.693, {"lanes": 3.038, "acc_bits": 0.7992, "ram_bits": 1.9734, "product_bits": 0.721})},
+    "neuron": {"LUT4": (0, {"lanes": 1.4418, "h_bits": 0.5682, "v_bits": 1.6859, "rom_bits": 0.0751}),
+              "FF": (146.797, {"in_bits": 3.3495, "v_bits": 5.0963, "lutram_out": 2.1098, "rom_out": 0.4537})},
+    "requant": {"LUT4": (15.208, {"lanes": 18.2907, "rom_bits": 0.0812}),
+               "FF": (69.298, {"in_bits": 5.1505, "lutram_out": 0.7529, "rom_bits": 0.1495})},
+    "add": {"LUT4": (81.127, {"bits": 1.1859}),
+           "FF": (10.502, {"lutram_out": 3.1759})},
+    "pixel_conv": {"LUT4": (99.547, {"acc_bits": 1.883, "lut_mult_bits": 0.2755, "rom_bits": 0.044}),
+                  "FF": (158.603, {"acc_bits": 0.5365, "lutram_out": 1.3675})},
+    "linear_attention": {"LUT4": (2385.75, {}),
+                        "FF": (341.5, {"data_bits": 6.5937})},
+    "cospike": {"LUT4": (0, {"count_bits": 8.7232}),
+               "FF": (0, {"count_bits": 8.6786})},
+    "top": {"LUT4": (0, {"stages": 158.285, "lutram_mux": 0.4202}),
+           "FF": (0, {"lutram_out": 0.593, "stages": 148.793})},
+    "board": {"LUT4": (999, {}),
+             "FF": (372, {})},
+}
 
-#: nextpnr's TRELLIS_COMB over Yosys's LUT sites (feed-through LUTs added at packing), fitted on full builds.
-_NEXTPNR_LUT_FACTOR = 1.0
+#: From the per-module counts (``-noflatten``) that the core models are fitted to, to nextpnr's counts of the
+#: flattened design: flattening saves about 9% of the LUT sites and 5% of the flip-flops, and nextpnr adds
+#: feed-through LUTs at packing (TRELLIS_COMB is 10% above Yosys's LUT sites plus 6 per distributed RAM).
+_NEXTPNR_FACTOR = {"LUT4": 1.0, "FF": 0.95}
+
+
+def memory_features(memories: list[Memory]) -> dict[str, float]:
+    """What a core's memories add to its LUT/FF model: the read registers of distributed RAMs
+    (``lutram_out``: width per read port) and their multiplexers between 16-word ranges (``lutram_mux``),
+    ROMs and RAMs that Yosys makes into logic (``rom_bits``, ``rom_out``: their width, ``ram_bits``)."""
+    f = {"lutram_out": 0.0, "lutram_mux": 0.0, "rom_bits": 0.0, "rom_out": 0.0, "ram_bits": 0.0}
+    for m in memories:
+        mp = map_memory(m)
+        if mp.kind == "LUTRAM":
+            f["lutram_out"] += m.width * m.read_ports
+            f["lutram_mux"] += (-(-m.depth // 16) - 1) * m.width * m.read_ports
+        elif mp.kind == "logic" and m.rom:
+            f["rom_bits"] += m.bits
+            f["rom_out"] += m.width
+        elif mp.kind == "logic":
+            f["ram_bits"] += m.bits
+    return f
+
+
+def core_features(core: Core) -> dict[str, float]:
+    """The features of ``core``'s LUT/FF model: its size features and its memories'."""
+    return {"n": 1.0, **core.features, **memory_features(core.memories)}
 
 
 def _core_resources(core: Core) -> dict[str, float]:
     model = _CORE_MODELS.get(core.kind, {})
+    feats = core_features(core)
     out = {}
     for res in ("LUT4", "FF"):
         const, coeffs = model.get(res, (0.0, {}))
-        out[res] = const + sum(coeffs.get(k, 0.0) * v for k, v in core.features.items())
+        out[res] = const + sum(c * feats.get(k, 0.0) for k, c in coeffs.items())
     return out
 
 
 # -- cycles ---------------------------------------------------------------------------------------------
 
-#: Fitted cycles per stage (pipeline fill, queue and controller handshakes) and per token frame.
-_STAGE_OVERHEAD = {"stem": 0.0, "residual_neuron": 0.0, "dense_neuron": 0.0, "dense_residual": 0.0,
-                   "linear_attention": 0.0, "cospike": 0.0, "head": 0.0}
+#: Fitted cycles per stage and time step beyond the formulas (pipeline fills of the readers, event queues,
+#: neurons and requantizers; the controller's handshakes), from the hardware counter in Verilator.
+_STAGE_OVERHEAD = {"stem": 17.0, "residual_neuron": 17.0, "dense_neuron": 17.0, "dense_residual": 17.0,
+                   "linear_attention": 17.0, "cospike": 17.0, "head": 17.0}
 _FRAME_OVERHEAD = {"dense_neuron": 0.0, "dense_residual": 0.0, "head": 0.0}
 
 
@@ -554,7 +628,7 @@ def _division_depth(N: int, C: int, H: int) -> int:
 @dataclass
 class Estimate:
     lanes: int
-    resources: dict[str, int]                      # LUT4, FF, DP16KD, MULT18X18D
+    resources: dict[str, int]                      # LUT4, FF, DP16KD, MULT18X18D; DPR16X4 (distributed RAM)
     cycles_per_inference: float
     cycles_per_stage: dict[str, float]
     activity: str                                  # "mean of N samples" or "worst case"
@@ -605,10 +679,11 @@ def estimate(plan, x: np.ndarray | None = None) -> Estimate:
                 blocks += mp.count
             elif mp.kind == "LUTRAM":
                 dprs += mp.count
-    lut = (lut + LUT_SITES_PER_DPR16X4 * dprs) * _NEXTPNR_LUT_FACTOR
+    lut = (lut + LUT_SITES_PER_DPR16X4 * dprs) * _NEXTPNR_FACTOR["LUT4"]
+    ff *= _NEXTPNR_FACTOR["FF"]
     total, per_stage, activity = cycles(plan, x)
     return Estimate(plan.lanes, {"LUT4": int(round(lut)), "FF": int(round(ff)), "DP16KD": blocks,
-                                 "MULT18X18D": dsp},
+                                 "MULT18X18D": dsp, "DPR16X4": dprs},
                     total, per_stage, activity, mapped, core_list, dprs)
 
 
@@ -622,22 +697,47 @@ def memories(plan) -> list[tuple[Memory, Mapping]]:
 
 # -- fitting a board --------------------------------------------------------------------------------------
 
+def distributed_ram_capacity(lut4: int) -> int:
+    """TRELLIS_DPR16X4 cells an ECP5 holds: only slices A and B of a PFU (eight LUTs) can be RAM, four LUTs
+    per 16x4 RAM, so one per 32 LUT4 (nextpnr's "RAM LUTs" total is LUT4 / 8)."""
+    return int(lut4) // 32
+
+
 def fit_problems(resources: dict[str, int], totals: dict[str, int]) -> list[tuple[str, int, int]]:
-    """``(resource, needed, available)`` for every resource the design needs more of than the device has."""
-    return [(name, int(resources[name]), int(totals[name])) for name in RESOURCES
-            if resources[name] > totals[name]]
+    """``(resource, needed, available)`` for every resource the design needs more of than the device has:
+    the four of :data:`RESOURCES`, and distributed RAM (``DPR16X4``) when ``resources`` counts it."""
+    out = [(name, int(resources[name]), int(totals[name])) for name in RESOURCES if resources[name] > totals[name]]
+    if "DPR16X4" in resources:
+        cap = totals.get("DPR16X4", distributed_ram_capacity(totals["LUT4"]))
+        if resources["DPR16X4"] > cap:
+            out.append(("DPR16X4", int(resources["DPR16X4"]), int(cap)))
+    return out
+
+
+#: ``--lanes auto`` keeps the distributed RAM within this fraction of what the device holds: with 89% of its
+#: RAM slices used (the bundled model at 16 lanes on the LFE5U-85F) nextpnr's router did not converge in over
+#: an hour, twice (docs/build.md).
+ROUTABLE_DPR_FRACTION = 0.6
+
+
+def routable_totals(totals: dict[str, int]) -> dict[str, int]:
+    """``totals`` with the distributed RAM limited to :data:`ROUTABLE_DPR_FRACTION` of the device's."""
+    cap = totals.get("DPR16X4", distributed_ram_capacity(totals["LUT4"]))
+    return {**totals, "DPR16X4": int(cap * ROUTABLE_DPR_FRACTION)}
 
 
 def auto_lanes(graph, totals: dict[str, int], plan_for) -> tuple[int, list[tuple[int, Estimate]]]:
-    """The largest lane count dividing the model width whose estimate fits ``totals``.
+    """The largest lane count dividing the model width whose estimate fits ``totals`` (with the distributed
+    RAM within :data:`ROUTABLE_DPR_FRACTION` of the device's).
 
     ``plan_for(P)`` makes the plan of ``P`` lanes. Returns ``(P, [(P, estimate), ...])`` for every
     divisor tried, or ``(0, ...)`` if none fits."""
     dim = graph.ops[0].weight.shape[0]
+    limits = routable_totals(totals)
     tried = []
     for p in sorted((p for p in range(1, dim + 1) if dim % p == 0), reverse=True):
         est = estimate(plan_for(p))
         tried.append((p, est))
-        if not fit_problems(est.resources, totals):
+        if not fit_problems(est.resources, limits):
             return p, tried
     return 0, tried

@@ -169,10 +169,9 @@ def simulate(plan, inputs: np.ndarray, *, simulator: str = "verilator", trace: b
     def accelerator():
         return Accelerator(plan, trace=trace, ecp5=False, clock_gating=clock_gating)
 
-    accel = accelerator()
     build_dir = Path(build_dir)
     if simulator == "verilator":
-        binary = verilator_host.build(accel, build_dir)
+        binary = verilator_host.build(accelerator(), build_dir)
     logits, cycles, events, synops, traces = [], [], [], [], []
     total_cycles, seconds, model = 0, 0.0, plan.model_id
     for start in range(0, len(inputs), batch):

@@ -46,13 +46,15 @@ def run_cocotb(component, *, toplevel: str, test_module: str, test_dir: str | Pa
     source.write_text(verilog.convert(component, name=toplevel))
     runner = get_runner(simulator)
     from .verilator_host import PCH_FIX
-    build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O3", *PCH_FIX] if simulator == "verilator" else []
+    # Icarus: -g2005 after cocotb's -g2012. Yosys writes Verilog-2005, and in -g2012 mode Icarus does not run
+    # an ``always @*`` block at time 0 when its inputs keep their initial values (X until they change).
+    build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O3", *PCH_FIX] if simulator == "verilator" else ["-g2005"]
     runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
-                 timescale=("1ns", "1ps"), always=True)
+                 timescale=("1ns", "1ps"), always=True, log_file=build_dir / "build.log")
     try:
         results = runner.test(test_module=test_module, hdl_toplevel=toplevel, test_dir=test_dir,
                               build_dir=build_dir, extra_env=extra_env or {}, timescale=("1ns", "1ps"),
-                              results_xml=str(build_dir / "results.xml"))
+                              results_xml=str(build_dir / "results.xml"), log_file=build_dir / "test.log")
     except SystemExit as exc:          # the runner exits when the simulator itself fails
         raise AssertionError(f"cocotb run of {test_module} failed ({exc})") from None
     total, failed = get_results(results)

@@ -128,3 +128,11 @@ def test_configurations_are_bit_exact_in_every_layer(capsys, config_models, name
 def test_amaranth_simulator_agrees(capsys, config_models):
     code, r = _simulate_cli(capsys, config_models["rgb-b3-hidden24"], "--count", 1, "--simulator", "amaranth")
     assert code == 0 and r["mismatches"] == 0 and r["simulator"] == "amaranth"
+
+
+@pytest.mark.slow
+def test_icarus_runs_the_bundled_model(capsys):
+    """The same host-bus script from a cocotb bench on Icarus Verilog: bit-exact, same cycle count."""
+    code, r = _simulate_cli(capsys, EXAMPLE, "--count", 1, "--simulator", "icarus")
+    assert code == 0 and r["mismatches"] == 0 and r["simulator"] == "icarus"
+    assert r["cycles_per_inference"] == 7880          # as in Verilator (tests above: sample 0)

@@ -1,0 +1,240 @@
+"""``python -m compiler run``: classify inputs on a board over its UART and check every answer against the
+golden model; and ``python -m compiler flash``.
+
+``run`` talks to the accelerator through :class:`compiler.link.SerialPort` (a tty such as /dev/ttyUSB0, or
+the pty of a simulated board, :mod:`sim.uart_sim`), :class:`compiler.link.Link` and
+:class:`compiler.link.Driver`. It first reads the bitstream's model id and refuses a board that runs
+another model; then, per input, it loads the pixels, starts an inference, waits for it and reads the logits
+and the hardware counters. Classes **and** logits must equal the integer golden model's: any difference is
+a failed check (exit status 1).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+
+# ---------------------------------------------------------------- the build a board runs
+
+def find_build_report(model_path: str, model_id: int, build: str | None) -> tuple[dict | None, str | None]:
+    """The ``report.json`` of the build the board runs: ``build`` (a folder or the file), else the newest
+    ``build/<model stem>-*/report.json`` with the same model id. ``(report, path)`` or ``(None, None)``."""
+    if build is not None:
+        path = Path(build)
+        if path.is_dir():
+            path = path / "report.json"
+        if not path.is_file():
+            raise UserError(f"{path}: no such build report")
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: not a readable build report ({exc})") from None
+        if report.get("model_id") != f"{model_id:08x}":
+            raise UserError(f"{path} is the build of model id {report.get('model_id')}, not {model_id:08x} "
+                            f"({model_path})")
+        return report, str(path)
+    candidates = []
+    for path in Path("build").glob(f"{Path(model_path).stem}-*/report.json"):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if report.get("model_id") == f"{model_id:08x}":
+            candidates.append((path.stat().st_mtime, str(path), report))
+    if not candidates:
+        return None, None
+    _, path, report = max(candidates)
+    return report, path
+
+
+# ---------------------------------------------------------------- run
+
+def _open(port: str, baud: int, timeout: float):
+    from .link import SerialPort
+    try:
+        return SerialPort(port, baud, timeout=timeout)
+    except ValueError as exc:
+        raise UserError(f"--baud: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"cannot open {port}: {exc.strerror or exc}; is the board plugged in (ls /dev/ttyUSB*)?") \
+            from None
+
+
+def run_inputs(args) -> tuple[dict, int]:
+    """The ``run`` command: returns ``(report, exit status)``."""
+    from tqdm import tqdm
+
+    from . import checkpoint, golden
+    from .cli import _load_samples
+    from .link import Driver, Link, LinkError
+    from .lower import lower
+    from .plan import build_plan
+
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    model = checkpoint.load(args.model)
+    x, y, source = _load_samples(args, model)
+    plan = build_plan(lower(model))
+    build_report, build_path = find_build_report(args.model, plan.model_id, args.build)
+    clock = args.clock if args.clock is not None else (build_report or {}).get("clock_mhz")
+
+    port = _open(args.port, args.baud, args.timeout)
+    try:
+        link = Link(port, timeout=args.timeout, retries=2)
+        driver = Driver(link)
+        try:
+            link.ping()
+            device_id = driver.model_id()
+        except LinkError as exc:
+            raise UserError(f"no answer from an accelerator on {args.port} at {args.baud} baud ({exc}); is the "
+                            f"bitstream loaded (python -m compiler flash) and the baud rate the build's?") from None
+        if device_id != plan.model_id:
+            raise UserError(f"the board on {args.port} runs model id {device_id:08x}, not {plan.model_id:08x} "
+                            f"({args.model}): flash the bitstream built from this model")
+        ref = golden.run(plan.graph, x)[0]
+        logits = np.zeros((len(x), plan.classes), dtype=np.int64)
+        counters = []
+        t0 = time.monotonic()
+        bar = tqdm(total=len(x), desc="run", unit="inference", leave=False, disable=None, file=sys.stderr)
+        try:
+            for i, sample in enumerate(x):
+                lg, _, c = driver.infer(plan.input_words(sample), plan.classes, timeout=max(10.0, args.timeout))
+                logits[i] = lg
+                counters.append(c)
+                bar.update(1)
+        except LinkError as exc:
+            raise UserError(f"the link to {args.port} failed at input {i}: {exc}") from None
+        finally:
+            bar.close()
+        wall = time.monotonic() - t0
+    finally:
+        port.close()
+
+    classes, ref_classes = logits.argmax(1), ref.argmax(1)
+    class_bad = np.flatnonzero(classes != ref_classes)
+    logit_bad = np.flatnonzero((logits != ref).any(axis=1))
+    cycles = np.array([c["cycles"] for c in counters], dtype=float)
+    first = None
+    if len(logit_bad):
+        b = int(logit_bad[0])
+        k = int(np.flatnonzero(logits[b] != ref[b])[0])
+        first = {"sample": b, "logit": k, "board": int(logits[b, k]), "golden": int(ref[b, k])}
+    report = {
+        "model": str(args.model),
+        "model_id": f"{plan.model_id:08x}",
+        "port": args.port,
+        "baud": args.baud,
+        "samples_from": source,
+        "samples": int(len(x)),
+        "accuracy": float((classes == y).mean()) if y is not None else None,
+        "golden_accuracy": float((ref_classes == y).mean()) if y is not None else None,
+        "class_agreement": float((classes == ref_classes).mean()),
+        "logits_equal": int(len(x) - len(logit_bad)),
+        "mismatched_samples": [int(i) for i in logit_bad[:20]],
+        "class_mismatches": int(len(class_bad)),
+        "first_mismatch": first,
+        "classes": [int(c) for c in classes[:20]],
+        "cycles_per_inference": float(cycles.mean()),
+        "cycles_min": int(cycles.min()),
+        "cycles_max": int(cycles.max()),
+        "spike_events_per_inference": float(np.mean([c["events"] for c in counters])),
+        "synaptic_ops_per_inference": float(np.mean([c["synops"] for c in counters])),
+        "clock_mhz": clock,
+        "clock_from": ("--clock" if args.clock is not None else build_path),
+        "latency_us": float(cycles.mean() / clock) if clock else None,
+        "host_seconds_per_inference": wall / len(x),
+        "per_inference": [{"class": int(classes[i]), "golden_class": int(ref_classes[i]), **counters[i]}
+                          for i in range(min(len(x), 100))],
+    }
+    return report, (0 if len(logit_bad) == 0 else 1)
+
+
+def print_run(r: dict) -> None:
+    ok = r["logits_equal"] == r["samples"]
+    acc = (lambda v: "n/a (no labels)" if v is None else f"{v:.2%}")
+    print(f"{r['model']} (model id {r['model_id']}) on {r['port']}: {r['samples']} inputs from {r['samples_from']}")
+    print(f"  board accuracy:          {acc(r['accuracy'])} (golden model: {acc(r['golden_accuracy'])})")
+    print(f"  agreement with golden:   classes {r['class_agreement']:.2%}, logits "
+          f"{r['logits_equal']}/{r['samples']} identical" + ("" if ok else " (MISMATCH)"))
+    if r["first_mismatch"]:
+        f = r["first_mismatch"]
+        print(f"  first difference:        input {f['sample']}, logit {f['logit']}: board {f['board']}, "
+              f"golden {f['golden']}")
+    lat = (f", {r['latency_us']:.2f} us at {r['clock_mhz']:g} MHz" if r["latency_us"] is not None
+           else " (latency: clock unknown, give --build DIR or --clock MHZ)")
+    print(f"  cycles per inference:    {r['cycles_per_inference']:,.0f} (min {r['cycles_min']:,}, max "
+          f"{r['cycles_max']:,}){lat}")
+    print(f"  spike events, syn. ops:  {r['spike_events_per_inference']:,.0f}, {r['synaptic_ops_per_inference']:,.0f}"
+          f" per inference")
+    print(f"  over the link:           {r['host_seconds_per_inference'] * 1e3:.1f} ms per inference "
+          f"(host, UART at {r['baud']:,} baud)")
+    if len(r["per_inference"]) <= 16:
+        print(f"  {'input':>5} {'class':>5} {'golden':>6} {'cycles':>8} {'events':>7} {'synops':>9}")
+        for i, p in enumerate(r["per_inference"]):
+            print(f"  {i:>5} {p['class']:>5} {p['golden_class']:>6} {p['cycles']:>8,} {p['events']:>7,} "
+                  f"{p['synops']:>9,}")
+
+
+# ---------------------------------------------------------------- flash
+
+def resolve_bitstream(target: str, board: str | None):
+    """``(bitstream path, board spec)`` from a build folder (its report names the board) or a .bit file."""
+    from boards import get_board
+
+    path = Path(target)
+    report_board = None
+    if path.is_dir():
+        report = path / "report.json"
+        name = "top.bit"
+        if report.is_file():
+            try:
+                data = json.loads(report.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{report}: not a readable build report ({exc})") from None
+            name = data.get("bitstream", name)
+            report_board = data.get("board")
+        bit = path / name
+        if not bit.is_file():
+            raise UserError(f"{path}: no bitstream {name} in this folder; build it first "
+                            f"(python -m compiler build MODEL --board BOARD --out {path})")
+    elif path.suffix == ".bit" or path.is_file():
+        bit = path
+        if not bit.is_file():
+            raise UserError(f"{bit}: no such bitstream")
+        sibling = bit.parent / "report.json"
+        if sibling.is_file():
+            try:
+                report_board = json.loads(sibling.read_text()).get("board")
+            except (OSError, ValueError):
+                report_board = None
+    else:
+        raise UserError(f"{path}: no such build folder or bitstream")
+    if board is None:
+        if report_board is None:
+            raise UserError("--board is needed: no build report says which board this bitstream is for")
+        board = report_board
+    spec = get_board(board)
+    if report_board is not None and get_board(report_board).name != spec.name:
+        raise UserError(f"{bit} was built for the {get_board(report_board).name}, not the {spec.name}")
+    return bit, spec
+
+
+def flash_target(args) -> int:
+    from boards.flash import find_openfpgaloader, flash, flash_command
+
+    bit, spec = resolve_bitstream(args.target, args.board)
+    if args.dry_run:
+        program = find_openfpgaloader() or "openFPGALoader"
+        print(shlex.join(flash_command(bit, spec, to_flash=args.flash, cable=args.cable, program=program)))
+        return 0
+    flash(bit, spec, to_flash=args.flash, cable=args.cable)
+    print(f"loaded {bit} into the {spec.name}'s {'SPI flash' if args.flash else 'FPGA (SRAM: lost at power-off)'}")
+    return 0

