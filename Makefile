@@ -21,6 +21,7 @@ install: .venv/installed
 demo: install
 	$(PY) -m compiler inspect examples/digits.pt
 	$(PY) -m compiler evaluate examples/digits.pt --dataset digits
+	$(PY) -m compiler simulate examples/digits.pt --count 64
 
 test: install
 	$(PY) -m pytest -q
