@@ -52,7 +52,6 @@ Cycles per inference
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
