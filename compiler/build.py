@@ -81,7 +81,8 @@ def refuse_if_too_big(est, spec, lanes_hint: bool) -> None:
               else "no listed board fits it")
     if lanes_hint:
         advice += "; or try fewer lanes (--lanes auto)"
-    raise UserError(f"the model does not fit the {spec.name} at {est.lanes} lanes (estimated before synthesis): "
+    lanes = f"{est.lanes} lane{'s' if est.lanes != 1 else ''}"
+    raise UserError(f"the model does not fit the {spec.name} at {lanes} (estimated before synthesis): "
                     f"{what}; {advice}")
 
 
@@ -232,8 +233,6 @@ def run_build(args) -> tuple[dict, int]:
 
     t_start = time.monotonic()
     spec = get_board(args.board)
-    if args.seed < 0:
-        raise UserError(f"--seed must be at least 0, not {args.seed}")
     clock_mhz, div = check_clock(spec, args.clock, args.baud)
     model = checkpoint.load(args.model)
     graph = lower(model)
@@ -265,9 +264,12 @@ def run_build(args) -> tuple[dict, int]:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     staging = out.with_name(out.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    try:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {staging}: {exc.strerror or exc}") from None
 
     show = sys.stderr.isatty() or getattr(args, "progress", False)
     progress = stderr_progress if (show or not args.json) else None

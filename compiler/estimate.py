@@ -19,7 +19,8 @@ DP16KD
     - memories the cores build from DP16KD primitives (``hdl.ecp5.block_ram``: the spike accumulators'
       weights, lane memories of at least 33 words): the tiling of ``hdl.ecp5.bram_tiling``, the
       configuration (16384x1, 8192x2, 4096x4, 2048x9, 1024x18, 512x36; initialised ones 1024x18 or
-      512x36 only) with the fewest blocks, ``ceil(width / w) * ceil(depth / d)``;
+      512x36 only) with the fewest blocks, ``ceil(width / w) * ceil(depth / d)``, less the columns that no
+      lane reads (Yosys removes them: the head's padding lanes past its classes);
     - attention RAMs (``hdl.attention._Ram``): block RAM when its blocks, counted at 400 LUT4 each, cost
       less than distributed RAM at 10 LUT4 per 16x4, else distributed;
     - every other memory (the buffers between engines, accumulator lanes, FIFOs, parameter ROMs, the UART
@@ -41,6 +42,10 @@ LUT4 and FF
     above (6 LUT sites per TRELLIS_DPR16X4: 4 RAM, 2 write-port), scaled to nextpnr's counts of the
     flattened design (``_NEXTPNR_FACTOR``). ``LUT4`` is in nextpnr's unit (``TRELLIS_COMB``: logic LUTs,
     two per carry cell, RAM LUTs, feed-throughs).
+Distributed RAM (``DPR16X4``)
+    The TRELLIS_DPR16X4 cells of the memories above. Only two slices of a PFU can be RAM, so an ECP5 holds
+    one per 32 LUT4 (:func:`distributed_ram_capacity`); ``--lanes auto`` keeps within
+    :data:`ROUTABLE_DPR_FRACTION` of that.
 Cycles per inference
     The sum over stages (and time steps) of each engine's documented cycle count, the controller's two
     cycles per stage, plus fitted constants for the pipeline fills that the formulas leave out:
@@ -653,6 +658,8 @@ class Estimate:
                            for m, mp in self.memories if mp.kind == "DP16KD"],
             "cores": {k: {"count": v["count"], "LUT4": round(v["LUT4"]), "FF": round(v["FF"])}
                       for k, v in by_kind.items()},
+            "cores_note": "per core kind, in Yosys's per-module units: LUT4 without the distributed RAMs' LUTs, "
+                          "before the flattening and packing factors",
         }
 
 

@@ -64,7 +64,7 @@ def test_too_big_for_the_12f_is_refused_before_synthesis(tmp_path, capsys):
     # --lanes auto (the default) tries every divisor: even one lane needs more block RAM than the 12F has
     assert main(["build", str(EXAMPLE), "--board", "ulx3s-12f", "--out", str(out)]) == 2
     err = _one_error_line(capsys)
-    assert "does not fit the ulx3s-12f at 1 lanes" in err and "DP16KD: needs 34, the LFE5U-12F has 32" in err
+    assert "does not fit the ulx3s-12f at 1 lane (" in err and "DP16KD: needs 34, the LFE5U-12F has 32" in err
     assert "distributed RAM (TRELLIS_DPR16X4, 16x4): needs " in err
     assert "the smallest listed board that fits it is ulx3s-25f (LFE5U-25F)" in err and "fewer lanes" not in err
     assert not out.exists() and not (tmp_path / "b.partial").exists()
@@ -81,7 +81,7 @@ def test_too_big_for_every_board(tmp_path, capsys):
     assert "DP16KD: needs " in err and "the LFE5U-85F has 208" in err and "no listed board fits it" in err
     assert main(["build", str(big), "--board", "ulx3s", "--out", str(out)]) == 2
     err = _one_error_line(capsys)
-    assert "at 1 lanes" in err and "no listed board fits it" in err
+    assert "at 1 lane (" in err and "no listed board fits it" in err
     assert not out.exists() and not (tmp_path / "b.partial").exists()
 
 
