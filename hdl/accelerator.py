@@ -160,7 +160,9 @@ class Accelerator(wiring.Component):
         with m.Elif(when):
             m.d.sync += eng.busy.eq(0)
 
-    def _accumulator(self, m, name, dense_op, src, events, acc_width):
+    def _accumulator(self, m, name, dense_op, src, events, acc_width, frame_end=None):
+        """A SpikeAccumulator fed by ``events``; ``frame_end`` (default: every frame's ``last``) says which
+        ``last`` closes an accumulation frame."""
         plan = self._plan
         acc = SpikeAccumulator(plan.lanes, dense_op.weight, dense_op.bits, src.width, acc_width,
                                dense=plan.dense, ecp5=self._ecp5)
@@ -170,7 +172,7 @@ class Accelerator(wiring.Component):
             events.ready.eq(acc.events.ready),
             acc.events.payload.addr.eq(events.payload.addr[:acc.addr_width]),
             acc.events.payload.level.eq(events.payload.level),
-            acc.events.payload.last.eq(events.payload.last),
+            acc.events.payload.last.eq(events.payload.last if frame_end is None else events.payload.last & frame_end),
         ]
         return acc
 
@@ -380,16 +382,7 @@ class Accelerator(wiring.Component):
         end_of_frame = events.valid & events.ready & events.payload.last
         final = ctx["last_step"] & (frames == plan.tokens - 1)
         acc_width, rng = self._width(dense_op.dst)
-        acc = SpikeAccumulator(plan.lanes, dense_op.weight, dense_op.bits, src.width, acc_width,
-                               dense=plan.dense, ecp5=self._ecp5)
-        m.submodules[f"{stage.name}_acc"] = acc
-        m.d.comb += [
-            acc.events.valid.eq(events.valid),
-            events.ready.eq(acc.events.ready),
-            acc.events.payload.addr.eq(events.payload.addr[:acc.addr_width]),
-            acc.events.payload.level.eq(events.payload.level),
-            acc.events.payload.last.eq(events.payload.last & final),
-        ]
+        acc = self._accumulator(m, stage.name, dense_op, src, events, acc_width, frame_end=final)
         self._count(m, eng, (events.valid, events.ready, events.payload.level, dense_op.weight.shape[0]))
         with m.If(end_of_frame):
             m.d.sync += frames.eq(Mux(frames == plan.tokens - 1, 0, frames + 1))
