@@ -260,7 +260,7 @@ def run_build(args) -> tuple[dict, int]:
     estimate_seconds = time.monotonic() - t0
     refuse_if_too_big(est, spec, lanes_hint=plan.lanes > 1 and args.lanes != "auto")
 
-    out = Path(args.out) if args.out else Path("build") / f"{Path(args.model).stem}-{spec.name}"
+    out = Path(args.out) if args.out else Path("build") / f"{Path(args.model).stem}-{args.board}"
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     staging = out.with_name(out.name + ".partial")
