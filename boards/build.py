@@ -186,7 +186,7 @@ def _read_report(path: Path, spec: BoardSpec) -> tuple[float, float, dict[str, U
 
 def build(top: Elaboratable, spec: BoardSpec, out_dir: str | Path, *, name: str = "top",
           progress: Progress | None = stderr_progress, seed: int = 1, timeout: float | None = None,
-          allow_timing_fail: bool = False) -> BuildResult:
+          allow_timing_fail: bool = False, router: str = "router2") -> BuildResult:
     """Synthesize, place and route ``top`` for board ``spec`` and write its bitstream into ``out_dir``.
 
     Parameters
@@ -204,6 +204,9 @@ def build(top: Elaboratable, spec: BoardSpec, out_dir: str | Path, *, name: str 
         and at its end. The default is :func:`stderr_progress`; None reports nothing.
     seed : int
         nextpnr's placement seed.
+    router : str
+        nextpnr's router: ``router2`` (default) routed the 16-lane bundled model in under 3 minutes where
+        ``router1`` had not finished after 75; ``router1`` is nextpnr's own default.
     timeout : float or None
         Seconds for the whole build; past them the running tool is stopped.
     allow_timing_fail : bool
@@ -220,7 +223,8 @@ def build(top: Elaboratable, spec: BoardSpec, out_dir: str | Path, *, name: str 
     deadline = None if timeout is None else time.monotonic() + timeout
     report = out_dir / f"{name}.report.json"
     plan = spec.platform().prepare(top, name=name, script_after_read=HIDE_ARRAY_NAMES,
-                                   nextpnr_opts=f"--seed {seed} --report {report.name} --timing-allow-fail")
+                                   nextpnr_opts=f"--seed {seed} --router {router} --report {report.name} "
+                                                "--timing-allow-fail")
     plan.extract(out_dir)
     full_logs = {"yosys": out_dir / f"{name}.rpt", "nextpnr-ecp5": out_dir / f"{name}.tim"}
     seconds = {}

@@ -52,6 +52,7 @@ class _Engine:
     """The signals the controller sees of one engine."""
 
     def __init__(self, name: str):
+        self.name = name
         self.start = Signal(name=f"{name}_start")
         self.busy = Signal(name=f"{name}_busy")
         self.events = Signal(4, name=f"{name}_events")       # non-zero events consumed this cycle
@@ -465,9 +466,18 @@ class Accelerator(wiring.Component):
         synops = Signal(64)
         m.d.comb += self.status.eq(Cat(busy, done, paused))
         with m.If(busy & ~paused):
-            m.d.sync += [cycles.eq(cycles + 1),
-                         events.eq(events + sum(Mux(e.enabled, e.events, 0) for e in engines)),
-                         synops.eq(synops + sum(Mux(e.enabled, e.synops, 0) for e in engines))]
+            m.d.sync += cycles.eq(cycles + 1)
+        # Event and synop counts go through two registers (each engine's, then their sum) before the 64-bit
+        # add: summing every engine's per-cycle count in one cycle was the design's critical path. Engines
+        # fire only while busy, and their last fire is at least two cycles before the controller goes idle
+        # (WAIT, then STEP), so the counts are whole when an inference is done; idle, the registers hold 0.
+        engine_events = [Signal.like(e.events, name=f"{e.name}_events_q") for e in engines]
+        engine_synops = [Signal.like(e.synops, name=f"{e.name}_synops_q") for e in engines]
+        step_events, step_synops = Signal(len(engines[0].events) + 4), Signal(32)
+        m.d.sync += [q.eq(Mux(e.enabled, e.events, 0)) for q, e in zip(engine_events, engines)]
+        m.d.sync += [q.eq(Mux(e.enabled, e.synops, 0)) for q, e in zip(engine_synops, engines)]
+        m.d.sync += [step_events.eq(sum(engine_events)), step_synops.eq(sum(engine_synops)),
+                     events.eq(events + step_events), synops.eq(synops + step_synops)]
         n = len(engines)
         stage_index = Signal(range(max(n, 2)))
         with m.FSM():
