@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, wiring
 
 from .ecp5 import check_ecp5, use_ecp5
+from .lane_core import LaneCore, input_range, queue_beat
 from .lanes import OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_memory, lane_rom
 from .packing import groups as _groups
 from .packing import signed_width
@@ -34,7 +34,7 @@ def _thermometer_count(ge: list) -> Value:
 
 # -- the neuron -------------------------------------------------------------------------------------
 
-class NeuronUnit(wiring.Component):
+class NeuronUnit(LaneCore):
     """Multi-threshold LIF neuron (``ir.Neuron``, docs/semantics.md) on ``P`` lanes, one lane group per cycle.
 
     Per channel ``o``: ``X = sign*(IN << frac) + bias``, ``H = V - (V >> leak_shift) + X``,
@@ -125,12 +125,7 @@ class NeuronUnit(wiring.Component):
             raise ValueError(f"sign must hold -1, 0 or 1, not {sorted(set(sign.tolist()))!r}")
         if not (np.diff(theta, axis=1) >= 0).all():
             raise ValueError("theta must be non-decreasing along the levels axis")
-        ilo, ihi = -(1 << (self._in_width - 1)), (1 << (self._in_width - 1)) - 1
-        if in_range is not None:
-            lo, hi = (int(v) for v in in_range)
-            if not ilo <= lo <= hi <= ihi:
-                raise ValueError(f"in_range must lie within signed {self._in_width} bits, not {in_range!r}")
-            ilo, ihi = lo, hi
+        ilo, ihi = input_range(self._in_width, in_range)
         self._stateful = bool(stateful) and self._leak > 0
         self._out = out
 
@@ -158,14 +153,10 @@ class NeuronUnit(wiring.Component):
         self._theta = np.clip(theta, hlo, hhi + 1)
 
         self._groups = _groups(out, self._lanes)
-        self.in_layout = lane_layout(self._groups, self._tokens, self._lanes, "values",
-                                     signed(self._in_width), first=1)
-        self.out_layout = lane_layout(self._groups, self._tokens, self._lanes, "levels",
-                                      unsigned(self.level_width))
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
-        }, src_loc_at=1 + src_loc_at)
+        super().__init__(
+            lane_layout(self._groups, self._tokens, self._lanes, "values", signed(self._in_width), first=1),
+            lane_layout(self._groups, self._tokens, self._lanes, "levels", unsigned(self.level_width)),
+            src_loc_at=1 + src_loc_at)
 
     @classmethod
     def from_op(cls, op, *, lanes: int, in_width: int, tokens: int, timesteps: int, in_range=None, ecp5=None):
@@ -173,14 +164,6 @@ class NeuronUnit(wiring.Component):
         return cls(lanes=lanes, in_width=in_width, levels=op.levels, sign=op.sign, bias=op.bias,
                    frac=op.frac, theta=op.theta, leak_shift=op.leak_shift, tokens=tokens,
                    stateful=timesteps > 1, in_range=in_range, ecp5=ecp5, src_loc_at=1)
-
-    @property
-    def lanes(self) -> int:
-        return self._lanes
-
-    @property
-    def groups(self) -> int:
-        return self._groups
 
     @property
     def level_width(self) -> int:
@@ -298,12 +281,6 @@ class NeuronUnit(wiring.Component):
                 h6 = stage(f"h6_{lane}", signed(vw), h5)         # a kept membrane fits V's width
                 m.d.comb += v_write[lane].eq(stage(f"vnext7_{lane}", signed(vw), Mux(ge6[0], 0, h6)))
 
-        m.d.comb += [
-            queue.w_en.eq(valid[L]),
-            queue.w_data.group.eq(meta[L].group),
-            queue.w_data.token.eq(meta[L].token),
-            queue.w_data.last.eq(meta[L].last),
-        ]
-        m.d.comb += [queue.w_data.levels[lane].eq(levels[lane]) for lane in range(P)]
+        m.d.comb += queue_beat(queue, valid[L], meta[L].group, meta[L].token, meta[L].last, levels, "levels")
         return m
 

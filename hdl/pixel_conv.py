@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, wiring
 
 from .ecp5 import check_ecp5, multiply, use_ecp5
+from .lane_core import LaneCore, queue_beat
 from .lanes import OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_memory
 from .packing import groups as _groups
 from .packing import pack_weights, signed_width
@@ -20,7 +20,7 @@ __all__ = ["PatchConvUnit", "MULTIPLIERS"]
 MULTIPLIERS = ("auto", "dsp", "lut")
 
 
-class PatchConvUnit(wiring.Component):
+class PatchConvUnit(LaneCore):
     """``ACC[n, o] = sum_{c,dy,dx} W[o, c, dy, dx] * X[c, py*p+dy, px*p+dx]`` for one image or event frame.
 
     Input: one pixel per beat, token after token in patch order (token ``n = py * (W/p) + px``; within a
@@ -117,26 +117,15 @@ class PatchConvUnit(wiring.Component):
         self._acc_range = (min(0, int(neg.min()) * top), max(0, int(pos.max()) * top))
         self.acc_width = signed_width(*self._acc_range)
 
-        self.in_layout = data.StructLayout({"pixel": unsigned(self._pixel_bits), "last": 1})
-        self.out_layout = lane_layout(self._groups, self._tokens, self._lanes, "values", signed(self.acc_width))
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
-        }, src_loc_at=1 + src_loc_at)
+        super().__init__(data.StructLayout({"pixel": unsigned(self._pixel_bits), "last": 1}),
+                         lane_layout(self._groups, self._tokens, self._lanes, "values", signed(self.acc_width)),
+                         src_loc_at=1 + src_loc_at)
 
     @classmethod
     def from_op(cls, op, *, lanes: int, tokens: int, pixel_bits: int = 8, multiplier: str = "auto", ecp5=None):
         """The unit for an ``ir.PatchConv`` op (read by attribute; ``hdl`` does not import the compiler)."""
         return cls(weight=op.weight, bits=op.bits, lanes=lanes, tokens=tokens, pixel_bits=pixel_bits,
                    multiplier=multiplier, ecp5=ecp5, src_loc_at=1)
-
-    @property
-    def lanes(self) -> int:
-        return self._lanes
-
-    @property
-    def groups(self) -> int:
-        return self._groups
 
     @property
     def fan_in(self) -> int:
@@ -253,11 +242,5 @@ class PatchConvUnit(wiring.Component):
             accs.append(acc)
 
         last = ctrl[self.LATENCY]
-        m.d.comb += [
-            queue.w_en.eq(last.valid & last.close),
-            queue.w_data.group.eq(last.group),
-            queue.w_data.token.eq(last.token),
-            queue.w_data.last.eq(last.frame_last),
-        ]
-        m.d.comb += [queue.w_data.values[lane].eq(accs[lane]) for lane in range(P)]
+        m.d.comb += queue_beat(queue, last.valid & last.close, last.group, last.token, last.frame_last, accs)
         return m

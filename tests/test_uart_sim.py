@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from compiler.link import Driver, Link, decode_response
 from hdl import regmap
 from hdl.hostbus import HostBusSignature
-from hdl.uart_bridge import CMD_READ, ERR_TIMEOUT, PROTOCOL_VERSION, RESP_NAK, UartBridge
-from sim.uart_sim import simulated_board
+from hdl.uart_bridge import CMD_READ, ERR_TIMEOUT, PROTOCOL_VERSION, RESP_NAK
+from sim.uart_sim import UartBoard, simulated_board
 
 MODEL_ID = 0x0DD5EED5
 PIXELS = 32
@@ -81,27 +81,9 @@ class _Accelerator(wiring.Component):
         return m
 
 
-class _SimBoard(wiring.Component):
-    """The gateware of a board: the UART bridge on the accelerator."""
-
-    rx: In(1, init=1)
-    tx: Out(1, init=1)
-
-    def __init__(self):
-        self.bridge = UartBridge(CLK, BAUD, regmap.ADDR_WIDTH)
-        super().__init__()
-
-    @property
-    def divisor(self) -> int:
-        return self.bridge.divisor
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.bridge = self.bridge
-        m.submodules.accelerator = accelerator = _Accelerator()
-        wiring.connect(m, self.bridge.bus, accelerator.bus)
-        m.d.comb += [self.bridge.rx.eq(self.rx), self.tx.eq(self.bridge.tx)]
-        return m
+def _board() -> UartBoard:
+    """The gateware of a board: the UART bridge on the toy accelerator."""
+    return UartBoard(_Accelerator(), CLK, BAUD)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +93,7 @@ def build_dir(tmp_path_factory):
 
 def test_driver_runs_inferences_on_the_simulated_board(build_dir):
     rng = np.random.default_rng(7)
-    with simulated_board(_SimBoard(), build_dir) as port:
+    with simulated_board(_board(), build_dir) as port:
         link = Link(port, timeout=2.0)
         info = link.ping()
         assert (info.version, info.addr_width, info.max_burst) == (PROTOCOL_VERSION, 24, 64)
@@ -129,7 +111,7 @@ def test_driver_runs_inferences_on_the_simulated_board(build_dir):
 
 
 def test_link_recovers_from_noise_on_the_line(build_dir):
-    with simulated_board(_SimBoard(), build_dir) as port:
+    with simulated_board(_board(), build_dir) as port:
         link = Link(port, timeout=2.0)
         link.write_words(regmap.address(regmap.REGION_PIXELS), [1, 2, 3])
         # noise before a request: skipped; noise with a SYNC byte in it: the request is taken for the rest of
@@ -147,7 +129,7 @@ def test_link_recovers_from_noise_on_the_line(build_dir):
 def test_throughput(build_dir):
     """Bursts through the simulated UART at 3 Mbaud: the words come back intact; report the rates."""
     words = np.random.default_rng(1).integers(0, 1 << 32, 2048, dtype=np.uint64).astype(np.uint32)
-    with simulated_board(_SimBoard(), build_dir) as port:
+    with simulated_board(_board(), build_dir) as port:
         link = Link(port, timeout=2.0)
         link.ping()
         t0 = time.monotonic()
