@@ -12,10 +12,14 @@ from typing import Callable, NamedTuple
 
 from amaranth.vendor import LatticeECP5Platform
 
-__all__ = ["BoardSpec", "Led", "RESOURCE_NAMES"]
+__all__ = ["BoardSpec", "Led", "RESOURCE_NAMES", "DATASHEET_TOTALS"]
 
 #: The resource names of :attr:`BoardSpec.totals` and of :attr:`boards.build.BuildResult.resources`.
 RESOURCE_NAMES = ("LUT4", "FF", "DP16KD", "MULT18X18D")
+
+#: Lattice's data sheet totals where they are smaller than what nextpnr offers (the 12F is a 25F die that
+#: nextpnr gives the 25F's totals, docs/boards.md): a design meant for the device must fit these.
+DATASHEET_TOTALS = {"LFE5U-12F": {"LUT4": 12_000, "FF": 12_000, "DP16KD": 32, "MULT18X18D": 28}}
 
 
 class Led(NamedTuple):
@@ -74,3 +78,11 @@ class BoardSpec:
     def totals(self) -> dict[str, int]:
         """The resource totals keyed by :data:`RESOURCE_NAMES`."""
         return dict(zip(RESOURCE_NAMES, (self.lut4, self.ff, self.dp16kd, self.mult18x18d)))
+
+    @property
+    def fit_totals(self) -> dict[str, int]:
+        """The totals a design must stay within: :attr:`totals`, lowered to :data:`DATASHEET_TOTALS`."""
+        totals = self.totals
+        for name, value in DATASHEET_TOTALS.get(self.device, {}).items():
+            totals[name] = min(totals[name], value)
+        return totals

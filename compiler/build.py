@@ -31,19 +31,6 @@ DEFAULT_BAUD = 3_000_000
 DEFAULT_SAMPLES = 8
 SIM_DIR = "build/sim"
 
-#: Lattice's data sheet totals where they are smaller than what nextpnr offers (the 12F is a 25F die that
-#: nextpnr gives the 25F's totals, docs/boards.md): a design meant for the device must fit these.
-DATASHEET_TOTALS = {"LFE5U-12F": {"LUT4": 12_000, "FF": 12_000, "DP16KD": 32, "MULT18X18D": 28}}
-
-
-def fit_totals(spec) -> dict[str, int]:
-    """The totals a design must stay within on ``spec``'s device."""
-    totals = dict(spec.totals)
-    for name, value in DATASHEET_TOTALS.get(spec.device, {}).items():
-        totals[name] = min(totals[name], value)
-    return totals
-
-
 def _boards_by_size():
     from boards import BOARDS
     seen, specs = set(), []
@@ -53,14 +40,14 @@ def _boards_by_size():
             continue
         seen.add(spec.name)
         specs.append(spec)
-    return sorted(specs, key=lambda s: (fit_totals(s)["LUT4"], fit_totals(s)["DP16KD"], s.name))
+    return sorted(specs, key=lambda s: (s.fit_totals["LUT4"], s.fit_totals["DP16KD"], s.name))
 
 
 def smallest_fitting_board(resources: dict[str, int], like=None):
     """The listed board with the smallest device whose totals hold ``resources`` (a variant of the board
     ``like`` first, if one fits), or None."""
     from .estimate import fit_problems
-    fitting = [spec for spec in _boards_by_size() if not fit_problems(resources, fit_totals(spec))]
+    fitting = [spec for spec in _boards_by_size() if not fit_problems(resources, spec.fit_totals)]
     same = [spec for spec in fitting if like is not None and spec.loader_board == like.loader_board]
     return (same or fitting or [None])[0]
 
@@ -71,7 +58,7 @@ _LABELS = {"DPR16X4": "distributed RAM (TRELLIS_DPR16X4, 16x4)"}
 def refuse_if_too_big(est, spec, lanes_hint: bool) -> None:
     """UserError naming every resource ``est`` needs beyond the device, and the smallest board that fits."""
     from .estimate import fit_problems
-    problems = fit_problems(est.resources, fit_totals(spec))
+    problems = fit_problems(est.resources, spec.fit_totals)
     if not problems:
         return
     what = "; ".join(f"{_LABELS.get(name, name)}: needs {need:,}, the {spec.device} has {have:,}"
@@ -238,7 +225,7 @@ def run_build(args) -> tuple[dict, int]:
     graph = lower(model)
     x, source = _samples(model, args.samples)
 
-    totals = fit_totals(spec)
+    totals = spec.fit_totals
     t0 = time.monotonic()
     if args.lanes == "auto":
         lanes, tried = estimate.auto_lanes(graph, totals, lambda p: build_plan(graph, lanes=p))

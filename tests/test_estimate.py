@@ -6,7 +6,7 @@ import pytest
 
 from boards import get_board
 from compiler import estimate as E
-from compiler.build import fit_totals, refuse_if_too_big, smallest_fitting_board
+from compiler.build import refuse_if_too_big, smallest_fitting_board
 from compiler.errors import UserError
 from compiler.plan import build_plan
 
@@ -93,9 +93,9 @@ def test_to_dict_is_json(plans):
 def test_fit_refusal_names_the_resource_and_a_bigger_board(plans):
     est = E.estimate(plans[16])
     small = get_board("ulx3s-12f")
-    problems = dict((name, (need, have)) for name, need, have in E.fit_problems(est.resources, fit_totals(small)))
+    problems = dict((name, (need, have)) for name, need, have in E.fit_problems(est.resources, small.fit_totals))
     assert "MULT18X18D" in problems and problems["MULT18X18D"] == (74, 28)
-    assert fit_totals(small)["DP16KD"] == 32                  # the data sheet's, not nextpnr's 56
+    assert small.fit_totals["DP16KD"] == 32                  # the data sheet's, not nextpnr's 56
     with pytest.raises(UserError) as info:
         refuse_if_too_big(est, small, lanes_hint=True)
     msg = str(info.value)
@@ -107,7 +107,7 @@ def test_fit_refusal_names_the_resource_and_a_bigger_board(plans):
 
 def test_auto_lanes_picks_the_largest_divisor_that_fits(digits_graph):
     for board in ("ulx3s-25f", "ulx3s-85f"):
-        totals = fit_totals(get_board(board))
+        totals = get_board(board).fit_totals
         limits = E.routable_totals(totals)
         lanes, tried = E.auto_lanes(digits_graph, totals, lambda p: build_plan(digits_graph, lanes=p))
         assert lanes in (1, 2, 4, 8, 16, 32)
@@ -115,15 +115,15 @@ def test_auto_lanes_picks_the_largest_divisor_that_fits(digits_graph):
         assert all(E.fit_problems(est.resources, limits) for _, est in tried[:-1])
         assert [p for p, _ in tried] == [p for p in (32, 16, 8, 4, 2, 1) if p >= lanes]
     # the 85F: 32 lanes need more distributed RAM than the device has, 16 more than the routable share
-    totals = fit_totals(get_board("ulx3s"))
+    totals = get_board("ulx3s").fit_totals
     lanes, tried = E.auto_lanes(digits_graph, totals, lambda p: build_plan(digits_graph, lanes=p))
     assert lanes == 8
     assert [name for name, _, _ in E.fit_problems(tried[0][1].resources, totals)] == ["DPR16X4"]
     assert not E.fit_problems(tried[1][1].resources, totals)
     assert E.distributed_ram_capacity(83640) == 2613
-    small, _ = E.auto_lanes(digits_graph, fit_totals(get_board("ulx3s-25f")),
+    small, _ = E.auto_lanes(digits_graph, get_board("ulx3s-25f").fit_totals,
                             lambda p: build_plan(digits_graph, lanes=p))
-    big, _ = E.auto_lanes(digits_graph, fit_totals(get_board("ulx3s-85f")),
+    big, _ = E.auto_lanes(digits_graph, get_board("ulx3s-85f").fit_totals,
                           lambda p: build_plan(digits_graph, lanes=p))
     assert small < big
 
