@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--baud", type=int, default=3_000_000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--router", default="router2")
+    p.add_argument("--nextpnr", default="", help="more nextpnr-ecp5 options, one string")
     p.add_argument("--out", default=None, help="build folder (default: build/fmax-<lanes>-<clock>)")
     args = p.parse_args(argv)
 
@@ -45,10 +46,11 @@ def main(argv=None) -> int:
     plan = build_plan(lower(checkpoint.load(args.model)), lanes=args.lanes)
     out = Path(args.out or f"build/fmax-{plan.lanes}-{args.clock:g}")
     top = BoardTop(Accelerator(plan), spec, clock_mhz, lambda f: UartBridge(f, args.baud))
-    result = build(top, spec, out, seed=args.seed, allow_timing_fail=True, router=args.router)
+    result = build(top, spec, out, seed=args.seed, allow_timing_fail=True, router=args.router,
+                   nextpnr_opts=args.nextpnr)
     report = {
         "board": spec.name, "lanes": plan.lanes, "clock_mhz": clock_mhz, "fmax_mhz": round(result.fmax_mhz, 2),
-        "router": args.router, "seed": args.seed,
+        "router": args.router, "seed": args.seed, "nextpnr": args.nextpnr,
         "resources": {k: [u.used, u.total] for k, u in result.resources.items()},
         "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
         "critical_path": critical_path(out / "top.tim"),

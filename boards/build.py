@@ -186,7 +186,7 @@ def _read_report(path: Path, spec: BoardSpec) -> tuple[float, float, dict[str, U
 
 def build(top: Elaboratable, spec: BoardSpec, out_dir: str | Path, *, name: str = "top",
           progress: Progress | None = stderr_progress, seed: int = 1, timeout: float | None = None,
-          allow_timing_fail: bool = False, router: str = "router2") -> BuildResult:
+          allow_timing_fail: bool = False, router: str = "router2", nextpnr_opts: str = "") -> BuildResult:
     """Synthesize, place and route ``top`` for board ``spec`` and write its bitstream into ``out_dir``.
 
     Parameters
@@ -224,7 +224,7 @@ def build(top: Elaboratable, spec: BoardSpec, out_dir: str | Path, *, name: str 
     report = out_dir / f"{name}.report.json"
     plan = spec.platform().prepare(top, name=name, script_after_read=HIDE_ARRAY_NAMES,
                                    nextpnr_opts=f"--seed {seed} --router {router} --report {report.name} "
-                                                "--timing-allow-fail")
+                                                f"--timing-allow-fail {nextpnr_opts}".strip())
     plan.extract(out_dir)
     full_logs = {"yosys": out_dir / f"{name}.rpt", "nextpnr-ecp5": out_dir / f"{name}.tim"}
     seconds = {}

@@ -1,0 +1,149 @@
+"""bench/calibrate.py without Yosys: its stat parser, module classification, NNLS fit and table printing."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import calibrate as C
+from compiler import estimate as E
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STAT = """
+3. Printing statistics.
+
+=== top.core.stem_conv ===
+
+        +----------Local Count, excluding submodules.
+        | 
+      120 wires
+      900 wire bits
+        - memory bits
+       70 cells
+        4   CCU2C
+       40   LUT4
+       20   TRELLIS_FF
+        6   TRELLIS_DPR16X4
+        1 submodules
+        1   top.core.stem_conv.queue
+
+=== top.core.stem_conv.queue ===
+
+        +----------Local Count, excluding submodules.
+        | 
+       10 wires
+       12 cells
+        2   LUT4
+       10   TRELLIS_FF
+
+=== top.core ===
+
+        +----------Local Count, excluding submodules.
+        | 
+        9 ports
+        5 cells
+        1   DP16KD
+        4   LUT4
+        1 submodules
+        1   top.core.stem_conv
+
+=== design hierarchy ===
+
+        +----------Count including submodules.
+        | 
+       87 top.core
+       82   top.core.stem_conv
+       12     top.core.stem_conv.queue
+        - memory bits
+       87 cells
+        4   CCU2C
+        1   DP16KD
+       46   LUT4
+       30   TRELLIS_FF
+        6   TRELLIS_DPR16X4
+"""
+
+
+def test_parse_stat():
+    mods = C.parse_stat(STAT)
+    assert set(mods) == {"top.core.stem_conv", "top.core.stem_conv.queue", "top.core"}
+    assert mods["top.core.stem_conv"] == {"CCU2C": 4, "LUT4": 40, "TRELLIS_FF": 20, "TRELLIS_DPR16X4": 6}
+    assert mods["top.core.stem_conv.queue"] == {"LUT4": 2, "TRELLIS_FF": 10}
+    assert mods["top.core"] == {"DP16KD": 1, "LUT4": 4}
+    with pytest.raises(ValueError, match="do not add up"):
+        C.parse_stat(STAT.replace("       46   LUT4", "       47   LUT4"))
+
+
+def test_classify():
+    index = {"block0.attn.q_neuron": ("neuron", "block0.attn.q"),
+             "block0.attn.qkv_neuron": ("neuron", "block0.attn.qkv"),
+             "stem_read_pixels": ("reader", "stem"),
+             "engine_block0_attn_qkv": ("top", "top")}
+    assert C.classify("top.core.block0.attn.qkv_neuron.queue.fifo", index) == ("neuron", "block0.attn.qkv")
+    assert C.classify("top.core.block0.attn.q_neuron", index) == ("neuron", "block0.attn.q")
+    assert C.classify("top.core.stem_read_pixels.queue", index) == ("reader", "stem")
+    assert C.classify("top.core", index) == ("top", "top")
+    assert C.classify("top.link.uart", index) == ("board", "board")
+    assert C.classify("top", index) == ("board", "board")
+    assert C.classify("top.core.block0.attn.q_neuronx", index) is None
+    # the cores of a stage inside its engine module; the engine's own logic is the top's
+    assert C.classify("top.core.engine_block0_attn_qkv.block0.attn.qkv_neuron.queue", index) == \
+        ("neuron", "block0.attn.qkv")
+    assert C.classify("top.core.engine_block0_attn_qkv", index) == ("top", "top")
+    assert C.classify("top.core.engine_block0_attn_qkv.other", index) is None
+
+
+def test_estimated_cores_have_modules():
+    plan = C.load_plan(ROOT / "examples" / "digits.pt", 4)
+    modules = set(C.module_index(plan).values()) | {("top", "top"), ("board", "board")}
+    assert set(C.estimated(plan)) <= modules
+
+
+def _kkt(A, b, x, tol=1e-7):
+    w = A.T @ (b - A @ x)
+    scale = np.abs(A.T @ b).max()
+    assert (x >= 0).all()
+    assert (w[x == 0] <= tol * scale).all()
+    assert np.allclose(w[x > 0], 0, atol=tol * scale)
+
+
+def test_nnls():
+    rng = np.random.default_rng(0)
+    A = rng.uniform(0, 100, size=(30, 4))
+    truth = np.array([3.0, 0.0, 0.5, 12.0])
+    assert np.allclose(C.nnls(A, A @ truth), truth, atol=1e-8)
+    b = A @ np.array([2.0, -1.0, 0.5, 1.0]) + rng.normal(0, 1, 30)     # the unconstrained fit is negative
+    x = C.nnls(A, b)
+    _kkt(A, b, x)
+    assert x[1] == 0
+    scipy = pytest.importorskip("scipy.optimize")
+    assert np.allclose(x, scipy.nnls(A, b)[0], atol=1e-8)
+    assert np.allclose(C.nnls(np.zeros((3, 2)), np.ones(3)), 0)
+
+
+def test_fit_recovers_known_coefficients():
+    rows = []
+    for bits, lutram in ((16, 8), (64, 40), (128, 0), (256, 100)):
+        f = {"n": 1.0, "bits": float(bits), "lutram_out": float(lutram)}
+        rows.append({"config": "c", "kind": "add", "features": f,
+                     "LUT4": 81 + 1.5 * bits, "FF": 10 + 3 * lutram})
+    table = C.fit(rows)
+    assert table == {"add": {"LUT4": (81.0, {"bits": 1.5}), "FF": (10.0, {"lutram_out": 3.0})}}
+    assert C.predict(table, rows[1], "LUT4") == pytest.approx(81 + 1.5 * 64)
+
+
+def test_format_table_is_the_estimators_form():
+    text = C.format_table(E._CORE_MODELS)
+    assert text in (ROOT / "compiler" / "estimate.py").read_text()
+    ns = {}
+    exec(text, ns)
+    assert ns["_CORE_MODELS"] == E._CORE_MODELS
+
+
+def test_config_parse():
+    assert C.Config.parse("examples/digits.pt:8") == C.Config("examples/digits.pt", 8)
+    assert C.Config.parse("synthetic1:16").label == "synthetic1:16"
+    for bad in ("digits.pt", "digits.pt:0", ":4", "x:y"):
+        with pytest.raises(Exception):
+            C.Config.parse(bad)
