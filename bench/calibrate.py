@@ -73,16 +73,17 @@ RESOURCES = ("LUT4", "FF")
 #: Candidate features per core kind and resource (``n`` is the constant: one per core). The fit keeps those
 #: whose non-negative coefficient is not zero; the rest are left out of the printed table.
 CANDIDATES: dict[str, dict[str, list[str]]] = {
-    "reader": {"LUT4": ["n", "word"], "FF": ["n", "lutram_out", "word"]},
+    "reader": {"LUT4": ["n", "word"], "FF": ["n", "lutram_out", "word", "queue_in"]},
     "events": {"LUT4": ["n", "lanes", "level_bits"], "FF": ["n", "lanes", "level_bits"]},
     "accumulate": {"LUT4": ["n", "lanes", "acc_bits", "product_bits", "lutram_mux"],
                    "FF": ["n", "lanes", "acc_bits", "ram_bits", "product_bits"]},
     "neuron": {"LUT4": ["n", "lanes", "in_bits", "h_bits", "v_bits", "rom_bits"],
-               "FF": ["n", "lanes", "in_bits", "h_bits", "v_bits", "lutram_out", "rom_out"]},
+               "FF": ["n", "lanes", "in_bits", "h_bits", "v_bits", "lutram_out", "rom_out", "queue_in"]},
     "requant": {"LUT4": ["n", "lanes", "sum_bits", "rom_bits"],
-                "FF": ["n", "lanes", "in_bits", "lutram_out", "rom_bits"]},
-    "add": {"LUT4": ["n", "bits"], "FF": ["n", "bits", "lutram_out"]},
-    "pixel_conv": {"LUT4": ["n", "acc_bits", "lut_mult_bits", "rom_bits"], "FF": ["n", "acc_bits", "lutram_out"]},
+                "FF": ["n", "lanes", "in_bits", "lutram_out", "rom_bits", "queue_in"]},
+    "add": {"LUT4": ["n", "bits"], "FF": ["n", "bits", "lutram_out", "queue_in"]},
+    "pixel_conv": {"LUT4": ["n", "acc_bits", "lut_mult_bits", "rom_bits"], "FF": ["n", "acc_bits", "lutram_out",
+                                                                                         "queue_in"]},
     "linear_attention": {"LUT4": ["n", "data_bits"], "FF": ["n", "data_bits"]},
     "cospike": {"LUT4": ["count_bits"], "FF": ["count_bits"]},
     "top": {"LUT4": ["n", "stages", "lutram_mux", "lutram_out"], "FF": ["n", "lutram_out", "stages"]},

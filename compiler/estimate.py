@@ -483,19 +483,19 @@ def cores(plan) -> list[Core]:
 #: (LUT4 + 2 per CCU2C), without distributed RAMs (added from the memory list).
 _CORE_MODELS: dict[str, dict[str, tuple[float, dict[str, float]]]] = {
     "reader": {"LUT4": (38.056, {}),
-              "FF": (25.111, {"lutram_out": 0.9918})},
+              "FF": (25.111, {"lutram_out": 0.9918, "queue_in": 1})},
     "events": {"LUT4": (45.371, {"lanes": 8.4963, "level_bits": 0.8236}),
               "FF": (26.881, {"lanes": 8.301, "level_bits": 2.1513})},
     "accumulate": {"LUT4": (0, {"acc_bits": 0.8736, "product_bits": 3.7809, "lutram_mux": 2.757}),
                   "FF": (77.693, {"lanes": 3.038, "acc_bits": 0.7992, "ram_bits": 1.9734, "product_bits": 0.721})},
     "neuron": {"LUT4": (0, {"lanes": 1.4418, "h_bits": 0.5682, "v_bits": 1.6859, "rom_bits": 0.0751}),
-              "FF": (146.797, {"in_bits": 3.3495, "v_bits": 5.0963, "lutram_out": 2.1098, "rom_out": 0.4537})},
+              "FF": (146.797, {"in_bits": 3.3495, "v_bits": 5.0963, "lutram_out": 2.1098, "rom_out": 0.4537, "queue_in": 1})},
     "requant": {"LUT4": (15.208, {"lanes": 18.2907, "rom_bits": 0.0812}),
-               "FF": (69.298, {"in_bits": 5.1505, "lutram_out": 0.7529, "rom_bits": 0.1495})},
+               "FF": (69.298, {"in_bits": 5.1505, "lutram_out": 0.7529, "rom_bits": 0.1495, "queue_in": 1})},
     "add": {"LUT4": (81.127, {"bits": 1.1859}),
-           "FF": (10.502, {"lutram_out": 3.1759})},
+           "FF": (10.502, {"lutram_out": 3.1759, "queue_in": 1})},
     "pixel_conv": {"LUT4": (99.547, {"acc_bits": 1.883, "lut_mult_bits": 0.2755, "rom_bits": 0.044}),
-                  "FF": (158.603, {"acc_bits": 0.5365, "lutram_out": 1.3675})},
+                  "FF": (158.603, {"acc_bits": 0.5365, "lutram_out": 1.3675, "queue_in": 1})},
     "linear_attention": {"LUT4": (2385.75, {}),
                         "FF": (341.5, {"data_bits": 6.5937})},
     "cospike": {"LUT4": (0, {"count_bits": 8.7232}),
@@ -515,9 +515,13 @@ _NEXTPNR_FACTOR = {"LUT4": 1.0, "FF": 0.95}
 def memory_features(memories: list[Memory]) -> dict[str, float]:
     """What a core's memories add to its LUT/FF model: the read registers of distributed RAMs
     (``lutram_out``: width per read port) and their multiplexers between 16-word ranges (``lutram_mux``),
-    ROMs and RAMs that Yosys makes into logic (``rom_bits``, ``rom_out``: their width, ``ram_bits``)."""
-    f = {"lutram_out": 0.0, "lutram_mux": 0.0, "rom_bits": 0.0, "rom_out": 0.0, "ram_bits": 0.0}
+    ROMs and RAMs that Yosys makes into logic (``rom_bits``, ``rom_out``: their width, ``ram_bits``), and
+    the write register in front of an output queue's FIFO (``queue_in``: its width; ``hdl.lanes.OutputQueue``
+    gained it after the fit, so its coefficient is 1 flip-flop per bit, not fitted)."""
+    f = {"lutram_out": 0.0, "lutram_mux": 0.0, "rom_bits": 0.0, "rom_out": 0.0, "ram_bits": 0.0, "queue_in": 0.0}
     for m in memories:
+        if m.name.endswith((".queue", ".fifo")):
+            f["queue_in"] += m.width
         mp = map_memory(m)
         if mp.kind == "LUTRAM":
             f["lutram_out"] += m.width * m.read_ports

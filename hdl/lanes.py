@@ -123,6 +123,12 @@ class OutputQueue(wiring.Component):
     ``o`` are fewer than ``depth``). ``w_en``/``w_data`` write a result into the FIFO, which the credit
     guarantees has room.
 
+    The write goes through a register first (a result reaches ``o`` two cycles after ``w_en`` at the
+    earliest), and the FIFO has one entry more than ``depth`` to keep the rate: on a board the pipeline's
+    last stage (a multiplier, a memory read port) can sit far from the consumer, and the register lets the
+    FIFO's storage stay beside its level counter (measured on the ECP5: the write enable's loop through
+    the level counter, stretched across the die, limited the accelerator to 91 MHz).
+
     Parameters
     ----------
     layout : data.Layout
@@ -151,20 +157,19 @@ class OutputQueue(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=Shape.cast(self.w_data.shape()).width,
-                                                    depth=self._depth)
+        depth = self._depth + 1                  # one entry for the write register's cycle
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=Shape.cast(self.w_data.shape()).width, depth=depth)
         # the entries accepted before the previous cycle and not yet taken, and the previous cycle's
         # accept: the credit is a function of registers only (accept does not reach the counter's adder)
-        occupancy = Signal(range(self._depth + 1))
+        occupancy = Signal(range(depth + 1))
         accepted = Signal()
         pop = fifo.r_rdy & self.o.ready
-        m.d.sync += [accepted.eq(self.accept), occupancy.eq(occupancy + accepted - pop)]
+        m.d.sync += [accepted.eq(self.accept), occupancy.eq(occupancy + accepted - pop),
+                     fifo.w_en.eq(self.w_en), fifo.w_data.eq(self.w_data.as_value())]
         m.d.comb += [
-            fifo.w_en.eq(self.w_en),
-            fifo.w_data.eq(self.w_data.as_value()),
             self.o.valid.eq(fifo.r_rdy),
             self.o.payload.eq(fifo.r_data),
             fifo.r_en.eq(self.o.ready),
-            self.credit.eq(Mux(accepted, occupancy < self._depth - 1, occupancy < self._depth)),
+            self.credit.eq(Mux(accepted, occupancy < depth - 1, occupancy < depth)),
         ]
         return m
