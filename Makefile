@@ -18,10 +18,13 @@ PIP := .venv/bin/pip
 
 install: .venv/installed
 
+# The main job on the bundled model: inspect and evaluate it, run it bit-exact in Verilator, then build the
+# ULX3S-85F bitstream (build/digits-ulx3s: top.bit, report.json, report.md) and print the report's summary.
 demo: install
 	$(PY) -m compiler inspect examples/digits.pt
 	$(PY) -m compiler evaluate examples/digits.pt --dataset digits
 	$(PY) -m compiler simulate examples/digits.pt --count 64
+	$(PY) -m compiler build examples/digits.pt --board ulx3s --progress
 
 test: install
 	$(PY) -m pytest -q

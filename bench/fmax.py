@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--baud", type=int, default=3_000_000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--router", default="router2")
-    p.add_argument("--nextpnr", default="", help="more nextpnr-ecp5 options, one string")
+    p.add_argument("--nextpnr", default=None, help="nextpnr-ecp5 placer options, one string (default: the flow's)")
     p.add_argument("--out", default=None, help="build folder (default: build/fmax-<lanes>-<clock>)")
     args = p.parse_args(argv)
 
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     out = Path(args.out or f"build/fmax-{plan.lanes}-{args.clock:g}")
     top = BoardTop(Accelerator(plan), spec, clock_mhz, lambda f: UartBridge(f, args.baud))
     result = build(top, spec, out, seed=args.seed, allow_timing_fail=True, router=args.router,
-                   nextpnr_opts=args.nextpnr)
+                   **({} if args.nextpnr is None else {"nextpnr_opts": args.nextpnr}))
     report = {
         "board": spec.name, "lanes": plan.lanes, "clock_mhz": clock_mhz, "fmax_mhz": round(result.fmax_mhz, 2),
         "router": args.router, "seed": args.seed, "nextpnr": args.nextpnr,

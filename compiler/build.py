@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import UserError
 
-DEFAULT_CLOCK_MHZ = 50.0
+DEFAULT_CLOCK_MHZ = 75.0
 DEFAULT_BAUD = 3_000_000
 DEFAULT_SAMPLES = 8
 SIM_DIR = "build/sim"

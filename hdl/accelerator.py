@@ -436,15 +436,22 @@ class Accelerator(wiring.Component):
             eng = _Engine(_ident(stage.name))
             em = Module()
             # the engine's buffer ports are clocked with it (a memory port names its domain)
-            domain = self._domain = f"engine{index}" if self._gating else "sync"
+            domain = self._domain = f"engine{index}"
             builders[stage.kind](em, stage, eng, ctx)
+            m.domains += ClockDomain(domain)
             if self._gating:
-                m.domains += ClockDomain(domain)
                 eng.enabled = Signal(name=f"{_ident(stage.name)}_clock_enable")
                 m.d.negedge += eng.enabled.eq(eng.busy | eng.start | warm)
                 m.d.comb += [ClockSignal(domain).eq(ClockSignal("sync") & eng.enabled),
                              ResetSignal(domain).eq(ResetSignal("sync", allow_reset_less=True))]
-                em = DomainRenamer(domain)(em)
+            else:
+                # the engine's own copy of the reset, one cycle later: one register per engine, placed beside
+                # it, instead of one net from the reset synchronizer to every flip-flop of the design (on the
+                # board that net's long branches were the critical path)
+                reset = Signal(init=1, reset_less=True, name=f"{_ident(stage.name)}_reset")
+                m.d.sync += reset.eq(ResetSignal("sync", allow_reset_less=True))
+                m.d.comb += [ClockSignal(domain).eq(ClockSignal("sync")), ResetSignal(domain).eq(reset)]
+            em = DomainRenamer(domain)(em)
             m.submodules[f"engine_{_ident(stage.name)}"] = em
             engines.append(eng)
 
@@ -535,20 +542,21 @@ class Accelerator(wiring.Component):
             m.d.comb += wide.eq(v)
             logit_words += [wide[:32], wide[32:]]
         logit_array = Array(logit_words)
+        # narrow decodes (the offset's high bits compared with 0, not the whole offset with a bound): the read
+        # multiplexer sits between the bridge's address register and words spread over the die
+        reg_bits = max(a for a in regs).bit_length()
+        logit_bits = max(1, (len(logit_words) - 1).bit_length())
+        reg_hit = (region == regmap.REGION_REGS) & (offset[reg_bits:] == 0)
+        logit_index = offset[:logit_bits]
+        logit_hit = ((region == regmap.REGION_LOGITS) & (offset[logit_bits:] == 0)
+                     & (logit_index < len(logit_words) if len(logit_words) < 1 << logit_bits else 1))
+        reg_word = Signal(DATA_WIDTH)
+        with m.Switch(offset[:reg_bits]):
+            for a, v in regs.items():
+                with m.Case(a):
+                    m.d.comb += reg_word.eq(v)
         with m.If(bus.re):
-            with m.Switch(region):
-                with m.Case(regmap.REGION_REGS):
-                    with m.Switch(offset):
-                        for a, v in regs.items():
-                            with m.Case(a):
-                                m.d.sync += rdata.eq(v)
-                        with m.Default():
-                            m.d.sync += rdata.eq(0)
-                with m.Case(regmap.REGION_LOGITS):
-                    index = offset[:max(1, (len(logit_words) - 1).bit_length())]
-                    m.d.sync += rdata.eq(Mux(offset < len(logit_words), logit_array[index], 0))
-                with m.Default():
-                    m.d.sync += rdata.eq(0)
+            m.d.sync += rdata.eq(Mux(reg_hit, reg_word, 0) | Mux(logit_hit, logit_array[logit_index], 0))
         if not self._trace:
             m.d.comb += bus.rdata.eq(rdata)
         else:

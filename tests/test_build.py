@@ -141,7 +141,7 @@ def test_build_flow_report_with_stand_in_tools(tmp_path, capsys, monkeypatch):
     out = tmp_path / "o"
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier build")
-    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--out", str(out)]) == 0
+    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--clock", "50", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "cycles/inference" in printed and "LUT4" in printed and "report.md" in printed
     assert not (out / "stale.txt").exists() and not (tmp_path / "o.partial").exists()
