@@ -300,7 +300,7 @@ def run_build(args) -> tuple[dict, int]:
     fmax = result.fmax_mhz
     target = clock_mhz
     used = min(fmax, target)
-    which = "the target clock (timing met)" if fmax >= target else "Fmax (the target clock is not met)"
+    which = "the target clock, met" if fmax >= target else "Fmax: the target clock is not met"
     ops_per_cycle = float(synops.mean() / cyc)
     ceiling = plan.lanes * fmax * 1e6
     achieved = float(synops.mean()) / (cyc / (used * 1e6))
@@ -393,7 +393,7 @@ def report_markdown(r: dict) -> str:
         f"{r['cycles_max']:,}; {r['samples']} samples from {r['samples_from']}, Verilator, hardware counter)",
         f"- at {r['clock_used_mhz']:g} MHz ({r['clock_used']}): {r['latency_us']:.2f} us per inference, "
         f"{r['inferences_per_second']:,.0f} inferences/s (at Fmax: {r['latency_us_at_fmax']:.2f} us)",
-        f"- synaptic operations: {r['synaptic_ops']:,.0f} per inference, {r['ops_per_cycle']:.2f} per cycle of a "
+        f"- synaptic operations: {r['synaptic_ops']:,.0f} per inference, {r['ops_per_cycle']:.2f} per cycle of the "
         f"{r['ops_per_cycle_ceiling']}-lane ceiling ({r['lane_utilization']:.1%}); "
         f"{r['synaptic_ops_per_second'] / 1e6:,.1f} M/s against {r['ceiling_ops_per_second'] / 1e6:,.1f} M/s "
         f"(lanes x Fmax): {r['fraction_of_ceiling']:.1%}",
@@ -416,8 +416,9 @@ def report_markdown(r: dict) -> str:
         cp = r["critical_path"]
         lines += ["## Critical path", "",
                   f"{cp['delay_ns']} ns ({cp['summary']}) from `{cp['from']}` to `{cp['to']}` through "
-                  f"{len(cp['nets'])} nets; defined in {', '.join(cp['defined_in']) or 'n/a'} "
-                  "(the whole path is in top.tim).", ""]
+                  f"{len(cp['nets'])} nets"
+                  + (f"; defined in {', '.join(cp['defined_in'])}" if cp["defined_in"] else "")
+                  + " (the whole path is in top.tim).", ""]
     lines += ["## Build", "", "| step | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in r["seconds"].items()]
     lines += ["", "Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items()), ""]
