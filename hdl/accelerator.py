@@ -538,8 +538,12 @@ class Accelerator(wiring.Component):
         }
         logit_words = []
         for v in self._logits:
-            wide = Signal(signed(64))
-            m.d.comb += wide.eq(v)
+            # a copy beside the read multiplexer, one cycle behind the head engine's register (the host reads
+            # logits after `done`, several cycles after the head's last write): the multiplexer's inputs are
+            # then all the controller's, and its address no longer crosses the die (the critical path)
+            copy, wide = Signal.like(v, name=f"{v.name}_read"), Signal(signed(64))
+            m.d.sync += copy.eq(v)
+            m.d.comb += wide.eq(copy)
             logit_words += [wide[:32], wide[32:]]
         logit_array = Array(logit_words)
         # narrow decodes (the offset's high bits compared with 0, not the whole offset with a bound): the read
