@@ -36,6 +36,7 @@ from .buffers import BufferReader, DenseEvents
 from .ecp5 import check_ecp5
 from .event_queue import EventQueue
 from .hostbus import DATA_WIDTH, HostBusSignature
+from .lanes import StreamSlice
 from .neuron import NeuronUnit
 from .packing import signed_width
 from .pixel_conv import PatchConvUnit
@@ -339,7 +340,11 @@ class Accelerator(wiring.Component):
                     (v.valid, v.ready, v.payload.level, 0))
         _, rng = self._width(op.dst)
         neuron = self._neuron_unit(m, stage.name, sn, d, unit.acc_width + 1, plan.tokens, rng)
-        i, o = neuron.i, unit.o
+        # a register slice between the attention unit's output sweep and the neuron: the neuron's credit
+        # into the sweep's read-stage enables, across the die, was the critical path at 100 MHz
+        m.submodules[f"{stage.name}_slice"] = piped = StreamSlice(neuron.i.payload.shape())
+        wiring.connect(m, piped.o, neuron.i)
+        i, o = piped.i, unit.o
         m.d.comb += [i.valid.eq(o.valid), o.ready.eq(i.ready), i.payload.group.eq(o.payload.head),
                      i.payload.token.eq(o.payload.token), i.payload.first.eq(ctx["first"]),
                      i.payload.last.eq(o.payload.last)]

@@ -24,7 +24,7 @@ memories are DP16KD block RAMs whose own registers fill them (:func:`hdl.ecp5.bl
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -33,7 +33,7 @@ from .ecp5 import block_ram
 from .packing import groups as _groups
 from .packing import pack_weights
 
-__all__ = ["OutputQueue", "field_width", "index_bits", "lane_layout", "lane_memory", "lane_rom", "BRAM_MIN_DEPTH"]
+__all__ = ["OutputQueue", "StreamSlice", "field_width", "index_bits", "lane_layout", "lane_memory", "lane_rom", "BRAM_MIN_DEPTH"]
 
 
 def index_bits(count: int) -> int:
@@ -172,4 +172,40 @@ class OutputQueue(wiring.Component):
             fifo.r_en.eq(self.o.ready),
             self.credit.eq(Mux(accepted, occupancy < depth - 1, occupancy < depth)),
         ]
+        return m
+
+
+class StreamSlice(wiring.Component):
+    """A register slice for a stream whose two ends are far apart: ``o`` is driven from registers and
+    ``i.ready`` is a register (a two-entry skid buffer), so neither direction has a combinational path
+    through it. Full rate; a beat leaves one cycle after it enters.
+
+    Parameters
+    ----------
+    layout : data.Layout
+        The payload of both streams.
+
+    Members
+    -------
+    i : In(stream.Signature(layout))
+    o : Out(stream.Signature(layout))
+    """
+
+    def __init__(self, layout):
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        width = Shape.cast(self.i.payload.shape()).width
+        main, skid = Signal(width), Signal(width)
+        main_valid, skid_valid = Signal(), Signal()
+        m.d.comb += [self.o.valid.eq(main_valid), self.o.payload.eq(main), self.i.ready.eq(~skid_valid)]
+        take = self.i.valid & ~skid_valid
+        with m.If(~main_valid | self.o.ready):          # the output register is free this cycle
+            with m.If(skid_valid):
+                m.d.sync += [main.eq(skid), main_valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [main.eq(Value.cast(self.i.payload)), main_valid.eq(take)]
+        with m.Elif(take):                              # the output waits: the beat goes to the skid register
+            m.d.sync += [skid.eq(Value.cast(self.i.payload)), skid_valid.eq(1)]
         return m
