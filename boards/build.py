@@ -188,6 +188,15 @@ def _read_report(path: Path, spec: BoardSpec) -> tuple[float, float, dict[str, U
     return float(sync[0]["achieved"]), float(sync[0]["constraint"]), resources
 
 
+def _write_files(plan, out_dir: Path) -> None:
+    """Write the build plan's files into ``out_dir``, as ``plan.extract`` would but without its
+    ``os.chdir``: the process's working folder is shared with threads (the build's simulation runs beside it)."""
+    for filename, content in plan.files.items():
+        path = out_dir / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+
+
 def build(top: Elaboratable, spec: BoardSpec, out_dir: str | Path, *, name: str = "top",
           progress: Progress | None = stderr_progress, seed: int = 1, timeout: float | None = None,
           allow_timing_fail: bool = False, router: str = "router2",
@@ -230,7 +239,7 @@ def build(top: Elaboratable, spec: BoardSpec, out_dir: str | Path, *, name: str 
     plan = spec.platform().prepare(top, name=name, script_after_read=HIDE_ARRAY_NAMES,
                                    nextpnr_opts=f"--seed {seed} --router {router} --report {report.name} "
                                                 f"--timing-allow-fail {nextpnr_opts}".strip())
-    plan.extract(out_dir)
+    _write_files(plan, out_dir)
     full_logs = {"yosys": out_dir / f"{name}.rpt", "nextpnr-ecp5": out_dir / f"{name}.tim"}
     seconds = {}
     for argv in json.loads(plan.files[f"build_{name}.json"])["commands"]:

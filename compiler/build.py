@@ -266,12 +266,13 @@ def run_build(args) -> tuple[dict, int]:
 
     # the simulation (cycles per inference, bit-exactness) runs beside the FPGA tools
     sim_box: dict = {}
+    sim_dir = Path(SIM_DIR).resolve()          # the thread must not depend on the working folder
 
     def simulate():
         from sim.accelerator import simulate as sim_run
         t = time.monotonic()
         try:
-            sim_box["result"] = sim_run(plan, x, simulator="verilator", build_dir=SIM_DIR)
+            sim_box["result"] = sim_run(plan, x, simulator="verilator", build_dir=sim_dir)
         except BaseException as exc:           # reported after the build
             sim_box["error"] = exc
         sim_box["seconds"] = time.monotonic() - t
@@ -287,7 +288,8 @@ def run_build(args) -> tuple[dict, int]:
     sim_thread.join()
     if "error" in sim_box:
         exc = sim_box["error"]
-        raise UserError(f"simulation failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}")
+        lines = str(exc).strip().splitlines() or [repr(exc)]
+        raise UserError(f"simulation failed: {lines[0]}" + (f" ... {lines[-1]}" if len(lines) > 1 else ""))
     if progress:
         sys.stderr.write(f"simulation: done in {sim_box['seconds']:.1f} s\n")
     sim = sim_box["result"]

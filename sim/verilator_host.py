@@ -206,7 +206,7 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
     """
     source = verilog.convert(top, name="top")
     digest = hashlib.sha256((source + harness).encode()).hexdigest()[:16]
-    work = Path(build_root) / f"{prefix}-{digest}"
+    work = Path(build_root).resolve() / f"{prefix}-{digest}"
     path = work / binary
     if path.exists():
         return path
@@ -219,7 +219,8 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
     result = subprocess.run(cmd, cwd=work, env=_verilator_env(), capture_output=True, text=True)
     if result.returncode != 0 or not path.exists():
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-        raise RuntimeError(f"verilator build failed in {work}:\n{tail}")
+        what = f"exit status {result.returncode}" if result.returncode else f"no {path} after it"
+        raise RuntimeError(f"verilator build failed in {work} ({what}):\n{tail}")
     return path
 
 
@@ -232,7 +233,7 @@ def build(component, build_root: str | Path, jobs: int = 2) -> Path:
 
 def run(binary: Path, script: Script, work: str | Path) -> RunResult:
     """Run ``script`` on a harness binary; raise RuntimeError if the harness fails (e.g. a wait times out)."""
-    work = Path(work)
+    work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     script_path, out_path = work / "script.bin", work / "reads.bin"
     script_path.write_bytes(script.to_bytes())
