@@ -84,8 +84,8 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
     "add": {"LUT4": ["n", "bits"], "FF": ["n", "bits", "lutram_out", "queue_in"]},
     "pixel_conv": {"LUT4": ["n", "acc_bits", "lut_mult_bits", "rom_bits"], "FF": ["n", "acc_bits", "lutram_out",
                                                                                          "queue_in"]},
-    "linear_attention": {"LUT4": ["n", "data_bits"], "FF": ["n", "data_bits"]},
-    "cospike": {"LUT4": ["count_bits"], "FF": ["count_bits"]},
+    "linear_attention": {"LUT4": ["n", "data_bits"], "FF": ["n", "data_bits", "write_in"]},
+    "cospike": {"LUT4": ["count_bits"], "FF": ["count_bits", "write_in"]},
     "top": {"LUT4": ["n", "stages", "lutram_mux", "lutram_out"], "FF": ["n", "lutram_out", "stages"]},
     "board": {"LUT4": ["n"], "FF": ["n"]},
 }

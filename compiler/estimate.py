@@ -121,6 +121,7 @@ class Memory:
     rom: bool = False
     init: bool = False
     used_width: int | None = None        # primitive memories: the low bits that are read (unread columns go)
+    write_register: bool = False         # the write port goes through a register (``hdl.attention._Ram``)
 
     @property
     def bits(self) -> int:
@@ -374,9 +375,9 @@ def _linear_attention(plan, name: str, op: ir.LinearAttention, level_max: int) -
     acc = _bits(d * D * N * D * D)
     words = N << _index_bits(H)
     vbits = _bits(D)
-    mems = [Memory(f"{name}.v_ram", d * vbits, words, "attention"),
-            Memory(f"{name}.kv_ram", d * kv, C, "attention"),
-            Memory(f"{name}.a_ram", d * acc, words, "attention")]
+    mems = [Memory(f"{name}.v_ram", d * vbits, words, "attention", write_register=True),
+            Memory(f"{name}.kv_ram", d * kv, C, "attention", write_register=True),
+            Memory(f"{name}.a_ram", d * acc, words, "attention", write_register=True)]
     return Core("linear_attention", f"{name}/linear attention",
                 {"d": d, "data_bits": d * (vbits + kv + acc), "addr": _bits(N * C)}, mems), acc
 
@@ -390,7 +391,7 @@ def _cospike(plan, name: str, op: ir.CoSpike, level_max: int) -> Core:
     count = _bits(N * D * D)
     tag = _bits(-(-N * C // G))
     mems = [Memory(f"{name}.v_ram", _bits(D) + tag, N * C, "attention"),
-            Memory(f"{name}.c_ram", P * count, G, "attention")]
+            Memory(f"{name}.c_ram", P * count, G, "attention", write_register=True)]
     return Core("cospike", f"{name}/co-spike", {"lanes": P, "count_bits": P * count, "addr": _bits(N * C)},
                 mems), count
 
@@ -497,9 +498,9 @@ _CORE_MODELS: dict[str, dict[str, tuple[float, dict[str, float]]]] = {
     "pixel_conv": {"LUT4": (99.547, {"acc_bits": 1.883, "lut_mult_bits": 0.2755, "rom_bits": 0.044}),
                   "FF": (158.603, {"acc_bits": 0.5365, "lutram_out": 1.3675, "queue_in": 1})},
     "linear_attention": {"LUT4": (2385.75, {}),
-                        "FF": (341.5, {"data_bits": 6.5937})},
+                        "FF": (341.5, {"data_bits": 6.5937, "write_in": 1})},
     "cospike": {"LUT4": (0, {"count_bits": 8.7232}),
-               "FF": (0, {"count_bits": 8.6786})},
+               "FF": (0, {"count_bits": 8.6786, "write_in": 1})},
     "top": {"LUT4": (0, {"stages": 158.285, "lutram_mux": 0.4202}),
            "FF": (0, {"lutram_out": 0.593, "stages": 148.793})},
     "board": {"LUT4": (999, {}),
@@ -516,12 +517,16 @@ def memory_features(memories: list[Memory]) -> dict[str, float]:
     """What a core's memories add to its LUT/FF model: the read registers of distributed RAMs
     (``lutram_out``: width per read port) and their multiplexers between 16-word ranges (``lutram_mux``),
     ROMs and RAMs that Yosys makes into logic (``rom_bits``, ``rom_out``: their width, ``ram_bits``), and
-    the write register in front of an output queue's FIFO (``queue_in``: its width; ``hdl.lanes.OutputQueue``
-    gained it after the fit, so its coefficient is 1 flip-flop per bit, not fitted)."""
-    f = {"lutram_out": 0.0, "lutram_mux": 0.0, "rom_bits": 0.0, "rom_out": 0.0, "ram_bits": 0.0, "queue_in": 0.0}
+    the write registers in front of an output queue's FIFO and of the attention RAMs (``queue_in``: its
+    width; ``write_in``: address, data and enable; both added after the fit, so their coefficients are 1
+    flip-flop per bit, not fitted)."""
+    f = {"lutram_out": 0.0, "lutram_mux": 0.0, "rom_bits": 0.0, "rom_out": 0.0, "ram_bits": 0.0, "queue_in": 0.0,
+         "write_in": 0.0}
     for m in memories:
         if m.name.endswith((".queue", ".fifo")):
             f["queue_in"] += m.width
+        if m.write_register:
+            f["write_in"] += m.width + max(1, (m.depth - 1).bit_length()) + 1
         mp = map_memory(m)
         if mp.kind == "LUTRAM":
             f["lutram_out"] += m.width * m.read_ports

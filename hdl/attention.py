@@ -190,8 +190,11 @@ class _Ram(wiring.Component):
 
     ``rd_addr`` presented with ``rd_en`` in cycle ``t`` gives ``rd_data`` in cycle ``t + 3``
     (``_READ_LATENCY``); the three read stages advance only with ``rd_en``, so a stalled reader keeps its
-    data. What a read returns when the same address is written in the same cycle is unspecified: the
-    cores never depend on it.
+    data. The write port goes through ``write_latency`` registers (0 or 1) before the memory, so that a
+    memory spread over many distributed RAMs is written from flip-flops, not from the writers'
+    multiplexers. A read presented in cycle ``t`` returns the writes presented up to cycle
+    ``t - 1 - write_latency``; what it returns for a write to its address presented in cycle
+    ``t - write_latency`` is unspecified: the cores never depend on it.
 
     The first two stages are :func:`hdl.ecp5.block_ram` (``ecp5``: DP16KD tiles with the output register
     on, their row multiplexer after it; else an Amaranth memory and a register), the third a fabric
@@ -207,10 +210,15 @@ class _Ram(wiring.Component):
         Words.
     ecp5 : bool or "model"
         Resolved ``ecp5`` setting (:func:`hdl.ecp5.use_ecp5`).
+    write_latency : int
+        Registers on the write port (0 or 1).
     """
 
-    def __init__(self, shape, depth: int, ecp5):
+    def __init__(self, shape, depth: int, ecp5, *, write_latency: int = 1):
+        if write_latency not in (0, 1):
+            raise ValueError(f"write_latency must be 0 or 1, not {write_latency!r}")
         self._depth, self._ecp5 = depth, ecp5
+        self.write_latency = write_latency
         abits = max(1, (depth - 1).bit_length())
         super().__init__({
             "wr_addr": In(abits), "wr_data": In(shape), "wr_en": In(1),
@@ -222,10 +230,14 @@ class _Ram(wiring.Component):
         width = len(Value.cast(self.wr_data))
         stage3 = Signal(width, reset_less=True)
         m.d.comb += self.rd_data.eq(stage3)
+        write = (self.wr_addr, self.wr_data, self.wr_en)
+        if self.write_latency:
+            write = (Signal.like(self.wr_addr, name="wr_addr_q", reset_less=True),
+                     Signal(width, name="wr_data_q", reset_less=True), Signal(name="wr_en_q"))
+            m.d.sync += [write[0].eq(self.wr_addr), write[1].eq(self.wr_data), write[2].eq(self.wr_en)]
         if not self._ecp5 or _ram_style(width, self._depth) == "block":
             stage2 = block_ram(m, "mem", width=width, depth=self._depth, read_addr=self.rd_addr,
-                               write=(self.wr_addr, self.wr_data, self.wr_en), read_en=self.rd_en,
-                               ecp5=self._ecp5)
+                               write=write, read_en=self.rd_en, ecp5=self._ecp5)
             with m.If(self.rd_en):
                 m.d.sync += stage3.eq(stage2)
             return m
@@ -245,7 +257,7 @@ class _Ram(wiring.Component):
         with m.If(en_q):
             m.d.sync += held.eq(rd.data)
         wr = mem.write_port()
-        m.d.comb += [wr.addr.eq(self.wr_addr), wr.data.eq(self.wr_data), wr.en.eq(self.wr_en)]
+        m.d.comb += [wr.addr.eq(write[0]), wr.data.eq(write[1]), wr.en.eq(write[2])]
         with m.If(self.rd_en):
             m.d.sync += [stage2.eq(Mux(en_q, rd.data, held)), stage3.eq(stage2)]
         return m
@@ -257,15 +269,16 @@ class _Accumulate:
     The caller gives, in stage A, ``valid`` and ``addr`` (and drives the RAM's read address with ``addr``),
     and, ``_READ_LATENCY`` (L) cycles later in stage C, the increment ``inc`` (a register). Stage C forms
     ``sum = old + inc``; stage D writes it (``wr_en``, ``wr_addr``, ``wr_data``). The read of an update in
-    stage A cannot see the writes of the ``L + 1`` updates ahead of it, so ``old`` is the newest of their
-    sums for the same address, else the read data. The addresses are compared two cycles before C; the
+    stage A cannot see the writes of the ``L + 1 + W`` updates ahead of it (``W``: the RAM's
+    ``write_latency``), so ``old`` is the newest of their sums for the same address, else the read data. The addresses are compared two cycles before C; the
     update just ahead (``m1``: its sum is being formed) is kept apart, the older ones' sums are merged a
     cycle before C into one registered candidate (``fwd_hit``, ``fwd_val``). Stage C is then a three-way
     multiplexer with registered selects, and an adder.
     """
 
-    def __init__(self, m: Module, name: str, valid, addr, inc, rd_data, layout: data.ArrayLayout):
-        L = _READ_LATENCY
+    def __init__(self, m: Module, name: str, valid, addr, inc, ram: _Ram, layout: data.ArrayLayout):
+        L, W = _READ_LATENCY, ram.write_latency
+        rd_data = ram.rd_data
 
         def reg(shape, suffix, reset=False):
             return Signal(shape, name=f"{name}_{suffix}", reset_less=not reset)
@@ -275,22 +288,22 @@ class _Accumulate:
             sv.append(_register(m, sv[-1], f"{name}_s{k}_valid", reset=True))
             sa.append(_register(m, sa[-1], f"{name}_s{k}_addr"))
         hist = [(reg(1, "d_valid", True), reg(len(addr), "d_addr"), reg(layout, "d_sum"))]
-        for k in range(1, L):
+        for k in range(1, L + W):
             hv, ha, hs = reg(1, f"e{k}_valid", True), reg(len(addr), f"e{k}_addr"), reg(layout, f"e{k}_sum")
             m.d.sync += [hv.eq(hist[-1][0]), ha.eq(hist[-1][1]), hs.eq(hist[-1][2])]
             hist.append((hv, ha, hs))
         d_valid, d_addr, d_sum = hist[0]
 
-        # Two cycles before C, the update in stage L - 2 is compared with the L + 1 ahead of it (flags
+        # Two cycles before C, the update in stage L - 2 is compared with the L + 1 + W ahead of it (flags
         # registered); one cycle before C, the older ones' sums are merged into one candidate, so that no
         # comparison drives the wide multiplexers directly.
         x_addr = sa[L - 2]
-        ahead = [(sv[L - 1], sa[L - 1]), (sv[L], sa[L])] + [(hv, ha) for hv, ha, _ in hist[:L - 1]]
-        flags = reg(L + 1, "flags")
+        ahead = [(sv[L - 1], sa[L - 1]), (sv[L], sa[L])] + [(hv, ha) for hv, ha, _ in hist[:L - 1 + W]]
+        flags = reg(L + 1 + W, "flags")
         m.d.sync += flags.eq(Cat(*(v & (a == x_addr) for v, a in ahead)))
         m1, fwd_hit, fwd_val = reg(1, "m1"), reg(1, "fwd_hit"), reg(layout, "fwd_val")
         m.d.sync += [m1.eq(flags[0]), fwd_hit.eq(flags[1:].any())]
-        for k in reversed(range(1, L + 1)):            # the newest match is assigned last and wins
+        for k in reversed(range(1, L + 1 + W)):        # the newest match is assigned last and wins
             with m.If(flags[k]):
                 m.d.sync += fwd_val.eq(hist[k - 1][2])
 
@@ -305,6 +318,8 @@ class _Accumulate:
         m.d.sync += [d_valid.eq(sv[L]), d_addr.eq(sa[L])]
         m.d.sync += [d_sum[j].eq(old[j] + inc[j]) for j in range(layout.length)]
         self.wr_en, self.wr_addr, self.wr_data = d_valid, d_addr, d_sum
+        # Not busy: the last write was presented a cycle ago at the latest, so a read presented in the next
+        # cycle sees it even through the RAM's write register.
         self.busy = Signal(name=f"{name}_busy")
         m.d.comb += self.busy.eq(Cat(*sv[1:], d_valid).any())
 
@@ -561,7 +576,7 @@ class LinearAttentionUnit(wiring.Component):
         # V's map: a V event adds its level into one lane (a lane that was zero).
         v_inc = Signal(v_layout, name="v_inc", reset_less=True)
         m.d.sync += [v_inc[j].eq(Mux(lanes_[L - 1] == j, levels_[L - 1], 0)) for j in range(d)]
-        v_acc = _Accumulate(m, "v_acc", f_valid & (f_kind == _KIND_V), f_word, v_inc, v_ram.rd_data, v_layout)
+        v_acc = _Accumulate(m, "v_acc", f_valid & (f_kind == _KIND_V), f_word, v_inc, v_ram, v_layout)
         m.d.comb += v_ram.rd_addr.eq(f_word)
 
         # G: stage A of kv_acc (K's events) and a_acc (Q's events). Their increments, level x source,
@@ -573,10 +588,8 @@ class LinearAttentionUnit(wiring.Component):
         prod_q = Signal(a_layout, name="prod_q", reset_less=True)
         m.d.sync += [prod_k[j].eq(_times_level(levels_[L], v_ram.rd_data[j], D)) for j in range(d)]
         m.d.sync += [prod_q[j].eq(_times_level(levels_[L], kv_ram.rd_data[j], D)) for j in range(d)]
-        kv_acc = _Accumulate(m, "kv_acc", g_valid & (g_kind == _KIND_K), g_chan, prod_k, kv_ram.rd_data,
-                             kv_layout)
-        a_acc = _Accumulate(m, "a_acc", g_valid & (g_kind == _KIND_Q), g_word, prod_q, a_ram.rd_data,
-                            a_layout)
+        kv_acc = _Accumulate(m, "kv_acc", g_valid & (g_kind == _KIND_K), g_chan, prod_k, kv_ram, kv_layout)
+        a_acc = _Accumulate(m, "a_acc", g_valid & (g_kind == _KIND_Q), g_word, prod_q, a_ram, a_layout)
         busy = Signal()
         m.d.comb += busy.eq(s0["valid"] | valid1 | valid2 | f_valid | g_valid
                             | v_acc.busy | kv_acc.busy | a_acc.busy)
@@ -743,7 +756,8 @@ class CoSpikeUnit(wiring.Component):
         ecp5 = use_ecp5(self._ecp5, platform)
         vw, tw = _bits(D), self.tag_width
         count_layout = data.ArrayLayout(unsigned(self.count_width), P)
-        m.submodules.v_ram = v_ram = _Ram(unsigned(vw + tw), N * C, ecp5)
+        # V's map is written straight (K's first read can follow V's last write in the next cycle)
+        m.submodules.v_ram = v_ram = _Ram(unsigned(vw + tw), N * C, ecp5, write_latency=0)
         m.submodules.c_ram = c_ram = _Ram(count_layout, G, ecp5)
         tag = Signal(tw)                                # the current step's tag
 
@@ -771,8 +785,7 @@ class CoSpikeUnit(wiring.Component):
         prod = _times_level(levels_[L], v_level, D)
         inc = Signal(count_layout, name="inc", reset_less=True)
         m.d.sync += [inc[j].eq(Mux(lanes_[L] == j, prod, 0)) for j in range(P)]
-        c_acc = _Accumulate(m, "c_acc", g_valid & (g_kind == _KIND_K), g_group, inc, c_ram.rd_data,
-                            count_layout)
+        c_acc = _Accumulate(m, "c_acc", g_valid & (g_kind == _KIND_K), g_group, inc, c_ram, count_layout)
         busy = Signal()
         m.d.comb += busy.eq(s0["valid"] | valid1 | valid2 | f_valid | g_valid | c_acc.busy)
 

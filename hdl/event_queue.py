@@ -9,7 +9,7 @@ Micro-architecture
 ------------------
 The word is split into segments of ``S`` lanes, and the same small engine is used twice::
 
-    spikes -> R -> engine A (segments of a word) -> skid -> engine B (lanes of a segment) -> events
+    spikes -> R -> engine A (segments of a word) -> skid -> engine B (lanes of a segment) -> out -> events
 
 ``R`` registers the word with its per-lane non-zero mask and per-segment non-zero flags, and counts the
 words of the frame. An engine holds one item (a word for A, a segment for B) with a one-hot ``cur`` (the
@@ -20,16 +20,19 @@ from the incoming mask. No reduction wider than a segment or than one engine's l
 ``K <= 64``) sits in any register-to-register path, so Fmax hardly depends on ``K`` (on the LFE5U-85F,
 speed 6: 170-220 MHz for K = 8..64, 164 MHz at K = 128, where engine A has 16 lanes). ``A`` passes only non-zero
 segments to ``B`` (and, for a final word without spikes, one empty segment that ``B`` turns into the
-closing level-0 event). The skid buffer makes the ready signal towards ``A`` a register, so that no ready
-chain runs through the whole core. For ``K <= S`` only engine ``B`` exists.
+closing level-0 event). The skid buffer (:class:`hdl.lanes.StreamSlice`) makes the ready signal towards
+``A`` a register, so that no ready chain runs through the whole core; ``out`` (a slice of latency 0) does
+the same for the consumer's ``events.ready``, without delaying the events. For ``K <= S`` only engine ``B``
+exists.
 
 Timing: ``B`` emits one event per cycle; a word with ``z`` non-zero levels occupies the core for at most
 ``max(1, z)`` cycles, exactly that with one engine (with two, all-zero words are skipped by ``A`` in one
 cycle each, in parallel with ``B``'s work on earlier words). A word accepted at clock edge ``t`` has its
 first event in the output register at edge ``t + 2`` with one engine, ``t + 5`` with two.
 
-``events.valid`` and ``events.payload`` come from flip-flops. ``spikes.ready`` depends combinationally on
-``events.ready`` with one engine (a few LUT levels); with two it comes from the skid buffer's registers.
+``events.valid`` and ``events.payload`` come from flip-flops through one multiplexer (``out``'s held beat).
+``events.ready`` goes no further than ``out``'s register, and ``spikes.ready`` is combinational only within
+the core.
 
 Synthesis note: Amaranth names the elements of an ``ArrayLayout`` field ``x.levels[3]``, which collides with
 yosys's bit names of ``x.levels`` in yosys 0.70's abc9 reintegration (``Assert GetSize(conn.first) ==
@@ -44,6 +47,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .events import event_stream
+from .lanes import StreamSlice
 
 __all__ = ["EventQueue", "spike_word_layout"]
 
@@ -172,28 +176,6 @@ class _Engine(wiring.Component):
         return m
 
 
-class _SkidBuffer(wiring.Component):
-    """Two-entry stream register whose ``i.ready`` is a flip-flop (breaks combinational ready chains)."""
-
-    def __init__(self, layout):
-        self._layout = layout
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
-
-    def elaborate(self, platform):
-        m = Module()
-        skid = Signal(self._layout)
-        skid_valid = Signal()
-        m.d.comb += self.i.ready.eq(~skid_valid)
-        with m.If(~self.o.valid | self.o.ready):
-            with m.If(skid_valid):
-                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
-        with m.Elif(self.i.valid & ~skid_valid):
-            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
-        return m
-
-
 class EventQueue(wiring.Component):
     """Spike-map compressor: words of spike levels in, ``(addr, level, last)`` events out.
 
@@ -319,7 +301,7 @@ class EventQueue(wiring.Component):
                 engine_a.i.payload.last.eq(r_last),
                 engine_a.i.payload.tag.eq(r_tag),
             ]
-            m.submodules.skid = skid = _SkidBuffer(engine_a.o.payload.shape())
+            m.submodules.skid = skid = StreamSlice(engine_a.o.payload.shape())
             wiring.connect(m, engine_a.o, skid.i)
             b_valid, b_ready, b_last, b_tag = skid.o.valid, skid.o.ready, skid.o.payload.last, skid.o.payload.tag
             b_levels, b_mask = skid.o.payload.lane[:s * lw], skid.o.payload.lane[s * lw:]
@@ -333,6 +315,8 @@ class EventQueue(wiring.Component):
         engine_b = _Engine(s, lw, b_tag_width, sb + b_tag_width if pow2 else aw,
                            (lambda i, t: Cat(i, t)) if pow2 else (lambda i, t: t + i))
         m.submodules.engine_b = engine_b
+        # the consumer's ready stops at a register (the events pass in the same cycle)
+        m.submodules.out = out = StreamSlice(self.events.payload.shape(), latency=0)
         m.d.comb += [
             engine_b.i.valid.eq(b_valid),
             b_ready.eq(engine_b.i.ready),
@@ -340,10 +324,11 @@ class EventQueue(wiring.Component):
             engine_b.i.payload.lanes.eq(b_levels),
             engine_b.i.payload.last.eq(b_last),
             engine_b.i.payload.tag.eq(b_tag),
-            self.events.valid.eq(engine_b.o.valid),
-            engine_b.o.ready.eq(self.events.ready),
-            self.events.payload.addr.eq(engine_b.o.payload.tag),
-            self.events.payload.level.eq(engine_b.o.payload.lane),
-            self.events.payload.last.eq(engine_b.o.payload.last),
+            out.i.valid.eq(engine_b.o.valid),
+            engine_b.o.ready.eq(out.i.ready),
+            out.i.payload.addr.eq(engine_b.o.payload.tag),
+            out.i.payload.level.eq(engine_b.o.payload.lane),
+            out.i.payload.last.eq(engine_b.o.payload.last),
         ]
+        wiring.connect(m, out.o, wiring.flipped(self.events))
         return m

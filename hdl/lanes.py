@@ -176,14 +176,21 @@ class OutputQueue(wiring.Component):
 
 
 class StreamSlice(wiring.Component):
-    """A register slice for a stream whose two ends are far apart: ``o`` is driven from registers and
-    ``i.ready`` is a register (a two-entry skid buffer), so neither direction has a combinational path
-    through it. Full rate; a beat leaves one cycle after it enters.
+    """A register slice for a stream whose two ends are far apart: ``i.ready`` is a register (a two-entry
+    skid buffer), so the consumer's ``ready`` never reaches the producer combinationally. Full rate.
+
+    With ``latency=1`` (the default) ``o`` is driven from registers too, so neither direction has a
+    combinational path through it, and a beat leaves one cycle after it enters. With ``latency=0`` a
+    beat passes in the cycle it arrives (``o`` is ``i``, or the beat held while ``o`` was stalled, one
+    multiplexer), which only cuts the ``ready`` path: the consumer sees the same beats in the same cycles
+    as without the slice, and the producer sees ``ready`` one cycle late after a stall.
 
     Parameters
     ----------
     layout : data.Layout
         The payload of both streams.
+    latency : int
+        0 or 1 (see above).
 
     Members
     -------
@@ -191,16 +198,28 @@ class StreamSlice(wiring.Component):
     o : Out(stream.Signature(layout))
     """
 
-    def __init__(self, layout):
+    def __init__(self, layout, *, latency: int = 1):
+        if latency not in (0, 1):
+            raise ValueError(f"latency must be 0 or 1, not {latency!r}")
+        self.latency = latency
         super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
 
     def elaborate(self, platform):
         m = Module()
         width = Shape.cast(self.i.payload.shape()).width
-        main, skid = Signal(width), Signal(width)
-        main_valid, skid_valid = Signal(), Signal()
-        m.d.comb += [self.o.valid.eq(main_valid), self.o.payload.eq(main), self.i.ready.eq(~skid_valid)]
+        skid, skid_valid = Signal(width), Signal()
+        m.d.comb += self.i.ready.eq(~skid_valid)
         take = self.i.valid & ~skid_valid
+        if self.latency == 0:
+            m.d.comb += [self.o.valid.eq(skid_valid | self.i.valid),
+                         self.o.payload.eq(Mux(skid_valid, skid, Value.cast(self.i.payload)))]
+            with m.If(self.o.ready):
+                m.d.sync += skid_valid.eq(0)
+            with m.Elif(take):                          # the beat waits in the skid register
+                m.d.sync += [skid.eq(Value.cast(self.i.payload)), skid_valid.eq(1)]
+            return m
+        main, main_valid = Signal(width), Signal()
+        m.d.comb += [self.o.valid.eq(main_valid), self.o.payload.eq(main)]
         with m.If(~main_valid | self.o.ready):          # the output register is free this cycle
             with m.If(skid_valid):
                 m.d.sync += [main.eq(skid), main_valid.eq(1), skid_valid.eq(0)]
