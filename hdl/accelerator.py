@@ -35,7 +35,7 @@ from .attention import CoSpikeUnit, LinearAttentionUnit
 from .buffers import BufferReader, DenseEvents
 from .ecp5 import check_ecp5
 from .event_queue import EventQueue
-from .hostbus import DATA_WIDTH, HostBusSignature
+from .hostbus import DATA_WIDTH, READ_LATENCY, HostBusSignature
 from .lanes import StreamSlice
 from .neuron import NeuronUnit
 from .packing import signed_width
@@ -530,8 +530,11 @@ class Accelerator(wiring.Component):
                         m.d.sync += [paused.eq(0), t.eq(t + 1)]
                         m.next = "GO0"
 
-        # -- bus reads: a register, or (trace builds) a buffer word's 32-bit chunk, one cycle later --
-        rdata = Signal(DATA_WIDTH)
+        # -- bus reads (READ_LATENCY 2): in the cycle of ``re`` the register and the logit word are selected
+        # into two registers, in the next they (or, in trace builds, a buffer word's 32-bit chunk) go to
+        # ``rdata``: the multiplexer spans the die, so it is cut in two --
+        assert READ_LATENCY == 2
+        rdata, reg_q, logit_q, re_q = Signal(DATA_WIDTH), Signal(DATA_WIDTH), Signal(DATA_WIDTH), Signal()
         regs = {
             regmap.REG_ID: Const(plan.model_id, 32),
             regmap.REG_STATUS: Cat(busy, done, paused),
@@ -564,10 +567,13 @@ class Accelerator(wiring.Component):
             for a, v in regs.items():
                 with m.Case(a):
                     m.d.comb += reg_word.eq(v)
+        m.d.sync += re_q.eq(bus.re)
         with m.If(bus.re):
-            m.d.sync += rdata.eq(Mux(reg_hit, reg_word, 0) | Mux(logit_hit, logit_array[logit_index], 0))
+            m.d.sync += [reg_q.eq(Mux(reg_hit, reg_word, 0)), logit_q.eq(Mux(logit_hit, logit_array[logit_index], 0))]
+        m.d.comb += bus.rdata.eq(rdata)
         if not self._trace:
-            m.d.comb += bus.rdata.eq(rdata)
+            with m.If(re_q):
+                m.d.sync += rdata.eq(reg_q | logit_q)
         else:
             sel = Signal(range(len(plan.buffers) + 1))
             chunk = Signal(8)
@@ -591,5 +597,6 @@ class Accelerator(wiring.Component):
                 for value, word in cases:
                     with m.Case(value):
                         m.d.comb += trace_data.eq(word)
-            m.d.comb += bus.rdata.eq(Mux(sel != 0, trace_data, rdata))
+            with m.If(re_q):
+                m.d.sync += rdata.eq(Mux(sel != 0, trace_data, reg_q | logit_q))
         return m

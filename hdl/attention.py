@@ -270,10 +270,10 @@ class _Accumulate:
     and, ``_READ_LATENCY`` (L) cycles later in stage C, the increment ``inc`` (a register). Stage C forms
     ``sum = old + inc``; stage D writes it (``wr_en``, ``wr_addr``, ``wr_data``). The read of an update in
     stage A cannot see the writes of the ``L + 1 + W`` updates ahead of it (``W``: the RAM's
-    ``write_latency``), so ``old`` is the newest of their sums for the same address, else the read data. The addresses are compared two cycles before C; the
-    update just ahead (``m1``: its sum is being formed) is kept apart, the older ones' sums are merged a
-    cycle before C into one registered candidate (``fwd_hit``, ``fwd_val``). Stage C is then a three-way
-    multiplexer with registered selects, and an adder.
+    ``write_latency``), so ``old`` is the newest of their sums for the same address, else the read data.
+    The addresses are compared two cycles before C; the update just ahead (``m1``: its sum is being formed)
+    is kept apart, the older ones' sums are merged a cycle before C into one registered candidate
+    (``fwd_hit``, ``fwd_val``). Stage C is then a three-way multiplexer with registered selects, and an adder.
     """
 
     def __init__(self, m: Module, name: str, valid, addr, inc, ram: _Ram, layout: data.ArrayLayout):

@@ -1,8 +1,10 @@
 """The host bus: how the host (UART bridge on a board, C++ harness in simulation) talks to an accelerator.
 
 A plain synchronous memory-mapped bus of 32-bit words. The host drives ``addr``, ``wdata``, ``we`` and ``re``
-for one cycle per access; a read's ``rdata`` is valid in the cycle after ``re`` (fixed latency 1, so that
-registers and block-RAM read ports answer alike). Writes and reads never stall.
+for one cycle per access; a read's ``rdata`` is valid :data:`READ_LATENCY` cycles after ``re`` (fixed, so
+that registers and block-RAM read ports answer alike, and the read multiplexer of a large accelerator can
+be pipelined) and holds until the next read. A device that answers one cycle after ``re`` and holds its
+answer meets the contract too. Writes and reads never stall.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 DATA_WIDTH = 32
+#: Cycles from a read's ``re`` to its ``rdata``: the accelerator selects among its registers in two steps
+#: (its read multiplexer spans the die; in one cycle it was the board's critical path at 100 MHz).
+READ_LATENCY = 2
 
 
 class HostBusSignature(wiring.Signature):

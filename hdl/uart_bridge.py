@@ -30,8 +30,8 @@ write to the control register would start an inference); a READ is streamed, one
 sent. A burst wraps around at the end of the ``addr_width``-bit address space.
 
 Timing: the bus is driven from registers (a request reaches it one cycle after the state machine makes
-it; a read answers two cycles after it is asked). The answer's start bit follows the end of the request's
-stop bit by 5 cycles (a WRITE of ``n`` words: ``n + 6``; its bus writes are in consecutive cycles), a
+it; a read answers ``1 + READ_LATENCY`` cycles after it is asked). The answer's start bit follows the end
+of the request's stop bit by 5 cycles (a WRITE of ``n`` words: ``n + 6``; its bus writes are in consecutive cycles), a
 timeout's NAK follows the last byte by ``timeout`` plus a few cycles, and a READ's answer leaves back to
 back (the next word is read from the bus while the previous byte is on the line). Resources (yosys
 ``synth_ecp5``, before LUT mapping, at 50 MHz with the defaults): 316 flip-flops and one DP16KD for the
@@ -47,7 +47,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .hostbus import HostBusSignature
+from .hostbus import READ_LATENCY, HostBusSignature
 from .uart import Uart, divisor
 
 __all__ = [
@@ -181,6 +181,7 @@ class UartBridge(wiring.Component):
         # block-RAM output and the address decode stay off the accelerator's paths (at 100 MHz the write data
         # straight from the DP16KD into the accelerator's command decode was the board's critical path).
         we, re = Signal(), Signal()
+        wait = Signal(range(READ_LATENCY))
         m.d.sync += [self.bus.addr.eq(addr), self.bus.wdata.eq(rd.data), self.bus.we.eq(we), self.bus.re.eq(re)]
         m.d.comb += [
             uart.tx.payload.eq(out),
@@ -318,9 +319,12 @@ class UartBridge(wiring.Component):
                         m.next = "TX_DATA"
             with m.State("TX_FETCH"):
                 m.d.comb += re.eq(1)
+                m.d.sync += wait.eq(0)
                 m.next = "TX_WAIT"
-            with m.State("TX_WAIT"):                    # the bus's registered read request
-                m.next = "TX_CAPTURE"
+            with m.State("TX_WAIT"):                    # the bus's registered read request, then its latency
+                m.d.sync += wait.eq(wait + 1)
+                with m.If(wait == READ_LATENCY - 1):
+                    m.next = "TX_CAPTURE"
             with m.State("TX_CAPTURE"):
                 m.d.sync += [word.eq(self.bus.rdata), nbytes.eq(4), addr.eq(addr + 1)]
                 m.next = "TX_DATA"

@@ -18,6 +18,7 @@ import numpy as np
 
 from hdl import regmap
 from hdl.accelerator import Accelerator
+from hdl.hostbus import READ_LATENCY
 
 from . import verilator_host
 from .verilator_host import Script
@@ -120,6 +121,8 @@ def _run_amaranth(accel, script: Script) -> tuple[np.ndarray, int, float]:
             ctx.set(bus.re, 1)
             await tick()
             ctx.set(bus.re, 0)
+            for _ in range(READ_LATENCY - 1):
+                await tick()
             return ctx.get(bus.rdata)
 
         pc = 0

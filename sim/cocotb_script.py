@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hdl.hostbus import READ_LATENCY
+
 from .verilator_host import OP_READ, OP_TICK, OP_WAIT, OP_WRITE, Script
 
 
@@ -68,6 +70,9 @@ if cocotb is not None:
             await RisingEdge(dut.clk)
             cycles += 1
             bus_re.value = 0
+            for _ in range(READ_LATENCY - 1):
+                await RisingEdge(dut.clk)
+                cycles += 1
             await ReadOnly()
             value = int(bus_rdata.value)
             await Timer(1, unit="ns")            # out of the read-only phase, before the next edge

@@ -22,7 +22,7 @@ from amaranth.hdl import ClockDomain, ClockSignal, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from hdl.hostbus import HostBusSignature
+from hdl.hostbus import READ_LATENCY, HostBusSignature
 
 OP_WRITE, OP_READ, OP_WAIT, OP_TICK = 1, 2, 3, 4
 
@@ -37,6 +37,8 @@ _HARNESS = r"""
 #include "Vtop.h"
 #include "verilated.h"
 
+#define READ_LATENCY @READ_LATENCY@
+
 static Vtop *top;
 static uint64_t cycles = 0;
 
@@ -50,6 +52,7 @@ static uint32_t bus_read(uint32_t addr) {
     top->bus___05Faddr = addr; top->bus___05Fre = 1; top->bus___05Fwe = 0;
     tick();
     top->bus___05Fre = 0;
+    for (int i = 1; i < READ_LATENCY; i++) tick();
     top->eval();
     return top->bus___05Frdata;
 }
@@ -228,7 +231,8 @@ def build(component, build_root: str | Path, jobs: int = 2) -> Path:
     """Verilate ``component`` (which has a ``bus`` port) with the harness; return the binary (cached).
 
     The component runs from its initial state (:class:`_PowerOnTop`): the harness has no reset to drive."""
-    return verilate(_PowerOnTop(component), _HARNESS, build_root, prefix="verilator", binary="Vtop_sim", jobs=jobs)
+    harness = _HARNESS.replace("@READ_LATENCY@", str(READ_LATENCY))
+    return verilate(_PowerOnTop(component), harness, build_root, prefix="verilator", binary="Vtop_sim", jobs=jobs)
 
 
 def run(binary: Path, script: Script, work: str | Path) -> RunResult:
