@@ -44,8 +44,9 @@ __all__ = ["HIDE_ARRAY_NAMES", "PLACER_OPTIONS", "STEPS", "Usage", "BuildResult"
 HIDE_ARRAY_NAMES = "rename -hide w:*[[]*"
 
 #: nextpnr's analytic placer, weighted more to timing than by default (10, 2): on the bundled model at 8
-#: lanes and 100 MHz, seed 1, Fmax went from 90.9 to 97.7 MHz (docs/build.md).
-PLACER_OPTIONS = "--placer-heap-timingweight 40 --placer-heap-critexp 4"
+#: lanes and 100 MHz, seed 1, Fmax went from 90.9 to 97.7 MHz; and the router's timing-driven rip-up
+#: (``--tmg-ripup``): 90.0 -> 98.7 and 99.1 -> 104.6 MHz on two versions of that design (docs/build.md).
+PLACER_OPTIONS = "--placer-heap-timingweight 40 --placer-heap-critexp 4 --tmg-ripup"
 
 #: The build's steps by the tool that runs them, in order.
 STEPS = {"yosys": "synthesis", "nextpnr-ecp5": "place and route", "ecppack": "bitstream"}
