@@ -33,7 +33,7 @@ from . import regmap
 from .accumulate import SpikeAccumulator
 from .attention import CoSpikeUnit, LinearAttentionUnit
 from .buffers import BufferReader, DenseEvents
-from .ecp5 import check_ecp5
+from .ecp5 import check_ecp5, own_register, use_ecp5
 from .event_queue import EventQueue
 from .hostbus import DATA_WIDTH, READ_LATENCY, HostBusSignature
 from .lanes import StreamSlice
@@ -452,9 +452,10 @@ class Accelerator(wiring.Component):
             else:
                 # the engine's own copy of the reset, one cycle later: one register per engine, placed beside
                 # it, instead of one net from the reset synchronizer to every flip-flop of the design (on the
-                # board that net's long branches were the critical path)
-                reset = Signal(init=1, reset_less=True, name=f"{_ident(stage.name)}_reset")
-                m.d.sync += reset.eq(ResetSignal("sync", allow_reset_less=True))
+                # board that net's long branches were the critical path); a primitive on the ECP5, or Yosys
+                # merges the copies back into one
+                reset = own_register(m, f"{_ident(stage.name)}_reset", ResetSignal("sync", allow_reset_less=True),
+                                     init=1, ecp5=use_ecp5(self._ecp5, platform))
                 m.d.comb += [ClockSignal(domain).eq(ClockSignal("sync")), ResetSignal(domain).eq(reset)]
             em = DomainRenamer(domain)(em)
             m.submodules[f"engine_{_ident(stage.name)}"] = em

@@ -1,5 +1,6 @@
 """Lattice ECP5 primitives for the cores: DP16KD block RAM and MULT18X18D multipliers, with their own
-registers on, plus behavioural models of both for the Amaranth simulator.
+registers on, plus behavioural models of both for the Amaranth simulator; and a flip-flop that synthesis
+keeps apart from its copies (:func:`own_register`).
 
 Why
 ---
@@ -32,8 +33,8 @@ from __future__ import annotations
 from amaranth.hdl import Array, Cat, ClockSignal, Const, Elaboratable, Instance, Module, Signal, Value, signed, unsigned
 from amaranth.lib import memory
 
-__all__ = ["check_ecp5", "use_ecp5", "block_ram", "bram_tiling", "multiply", "DP16KDModel", "MULT18X18DModel",
-           "BRAM_CONFIGS"]
+__all__ = ["check_ecp5", "use_ecp5", "block_ram", "bram_tiling", "multiply", "own_register", "DP16KDModel",
+           "MULT18X18DModel", "BRAM_CONFIGS"]
 
 #: DP16KD port configurations ``(width, depth)``; 36 bits wide, port A writes and port B reads.
 BRAM_CONFIGS = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
@@ -59,6 +60,27 @@ def _primitive(ecp5, kind: str, **kwargs):
     if ecp5 == "model":
         return {"DP16KD": DP16KDModel, "MULT18X18D": MULT18X18DModel}[kind](**kwargs)
     return Instance(kind, **kwargs)
+
+
+def own_register(m: Module, name: str, d, *, init: int, ecp5) -> Signal:
+    """A one-bit register of ``d`` in ``sync`` (initial value ``init``) that synthesis does not merge with
+    other registers of the same input.
+
+    Yosys's ``opt_merge`` turns registers with the same input into one, so copies meant to split a net of
+    large fan-out (a reset copied beside each engine) become that net again. With ``ecp5 is True`` the
+    register is a ``TRELLIS_FF`` instance, which ``opt_merge`` leaves alone; otherwise (simulation, other
+    FPGAs) it is an ordinary register.
+    """
+    if ecp5 is True:
+        q = Signal(name=name)
+        m.submodules[name] = Instance(
+            "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR", p_SRMODE="LSR_OVER_CE",
+            p_REGSET="SET" if init else "RESET", i_CLK=ClockSignal("sync"), i_LSR=Const(0, 1), i_CE=Const(1, 1),
+            i_DI=d, o_Q=q)
+        return q
+    q = Signal(name=name, init=init, reset_less=True)
+    m.d.sync += q.eq(d)
+    return q
 
 
 # -- block RAM ------------------------------------------------------------------------------------------
