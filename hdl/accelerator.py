@@ -531,11 +531,17 @@ class Accelerator(wiring.Component):
                         m.d.sync += [paused.eq(0), t.eq(t + 1)]
                         m.next = "GO0"
 
-        # -- bus reads (READ_LATENCY 2): in the cycle of ``re`` the register and the logit word are selected
-        # into two registers, in the next they (or, in trace builds, a buffer word's 32-bit chunk) go to
-        # ``rdata``: the multiplexer spans the die, so it is cut in two --
-        assert READ_LATENCY == 2
-        rdata, reg_q, logit_q, re_q = Signal(DATA_WIDTH), Signal(DATA_WIDTH), Signal(DATA_WIDTH), Signal()
+        # -- bus reads (READ_LATENCY 3): the address is registered here, next to the read multiplexer (the
+        # bridge's address register is across the die); then the register and the logit word are selected
+        # into two registers; then they (or, in trace builds, a buffer word's 32-bit chunk) go to ``rdata``.
+        # The multiplexer spans the die, so it gets a cycle of its own --
+        assert READ_LATENCY == 3
+        rdata, reg_q, logit_q = Signal(DATA_WIDTH), Signal(DATA_WIDTH), Signal(DATA_WIDTH)
+        raddr, re1, re2 = Signal.like(bus.addr, name="raddr"), Signal(), Signal()
+        m.d.sync += [re1.eq(bus.re), re2.eq(re1)]
+        with m.If(bus.re):
+            m.d.sync += raddr.eq(bus.addr)
+        rregion, roffset = raddr[regmap.REGION_SHIFT:], raddr[:regmap.REGION_SHIFT]
         regs = {
             regmap.REG_ID: Const(plan.model_id, 32),
             regmap.REG_STATUS: Cat(busy, done, paused),
@@ -555,25 +561,23 @@ class Accelerator(wiring.Component):
             m.d.comb += wide.eq(copy)
             logit_words += [wide[:32], wide[32:]]
         logit_array = Array(logit_words)
-        # narrow decodes (the offset's high bits compared with 0, not the whole offset with a bound): the read
-        # multiplexer sits between the bridge's address register and words spread over the die
+        # narrow decodes (the offset's high bits compared with 0, not the whole offset with a bound)
         reg_bits = max(a for a in regs).bit_length()
         logit_bits = max(1, (len(logit_words) - 1).bit_length())
-        reg_hit = (region == regmap.REGION_REGS) & (offset[reg_bits:] == 0)
-        logit_index = offset[:logit_bits]
-        logit_hit = ((region == regmap.REGION_LOGITS) & (offset[logit_bits:] == 0)
+        reg_hit = (rregion == regmap.REGION_REGS) & (roffset[reg_bits:] == 0)
+        logit_index = roffset[:logit_bits]
+        logit_hit = ((rregion == regmap.REGION_LOGITS) & (roffset[logit_bits:] == 0)
                      & (logit_index < len(logit_words) if len(logit_words) < 1 << logit_bits else 1))
         reg_word = Signal(DATA_WIDTH)
-        with m.Switch(offset[:reg_bits]):
+        with m.Switch(roffset[:reg_bits]):
             for a, v in regs.items():
                 with m.Case(a):
                     m.d.comb += reg_word.eq(v)
-        m.d.sync += re_q.eq(bus.re)
-        with m.If(bus.re):
+        with m.If(re1):
             m.d.sync += [reg_q.eq(Mux(reg_hit, reg_word, 0)), logit_q.eq(Mux(logit_hit, logit_array[logit_index], 0))]
         m.d.comb += bus.rdata.eq(rdata)
         if not self._trace:
-            with m.If(re_q):
+            with m.If(re2):
                 m.d.sync += rdata.eq(reg_q | logit_q)
         else:
             sel = Signal(range(len(plan.buffers) + 1))
@@ -587,10 +591,10 @@ class Accelerator(wiring.Component):
                 if buf.depth << cb > 1 << regmap.TRACE_INDEX_SHIFT or index >> (regmap.REGION_SHIFT
                                                                                - regmap.TRACE_INDEX_SHIFT):
                     raise ValueError(f"trace build: buffer {buf.name} does not fit the trace region")
-                m.d.comb += port.addr.eq(offset[:regmap.TRACE_INDEX_SHIFT] >> cb)
-                hit = (region == regmap.REGION_TRACE) & (offset[regmap.TRACE_INDEX_SHIFT:] == index)
-                with m.If(bus.re & hit):
-                    m.d.sync += [sel.eq(index + 1), chunk.eq(offset[:cb] if cb else 0)]
+                m.d.comb += port.addr.eq(roffset[:regmap.TRACE_INDEX_SHIFT] >> cb)
+                hit = (rregion == regmap.REGION_TRACE) & (roffset[regmap.TRACE_INDEX_SHIFT:] == index)
+                with m.If(re1 & hit):
+                    m.d.sync += [sel.eq(index + 1), chunk.eq(roffset[:cb] if cb else 0)]
                 padded = Cat(port.data, Const(0, DATA_WIDTH))
                 cases.append((index + 1, Array(padded[j * DATA_WIDTH:(j + 1) * DATA_WIDTH]
                                                for j in range(1 << cb))[chunk[:cb]] if cb else padded[:DATA_WIDTH]))
@@ -598,6 +602,6 @@ class Accelerator(wiring.Component):
                 for value, word in cases:
                     with m.Case(value):
                         m.d.comb += trace_data.eq(word)
-            with m.If(re_q):
+            with m.If(re2):
                 m.d.sync += rdata.eq(Mux(sel != 0, trace_data, reg_q | logit_q))
         return m

@@ -14,9 +14,10 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 DATA_WIDTH = 32
-#: Cycles from a read's ``re`` to its ``rdata``: the accelerator selects among its registers in two steps
-#: (its read multiplexer spans the die; in one cycle it was the board's critical path at 100 MHz).
-READ_LATENCY = 2
+#: Cycles from a read's ``re`` to its ``rdata``: the accelerator registers the address beside its read
+#: multiplexer, then selects among its registers in two steps (the multiplexer spans the die; in one cycle,
+#: and then from the bridge's address register, it was the board's critical path at 100 MHz).
+READ_LATENCY = 3
 
 
 class HostBusSignature(wiring.Signature):
