@@ -15,6 +15,7 @@ from hdl import uart_bridge as ub
 from hdl.hostbus import HostBusSignature
 from hdl.uart import Uart, UartRx, UartTx, divisor
 from sim.streams import recv, send
+from sim.uart_sim import UartBoard
 
 DIV = 8                         # the UART tests: 8 cycles per bit
 CLK, BAUD = 8e6, 1e6
@@ -271,24 +272,9 @@ class _Device(wiring.Component):
         return m
 
 
-class _Board(wiring.Component):
+def _board() -> UartBoard:
     """A UartBridge on a small device: the gateware of a minimal board."""
-
-    rx: In(1, init=1)
-    tx: Out(1, init=1)
-
-    def __init__(self, addr_width: int = 12, **bridge_args):
-        self.bridge = ub.UartBridge(BRIDGE_CLK, BRIDGE_BAUD, addr_width, timeout=BRIDGE_TIMEOUT,
-                                    max_burst=BURST, **bridge_args)
-        self.device = _Device(addr_width)
-        super().__init__()
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.bridge, m.submodules.device = self.bridge, self.device
-        wiring.connect(m, self.bridge.bus, self.device.bus)
-        m.d.comb += [self.bridge.rx.eq(self.rx), self.tx.eq(self.bridge.tx)]
-        return m
+    return UartBoard(_Device(12), BRIDGE_CLK, BRIDGE_BAUD, timeout=BRIDGE_TIMEOUT, max_burst=BURST)
 
 
 def _frames(data: bytes) -> list[bytes]:
@@ -308,7 +294,7 @@ def exchange(steps: list[tuple[bytes, int]], *, quiet: int = 200):
     """Send each step's bytes to a fresh board and wait for that many more answers (``quiet`` idle cycles
     after the last). Returns (decoded answers, bus writes as (cycle, addr, data), cycles from each step's
     last stop bit to the start bit of the next answer)."""
-    dut = _Board()
+    dut = _board()
     div = dut.bridge.divisor
     line, writes, sent = LineDecoder(div), [], []
     bus = dut.device.bus
@@ -396,14 +382,14 @@ def test_bridge_skips_garbage_before_sync():
 def test_bridge_abandons_a_truncated_frame_after_the_timeout():
     frame = write_request(0, [0x12345678, 0x9ABCDEF0])
     answers, writes, latency = exchange([(frame[:9], 1), (frame, 1), (read_request(0, 2), 1)])
-    board = _Board()
+    bridge = ub.UartBridge(BRIDGE_CLK, BRIDGE_BAUD, 12, timeout=BRIDGE_TIMEOUT, max_burst=BURST)   # its figures
     assert answers[0] == (ub.RESP_NAK, bytes([ub.ERR_TIMEOUT, ub.CMD_WRITE]))
     assert answers[1:] == [(ub.CMD_WRITE, b""),
                            (ub.CMD_READ, bytes.fromhex("78563412f0debc9a"))]
     assert [(a, d) for _, a, d in writes] == [(0, 0x12345678), (1, 0x9ABCDEF0)]
     # the NAK's start bit follows the timeout; a complete frame's answer follows at once
-    timeout = board.bridge.timeout_cycles
-    assert timeout - board.bridge.divisor <= latency[0] <= timeout + 10
+    timeout = bridge.timeout_cycles
+    assert timeout - bridge.divisor <= latency[0] <= timeout + 10
     assert latency[1] == 2 + 6
 
 
