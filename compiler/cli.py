@@ -24,41 +24,33 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return value
+def _argument(convert, noun: str, ok, requirement: str):
+    """An argparse ``type``: ``convert(text)`` (a ValueError says ``invalid <noun>``), refused unless
+    ``ok(value)`` (the message: ``<requirement>, not <text>``)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {noun} {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{requirement}, not {text}")
+        return value
+    return parse
 
 
-def _at_least_one(text: str) -> int:
-    value = _positive_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
-    return value
+def _finite_positive(value: float) -> bool:
+    return 0 < value < float("inf")
 
 
-def _learning_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if not -2**63 <= value < 2**64:             # what torch.manual_seed accepts
-        raise argparse.ArgumentTypeError(f"must fit in 64 bits, not {value}")
-    return value
+_positive_int = _argument(int, "integer", lambda v: v >= 0, "must be >= 0")
+_at_least_one = _argument(int, "integer", lambda v: v >= 1, "must be >= 1")
+_learning_rate = _argument(float, "number", _finite_positive, "must be a finite number > 0")
+_seed = _argument(int, "integer", lambda v: -2**63 <= v < 2**64,       # what torch.manual_seed accepts
+                  "must fit in 64 bits")
+_lanes = _argument(int, "lane count", lambda v: v >= 1, "lanes must be at least 1")
+_clock = _argument(float, "frequency", _finite_positive, "must be a positive frequency in MHz")
+_baud = _argument(int, "integer", lambda v: v >= 1, "must be at least 1")
+_seconds = _argument(float, "number", _finite_positive, "must be a positive number of seconds")
 
 
 def _emit(report: dict, as_json: bool, human) -> None:
@@ -234,16 +226,6 @@ def _print_evaluate(r: dict) -> None:
 
 # ---------------------------------------------------------------- simulate
 
-def _lanes(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid lane count {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"lanes must be at least 1, not {value}")
-    return value
-
-
 def cmd_simulate(args) -> int:
     from . import checkpoint
     from . import simulate as sim
@@ -265,33 +247,6 @@ def cmd_simulate(args) -> int:
 
 def _lanes_or_auto(text: str):
     return "auto" if text == "auto" else _lanes(text)
-
-
-def _clock(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid frequency {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive frequency in MHz, not {text}")
-    return value
-
-
-def _baud(text: str) -> int:
-    value = _positive_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
-    return value
 
 
 def cmd_build(args) -> int:
