@@ -1,4 +1,4 @@
-"""Fit the LUT4/FF core models of the pre-synthesis estimator (``compiler.estimate._CORE_MODELS``) to Yosys.
+"""Fit the LUT4/FF core models of the pre-synthesis estimator (``compiler.hw.estimate._CORE_MODELS``) to Yosys.
 
 For each configuration (a model checkpoint and a lane count) the script builds the board top that ``build``
 synthesizes (the accelerator with its ECP5 primitives, the UART bridge, PLL and LEDs of the board), runs
@@ -7,7 +7,7 @@ and stage (the modules of ``hdl.accelerator``: ``<stage>_read_<buffer>``, ``<sta
 ``<stage>_acc``, ``<stage>_neuron``, ..., inside the ``engine_<stage>`` modules; the rest of ``top.core``,
 the engines' own logic included, is the ``top`` kind, everything outside it the ``board``). Each
 (configuration, kind, stage) is one row: the summed features of the estimator's cores
-(``compiler.estimate.cores`` and ``core_features``) against the measured
+(``compiler.hw.estimate.cores`` and ``core_features``) against the measured
 
 - ``LUT4``: LUT4 cells plus two per CCU2C carry cell, without the distributed RAMs' LUTs (TRELLIS_DPR16X4
   cells, which the estimator adds from its memory list, 6 LUT sites each);
@@ -155,9 +155,9 @@ def model_path(model: str, cache: Path) -> Path:
 
 
 def load_plan(path: Path, lanes: int):
-    from compiler import checkpoint
-    from compiler.lower import lower
-    from compiler.plan import build_plan
+    from compiler.frontend import checkpoint
+    from compiler.flows.lower import lower
+    from compiler.hw.plan import build_plan
     return build_plan(lower(checkpoint.load(path)), lanes=lanes)
 
 
@@ -167,7 +167,7 @@ def design(plan, board: str = "ulx3s", clock_mhz: float | None = None, baud: int
     from boards import get_board
     from boards.build import HIDE_ARRAY_NAMES
     from boards.top import BoardTop
-    from compiler.build import DEFAULT_BAUD, DEFAULT_CLOCK_MHZ, check_clock
+    from compiler.flows.build import DEFAULT_BAUD, DEFAULT_CLOCK_MHZ, check_clock
     from hdl.accelerator import Accelerator
     from hdl.uart_bridge import UartBridge
 
@@ -327,7 +327,7 @@ def _stage_of(core, stages: set[str]) -> str:
 
 def estimated(plan) -> dict[tuple[str, str], dict]:
     """The estimator's cores summed per ``(kind, stage)``: ``{"features": {...}, "dpr": cells}``."""
-    from compiler import estimate as E
+    from compiler.hw import estimate as E
 
     stages = {s.name for s in plan.stages}
     out: dict[tuple[str, str], dict] = {}
@@ -462,7 +462,7 @@ def _measured_total(rows: list[dict], res: str) -> float:
 
 
 def _predicted_total(table: dict, rows: list[dict], res: str) -> float:
-    from compiler.estimate import LUT_SITES_PER_DPR16X4
+    from compiler.hw.estimate import LUT_SITES_PER_DPR16X4
     if res == "LUT4+RAM":
         return sum(predict(table, r, "LUT4") + LUT_SITES_PER_DPR16X4 * r["dpr_estimated"] for r in rows)
     return sum(predict(table, r, res) for r in rows)
@@ -553,7 +553,7 @@ def report_text(result: dict) -> str:
 
 def calibrate(configs: list[Config], cache: Path, board: str = "ulx3s", clock_mhz: float | None = None,
               baud: int | None = None) -> dict:
-    from compiler import estimate as E
+    from compiler.hw import estimate as E
 
     t0 = time.monotonic()
     rows, cfg_out = [], []

@@ -34,10 +34,10 @@ def main(argv=None) -> int:
     from boards import get_board
     from boards.build import build
     from boards.top import BoardTop
-    from compiler import checkpoint
-    from compiler.build import check_clock, critical_path
-    from compiler.lower import lower
-    from compiler.plan import build_plan
+    from compiler.frontend import checkpoint
+    from compiler.flows.build import check_clock, critical_path
+    from compiler.flows.lower import lower
+    from compiler.hw.plan import build_plan
     from hdl.accelerator import Accelerator
     from hdl.uart_bridge import UartBridge
 

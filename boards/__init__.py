@@ -14,7 +14,7 @@ A new board is one module like :mod:`boards.ecpix5` (``SPECS`` and ``ALIASES``),
 
 from __future__ import annotations
 
-from compiler.errors import UserError
+from .errors import BoardError
 
 from . import ecpix5, ulx3s
 from .spec import BoardSpec, Led
@@ -31,8 +31,8 @@ for _module in _MODULES:
 
 
 def get_board(name: str) -> BoardSpec:
-    """The board called ``name``; a :class:`~compiler.errors.UserError` naming the valid ones if none is."""
+    """The board called ``name``; a :class:`~boards.errors.BoardError` naming the valid ones if none is."""
     try:
         return BOARDS[name]
     except KeyError:
-        raise UserError(f"unknown board {name!r}; valid boards: {', '.join(sorted(BOARDS))}") from None
+        raise BoardError(f"unknown board {name!r}; valid boards: {', '.join(sorted(BOARDS))}") from None

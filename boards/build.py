@@ -33,7 +33,7 @@ from typing import Callable
 
 from amaranth.hdl import Elaboratable
 
-from compiler.errors import UserError
+from .errors import BoardError
 
 from .spec import BoardSpec
 
@@ -124,7 +124,7 @@ def find_tool(name: str) -> str:
         return str(beside)
     found = shutil.which(yowasp)
     if found is None:
-        raise UserError(f"{yowasp} not found: install it with pip (the project's dependencies include it) "
+        raise BoardError(f"{yowasp} not found: install it with pip (the project's dependencies include it) "
                         f"or set {name.upper().replace('-', '_')} to a native {name}")
     return found
 
@@ -149,7 +149,7 @@ def _run(argv: list[str], step: str, out_dir: Path, log: Path, full_log: Path | 
         try:
             proc = subprocess.Popen([program, *argv[1:]], cwd=out_dir, stdout=out, stderr=subprocess.STDOUT)
         except OSError as e:
-            raise UserError(f"{step}: cannot run {program}: {e.strerror}") from None
+            raise BoardError(f"{step}: cannot run {program}: {e.strerror}") from None
         while True:
             try:
                 proc.wait(timeout=1.0)
@@ -158,7 +158,7 @@ def _run(argv: list[str], step: str, out_dir: Path, log: Path, full_log: Path | 
                 if deadline is not None and time.monotonic() > deadline:
                     proc.kill()
                     proc.wait()
-                    raise UserError(f"{step} did not finish within the build's time limit (log: {log})") from None
+                    raise BoardError(f"{step} did not finish within the build's time limit (log: {log})") from None
                 if progress:
                     progress(step, time.monotonic() - start, False)
     elapsed = time.monotonic() - start
@@ -167,7 +167,7 @@ def _run(argv: list[str], step: str, out_dir: Path, log: Path, full_log: Path | 
         if full_log is not None and full_log.exists():
             text += full_log.read_text(errors="replace")
         logs = f"{log} and {full_log}" if full_log is not None else str(log)
-        raise UserError(f"{step} failed ({argv[0]} exit status {proc.returncode}): {_first_error(text)} "
+        raise BoardError(f"{step} failed ({argv[0]} exit status {proc.returncode}): {_first_error(text)} "
                         f"(logs: {logs})")
     if progress:
         progress(step, elapsed, True)
@@ -185,7 +185,7 @@ def _read_report(path: Path, spec: BoardSpec) -> tuple[float, float, dict[str, U
     # Amaranth names the sync domain's clock net "clk"; nextpnr reports the global net driving it
     sync = [clock for net, clock in clocks.items() if net.removeprefix("$glbnet$") == "clk"]
     if len(sync) != 1:
-        raise UserError(f"nextpnr's report has no single core clock among {sorted(clocks)} ({path})")
+        raise BoardError(f"nextpnr's report has no single core clock among {sorted(clocks)} ({path})")
     return float(sync[0]["achieved"]), float(sync[0]["constraint"]), resources
 
 
@@ -229,7 +229,7 @@ def build(top: Elaboratable, spec: BoardSpec, out_dir: str | Path, *, name: str 
 
     Raises
     ------
-    UserError
+    BoardError
         A tool is missing or fails (the message names the step and its logs), the time limit passes, or the
         core clock misses its target (unless ``allow_timing_fail``).
     """
@@ -252,7 +252,7 @@ def build(top: Elaboratable, spec: BoardSpec, out_dir: str | Path, *, name: str 
         if argv[0] == "nextpnr-ecp5":
             fmax, target, resources = _read_report(report, spec)
             if fmax < target and not allow_timing_fail:
-                raise UserError(f"timing not met: the core clock reaches {fmax:.1f} MHz, below its "
+                raise BoardError(f"timing not met: the core clock reaches {fmax:.1f} MHz, below its "
                                 f"{target:.1f} MHz target; choose a lower clock (log: {full_logs[argv[0]]})")
     return BuildResult(bitstream=out_dir / f"{name}.bit", fmax_mhz=fmax, target_mhz=target, resources=resources,
                        seconds=seconds, out_dir=out_dir)

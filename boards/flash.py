@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from compiler.errors import UserError
+from .errors import BoardError
 
 from .spec import BoardSpec
 
@@ -67,28 +67,28 @@ def flash(bitstream: str | Path, spec: BoardSpec, to_flash: bool = False, cable:
 
     Raises
     ------
-    UserError
+    BoardError
         The bitstream does not exist, openFPGALoader is missing or cannot start, or it fails (no cable or
         board found, for instance).
     """
     bitstream = Path(bitstream)
     if not bitstream.is_file():
-        raise UserError(f"bitstream {bitstream} does not exist; build it first")
+        raise BoardError(f"bitstream {bitstream} does not exist; build it first")
     program = find_openfpgaloader()
     if program is None:
-        raise UserError(_MISSING)
+        raise BoardError(_MISSING)
     command = flash_command(bitstream, spec, to_flash, cable, program=program)
     try:
         proc = subprocess.Popen(command, stderr=subprocess.PIPE)
     except OSError as e:
-        raise UserError(f"cannot run {program}: {e.strerror}") from None
+        raise BoardError(f"cannot run {program}: {e.strerror}") from None
     errors = _tee(proc.stderr)
     if proc.wait() == 0:
         return
     lines = [line.strip() for line in errors.splitlines() if line.strip()]
     last = lines[-1] if lines else f"exit status {proc.returncode}"
     if "error while loading shared libraries" in errors:
-        raise UserError(f"{program} cannot start: {last}; install the system's libusb-1.0 and libftdi1 "
+        raise BoardError(f"{program} cannot start: {last}; install the system's libusb-1.0 and libftdi1 "
                         f"(Debian/Ubuntu: apt install libusb-1.0-0 libftdi1-2)")
-    raise UserError(f"openFPGALoader failed: {last}; is the {spec.name} plugged in over USB and "
+    raise BoardError(f"openFPGALoader failed: {last}; is the {spec.name} plugged in over USB and "
                     f"no other program using it? (command: {' '.join(command)})")

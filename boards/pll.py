@@ -26,7 +26,7 @@ from amaranth.lib import wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from compiler.errors import UserError
+from .errors import BoardError
 
 __all__ = ["PllParams", "pll_params", "Pll", "INPUT_MHZ", "PFD_MHZ", "VCO_MHZ", "OUTPUT_MHZ"]
 
@@ -71,12 +71,12 @@ def _within(value: float, limits: tuple[float, float]) -> bool:
 def pll_params(f_in_mhz: float, f_out_mhz: float) -> PllParams:
     """The dividers that bring ``f_in_mhz`` closest to ``f_out_mhz`` within the ECP5 PLL's limits.
 
-    Raises :class:`~compiler.errors.UserError` if either frequency is outside the PLL's range.
+    Raises :class:`~boards.errors.BoardError` if either frequency is outside the PLL's range.
     """
     if not _within(f_in_mhz, INPUT_MHZ):
-        raise UserError(f"the PLL takes {INPUT_MHZ[0]:g}-{INPUT_MHZ[1]:g} MHz in, not {f_in_mhz:g} MHz")
+        raise BoardError(f"the PLL takes {INPUT_MHZ[0]:g}-{INPUT_MHZ[1]:g} MHz in, not {f_in_mhz:g} MHz")
     if not _within(f_out_mhz, OUTPUT_MHZ):
-        raise UserError(f"the PLL makes {OUTPUT_MHZ[0]:g}-{OUTPUT_MHZ[1]:g} MHz, not {f_out_mhz:g} MHz")
+        raise BoardError(f"the PLL makes {OUTPUT_MHZ[0]:g}-{OUTPUT_MHZ[1]:g} MHz, not {f_out_mhz:g} MHz")
     best, best_key = None, None
     for clki_div in _CLKI_DIVS:
         if not _within(f_in_mhz / clki_div, PFD_MHZ):

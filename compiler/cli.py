@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from boards.errors import BoardError
+
 from .errors import UserError
 
 
@@ -68,7 +70,7 @@ def _given(value, default):
 
 
 def _config_from_args(args):
-    from .config import ModelConfig
+    from .frontend.config import ModelConfig
 
     if args.dataset == "digits":
         for flag, value, fixed in (("--image-size", args.image_size, 8), ("--channels", args.channels, 1),
@@ -83,9 +85,9 @@ def _config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from . import checkpoint
-    from .data import load_dataset
-    from .train import predict, train
+    from .frontend import checkpoint
+    from .frontend.data import load_dataset
+    from .frontend.train import predict, train
 
     cfg = _config_from_args(args)
     out = Path(args.out)
@@ -120,40 +122,18 @@ def _add_input_args(p: argparse.ArgumentParser, default_count: int | None) -> No
 
 def _load_samples(args, model):
     """-> (x, y or None, description) from --inputs/--labels or a dataset split."""
-    from .data import load_dataset, load_inputs
+    from .flows.samples import load_samples        # deferred: imports the frontend (torch)
 
-    cfg = model.cfg
-    if args.labels and not args.inputs:
-        raise UserError("--labels needs --inputs")
-    if args.inputs:
-        if args.dataset:
-            raise UserError("give either --inputs or --dataset, not both")
-        x = load_inputs(args.inputs, cfg)
-        y = None
-        if args.labels:
-            try:
-                y = np.load(args.labels, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise UserError(f"{args.labels}: not a readable .npy array ({exc})") from None
-            if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
-                raise UserError(f"{args.labels}: labels must be {len(x)} integers, not {y.dtype} {y.shape}")
-            y = y.astype(np.int64)
-        if args.count:
-            x, y = x[:args.count], (y[:args.count] if y is not None else None)
-        return x, y, str(args.inputs)
-    name = args.dataset or model.dataset or (
-        "digits" if (cfg.input, cfg.channels, cfg.image_size) == ("image", 1, 8) else "synthetic")
-    if args.count == 0:
-        raise UserError("--count must be at least 1")
-    data = load_dataset(name, cfg, args.split, count=args.count)
-    return data.x, data.y, f"{name}/{args.split}"
+    return load_samples(model, inputs=args.inputs, labels=args.labels, dataset=args.dataset, split=args.split,
+                        count=args.count)
 
 
 # ---------------------------------------------------------------- inspect
 
 def cmd_inspect(args) -> int:
-    from . import checkpoint, metrics
-    from .lower import lower
+    from .frontend import checkpoint
+    from .ir import metrics
+    from .flows.lower import lower
 
     model = checkpoint.load(args.model)
     x, _, source = _load_samples(args, model)
@@ -191,9 +171,11 @@ def _print_inspect(r: dict) -> None:
 def cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
-    from . import checkpoint, golden
-    from .lower import lower
-    from .train import predict
+    from .frontend import checkpoint
+
+    from .ir import golden
+    from .flows.lower import lower
+    from .frontend.train import predict
 
     model = checkpoint.load(args.model)
     x, y, source = _load_samples(args, model)
@@ -227,10 +209,10 @@ def _print_evaluate(r: dict) -> None:
 # ---------------------------------------------------------------- simulate
 
 def cmd_simulate(args) -> int:
-    from . import checkpoint
-    from . import simulate as sim
-    from .lower import lower
-    from .plan import build_plan
+    from .frontend import checkpoint
+    from .flows import simulate as sim
+    from .flows.lower import lower
+    from .hw.plan import build_plan
 
     model = checkpoint.load(args.model)
     x, _, _ = _load_samples(args, model)
@@ -250,7 +232,7 @@ def _lanes_or_auto(text: str):
 
 
 def cmd_build(args) -> int:
-    from . import build
+    from .flows import build
 
     report, status = build.run_build(args)
     _emit(report, args.json, build.print_summary)
@@ -258,13 +240,13 @@ def cmd_build(args) -> int:
 
 
 def cmd_flash(args) -> int:
-    from .run import flash_target
+    from .flows.run import flash_target
 
     return flash_target(args)
 
 
 def cmd_run(args) -> int:
-    from . import run
+    from .flows import run
 
     report, status = run.run_inputs(args)
     _emit(report, args.json, run.print_run)
@@ -275,7 +257,7 @@ def cmd_run(args) -> int:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import ATTENTION_KINDS, INPUT_KINDS, ModelConfig
+    from .frontend.config import ATTENTION_KINDS, INPUT_KINDS, ModelConfig
 
     d = ModelConfig()
     parser = _Parser(prog="python -m compiler",
@@ -347,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     s.set_defaults(func=cmd_simulate)
 
-    from .build import DEFAULT_BAUD, DEFAULT_CLOCK_MHZ, DEFAULT_SAMPLES
+    from .flows.build import DEFAULT_BAUD, DEFAULT_CLOCK_MHZ, DEFAULT_SAMPLES
     b = sub.add_parser("build", help="make a bitstream for a board, with a report (resources, Fmax, latency)",
                        description="Lower the model to the accelerator, estimate its resources and refuse it before "
                                    "synthesis if it cannot fit the board, then synthesize, place and route it with "
@@ -405,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except UserError as exc:
+    except (UserError, BoardError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     except KeyboardInterrupt:

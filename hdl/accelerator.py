@@ -1,4 +1,4 @@
-"""The generated accelerator: a hardware plan (``compiler.plan.Plan``) made into one Amaranth component.
+"""The generated accelerator: a hardware plan (``compiler.hw.plan.Plan``) made into one Amaranth component.
 
 One engine per plan stage, built from the ``hdl/`` cores, reading and writing on-chip buffers (one memory
 per stored tensor); a controller runs the stages in order for each time step; the host bus
@@ -66,7 +66,7 @@ class Accelerator(wiring.Component):
 
     Parameters
     ----------
-    plan : compiler.plan.Plan
+    plan : compiler.hw.plan.Plan
         Lanes, buffers and stages; the IR ops it names carry the weights.
     trace : bool
         A debug build: every buffer is readable on the bus (region 3 + its index) and the controller

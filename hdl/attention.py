@@ -3,7 +3,7 @@
 The controller calls a unit once per time step. Every unit is event-driven: it consumes spike events
 (:mod:`hdl.events`: ``addr = n * C + c``, a level, ``last`` on the frame's final event; level-0 events are
 no-ops) at one event per cycle, so the work of a step grows with the number of spikes, plus one cycle per
-output word. The exact arithmetic is ``docs/semantics.md`` (Attention); ``compiler.golden`` is the
+output word. The exact arithmetic is ``docs/semantics.md`` (Attention); ``compiler.ir.golden`` is the
 reference the tests compare with bit for bit.
 
 Cores

@@ -1,6 +1,6 @@
 """Streams in and out of the accelerator's buffers: the word reader and the dense event serializer.
 
-A buffer (``compiler.plan.Buffer``) is a memory of words ``token << group_bits | group``, each holding the
+A buffer (``compiler.hw.plan.Buffer``) is a memory of words ``token << group_bits | group``, each holding the
 ``lanes`` values of one lane group of one token. The engines read buffers with :class:`BufferReader` and
 write them directly (a write port never stalls).
 """

@@ -1,4 +1,8 @@
-"""Memory layouts shared by the compiler and the cores: defined once, here (numpy only, no Amaranth).
+"""Widths and memory layouts shared by the compiler and the cores: defined once, here (numpy only, no Amaranth).
+
+Widths: :func:`signed_width`, :func:`unsigned_width`, :func:`index_bits` and :func:`groups` are the one
+definition of how wide a register or an address is; the IR's types, the hardware plan, the cores and the
+cost model all call these.
 
 Packed weights: a layer's integer weights ``W[O, I]`` are stored in ``ceil(O / P)`` lane groups of ``P``
 output channels. Word ``g * I + i`` holds ``W[g*P + l, i]`` for lanes ``l = 0..P-1``, lane ``l`` in bits
@@ -16,6 +20,16 @@ def signed_width(lo: int, hi: int) -> int:
     return max(int(hi).bit_length(), int(-lo - 1).bit_length() if lo < 0 else 0) + 1
 
 
+def unsigned_width(hi: int) -> int:
+    """Bits of the narrowest unsigned register holding every integer in [0, hi] (at least 1)."""
+    return max(1, int(hi).bit_length())
+
+
+def index_bits(count: int) -> int:
+    """Bits of an index into ``count`` items (0 for a single item)."""
+    return max(0, (int(count) - 1).bit_length())
+
+
 def accumulator_width(fan_in: int, weight_bits: int, max_level: int) -> int:
     """Signed width of a sum of ``fan_in`` terms ``level * w`` (level in 0..max_level, w b-bit signed)."""
     qn, qp = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
@@ -23,6 +37,7 @@ def accumulator_width(fan_in: int, weight_bits: int, max_level: int) -> int:
 
 
 def groups(out_channels: int, lanes: int) -> int:
+    """Lane groups of ``lanes`` output channels that hold ``out_channels`` (the last one padded)."""
     return -(-out_channels // lanes)
 
 

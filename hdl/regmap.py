@@ -6,7 +6,7 @@ The 24-bit word address splits into a region (bits 20..23) and an offset (bits 0
 ========  ==========================================================================================
 region 0  registers (below)
 region 1  input pixels, write only: offset = the pixel's address in the plan's input layout
-          (``compiler.plan.Plan.input_words``)
+          (``compiler.hw.plan.Plan.input_words``)
 region 2  logits, read only: logit ``k`` is the signed 64-bit value of words ``2k`` (low) and ``2k+1``
 region 3  debug builds only (``trace=True``): buffer ``b`` of the plan (its index in ``Plan.buffers``), word
           ``w``, chunk ``c`` (32 bits each, lowest first) at offset
@@ -21,7 +21,7 @@ OFFSET_MASK = (1 << REGION_SHIFT) - 1
 REGION_REGS, REGION_PIXELS, REGION_LOGITS, REGION_TRACE = 0, 1, 2, 3
 TRACE_INDEX_SHIFT = 14  # trace offsets: 64 buffers of up to 16384 32-bit chunks
 
-REG_ID = 0x0            # read: the model identifier (32 bits; compiler.plan.Plan.model_id)
+REG_ID = 0x0            # read: the model identifier (32 bits; compiler.hw.plan.Plan.model_id)
 REG_CTRL = 0x1          # write 1: start an inference (ignored while busy); write 2: continue after a pause
 REG_STATUS = 0x1        # read: bit 0 busy, bit 1 done (an inference finished since the last start),
                         #       bit 2 paused (trace builds: stopped after a time step, waiting for continue)

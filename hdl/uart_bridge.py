@@ -1,6 +1,6 @@
 """The UART bridge: framed requests from the host over a UART, executed on the host bus (:mod:`hdl.hostbus`).
 
-Frames (``docs/protocol.md`` is the reference; :mod:`compiler.link` is the host side)::
+Frames (``docs/protocol.md`` is the reference; :mod:`compiler.host.link` is the host side)::
 
     request   A5  command  length (16 bits LE)  payload  CRC (16 bits LE)
     response  5A  status   length (16 bits LE)  payload  CRC (16 bits LE)
@@ -48,28 +48,12 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .hostbus import READ_LATENCY, HostBusSignature
+from .protocol import (ADDR_BYTES, CMD_PING, CMD_READ, CMD_WRITE, CRC_INIT, CRC_POLY, ERR_COMMAND, ERR_CRC,
+                       ERR_LENGTH, ERR_TIMEOUT, MAX_BURST, MAX_READ_WORDS, PROTOCOL_VERSION, RESP_NAK,
+                       SYNC_REQUEST, SYNC_RESPONSE)
 from .uart import Uart, divisor
 
-__all__ = [
-    "UartBridge", "crc16_update", "SYNC_REQUEST", "SYNC_RESPONSE", "CMD_PING", "CMD_WRITE", "CMD_READ",
-    "RESP_NAK", "ERR_CRC", "ERR_COMMAND", "ERR_LENGTH", "ERR_TIMEOUT", "PROTOCOL_VERSION", "ADDR_BYTES",
-    "MAX_READ_WORDS", "MAX_BURST", "CRC_INIT", "CRC_POLY",
-]
-
-SYNC_REQUEST = 0xA5
-SYNC_RESPONSE = 0x5A
-CMD_PING, CMD_WRITE, CMD_READ = 0x01, 0x02, 0x03
-RESP_NAK = 0xFF
-ERR_CRC = 1          # the frame's CRC did not match
-ERR_COMMAND = 2      # unknown command
-ERR_LENGTH = 3       # the length does not fit the command (or a READ count above MAX_READ_WORDS)
-ERR_TIMEOUT = 4      # the frame stopped before its end for longer than the inter-byte timeout
-PROTOCOL_VERSION = 1
-ADDR_BYTES = 3
-MAX_READ_WORDS = 0xFFFF // 4                 # the answer's payload must fit the 16-bit length
-MAX_BURST = (0xFFFF - ADDR_BYTES) // 4       # the same for a WRITE's payload
-CRC_INIT, CRC_POLY = 0xFFFF, 0x1021
-
+__all__ = ["UartBridge", "crc16_update"]
 
 def crc16_update(crc, byte):
     """CRC-16/CCITT-FALSE of ``crc`` after one more ``byte`` (Amaranth values in, value out).

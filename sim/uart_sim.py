@@ -2,10 +2,11 @@
 
 :func:`simulated_board` Verilates a component with ``rx``/``tx`` pins (a :class:`hdl.uart_bridge.UartBridge`
 and whatever it drives: :class:`UartBoard` puts the bridge on any bus device), runs it in a C++ harness and
-yields a :class:`compiler.link.SerialPort` on the harness's pty, so that :class:`compiler.link.Link` and
-:class:`compiler.link.Driver` run unchanged::
+yields the harness's pty (:class:`SimulatedBoard`), which the host opens like any serial port, so that
+:class:`compiler.host.link.Link` and :class:`compiler.host.link.Driver` run unchanged::
 
-    with simulated_board(UartBoard(Accelerator(plan, ecp5=False), 48e6, 3e6), "build/sim") as port:
+    with simulated_board(UartBoard(Accelerator(plan, ecp5=False), 48e6, 3e6), "build/sim") as board, \
+            SerialPort(board.path) as port:
         driver = Driver(Link(port))
         logits, label, counters = driver.infer(plan.input_words(x), plan.classes)
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import subprocess
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -30,7 +32,6 @@ from amaranth.hdl import ClockDomain, ClockSignal, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from compiler.link import SerialPort
 from hdl.uart_bridge import UartBridge
 from sim.verilator_host import verilate
 
@@ -233,28 +234,27 @@ def build(component, build_root: str | Path, jobs: int = 2) -> Path:
     return verilate(_PowerOnBoard(component), _HARNESS, build_root, prefix="uart-sim", binary="Vtop_uart", jobs=jobs)
 
 
-class SimulatedPort(SerialPort):
-    """The host end of a simulated board's pty (a :class:`compiler.link.SerialPort`).
+@dataclass
+class SimulatedBoard:
+    """A running simulated board.
 
     Attributes
     ----------
     path : str
-        The pty.
+        The pty: the host's end of the board's UART (open it as a serial port).
     stats : dict or None
         After the board stopped: ``cycles`` simulated, ``seconds`` spent simulating (idle waits excluded),
         ``bytes_in`` (host to board), ``bytes_out``, ``framing_errors`` (seen on the board's ``tx``).
     """
 
-    def __init__(self, path: str, timeout: float | None = 1.0):
-        super().__init__(path, timeout=timeout)
-        self.path = path
-        self.stats: dict | None = None
+    path: str
+    stats: dict | None = None
 
 
 @contextmanager
 def simulated_board(component, build_dir: str | Path, *, divisor: int | None = None,
-                    idle_cycles: int = 1_000_000, timeout: float | None = 1.0) -> Iterator[SimulatedPort]:
-    """Run ``component`` (ports ``rx``, ``tx``) in the pty harness; yield the host's end of the pty.
+                    idle_cycles: int = 1_000_000) -> Iterator[SimulatedBoard]:
+    """Run ``component`` (ports ``rx``, ``tx``) in the pty harness; yield it, with the host's end of its pty.
 
     Parameters
     ----------
@@ -267,23 +267,19 @@ def simulated_board(component, build_dir: str | Path, *, divisor: int | None = N
         Clock cycles per UART bit; ``component.divisor`` if None.
     idle_cycles : int
         Cycles without UART activity after which the clock stops until the host writes (see the module).
-    timeout : float, optional
-        The port's read timeout in seconds.
     """
     divisor = component.divisor if divisor is None else divisor
     binary = build(component, build_dir)
     process = subprocess.Popen([str(binary), str(divisor), str(idle_cycles)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    port = None
+    board = None
     try:
         path = process.stdout.readline().strip()
         if not path:
             raise RuntimeError(f"the simulated board did not start: {process.stderr.read().strip()}")
-        port = SimulatedPort(path, timeout=timeout)
-        yield port
+        board = SimulatedBoard(path)
+        yield board
     finally:
-        if port is not None:
-            port.close()
         process.stdin.close()                       # the harness stops when its stdin closes
         try:
             process.wait(timeout=10)
@@ -293,6 +289,6 @@ def simulated_board(component, build_dir: str | Path, *, divisor: int | None = N
         fields = process.stdout.read().split()
         process.stdout.close()
         process.stderr.close()
-        if port is not None and process.returncode == 0 and len(fields) == 5:
-            port.stats = {"cycles": int(fields[0]), "seconds": float(fields[1]), "bytes_in": int(fields[2]),
+        if board is not None and process.returncode == 0 and len(fields) == 5:
+            board.stats = {"cycles": int(fields[0]), "seconds": float(fields[1]), "bytes_in": int(fields[2]),
                           "bytes_out": int(fields[3]), "framing_errors": int(fields[4])}

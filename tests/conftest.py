@@ -10,17 +10,17 @@ EXAMPLE = ROOT / "examples" / "digits.pt"
 
 @pytest.fixture(scope="session")
 def digits_model():
-    from compiler import checkpoint
+    from compiler.frontend import checkpoint
     return checkpoint.load(EXAMPLE)
 
 
 @pytest.fixture(scope="session")
 def digits_graph(digits_model):
-    from compiler.lower import lower
+    from compiler.flows.lower import lower
     return lower(digits_model)
 
 
 @pytest.fixture(scope="session")
 def digits_test(digits_model):
-    from compiler.data import load_dataset
+    from compiler.frontend.data import load_dataset
     return load_dataset("digits", digits_model.cfg, "test")

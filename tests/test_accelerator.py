@@ -8,8 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from compiler import cli, golden
-from compiler.plan import build_plan
+from compiler import cli
+
+from compiler.ir import golden
+from compiler.hw.plan import build_plan
 from sim.accelerator import simulate
 
 from conftest import EXAMPLE, ROOT

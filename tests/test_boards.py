@@ -19,7 +19,7 @@ from boards.flash import find_openfpgaloader, flash, flash_command
 from boards.pll import OUTPUT_MHZ, PFD_MHZ, VCO_MHZ, pll_params
 from boards.spec import RESOURCE_NAMES
 from boards.top import BoardTop
-from compiler.errors import UserError
+from boards.errors import BoardError
 from hdl.hostbus import HostBusSignature
 
 
@@ -79,7 +79,7 @@ def test_board_names():
 
 
 def test_unknown_board():
-    with pytest.raises(UserError, match=r"unknown board 'ulx4s'; valid boards: ecpix5, .*ulx3s-85f$"):
+    with pytest.raises(BoardError, match=r"unknown board 'ulx4s'; valid boards: ecpix5, .*ulx3s-85f$"):
         get_board("ulx4s")
 
 
@@ -131,7 +131,7 @@ def test_pll_closest():
 
 @pytest.mark.parametrize("f_in, f_out", [(25, 500), (25, 2), (4, 100)])
 def test_pll_out_of_range(f_in, f_out):
-    with pytest.raises(UserError, match="PLL"):
+    with pytest.raises(BoardError, match="PLL"):
         pll_params(f_in, f_out)
 
 
@@ -195,7 +195,7 @@ def test_find_tool_override(monkeypatch):
 def test_build_tool_fails(tmp_path, monkeypatch):
     monkeypatch.setenv("YOSYS", str(_script(tmp_path / "yosys", 'print("ERROR: no luck"); sys.exit(1)')))
     out = tmp_path / "out"
-    with pytest.raises(UserError, match=r"^synthesis failed \(yosys exit status 1\): ERROR: no luck \(logs: .*"
+    with pytest.raises(BoardError, match=r"^synthesis failed \(yosys exit status 1\): ERROR: no luck \(logs: .*"
                                         r"synthesis\.log and .*top\.rpt\)$"):
         build(BoardTop(CounterCore(), get_board("ulx3s"), 100, ProbeLink), get_board("ulx3s"), out, progress=None)
     assert (out / "synthesis.log").read_text().strip() == "ERROR: no luck"
@@ -210,7 +210,7 @@ def test_build_timing_not_met(tmp_path, monkeypatch):
     monkeypatch.setenv("ECPPACK", str(_script(tmp_path / "ecppack", "")))
     spec = get_board("ulx3s")
     steps = []
-    with pytest.raises(UserError, match=r"timing not met: the core clock reaches 80\.5 MHz, below its 100\.0 MHz"):
+    with pytest.raises(BoardError, match=r"timing not met: the core clock reaches 80\.5 MHz, below its 100\.0 MHz"):
         build(BoardTop(CounterCore(), spec, 100, ProbeLink), spec, tmp_path / "a",
               progress=lambda step, elapsed, done: steps.append((step, done)))
     assert steps[0] == ("synthesis", False) and steps[-1] == ("place and route", True)
@@ -241,7 +241,7 @@ def test_build_leaves_the_working_folder_alone(tmp_path, monkeypatch):
 
 def test_build_timeout(tmp_path, monkeypatch):
     monkeypatch.setenv("YOSYS", str(_script(tmp_path / "yosys", "time.sleep(30)")))
-    with pytest.raises(UserError, match="synthesis did not finish within the build's time limit"):
+    with pytest.raises(BoardError, match="synthesis did not finish within the build's time limit"):
         build(BoardTop(CounterCore(), get_board("ulx3s"), 100, ProbeLink), get_board("ulx3s"), tmp_path / "out",
               progress=None, timeout=0.5)
 
@@ -287,7 +287,7 @@ def test_openfpgaloader_absent(bare_path, tmp_path):
     assert find_openfpgaloader() is None
     bit = tmp_path / "top.bit"
     bit.write_bytes(b"\xff")
-    with pytest.raises(UserError, match="openFPGALoader not found: install it"):
+    with pytest.raises(BoardError, match="openFPGALoader not found: install it"):
         flash(bit, get_board("ulx3s"))
 
 
@@ -318,11 +318,11 @@ def test_flash_errors(bare_path, tmp_path, stderr, message):
     _script(bare_path / "openFPGALoader", f"print({stderr!r}, file=sys.stderr); sys.exit(1)")
     bit = tmp_path / "top.bit"
     bit.write_bytes(b"\xff")
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(BoardError, match=message):
         flash(bit, get_board("ulx3s"))
 
 
 def test_flash_missing_bitstream(tmp_path):
-    with pytest.raises(UserError, match="does not exist; build it first"):
+    with pytest.raises(BoardError, match="does not exist; build it first"):
         flash(tmp_path / "top.bit", get_board("ulx3s"))
 

@@ -114,7 +114,7 @@ def _fake_tools(monkeypatch, plan_lanes=16):
     import boards.build
     import sim.accelerator
     from boards.build import BuildResult, Usage
-    from compiler import golden
+    from compiler.ir import golden
 
     def fake_build(top, spec, out_dir, *, progress=None, seed=1, **kwargs):
         out_dir = Path(out_dir)
@@ -165,12 +165,12 @@ def test_build_flow_report_with_stand_in_tools(tmp_path, capsys, monkeypatch):
 
 def test_build_failure_leaves_the_output_alone(tmp_path, capsys, monkeypatch):
     import boards.build
-    from compiler.errors import UserError
+    from boards.errors import BoardError
     _fake_tools(monkeypatch)
 
     def failing_build(top, spec, out_dir, **kwargs):
         (Path(out_dir) / "top.tim").write_text("half a log")
-        raise UserError("place and route failed (nextpnr-ecp5 exit status 1): ERROR: stand-in")
+        raise BoardError("place and route failed (nextpnr-ecp5 exit status 1): ERROR: stand-in")
 
     monkeypatch.setattr(boards.build, "build", failing_build)
     out = tmp_path / "o"

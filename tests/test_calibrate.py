@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench import calibrate as C
-from compiler import estimate as E
+from compiler.hw import estimate as E
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -393,8 +393,8 @@ def test_evaluate_bundled_model_succeeds():
 
 def test_good_inputs_and_labels_are_accepted(tmp_path, capsys):
     """The --inputs/--labels cases above fail for the reason they name: the same files, made right, work."""
-    from compiler.data import load_dataset
-    from compiler.config import ModelConfig
+    from compiler.frontend.data import load_dataset
+    from compiler.frontend.config import ModelConfig
     data = load_dataset("digits", ModelConfig(), "test", count=5)
     np.save(tmp_path / "x.npy", data.x)
     np.save(tmp_path / "y.npy", data.y)

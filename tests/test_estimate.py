@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from boards import get_board
-from compiler import estimate as E
-from compiler.build import refuse_if_too_big, smallest_fitting_board
+from compiler.hw import estimate as E
+from compiler.flows.build import refuse_if_too_big, smallest_fitting_board
 from compiler.errors import UserError
-from compiler.plan import build_plan
+from compiler.hw.plan import build_plan
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +137,8 @@ def test_auto_lanes_none_fits(digits_graph):
 def test_other_configurations_estimate(tmp_path):
     """Event input with T > 1 (membrane memories), sdsa1 attention (co-spike unit, mask), 8-bit weights."""
     from compiler.cli import main
-    from compiler import checkpoint
-    from compiler.lower import lower
+    from compiler.frontend import checkpoint
+    from compiler.flows.lower import lower
     for name, flags in (("events", ["--input", "events", "--timesteps", "2", "--attention", "sdsa1",
                                     "--levels", "2", "--bits", "2"]),
                         ("wide", ["--bits", "8", "--levels", "1", "--dim", "24", "--heads", "3"])):

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from compiler import golden, ir
+from compiler.ir import golden
+
+from compiler import ir
 
 
 def _neuron(theta, sign=1, bias=0, frac=0, leak_shift=1):

@@ -19,7 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from compiler import golden, ir
+from compiler.ir import golden
+
+from compiler import ir
 from hdl import ecp5
 from hdl.accumulate import PIPELINE_DEPTH, SpikeAccumulator
 from hdl.packing import accumulator_width

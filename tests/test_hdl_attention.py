@@ -23,7 +23,9 @@ from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler import golden, ir
+from compiler.ir import golden
+
+from compiler import ir
 from hdl import attention
 from hdl.attention import CoSpikeUnit, LinearAttentionUnit, MaskUnit
 from hdl.ecp5 import use_ecp5

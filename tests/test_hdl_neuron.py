@@ -11,7 +11,9 @@ from amaranth.hdl import Fragment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler import golden, ir
+from compiler.ir import golden
+
+from compiler import ir
 from hdl.neuron import NeuronUnit
 from sim.streams import simulate
 

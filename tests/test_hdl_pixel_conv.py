@@ -9,7 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler import golden, ir
+from compiler.ir import golden
+
+from compiler import ir
 from hdl.pixel_conv import PatchConvUnit
 from sim.streams import simulate
 

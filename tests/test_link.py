@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler import link as lk
+from compiler.host import link as lk
 from hdl import regmap
 from hdl import uart_bridge as ub
 

@@ -6,12 +6,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler import golden, ir
-from compiler.config import ModelConfig
-from compiler.data import load_dataset
-from compiler.lower import frontend, lower
-from compiler.quant import SpikeNeuron, thresholds
-from compiler.train import predict, train
+from compiler import ir
+from compiler.ir import golden
+from compiler.frontend.config import ModelConfig
+from compiler.frontend.data import load_dataset
+from compiler.flows.lower import lower
+from compiler.frontend.quant import SpikeNeuron
+from compiler.frontend.to_ir import to_ir
+from compiler.frontend.train import predict, train
 
 
 def test_bundled_model_accuracy_and_agreement(digits_model, digits_graph, digits_test):
@@ -33,7 +35,7 @@ def test_lowered_graph_is_integer_only(digits_graph):
 
 
 def test_frontend_graph_is_refused_as_integer(digits_model):
-    graph = frontend(digits_model)
+    graph = to_ir(digits_model)
     ir.check(graph)                                   # a valid float-affine graph
     with pytest.raises(Exception, match="float op left"):
         ir.check(graph, integer=True)
@@ -100,12 +102,12 @@ def test_folding_is_exact_for_the_same_accumulators(cfg, seed):
     (the 18-bit multiplier's rounding). This isolates every pass from the propagation of earlier flips."""
     data = load_dataset("synthetic", cfg, "train", count=64, seed=seed)
     model = train(cfg, data, epochs=0, seed=seed, progress=False)
-    affine = frontend(model)
+    affine = to_ir(model)
     _, env = golden.run(lower(model), data.x, trace=True)
     for op in affine.ops:
         if isinstance(op, ir.AffineNeuron):
             u = env[op.src] * op.a + op.b
-            expected = sum((u >= t).astype(np.int64) for t in thresholds(op.levels))
+            expected = sum((u >= t).astype(np.int64) for t in ir.neuron_thresholds(op.levels))
             assert np.array_equal(expected, env[op.name]), op.name
         elif isinstance(op, ir.AffineRequant) and op.frac is not None:
             expected = np.floor((env[op.src] * op.a + op.b) * 2.0 ** op.frac + 0.5)

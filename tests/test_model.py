@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from compiler import checkpoint
-from compiler.config import ModelConfig
-from compiler.quant import LSQ, FixedPoint, SpikeNeuron, thresholds, weight_range
-from compiler.train import predict
+from compiler.frontend import checkpoint
+from compiler.frontend.config import ModelConfig
+from compiler.frontend.quant import LSQ, FixedPoint, SpikeNeuron, weight_range
+from compiler.ir import neuron_thresholds
+from compiler.frontend.train import predict
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -24,7 +25,7 @@ def test_lsq_forward_is_integer_times_scale(bits):
 def test_multispike_levels_are_thresholds_reached(levels):
     u = torch.linspace(-1, 2, 301)
     out = SpikeNeuron(levels, 1)(u[None])[0] * levels
-    ref = sum((u >= t).float() for t in thresholds(levels))
+    ref = sum((u >= t).float() for t in neuron_thresholds(levels))
     assert torch.equal(out.round(), ref)
 
 

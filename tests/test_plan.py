@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.errors import UserError
-from compiler.plan import Buffer, build_plan, model_id
+from compiler.hw.plan import Buffer, build_plan, model_id
 
 
 def test_bundled_model_plan(digits_graph):

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from compiler import checkpoint, golden
+from compiler.frontend import checkpoint
+
+from compiler.ir import golden
 from compiler.cli import main
-from compiler.lower import lower
-from compiler.plan import build_plan
+from compiler.flows.lower import lower
+from compiler.host.link import SerialPort
+from compiler.hw.plan import build_plan
 from hdl.accelerator import Accelerator
 from sim.uart_sim import UartBoard, simulated_board
 
@@ -31,8 +34,9 @@ def digits_plan():
 def board(digits_plan):
     """A simulated board running the bundled model (idle: it simulates only while bytes move)."""
     top = UartBoard(Accelerator(digits_plan, ecp5=False), CLOCK_HZ, BAUD)
-    with simulated_board(top, SIM_DIR, timeout=5.0) as port:
-        yield port
+    # the fixture holds the pty open between the commands' own opens of it, as a terminal would
+    with simulated_board(top, SIM_DIR) as sim_board, SerialPort(sim_board.path, timeout=5.0):
+        yield sim_board
 
 
 def test_run_classifies_digits_like_the_golden_model(board, digits_plan, capsys):
@@ -41,7 +45,7 @@ def test_run_classifies_digits_like_the_golden_model(board, digits_plan, capsys)
     out = capsys.readouterr()
     assert status == 0, out.err
     report = json.loads(out.out)
-    from compiler.data import load_dataset
+    from compiler.frontend.data import load_dataset
     x = load_dataset("digits", checkpoint.load(EXAMPLE).cfg, "test", count=8).x
     ref = golden.run(digits_plan.graph, x)[0]
     assert report["samples"] == 8 and report["logits_equal"] == 8 and report["class_mismatches"] == 0

@@ -10,7 +10,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from compiler.link import crc16, decode_response, encode_request, read_request, write_request
+from compiler.host.link import crc16, decode_response, encode_request, read_request, write_request
 from hdl import uart_bridge as ub
 from hdl.hostbus import HostBusSignature
 from hdl.uart import Uart, UartRx, UartTx, divisor

@@ -9,10 +9,10 @@ from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In
 
-from compiler.link import Driver, Link, decode_response
+from compiler.host.link import Driver, Link, SerialPort, decode_response
 from hdl import regmap
 from hdl.hostbus import HostBusSignature
-from hdl.uart_bridge import CMD_READ, ERR_TIMEOUT, PROTOCOL_VERSION, RESP_NAK
+from hdl.protocol import CMD_READ, ERR_TIMEOUT, PROTOCOL_VERSION, RESP_NAK
 from sim.uart_sim import UartBoard, simulated_board
 
 MODEL_ID = 0x0DD5EED5
@@ -93,7 +93,7 @@ def build_dir(tmp_path_factory):
 
 def test_driver_runs_inferences_on_the_simulated_board(build_dir):
     rng = np.random.default_rng(7)
-    with simulated_board(_board(), build_dir) as port:
+    with simulated_board(_board(), build_dir) as board, SerialPort(board.path) as port:
         link = Link(port, timeout=2.0)
         info = link.ping()
         assert (info.version, info.addr_width, info.max_burst) == (PROTOCOL_VERSION, 24, 64)
@@ -106,12 +106,12 @@ def test_driver_runs_inferences_on_the_simulated_board(build_dir):
             assert logits.dtype == np.int64 and logits.tolist() == want_logits
             assert label == (2 if pixels.sum() else 0)
             assert counters == want_counters
-    assert port.stats["framing_errors"] == 0
-    assert port.stats["cycles"] > 3 * LATENCY
+    assert board.stats["framing_errors"] == 0
+    assert board.stats["cycles"] > 3 * LATENCY
 
 
 def test_link_recovers_from_noise_on_the_line(build_dir):
-    with simulated_board(_board(), build_dir) as port:
+    with simulated_board(_board(), build_dir) as board, SerialPort(board.path) as port:
         link = Link(port, timeout=2.0)
         link.write_words(regmap.address(regmap.REGION_PIXELS), [1, 2, 3])
         # noise before a request: skipped; noise with a SYNC byte in it: the request is taken for the rest of
@@ -129,7 +129,7 @@ def test_link_recovers_from_noise_on_the_line(build_dir):
 def test_throughput(build_dir):
     """Bursts through the simulated UART at 3 Mbaud: the words come back intact; report the rates."""
     words = np.random.default_rng(1).integers(0, 1 << 32, 2048, dtype=np.uint64).astype(np.uint32)
-    with simulated_board(_board(), build_dir) as port:
+    with simulated_board(_board(), build_dir) as board, SerialPort(board.path) as port:
         link = Link(port, timeout=2.0)
         link.ping()
         t0 = time.monotonic()
@@ -141,7 +141,7 @@ def test_throughput(build_dir):
         t3 = time.monotonic()
     assert back.tolist() == [0] * 2 * CLASSES
     assert big.tolist() == [0xBAD0BAD0] * 2048
-    stats = port.stats
+    stats = board.stats
     print(f"\nwrite 2048 words: {t1 - t0:.3f} s, read 8 words: {t2 - t1:.3f} s, read 2048 words: {t3 - t2:.3f} s; "
           f"simulated {stats['cycles']} cycles in {stats['seconds']:.2f} s "
           f"({stats['cycles'] / stats['seconds'] / 1e6:.1f} M cycles/s), "

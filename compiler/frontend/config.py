@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 SUPPORTED_LEVELS = (1, 2, 4)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ModelConfig
-from .errors import UserError
+from ..errors import UserError
 
 DATASETS = ("digits", "synthetic")
 SPLIT_SEED = 0            # fixed: the held-out digits test split never changes

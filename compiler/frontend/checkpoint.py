@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
-from .errors import UserError
+from ..errors import UserError
 from .model import QSDTransformer
 
 FORMAT = "qsd-transformer"

@@ -2,7 +2,7 @@
 
 Every activation tensor has the per-sample shape ``[T, N, C]`` (time steps, tokens, channels), except the
 pooled vector ``[C]`` and the logits ``[K]``. The exact arithmetic of each operation is the contract in
-``docs/semantics.md``; ``golden.py`` executes it. Two operations (``AffineNeuron``, ``AffineRequant``)
+``docs/semantics.md``; :mod:`compiler.ir.golden` executes it. Two operations (``AffineNeuron``, ``AffineRequant``)
 still carry float parameters: the lowering passes replace them, and ``check(graph, integer=True)``
 refuses a graph that still has one.
 """
@@ -15,11 +15,18 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import UserError
+from hdl.packing import signed_width, unsigned_width
+
+from ..errors import UserError
 
 MULT_BITS = 18            # requantization multipliers fit the ECP5's 18x18 multipliers...
 MAX_MULT_BITS = 35        # ...except degenerate channels, which may need two cascaded ones
 INT_LIMIT = 1 << 62       # every intermediate value of the golden model must fit int64 with room to spare
+
+
+def neuron_thresholds(levels: int) -> list[float]:
+    """Membrane thresholds of a D-level neuron: level k is reached at u >= (2k-1)/(2D)."""
+    return [(2 * k - 1) / (2 * levels) for k in range(1, levels + 1)]
 
 
 @dataclass(frozen=True)
@@ -32,9 +39,7 @@ class TensorType:
     @property
     def bits(self) -> int:
         """Width of a two's-complement (signed) or unsigned (lo >= 0) register that holds every value."""
-        if self.lo >= 0:
-            return max(1, int(self.hi).bit_length())
-        return max(int(self.hi).bit_length(), int(-self.lo - 1).bit_length()) + 1
+        return unsigned_width(self.hi) if self.lo >= 0 else signed_width(self.lo, self.hi)
 
     @property
     def signed(self) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ir
+from . import ops as ir
 
 
 def _sat(x: np.ndarray, width: int) -> np.ndarray:

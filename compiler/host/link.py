@@ -1,7 +1,8 @@
 """The host side of the UART link: frames (pure functions), a :class:`Link` over any byte transport, and a
 :class:`Driver` that runs inferences through the accelerator's registers (:mod:`hdl.regmap`).
 
-The gateware end is :class:`hdl.uart_bridge.UartBridge`; ``docs/protocol.md`` describes the frames. A
+The gateware end is :class:`hdl.uart_bridge.UartBridge`; both ends take the protocol's constants and CRC
+from :mod:`hdl.protocol`; ``docs/protocol.md`` describes the frames. A
 transport is anything with ``read(n) -> bytes`` (at most ``n`` bytes, fewer when ``timeout`` seconds pass),
 ``write(data)`` and a settable ``timeout`` attribute: a ``serial.Serial``, the :class:`SerialPort` here
 (a tty or pty opened raw with termios), or the simulated board of :mod:`sim.uart_sim`.
@@ -20,9 +21,8 @@ from typing import Iterable, Protocol
 import numpy as np
 
 from hdl import regmap
-from hdl.uart_bridge import (ADDR_BYTES, CMD_PING, CMD_READ, CMD_WRITE, CRC_INIT, CRC_POLY, ERR_COMMAND,
-                             ERR_CRC, ERR_LENGTH, ERR_TIMEOUT, MAX_READ_WORDS, PROTOCOL_VERSION, RESP_NAK,
-                             SYNC_REQUEST, SYNC_RESPONSE)
+from hdl.protocol import (ADDR_BYTES, CMD_PING, CMD_READ, CMD_WRITE, ERR_CRC, ERR_TIMEOUT, ERROR_NAMES,
+                          MAX_READ_WORDS, PROTOCOL_VERSION, RESP_NAK, SYNC_REQUEST, SYNC_RESPONSE, crc16)
 
 __all__ = ["LinkError", "FrameError", "NakError", "LinkTimeout", "crc16", "encode_frame", "decode_frame",
            "encode_request", "decode_response", "write_request", "read_request", "Transport", "SerialPort",
@@ -31,8 +31,6 @@ __all__ = ["LinkError", "FrameError", "NakError", "LinkTimeout", "crc16", "encod
 HEADER_BYTES = 4                  # SYNC, command/status, length
 CRC_BYTES = 2
 MAX_PAYLOAD = 0xFFFF
-ERROR_NAMES = {ERR_CRC: "bad CRC", ERR_COMMAND: "unknown command", ERR_LENGTH: "bad length",
-               ERR_TIMEOUT: "inter-byte timeout"}
 
 
 class LinkError(Exception):
@@ -48,21 +46,12 @@ class LinkTimeout(LinkError):
 
 
 class NakError(LinkError):
-    """The device answered NAK: ``code`` (``hdl.uart_bridge.ERR_*``) for request ``command``."""
+    """The device answered NAK: ``code`` (``hdl.protocol.ERR_*``) for request ``command``."""
 
     def __init__(self, code: int, command: int):
         self.code = code
         self.command = command
         super().__init__(f"device refused command 0x{command:02x}: {ERROR_NAMES.get(code, f'error {code}')}")
-
-
-def crc16(data: bytes, crc: int = CRC_INIT) -> int:
-    """CRC-16/CCITT-FALSE of ``data`` (``crc16(b"123456789") == 0x29B1``)."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ CRC_POLY if crc & 0x8000 else crc << 1) & 0xFFFF
-    return crc
 
 
 def encode_frame(sync: int, code: int, payload: bytes = b"") -> bytes:

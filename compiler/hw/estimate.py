@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ir
+from .. import ir
 
 __all__ = ["Memory", "Estimate", "estimate", "memories", "map_memory", "multipliers", "cycles", "fit_problems",
            "auto_lanes", "routable_totals", "distributed_ram_capacity", "RESOURCES", "ROUTABLE_DPR_FRACTION"]
@@ -569,7 +569,7 @@ def _events_per_token(plan, x: np.ndarray | None) -> tuple[dict[str, np.ndarray]
     spikes = [b for b in plan.buffers.values() if b.kind == "spikes"]
     if x is None or len(x) == 0:
         return {b.name: np.full((plan.timesteps, b.tokens), float(b.channels)) for b in spikes}, "worst case"
-    from . import golden
+    from ..ir import golden
     _, env = golden.run(plan.graph, np.asarray(x), trace=True)
     out = {}
     for b in spikes:

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from boards.errors import BoardError
+
+from ..errors import UserError
 
 #: The bundled model meets it at every placement seed tried (101.3, 100.2, 102.4 MHz at seeds 1-3;
 #: docs/build.md); the UART divisor at 3 Mbaud is 33 (1% fast).
@@ -48,7 +50,7 @@ def _boards_by_size():
 def smallest_fitting_board(resources: dict[str, int], like=None):
     """The listed board with the smallest device whose totals hold ``resources`` (a variant of the board
     ``like`` first, if one fits), or None."""
-    from .estimate import fit_problems
+    from ..hw.estimate import fit_problems
     fitting = [spec for spec in _boards_by_size() if not fit_problems(resources, spec.fit_totals)]
     same = [spec for spec in fitting if like is not None and spec.loader_board == like.loader_board]
     return (same or fitting or [None])[0]
@@ -59,7 +61,7 @@ _LABELS = {"DPR16X4": "distributed RAM (TRELLIS_DPR16X4, 16x4)"}
 
 def refuse_if_too_big(est, spec, lanes_hint: bool) -> None:
     """UserError naming every resource ``est`` needs beyond the device, and the smallest board that fits."""
-    from .estimate import fit_problems
+    from ..hw.estimate import fit_problems
     problems = fit_problems(est.resources, spec.fit_totals)
     if not problems:
         return
@@ -156,16 +158,15 @@ def critical_path(tim: Path) -> dict | None:
 
 
 def _samples(model, count: int):
-    from .data import load_dataset
-    cfg = model.cfg
-    name = model.dataset or ("digits" if (cfg.input, cfg.channels, cfg.image_size) == ("image", 1, 8)
-                             else "synthetic")
-    data = load_dataset(name, cfg, "test", count=count)
+    from .samples import default_dataset
+    from ..frontend.data import load_dataset
+    name = default_dataset(model)
+    data = load_dataset(name, model.cfg, "test", count=count)
     return data.x[:count], f"{name}/test"
 
 
 def _energy(graph, x) -> dict:
-    from . import metrics
+    from ..ir import metrics
     rows, _ = metrics.layer_stats(graph, x)
     macs = sum(r.effective_ops for r in rows if r.kind == "MAC")
     acs = sum(r.effective_ops for r in rows if r.kind == "AC")
@@ -216,9 +217,13 @@ def run_build(args) -> tuple[dict, int]:
     from hdl.accelerator import Accelerator
     from hdl.uart_bridge import UartBridge
 
-    from . import checkpoint, estimate, golden
+    from ..frontend import checkpoint
+
+    from ..hw import estimate
+
+    from ..ir import golden
     from .lower import lower
-    from .plan import build_plan
+    from ..hw.plan import build_plan
 
     t_start = time.monotonic()
     spec = get_board(args.board)
@@ -284,7 +289,7 @@ def run_build(args) -> tuple[dict, int]:
     top = BoardTop(Accelerator(plan), spec, clock_mhz, lambda f: UartBridge(f, args.baud))
     try:
         result = board_build(top, spec, staging, progress=progress, seed=args.seed)
-    except UserError as exc:
+    except BoardError as exc:
         sim_thread.join()
         raise UserError(f"{exc} (the partial build is in {staging})") from None
     sim_thread.join()

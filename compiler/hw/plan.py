@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ir
-from .errors import UserError
+from .. import ir
+from ..errors import UserError
 
 DEFAULT_LANES = 16
 

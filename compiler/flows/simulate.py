@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from . import golden
-from .plan import Plan
+from ..ir import golden
+from ..hw.plan import Plan
 
 
 def first_difference(plan: Plan, hw: dict[str, np.ndarray], ref: dict[str, np.ndarray]):

@@ -18,11 +18,6 @@ def weight_range(bits: int) -> tuple[int, int]:
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
-def thresholds(levels: int) -> list[float]:
-    """Membrane thresholds of a D-level neuron: level k is reached at u >= (2k-1)/(2D)."""
-    return [(2 * k - 1) / (2 * levels) for k in range(1, levels + 1)]
-
-
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import golden, ir
+from . import golden
+from . import ops as ir
 
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9

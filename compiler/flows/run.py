@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 
 # ---------------------------------------------------------------- the build a board runs
@@ -58,7 +58,7 @@ def find_build_report(model_path: str, model_id: int, build: str | None) -> tupl
 # ---------------------------------------------------------------- run
 
 def _open(port: str, baud: int, timeout: float):
-    from .link import SerialPort
+    from ..host.link import SerialPort
     try:
         return SerialPort(port, baud, timeout=timeout)
     except ValueError as exc:
@@ -72,16 +72,19 @@ def run_inputs(args) -> tuple[dict, int]:
     """The ``run`` command: returns ``(report, exit status)``."""
     from tqdm import tqdm
 
-    from . import checkpoint, golden
-    from .cli import _load_samples
-    from .link import Driver, Link, LinkError
+    from ..frontend import checkpoint
+
+    from ..ir import golden
+    from .samples import load_samples
+    from ..host.link import Driver, Link, LinkError
     from .lower import lower
-    from .plan import build_plan
+    from ..hw.plan import build_plan
 
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     model = checkpoint.load(args.model)
-    x, y, source = _load_samples(args, model)
+    x, y, source = load_samples(model, inputs=args.inputs, labels=args.labels, dataset=args.dataset,
+                                split=args.split, count=args.count)
     plan = build_plan(lower(model))
     build_report, build_path = find_build_report(args.model, plan.model_id, args.build)
     clock = args.clock if args.clock is not None else (build_report or {}).get("clock_mhz")
