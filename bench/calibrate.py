@@ -13,8 +13,8 @@ the engines' own logic included, is the ``top`` kind, everything outside it the 
   cells, which the estimator adds from its memory list, 6 LUT sites each);
 - ``FF``: TRELLIS_FF cells.
 
-Per kind and resource, a non-negative least-squares fit (Lawson-Hanson, numpy only) over the candidate
-features of :data:`CANDIDATES` gives the constant and coefficients. The script prints
+Per kind and resource, a non-negative least-squares fit (Lawson-Hanson, ``scipy.optimize.nnls``) over the
+candidate features of :data:`CANDIDATES` gives the constant and coefficients. The script prints
 
 1. the fitted table in the exact form of ``_CORE_MODELS`` in ``compiler/estimate.py`` (paste it there to adopt
    it; this script edits nothing);
@@ -357,46 +357,16 @@ def rows_for(label: str, plan, modules: dict[str, collections.Counter]) -> list[
 
 # -- fitting --------------------------------------------------------------------------------------------------
 
-def nnls(A, b, max_iter: int | None = None) -> np.ndarray:
-    """``argmin ||A x - b||`` subject to ``x >= 0`` (Lawson and Hanson's active-set method; columns scaled to
-    unit norm for the solves and the tolerance)."""
+def nnls(A, b) -> np.ndarray:
+    """``argmin ||A x - b||`` subject to ``x >= 0``: :func:`scipy.optimize.nnls` (Lawson and Hanson's
+    active-set method) on ``A`` with its columns scaled to unit norm (the features range from 1 to thousands)."""
+    from scipy.optimize import nnls as scipy_nnls
+
     A = np.asarray(A, dtype=float)
     b = np.asarray(b, dtype=float)
-    m, n = A.shape
     scale = np.linalg.norm(A, axis=0)
     scale[scale == 0] = 1.0
-    As = A / scale
-    tol = 10 * np.finfo(float).eps * max(m, n) * max(1.0, np.abs(As).sum(0).max()) * max(1.0, np.linalg.norm(b))
-    x = np.zeros(n)
-    passive = np.zeros(n, dtype=bool)
-    skip = np.zeros(n, dtype=bool)          # columns that cannot enter (numerically dependent)
-    for _ in range(max_iter or 30 * n + 100):
-        w = As.T @ (b - As @ x)
-        free = ~passive & ~skip
-        if not free.any() or w[free].max() <= tol:
-            break
-        j = int(np.argmax(np.where(free, w, -np.inf)))
-        passive[j] = True
-        first = True
-        while True:
-            z = np.zeros(n)
-            z[passive] = np.linalg.lstsq(As[:, passive], b, rcond=None)[0]
-            if first and z[j] <= tol:           # the entering column does not help (rounding): leave it out
-                passive[j] = False
-                skip[j] = True
-                break
-            first = False
-            neg = passive & (z <= tol)
-            if not neg.any():
-                x = z
-                skip[:] = False
-                break
-            alpha = np.min(x[neg] / (x[neg] - z[neg]))
-            x = x + alpha * (z - x)
-            passive &= x > tol
-            x[~passive] = 0.0
-    else:
-        raise RuntimeError("nnls did not converge")
+    x, _ = scipy_nnls(A / scale, b, maxiter=30 * A.shape[1] + 100)
     return x / scale
 
 
