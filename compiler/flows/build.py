@@ -1,14 +1,22 @@
 """``python -m compiler build``: a model to a bitstream for an ECP5 board, with a report.
 
-Steps: load and lower the model, make the hardware plan (lanes given, the default, or ``auto``), estimate
-resources and cycles before synthesis (:mod:`compiler.estimate`) and refuse a model that does not fit the
-board, then generate the board top (PLL, accelerator, UART bridge, LEDs) and run Yosys, nextpnr-ecp5 and
-ecppack (:mod:`boards.build`) while the accelerator runs a few sample inputs in Verilator (cycles per
-inference from its hardware counter, and a bit-exactness check against the golden model). The bitstream,
-``report.json`` and ``report.md`` appear in the output folder only when everything has succeeded: the work
-happens in ``<out>.partial`` (kept, with its logs, when a step fails) and is renamed at the end.
+A build is a sequence of named steps over one :class:`BuildConfig`, each a function of a :class:`Build` (what
+the steps before it made) that fills in its own part, so that each can be called and tested on its own:
 
-``docs/build.md`` describes the report's fields.
+=============  ===========================================================================================
+``load``       check the board and the clock (cheap, first), load and lower the model, draw sample inputs
+``estimate``   the hardware plan (lanes given or ``auto``) and its pre-synthesis estimate; refuse a model
+               that does not fit the board, before anything is written
+``generate``   the board top (PLL, accelerator, UART bridge, LEDs) and the staging folder ``<out>.partial``
+``simulate``   the accelerator on the samples in Verilator: cycles per inference, bit-exactness
+``implement``  synthesis (Yosys), place and route (nextpnr-ecp5) and the bitstream (ecppack), by
+               :func:`boards.build.build`, each tool a step with its own time in the report
+``report``     ``report.json`` and ``report.md``; the staging folder replaces the output folder
+=============  ===========================================================================================
+
+:func:`run` runs them in order, ``simulate`` in a thread beside ``implement``. The bitstream and the
+reports appear in the output folder only when every step has succeeded: the work happens in
+``<out>.partial`` (kept, with its logs, when a step fails). ``docs/build.md`` describes the report's fields.
 """
 
 from __future__ import annotations
@@ -19,14 +27,28 @@ import shutil
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
+from boards import BOARDS, get_board
+from boards import build as board_flow
 from boards.errors import BoardError
+from boards.pll import pll_params
+from boards.spec import BoardSpec
+from boards.top import BoardTop
+from hdl.accelerator import Accelerator
+from hdl.uart import divisor
+from hdl.uart_bridge import UartBridge
+from sim import accelerator as sim_accelerator
 
 from ..errors import UserError
+from ..hw import estimate
+from ..hw.plan import Plan, build_plan
+from ..ir import golden, metrics
 
 #: The bundled model meets it at every placement seed tried (101.3, 100.2, 102.4 MHz at seeds 1-3;
 #: docs/build.md); the UART divisor at 3 Mbaud is 33 (1% fast).
@@ -36,7 +58,6 @@ DEFAULT_SAMPLES = 8
 SIM_DIR = "build/sim"
 
 def _boards_by_size():
-    from boards import BOARDS
     seen, specs = set(), []
     for name in sorted(BOARDS):
         spec = BOARDS[name]
@@ -50,8 +71,7 @@ def _boards_by_size():
 def smallest_fitting_board(resources: dict[str, int], like=None):
     """The listed board with the smallest device whose totals hold ``resources`` (a variant of the board
     ``like`` first, if one fits), or None."""
-    from ..hw.estimate import fit_problems
-    fitting = [spec for spec in _boards_by_size() if not fit_problems(resources, spec.fit_totals)]
+    fitting = [spec for spec in _boards_by_size() if not estimate.fit_problems(resources, spec.fit_totals)]
     same = [spec for spec in fitting if like is not None and spec.loader_board == like.loader_board]
     return (same or fitting or [None])[0]
 
@@ -61,8 +81,7 @@ _LABELS = {"DPR16X4": "distributed RAM (TRELLIS_DPR16X4, 16x4)"}
 
 def refuse_if_too_big(est, spec, lanes_hint: bool) -> None:
     """UserError naming every resource ``est`` needs beyond the device, and the smallest board that fits."""
-    from ..hw.estimate import fit_problems
-    problems = fit_problems(est.resources, spec.fit_totals)
+    problems = estimate.fit_problems(est.resources, spec.fit_totals)
     if not problems:
         return
     what = "; ".join(f"{_LABELS.get(name, name)}: needs {need:,}, the {spec.device} has {have:,}"
@@ -79,9 +98,6 @@ def refuse_if_too_big(est, spec, lanes_hint: bool) -> None:
 
 def check_clock(spec, clock_mhz: float, baud: int) -> tuple[float, int]:
     """``(core clock the PLL makes in MHz, UART divisor)``; UserError if the PLL or the UART cannot."""
-    from boards.pll import pll_params
-    from hdl.uart import divisor
-
     if not np.isfinite(clock_mhz) or clock_mhz <= 0:
         raise UserError(f"--clock must be a positive frequency in MHz, not {clock_mhz:g}")
     params = pll_params(spec.clock_mhz, clock_mhz)
@@ -157,16 +173,7 @@ def critical_path(tim: Path) -> dict | None:
             "to": cells[-1] if cells else None, "nets": nets[:40], "defined_in": where[:20]}
 
 
-def _samples(model, count: int):
-    from .samples import default_dataset
-    from ..frontend.data import load_dataset
-    name = default_dataset(model)
-    data = load_dataset(name, model.cfg, "test", count=count)
-    return data.x[:count], f"{name}/test"
-
-
 def _energy(graph, x) -> dict:
-    from ..ir import metrics
     rows, _ = metrics.layer_stats(graph, x)
     macs = sum(r.effective_ops for r in rows if r.kind == "MAC")
     acs = sum(r.effective_ops for r in rows if r.kind == "AC")
@@ -209,32 +216,90 @@ def _relative_error(estimated: float, measured: float) -> float | None:
     return None if not measured else (estimated - measured) / measured
 
 
-def run_build(args) -> tuple[dict, int]:
-    """The ``build`` command: returns ``(report, exit status)``."""
-    from boards import get_board
-    from boards.build import build as board_build, stderr_progress
-    from boards.top import BoardTop
-    from hdl.accelerator import Accelerator
-    from hdl.uart_bridge import UartBridge
+# ---------------------------------------------------------------- one configuration, named steps
 
-    from ..frontend import checkpoint
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything a build is asked to do; the steps read nothing else.
 
-    from ..hw import estimate
+    ``lanes`` None is ``auto`` (the largest lane count whose estimate fits the board with room to route);
+    ``out`` None is ``build/<model file stem>-<board>``; ``progress`` shows each step on stderr."""
 
-    from ..ir import golden
+    model: Path
+    board: str
+    out: Path | None = None
+    lanes: int | None = None
+    clock_mhz: float = DEFAULT_CLOCK_MHZ
+    baud: int = DEFAULT_BAUD
+    seed: int = 1
+    samples: int = DEFAULT_SAMPLES
+    progress: bool = False
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("build") / f"{Path(self.model).stem}-{self.board}"
+
+    @property
+    def staging(self) -> Path:
+        return self.out_dir.with_name(self.out_dir.name + ".partial")
+
+
+@dataclass
+class Build:
+    """What the steps of one build have made so far; each step fills in its own fields."""
+
+    config: BuildConfig
+    started: float = field(default_factory=time.monotonic)
+    seconds: dict[str, float] = field(default_factory=dict)
+    # load
+    spec: BoardSpec | None = None
+    clock_mhz: float | None = None
+    uart_divisor: int | None = None
+    model: Any = None
+    graph: Any = None
+    x: np.ndarray | None = None
+    samples_from: str | None = None
+    # estimate
+    plan: Plan | None = None
+    estimate: estimate.Estimate | None = None
+    lanes_note: str | None = None
+    # generate
+    top: BoardTop | None = None
+    # simulate
+    sim: Any = None
+    # implement
+    result: board_flow.BuildResult | None = None
+    # report
+    report: dict | None = None
+
+    def say(self, text: str) -> None:
+        if self.config.progress:
+            sys.stderr.write(text + "\n")
+
+
+def step_load(b: Build) -> None:
+    """The board and the clock first (cheap checks), then the model, lowered, and its sample inputs."""
+    from ..frontend import checkpoint                # deferred: torch takes seconds to import
+    from ..frontend.data import load_dataset
     from .lower import lower
-    from ..hw.plan import build_plan
+    from .samples import default_dataset
 
-    t_start = time.monotonic()
-    spec = get_board(args.board)
-    clock_mhz, div = check_clock(spec, args.clock, args.baud)
-    model = checkpoint.load(args.model)
-    graph = lower(model)
-    x, source = _samples(model, args.samples)
+    cfg = b.config
+    b.spec = get_board(cfg.board)
+    b.clock_mhz, b.uart_divisor = check_clock(b.spec, cfg.clock_mhz, cfg.baud)
+    b.model = checkpoint.load(cfg.model)
+    b.graph = lower(b.model)
+    name = default_dataset(b.model)
+    b.x = load_dataset(name, b.model.cfg, "test", count=cfg.samples).x[:cfg.samples]
+    b.samples_from = f"{name}/test"
 
-    totals = spec.fit_totals
+
+def step_estimate(b: Build) -> None:
+    """The plan at the given or the automatic lane count, and its estimate; UserError if it cannot fit."""
+    cfg, spec, graph = b.config, b.spec, b.graph
     t0 = time.monotonic()
-    if args.lanes == "auto":
+    totals = spec.fit_totals
+    if cfg.lanes is None:
         lanes, tried = estimate.auto_lanes(graph, totals, lambda p: build_plan(graph, lanes=p))
         margin = f"distributed RAM within {estimate.ROUTABLE_DPR_FRACTION:.0%} of the device's"
         if not lanes:
@@ -243,71 +308,111 @@ def run_build(args) -> tuple[dict, int]:
                 refuse_if_too_big(tried[-1][1], spec, lanes_hint=False)
             lanes = within[0][0]
             margin = f"none with {margin}, so routing may take long"
-        plan = build_plan(graph, lanes=lanes)
-        lanes_note = (f"auto: the largest lane count dividing the width {graph.ops[0].weight.shape[0]} whose "
-                      f"estimate fits the {spec.device} ({margin}; tried {', '.join(str(p) for p, _ in tried)}); "
-                      f"no Fmax model, so not chosen for the clock")
+        b.plan = build_plan(graph, lanes=lanes)
+        b.lanes_note = (f"auto: the largest lane count dividing the width {graph.ops[0].weight.shape[0]} whose "
+                        f"estimate fits the {spec.device} ({margin}; tried {', '.join(str(p) for p, _ in tried)}); "
+                        f"no Fmax model, so not chosen for the clock")
     else:
-        plan = build_plan(graph, lanes=args.lanes)
-        lanes_note = "given"
-    est = estimate.estimate(plan, x)
-    estimate_seconds = time.monotonic() - t0
-    refuse_if_too_big(est, spec, lanes_hint=plan.lanes > 1 and args.lanes != "auto")
+        b.plan = build_plan(graph, lanes=cfg.lanes)
+        b.lanes_note = "given"
+    b.estimate = estimate.estimate(b.plan, b.x)
+    b.seconds["estimate"] = time.monotonic() - t0
+    refuse_if_too_big(b.estimate, spec, lanes_hint=b.plan.lanes > 1 and cfg.lanes is not None)
 
-    out = Path(args.out) if args.out else Path("build") / f"{Path(args.model).stem}-{args.board}"
+
+def step_generate(b: Build) -> None:
+    """An empty staging folder ``<out>.partial`` and the board top: PLL, accelerator, UART bridge, LEDs."""
+    out, staging = b.config.out_dir, b.config.staging
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
-    staging = out.with_name(out.name + ".partial")
     try:
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
     except OSError as exc:
         raise UserError(f"cannot create {staging}: {exc.strerror or exc}") from None
+    baud = b.config.baud
+    b.top = BoardTop(Accelerator(b.plan), b.spec, b.clock_mhz, lambda f: UartBridge(f, baud))
 
-    show = sys.stderr.isatty() or getattr(args, "progress", False)
-    progress = stderr_progress if (show or not args.json) else None
-    if progress:
-        sys.stderr.write(f"building {plan.lanes}-lane accelerator for the {spec.name} ({spec.device}) at "
-                         f"{clock_mhz:g} MHz in {staging}\n")
 
-    # the simulation (cycles per inference, bit-exactness) runs beside the FPGA tools
-    sim_box: dict = {}
-    sim_dir = Path(SIM_DIR).resolve()          # the thread must not depend on the working folder
+def step_simulate(b: Build) -> None:
+    """The accelerator on the samples in Verilator (cycles per inference from its hardware counter)."""
+    t = time.monotonic()
+    try:
+        b.sim = sim_accelerator.simulate(b.plan, b.x, simulator="verilator", build_dir=Path(SIM_DIR).resolve())
+    finally:
+        b.seconds["simulation"] = time.monotonic() - t
+
+
+def step_implement(b: Build) -> None:
+    """Synthesis, place and route, bitstream, in the staging folder (each tool's time in ``b.seconds``)."""
+    progress = board_flow.stderr_progress if b.config.progress else None
+    try:
+        b.result = board_flow.build(b.top, b.spec, b.config.staging, progress=progress, seed=b.config.seed)
+    except BoardError as exc:
+        raise BoardError(f"{exc} (the partial build is in {b.config.staging})") from None
+    b.seconds.update(b.result.seconds)
+
+
+def step_report(b: Build) -> None:
+    """``report.json`` and ``report.md`` in the staging folder, which then replaces the output folder."""
+    b.seconds["total"] = time.monotonic() - b.started
+    b.report = make_report(b)
+    staging = b.config.staging
+    _write_atomic(staging / "report.json", json.dumps(b.report, indent=2) + "\n")
+    _write_atomic(staging / "report.md", report_markdown(b.report))
+    _swap_into_place(staging, b.config.out_dir)
+    b.report["out"] = str(b.config.out_dir)
+
+
+#: The steps in order; ``run`` overlaps ``simulate`` with ``implement``.
+STEPS: dict[str, Callable[[Build], None]] = {
+    "load": step_load, "estimate": step_estimate, "generate": step_generate, "simulate": step_simulate,
+    "implement": step_implement, "report": step_report,
+}
+
+
+def run(config: BuildConfig) -> tuple[dict, int]:
+    """Every step of a build; ``(report, exit status)``: 0, or 1 when the simulation is not bit-exact."""
+    b = Build(config)
+    step_load(b)
+    step_estimate(b)
+    step_generate(b)
+    b.say(f"building {b.plan.lanes}-lane accelerator for the {b.spec.name} ({b.spec.device}) at "
+          f"{b.clock_mhz:g} MHz in {config.staging}")
+    failure: list[BaseException] = []
 
     def simulate():
-        from sim.accelerator import simulate as sim_run
-        t = time.monotonic()
         try:
-            sim_box["result"] = sim_run(plan, x, simulator="verilator", build_dir=sim_dir)
-        except BaseException as exc:           # reported after the build
-            sim_box["error"] = exc
-        sim_box["seconds"] = time.monotonic() - t
+            step_simulate(b)
+        except BaseException as exc:           # reported after the implementation
+            failure.append(exc)
 
     sim_thread = threading.Thread(target=simulate, name="simulate", daemon=True)
     sim_thread.start()
-    top = BoardTop(Accelerator(plan), spec, clock_mhz, lambda f: UartBridge(f, args.baud))
     try:
-        result = board_build(top, spec, staging, progress=progress, seed=args.seed)
-    except BoardError as exc:
+        step_implement(b)
+    finally:
         sim_thread.join()
-        raise UserError(f"{exc} (the partial build is in {staging})") from None
-    sim_thread.join()
-    if "error" in sim_box:
-        exc = sim_box["error"]
-        lines = str(exc).strip().splitlines() or [repr(exc)]
+    if failure:
+        lines = str(failure[0]).strip().splitlines() or [repr(failure[0])]
         raise UserError(f"simulation failed: {lines[0]}" + (f" ... {lines[-1]}" if len(lines) > 1 else ""))
-    if progress:
-        sys.stderr.write(f"simulation: done in {sim_box['seconds']:.1f} s\n")
-    sim = sim_box["result"]
+    b.say(f"simulation: done in {b.seconds['simulation']:.1f} s")
+    step_report(b)
+    return b.report, (0 if b.report["simulation"]["mismatches"] == 0 else 1)
 
-    ref = golden.run(plan.graph, x)[0]
+
+def make_report(b: Build) -> dict:
+    """The build's report (``docs/build.md`` describes its fields) from what the steps made."""
+    cfg, plan, spec, est, result, sim = b.config, b.plan, b.spec, b.estimate, b.result, b.sim
+    staging = cfg.staging
+    ref = golden.run(plan.graph, b.x)[0]
     mismatches = int((sim.logits != ref).any(axis=1).sum())
     cycles = sim.cycles.astype(float)
     synops = sim.synops.astype(float)
     cyc = float(cycles.mean())
     fmax = result.fmax_mhz
-    target = clock_mhz
+    target = b.clock_mhz
     used = min(fmax, target)
     which = "the target clock, met" if fmax >= target else "Fmax: the target clock is not met"
     ops_per_cycle = float(synops.mean() / cyc)
@@ -320,20 +425,20 @@ def run_build(args) -> tuple[dict, int]:
     ramw = _nextpnr_cells(staging / "top.report.json", "TRELLIS_RAMW")
     if ramw is not None:
         est_err["DPR16X4"] = _relative_error(est.resources["DPR16X4"], ramw[0])
-    seconds = {"estimate": estimate_seconds, **result.seconds, "simulation": sim_box["seconds"],
-               "total": time.monotonic() - t_start}
-    report = {
-        "model": str(args.model),
+    totals = spec.fit_totals
+    pll = b.top.pll
+    return {
+        "model": str(cfg.model),
         "model_id": f"{plan.model_id:08x}",
         "board": spec.name,
         "device": spec.device,
         "package": spec.package,
         "speed_grade": spec.speed,
         "lanes": plan.lanes,
-        "lanes_choice": lanes_note,
+        "lanes_choice": b.lanes_note,
         "schedule": "dense" if plan.dense else "event-driven",
         "clock_mhz": target,
-        "clock_requested_mhz": float(args.clock),
+        "clock_requested_mhz": float(cfg.clock_mhz),
         "fmax_mhz": fmax,
         "timing_met": fmax >= target,
         "clock_used_mhz": used,
@@ -348,8 +453,8 @@ def run_build(args) -> tuple[dict, int]:
         "latency_us": cyc / used,
         "inferences_per_second": used * 1e6 / cyc,
         "latency_us_at_fmax": cyc / fmax,
-        "samples": int(len(x)),
-        "samples_from": source,
+        "samples": int(len(b.x)),
+        "samples_from": b.samples_from,
         "synaptic_ops": float(synops.mean()),
         "spike_events": float(sim.events.mean()),
         "ops_per_cycle": ops_per_cycle,
@@ -358,27 +463,23 @@ def run_build(args) -> tuple[dict, int]:
         "synaptic_ops_per_second": achieved,
         "ceiling_ops_per_second": ceiling,
         "fraction_of_ceiling": achieved / ceiling,
-        "energy_estimate": _energy(graph, x),
-        "simulation": {"simulator": "verilator", "samples": int(len(x)), "mismatches": mismatches,
+        "energy_estimate": _energy(b.graph, b.x),
+        "simulation": {"simulator": "verilator", "samples": int(len(b.x)), "mismatches": mismatches,
                        "bit_exact": mismatches == 0},
         "estimate": {**est.to_dict(),
                      "relative_error": est_err,
                      "cycles_relative_error": _relative_error(est.cycles_per_inference, cyc)},
-        "uart": {"baud": args.baud, "divisor": div,
-                 "rate_error_percent": round(100 * abs(clock_mhz * 1e6 / div - args.baud) / args.baud, 3)},
-        "pll": {"clki_div": top.pll.clki_div, "clkfb_div": top.pll.clkfb_div, "clkop_div": top.pll.clkop_div,
-                "vco_mhz": top.pll.f_vco_mhz},
+        "uart": {"baud": cfg.baud, "divisor": b.uart_divisor,
+                 "rate_error_percent": round(100 * abs(b.clock_mhz * 1e6 / b.uart_divisor - cfg.baud) / cfg.baud,
+                                             3)},
+        "pll": {"clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div, "clkop_div": pll.clkop_div,
+                "vco_mhz": pll.f_vco_mhz},
         "critical_path": critical_path(staging / "top.tim"),
         "bitstream": result.bitstream.name,
-        "seed": args.seed,
+        "seed": cfg.seed,
         "tools": _tool_versions(staging),
-        "seconds": seconds,
+        "seconds": {name: b.seconds[name] for name in ("estimate", *result.seconds, "simulation", "total")},
     }
-    _write_atomic(staging / "report.json", json.dumps(report, indent=2) + "\n")
-    _write_atomic(staging / "report.md", report_markdown(report))
-    _swap_into_place(staging, out)
-    report["out"] = str(out)
-    return report, (0 if mismatches == 0 else 1)
 
 
 def _fmt_err(e) -> str:
