@@ -12,10 +12,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from boards.errors import BoardError
 
 from .errors import UserError
+from .flows import build, run, simulate
+from .frontend.config import ATTENTION_KINDS, INPUT_KINDS, ModelConfig
+from .hw.plan import build_plan
+from .ir import golden, metrics
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,8 +75,6 @@ def _given(value, default):
 
 
 def _config_from_args(args):
-    from .frontend.config import ModelConfig
-
     if args.dataset == "digits":
         for flag, value, fixed in (("--image-size", args.image_size, 8), ("--channels", args.channels, 1),
                                    ("--classes", args.classes, 10), ("--input", args.input, "image")):
@@ -85,7 +88,7 @@ def _config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from .frontend import checkpoint
+    from .frontend import checkpoint                 # deferred (torch takes seconds to import), as below
     from .frontend.data import load_dataset
     from .frontend.train import predict, train
 
@@ -122,7 +125,7 @@ def _add_input_args(p: argparse.ArgumentParser, default_count: int | None) -> No
 
 def _load_samples(args, model):
     """-> (x, y or None, description) from --inputs/--labels or a dataset split."""
-    from .flows.samples import load_samples        # deferred: imports the frontend (torch)
+    from .flows.samples import load_samples         # deferred: the frontend imports torch (seconds)
 
     return load_samples(model, inputs=args.inputs, labels=args.labels, dataset=args.dataset, split=args.split,
                         count=args.count)
@@ -131,9 +134,8 @@ def _load_samples(args, model):
 # ---------------------------------------------------------------- inspect
 
 def cmd_inspect(args) -> int:
-    from .frontend import checkpoint
-    from .ir import metrics
     from .flows.lower import lower
+    from .frontend import checkpoint
 
     model = checkpoint.load(args.model)
     x, _, source = _load_samples(args, model)
@@ -169,12 +171,8 @@ def _print_inspect(r: dict) -> None:
 # ---------------------------------------------------------------- evaluate
 
 def cmd_evaluate(args) -> int:
-    from tqdm import tqdm
-
-    from .frontend import checkpoint
-
-    from .ir import golden
     from .flows.lower import lower
+    from .frontend import checkpoint
     from .frontend.train import predict
 
     model = checkpoint.load(args.model)
@@ -209,19 +207,17 @@ def _print_evaluate(r: dict) -> None:
 # ---------------------------------------------------------------- simulate
 
 def cmd_simulate(args) -> int:
-    from .frontend import checkpoint
-    from .flows import simulate as sim
     from .flows.lower import lower
-    from .hw.plan import build_plan
+    from .frontend import checkpoint
 
     model = checkpoint.load(args.model)
     x, _, _ = _load_samples(args, model)
     plan = build_plan(lower(model), lanes=args.lanes, dense=args.dense)
     show = not args.json and sys.stderr.isatty() or args.progress
-    report = sim.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
+    report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
                      show_progress=show)
     report["model"] = str(args.model)
-    _emit(report, args.json, sim.print_report)
+    _emit(report, args.json, simulate.print_report)
     return 0 if report["mismatches"] == 0 else 1
 
 
@@ -232,8 +228,6 @@ def _lanes_or_auto(text: str):
 
 
 def cmd_build(args) -> int:
-    from .flows import build
-
     config = build.BuildConfig(
         model=Path(args.model), board=args.board, out=Path(args.out) if args.out else None,
         lanes=None if args.lanes == "auto" else args.lanes, clock_mhz=args.clock, baud=args.baud, seed=args.seed,
@@ -244,14 +238,10 @@ def cmd_build(args) -> int:
 
 
 def cmd_flash(args) -> int:
-    from .flows.run import flash_target
-
-    return flash_target(args)
+    return run.flash_target(args)
 
 
 def cmd_run(args) -> int:
-    from .flows import run
-
     report, status = run.run_inputs(args)
     _emit(report, args.json, run.print_run)
     return status
@@ -261,8 +251,6 @@ def cmd_run(args) -> int:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from .frontend.config import ATTENTION_KINDS, INPUT_KINDS, ModelConfig
-
     d = ModelConfig()
     parser = _Parser(prog="python -m compiler",
                      description="Compile quantized spike-driven Transformers (QSD-Transformer style) to FPGA "
@@ -333,7 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     s.set_defaults(func=cmd_simulate)
 
-    from .flows.build import DEFAULT_BAUD, DEFAULT_CLOCK_MHZ, DEFAULT_SAMPLES
     b = sub.add_parser("build", help="make a bitstream for a board, with a report (resources, Fmax, latency)",
                        description="Lower the model to the accelerator, estimate its resources and refuse it before "
                                    "synthesis if it cannot fit the board, then synthesize, place and route it with "
@@ -347,14 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--lanes", type=_lanes_or_auto, default="auto",
                    help="lanes P (a divisor of the model width), or auto: the largest that the estimate says "
                         "fits the board with room to route (default: auto)")
-    b.add_argument("--clock", type=_clock, default=DEFAULT_CLOCK_MHZ,
-                   help=f"core clock in MHz; the PLL makes the nearest it can (default: {DEFAULT_CLOCK_MHZ:g})")
-    b.add_argument("--baud", type=_baud, default=DEFAULT_BAUD,
+    b.add_argument("--clock", type=_clock, default=build.DEFAULT_CLOCK_MHZ,
+                   help=f"core clock in MHz; the PLL makes the nearest it can (default: {build.DEFAULT_CLOCK_MHZ:g})")
+    b.add_argument("--baud", type=_baud, default=build.DEFAULT_BAUD,
                    help=f"UART bit rate; the clock must hold a whole number of bit periods to within 2.5%% "
-                        f"(default: {DEFAULT_BAUD})")
+                        f"(default: {build.DEFAULT_BAUD})")
     b.add_argument("--seed", type=_positive_int, default=1, help="nextpnr's placement seed (default: 1)")
-    b.add_argument("--samples", type=_at_least_one, default=DEFAULT_SAMPLES,
-                   help=f"test inputs simulated for cycles per inference (default: {DEFAULT_SAMPLES})")
+    b.add_argument("--samples", type=_at_least_one, default=build.DEFAULT_SAMPLES,
+                   help=f"test inputs simulated for cycles per inference (default: {build.DEFAULT_SAMPLES})")
     b.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     b.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     b.set_defaults(func=cmd_build)
@@ -377,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model. Exit status 1 on any difference.")
     _add_input_args(r, default_count=None)
     r.add_argument("--port", required=True, help="the board's serial port (/dev/ttyUSB0), or a simulated board's pty")
-    r.add_argument("--baud", type=_baud, default=DEFAULT_BAUD, help=f"bit rate (default: {DEFAULT_BAUD})")
+    r.add_argument("--baud", type=_baud, default=build.DEFAULT_BAUD, help=f"bit rate (default: {build.DEFAULT_BAUD})")
     r.add_argument("--timeout", type=_seconds, default=2.0,
                    help="seconds to wait for each answer before retrying (default: 2)")
     r.add_argument("--build", metavar="DIR", help="the build folder of the bitstream, for its clock (default: the "

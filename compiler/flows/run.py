@@ -18,8 +18,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
+from boards import get_board
+from boards.flash import find_openfpgaloader, flash, flash_command
 
 from ..errors import UserError
+from ..host.link import Driver, Link, LinkError, SerialPort
+from ..hw.plan import build_plan
+from ..ir import golden
 
 
 # ---------------------------------------------------------------- the build a board runs
@@ -58,7 +65,6 @@ def find_build_report(model_path: str, model_id: int, build: str | None) -> tupl
 # ---------------------------------------------------------------- run
 
 def _open(port: str, baud: int, timeout: float):
-    from ..host.link import SerialPort
     try:
         return SerialPort(port, baud, timeout=timeout)
     except ValueError as exc:
@@ -70,15 +76,9 @@ def _open(port: str, baud: int, timeout: float):
 
 def run_inputs(args) -> tuple[dict, int]:
     """The ``run`` command: returns ``(report, exit status)``."""
-    from tqdm import tqdm
-
-    from ..frontend import checkpoint
-
-    from ..ir import golden
-    from .samples import load_samples
-    from ..host.link import Driver, Link, LinkError
+    from ..frontend import checkpoint                # deferred: torch takes seconds to import
     from .lower import lower
-    from ..hw.plan import build_plan
+    from .samples import load_samples
 
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
@@ -190,7 +190,6 @@ def print_run(r: dict) -> None:
 
 def resolve_bitstream(target: str, board: str | None):
     """``(bitstream path, board spec)`` from a build folder (its report names the board) or a .bit file."""
-    from boards import get_board
 
     path = Path(target)
     report_board = None
@@ -231,7 +230,6 @@ def resolve_bitstream(target: str, board: str | None):
 
 
 def flash_target(args) -> int:
-    from boards.flash import find_openfpgaloader, flash, flash_command
 
     bit, spec = resolve_bitstream(args.target, args.board)
     if args.dry_run:

@@ -7,9 +7,12 @@ import sys
 import time
 
 import numpy as np
+from tqdm import tqdm
 
-from ..ir import golden
+from sim.accelerator import simulate
+
 from ..hw.plan import Plan
+from ..ir import golden
 
 
 def first_difference(plan: Plan, hw: dict[str, np.ndarray], ref: dict[str, np.ndarray]):
@@ -27,10 +30,6 @@ def first_difference(plan: Plan, hw: dict[str, np.ndarray], ref: dict[str, np.nd
 
 
 def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: str, show_progress: bool) -> dict:
-    from tqdm import tqdm
-
-    from sim.accelerator import simulate
-
     if show_progress:
         sys.stderr.write(f"building the {simulator} model of the accelerator ({plan.lanes} lanes)...\n")
     bar = tqdm(total=len(x), desc="simulate", unit="sample", disable=not show_progress, leave=False)

@@ -24,7 +24,7 @@ class Split:
 
 def digits(split: str) -> Split:
     """The 1,797 UCI digits (pixels 0..16 scaled to 0..255), split 1,347 / 450 with a fixed seed."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits        # deferred: scikit-learn takes a second to import
     from sklearn.model_selection import train_test_split
 
     data = load_digits()
