@@ -15,14 +15,16 @@ What a build writes in ``out_dir``
 ``top.il`` (the design), ``top.ys``, ``top.lpf``, ``build_top.sh``/``.json`` (Amaranth's script: the same
 commands with the plain tool names), ``top.json`` (netlist), ``top.config``, ``top.bit`` (SRAM/flash
 bitstream), ``top.svf``; the logs ``top.rpt`` (Yosys), ``top.tim`` (nextpnr, with "Device utilisation" and
-"Max frequency" lines), ``top.report.json`` (nextpnr's report, parsed into :class:`BuildResult`), and the
-console output of each step, ``synthesis.log``, ``place_and_route.log``, ``bitstream.log``.
+"Max frequency" lines), ``top.report.json`` (nextpnr's report, parsed into :class:`BuildResult`: resources,
+Fmax and the core clock's critical path), and the console output of each step, ``synthesis.log``,
+``place_and_route.log``, ``bitstream.log``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +39,8 @@ from .errors import BoardError
 
 from .spec import BoardSpec
 
-__all__ = ["HIDE_ARRAY_NAMES", "PLACER_OPTIONS", "STEPS", "Usage", "BuildResult", "build", "find_tool", "stderr_progress"]
+__all__ = ["HIDE_ARRAY_NAMES", "PLACER_OPTIONS", "STEPS", "Usage", "BuildResult", "build", "find_tool",
+           "report_critical_path", "stderr_progress"]
 
 # yosys 0.70's abc9 step asserts when an ArrayLayout element wire ("x.levels[3]") collides with the name yosys
 # gives a single bit of "x.levels"; hiding those names after reading the design avoids it (as bench/synth.py).
@@ -89,6 +92,9 @@ class BuildResult:
         The wall time of each step of :data:`STEPS`.
     out_dir : Path
         Where the build wrote its files and logs.
+    critical_path : dict or None
+        The core clock's critical path from nextpnr's report (:func:`report_critical_path`): ``delay_ns``,
+        ``summary``, ``from``, ``to``, ``nets`` and ``defined_in``; None if the report has none.
     """
 
     bitstream: Path
@@ -97,6 +103,7 @@ class BuildResult:
     resources: dict[str, Usage]
     seconds: dict[str, float]
     out_dir: Path
+    critical_path: dict | None = None
 
     @property
     def timing_met(self) -> bool:
@@ -174,8 +181,10 @@ def _run(argv: list[str], step: str, out_dir: Path, log: Path, full_log: Path | 
     return elapsed
 
 
-def _read_report(path: Path, spec: BoardSpec) -> tuple[float, float, dict[str, Usage]]:
-    """``(fmax, target, resources)`` of the core clock from nextpnr's ``--report`` file."""
+def _read_report(path: Path, spec: BoardSpec, netlist: Path | None = None
+                 ) -> tuple[float, float, dict[str, Usage], dict | None]:
+    """``(fmax, target, resources, critical path)`` of the core clock from nextpnr's ``--report`` file (and,
+    for a report without source locations, the synthesized ``netlist``)."""
     report = json.loads(path.read_text())
     util = report.get("utilization", {})
     resources = {name: Usage(int(util.get(cell, {}).get("used", 0)),
@@ -183,10 +192,83 @@ def _read_report(path: Path, spec: BoardSpec) -> tuple[float, float, dict[str, U
                  for name, cell in _CELLS.items()}
     clocks = report.get("fmax", {})
     # Amaranth names the sync domain's clock net "clk"; nextpnr reports the global net driving it
-    sync = [clock for net, clock in clocks.items() if net.removeprefix("$glbnet$") == "clk"]
+    sync = [net for net in clocks if net.removeprefix("$glbnet$") == "clk"]
     if len(sync) != 1:
         raise BoardError(f"nextpnr's report has no single core clock among {sorted(clocks)} ({path})")
-    return float(sync[0]["achieved"]), float(sync[0]["constraint"]), resources
+    clock = clocks[sync[0]]
+    return (float(clock["achieved"]), float(clock["constraint"]), resources,
+            report_critical_path(report, sync[0], netlist))
+
+
+def report_critical_path(report: dict, clock: str, netlist: str | Path | None = None) -> dict | None:
+    """The critical path of ``clock`` (a name of the report's ``fmax``, e.g. ``$glbnet$clk``) to itself, from
+    nextpnr's ``--report`` JSON (``report``, parsed), or None if the report has none.
+
+    nextpnr's ``critical_paths`` holds one entry per clock (``{"from": "posedge $glbnet$clk", "to": ...,
+    "path": [segment, ...]}``, then the cross-domain ones); a segment is ``{"type", "delay", "from": {"cell",
+    "port", "loc"}, "to": {...}}``, and a ``routing`` one adds ``net`` and the net's ``sources`` (its ``src``
+    attribute split at ``|``, when the nextpnr writes them: the pinned one does). The result:
+
+    - ``delay_ns``: the segments' summed delay (to the picosecond, nextpnr's unit for the ECP5), and
+      ``summary``: ``"x ns logic, y ns routing"`` (routing: the ``routing`` segments; logic: the others), as
+      nextpnr's log prints it;
+    - ``from``, ``to``: ``cell.port`` of the path's start (the launching flip-flop's output) and end (the
+      capturing one's input);
+    - ``nets``: the routed nets in order (up to 40);
+    - ``defined_in``: the distinct source locations of this project's ``hdl/`` package among those nets'
+      sources (up to 20), as ``hdl/<file>:<line>``. A report without ``sources`` takes them from the ``src``
+      attributes of the nets' wires in the synthesized ``netlist`` (Yosys's JSON, ``top.json``), if given.
+    """
+    entries = [e for e in report.get("critical_paths", [])
+               if e.get("from") == f"posedge {clock}" and e.get("to") == f"posedge {clock}" and e.get("path")]
+    if not entries:
+        return None
+    path = entries[0]["path"]
+    routed = [seg for seg in path if seg.get("type") == "routing"]
+    total = sum(float(seg["delay"]) for seg in path)
+    routing = sum(float(seg["delay"]) for seg in routed)
+    wires = None
+    where: list[str] = []
+    for seg in routed:
+        if "sources" in seg:
+            sources = seg["sources"]
+        else:
+            if wires is None:
+                wires = _netlist_wires(netlist)
+            net = seg["net"]
+            src = wires.get(net, wires.get(re.sub(r"\[\d+\]$", "", net), ""))
+            sources = src.split("|") if src else []
+        for src in sources:
+            here = _hdl_location(src)
+            if here is not None and here not in where:
+                where.append(here)
+
+    def pin(end: dict) -> str:
+        return f"{end['cell']}.{end['port']}"
+
+    return {"delay_ns": round(total, 3), "summary": f"{total - routing:.2f} ns logic, {routing:.2f} ns routing",
+            "from": pin(path[0]["from"]), "to": pin(path[-1]["to"]), "nets": [seg["net"] for seg in routed][:40],
+            "defined_in": where[:20]}
+
+
+def _hdl_location(src: str) -> str | None:
+    """``hdl/<file>:<line>`` of a source location in this project's ``hdl/`` package (not Amaranth's
+    ``amaranth/hdl/``), else None."""
+    head, sep, rest = ("/" + src.replace("\\", "/")).rpartition("/hdl/")
+    if not sep or head.endswith("/amaranth"):
+        return None
+    return "hdl/" + rest
+
+
+def _netlist_wires(netlist: str | Path | None) -> dict[str, str]:
+    """The ``src`` attribute of each wire of the top module of Yosys's JSON netlist; {} without one."""
+    if netlist is None or not Path(netlist).exists():
+        return {}
+    modules = json.loads(Path(netlist).read_text()).get("modules", {})
+    top = next((m for m in modules.values() if int(str(m.get("attributes", {}).get("top", "0")), 2)), None)
+    if top is None:
+        return {}
+    return {name: wire.get("attributes", {}).get("src", "") for name, wire in top.get("netnames", {}).items()}
 
 
 def _write_files(plan, out_dir: Path) -> None:
@@ -250,9 +332,9 @@ def build(top: Elaboratable, spec: BoardSpec, out_dir: str | Path, *, name: str 
         log = out_dir / f"{step.replace(' ', '_')}.log"
         seconds[step] = _run(argv, step, out_dir, log, full_logs.get(argv[0]), deadline, progress)
         if argv[0] == "nextpnr-ecp5":
-            fmax, target, resources = _read_report(report, spec)
+            fmax, target, resources, path = _read_report(report, spec, out_dir / f"{name}.json")
             if fmax < target and not allow_timing_fail:
                 raise BoardError(f"timing not met: the core clock reaches {fmax:.1f} MHz, below its "
                                 f"{target:.1f} MHz target; choose a lower clock (log: {full_logs[argv[0]]})")
     return BuildResult(bitstream=out_dir / f"{name}.bit", fmax_mhz=fmax, target_mhz=target, resources=resources,
-                       seconds=seconds, out_dir=out_dir)
+                       seconds=seconds, out_dir=out_dir, critical_path=path)

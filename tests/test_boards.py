@@ -14,7 +14,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from boards import BOARDS, get_board
-from boards.build import STEPS, build, find_tool
+from boards.build import STEPS, build, find_tool, report_critical_path
 from boards.flash import find_openfpgaloader, flash, flash_command
 from boards.pll import OUTPUT_MHZ, PFD_MHZ, VCO_MHZ, pll_params
 from boards.spec import RESOURCE_NAMES
@@ -244,6 +244,91 @@ def test_build_timeout(tmp_path, monkeypatch):
     with pytest.raises(BoardError, match="synthesis did not finish within the build's time limit"):
         build(BoardTop(CounterCore(), get_board("ulx3s"), 100, ProbeLink), get_board("ulx3s"), tmp_path / "out",
               progress=None, timeout=0.5)
+
+
+# nextpnr-ecp5 0.11's --report, as it writes a path (abridged from a real build of this counter at 200 MHz: a
+# clock-to-clock path of the core clock, then the cross-domain ones); "sources" is each net's src attribute
+def _segment(kind, delay, cell, port, to_cell=None, to_port=None, net=None, sources=None):
+    seg = {"type": kind, "delay": delay, "from": {"cell": cell, "port": port, "loc": [3, 35]},
+           "to": {"cell": to_cell or cell, "port": to_port or port, "loc": [3, 36]}}
+    if kind == "routing":
+        seg["net"] = net
+        if sources is not None:
+            seg["sources"] = sources
+    return seg
+
+
+def _report(with_sources=True):
+    def src(*s):
+        return list(s) if with_sources else None
+
+    clk_path = [
+        _segment("clk-to-q", 0.5249999761581421, "core.count_TRELLIS_FF_Q", "Q"),
+        _segment("routing", 1.593000054359436, "core.count_TRELLIS_FF_Q", "Q", "core.add_CCU2C_S0", "A",
+                 net="core.count[7]",
+                 sources=src("/work/main/hdl/counter.py:31", "/share/lattice/cells_map_trellis.v:108.23-108.24")),
+        _segment("logic", 0.44699999690055847, "core.add_CCU2C_S0", "A", "core.add_CCU2C_S0", "F"),
+        _segment("routing", 1.2569999694824219, "core.add_CCU2C_S0", "F", "core.x_LUT4_Z", "B",
+                 net="core.add_S0", sources=src("/work/main/hdl/counter.py:31",
+                                                "/opt/venv/lib/python3.11/site-packages/amaranth/hdl/_ir.py:10")),
+        _segment("logic", 0.2380000054836273, "core.x_LUT4_Z", "B", "core.x_LUT4_Z", "Z"),
+        _segment("routing", 0.0, "core.x_LUT4_Z", "Z", "core.reg_TRELLIS_FF_Q", "DI",
+                 net="core.reg_TRELLIS_FF_Q_DI", sources=src()),
+        _segment("setup", 0.0, "core.reg_TRELLIS_FF_Q", "DI"),
+    ]
+    async_path = [_segment("source", 0.0, "uart_rx.buf.buf0", "O"),
+                  _segment("routing", 3.66, "uart_rx.buf.buf0", "O", "rx_sync.stage0_TRELLIS_FF_Q", "M",
+                           net="rx_sync.i", sources=src("/work/main/hdl/uart_bridge.py:12")),
+                  _segment("setup", 0.0, "rx_sync.stage0_TRELLIS_FF_Q", "M")]
+    return {"utilization": {"TRELLIS_COMB": {"used": 10, "available": 83640}},
+            "fmax": {"$glbnet$clk": {"achieved": 202.96, "constraint": 200.0}},
+            "critical_paths": [{"from": "posedge $glbnet$clk", "to": "posedge $glbnet$clk", "path": clk_path},
+                               {"from": "<async>", "to": "posedge $glbnet$clk", "path": async_path}]}
+
+
+# Yosys's JSON netlist (write_json): the top module has attributes.top and netnames whose attributes carry src
+_NETLIST = {"creator": "Yosys 0.70", "modules": {
+    "TRELLIS_FF": {"attributes": {"blackbox": "00000000000000000000000000000001"}, "netnames": {}},
+    "top": {"attributes": {"top": "00000000000000000000000000000001", "src": "/work/main/boards/top.py:40"},
+            "ports": {}, "cells": {},
+            "netnames": {"core.count": {"hide_name": 0, "bits": [10, 11, 12, 13, 14, 15, 16, 17],
+                                        "attributes": {"src": "/work/main/hdl/counter.py:31"}},
+                         "core.add_S0": {"hide_name": 0, "bits": [20], "attributes": {
+                             "src": "/work/main/hdl/counter.py:33|/share/lattice/arith_map_ccu2c.v:74.7-80.4"}},
+                         "rx_sync.i": {"hide_name": 0, "bits": [30], "attributes": {}}}}}}
+
+_PATH = {"delay_ns": 4.06, "summary": "1.21 ns logic, 2.85 ns routing", "from": "core.count_TRELLIS_FF_Q.Q",
+         "to": "core.reg_TRELLIS_FF_Q.DI", "nets": ["core.count[7]", "core.add_S0", "core.reg_TRELLIS_FF_Q_DI"]}
+
+
+def test_report_critical_path():
+    report = _report()
+    assert report_critical_path(report, "$glbnet$clk") == {**_PATH, "defined_in": ["hdl/counter.py:31"]}
+    assert report_critical_path(report, "$glbnet$other") is None
+    assert report_critical_path({"fmax": report["fmax"]}, "$glbnet$clk") is None
+
+
+def test_report_critical_path_sources_from_the_netlist(tmp_path):
+    """A report without the nets' sources: the netlist's src attributes (a bit of a wire by the wire's name)."""
+    netlist = tmp_path / "top.json"
+    netlist.write_text(json.dumps(_NETLIST))
+    report = _report(with_sources=False)
+    assert report_critical_path(report, "$glbnet$clk", netlist) == \
+        {**_PATH, "defined_in": ["hdl/counter.py:31", "hdl/counter.py:33"]}
+    assert report_critical_path(report, "$glbnet$clk", tmp_path / "absent.json")["defined_in"] == []
+    assert report_critical_path(report, "$glbnet$clk")["defined_in"] == []
+
+
+def test_build_reads_the_critical_path(tmp_path, monkeypatch):
+    report = _report(with_sources=False)
+    monkeypatch.setenv("YOSYS", str(_script(tmp_path / "yosys",
+                                            f"open('top.json', 'w').write({json.dumps(json.dumps(_NETLIST))})")))
+    monkeypatch.setenv("NEXTPNR_ECP5", str(_script(
+        tmp_path / "nextpnr", f"open(sys.argv[sys.argv.index('--report') + 1], 'w').write({json.dumps(report)!r})")))
+    monkeypatch.setenv("ECPPACK", str(_script(tmp_path / "ecppack", "")))
+    spec = get_board("ulx3s")
+    result = build(BoardTop(CounterCore(), spec, 100, ProbeLink), spec, tmp_path / "out", progress=None)
+    assert result.critical_path == {**_PATH, "defined_in": ["hdl/counter.py:31", "hdl/counter.py:33"]}
 
 
 @pytest.mark.slow
