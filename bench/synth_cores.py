@@ -71,11 +71,6 @@ def cospike(tokens: int, channels: int):
     return CoSpikeUnit(tokens, channels, 4, ecp5=True)
 
 
-def mask(tokens: int, channels: int):
-    from hdl.attention import MaskUnit
-    return MaskUnit(tokens, channels, 4)
-
-
 CORES = {
     "accumulate P=16": lambda: accumulate(16),
     "accumulate P=64": lambda: accumulate(64),
@@ -89,7 +84,6 @@ CORES = {
     "linear_attention N=16 C=32 H=4": lambda: linear_attention(16, 32, 4),
     "linear_attention N=64 C=64 H=4": lambda: linear_attention(64, 64, 4),
     "cospike N=16 C=32": lambda: cospike(16, 32),
-    "mask N=16 C=32": lambda: mask(16, 32),
 }
 
 

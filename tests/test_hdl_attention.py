@@ -1,10 +1,10 @@
-"""The attention datapaths (``hdl/attention.py``) against the integer golden model, bit for bit.
+"""The attention datapaths (``hdl/attention/``) against the integer golden model, bit for bit.
 
 Amaranth simulator benches with random spike maps, random event order, no-op events and random
 valid/ready stalls on every stream; several time steps run back to back in one simulation, so every step
 also proves that the previous one left the memories clean. One bench runs through cocotb + Verilator
 (and more through Icarus, ``tests/test_icarus_attention.py``).
-The expectations come from ``golden.run`` on small IR graphs (``_linear_graph``, ``_sdsa1_graph``).
+The expectations come from ``golden.run`` on small IR graphs (``_linear_golden``, ``_cospike_golden``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from compiler.ir import golden
 
 from compiler import ir
-from hdl import attention
-from hdl.attention import CoSpikeUnit, LinearAttentionUnit, MaskUnit
+from hdl.attention import CoSpikeUnit, LinearAttentionUnit
+from hdl.attention import ram as attention_ram
 from hdl.ecp5 import use_ecp5
 from sim.streams import recv, send
 
@@ -59,15 +59,13 @@ def _linear_golden(q, k, v, heads: int, levels: int) -> np.ndarray:
     return env["a"][0, 0]
 
 
-def _sdsa1_golden(q, k, v, theta, levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """sdsa1 as the compiler lowers it: counts ``C``, mask ``M = Neuron(C)`` (one level), ``Y = Q * M``."""
-    n, c = q.shape
-    mask = ir.Neuron("m", "c", 1, np.ones(c, np.int64), np.zeros(c, np.int64), 0,
-                     np.asarray(theta, np.int64).reshape(c, 1), leak_shift=1)
-    tail = [ir.CoSpike("c", "k", "v"), mask, ir.Mask("y", "q", "m")]
-    graph = _graph(n, c, levels, "qkv", tail, "y")
-    _, env = golden.run(graph, np.concatenate([q, k, v], 1)[None, None], trace=True)
-    return env["c"][0, 0, 0], env["m"][0, 0, 0], env["y"][0, 0]
+def _cospike_golden(k, v, levels: int) -> np.ndarray:
+    """sdsa1's co-spike counts ``C`` (the accelerator's mask is then a neuron on them and a lane-wise AND in
+    the projection's reader)."""
+    n, c = k.shape
+    graph = _graph(n, c, levels, "kv", [ir.CoSpike("c", "k", "v")], "c")
+    _, env = golden.run(graph, np.concatenate([k, v], 1)[None, None], trace=True)
+    return env["c"][0, 0, 0]
 
 
 # -- stimuli ----------------------------------------------------------------------------------------------
@@ -220,7 +218,7 @@ def test_widths_match_the_ir_and_large_units_elaborate(ecp5):
     cospike = CoSpikeUnit(64, 64, 4, ecp5=ecp5)
     assert linear.acc_width == types["a"].bits and cospike.count_width == types["c"].bits
     assert linear.kv_width == (64 * 4 * 4).bit_length()
-    for unit in (linear, cospike, MaskUnit(64, 64, 4)):
+    for unit in (linear, cospike):
         rtlil.convert(unit)                             # the block RAM instances are well formed
 
 
@@ -267,18 +265,14 @@ def test_linear_attention_cycles_grow_with_spikes_not_with_size():
     assert base < 100 < tokens * channels * (channels // heads)
 
 
-def test_cospike_and_mask_cycles_grow_with_spikes():
+def test_cospike_cycles_grow_with_spikes():
     dut = CoSpikeUnit(8, 16, 4, ecp5=False)
     for e in [(1, 1), (12, 1), (1, 30), (20, 20)]:
         assert _step_periods(dut, {"v": _spike_frame(e[0], 3), "k": _spike_frame(e[1], 4)}) == \
             [dut.step_cycles(*e)]
-    mask = MaskUnit(8, 16, 4)
-    for e in [(1, 1), (5, 1), (3, 40)]:
-        frames = {"m": _spike_frame(e[0]), "q": _spike_frame(e[1], 3)}    # channels 0..e_m-1 pass
-        assert _step_periods(mask, frames) == [mask.step_cycles(*e)]
 
 
-# -- CoSpikeUnit and MaskUnit (sdsa1) ---------------------------------------------------------------------
+# -- CoSpikeUnit (sdsa1) ----------------------------------------------------------------------------------
 
 def _run_cospike(dut: CoSpikeUnit, steps, *, stall=0.0, seed=0, noops=0.0):
     """Run ``steps`` (a list of ``(k, v)``); return the counts per step, checking word order."""
@@ -301,68 +295,32 @@ def _run_cospike(dut: CoSpikeUnit, steps, *, stall=0.0, seed=0, noops=0.0):
     return out
 
 
-def _run_mask(dut: MaskUnit, steps, *, stall=0.0, seed=0, noops=0.0):
-    """Run ``steps`` (a list of ``(q, mask)``); return Y per step, checking each frame's single ``last``."""
-    n, c = dut._tokens, dut._channels
-    rng = np.random.default_rng(seed)
-    inputs = {"m": [_events(mask[None], rng, noops=noops) for _, mask in steps],
-              "q": [_events(q, rng, noops=noops, close_with_noop=s % 2 == 1) for s, (q, _) in enumerate(steps)]}
-
-    async def collect(ctx):
-        frames = []
-        for s in range(len(steps)):
-            frame = []
-            while not (frame and frame[-1].last):
-                frame += await recv(ctx, dut.o, 1, stall=stall, rng=random.Random(seed + 7 * len(frame)))
-            frames.append(frame)
-        return frames
-    out = []
-    for frame in _simulate(dut, inputs, collect, stall=stall, seed=seed):
-        y = np.zeros((n, c), np.int64)
-        for event in frame:
-            if event.level:
-                assert y.flat[event.addr] == 0, "an event was duplicated"
-                y.flat[event.addr] = event.level
-        out.append(y)
-    return out
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tokens=st.integers(1, 6), channels=st.integers(1, 10), levels=st.sampled_from([1, 2, 4]),
        lanes=st.integers(1, 4), density=st.sampled_from([0.0, 0.3, 0.7, 1.0]), stall=st.sampled_from([0.0, 0.3]),
        seed=st.integers(0, 2**16))
-def test_sdsa1_matches_golden(tokens, channels, levels, lanes, density, stall, seed):
+def test_cospike_matches_golden(tokens, channels, levels, lanes, density, stall, seed):
     lanes = min(lanes, channels)
     rng = np.random.default_rng(seed)
-    steps = [tuple(_spikes(rng, tokens, channels, levels, density) for _ in "qkv") for _ in range(3)]
-    theta = rng.integers(1, max(2, tokens * levels * levels // 3) + 1, channels)
-    expected = [_sdsa1_golden(q, k, v, theta, levels) for q, k, v in steps]
-    counts = _run_cospike(CoSpikeUnit(tokens, channels, levels, lanes=lanes, ecp5=False),
-                          [(k, v) for _, k, v in steps], stall=stall, seed=seed, noops=0.1)
-    ys = _run_mask(MaskUnit(tokens, channels, levels), [(q, m) for (q, _, _), (_, m, _) in zip(steps, expected)],
-                   stall=stall, seed=seed, noops=0.1)
-    for (c, _, y), got_c, got_y in zip(expected, counts, ys):
-        np.testing.assert_array_equal(got_c, c)
-        np.testing.assert_array_equal(got_y, y)
+    steps = [tuple(_spikes(rng, tokens, channels, levels, density) for _ in "kv") for _ in range(3)]
+    counts = _run_cospike(CoSpikeUnit(tokens, channels, levels, lanes=lanes, ecp5=False), steps,
+                          stall=stall, seed=seed, noops=0.1)
+    for (k, v), got in zip(steps, counts):
+        np.testing.assert_array_equal(got, _cospike_golden(k, v, levels))
 
 
 @pytest.mark.parametrize("tokens,channels,lanes", [(4, 8, 1), (3, 6, 4), (1, 5, 2), (6, 3, 3)])
-def test_sdsa1_edge_cases(tokens, channels, lanes):
+def test_cospike_edge_cases(tokens, channels, lanes):
     levels = 4
     zeros = np.zeros((tokens, channels), np.int64)
     full = np.full((tokens, channels), levels, np.int64)
     rng = np.random.default_rng(tokens + channels)
-    steps = [(zeros, zeros, zeros), (full, full, full), (full, zeros, full), (full, full, zeros),
-             tuple(_spikes(rng, tokens, channels, levels, 0.5) for _ in "qkv")]
-    theta = np.arange(channels) % (tokens * levels * levels) + 1
-    expected = [_sdsa1_golden(q, k, v, theta, levels) for q, k, v in steps]
-    counts = _run_cospike(CoSpikeUnit(tokens, channels, levels, lanes=lanes, ecp5=False),
-                          [(k, v) for _, k, v in steps], stall=0.3, seed=1, noops=0.2)
-    ys = _run_mask(MaskUnit(tokens, channels, levels), [(q, m) for (q, _, _), (_, m, _) in zip(steps, expected)],
-                   stall=0.3, seed=1, noops=0.2)
-    for (c, _, y), got_c, got_y in zip(expected, counts, ys):
-        np.testing.assert_array_equal(got_c, c)
-        np.testing.assert_array_equal(got_y, y)
+    steps = [(zeros, zeros), (full, full), (zeros, full), (full, zeros),
+             tuple(_spikes(rng, tokens, channels, levels, 0.5) for _ in "kv")]
+    counts = _run_cospike(CoSpikeUnit(tokens, channels, levels, lanes=lanes, ecp5=False), steps,
+                          stall=0.3, seed=1, noops=0.2)
+    for (k, v), got in zip(steps, counts):
+        np.testing.assert_array_equal(got, _cospike_golden(k, v, levels))
 
 
 def test_cospike_stale_map_never_reads_back():
@@ -378,27 +336,6 @@ def test_cospike_stale_map_never_reads_back():
     np.testing.assert_array_equal(counts[-1], np.full(channels, tokens * levels * levels))
 
 
-def test_mask_closes_every_frame_and_drops_masked_events():
-    dut = MaskUnit(2, 4, 2)
-    q = np.array([[2, 0, 1, 1], [0, 2, 0, 1]])
-    steps = [(q, np.array([1, 0, 0, 1])), (q, np.zeros(4, np.int64)), (np.zeros_like(q), np.ones(4, np.int64))]
-    frames = []
-
-    async def collect(ctx):
-        for _ in steps:
-            frame = []
-            while not (frame and frame[-1].last):
-                frame += await recv(ctx, dut.o, 1)
-            frames.append(frame)
-        return []
-    events = {"m": [[{"addr": c, "level": int(m[c]), "last": int(c == 3)} for c in range(4)] for _, m in steps],
-              "q": [_events(x, np.random.default_rng(0), order="sorted") for x, _ in steps]}
-    _simulate(dut, events, collect)
-    assert [(e.addr, e.level) for e in frames[0]] == [(0, 2), (3, 1), (7, 1)]
-    assert [(e.level, e.last) for e in frames[1]] == [(0, 1)]          # all masked: a no-op closes it
-    assert [(e.level, e.last) for e in frames[2]] == [(0, 1)]          # empty Q: its no-op passes
-
-
 # -- constructor arguments --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make,error,text", [
@@ -411,8 +348,7 @@ def test_mask_closes_every_frame_and_drops_masked_events():
      "ecp5 must be None, False, True or 'model', not 'bram'"),
     (lambda: CoSpikeUnit(4, 8, 2, lanes=9), ValueError, "lanes must be at most 8, not 9"),
     (lambda: CoSpikeUnit(4, 8.0, 2), TypeError, "channels must be an integer, not 8.0"),
-    (lambda: MaskUnit(4, 8, 2, mask_level_width=0), ValueError, "mask_level_width must be at least 1, not 0"),
-    (lambda: MaskUnit(4, 8, True), TypeError, "levels must be an integer, not True"),
+    (lambda: CoSpikeUnit(4, 8, True), TypeError, "levels must be an integer, not True"),
 ])
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_constructor_arguments_are_checked(make, error, text):
@@ -434,8 +370,8 @@ def test_wider_event_fields_are_accepted():
 
 @pytest.mark.parametrize("width,depth", [(40, 1500), (9, 1000), (3, 3000), (1, 20000), (300, 40)])
 def test_ram_block_tiles_read_back_what_was_written(monkeypatch, width, depth):
-    monkeypatch.setattr(attention, "_LUT4_PER_BRAM", 0)           # every memory in block RAM
-    ram = attention._Ram(unsigned(width), depth, "model")
+    monkeypatch.setattr(attention_ram, "LUT4_PER_BRAM", 0)           # every memory in block RAM
+    ram = attention_ram.Ram(unsigned(width), depth, "model")
     rng = random.Random(width * depth)
     writes = {rng.randrange(depth): rng.getrandbits(width) for _ in range(60)}
     reads = [rng.choice(list(writes)) for _ in range(80)]
@@ -469,7 +405,7 @@ def test_ram_block_tiles_read_back_what_was_written(monkeypatch, width, depth):
 
 @pytest.mark.parametrize("bram_cost", [0, 10**9])                     # all block RAM / all distributed
 def test_linear_attention_on_ecp5_rams(monkeypatch, bram_cost):
-    monkeypatch.setattr(attention, "_LUT4_PER_BRAM", bram_cost)
+    monkeypatch.setattr(attention_ram, "LUT4_PER_BRAM", bram_cost)
     rng = np.random.default_rng(bram_cost % 97)
     dut = LinearAttentionUnit(3, 6, 3, 4, ecp5="model")
     steps = [tuple(_spikes(rng, 3, 6, 4, 0.6) for _ in "qkv") for _ in range(2)]
@@ -478,7 +414,7 @@ def test_linear_attention_on_ecp5_rams(monkeypatch, bram_cost):
 
 @pytest.mark.parametrize("bram_cost", [0, 10**9])
 def test_cospike_on_ecp5_rams(monkeypatch, bram_cost):
-    monkeypatch.setattr(attention, "_LUT4_PER_BRAM", bram_cost)
+    monkeypatch.setattr(attention_ram, "LUT4_PER_BRAM", bram_cost)
     rng = np.random.default_rng(3)
     dut = CoSpikeUnit(5, 6, 2, lanes=2, ecp5="model")
     steps = [tuple(_spikes(rng, 5, 6, 2, 0.6) for _ in "kv") for _ in range(3)]

@@ -4,7 +4,7 @@ Icarus is a four-state simulator: an X that Verilator (two-state) and the Amaran
 these benches (``tests/cocotb_attention.py`` cannot read a payload with X bits as an integer). Icarus, as
 cocotb runs it (``-g2012``), first runs an ``always @*`` block that Yosys writes for a conditional
 combinational assignment when one of its inputs changes; a RAM read enable that was such a block stayed X
-until the first output sweep, and the first step accumulated X (``hdl.attention._Sweep``).
+until the first output sweep, and the first step accumulated X (``hdl.attention.ram.Sweep``).
 
 Each case starts with a step whose spikes all fall on address 0, with no no-op events: the accumulators'
 read addresses then keep their initial value (word 0) until the sweep, which is where a read port driven
