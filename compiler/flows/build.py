@@ -130,49 +130,6 @@ def _tool_versions(out_dir: Path) -> dict[str, str]:
     return versions
 
 
-def critical_path(tim: Path) -> dict | None:
-    """The core clock's critical path from nextpnr's log: its delay, the first source and last sink cells,
-    the nets it crosses and the source lines (``hdl/...``) that define them."""
-    if not tim.exists():
-        return None
-    lines = tim.read_text(errors="replace").splitlines()
-    start = None
-    for i, line in enumerate(lines):
-        if "Critical path report for clock '" in line:
-            clock = line.split("for clock '", 1)[1].split("'", 1)[0]
-            if clock.removeprefix("$glbnet$").startswith("clk"):
-                start = i
-    if start is None:
-        return None
-    nets, cells, where, summary, total = [], [], [], None, None
-    for line in lines[start + 1:]:
-        body = line.split("Info:", 1)[-1].strip()
-        if "Critical path report" in body or not body:
-            break
-        fields = body.split()
-        if len(fields) >= 4 and fields[0] in ("clk-to-q", "routing", "logic", "setup", "source"):
-            try:
-                total = float(fields[2])
-            except ValueError:
-                pass
-        if " Net " in f" {body}":
-            nets.append(body.split("Net ", 1)[1].split()[0])
-        for key in ("Source ", "Sink "):
-            if f" {body}".find(f" {key}") >= 0:
-                cells.append(f" {body}".split(f" {key}", 1)[1].split()[0])
-        if body.startswith("/") and "/hdl/" in body:
-            here = "hdl/" + body.split("/hdl/", 1)[1]
-            if here not in where:
-                where.append(here)
-        if "ns logic," in body and "ns routing" in body:
-            summary = body
-            break
-    if not nets:
-        return None
-    return {"delay_ns": total, "summary": summary, "from": cells[0] if cells else None,
-            "to": cells[-1] if cells else None, "nets": nets[:40], "defined_in": where[:20]}
-
-
 def _energy(graph, x) -> dict:
     rows, _ = metrics.layer_stats(graph, x)
     macs = sum(r.effective_ops for r in rows if r.kind == "MAC")
@@ -474,7 +431,7 @@ def make_report(b: Build) -> dict:
                                              3)},
         "pll": {"clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div, "clkop_div": pll.clkop_div,
                 "vco_mhz": pll.f_vco_mhz},
-        "critical_path": critical_path(staging / "top.tim"),
+        "critical_path": result.critical_path,
         "bitstream": result.bitstream.name,
         "seed": cfg.seed,
         "tools": _tool_versions(staging),
