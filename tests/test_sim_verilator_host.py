@@ -1,5 +1,8 @@
 """The C++ Verilator harness: scripts of bus operations run without per-cycle Python, results read back."""
 
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from amaranth.hdl import Module, Signal, unsigned
@@ -7,7 +10,8 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In
 
 from hdl.hostbus import HostBusSignature
-from sim import verilator_host
+import sim
+from sim import uart_sim, verilator_host
 
 
 class _SumDevice(wiring.Component):
@@ -80,3 +84,16 @@ def test_wait_timeout_is_an_error(binary, tmp_path):
         assert "timeout" in str(exc)
     else:
         raise AssertionError("a wait that never matches must fail")
+
+
+def test_harnesses_are_package_data():
+    """The C++ harnesses are files of the ``sim`` package (sim/harness/), shipped by pyproject's package-data."""
+    host = verilator_host.harness_source("host_bus.cpp")
+    assert "#define READ_LATENCY @READ_LATENCY@" in host and "int main(" in host
+    assert host == verilator_host._HARNESS
+    assert "posix_openpt" in uart_sim._HARNESS and uart_sim._HARNESS == verilator_host.harness_source("uart_pty.cpp")
+    root = Path(sim.__file__).parent
+    project = tomllib.loads((root.parent / "pyproject.toml").read_text())
+    globs = project["tool"]["setuptools"]["package-data"]["sim"]
+    shipped = {p.relative_to(root).as_posix() for g in globs for p in root.glob(g)}
+    assert {"harness/host_bus.cpp", "harness/uart_pty.cpp"} <= shipped
