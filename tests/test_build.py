@@ -93,8 +93,9 @@ _CRITICAL_PATH = {"delay_ns": 16.34, "summary": "0.98 ns logic, 15.36 ns routing
                   "defined_in": ["hdl/accelerator.py:413", "hdl/buffers.py:99"]}
 
 
-def _fake_tools(monkeypatch, plan_lanes=16):
-    """boards.build.build and the Verilator run replaced by stand-ins (golden logits, fixed counters)."""
+def _fake_tools(monkeypatch):
+    """The three tools (boards.build.run_step, read_result) and the Verilator run replaced by stand-ins
+    (golden logits, fixed counters); ``boards.build.prepare`` runs for real (it only writes files)."""
     import numpy as np
 
     import boards.build
@@ -102,14 +103,22 @@ def _fake_tools(monkeypatch, plan_lanes=16):
     from boards.build import BuildResult, Usage
     from compiler.ir import golden
 
-    def fake_build(top, spec, out_dir, *, progress=None, seed=1, **kwargs):
-        out_dir = Path(out_dir)
-        (out_dir / "top.bit").write_bytes(b"\xff" * 1000)
-        (out_dir / "top.rpt").write_text("Yosys 0.70 (stand-in)\n")
+    times = {"synthesis": 1.0, "place and route": 2.0, "bitstream": 0.5}
+
+    def fake_run_step(prepared, step, **kwargs):
+        out_dir = prepared.out_dir
+        if step == "synthesis":
+            (out_dir / "top.rpt").write_text("Yosys 0.70 (stand-in)\n")
+        elif step == "bitstream":
+            (out_dir / "top.bit").write_bytes(b"\xff" * 1000)
+        return times[step]
+
+    def fake_read_result(prepared, seconds, **kwargs):
+        spec = prepared.spec
         res = {"LUT4": Usage(30000, spec.lut4), "FF": Usage(25000, spec.ff), "DP16KD": Usage(17, spec.dp16kd),
                "MULT18X18D": Usage(74, spec.mult18x18d)}
-        return BuildResult(out_dir / "top.bit", 61.2, top.pll.f_out_mhz, res,
-                           {"synthesis": 1.0, "place and route": 2.0, "bitstream": 0.5}, out_dir, _CRITICAL_PATH)
+        return BuildResult(prepared.out_dir / "top.bit", 61.2, 50.0, res, dict(seconds), prepared.out_dir,
+                           _CRITICAL_PATH)
 
     def fake_simulate(plan, x, **kwargs):
         logits = golden.run(plan.graph, x)[0]
@@ -117,7 +126,8 @@ def _fake_tools(monkeypatch, plan_lanes=16):
         return sim.accelerator.SimResult(logits, np.full(n, 8000), np.full(n, 3000), np.full(n, 96000),
                                          plan.model_id, 100000, 0.1)
 
-    monkeypatch.setattr(boards.build, "build", fake_build)
+    monkeypatch.setattr(boards.build, "run_step", fake_run_step)
+    monkeypatch.setattr(boards.build, "read_result", fake_read_result)
     monkeypatch.setattr(sim.accelerator, "simulate", fake_simulate)
 
 
@@ -153,11 +163,13 @@ def test_build_failure_leaves_the_output_alone(tmp_path, capsys, monkeypatch):
     from boards.errors import BoardError
     _fake_tools(monkeypatch)
 
-    def failing_build(top, spec, out_dir, **kwargs):
-        (Path(out_dir) / "top.tim").write_text("half a log")
-        raise BoardError("place and route failed (nextpnr-ecp5 exit status 1): ERROR: stand-in")
+    def failing_run_step(prepared, step, **kwargs):
+        if step == "place and route":
+            (prepared.out_dir / "top.tim").write_text("half a log")
+            raise BoardError("place and route failed (nextpnr-ecp5 exit status 1): ERROR: stand-in")
+        return 1.0
 
-    monkeypatch.setattr(boards.build, "build", failing_build)
+    monkeypatch.setattr(boards.build, "run_step", failing_run_step)
     out = tmp_path / "o"
     out.mkdir()
     (out / "report.json").write_text("{}")
@@ -228,8 +240,8 @@ def test_load_checks_the_board_and_clock_before_the_model(tmp_path):
 
 def test_estimate_generate_simulate_implement_report_one_by_one(tmp_path, monkeypatch):
     """The steps called in order by hand (stand-in tools) give what ``run`` gives."""
-    from compiler.flows.build import (Build, BuildConfig, step_estimate, step_generate, step_implement, step_load,
-                                      step_report, step_simulate)
+    from compiler.flows.build import (Build, BuildConfig, step_estimate, step_generate, step_load, step_pack,
+                                      step_place, step_report, step_simulate, step_synthesize)
     _fake_tools(monkeypatch)
     out = tmp_path / "o"
     b = Build(BuildConfig(model=EXAMPLE, board="ulx3s", out=out, clock_mhz=50, samples=2))
@@ -237,12 +249,19 @@ def test_estimate_generate_simulate_implement_report_one_by_one(tmp_path, monkey
     step_estimate(b)
     assert b.plan.lanes == 8 and b.lanes_note.startswith("auto") and b.estimate.resources["DP16KD"] == 35
     step_generate(b)
-    assert b.config.staging.is_dir() and not any(b.config.staging.iterdir()) and not out.exists()
-    assert b.top.pll.f_out_mhz == 50.0
+    staging = b.config.staging
+    assert {"top.il", "top.ys", "top.lpf"} <= {p.name for p in staging.iterdir()}
+    assert not (staging / "top.json").exists()                 # nothing synthesized yet
+    assert b.top.pll.f_out_mhz == 50.0 and not out.exists()
+    assert list(b.prepared.commands) == ["synthesis", "place and route", "bitstream"]
     step_simulate(b)
     assert b.sim.cycles.tolist() == [8000, 8000] and "simulation" in b.seconds
-    step_implement(b)
-    assert b.result.fmax_mhz == 61.2 and (b.config.staging / "top.bit").exists()
+    step_synthesize(b)
+    assert (staging / "top.rpt").exists() and b.result is None
+    step_place(b)
+    assert b.result.fmax_mhz == 61.2 and not (staging / "top.bit").exists()
+    step_pack(b)
+    assert (staging / "top.bit").exists()
     step_report(b)
     assert not b.config.staging.exists() and (out / "report.json").exists() and (out / "top.bit").exists()
     r = json.loads((out / "report.json").read_text())

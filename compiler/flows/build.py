@@ -7,14 +7,17 @@ the steps before it made) that fills in its own part, so that each can be called
 ``load``       check the board and the clock (cheap, first), load and lower the model, draw sample inputs
 ``estimate``   the hardware plan (lanes given or ``auto``) and its pre-synthesis estimate; refuse a model
                that does not fit the board, before anything is written
-``generate``   the board top (PLL, accelerator, UART bridge, LEDs) and the staging folder ``<out>.partial``
+``generate``   the board top (PLL, accelerator, UART bridge, LEDs) written as RTLIL with the tools' scripts
+               into the staging folder ``<out>.partial`` (:func:`boards.build.prepare`)
 ``simulate``   the accelerator on the samples in Verilator: cycles per inference, bit-exactness
-``implement``  synthesis (Yosys), place and route (nextpnr-ecp5) and the bitstream (ecppack), by
-               :func:`boards.build.build`, each tool a step with its own time in the report
+``synthesize`` Yosys (:func:`boards.build.run_step`)
+``place``      nextpnr-ecp5: place and route, then its report (Fmax, resources, critical path); a missed
+               clock stops the build here
+``pack``       ecppack: the bitstream
 ``report``     ``report.json`` and ``report.md``; the staging folder replaces the output folder
 =============  ===========================================================================================
 
-:func:`run` runs them in order, ``simulate`` in a thread beside ``implement``. The bitstream and the
+:func:`run` runs them in order, ``simulate`` in a thread beside the three tools. The bitstream and the
 reports appear in the output folder only when every step has succeeded: the work happens in
 ``<out>.partial`` (kept, with its logs, when a step fails). ``docs/build.md`` describes the report's fields.
 """
@@ -222,9 +225,10 @@ class Build:
     lanes_note: str | None = None
     # generate
     top: BoardTop | None = None
+    prepared: board_flow.Prepared | None = None
     # simulate
     sim: Any = None
-    # implement
+    # place
     result: board_flow.BuildResult | None = None
     # report
     report: dict | None = None
@@ -278,7 +282,7 @@ def step_estimate(b: Build) -> None:
 
 
 def step_generate(b: Build) -> None:
-    """An empty staging folder ``<out>.partial`` and the board top: PLL, accelerator, UART bridge, LEDs."""
+    """The board top (PLL, accelerator, UART bridge, LEDs), written for the tools into a new staging folder."""
     out, staging = b.config.out_dir, b.config.staging
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
@@ -290,6 +294,7 @@ def step_generate(b: Build) -> None:
         raise UserError(f"cannot create {staging}: {exc.strerror or exc}") from None
     baud = b.config.baud
     b.top = BoardTop(Accelerator(b.plan), b.spec, b.clock_mhz, lambda f: UartBridge(f, baud))
+    b.prepared = board_flow.prepare(b.top, b.spec, staging, seed=b.config.seed)
 
 
 def step_simulate(b: Build) -> None:
@@ -301,14 +306,31 @@ def step_simulate(b: Build) -> None:
         b.seconds["simulation"] = time.monotonic() - t
 
 
-def step_implement(b: Build) -> None:
-    """Synthesis, place and route, bitstream, in the staging folder (each tool's time in ``b.seconds``)."""
+def _tool(b: Build, step: str) -> None:
     progress = board_flow.stderr_progress if b.config.progress else None
     try:
-        b.result = board_flow.build(b.top, b.spec, b.config.staging, progress=progress, seed=b.config.seed)
+        b.seconds[step] = board_flow.run_step(b.prepared, step, progress=progress)
     except BoardError as exc:
         raise BoardError(f"{exc} (the partial build is in {b.config.staging})") from None
-    b.seconds.update(b.result.seconds)
+
+
+def step_synthesize(b: Build) -> None:
+    """Yosys: the generated RTLIL to an ECP5 netlist."""
+    _tool(b, "synthesis")
+
+
+def step_place(b: Build) -> None:
+    """nextpnr-ecp5: place and route, then what it achieved; BoardError if the clock is not met."""
+    _tool(b, "place and route")
+    try:
+        b.result = board_flow.read_result(b.prepared, b.seconds)
+    except BoardError as exc:
+        raise BoardError(f"{exc} (the partial build is in {b.config.staging})") from None
+
+
+def step_pack(b: Build) -> None:
+    """ecppack: the bitstream."""
+    _tool(b, "bitstream")
 
 
 def step_report(b: Build) -> None:
@@ -322,11 +344,12 @@ def step_report(b: Build) -> None:
     b.report["out"] = str(b.config.out_dir)
 
 
-#: The steps in order; ``run`` overlaps ``simulate`` with ``implement``.
+#: The steps in order; ``run`` overlaps ``simulate`` with the three tools.
 STEPS: dict[str, Callable[[Build], None]] = {
     "load": step_load, "estimate": step_estimate, "generate": step_generate, "simulate": step_simulate,
-    "implement": step_implement, "report": step_report,
+    "synthesize": step_synthesize, "place": step_place, "pack": step_pack, "report": step_report,
 }
+TOOL_STEPS = ("synthesize", "place", "pack")
 
 
 def run(config: BuildConfig) -> tuple[dict, int]:
@@ -348,7 +371,8 @@ def run(config: BuildConfig) -> tuple[dict, int]:
     sim_thread = threading.Thread(target=simulate, name="simulate", daemon=True)
     sim_thread.start()
     try:
-        step_implement(b)
+        for name in TOOL_STEPS:
+            STEPS[name](b)
     finally:
         sim_thread.join()
     if failure:
@@ -435,7 +459,7 @@ def make_report(b: Build) -> dict:
         "bitstream": result.bitstream.name,
         "seed": cfg.seed,
         "tools": _tool_versions(staging),
-        "seconds": {name: b.seconds[name] for name in ("estimate", *result.seconds, "simulation", "total")},
+        "seconds": {name: b.seconds[name] for name in ("estimate", *board_flow.STEPS.values(), "simulation", "total")},
     }
 
 
