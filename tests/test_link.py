@@ -293,3 +293,66 @@ def test_serial_port_on_a_pty_is_raw_and_times_out():
         os.close(slave)
     with pytest.raises(ValueError, match="baud"):
         lk.SerialPort("/dev/null", baud=12345)
+
+
+# ---------------------------------------------------------------- a hostile board never hangs the host
+
+class HostileBoard:
+    """A transport whose answers are hostile: ``flood`` (bytes without end, never a frame), ``drip`` (one
+    byte of a valid answer per read, each just inside the timeout), ``hangup`` (the port fails)."""
+
+    def __init__(self, kind: str, answer: bytes = b""):
+        self.kind, self.answer, self.timeout, self.sent = kind, answer, 1.0, 0
+
+    def write(self, data: bytes) -> int:
+        if self.kind == "hangup":
+            raise lk.LinkError("the port failed: Input/output error")
+        return len(data)
+
+    def read(self, size: int) -> bytes:
+        if self.kind == "flood":
+            return b"\x00" * size
+        time.sleep(min(self.timeout, 0.05) * 0.9)           # never quite times out
+        self.sent += 1
+        return self.answer[self.sent % len(self.answer): self.sent % len(self.answer) + 1]
+
+
+@pytest.mark.parametrize("kind", ["flood", "drip"])
+def test_a_board_that_floods_or_drips_fails_the_request_in_bounded_time(kind):
+    good = lk.encode_frame(ub.SYNC_RESPONSE, ub.CMD_PING, struct.pack("<BBH", ub.PROTOCOL_VERSION, 24, 4))
+    link = lk.Link(HostileBoard(kind, good * 1000), timeout=0.05, deadline=0.3, retries=2)
+    t0 = time.monotonic()
+    with pytest.raises(lk.LinkError):
+        link.ping()
+    assert time.monotonic() - t0 < 3 * (0.3 + 0.3) + 1          # (retries + 1) x (deadline + drain), and slack
+
+
+def test_a_board_that_hangs_up_is_a_link_error():
+    with pytest.raises(lk.LinkError, match="the port failed"):
+        lk.Link(HostileBoard("hangup")).ping()
+
+
+@pytest.mark.parametrize("addr_width, max_burst", [(24, 0), (0, 4), (25, 4)])
+def test_a_ping_answer_that_no_bridge_gives_is_refused(addr_width, max_burst):
+    board = FakeBoard()
+    board.answer = lambda cmd, payload: (cmd, struct.pack("<BBH", ub.PROTOCOL_VERSION, addr_width, max_burst))
+    with pytest.raises(lk.LinkError, match="not a bridge's"):
+        lk.Link(board).ping()
+
+
+def test_serial_port_refuses_what_is_not_a_terminal(tmp_path):
+    plain = tmp_path / "file"
+    plain.write_bytes(b"")
+    for path in ("/dev/null", str(plain)):
+        with pytest.raises(OSError, match="not a serial port"):
+            lk.SerialPort(path)
+
+
+def test_serial_port_whose_other_end_closes_is_a_link_error():
+    master, slave = os.openpty()
+    port = lk.SerialPort(os.ttyname(slave), timeout=0.5)
+    os.close(slave)
+    os.close(master)                                          # the board goes away
+    with pytest.raises(lk.LinkError, match="the port failed"):
+        port.read(4)
+    port.close()

@@ -145,3 +145,12 @@ def test_flash_errors(tmp_path, capsys, monkeypatch):
     assert main(["flash", str(out)]) == 2
     last = capsys.readouterr().err.splitlines()[-1]          # openFPGALoader's own output comes first
     assert last.startswith("error: openFPGALoader failed: Error: no device found") and "plugged in" in last
+
+
+def test_run_on_something_that_is_not_a_serial_port(tmp_path, capsys):
+    plain = tmp_path / "file"
+    plain.write_bytes(b"")
+    for port in ("/dev/null", str(plain)):
+        assert main(["run", str(EXAMPLE), "--port", port, "--dataset", "digits", "--count", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: cannot open {port}: not a serial port"), err

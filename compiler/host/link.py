@@ -10,6 +10,7 @@ transport is anything with ``read(n) -> bytes`` (at most ``n`` bytes, fewer when
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import struct
@@ -159,6 +160,8 @@ class SerialPort:
         self.timeout = timeout
         self._fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         try:
+            if not os.isatty(self._fd):
+                raise OSError(errno.ENOTTY, "not a serial port or terminal")
             iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(self._fd)
             iflag &= ~(termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP | termios.INLCR
                        | termios.IGNCR | termios.ICRNL | termios.IXON | termios.IXOFF | termios.IXANY
@@ -172,12 +175,16 @@ class SerialPort:
                 ispeed = ospeed = speed
             termios.tcsetattr(self._fd, termios.TCSANOW, [iflag, oflag, cflag, lflag, ispeed, ospeed, cc])
             termios.tcflush(self._fd, termios.TCIOFLUSH)
+        except termios.error as exc:
+            os.close(self._fd)
+            raise OSError(exc.args[0], f"not a serial port ({exc.args[-1]})") from None
         except BaseException:
             os.close(self._fd)
             raise
 
     def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes: returns when all arrived or ``timeout`` seconds passed."""
+        """Up to ``size`` bytes: returns when all arrived or ``timeout`` seconds passed. LinkError if the port
+        fails (a board unplugged, a simulated board stopped)."""
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         data = bytearray()
         while len(data) < size:
@@ -188,8 +195,10 @@ class SerialPort:
                 chunk = os.read(self._fd, size - len(data))
             except BlockingIOError:
                 continue
-            if not chunk:
-                break
+            except OSError as exc:
+                raise LinkError(f"the port failed: {exc.strerror or exc}") from None
+            if not chunk:                   # readable, yet nothing: the other end hung up
+                raise LinkError("the port failed: the other end hung up")
             data += chunk
         return bytes(data)
 
@@ -201,6 +210,8 @@ class SerialPort:
                 view = view[os.write(self._fd, view):]
             except BlockingIOError:
                 continue
+            except OSError as exc:
+                raise LinkError(f"the port failed: {exc.strerror or exc}") from None
         return len(data)
 
     def close(self) -> None:
@@ -237,21 +248,28 @@ class Link:
         The byte stream (see the module's description).
     timeout : float
         Seconds without any byte of the answer before it is abandoned.
+    deadline : float, optional
+        Seconds for a whole answer, however its bytes trickle in (default: 4 x ``timeout``, at least 1 s; the
+        largest READ takes 0.2 s at 3 Mbaud, 6 s at 115,200 baud); with the retries, no request waits longer
+        than ``(retries + 1) x (deadline + the drain's)``.
     retries : int
         Extra attempts per request.
     read_chunk : int
         Words per READ request (a long read is split, so that a retry repeats little).
     drain_quiet : float
-        Before a retry, bytes are dropped until none has come for this many seconds.
+        Before a retry, bytes are dropped until none has come for this many seconds (for at most ``deadline``
+        seconds: a device that never stops sending fails the request).
     """
 
-    def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 1, read_chunk: int = 1024,
-                 drain_quiet: float = 0.05):
+    def __init__(self, transport: Transport, *, timeout: float = 1.0, deadline: float | None = None,
+                 retries: int = 1, read_chunk: int = 1024, drain_quiet: float = 0.05):
         if not 1 <= read_chunk <= MAX_READ_WORDS:
             raise ValueError(f"read_chunk must be in 1..{MAX_READ_WORDS}, not {read_chunk!r}")
         self.transport = transport
         self.timeout = timeout
+        self.deadline = max(4 * timeout, 1.0) if deadline is None else deadline
         self.retries = retries
+        self._ends = float("inf")             # when the answer being read must be complete
         self.read_chunk = read_chunk
         self.drain_quiet = drain_quiet
         self._info: DeviceInfo | None = None
@@ -259,6 +277,11 @@ class Link:
     def _read_exact(self, size: int) -> bytes:
         data = bytearray()
         while len(data) < size:
+            left = self._ends - time.monotonic()
+            if left <= 0:
+                raise LinkTimeout(f"the answer did not complete within {self.deadline:g} s ({len(data)} of "
+                                  f"{size} bytes came)")
+            self.transport.timeout = min(self.timeout, left)
             chunk = self.transport.read(size - len(data))
             if not chunk:
                 raise LinkTimeout(f"no answer for {self.timeout} s ({len(data)} of {size} bytes came)")
@@ -277,12 +300,17 @@ class Link:
         return decode_response(bytes([SYNC_RESPONSE]) + header + rest)
 
     def drain(self) -> bytes:
-        """Drop (and return) what arrives until the line is quiet for ``drain_quiet`` seconds."""
+        """Drop (and return) what arrives until the line is quiet for ``drain_quiet`` seconds; LinkError if it
+        is not quiet within ``deadline`` seconds."""
         saved, self.transport.timeout = self.transport.timeout, self.drain_quiet
+        ends = time.monotonic() + self.deadline
         dropped = bytearray()
         try:
             while chunk := self.transport.read(4096):
                 dropped += chunk
+                if time.monotonic() > ends:
+                    raise LinkError(f"the device never stops sending ({len(dropped):,} bytes in "
+                                    f"{self.deadline:g} s)")
         finally:
             self.transport.timeout = saved
         return bytes(dropped)
@@ -295,6 +323,7 @@ class Link:
             try:
                 self.transport.timeout = self.timeout
                 self.transport.write(frame)
+                self._ends = time.monotonic() + self.deadline
                 status, payload = self._read_response()
                 if status == RESP_NAK:
                     if len(payload) != 2:
@@ -318,6 +347,9 @@ class Link:
         version, addr_width, max_burst = struct.unpack("<BBH", payload)
         if version != PROTOCOL_VERSION:
             raise LinkError(f"the device speaks protocol version {version}, this host {PROTOCOL_VERSION}")
+        if not 1 <= addr_width <= 8 * ADDR_BYTES or max_burst < 1:
+            raise LinkError(f"the device's PING answer is not a bridge's: {addr_width}-bit addresses, bursts of "
+                            f"{max_burst} words")
         self._info = DeviceInfo(version, addr_width, max_burst)
         return self._info
 
