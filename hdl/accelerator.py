@@ -61,6 +61,26 @@ class _Engine:
         self.enabled = Const(1, 1)                            # its clock runs (see clock_gating)
 
 
+class _StageCores:
+    """The cores of one stage by role (``<stage>_<role>`` in its engine), in the order the engine adds them,
+    and the buffer and mask (or None) that each reader reads."""
+
+    def __init__(self):
+        self.cores: dict[str, wiring.Component] = {}
+        self.reads: dict[str, tuple] = {}
+
+    def __getitem__(self, role: str) -> wiring.Component:
+        return self.cores[role]
+
+    def add(self, role: str, core):
+        self.cores[role] = core
+        return core
+
+    def read(self, role: str, buf, mask, reader: BufferReader) -> BufferReader:
+        self.reads[role] = (buf, mask)
+        return self.add(role, reader)
+
+
 class Accelerator(wiring.Component):
     """The whole model in hardware, driven through the host bus.
 
@@ -100,15 +120,118 @@ class Accelerator(wiring.Component):
     def plan(self):
         return self._plan
 
+    # -- the cores of each stage ------------------------------------------------------------------
+
+    def cores(self) -> list[tuple[str, wiring.Component]]:
+        """Every core the engines instantiate, stage by stage, each named ``<stage>/<role>`` (in the engine
+        of its stage it is the submodule ``<stage>_<role>``); the register slices between cores are
+        wiring, not listed."""
+        return [(f"{stage.name}/{role}", core) for stage in self._plan.stages
+                for role, core in self._stage_cores(stage).cores.items() if not isinstance(core, StreamSlice)]
+
+    def _reader(self, cores, role, buf, frame, *, base_width=0, mask=None):
+        tokens = self._plan.tokens if buf.kind == "pixels" else buf.tokens
+        return cores.read(role, buf, mask, BufferReader(
+            tokens=tokens, groups=buf.groups, group_bits=buf.group_bits, word_width=buf.word_width, frame=frame,
+            base_width=base_width, mask_width=mask.word_width if mask is not None else 0, value_width=buf.width))
+
+    def _events(self, cores, buf, addr_width, frame):
+        """The event stream of ``buf``'s words (EventQueue, or DenseEvents for the baseline)."""
+        K = buf.lanes
+        width = max(addr_width, (K - 1).bit_length(), 1)
+        if self._plan.dense:
+            last_lanes = buf.channels - (buf.groups - 1) * K
+            q = DenseEvents(lanes=K, level_width=buf.width, addr_width=width, groups=buf.groups,
+                            last_lanes=last_lanes if frame == "token" else K)
+        else:
+            q = EventQueue(K, buf.width, width)
+        return cores.add(f"events_{_ident(buf.name)}", q)
+
+    def _accumulator(self, cores, dense_op, src):
+        plan = self._plan
+        return cores.add("acc", SpikeAccumulator(plan.lanes, dense_op.weight, dense_op.bits, src.width,
+                                                 self._width(dense_op.dst)[0], dense=plan.dense, ecp5=self._ecp5))
+
+    def _neuron_unit(self, cores, op, lanes, in_width, tokens, in_range):
+        return cores.add("neuron", NeuronUnit.from_op(op, lanes=lanes, in_width=in_width, tokens=tokens,
+                                                      timesteps=self._plan.timesteps, in_range=in_range,
+                                                      ecp5=self._ecp5))
+
+    def _stage_cores(self, stage) -> _StageCores:
+        """The cores of ``stage``, by role, in the order its engine adds them."""
+        plan, P, N, ecp5 = self._plan, self._plan.lanes, self._plan.tokens, self._ecp5
+        cores = _StageCores()
+        ops = [plan.op(name) for name in stage.ops]
+        src = plan.buffers[stage.srcs[0]]
+        if stage.kind == "stem":
+            conv, rq = ops
+            base_width = (plan.pixel_frames * N - 1).bit_length() if plan.pixel_frames > 1 else 0
+            self._reader(cores, f"read_{_ident(src.name)}", src, "token", base_width=base_width)
+            unit = cores.add("conv", PatchConvUnit.from_op(conv, lanes=P, tokens=N, pixel_bits=src.width,
+                                                           ecp5=ecp5))
+            cores.add("rq", RequantUnit.from_op(rq, lanes=P, in_width=unit.acc_width, tokens=N,
+                                                in_range=self._width(conv.dst)[1], ecp5=ecp5))
+        elif stage.kind == "residual_neuron":
+            self._reader(cores, f"read_{_ident(src.name)}", src, "token")
+            self._neuron_unit(cores, ops[0], P, src.width, N, self._width(src.name)[1])
+        elif stage.kind in ("dense_neuron", "dense_residual", "head"):
+            dense_op = ops[1] if stage.kind == "head" else ops[0]
+            mask = plan.buffers[stage.mask] if stage.mask else None
+            self._reader(cores, f"read_{_ident(src.name)}", src, "token", mask=mask)
+            self._events(cores, src, max(1, (dense_op.weight.shape[1] - 1).bit_length()), "token")
+            acc = self._accumulator(cores, dense_op, src)
+            rng = self._width(dense_op.dst)[1]
+            if stage.kind == "dense_neuron":
+                self._neuron_unit(cores, ops[1], P, acc.acc_width, N, rng)
+            elif stage.kind == "dense_residual":
+                rq, add = ops[1], ops[2]
+                cores.add("rq", RequantUnit.from_op(rq, lanes=P, in_width=acc.acc_width, tokens=N, in_range=rng,
+                                                    ecp5=ecp5))
+                res = plan.buffers[stage.srcs[-1]]
+                in_width = max(res.width, self._width(rq.dst)[0])
+                cores.add("add", ResidualAdd.from_op(add, lanes=P, channels=res.channels, tokens=N,
+                                                     in_width=in_width))
+                self._reader(cores, f"res_read_{_ident(res.name)}", res, "token")
+            else:
+                cores.add("rq", RequantUnit.from_op(ops[2], lanes=P, in_width=acc.acc_width, tokens=1, in_range=rng,
+                                                    out_width=plan.logit_width, ecp5=ecp5))
+        elif stage.kind in ("linear_attention", "cospike"):
+            op, sn = ops
+            events = []
+            for name in stage.srcs:
+                buf = plan.buffers[name]
+                self._reader(cores, f"read_{_ident(buf.name)}", buf, "all")
+                events.append(self._events(cores, buf, (buf.tokens * buf.channels - 1).bit_length(), "all"))
+            addr_width = len(events[0].events.payload.addr)
+            rng = self._width(op.dst)[1]
+            if stage.kind == "linear_attention":
+                unit = cores.add("attn", LinearAttentionUnit(N, src.channels, op.heads, plan.types[op.q].hi,
+                                                             level_width=src.width, addr_width=addr_width,
+                                                             ecp5=ecp5))
+                d = src.channels // op.heads
+                neuron = self._neuron_unit(cores, sn, d, unit.acc_width + 1, N, rng)
+                # a register slice between the attention unit's output sweep and the neuron: the neuron's
+                # credit into the sweep's read-stage enables, across the die, was the critical path at 100 MHz
+                cores.add("slice", StreamSlice(neuron.i.payload.shape()))
+            else:
+                unit = cores.add("cospike", CoSpikeUnit(N, src.channels, plan.types[op.k].hi, lanes=P,
+                                                        level_width=src.width, addr_width=addr_width, ecp5=ecp5))
+                self._neuron_unit(cores, sn, P, unit.count_width + 1, 1, rng)
+        else:
+            raise ValueError(f"unknown stage kind {stage.kind!r}")
+        return cores
+
     # -- helpers --------------------------------------------------------------------------------
 
-    def _reader(self, m, name, buf, frame, *, base=None, base_width=0, mask=None):
-        plan = self._plan
-        tokens = plan.tokens if buf.kind == "pixels" else buf.tokens
-        r = BufferReader(tokens=tokens, groups=buf.groups, group_bits=buf.group_bits, word_width=buf.word_width,
-                         frame=frame, base_width=base_width,
-                         mask_width=mask.word_width if mask is not None else 0, value_width=buf.width)
-        m.submodules[f"{name}_read_{_ident(buf.name)}"] = r
+    def _add(self, m, stage, cores, role):
+        """Add the core ``role`` of ``stage`` to the engine."""
+        m.submodules[f"{stage.name}_{role}"] = core = cores[role]
+        return core
+
+    def _add_reader(self, m, stage, cores, role, *, base=None):
+        """Add a reader to the engine, with its read ports on its buffer (and mask)."""
+        r = self._add(m, stage, cores, role)
+        buf, mask = cores.reads[role]
         port = self._mems[buf.name].read_port(domain=self._domain)
         m.d.comb += [port.addr.eq(r.addr), r.data.eq(port.data)]
         if base is not None:
@@ -118,17 +241,9 @@ class Accelerator(wiring.Component):
             m.d.comb += [mport.addr.eq(r.mask_addr), r.mask_data.eq(mport.data)]
         return r
 
-    def _events(self, m, name, reader, buf, addr_width, frame):
-        """Spike words of ``reader`` -> an event stream (EventQueue, or DenseEvents for the baseline)."""
-        K = buf.lanes
-        width = max(addr_width, (K - 1).bit_length(), 1)
-        if self._plan.dense:
-            last_lanes = buf.channels - (buf.groups - 1) * K
-            q = DenseEvents(lanes=K, level_width=buf.width, addr_width=width, groups=buf.groups,
-                            last_lanes=last_lanes if frame == "token" else K)
-        else:
-            q = EventQueue(K, buf.width, width)
-        m.submodules[f"{name}_events_{_ident(buf.name)}"] = q
+    def _add_events(self, m, stage, cores, reader, buf):
+        """Add the event source of ``buf`` to the engine, fed by ``reader``."""
+        q = self._add(m, stage, cores, f"events_{_ident(buf.name)}")
         m.d.comb += [
             q.spikes.valid.eq(reader.o.valid),
             reader.o.ready.eq(q.spikes.ready),
@@ -162,13 +277,10 @@ class Accelerator(wiring.Component):
         with m.Elif(when):
             m.d.sync += eng.busy.eq(0)
 
-    def _accumulator(self, m, name, dense_op, src, events, acc_width, frame_end=None):
-        """A SpikeAccumulator fed by ``events``; ``frame_end`` (default: every frame's ``last``) says which
-        ``last`` closes an accumulation frame."""
-        plan = self._plan
-        acc = SpikeAccumulator(plan.lanes, dense_op.weight, dense_op.bits, src.width, acc_width,
-                               dense=plan.dense, ecp5=self._ecp5)
-        m.submodules[f"{name}_acc"] = acc
+    def _add_accumulator(self, m, stage, cores, events, frame_end=None):
+        """Add the SpikeAccumulator fed by ``events``; ``frame_end`` (default: every frame's ``last``) says
+        which ``last`` closes an accumulation frame."""
+        acc = self._add(m, stage, cores, "acc")
         m.d.comb += [
             acc.events.valid.eq(events.valid),
             events.ready.eq(acc.events.ready),
@@ -191,24 +303,17 @@ class Accelerator(wiring.Component):
 
     # -- engines --------------------------------------------------------------------------------
 
-    def _stem(self, m, stage, eng, ctx):
+    def _stem(self, m, stage, cores, eng, ctx):
         plan = self._plan
-        conv, rq = plan.op(stage.ops[0]), plan.op(stage.ops[1])
+        conv = plan.op(stage.ops[0])
         pix = plan.buffers[stage.srcs[0]]
         dst = plan.buffers[stage.dst]
-        events_input = plan.pixel_frames > 1
-        base_width = (plan.pixel_frames * plan.tokens - 1).bit_length() if events_input else 0
-        r = self._reader(m, stage.name, pix, "token", base=ctx["t"] * plan.tokens if events_input else None,
-                         base_width=base_width)
-        unit = PatchConvUnit.from_op(conv, lanes=plan.lanes, tokens=plan.tokens, pixel_bits=pix.width,
-                                     ecp5=self._ecp5)
-        m.submodules[f"{stage.name}_conv"] = unit
+        r = self._add_reader(m, stage, cores, f"read_{_ident(pix.name)}",
+                             base=ctx["t"] * plan.tokens if plan.pixel_frames > 1 else None)
+        unit = self._add(m, stage, cores, "conv")
         m.d.comb += [r.start.eq(eng.start), unit.i.valid.eq(r.o.valid), r.o.ready.eq(unit.i.ready),
                      unit.i.payload.pixel.eq(r.o.payload.data), unit.i.payload.last.eq(r.o.payload.last)]
-        _, rng = self._width(conv.dst)
-        req = RequantUnit.from_op(rq, lanes=plan.lanes, in_width=unit.acc_width, tokens=plan.tokens,
-                                  in_range=rng, ecp5=self._ecp5)
-        m.submodules[f"{stage.name}_rq"] = req
+        req = self._add(m, stage, cores, "rq")
         wiring.connect(m, unit.o, req.i)
         o = req.o
         m.d.comb += o.ready.eq(1)
@@ -217,19 +322,11 @@ class Accelerator(wiring.Component):
         m.d.comb += eng.synops.eq(Mux(unit.i.valid & unit.i.ready, fan, 0))
         self._finish(m, eng, o.valid & o.payload.last)
 
-    def _neuron_unit(self, m, name, op, lanes, in_width, tokens, in_range):
-        unit = NeuronUnit.from_op(op, lanes=lanes, in_width=in_width, tokens=tokens,
-                                  timesteps=self._plan.timesteps, in_range=in_range, ecp5=self._ecp5)
-        m.submodules[f"{name}_neuron"] = unit
-        return unit
-
-    def _residual_neuron(self, m, stage, eng, ctx):
+    def _residual_neuron(self, m, stage, cores, eng, ctx):
         plan = self._plan
         src, dst = plan.buffers[stage.srcs[0]], plan.buffers[stage.dst]
-        op = plan.op(stage.ops[0])
-        r = self._reader(m, stage.name, src, "token")
-        _, rng = self._width(src.name)
-        unit = self._neuron_unit(m, stage.name, op, plan.lanes, src.width, plan.tokens, rng)
+        r = self._add_reader(m, stage, cores, f"read_{_ident(src.name)}")
+        unit = self._add(m, stage, cores, "neuron")
         i = unit.i
         m.d.comb += [r.start.eq(eng.start), i.valid.eq(r.o.valid), r.o.ready.eq(i.ready),
                      i.payload.group.eq(r.o.payload.group), i.payload.token.eq(r.o.payload.token),
@@ -240,27 +337,23 @@ class Accelerator(wiring.Component):
         self._write(m, dst, o.valid, o.payload.token, o.payload.group, o.payload.levels)
         self._finish(m, eng, o.valid & o.payload.last & (o.payload.token == plan.tokens - 1))
 
-    def _dense_front(self, m, stage, eng):
+    def _dense_front(self, m, stage, cores, eng):
         """Reader (with the sdsa1 mask), events and accumulator of a Dense stage."""
         plan = self._plan
         dense_op = plan.op(stage.ops[0])
         src = plan.buffers[stage.srcs[0]]
-        mask = plan.buffers[stage.srcs[1]] if len(stage.srcs) > 1 and \
-            plan.buffers[stage.srcs[1]].kind == "spikes" and plan.buffers[stage.srcs[1]].tokens == 1 else None
-        r = self._reader(m, stage.name, src, "token", mask=mask)
+        r = self._add_reader(m, stage, cores, f"read_{_ident(src.name)}")
         m.d.comb += r.start.eq(eng.start)
-        aw = max(1, (dense_op.weight.shape[1] - 1).bit_length())
-        events = self._events(m, stage.name, r, src, aw, "token")
-        acc_width, rng = self._width(dense_op.dst)
-        acc = self._accumulator(m, stage.name, dense_op, src, events, acc_width)
+        events = self._add_events(m, stage, cores, r, src)
+        acc = self._add_accumulator(m, stage, cores, events)
         self._count(m, eng, (events.valid, events.ready, events.payload.level, dense_op.weight.shape[0]))
         token = self._token_counter(m, stage.name, acc.acc)
-        return acc, token, acc_width, rng
+        return acc, token
 
-    def _dense_neuron(self, m, stage, eng, ctx):
+    def _dense_neuron(self, m, stage, cores, eng, ctx):
         plan = self._plan
-        acc, token, acc_width, rng = self._dense_front(m, stage, eng)
-        unit = self._neuron_unit(m, stage.name, plan.op(stage.ops[1]), plan.lanes, acc_width, plan.tokens, rng)
+        acc, token = self._dense_front(m, stage, cores, eng)
+        unit = self._add(m, stage, cores, "neuron")
         i, a = unit.i, acc.acc
         m.d.comb += [i.valid.eq(a.valid), a.ready.eq(i.ready), i.payload.group.eq(a.payload.group),
                      i.payload.token.eq(token), i.payload.first.eq(ctx["first"]),
@@ -271,24 +364,18 @@ class Accelerator(wiring.Component):
         self._write(m, dst, o.valid, o.payload.token, o.payload.group, o.payload.levels)
         self._finish(m, eng, o.valid & o.payload.last & (o.payload.token == plan.tokens - 1))
 
-    def _dense_residual(self, m, stage, eng, ctx):
+    def _dense_residual(self, m, stage, cores, eng, ctx):
         plan = self._plan
-        acc, token, acc_width, rng = self._dense_front(m, stage, eng)
+        acc, token = self._dense_front(m, stage, cores, eng)
         rq, add = plan.op(stage.ops[1]), plan.op(stage.ops[2])
-        req = RequantUnit.from_op(rq, lanes=plan.lanes, in_width=acc_width, tokens=plan.tokens, in_range=rng,
-                                  ecp5=self._ecp5)
-        m.submodules[f"{stage.name}_rq"] = req
+        req = self._add(m, stage, cores, "rq")
         a = acc.acc
         m.d.comb += [req.i.valid.eq(a.valid), a.ready.eq(req.i.ready), req.i.payload.group.eq(a.payload.group),
                      req.i.payload.token.eq(token), req.i.payload.last.eq(a.payload.last),
                      req.i.payload.values.eq(a.payload.values)]
         res = plan.buffers[stage.srcs[-1]]
-        out_width = signed_width(*(lambda t: (t.lo, t.hi))(plan.types[rq.dst]))
-        in_width = max(res.width, out_width)
-        radd = ResidualAdd.from_op(add, lanes=plan.lanes, channels=res.channels, tokens=plan.tokens,
-                                   in_width=in_width)
-        m.submodules[f"{stage.name}_add"] = radd
-        rr = self._reader(m, f"{stage.name}_res", res, "token")
+        radd = self._add(m, stage, cores, "add")
+        rr = self._add_reader(m, stage, cores, f"res_read_{_ident(res.name)}")
         m.d.comb += rr.start.eq(eng.start)
         res_values = data.ArrayLayout(signed(res.width), plan.lanes)(rr.o.payload.data)
         # the residual is the Add's first operand (a), the branch the second: the IR's order
@@ -307,16 +394,15 @@ class Accelerator(wiring.Component):
         self._write(m, plan.buffers[stage.dst], o.valid, o.payload.token, o.payload.group, o.payload.values)
         self._finish(m, eng, o.valid & o.payload.last & (o.payload.token == plan.tokens - 1))
 
-    def _spike_inputs(self, m, stage, eng, names):
+    def _spike_inputs(self, m, stage, cores, eng):
         """Readers and event streams (one whole-step frame each) for the attention cores' inputs."""
         plan = self._plan
         streams = []
-        for name in names:
+        for name in stage.srcs:
             buf = plan.buffers[name]
-            r = self._reader(m, stage.name, buf, "all")
+            r = self._add_reader(m, stage, cores, f"read_{_ident(buf.name)}")
             m.d.comb += r.start.eq(eng.start)
-            aw = (buf.tokens * buf.channels - 1).bit_length()
-            streams.append((buf, self._events(m, stage.name, r, buf, aw, "all")))
+            streams.append(self._add_events(m, stage, cores, r, buf))
         return streams
 
     @staticmethod
@@ -325,24 +411,18 @@ class Accelerator(wiring.Component):
                      dst.payload.addr.eq(src.payload.addr), dst.payload.level.eq(src.payload.level),
                      dst.payload.last.eq(src.payload.last)]
 
-    def _linear_attention(self, m, stage, eng, ctx):
+    def _linear_attention(self, m, stage, cores, eng, ctx):
         plan = self._plan
-        op, sn = plan.op(stage.ops[0]), plan.op(stage.ops[1])
-        (vb, v), (kb, k), (qb, q) = self._spike_inputs(m, stage, eng, stage.srcs)
-        C = vb.channels
-        unit = LinearAttentionUnit(plan.tokens, C, op.heads, plan.types[op.q].hi, level_width=vb.width,
-                                   addr_width=len(v.payload.addr), ecp5=self._ecp5)
-        m.submodules[f"{stage.name}_attn"] = unit
+        op = plan.op(stage.ops[0])
+        v, k, q = self._spike_inputs(m, stage, cores, eng)
+        unit = self._add(m, stage, cores, "attn")
         for src, port in ((v, unit.v), (k, unit.k), (q, unit.q)):
             self._connect_events(m, src, port)
-        d = C // op.heads
+        d = plan.buffers[stage.srcs[0]].channels // op.heads
         self._count(m, eng, (k.valid, k.ready, k.payload.level, d), (q.valid, q.ready, q.payload.level, d),
                     (v.valid, v.ready, v.payload.level, 0))
-        _, rng = self._width(op.dst)
-        neuron = self._neuron_unit(m, stage.name, sn, d, unit.acc_width + 1, plan.tokens, rng)
-        # a register slice between the attention unit's output sweep and the neuron: the neuron's credit
-        # into the sweep's read-stage enables, across the die, was the critical path at 100 MHz
-        m.submodules[f"{stage.name}_slice"] = piped = StreamSlice(neuron.i.payload.shape())
+        neuron = self._add(m, stage, cores, "neuron")
+        piped = self._add(m, stage, cores, "slice")
         wiring.connect(m, piped.o, neuron.i)
         i, o = piped.i, unit.o
         m.d.comb += [i.valid.eq(o.valid), o.ready.eq(i.ready), i.payload.group.eq(o.payload.head),
@@ -354,18 +434,14 @@ class Accelerator(wiring.Component):
         self._write(m, plan.buffers[stage.dst], n.valid, n.payload.token, n.payload.group, n.payload.levels)
         self._finish(m, eng, n.valid & n.payload.last)
 
-    def _cospike(self, m, stage, eng, ctx):
+    def _cospike(self, m, stage, cores, eng, ctx):
         plan = self._plan
-        op, sn = plan.op(stage.ops[0]), plan.op(stage.ops[1])
-        (vb, v), (kb, k) = self._spike_inputs(m, stage, eng, stage.srcs)
-        unit = CoSpikeUnit(plan.tokens, vb.channels, plan.types[op.k].hi, lanes=plan.lanes, level_width=vb.width,
-                           addr_width=len(v.payload.addr), ecp5=self._ecp5)
-        m.submodules[f"{stage.name}_cospike"] = unit
+        v, k = self._spike_inputs(m, stage, cores, eng)
+        unit = self._add(m, stage, cores, "cospike")
         self._connect_events(m, v, unit.v)
         self._connect_events(m, k, unit.k)
         self._count(m, eng, (k.valid, k.ready, k.payload.level, 1), (v.valid, v.ready, v.payload.level, 0))
-        _, rng = self._width(op.dst)
-        neuron = self._neuron_unit(m, stage.name, sn, plan.lanes, unit.count_width + 1, 1, rng)
+        neuron = self._add(m, stage, cores, "neuron")
         i, o = neuron.i, unit.o
         m.d.comb += [i.valid.eq(o.valid), o.ready.eq(i.ready), i.payload.group.eq(o.payload.group),
                      i.payload.token.eq(0), i.payload.first.eq(ctx["first"]), i.payload.last.eq(o.payload.last)]
@@ -375,26 +451,22 @@ class Accelerator(wiring.Component):
         self._write(m, plan.buffers[stage.dst], n.valid, Const(0, 1), n.payload.group, n.payload.levels)
         self._finish(m, eng, n.valid & n.payload.last)
 
-    def _head(self, m, stage, eng, ctx):
+    def _head(self, m, stage, cores, eng, ctx):
         plan = self._plan
-        dense_op, rq = plan.op(stage.ops[1]), plan.op(stage.ops[2])
+        dense_op = plan.op(stage.ops[1])
         src = plan.buffers[stage.srcs[0]]
-        r = self._reader(m, stage.name, src, "token")
+        r = self._add_reader(m, stage, cores, f"read_{_ident(src.name)}")
         m.d.comb += r.start.eq(eng.start)
-        aw = max(1, (dense_op.weight.shape[1] - 1).bit_length())
-        events = self._events(m, stage.name, r, src, aw, "token")
+        events = self._add_events(m, stage, cores, r, src)
         # one accumulation frame over every token and time step: only the final frame's last is kept
         frames = Signal(range(max(plan.tokens, 2)), name="head_frames")
         end_of_frame = events.valid & events.ready & events.payload.last
         final = ctx["last_step"] & (frames == plan.tokens - 1)
-        acc_width, rng = self._width(dense_op.dst)
-        acc = self._accumulator(m, stage.name, dense_op, src, events, acc_width, frame_end=final)
+        acc = self._add_accumulator(m, stage, cores, events, frame_end=final)
         self._count(m, eng, (events.valid, events.ready, events.payload.level, dense_op.weight.shape[0]))
         with m.If(end_of_frame):
             m.d.sync += frames.eq(Mux(frames == plan.tokens - 1, 0, frames + 1))
-        req = RequantUnit.from_op(rq, lanes=plan.lanes, in_width=acc_width, tokens=1, in_range=rng,
-                                  out_width=plan.logit_width, ecp5=self._ecp5)
-        m.submodules[f"{stage.name}_rq"] = req
+        req = self._add(m, stage, cores, "rq")
         a = acc.acc
         m.d.comb += [req.i.valid.eq(a.valid), a.ready.eq(req.i.ready), req.i.payload.group.eq(a.payload.group),
                      req.i.payload.token.eq(0), req.i.payload.last.eq(a.payload.last),
@@ -442,7 +514,7 @@ class Accelerator(wiring.Component):
             em = Module()
             # the engine's buffer ports are clocked with it (a memory port names its domain)
             domain = self._domain = f"engine{index}"
-            builders[stage.kind](em, stage, eng, ctx)
+            builders[stage.kind](em, stage, self._stage_cores(stage), eng, ctx)
             m.domains += ClockDomain(domain)
             if self._gating:
                 eng.enabled = Signal(name=f"{_ident(stage.name)}_clock_enable")

@@ -96,16 +96,18 @@ class Stage:
 
     ``kind`` names the engine (docs/architecture.md): ``stem`` (PatchConv, Requant), ``residual_neuron``
     (Neuron on the residual stream), ``dense_neuron`` (Dense, Neuron), ``dense_residual`` (Dense, Requant,
-    Add; with a mask buffer for sdsa1's Mask), ``linear_attention`` (LinearAttention, Neuron),
-    ``cospike`` (CoSpike, Neuron: sdsa1's mask) and ``head`` (SumPool, Dense, Requant: accumulated over
-    every token and time step, the logits written after the last one). ``once``: run at the first time
-    step only (the stem of an image, which every step shares)."""
+    Add), ``linear_attention`` (LinearAttention, Neuron), ``cospike`` (CoSpike, Neuron: sdsa1's mask) and
+    ``head`` (SumPool, Dense, Requant: accumulated over every token and time step, the logits written after
+    the last one). ``once``: run at the first time step only (the stem of an image, which every step
+    shares). ``mask``: sdsa1's Mask before a Dense stage, its second source (a spike map of one token),
+    which the stage's reader ANDs into the first one's lanes."""
     kind: str
     name: str
     ops: tuple[str, ...]
     srcs: tuple[str, ...]
     dst: str | None
     once: bool = False
+    mask: str | None = None
 
 
 @dataclass
@@ -270,24 +272,26 @@ def build_plan(graph: ir.Graph, lanes: int | None = None, dense: bool = False) -
             head_seen = True
         elif isinstance(op, ir.Dense):
             src = op.src
-            mask_srcs: tuple[str, ...] = ()
+            mask: str | None = None
             if src not in buffers:
                 producer = graph.op(src)
                 if isinstance(producer, ir.Mask):
-                    src, mask_srcs = producer.q, (producer.m,)
+                    src, mask = producer.q, producer.m
                 else:
                     raise UserError(f"the model cannot be mapped to hardware: {op.name} reads {src}, "
                                     "which no engine stores")
+            reads = (src, mask) if mask else (src,)
             post = only(op, (ir.Neuron, ir.Requant))
             if isinstance(post, ir.Neuron):
                 spikes(post.dst, P)
-                stages.append(Stage("dense_neuron", op.name, (op.name, post.name), (src, *mask_srcs), post.dst))
+                stages.append(Stage("dense_neuron", op.name, (op.name, post.name), reads, post.dst,
+                                    mask=mask))
             else:
                 add = only(post, ir.Add)
                 res = add.a if add.b == post.dst else add.b
                 residual(add.dst)
                 stages.append(Stage("dense_residual", op.name, (op.name, post.name, add.name),
-                                    (src, *mask_srcs, res), add.dst))
+                                    (*reads, res), add.dst, mask=mask))
         elif isinstance(op, ir.LinearAttention):
             sn = only(op, ir.Neuron)
             d = types[op.q].shape[-1] // op.heads
