@@ -5,12 +5,19 @@ Python writes a *script* of bus operations (write, read, wait until a register m
 cycles simulated and the time taken. One process runs a whole batch of samples. Binaries are cached by a hash
 of their Verilog and harness.
 :func:`verilate` builds a top with any C++ harness (the pty harness of :mod:`sim.uart_sim` too).
+
+Concurrent runs are safe: a binary is built under a lock (a second process that wants the same binary
+waits, then uses it) in a private folder that is renamed into the cache only once complete, so an
+interrupted build leaves no cache entry; every :func:`run` has its own folder for its script and reads.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import shutil
+import tempfile
 import struct
 import subprocess
 import time
@@ -19,12 +26,13 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from . import verilog
 from amaranth.hdl import ClockDomain, ClockSignal, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from hdl.hostbus import READ_LATENCY, HostBusSignature
+
+from . import verilog
 
 OP_WRITE, OP_READ, OP_WAIT, OP_TICK = 1, 2, 3, 4
 
@@ -138,21 +146,34 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
     """
     source = verilog.convert(top, name="top")
     digest = hashlib.sha256((source + harness).encode()).hexdigest()[:16]
-    work = Path(build_root).resolve() / f"{prefix}-{digest}"
+    root = Path(build_root).resolve()
+    work = root / f"{prefix}-{digest}"
     path = work / binary
     if path.exists():
         return path
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "top.v").write_text(source)
-    (work / "harness.cpp").write_text(harness)
-    cmd = ["verilator", "--cc", "top.v", "--exe", "harness.cpp", "--build", "-j", str(jobs), "--top-module", "top",
-           "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
-           "-Wno-lint", "-Wno-style", "--Mdir", "obj", "-o", f"../{binary}", "-CFLAGS", "-O2", *PCH_FIX]
-    result = subprocess.run(cmd, cwd=work, env=verilator_env(), capture_output=True, text=True)
-    if result.returncode != 0 or not path.exists():
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-        what = f"exit status {result.returncode}" if result.returncode else f"no {path} after it"
-        raise RuntimeError(f"verilator build failed in {work} ({what}):\n{tail}")
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{prefix}-{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)             # one build per design; the others wait for it
+        if path.exists():
+            return path
+        tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}-{digest}-", dir=root))
+        try:
+            (tmp / "top.v").write_text(source)
+            (tmp / "harness.cpp").write_text(harness)
+            cmd = ["verilator", "--cc", "top.v", "--exe", "harness.cpp", "--build", "-j", str(jobs), "--top-module",
+                   "top", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
+                   "-Wno-lint", "-Wno-style", "--Mdir", "obj", "-o", f"../{binary}", "-CFLAGS", "-O2", *PCH_FIX]
+            result = subprocess.run(cmd, cwd=tmp, env=verilator_env(), capture_output=True, text=True)
+            if result.returncode != 0 or not (tmp / binary).exists():
+                tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+                what = f"exit status {result.returncode}" if result.returncode else f"no {binary} after it"
+                raise RuntimeError(f"verilator build failed in {tmp} ({what}):\n{tail}")
+            if work.exists():                        # a build from before this lock existed: replace it
+                shutil.rmtree(work)
+            os.rename(tmp, work)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return path
 
 
@@ -168,14 +189,15 @@ def run(binary: Path, script: Script, work: str | Path) -> RunResult:
     """Run ``script`` on a harness binary; raise RuntimeError if the harness fails (e.g. a wait times out)."""
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    script_path, out_path = work / "script.bin", work / "reads.bin"
-    script_path.write_bytes(script.to_bytes())
-    t0 = time.monotonic()
-    result = subprocess.run([str(binary), str(script_path), str(out_path)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"simulation failed: {result.stderr.strip() or result.stdout.strip()}")
-    cycles, seconds = result.stdout.split()
-    reads = np.fromfile(out_path, dtype="<u4")
+    with tempfile.TemporaryDirectory(prefix="run-", dir=work) as own:     # this run's own files
+        script_path, out_path = Path(own) / "script.bin", Path(own) / "reads.bin"
+        script_path.write_bytes(script.to_bytes())
+        t0 = time.monotonic()
+        result = subprocess.run([str(binary), str(script_path), str(out_path)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"simulation failed: {result.stderr.strip() or result.stdout.strip()}")
+        cycles, seconds = result.stdout.split()
+        reads = np.fromfile(out_path, dtype="<u4")
     if len(reads) != script.reads:
         raise RuntimeError(f"simulation returned {len(reads)} reads, the script asked for {script.reads}")
     return RunResult(reads, int(cycles), float(seconds) or (time.monotonic() - t0))

@@ -97,3 +97,36 @@ def test_harnesses_are_package_data():
     globs = project["tool"]["setuptools"]["package-data"]["sim"]
     shipped = {p.relative_to(root).as_posix() for g in globs for p in root.glob(g)}
     assert {"harness/host_bus.cpp", "harness/uart_pty.cpp"} <= shipped
+
+
+def test_concurrent_runs_in_one_folder_each_get_their_own_answers(binary, tmp_path):
+    """Two simulations at once with the same work folder (two `simulate` commands with the default
+    --build-dir) no longer share a script or a reads file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job(seed):
+        words = np.random.default_rng(seed).integers(0, 1 << 20, size=16)
+        script = verilator_host.Script()
+        for _ in range(200):
+            for a, w in enumerate(words):
+                script.write(a, int(w))
+            script.write(0x100, 1).wait(0x101, 1, 1, max_cycles=1000).read(0x102)
+        return int(words.sum()), verilator_host.run(binary, script, tmp_path).reads.tolist()
+
+    with ThreadPoolExecutor(4) as pool:
+        for total, reads in pool.map(job, range(8)):
+            assert reads == [total] * 200
+    assert list(tmp_path.iterdir()) == []                      # each run's files went with it
+
+
+def test_concurrent_builds_of_one_design_build_it_once(tmp_path):
+    """Two processes (here threads) wanting the same new binary: one builds, the other waits and uses it;
+    nothing half-built is left in the cache."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: verilator_host.build(_SumDevice(), tmp_path), range(2)))
+    assert paths[0] == paths[1] and paths[0].exists()
+    entries = sorted(p.name for p in tmp_path.iterdir())
+    assert len(entries) == 2 and entries[0].endswith(".lock") is False and entries[1].endswith(".lock")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]     # no private build folder left
