@@ -231,7 +231,7 @@ def cmd_build(args) -> int:
     config = build.BuildConfig(
         model=Path(args.model), board=args.board, out=Path(args.out) if args.out else None,
         lanes=None if args.lanes == "auto" else args.lanes, clock_mhz=args.clock, baud=args.baud, seed=args.seed,
-        samples=args.samples, progress=args.progress or sys.stderr.isatty() or not args.json)
+        samples=args.samples, progress=args.progress or sys.stderr.isatty() or not args.json, force=args.force)
     report, status = build.run(config)
     _emit(report, args.json, build.print_summary)
     return status
@@ -342,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=_positive_int, default=1, help="nextpnr's placement seed (default: 1)")
     b.add_argument("--samples", type=_at_least_one, default=build.DEFAULT_SAMPLES,
                    help=f"test inputs simulated for cycles per inference (default: {build.DEFAULT_SAMPLES})")
+    b.add_argument("--force", action="store_true",
+                   help="replace --out even if it is not an earlier build's folder (one with a report.json)")
     b.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     b.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     b.set_defaults(func=cmd_build)

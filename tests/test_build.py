@@ -44,7 +44,7 @@ def test_usage_errors(tmp_path, capsys, argv, message):
     assert _status(["build", str(EXAMPLE), "--out", str(out), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("error: ")
-    assert not out.exists() and not out.with_name("out.partial").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_model_file(tmp_path, capsys):
@@ -67,7 +67,7 @@ def test_too_big_for_the_12f_is_refused_before_synthesis(tmp_path, capsys):
     assert "does not fit the ulx3s-12f at 1 lane (" in err and "DP16KD: needs 34, the LFE5U-12F has 32" in err
     assert "distributed RAM (TRELLIS_DPR16X4, 16x4): needs " in err
     assert "the smallest listed board that fits it is ulx3s-25f (LFE5U-25F)" in err and "fewer lanes" not in err
-    assert not out.exists() and not (tmp_path / "b.partial").exists()
+    assert list(tmp_path.iterdir()) == [] or [p.name for p in tmp_path.iterdir()] == ["big.pt"]
 
 
 def test_too_big_for_every_board(tmp_path, capsys):
@@ -82,7 +82,7 @@ def test_too_big_for_every_board(tmp_path, capsys):
     assert main(["build", str(big), "--board", "ulx3s", "--out", str(out)]) == 2
     err = _one_error_line(capsys)
     assert "at 1 lane (" in err and "no listed board fits it" in err
-    assert not out.exists() and not (tmp_path / "b.partial").exists()
+    assert list(tmp_path.iterdir()) == [] or [p.name for p in tmp_path.iterdir()] == ["big.pt"]
 
 
 # ---------------------------------------------------------------- the flow with stand-in tools
@@ -135,11 +135,12 @@ def test_build_flow_report_with_stand_in_tools(tmp_path, capsys, monkeypatch):
     _fake_tools(monkeypatch)
     out = tmp_path / "o"
     out.mkdir()
+    (out / "report.json").write_text("{}")                     # an earlier build's folder: replaced
     (out / "stale.txt").write_text("from an earlier build")
     assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--clock", "50", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "cycles/inference" in printed and "LUT4" in printed and "report.md" in printed
-    assert not (out / "stale.txt").exists() and not (tmp_path / "o.partial").exists()
+    assert not (out / "stale.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["o"]
     r = json.loads((out / "report.json").read_text())
     assert r["clock_mhz"] == 50.0 and r["fmax_mhz"] == 61.2 and r["timing_met"]
     assert r["clock_used_mhz"] == 50.0 and "target" in r["clock_used"]
@@ -175,9 +176,10 @@ def test_build_failure_leaves_the_output_alone(tmp_path, capsys, monkeypatch):
     (out / "report.json").write_text("{}")
     assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--out", str(out)]) == 2
     last = capsys.readouterr().err.splitlines()[-1]          # after the progress lines
-    assert last.startswith("error: place and route failed") and last.endswith("o.partial)")
+    assert last.startswith("error: place and route failed") and ".partial-" in last and last.endswith(")")
     assert [p.name for p in out.iterdir()] == ["report.json"]                 # untouched
-    assert (tmp_path / "o.partial" / "top.tim").exists()                      # the logs are kept
+    partial, = tmp_path.glob("o.partial-*")
+    assert (partial / "top.tim").exists() and str(partial) in last            # the logs are kept
 
 
 @pytest.mark.slow
@@ -196,7 +198,7 @@ def test_build_the_bundled_model_for_the_ulx3s(tmp_path, capsys):
     bit = out / "top.bit"
     assert bit.is_file() and bit.stat().st_size > 100_000
     assert (out / "report.md").read_text().startswith("# Build report")
-    assert not (tmp_path / "digits-ulx3s.partial").exists()
+    assert not list(tmp_path.glob("digits-ulx3s.partial*"))
     assert report["board"] == "ulx3s-85f" and report["device"] == "LFE5U-85F"
     assert report["lanes"] == 8 and report["lanes_choice"].startswith("auto")
     for name in ("LUT4", "FF", "DP16KD", "MULT18X18D"):
@@ -249,7 +251,7 @@ def test_estimate_generate_simulate_implement_report_one_by_one(tmp_path, monkey
     step_estimate(b)
     assert b.plan.lanes == 8 and b.lanes_note.startswith("auto") and b.estimate.resources["DP16KD"] == 35
     step_generate(b)
-    staging = b.config.staging
+    staging = b.staging
     assert {"top.il", "top.ys", "top.lpf"} <= {p.name for p in staging.iterdir()}
     assert not (staging / "top.json").exists()                 # nothing synthesized yet
     assert b.top.pll.f_out_mhz == 50.0 and not out.exists()
@@ -263,7 +265,7 @@ def test_estimate_generate_simulate_implement_report_one_by_one(tmp_path, monkey
     step_pack(b)
     assert (staging / "top.bit").exists()
     step_report(b)
-    assert not b.config.staging.exists() and (out / "report.json").exists() and (out / "top.bit").exists()
+    assert not staging.exists() and (out / "report.json").exists() and (out / "top.bit").exists()
     r = json.loads((out / "report.json").read_text())
     assert r["lanes"] == 8 and r["simulation"]["bit_exact"] and r["fmax_mhz"] == 61.2
     assert list(r["seconds"]) == ["estimate", "synthesis", "place and route", "bitstream", "simulation", "total"]
@@ -278,3 +280,41 @@ def test_estimate_refuses_a_model_that_does_not_fit_before_anything_is_written(t
     with pytest.raises(UserError, match="does not fit the ulx3s-12f at 16 lanes"):
         step_estimate(b)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", [".", "/", ".."])
+def test_out_that_holds_the_working_folder_is_refused(tmp_path, capsys, monkeypatch, where):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--out", where]) == 2
+    assert "holds the working folder" in _one_error_line(capsys)
+    assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_out_that_is_not_a_build_folder_needs_force(tmp_path, capsys, monkeypatch):
+    _fake_tools(monkeypatch)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--clock", "50", "--out", str(out)]) == 2
+    assert "exists and is not an earlier build's folder" in _one_error_line(capsys)
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"] and len(list(tmp_path.iterdir())) == 1
+    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--clock", "50", "--out", str(out),
+                 "--force"]) == 0
+    assert (out / "report.json").exists() and not (out / "thesis.tex").exists()
+
+
+def test_two_builds_to_one_folder_at_once_do_not_share_a_staging_folder(tmp_path, monkeypatch):
+    """Each build stages in a folder of its own; the one that finishes last leaves its complete result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from compiler.flows.build import BuildConfig, run
+    _fake_tools(monkeypatch)
+    out = tmp_path / "o"
+    cfg = BuildConfig(model=EXAMPLE, board="ulx3s", out=out, lanes=16, clock_mhz=50, samples=2)
+    with ThreadPoolExecutor(2) as pool:
+        reports = [r for r, status in pool.map(lambda _: run(cfg), range(2))]
+    assert all(r["simulation"]["bit_exact"] for r in reports)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+    assert {"top.bit", "report.json", "report.md"} <= {p.name for p in out.iterdir()}

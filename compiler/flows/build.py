@@ -8,7 +8,7 @@ the steps before it made) that fills in its own part, so that each can be called
 ``estimate``   the hardware plan (lanes given or ``auto``) and its pre-synthesis estimate; refuse a model
                that does not fit the board, before anything is written
 ``generate``   the board top (PLL, accelerator, UART bridge, LEDs) written as RTLIL with the tools' scripts
-               into the staging folder ``<out>.partial`` (:func:`boards.build.prepare`)
+               into a staging folder ``<out>.partial-*`` of its own (:func:`boards.build.prepare`)
 ``simulate``   the accelerator on the samples in Verilator: cycles per inference, bit-exactness
 ``synthesize`` Yosys (:func:`boards.build.run_step`)
 ``place``      nextpnr-ecp5: place and route, then its report (Fmax, resources, critical path); a missed
@@ -19,7 +19,8 @@ the steps before it made) that fills in its own part, so that each can be called
 
 :func:`run` runs them in order, ``simulate`` in a thread beside the three tools. The bitstream and the
 reports appear in the output folder only when every step has succeeded: the work happens in
-``<out>.partial`` (kept, with its logs, when a step fails). ``docs/build.md`` describes the report's fields.
+``<out>.partial-*``, a folder of this build's own (kept, with its logs, when a step fails), so that two
+builds at once never share one; ``<out>`` is replaced only if it is an earlier build's (or with ``force``). ``docs/build.md`` describes the report's fields.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -154,9 +156,7 @@ def _swap_into_place(staging: Path, out: Path) -> None:
     """Replace ``out`` by ``staging`` (the old folder is removed only after the new one is in place)."""
     old = None
     if out.exists():
-        old = out.with_name(out.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old)
     os.replace(staging, out)
     if old is not None:
@@ -183,7 +183,8 @@ class BuildConfig:
     """Everything a build is asked to do; the steps read nothing else.
 
     ``lanes`` None is ``auto`` (the largest lane count whose estimate fits the board with room to route);
-    ``out`` None is ``build/<model file stem>-<board>``; ``progress`` shows each step on stderr."""
+    ``out`` None is ``build/<model file stem>-<board>``; ``force`` lets the build replace an ``out`` that is
+    not an earlier build's folder; ``progress`` shows each step on stderr."""
 
     model: Path
     board: str
@@ -194,14 +195,11 @@ class BuildConfig:
     seed: int = 1
     samples: int = DEFAULT_SAMPLES
     progress: bool = False
+    force: bool = False
 
     @property
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path("build") / f"{Path(self.model).stem}-{self.board}"
-
-    @property
-    def staging(self) -> Path:
-        return self.out_dir.with_name(self.out_dir.name + ".partial")
 
 
 @dataclass
@@ -224,6 +222,7 @@ class Build:
     estimate: estimate.Estimate | None = None
     lanes_note: str | None = None
     # generate
+    staging: Path | None = None
     top: BoardTop | None = None
     prepared: board_flow.Prepared | None = None
     # simulate
@@ -246,6 +245,7 @@ def step_load(b: Build) -> None:
     from .samples import default_dataset
 
     cfg = b.config
+    check_out(cfg.out_dir, cfg.force)
     b.spec = get_board(cfg.board)
     b.clock_mhz, b.uart_divisor = check_clock(b.spec, cfg.clock_mhz, cfg.baud)
     b.model = checkpoint.load(cfg.model)
@@ -281,20 +281,34 @@ def step_estimate(b: Build) -> None:
     refuse_if_too_big(b.estimate, spec, lanes_hint=b.plan.lanes > 1 and cfg.lanes is not None)
 
 
-def step_generate(b: Build) -> None:
-    """The board top (PLL, accelerator, UART bridge, LEDs), written for the tools into a new staging folder."""
-    out, staging = b.config.out_dir, b.config.staging
+def check_out(out: Path, force: bool = False) -> None:
+    """UserError unless the build may write ``out``: a new folder, an earlier build's (it has a
+    ``report.json``), or with ``force`` any folder that is not the working folder or one above it."""
+    here = Path.cwd().resolve()
+    where = out.resolve()
+    if where == here or where in here.parents:
+        raise UserError(f"--out {out}: a build replaces its output folder, and this one holds the working folder; "
+                        f"give a folder of the build's own (default: build/<model>-<board>)")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
+    if out.is_dir() and not force and not (out / "report.json").is_file() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not an earlier build's folder (no report.json); the build would "
+                        f"replace it: give another --out, or --force")
+
+
+def step_generate(b: Build) -> None:
+    """The board top (PLL, accelerator, UART bridge, LEDs), written for the tools into a staging folder of
+    this build's own, ``<out>.partial-*``."""
+    out = b.config.out_dir
+    check_out(out, b.config.force)
     try:
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        b.staging = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
     except OSError as exc:
-        raise UserError(f"cannot create {staging}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot create a folder beside {out}: {exc.strerror or exc}") from None
     baud = b.config.baud
     b.top = BoardTop(Accelerator(b.plan), b.spec, b.clock_mhz, lambda f: UartBridge(f, baud))
-    b.prepared = board_flow.prepare(b.top, b.spec, staging, seed=b.config.seed)
+    b.prepared = board_flow.prepare(b.top, b.spec, b.staging, seed=b.config.seed)
 
 
 def step_simulate(b: Build) -> None:
@@ -311,7 +325,7 @@ def _tool(b: Build, step: str) -> None:
     try:
         b.seconds[step] = board_flow.run_step(b.prepared, step, progress=progress)
     except BoardError as exc:
-        raise BoardError(f"{exc} (the partial build is in {b.config.staging})") from None
+        raise BoardError(f"{exc} (the partial build is in {b.staging})") from None
 
 
 def step_synthesize(b: Build) -> None:
@@ -325,7 +339,7 @@ def step_place(b: Build) -> None:
     try:
         b.result = board_flow.read_result(b.prepared, b.seconds)
     except BoardError as exc:
-        raise BoardError(f"{exc} (the partial build is in {b.config.staging})") from None
+        raise BoardError(f"{exc} (the partial build is in {b.staging})") from None
 
 
 def step_pack(b: Build) -> None:
@@ -337,7 +351,7 @@ def step_report(b: Build) -> None:
     """``report.json`` and ``report.md`` in the staging folder, which then replaces the output folder."""
     b.seconds["total"] = time.monotonic() - b.started
     b.report = make_report(b)
-    staging = b.config.staging
+    staging = b.staging
     _write_atomic(staging / "report.json", json.dumps(b.report, indent=2) + "\n")
     _write_atomic(staging / "report.md", report_markdown(b.report))
     _swap_into_place(staging, b.config.out_dir)
@@ -359,7 +373,7 @@ def run(config: BuildConfig) -> tuple[dict, int]:
     step_estimate(b)
     step_generate(b)
     b.say(f"building {b.plan.lanes}-lane accelerator for the {b.spec.name} ({b.spec.device}) at "
-          f"{b.clock_mhz:g} MHz in {config.staging}")
+          f"{b.clock_mhz:g} MHz in {b.staging}")
     failure: list[BaseException] = []
 
     def simulate():
@@ -386,7 +400,7 @@ def run(config: BuildConfig) -> tuple[dict, int]:
 def make_report(b: Build) -> dict:
     """The build's report (``docs/build.md`` describes its fields) from what the steps made."""
     cfg, plan, spec, est, result, sim = b.config, b.plan, b.spec, b.estimate, b.result, b.sim
-    staging = cfg.staging
+    staging = b.staging
     ref = golden.run(plan.graph, b.x)[0]
     mismatches = int((sim.logits != ref).any(axis=1).sum())
     cycles = sim.cycles.astype(float)
