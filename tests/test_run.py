@@ -154,3 +154,25 @@ def test_run_on_something_that_is_not_a_serial_port(tmp_path, capsys):
         assert main(["run", str(EXAMPLE), "--port", port, "--dataset", "digits", "--count", "1"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(f"error: cannot open {port}: not a serial port"), err
+
+
+@pytest.mark.parametrize("report, message", [
+    ([], "not a build report (a JSON object), but list"),
+    (None, "not a build report (a JSON object), but NoneType"),
+    ({"board": "ulx3s", "bitstream": 5}, "'bitstream' must be str, not 5"),
+    ({"board": ["ulx3s"], "bitstream": "top.bit"}, "'board' must be str, not ['ulx3s']"),
+    ({"board": "ulx3s", "bitstream": "/etc/passwd"}, "the bitstream must be a .bit file in the build's folder"),
+    ({"board": "ulx3s", "bitstream": "../../x.bit"}, "the bitstream must be a .bit file in the build's folder"),
+    ({"board": "ulx3s", "bitstream": "top.bit", "clock_mhz": 0}, "'clock_mhz' must be a positive frequency"),
+])
+def test_flash_and_run_refuse_a_malformed_build_report(tmp_path, capsys, report, message):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "top.bit").write_bytes(b"\xff")
+    (out / "report.json").write_text(json.dumps(report))
+    assert main(["flash", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert main(["run", str(EXAMPLE), "--port", "/dev/null", "--build", str(out), "--count", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err

@@ -31,6 +31,32 @@ from ..ir import golden
 
 # ---------------------------------------------------------------- the build a board runs
 
+#: What ``flash`` and ``run`` read of a build report, and the type each must have.
+_REPORT_FIELDS = {"model_id": str, "board": str, "bitstream": str, "clock_mhz": (int, float)}
+
+
+def read_build_report(path: Path) -> dict:
+    """A ``report.json`` written by ``build``, checked before use: a JSON object whose fields that ``flash``
+    and ``run`` read have their types, and whose bitstream is a plain file name (in the report's folder)."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable build report ({exc})") from None
+    if not isinstance(report, dict):
+        raise UserError(f"{path}: not a build report (a JSON object), but {type(report).__name__}")
+    for key, kind in _REPORT_FIELDS.items():
+        if key in report and (not isinstance(report[key], kind) or isinstance(report[key], bool)):
+            raise UserError(f"{path}: {key!r} must be {getattr(kind, '__name__', 'a number')}, not "
+                            f"{report[key]!r}")
+    clock = report.get("clock_mhz")
+    if clock is not None and not 0 < clock < float("inf"):
+        raise UserError(f"{path}: 'clock_mhz' must be a positive frequency, not {clock!r}")
+    bit = report.get("bitstream")
+    if bit is not None and (Path(bit).name != bit or bit in (".", "..") or not bit.endswith(".bit")):
+        raise UserError(f"{path}: the bitstream must be a .bit file in the build's folder, not {bit!r}")
+    return report
+
+
 def find_build_report(model_path: str, model_id: int, build: str | None) -> tuple[dict | None, str | None]:
     """The ``report.json`` of the build the board runs: ``build`` (a folder or the file), else the newest
     ``build/<model stem>-*/report.json`` with the same model id. ``(report, path)`` or ``(None, None)``."""
@@ -40,10 +66,7 @@ def find_build_report(model_path: str, model_id: int, build: str | None) -> tupl
             path = path / "report.json"
         if not path.is_file():
             raise UserError(f"{path}: no such build report")
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{path}: not a readable build report ({exc})") from None
+        report = read_build_report(path)
         if report.get("model_id") != f"{model_id:08x}":
             raise UserError(f"{path} is the build of model id {report.get('model_id')}, not {model_id:08x} "
                             f"({model_path})")
@@ -51,8 +74,8 @@ def find_build_report(model_path: str, model_id: int, build: str | None) -> tupl
     candidates = []
     for path in Path("build").glob(f"{Path(model_path).stem}-*/report.json"):
         try:
-            report = json.loads(path.read_text())
-        except (OSError, ValueError):
+            report = read_build_report(path)
+        except UserError:
             continue
         if report.get("model_id") == f"{model_id:08x}":
             candidates.append((path.stat().st_mtime, str(path), report))
@@ -190,17 +213,13 @@ def print_run(r: dict) -> None:
 
 def resolve_bitstream(target: str, board: str | None):
     """``(bitstream path, board spec)`` from a build folder (its report names the board) or a .bit file."""
-
     path = Path(target)
     report_board = None
     if path.is_dir():
         report = path / "report.json"
         name = "top.bit"
         if report.is_file():
-            try:
-                data = json.loads(report.read_text())
-            except (OSError, ValueError) as exc:
-                raise UserError(f"{report}: not a readable build report ({exc})") from None
+            data = read_build_report(report)
             name = data.get("bitstream", name)
             report_board = data.get("board")
         bit = path / name
@@ -214,8 +233,8 @@ def resolve_bitstream(target: str, board: str | None):
         sibling = bit.parent / "report.json"
         if sibling.is_file():
             try:
-                report_board = json.loads(sibling.read_text()).get("board")
-            except (OSError, ValueError):
+                report_board = read_build_report(sibling).get("board")
+            except UserError:
                 report_board = None
     else:
         raise UserError(f"{path}: no such build folder or bitstream")
@@ -230,7 +249,6 @@ def resolve_bitstream(target: str, board: str | None):
 
 
 def flash_target(args) -> int:
-
     bit, spec = resolve_bitstream(args.target, args.board)
     if args.dry_run:
         program = find_openfpgaloader() or "openFPGALoader"
