@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The generated accelerator: a hardware plan (``compiler.hw.plan.Plan``) made into one Amaranth component.
 
 One engine per plan stage, built from the ``hdl/`` cores, reading and writing on-chip buffers (one memory
@@ -19,9 +20,15 @@ Engines (the plan's stage kinds)::
 
 With ``plan.dense`` every EventQueue is replaced by :class:`hdl.buffers.DenseEvents` (every synapse is
 scheduled, zeros included): the baseline that shows what the event-driven schedule saves.
+
+Costs: :meth:`Accelerator.cores` lists the cores with the names of their costs (``core.cost(name)``,
+:mod:`hdl.cost`) and :meth:`Accelerator.cost` states the top's own: the cores it builds only for their
+costs are never elaborated (hence the ``UnusedElaboratable`` option above).
 """
 
 from __future__ import annotations
+
+import functools
 
 from amaranth.hdl import (Array, Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Module, Mux, ResetSignal, Signal,
                           Value, signed, unsigned)
@@ -31,6 +38,8 @@ from amaranth.lib.wiring import In, Out
 
 from . import regmap
 from .accumulate import SpikeAccumulator
+from .cost import CoreCost
+from .cost import Memory as MemoryCost
 from .attention import CoSpikeUnit, LinearAttentionUnit
 from .buffers import BufferReader, DenseEvents
 from .ecp5 import check_ecp5, own_register, use_ecp5
@@ -126,8 +135,26 @@ class Accelerator(wiring.Component):
         """Every core the engines instantiate, stage by stage, each named ``<stage>/<role>`` (in the engine
         of its stage it is the submodule ``<stage>_<role>``); the register slices between cores are
         wiring, not listed."""
-        return [(f"{stage.name}/{role}", core) for stage in self._plan.stages
-                for role, core in self._stage_cores(stage).cores.items() if not isinstance(core, StreamSlice)]
+        return [(f"{stage.name}/{role}", core) for stage, cores in zip(self._plan.stages, self._costed_stages)
+                for role, core in cores.cores.items() if not isinstance(core, StreamSlice)]
+
+    @functools.cached_property
+    def _costed_stages(self) -> list[_StageCores]:
+        """The stages' cores that :meth:`cores` and :meth:`cost` describe (``elaborate`` builds its own)."""
+        return [self._stage_cores(stage) for stage in self._plan.stages]
+
+    def cost(self, name: str = "top") -> CoreCost:
+        """The controller and host bus: the stages and logits it handles, and one memory per buffer with a
+        read port per reader of it (and one for the trace region) (:mod:`hdl.cost`)."""
+        plan = self._plan
+        ports = dict.fromkeys(plan.buffers, int(self._trace))
+        for stage in self._costed_stages:
+            for buf, mask in stage.reads.values():
+                for read in (buf, mask) if mask is not None else (buf,):
+                    ports[read.name] += 1
+        memories = [MemoryCost(f"buffer {buf.name}", buf.word_width, buf.depth, read_ports=max(1, ports[buf.name]))
+                    for buf in plan.buffers.values()]
+        return CoreCost("top", name, {"stages": len(plan.stages), "logit_bits": plan.classes * 64}, memories)
 
     def _reader(self, cores, role, buf, frame, *, base_width=0, mask=None):
         tokens = self._plan.tokens if buf.kind == "pixels" else buf.tokens

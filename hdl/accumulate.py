@@ -21,11 +21,13 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .cost import CoreCost
+from .cost import Memory as MemoryCost
 from .ecp5 import block_ram, check_ecp5, use_ecp5
 from .events import event_stream
 from .packing import accumulator_width, groups, pack_weights
@@ -169,6 +171,10 @@ class SpikeAccumulator(wiring.Component):
             "acc": Out(stream.Signature(acc_layout(self._group_width, self._lanes, self._acc_width))),
         })
 
+    #: Cycles of a frame after its last event has been issued: the pipeline's drain and the readout of the
+    #: ``G`` groups take ``G + READOUT_EXTRA_CYCLES``.
+    READOUT_EXTRA_CYCLES = 6
+
     lanes = property(lambda self: self._lanes)
     groups = property(lambda self: self._groups)
     in_features = property(lambda self: self._in_features)
@@ -180,11 +186,43 @@ class SpikeAccumulator(wiring.Component):
     group_width = property(lambda self: self._group_width)
     weights = property(lambda self: self._weights)
 
+    @property
+    def used_lanes(self) -> int:
+        """Lanes that hold an output channel in some group (``min(P, O)``); the others are constant 0, with
+        no accumulator memory."""
+        return min(self._lanes, self._out_features)
+
+    def issue_cycles(self, events: float) -> float:
+        """Cycles that ``events`` non-zero events occupy the issue stage: ``G`` each (``events`` may be a mean)."""
+        return events * self._groups
+
+    @property
+    def readout_cycles(self) -> int:
+        """Cycles of a frame after its last event's groups are issued: ``G + READOUT_EXTRA_CYCLES``."""
+        return self._groups + self.READOUT_EXTRA_CYCLES
+
+    def frame_cycles(self, events: float) -> float:
+        """Cycles of a frame of ``events > 0`` non-zero events without stalls, from the first event offered
+        to the final beat taken: ``events * G + G + 6``."""
+        return self.issue_cycles(events) + self.readout_cycles
+
+    def cost(self, name: str) -> CoreCost:
+        """The weight memory (DP16KD tiles, the columns of the used lanes read), one accumulator memory per
+        used lane, the lanes' adders and products (:mod:`hdl.cost`)."""
+        P, G, I, b, A = self._lanes, self._groups, self._in_features, self._weight_bits, self._acc_width
+        used = self.used_lanes
+        memories = [MemoryCost(f"{name}.weights", P * b, G * I, "primitive", rom=True, init=True,
+                               used_width=used * b)]
+        memories += [MemoryCost(f"{name}.acc{lane}", A, G) for lane in range(used)]
+        return CoreCost("accumulate", name, {"lanes": used, "acc_bits": used * A,
+                                             "product_bits": used * b * self._level_width,
+                                             "addr": Shape.cast(range(G * I)).width}, memories)
+
     def elaborate(self, platform):
         m = Module()
         P, G, I, b = self._lanes, self._groups, self._in_features, self._weight_bits
         L, A, gw = self._level_width, self._acc_width, self._group_width
-        used_lanes = min(P, self._out_features)       # lanes past O in every group: constant 0, no memory
+        used_lanes = self.used_lanes
 
         ecp5 = use_ecp5(self._ecp5, platform)
 

@@ -11,6 +11,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .cost import CoreCost
 from .events import event_stream
 from .event_queue import spike_word_layout
 from .lanes import OutputQueue, field_width, index_bits
@@ -45,6 +46,8 @@ class BufferReader(wiring.Component):
     o : Out(stream.Signature(reader_layout(word_width, tokens, groups)))
     """
 
+    QUEUE_DEPTH = 4
+
     def __init__(self, *, tokens: int, groups: int, group_bits: int, word_width: int, frame: str,
                  base_width: int = 0, mask_width: int = 0, value_width: int = 1):
         assert frame in ("token", "all")
@@ -66,10 +69,20 @@ class BufferReader(wiring.Component):
             members["mask_data"] = In(mask_width)
         super().__init__(members)
 
+    @property
+    def words(self) -> int:
+        """Words read per pass, one per cycle: ``tokens * groups``."""
+        return self._tokens * self._groups
+
+    def cost(self, name: str) -> CoreCost:
+        """Its output queue (:mod:`hdl.cost`)."""
+        return CoreCost("reader", name, {"word": self._word_width},
+                        [OutputQueue.storage(f"{name}.queue", self.layout, self.QUEUE_DEPTH)])
+
     def elaborate(self, platform):
         m = Module()
         N, G, gb = self._tokens, self._groups, self._gb
-        m.submodules.queue = queue = OutputQueue(self.layout, 4)
+        m.submodules.queue = queue = OutputQueue(self.layout, self.QUEUE_DEPTH)
         wiring.connect(m, queue.o, wiring.flipped(self.o))
 
         token = Signal(range(max(N, 2)))
@@ -120,10 +133,16 @@ class DenseEvents(wiring.Component):
 
     def __init__(self, *, lanes: int, level_width: int, addr_width: int, groups: int, last_lanes: int):
         self._lanes, self._groups, self._last_lanes = lanes, groups, last_lanes
+        self._level_width, self._addr_width = level_width, addr_width
         super().__init__({
             "spikes": In(stream.Signature(spike_word_layout(lanes, level_width))),
             "events": Out(event_stream(addr_width, level_width)),
         })
+
+    def cost(self, name: str) -> CoreCost:
+        """The cost of the event queue it replaces (:meth:`hdl.event_queue.EventQueue.cost`)."""
+        return CoreCost("events", name, {"lanes": self._lanes, "level_bits": self._lanes * self._level_width,
+                                         "addr": self._addr_width})
 
     def elaborate(self, platform):
         m = Module()

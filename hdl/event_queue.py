@@ -46,6 +46,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .cost import CoreCost
 from .events import event_stream
 from .lanes import StreamSlice
 
@@ -240,6 +241,11 @@ class EventQueue(wiring.Component):
     @property
     def segment_lanes(self) -> int:
         return self._segment_lanes
+
+    def cost(self, name: str) -> CoreCost:
+        """Its size: lanes, level bits and address width (no memory; :mod:`hdl.cost`)."""
+        return CoreCost("events", name, {"lanes": self._word_lanes, "level_bits": self._word_lanes * self._level_width,
+                                         "addr": self._addr_width})
 
     @property
     def levels_of_engines(self) -> int:

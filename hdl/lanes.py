@@ -19,6 +19,8 @@ Memories
 --------
 Every memory read (:func:`lane_memory`, :func:`lane_rom`) takes two cycles; with ``ecp5`` the deeper
 memories are DP16KD block RAMs whose own registers fill them (:func:`hdl.ecp5.block_ram`).
+:func:`lane_memory_cost`, :func:`lane_rom_cost` and :meth:`OutputQueue.storage` describe these memories for
+the cores' costs (:mod:`hdl.cost`).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from .cost import Memory
 from .ecp5 import block_ram
 from .packing import groups as _groups
 from .packing import pack_weights
 
-__all__ = ["OutputQueue", "StreamSlice", "field_width", "index_bits", "lane_layout", "lane_memory", "lane_rom", "BRAM_MIN_DEPTH"]
+__all__ = ["OutputQueue", "StreamSlice", "field_width", "index_bits", "lane_layout", "lane_memory", "lane_rom",
+           "lane_memory_cost", "lane_rom_cost", "BRAM_MIN_DEPTH"]
 
 
 def index_bits(count: int) -> int:
@@ -93,6 +97,22 @@ def lane_memory(m: Module, name: str, *, width: int, depth: int, read_addr, init
                      ecp5=ecp5 if depth >= BRAM_MIN_DEPTH else False)
 
 
+def lane_memory_cost(name: str, *, width: int, depth: int, rom: bool = False) -> Memory:
+    """The memory that :func:`lane_memory` builds on an ECP5 (DP16KD tiles from ``BRAM_MIN_DEPTH`` words on),
+    a ROM of initial contents if ``rom``."""
+    return Memory(name, width, depth, "primitive" if depth >= BRAM_MIN_DEPTH else "yosys", rom=rom, init=rom)
+
+
+def lane_rom_cost(name: str, rows: list[np.ndarray], width: int, lanes: int) -> Memory | None:
+    """The memory that :func:`lane_rom` builds for these arguments: ``len(rows) * 2**index_bits(G)`` words,
+    or None for a parameter that is the same everywhere (constants)."""
+    flat = np.concatenate(rows)
+    if (flat == flat[0]).all():
+        return None
+    depth = len(rows) << index_bits(_groups(len(rows[0]), lanes))
+    return lane_memory_cost(name, width=lanes * width, depth=depth, rom=True)
+
+
 def lane_rom(m: Module, name: str, rows: list[np.ndarray], width: int, lanes: int, addr, ecp5=False) -> list:
     """A read-only memory of lane-group words, one word per (row, group), and its ``P`` lane outputs.
 
@@ -102,18 +122,24 @@ def lane_rom(m: Module, name: str, rows: list[np.ndarray], width: int, lanes: in
     ``Cat(group, row)``. The outputs are valid **two cycles** after ``addr`` (see :func:`lane_memory`). A
     parameter that is the same in every row and channel needs no memory: the outputs are then constants.
     """
-    flat = np.concatenate(rows)
-    if (flat == flat[0]).all():
-        return [Const(int(flat[0]), signed(width))] * lanes
+    memory = lane_rom_cost(name, rows, width, lanes)
+    if memory is None:
+        return [Const(int(rows[0][0]), signed(width))] * lanes
     g = _groups(len(rows[0]), lanes)
     stride = 1 << index_bits(g)
     words = []
     for row in rows:
         packed = pack_weights(np.asarray(row).reshape(-1, 1), width, lanes)
         words += packed + [0] * (stride - g)
-    word = lane_memory(m, name, width=lanes * width, depth=len(words), read_addr=addr, init=words, ecp5=ecp5)
+    word = lane_memory(m, name, width=memory.width, depth=memory.depth, read_addr=addr, init=words, ecp5=ecp5)
     view = data.ArrayLayout(signed(width), lanes)(word)
     return [view[lane] for lane in range(lanes)]
+
+#: Bits that an output queue's stated storage (:meth:`OutputQueue.storage`) has beyond an entry: the
+#: estimator's LUT4/FF models were fitted with the storage counted that much wider (its write register's
+#: enable and the credit's ``accepted`` flip-flop with it); the FIFO holds entries of the layout's width.
+QUEUE_COST_EXTRA_BITS = 2
+
 
 class OutputQueue(wiring.Component):
     """The end of a free-running pipeline: an output FIFO and the credit that keeps it from overflowing.
@@ -147,6 +173,7 @@ class OutputQueue(wiring.Component):
 
     def __init__(self, layout, depth: int):
         self._depth = _check_int("depth", depth, 2)
+        self._width = Shape.cast(layout).width
         super().__init__({
             "accept": In(1),
             "credit": Out(1),
@@ -155,10 +182,16 @@ class OutputQueue(wiring.Component):
             "o": Out(stream.Signature(layout)),
         })
 
+    @staticmethod
+    def storage(name: str, layout, depth: int) -> Memory:
+        """The FIFO's storage in an ``OutputQueue(layout, depth)``: ``depth`` entries (its FIFO's ``depth + 1``
+        less the output register), stated :data:`QUEUE_COST_EXTRA_BITS` wider than an entry."""
+        return Memory(name, Shape.cast(layout).width + QUEUE_COST_EXTRA_BITS, depth, fifo=True)
+
     def elaborate(self, platform):
         m = Module()
         depth = self._depth + 1                  # one entry for the write register's cycle
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=Shape.cast(self.w_data.shape()).width, depth=depth)
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=self._width, depth=depth)
         # the entries accepted before the previous cycle and not yet taken, and the previous cycle's
         # accept: the credit is a function of registers only (accept does not reach the counter's adder)
         occupancy = Signal(range(depth + 1))

@@ -10,9 +10,11 @@ import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 
+from .cost import CoreCost
 from .ecp5 import check_ecp5, use_ecp5
 from .lane_core import LaneCore, input_range, queue_beat
-from .lanes import OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_memory, lane_rom
+from .lanes import (OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_memory, lane_memory_cost,
+                    lane_rom, lane_rom_cost)
 from .packing import groups as _groups
 from .packing import signed_width
 
@@ -100,6 +102,7 @@ class NeuronUnit(LaneCore):
     """
 
     LATENCY = 7
+    QUEUE_DEPTH = LATENCY + 4
 
     def __init__(self, *, lanes, in_width, levels, sign, bias, frac, theta, leak_shift, tokens, stateful,
                  in_range=None, ecp5=None, src_loc_at=0):
@@ -126,6 +129,7 @@ class NeuronUnit(LaneCore):
         if not (np.diff(theta, axis=1) >= 0).all():
             raise ValueError("theta must be non-decreasing along the levels axis")
         ilo, ihi = input_range(self._in_width, in_range)
+        self._in_range = (ilo, ihi)
         self._stateful = bool(stateful) and self._leak > 0
         self._out = out
 
@@ -184,19 +188,41 @@ class NeuronUnit(LaneCore):
         """Signed width of the stored membrane V (0 when stateless)."""
         return signed_width(*self._v_range) if self._stateful else 0
 
+    def _widths(self) -> tuple[int, int, int, int, int]:
+        """Signed widths of X, V, the leaked membrane, H (and its thresholds) and the bias."""
+        return (signed_width(*self._x_range), signed_width(*self._v_range), signed_width(*self._leak_range),
+                signed_width(self._h_range[0], self._h_range[1] + 1),
+                signed_width(int(self._bias.min()), int(self._bias.max())))
+
+    @property
+    def _membrane_depth(self) -> int:
+        return self._tokens << index_bits(self._groups)
+
+    def cost(self, name: str) -> CoreCost:
+        """The parameter ROMs, the membrane memory (when stateful), the output queue and the lanes' widths
+        (:mod:`hdl.cost`)."""
+        P, D = self._lanes, self._levels
+        xw, _, _, hw, bw = self._widths()
+        vw = self.membrane_width
+        roms = [lane_rom_cost(f"{name}.sign", [self._sign], 2, P), lane_rom_cost(f"{name}.bias", [self._bias], bw, P)]
+        roms += [lane_rom_cost(f"{name}.theta{k}", [self._theta[:, k]], hw, P) for k in range(D)]
+        memories = [rom for rom in roms if rom is not None]
+        if self._stateful:
+            memories.append(lane_memory_cost(f"{name}.membrane", width=P * vw, depth=self._membrane_depth))
+        memories.append(OutputQueue.storage(f"{name}.queue", self.out_layout, self.QUEUE_DEPTH))
+        return CoreCost("neuron", name, {"lanes": P, "in_bits": P * signed_width(*self._in_range), "x_bits": P * xw,
+                                         "h_bits": P * hw * (1 + D), "v_bits": P * vw,
+                                         "level_bits": P * self.level_width}, memories)
+
     def elaborate(self, platform):
         m = Module()
         P, D = self._lanes, self._levels
         ecp5 = use_ecp5(self._ecp5, platform)
         gbits, tbits = index_bits(self._groups), index_bits(self._tokens)
-        xw = signed_width(*self._x_range)
-        vw = signed_width(*self._v_range)
-        lw = signed_width(*self._leak_range)
-        hw = signed_width(self._h_range[0], self._h_range[1] + 1)
-        bw = signed_width(int(self._bias.min()), int(self._bias.max()))
+        xw, vw, lw, hw, bw = self._widths()
         L = self.LATENCY
 
-        m.submodules.queue = queue = OutputQueue(self.out_layout, L + 4)
+        m.submodules.queue = queue = OutputQueue(self.out_layout, self.QUEUE_DEPTH)
         wiring.connect(m, queue.o, wiring.flipped(self.o))
 
         def addr_of(p):
@@ -250,7 +276,7 @@ class NeuronUnit(LaneCore):
         if self._stateful:
             v_write = Signal(data.ArrayLayout(signed(vw), P))
             v2 = data.ArrayLayout(signed(vw), P)(lane_memory(
-                m, "membrane", width=P * vw, depth=self._tokens << gbits, read_addr=addr_of(self.i.payload),
+                m, "membrane", width=P * vw, depth=self._membrane_depth, read_addr=addr_of(self.i.payload),
                 write=(addr_of(meta[L]), v_write.as_value(), valid[L]), ecp5=ecp5))
 
         levels = []

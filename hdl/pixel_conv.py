@@ -9,9 +9,10 @@ import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 
+from .cost import CoreCost
 from .ecp5 import check_ecp5, multiply, use_ecp5
 from .lane_core import LaneCore, queue_beat
-from .lanes import OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_memory
+from .lanes import OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_memory, lane_memory_cost
 from .packing import groups as _groups
 from .packing import pack_weights, signed_width
 
@@ -137,6 +138,33 @@ class PatchConvUnit(LaneCore):
         """The multiplier actually built: ``"dsp"`` or ``"lut"``."""
         return self._multiplier
 
+    @property
+    def queue_depth(self) -> int:
+        """Entries of the output queue: ``ceil((I + LATENCY + 3) / I) + 2``."""
+        return -(-(self._fan_in + self.LATENCY + 3) // self._fan_in) + 2
+
+    @property
+    def _pixel_depth(self) -> int:
+        """Words of the pixel double buffer: two halves of ``2**index_bits(I)``."""
+        return 2 << index_bits(self._fan_in)
+
+    def frame_cycles(self) -> int:
+        """Cycles of a frame of ``N`` tokens, pixels offered one per cycle: the first token's ``I`` pixels,
+        then ``G * I`` per token."""
+        return self._fan_in + self._tokens * self._groups * self._fan_in
+
+    def cost(self, name: str) -> CoreCost:
+        """The weight memory, the pixel double buffer, the output queue, the multipliers (one per lane with
+        ``"dsp"``) and the lanes' width (:mod:`hdl.cost`)."""
+        P, dsp = self._lanes, self._multiplier == "dsp"
+        memories = [lane_memory_cost(f"{name}.weights", width=P * self._bits, depth=self._groups * self._fan_in,
+                                     rom=True),
+                    lane_memory_cost(f"{name}.pixels", width=self._pixel_bits, depth=self._pixel_depth),
+                    OutputQueue.storage(f"{name}.queue", self.out_layout, self.queue_depth)]
+        return CoreCost("pixel_conv", name, {"lanes": P, "acc_bits": P * self.acc_width,
+                                             "lut_mult_bits": 0 if dsp else P * self._bits * self._pixel_bits},
+                        memories, P if dsp else 0)
+
     def _partial_products(self, x, w) -> list:
         """``x * w`` as terms to add: the weight where a 1-bit pixel is set, or for wider pixels the shifted
         pixel where a weight bit is set (the top bit weighs ``-2**(bits-1)``)."""
@@ -151,8 +179,7 @@ class PatchConvUnit(LaneCore):
         ibits = index_bits(I)
 
         ecp5 = use_ecp5(self._ecp5, platform)
-        depth = -(-(I + self.LATENCY + 3) // I) + 2
-        m.submodules.queue = queue = OutputQueue(self.out_layout, depth)
+        m.submodules.queue = queue = OutputQueue(self.out_layout, self.queue_depth)
         wiring.connect(m, queue.o, wiring.flipped(self.o))
 
         # double-buffered pixels of one token: half `sel` at addresses Cat(index, sel)
@@ -204,7 +231,7 @@ class PatchConvUnit(LaneCore):
         words = pack_weights(self._weight, self._bits, P)
         w2 = data.ArrayLayout(signed(self._bits), P)(lane_memory(
             m, "weights", width=P * self._bits, depth=len(words), read_addr=waddr, init=words, ecp5=ecp5))
-        x2 = lane_memory(m, "pixels", width=self._pixel_bits, depth=2 << ibits,
+        x2 = lane_memory(m, "pixels", width=self._pixel_bits, depth=self._pixel_depth,
                          read_addr=Cat(index[:ibits], rsel),
                          write=(Cat(widx[:ibits], wsel), self.i.payload.pixel, take), ecp5=ecp5)
 

@@ -11,9 +11,10 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .cost import CoreCost
 from .ecp5 import check_ecp5, multiply, use_ecp5
 from .lane_core import LaneCore, input_range, queue_beat
-from .lanes import OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_rom
+from .lanes import OutputQueue, _check_array, _check_int, index_bits, lane_layout, lane_rom, lane_rom_cost
 from .packing import groups as _groups
 from .packing import signed_width
 
@@ -161,9 +162,11 @@ class RequantUnit(LaneCore):
         self._lane_mult_width = [signed_width(int(per_lane[:, lane].min()), int(per_lane[:, lane].max()))
                                  for lane in range(self._lanes)]
         self._mult_width = mw
-        terms = max(len(_limbs(self._in_width)) * len(_limbs(w)) for w in self._lane_mult_width) + 1
-        self._tree_stages = (terms - 1).bit_length()
+        self._bias_width = signed_width(int(self._bias.min()), int(self._bias.max()))
+        self._terms = max(len(_limbs(self._in_width)) * len(_limbs(w)) for w in self._lane_mult_width) + 1
+        self._tree_stages = (self._terms - 1).bit_length()
         self.latency = 5 + self._tree_stages
+        self.queue_depth = self.latency + 4
 
         super().__init__(lane_layout(self._groups, self._tokens, self._lanes, "values", signed(self._in_width)),
                          lane_layout(self._groups, self._tokens, self._lanes, "values", signed(out_width)),
@@ -182,8 +185,20 @@ class RequantUnit(LaneCore):
 
     @property
     def multipliers(self) -> int:
-        """MULT18X18D blocks the products need (one per pair of operand limbs, per lane)."""
-        return sum(len(_limbs(self._in_width)) * len(_limbs(w)) for w in self._lane_mult_width)
+        """MULT18X18D blocks the products need: one per pair of operand limbs, per lane that holds a channel
+        (with ``O < P``, the padding lanes' products are never output, and synthesis removes them)."""
+        return sum(len(_limbs(self._in_width)) * len(_limbs(w)) for w in self._lane_mult_width[:len(self._mult)])
+
+    def cost(self, name: str) -> CoreCost:
+        """The parameter ROMs, the output queue, the multipliers and the lanes' widths (:mod:`hdl.cost`)."""
+        P = self._lanes
+        roms = [lane_rom_cost(f"{name}.mult", [self._mult], self._mult_width, P),
+                lane_rom_cost(f"{name}.bias", list(self._bias), self._bias_width, P)]
+        memories = [rom for rom in roms if rom is not None]
+        memories.append(OutputQueue.storage(f"{name}.queue", self.out_layout, self.queue_depth))
+        return CoreCost("requant", name, {"lanes": P, "sum_bits": P * signed_width(*self._sum_range) * self._terms,
+                                          "out_bits": P * self._out_width, "in_bits": P * self._in_width},
+                        memories, self.multipliers)
 
     def elaborate(self, platform):
         m = Module()
@@ -191,10 +206,10 @@ class RequantUnit(LaneCore):
         ecp5 = use_ecp5(self._ecp5, platform)
         gbits, tbits = index_bits(self._groups), index_bits(self._tokens)
         sw = signed_width(*self._sum_range)
-        bw = signed_width(int(self._bias.min()), int(self._bias.max()))
+        bw = self._bias_width
         L = self.latency
 
-        m.submodules.queue = queue = OutputQueue(self.out_layout, L + 4)
+        m.submodules.queue = queue = OutputQueue(self.out_layout, self.queue_depth)
         wiring.connect(m, queue.o, wiring.flipped(self.o))
 
         def stage(name, shape, value, reset_less=True):
@@ -291,6 +306,7 @@ class ResidualAdd(wiring.Component):
     """
 
     LATENCY = 2
+    QUEUE_DEPTH = LATENCY + 4
 
     def __init__(self, *, lanes, channels, tokens, in_width, width, src_loc_at=0):
         self._lanes = _check_int("lanes", lanes, 1)
@@ -316,10 +332,16 @@ class ResidualAdd(wiring.Component):
     def groups(self) -> int:
         return self._groups
 
+    def cost(self, name: str) -> CoreCost:
+        """The output queue and the lanes' width (:mod:`hdl.cost`). The queue is stated with entries of the
+        inputs' width, as the estimator's models were fitted; its entries hold the output's, ``width``."""
+        return CoreCost("add", name, {"lanes": self._lanes, "bits": self._lanes * self._in_width},
+                        [OutputQueue.storage(f"{name}.queue", self.in_layout, self.QUEUE_DEPTH)])
+
     def elaborate(self, platform):
         m = Module()
-        P, L = self._lanes, self.LATENCY
-        m.submodules.queue = queue = OutputQueue(self.out_layout, L + 4)
+        P = self._lanes
+        m.submodules.queue = queue = OutputQueue(self.out_layout, self.QUEUE_DEPTH)
         wiring.connect(m, queue.o, wiring.flipped(self.o))
 
         fire = Signal()

@@ -1,4 +1,4 @@
-"""The pre-synthesis estimator (compiler/estimate.py): memory mapping rules, exact multiplier and block RAM
+"""The pre-synthesis estimator (compiler/hw/estimate.py): memory mapping rules, exact multiplier and block RAM
 counts on the bundled model, scaling with lanes, cycles, fit checks and --lanes auto."""
 
 import numpy as np
@@ -33,19 +33,6 @@ def test_yosys_memory_rule(width, depth, reads, rom, kind, count):
     assert (mapping.kind, mapping.count) == (kind, count)
 
 
-def test_primitive_tiling():
-    # hdl.ecp5.bram_tiling: the fewest blocks; initialised memories only in 36- or 18-bit configurations
-    assert E.bram_tiling(64, 256, init=True) == 2
-    assert E.bram_tiling(320, 64) == 9
-    assert E.bram_tiling(4, 4096) == 1
-    assert E.bram_tiling(4, 4096, init=True) == 4
-    from hdl.ecp5 import bram_tiling
-    for width, depth, init in ((64, 256, True), (320, 64, False), (4, 4096, False), (4, 4096, True),
-                               (100, 3000, False)):
-        w, cols, rows = bram_tiling(width, depth, init=init)
-        assert E.bram_tiling(width, depth, init) == cols * rows
-
-
 def test_bundled_model_block_rams_and_multipliers_are_exact(plans):
     """Measured on the build of docs/build.md (ulx3s, 16 lanes): 17 DP16KD, 74 MULT18X18D."""
     est = E.estimate(plans[16])
@@ -54,7 +41,7 @@ def test_bundled_model_block_rams_and_multipliers_are_exact(plans):
     # 16 multipliers for the stem's patch convolution, 16 per requantizer, 10 for the head's 10 classes
     assert E.multipliers(plans[4]) == 4 + 4 * 3 + 4
     blocks = {m.name: mp.count for m, mp in est.memories if mp.kind == "DP16KD"}
-    assert blocks["block0.mlp.fc1.weights"] == 2 and blocks["buffer block0.mlp.fc1.sn"] == 2
+    assert blocks["block0.mlp.fc1/acc.weights"] == 2 and blocks["buffer block0.mlp.fc1.sn"] == 2
     assert blocks["uart bridge buffer"] == 1
 
 

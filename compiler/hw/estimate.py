@@ -1,29 +1,33 @@
+# amaranth: UnusedElaboratable=no
 """Pre-synthesis estimate of an accelerator: LUT4, FF, DP16KD, MULT18X18D and cycles per inference.
 
-Reads only the hardware plan (:class:`compiler.plan.Plan`: lanes, buffers, stages and the IR ops with their
-shapes, bit widths and value ranges), never the generated HDL, so it answers in milliseconds, before any
-synthesis: ``build`` uses it to refuse a model that cannot fit a board and ``--lanes auto`` to choose the
-lane count. ``docs/build.md`` gives its measured error against nextpnr.
+Each core states its own cost (:mod:`hdl.cost`): ``hdl.accelerator.Accelerator(plan).cores()`` builds the
+cores of every stage of the hardware plan as the accelerator does, without elaborating them, and each
+core's ``cost(name)`` gives its memories, multipliers and the size features of its LUT/FF model; the top
+(buffers, controller) states its own (the accelerator is built only for that, never elaborated: hence the
+``UnusedElaboratable`` option above). This module holds what is about the toolchain and the fit: how
+Yosys and the ECP5 map a memory, the fitted LUT/FF models, the board's part, fitting a board. It answers
+in tens of milliseconds, before any synthesis: ``build`` uses it to refuse a model that cannot fit a board
+and ``--lanes auto`` to choose the lane count. ``docs/build.md`` gives its measured error against nextpnr.
 
 How each figure is made
 -----------------------
 MULT18X18D
-    Exact. The first layer's patch convolution of uint8 pixels takes one multiplier per lane (binary event
-    frames none); each requantizer lane takes one per pair of operand limbs (a signed operand of more
-    than 18 bits is split into 17-bit unsigned limbs and a signed top limb), counting only the lanes whose
-    channels exist.
+    Exact: the sum of the cores' (the patch convolution of uint8 pixels, one per lane; the requantizers,
+    one per pair of operand limbs in each lane that holds a channel).
 DP16KD
-    A list of every memory the cores build (its depth, width, read ports and contents), each mapped by
-    the rule that builds it:
+    A list of every memory the cores state (its depth, width, read ports and contents), each mapped by
+    the rule that builds it (``hdl.cost.RULES``):
 
-    - memories the cores build from DP16KD primitives (``hdl.ecp5.block_ram``: the spike accumulators'
-      weights, lane memories of at least 33 words): the tiling of ``hdl.ecp5.bram_tiling``, the
-      configuration (16384x1, 8192x2, 4096x4, 2048x9, 1024x18, 512x36; initialised ones 1024x18 or
-      512x36 only) with the fewest blocks, ``ceil(width / w) * ceil(depth / d)``, less the columns that no
-      lane reads (Yosys removes them: the head's padding lanes past its classes);
-    - attention RAMs (``hdl.attention._Ram``): block RAM when its blocks, counted at 400 LUT4 each, cost
-      less than distributed RAM at 10 LUT4 per 16x4, else distributed;
-    - every other memory (the buffers between engines, accumulator lanes, FIFOs, parameter ROMs, the UART
+    - ``"primitive"``, DP16KD tiles the cores build (``hdl.ecp5.block_ram``: the spike accumulators'
+      weights, lane memories of at least 33 words, attention RAMs): the tiling of
+      ``hdl.ecp5.bram_tiling``, the configuration (16384x1, 8192x2, 4096x4, 2048x9, 1024x18, 512x36;
+      initialised ones 1024x18 or 512x36 only) with the fewest blocks, ``ceil(width / w) * ceil(depth /
+      d)``, less the columns that no lane reads (Yosys removes them: the head's padding lanes past its
+      classes);
+    - ``"distributed"``, distributed RAM the cores ask for (the attention RAMs that ``hdl.attention.ram
+      .ram_style`` finds cheaper so): ``ceil(width / 4) * ceil(depth / 16)`` TRELLIS_DPR16X4;
+    - ``"yosys"``, every other memory (the buffers between engines, accumulator lanes, FIFOs, parameter ROMs, the UART
       bridge's write buffer) is inferred by Yosys (``memory_libmap``), which takes the cheapest of:
       flip-flops/LUTs (cost 1 per bit, 1/16 per bit for a ROM), distributed RAM (TRELLIS_DPR16X4, 16x4,
       cost 4, not for ROMs) and block RAM (DP16KD / PDPW16KD, cost 128 each; 9-bit bytes, so a word is
@@ -35,7 +39,7 @@ DP16KD
 LUT4 and FF
     A sum over the cores each stage instantiates (buffer readers, event queues, accumulators, neurons,
     requantizers, residual adds, the first layer, attention units), the buffers and controller of the
-    top, and the board's UART bridge, PLL and LEDs. Each core's count is a linear function of its size
+    top, and the board's UART bridge, PLL and LEDs (:data:`BOARD`). Each core's count is a linear function of its size
     (lanes times the widths of its datapath, the widths of its distributed RAMs and logic ROMs, see
     ``_CORE_MODELS``) whose coefficients were fitted with non-negative least squares to Yosys's per-module
     counts (``synth_ecp5 -noflatten``) of generated accelerators, plus the LUTs of the distributed RAMs
@@ -57,76 +61,25 @@ Cycles per inference
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from .. import ir
+from hdl.accelerator import Accelerator
+from hdl.cost import CoreCost, Memory
+from hdl.ecp5 import BRAM_CONFIGS, bram_tiling
 
 __all__ = ["Memory", "Estimate", "estimate", "memories", "map_memory", "multipliers", "cycles", "fit_problems",
            "auto_lanes", "routable_totals", "distributed_ram_capacity", "RESOURCES", "ROUTABLE_DPR_FRACTION"]
 
 RESOURCES = ("LUT4", "FF", "DP16KD", "MULT18X18D")
 
-# -- widths, as the cores compute them -----------------------------------------------------------------
-
-
-def _signed_width(lo: int, hi: int) -> int:
-    return max(int(hi).bit_length(), int(-lo - 1).bit_length() if lo < 0 else 0) + 1
-
-
-def _bits(n: int) -> int:
-    """Bits of an unsigned value up to ``n``."""
-    return max(1, int(n).bit_length())
-
-
-def _index_bits(count: int) -> int:
-    return max(0, (count - 1).bit_length())
-
-
-def _groups(out: int, lanes: int) -> int:
-    return -(-out // lanes)
-
-
-def _limbs(width: int) -> int:
-    """Multiplier limbs of a signed operand (``hdl.requant._limbs``): 18 bits, else 17-bit pieces."""
-    return 1 if width <= 18 else 1 + -(-(width - 18) // 17)
-
-
-def _acc_width(fan_in: int, bits: int, max_level: int) -> int:
-    return _signed_width(fan_in * max_level * -(1 << (bits - 1)), fan_in * max_level * ((1 << (bits - 1)) - 1))
-
-
-# -- memories ------------------------------------------------------------------------------------------
-
-#: DP16KD configurations (width, depth).
-BRAM_CONFIGS = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
-BRAM_MIN_DEPTH = 33                 # hdl.lanes: shallower lane memories stay Amaranth memories
+#: Yosys's memory_libmap costs: a DP16KD / PDPW16KD, a TRELLIS_DPR16X4
 _YOSYS_BRAM_COST, _YOSYS_LUTRAM_COST = 128, 4
-_ATTN_LUT4_PER_BRAM, _ATTN_LUT4_PER_DPR = 400, 10
 LUT_SITES_PER_DPR16X4 = 6           # 4 RAM LUTs and 2 write-port LUTs (nextpnr's "RAM LUTs", "RAMW LUTs")
 
 
-@dataclass(frozen=True)
-class Memory:
-    """One memory of the design and how it is built.
-
-    ``rule``: ``"primitive"`` (DP16KD tiles built by the cores), ``"attention"`` (``hdl.attention._Ram``'s
-    own choice) or ``"yosys"`` (inferred); ``rom``: no write port (initialised contents)."""
-    name: str
-    width: int
-    depth: int
-    rule: str = "yosys"
-    read_ports: int = 1
-    rom: bool = False
-    init: bool = False
-    used_width: int | None = None        # primitive memories: the low bits that are read (unread columns go)
-    write_register: bool = False         # the write port goes through a register (``hdl.attention._Ram``)
-
-    @property
-    def bits(self) -> int:
-        return self.width * self.depth
-
+# -- memories ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Mapping:
@@ -134,24 +87,6 @@ class Mapping:
     (blocks, TRELLIS_DPR16X4 cells, or bits held in flip-flops / LUT logic)."""
     kind: str
     count: int
-
-
-def _tiling(width: int, depth: int, init: bool = False) -> tuple[int, int, int]:
-    """``hdl.ecp5.bram_tiling``: ``(port width, columns, rows)`` with the fewest blocks, then the fewest rows."""
-    best = None
-    for w, d in BRAM_CONFIGS:
-        if init and w not in (36, 18):
-            continue
-        cols, rows = -(-width // w), -(-depth // d)
-        if best is None or (cols * rows, rows) < (best[1] * best[2], best[2]):
-            best = (w, cols, rows)
-    return best
-
-
-def bram_tiling(width: int, depth: int, init: bool = False) -> int:
-    """DP16KD blocks of ``hdl.ecp5.bram_tiling``: the configuration with the fewest blocks."""
-    _, cols, rows = _tiling(width, depth, init)
-    return cols * rows
 
 
 def _split_cost(width: int, ranges: int, reads: int, rom: bool) -> float:
@@ -177,11 +112,16 @@ def _yosys_block_cost(width: int, depth: int, reads: int, rom: bool) -> tuple[fl
     return best
 
 
+def _lutram_cells(width: int, depth: int) -> int:
+    """TRELLIS_DPR16X4 (16 words x 4 bits) cells of one copy of a memory."""
+    return -(-depth // 16) * -(-width // 4)
+
+
 def _yosys_lutram_cost(width: int, depth: int, reads: int) -> tuple[float, int]:
     """``(cost, cells)`` of TRELLIS_DPR16X4 distributed RAM (16 x 4, one copy per read port; the
     synchronous read is a register after the asynchronous one: emulation score 1 per port)."""
     ranges = -(-depth // 16)
-    cells = ranges * -(-width // 4)
+    cells = _lutram_cells(width, depth)
     cost = _YOSYS_LUTRAM_COST * cells * reads + _split_cost(width, ranges, reads, False) + 2 * reads
     return cost, cells * reads
 
@@ -189,16 +129,12 @@ def _yosys_lutram_cost(width: int, depth: int, reads: int) -> tuple[float, int]:
 def map_memory(mem: Memory) -> Mapping:
     """How ``mem`` is built (see the module's documentation for the rules)."""
     if mem.rule == "primitive":
-        width, cols, rows = _tiling(mem.width, mem.depth, mem.init)
+        width, cols, rows = bram_tiling(mem.width, mem.depth, init=mem.init)
         if mem.used_width is not None:          # Yosys removes the blocks whose outputs nothing reads
             cols = -(-mem.used_width // width)
         return Mapping("DP16KD", cols * rows * mem.read_ports)
-    if mem.rule == "attention":
-        blocks = bram_tiling(mem.width, mem.depth)
-        dprs = -(-mem.width // 4) * -(-mem.depth // 16)
-        if blocks * _ATTN_LUT4_PER_BRAM < dprs * _ATTN_LUT4_PER_DPR:
-            return Mapping("DP16KD", blocks)
-        return Mapping("LUTRAM", dprs)
+    if mem.rule == "distributed":
+        return Mapping("LUTRAM", _lutram_cells(mem.width, mem.depth) * mem.read_ports)
     logic = mem.bits * (1 / 16 if mem.rom else 1.0)
     options = [(logic, Mapping("logic", mem.bits))]
     cost, blocks = _yosys_block_cost(mem.width, mem.depth, mem.read_ports, mem.rom)
@@ -213,268 +149,17 @@ def map_memory(mem: Memory) -> Mapping:
     return best[1]
 
 
-# -- the cores of each stage ----------------------------------------------------------------------------
+# -- the cores ------------------------------------------------------------------------------------------
 
-@dataclass
-class Core:
-    """One instance of an ``hdl`` core: its kind, the size features of its LUT/FF model, its memories."""
-    kind: str
-    name: str
-    features: dict[str, float]
-    memories: list[Memory] = field(default_factory=list)
-    multipliers: int = 0
+#: The board's part beside the accelerator: the UART bridge (its 64-word write buffer), the PLL and the LEDs.
+BOARD = CoreCost("board", "UART bridge, PLL, LEDs", {}, [Memory("uart bridge buffer", 32, 64)])
 
 
-def _range(plan, tensor: str) -> tuple[int, int]:
-    t = plan.types[tensor]
-    return int(t.lo), int(t.hi)
-
-
-def _width(plan, tensor: str) -> int:
-    return _signed_width(*_range(plan, tensor))
-
-
-def _reader(plan, stage_name: str, buf, mask=None) -> Core:
-    """``hdl.buffers.BufferReader`` and its 4-entry output queue (3 words of storage)."""
-    groups = buf.groups
-    tokens = plan.tokens if buf.kind == "pixels" else buf.tokens
-    entry = buf.word_width + _index_bits(max(tokens, 2)) + _index_bits(max(groups, 2)) + 3
-    return Core("reader", f"{stage_name}/read {buf.name}", {"word": buf.word_width},
-                [Memory(f"{stage_name}.read_{buf.name}.fifo", entry, 3)])
-
-
-def _event_queue(plan, stage_name: str, buf, addr_width: int) -> Core:
-    K = buf.lanes
-    return Core("events", f"{stage_name}/events {buf.name}",
-                {"lanes": K, "level_bits": K * buf.width, "addr": max(addr_width, _index_bits(K), 1)})
-
-
-def _accumulator(plan, name: str, op: ir.Dense, src) -> Core:
-    P = plan.lanes
-    O, I = op.weight.shape
-    G = _groups(O, P)
-    A = _width(plan, op.dst)
-    used = min(P, O)
-    mems = [Memory(f"{name}.weights", P * op.bits, G * I, "primitive", rom=True, init=True,
-                   used_width=used * op.bits)]
-    mems += [Memory(f"{name}.acc{lane}", A, G) for lane in range(used)]
-    return Core("accumulate", f"{name}/accumulate",
-                {"lanes": used, "acc_bits": used * A, "product_bits": used * op.bits * src.width,
-                 "addr": _bits(G * I)}, mems)
-
-
-def _rom(name: str, values: np.ndarray, width: int, lanes: int, rows: int = 1) -> list[Memory]:
-    """``hdl.lanes.lane_rom``: nothing if every value is equal, else rows x 2**bits(G) words."""
-    if np.all(values == values.flat[0]):
-        return []
-    groups = _groups(values.shape[-1], lanes)
-    depth = rows << _index_bits(groups)
-    rule = "primitive" if depth >= BRAM_MIN_DEPTH else "yosys"
-    return [Memory(name, lanes * width, depth, rule, rom=True, init=True)]
-
-
-def _neuron(plan, name: str, op: ir.Neuron, lanes: int, in_range: tuple[int, int], tokens: int) -> Core:
-    """``hdl.neuron.NeuronUnit``: parameter ROMs, a membrane memory when stateful, P lanes of datapath."""
-    P = lanes
-    O = len(op.sign)
-    G = _groups(O, P)
-    ilo, ihi = in_range
-    stateful = plan.timesteps > 1 and op.leak_shift > 0
-    bias = op.bias + np.where(op.sign == -1, 1 << op.frac, 0)
-    ends = [int(s) * (v << op.frac) + int(b) for s, b in zip(op.sign, bias) for v in (ilo, ihi)]
-    xlo, xhi = min(ends), max(ends)
-    if stateful:
-        L = op.leak_shift
-        vlo = min(0, xlo << L)
-        vhi = max(0, min(max(int(t) - 1 for t in op.theta[:, 0]), xhi << L))
-        hlo, hhi = vlo - (vlo >> L) + xlo, vhi - (vhi >> L) + xhi
-        vw = _signed_width(vlo, vhi)
-    else:
-        hlo, hhi, vw = xlo, xhi, 0
-    hw = _signed_width(hlo, hhi + 1)
-    xw = _signed_width(xlo, xhi)
-    bw = _signed_width(int(bias.min()), int(bias.max()))
-    theta = np.clip(op.theta, hlo, hhi + 1)
-    mems = _rom(f"{name}.sign", op.sign, 2, P) + _rom(f"{name}.bias", bias, bw, P)
-    for k in range(op.levels):
-        mems += _rom(f"{name}.theta{k}", theta[:, k], hw, P)
-    if stateful:
-        depth = tokens << _index_bits(G)
-        mems.append(Memory(f"{name}.membrane", P * vw, depth, "primitive" if depth >= BRAM_MIN_DEPTH else "yosys"))
-    level_bits = _bits(op.levels)
-    entry = P * level_bits + _index_bits(max(G, 2)) + _index_bits(max(tokens, 2)) + 3
-    mems.append(Memory(f"{name}.queue", entry, 10))
-    in_width = _signed_width(ilo, ihi)
-    return Core("neuron", f"{name}/neuron",
-                {"lanes": P, "in_bits": P * in_width, "x_bits": P * xw, "h_bits": P * hw * (1 + op.levels),
-                 "v_bits": P * vw, "level_bits": P * level_bits}, mems)
-
-
-def _requant(plan, name: str, op: ir.Requant, lanes: int, in_width: int, tokens: int,
-             out_width: int | None = None) -> Core:
-    """``hdl.requant.RequantUnit``: per lane one multiplier per pair of limbs, ROMs, an adder tree."""
-    P = lanes
-    O = len(op.mult)
-    G = _groups(O, P)
-    mw_lane = []
-    for lane in range(P):
-        chans = op.mult[lane::P]
-        mw_lane.append(_signed_width(int(chans.min()), int(chans.max())) if len(chans) else 0)
-    mults = sum(_limbs(in_width) * _limbs(w) for w in mw_lane if w)
-    mw = _signed_width(int(op.mult.min()), int(op.mult.max()))
-    half = (1 << op.shift) >> 1
-    bias = op.bias.reshape(-1, O) + half
-    bw = _signed_width(int(bias.min()), int(bias.max()))
-    rows = bias.shape[0]
-    mems = _rom(f"{name}.mult", op.mult, mw, P) + _rom(f"{name}.bias", bias, bw, P, rows)
-    ow = out_width or (op.saturate or _width(plan, op.dst))
-    sum_w = in_width + mw + 1
-    entry = P * ow + _index_bits(max(G, 2)) + _index_bits(max(tokens, 2)) + 3
-    mems.append(Memory(f"{name}.queue", entry, 10))
-    return Core("requant", f"{name}/requant",
-                {"lanes": P, "sum_bits": P * sum_w * (_limbs(in_width) * _limbs(mw) + 1), "out_bits": P * ow,
-                 "in_bits": P * in_width}, mems, mults)
-
-
-def _residual_add(plan, name: str, lanes: int, width: int, tokens: int, groups: int) -> Core:
-    entry = lanes * width + _index_bits(max(groups, 2)) + _index_bits(max(tokens, 2)) + 3
-    return Core("add", f"{name}/add", {"lanes": lanes, "bits": lanes * width},
-                [Memory(f"{name}.add.queue", entry, 5)])
-
-
-def _pixel_conv(plan, name: str, op: ir.PatchConv, pixel_bits: int) -> Core:
-    P = plan.lanes
-    O = op.weight.shape[0]
-    I = int(np.prod(op.weight.shape[1:]))
-    G = _groups(O, P)
-    depth = G * I
-    top = (1 << pixel_bits) - 1
-    w = op.weight.reshape(O, -1)
-    acc = _signed_width(min(0, int(np.clip(w, None, 0).sum(1).min()) * top),
-                        max(0, int(np.clip(w, 0, None).sum(1).max()) * top))
-    mems = [Memory(f"{name}.weights", P * op.bits, depth, "primitive" if depth >= BRAM_MIN_DEPTH else "yosys",
-                   rom=True, init=True)]
-    pix_depth = 2 << _index_bits(I)
-    mems.append(Memory(f"{name}.pixels", pixel_bits, pix_depth,
-                       "primitive" if pix_depth >= BRAM_MIN_DEPTH else "yosys"))
-    entry = P * acc + _index_bits(max(G, 2)) + _index_bits(max(plan.tokens, 2)) + 3
-    mems.append(Memory(f"{name}.queue", entry, 8))
-    dsp = pixel_bits > 1
-    return Core("pixel_conv", f"{name}/patch conv",
-                {"lanes": P, "acc_bits": P * acc, "lut_mult_bits": 0 if dsp else P * op.bits * pixel_bits},
-                mems, P if dsp else 0), acc
-
-
-def _linear_attention(plan, name: str, op: ir.LinearAttention, level_max: int) -> Core:
-    N = plan.tokens
-    C = plan.types[op.q].shape[-1]
-    H = op.heads
-    d = C // H
-    D = level_max
-    kv = _bits(N * D * D)
-    acc = _bits(d * D * N * D * D)
-    words = N << _index_bits(H)
-    vbits = _bits(D)
-    mems = [Memory(f"{name}.v_ram", d * vbits, words, "attention", write_register=True),
-            Memory(f"{name}.kv_ram", d * kv, C, "attention", write_register=True),
-            Memory(f"{name}.a_ram", d * acc, words, "attention", write_register=True)]
-    return Core("linear_attention", f"{name}/linear attention",
-                {"d": d, "data_bits": d * (vbits + kv + acc), "addr": _bits(N * C)}, mems), acc
-
-
-def _cospike(plan, name: str, op: ir.CoSpike, level_max: int) -> Core:
-    N = plan.tokens
-    C = plan.types[op.k].shape[-1]
-    P = plan.lanes
-    G = _groups(C, P)
-    D = level_max
-    count = _bits(N * D * D)
-    tag = _bits(-(-N * C // G))
-    mems = [Memory(f"{name}.v_ram", _bits(D) + tag, N * C, "attention"),
-            Memory(f"{name}.c_ram", P * count, G, "attention", write_register=True)]
-    return Core("cospike", f"{name}/co-spike", {"lanes": P, "count_bits": P * count, "addr": _bits(N * C)},
-                mems), count
-
-
-def cores(plan) -> list[Core]:
-    """Every core the accelerator of ``plan`` instantiates, stage by stage, then the top (buffers,
-    controller, host bus) and the board (UART bridge, PLL, LEDs)."""
-    out: list[Core] = []
-    P = plan.lanes
-    readers: dict[str, int] = {}
-
-    def read(stage, buf, mask=None):
-        readers[buf.name] = readers.get(buf.name, 0) + 1
-        if mask is not None:
-            readers[mask.name] = readers.get(mask.name, 0) + 1
-        out.append(_reader(plan, stage.name, buf, mask))
-
-    for stage in plan.stages:
-        ops = [plan.op(n) for n in stage.ops]
-        if stage.kind == "stem":
-            conv, rq = ops
-            pix = plan.buffers[stage.srcs[0]]
-            read(stage, pix)
-            core, acc = _pixel_conv(plan, stage.name, conv, pix.width)
-            out.append(core)
-            out.append(_requant(plan, f"{stage.name}_rq", rq, P, acc, plan.tokens))
-        elif stage.kind == "residual_neuron":
-            src = plan.buffers[stage.srcs[0]]
-            read(stage, src)
-            out.append(_neuron(plan, stage.name, ops[0], P, _range(plan, src.name), plan.tokens))
-        elif stage.kind in ("dense_neuron", "dense_residual", "head"):
-            dense = ops[1] if stage.kind == "head" else ops[0]
-            src = plan.buffers[stage.srcs[0]]
-            mask = None
-            if stage.kind != "head" and len(stage.srcs) > 1:
-                cand = plan.buffers[stage.srcs[1]]
-                if cand.kind == "spikes" and cand.tokens == 1:
-                    mask = cand
-            read(stage, src, mask)
-            aw = max(1, (dense.weight.shape[1] - 1).bit_length())
-            out.append(_event_queue(plan, stage.name, src, aw))
-            out.append(_accumulator(plan, stage.name, dense, src))
-            acc_w = _width(plan, dense.dst)
-            if stage.kind == "dense_neuron":
-                out.append(_neuron(plan, stage.name, ops[1], P, _range(plan, dense.dst), plan.tokens))
-            elif stage.kind == "dense_residual":
-                rq = ops[1]
-                out.append(_requant(plan, stage.name, rq, P, acc_w, plan.tokens))
-                res = plan.buffers[stage.srcs[-1]]
-                read(stage, res)
-                width = max(res.width, _width(plan, rq.dst))
-                out.append(_residual_add(plan, stage.name, P, width, plan.tokens, res.groups))
-            else:
-                out.append(_requant(plan, stage.name, ops[2], P, acc_w, 1, out_width=plan.logit_width))
-        elif stage.kind == "linear_attention":
-            op, sn = ops
-            for name in stage.srcs:
-                buf = plan.buffers[name]
-                read(stage, buf)
-                out.append(_event_queue(plan, stage.name, buf, (buf.tokens * buf.channels - 1).bit_length()))
-            core, acc = _linear_attention(plan, stage.name, op, int(plan.types[op.q].hi))
-            out.append(core)
-            d = plan.types[op.q].shape[-1] // op.heads
-            out.append(_neuron(plan, stage.name, sn, d, _range(plan, op.dst), plan.tokens))
-        elif stage.kind == "cospike":
-            op, sn = ops
-            for name in stage.srcs:
-                buf = plan.buffers[name]
-                read(stage, buf)
-                out.append(_event_queue(plan, stage.name, buf, (buf.tokens * buf.channels - 1).bit_length()))
-            core, count = _cospike(plan, stage.name, op, int(plan.types[op.k].hi))
-            out.append(core)
-            out.append(_neuron(plan, stage.name, sn, P, _range(plan, op.dst), 1))
-        else:
-            raise ValueError(f"unknown stage kind {stage.kind!r}")
-
-    # the top: one memory per buffer (the pixel buffer is also written by the bus), the controller
-    mems = [Memory(f"buffer {b.name}", b.word_width, b.depth, read_ports=max(1, readers.get(b.name, 0)))
-            for b in plan.buffers.values()]
-    out.append(Core("top", "controller and host bus",
-                    {"stages": len(plan.stages), "logit_bits": plan.classes * 64}, mems))
-    out.append(Core("board", "UART bridge, PLL, LEDs", {}, [Memory("uart bridge buffer", 32, 64)]))
-    return out
+def cores(plan) -> list[CoreCost]:
+    """The stated cost of every core the accelerator of ``plan`` instantiates (``hdl.accelerator.Accelerator
+    .cores``), then of its top (buffers, controller, host bus) and of the board (:data:`BOARD`)."""
+    acc = Accelerator(plan)
+    return [core.cost(name) for name, core in acc.cores()] + [acc.cost(), BOARD]
 
 
 # -- LUT4 / FF models -----------------------------------------------------------------------------------
@@ -523,7 +208,7 @@ def memory_features(memories: list[Memory]) -> dict[str, float]:
     f = {"lutram_out": 0.0, "lutram_mux": 0.0, "rom_bits": 0.0, "rom_out": 0.0, "ram_bits": 0.0, "queue_in": 0.0,
          "write_in": 0.0}
     for m in memories:
-        if m.name.endswith((".queue", ".fifo")):
+        if m.fifo:
             f["queue_in"] += m.width
         if m.write_register:
             f["write_in"] += m.width + max(1, (m.depth - 1).bit_length()) + 1
@@ -539,12 +224,12 @@ def memory_features(memories: list[Memory]) -> dict[str, float]:
     return f
 
 
-def core_features(core: Core) -> dict[str, float]:
+def core_features(core: CoreCost) -> dict[str, float]:
     """The features of ``core``'s LUT/FF model: its size features and its memories'."""
     return {"n": 1.0, **core.features, **memory_features(core.memories)}
 
 
-def _core_resources(core: Core) -> dict[str, float]:
+def _core_resources(core: CoreCost) -> dict[str, float]:
     model = _CORE_MODELS.get(core.kind, {})
     feats = core_features(core)
     out = {}
@@ -561,6 +246,14 @@ def _core_resources(core: Core) -> dict[str, float]:
 _STAGE_OVERHEAD = {"stem": 17.0, "residual_neuron": 17.0, "dense_neuron": 17.0, "dense_residual": 17.0,
                    "linear_attention": 17.0, "cospike": 17.0, "head": 17.0}
 _FRAME_OVERHEAD = {"dense_neuron": 0.0, "dense_residual": 0.0, "head": 0.0}
+
+
+def _groups(out: int, lanes: int) -> int:
+    return -(-out // lanes)
+
+
+def _index_bits(count: int) -> int:
+    return max(0, (count - 1).bit_length())
 
 
 def _events_per_token(plan, x: np.ndarray | None) -> tuple[dict[str, np.ndarray], str]:
@@ -646,7 +339,7 @@ class Estimate:
     cycles_per_stage: dict[str, float]
     activity: str                                  # "mean of N samples" or "worst case"
     memories: list[tuple[Memory, Mapping]]
-    cores: list[Core]
+    cores: list[CoreCost]
     dpr16x4: int                                   # distributed RAM cells (each needs a RAMW slice)
 
     def to_dict(self) -> dict:

@@ -6,11 +6,12 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..cost import CoreCost
 from ..ecp5 import check_ecp5, use_ecp5
 from ..events import event_stream
 from .pipeline import (KIND_K, KIND_V, bits, check_int, delays, divide, division_stages, entry, frame_inputs,
                        register, times_level, widths)
-from .ram import READ_LATENCY, Accumulate, Ram, Sweep, write_port
+from .ram import READ_LATENCY, Accumulate, Ram, Sweep, ram_cost, write_port
 
 __all__ = ["CoSpikeUnit"]
 
@@ -78,7 +79,10 @@ class CoSpikeUnit(wiring.Component):
         self.count_width = bits(tokens * levels * levels)
         self.tag_width = bits(-(-tokens * channels // self._words))
         self.depth = 4 + READ_LATENCY + division_stages(((tokens - 1).bit_length(), channels),
-                                                          ((self._words - 1).bit_length(), lanes))
+                                                         ((self._words - 1).bit_length(), lanes))
+        # V's map: a level and the step's tag per address; the counts: one word of ``lanes`` per group
+        self._v_shape = unsigned(bits(levels) + self.tag_width)
+        self._count_layout = data.ArrayLayout(unsigned(self.count_width), lanes)
         self.out_layout = data.StructLayout({
             "group": range(self._words),
             "values": data.ArrayLayout(unsigned(self.count_width), lanes),
@@ -95,15 +99,23 @@ class CoSpikeUnit(wiring.Component):
         """Cycles per step with these events per frame, no stalls, K's frame ending with a spike."""
         return e_v + e_k + self.depth + self._words + 5
 
+    def cost(self, name: str) -> CoreCost:
+        """The two RAMs (V's map, written straight; the counts, written through a register) and the counts'
+        width (:mod:`hdl.cost`)."""
+        return CoreCost("cospike", name, {"lanes": self._lanes, "count_bits": self._lanes * self.count_width,
+                                          "addr": self.addr_width},
+                        [ram_cost(f"{name}.v_ram", self._v_shape, self._tokens * self._channels, write_latency=0),
+                         ram_cost(f"{name}.c_ram", self._count_layout, self._words)])
+
     def elaborate(self, platform):
         m = Module()
         N, C, D, P, G = self._tokens, self._channels, self._levels, self._lanes, self._words
         L = READ_LATENCY
         ecp5 = use_ecp5(self._ecp5, platform)
         vw, tw = bits(D), self.tag_width
-        count_layout = data.ArrayLayout(unsigned(self.count_width), P)
+        count_layout = self._count_layout
         # V's map is written straight (K's first read can follow V's last write in the next cycle)
-        m.submodules.v_ram = v_ram = Ram(unsigned(vw + tw), N * C, ecp5, write_latency=0)
+        m.submodules.v_ram = v_ram = Ram(self._v_shape, N * C, ecp5, write_latency=0)
         m.submodules.c_ram = c_ram = Ram(count_layout, G, ecp5)
         tag = Signal(tw)                                # the current step's tag
 

@@ -6,11 +6,12 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..cost import CoreCost
 from ..ecp5 import check_ecp5, use_ecp5
 from ..events import event_stream
 from .pipeline import (KIND_K, KIND_Q, KIND_V, bits, check_int, delays, divide, division_stages, entry,
                        frame_inputs, register, times_level, widths)
-from .ram import READ_LATENCY, Accumulate, Ram, Sweep, write_port
+from .ram import READ_LATENCY, Accumulate, Ram, Sweep, ram_cost, write_port
 
 __all__ = ["LinearAttentionUnit"]
 
@@ -97,7 +98,12 @@ class LinearAttentionUnit(wiring.Component):
         self.kv_width = bits(tokens * levels * levels)
         self.acc_width = bits(self._d * levels * tokens * levels * levels)
         self.depth = 4 + READ_LATENCY + division_stages(((tokens - 1).bit_length(), channels),
-                                                          ((heads - 1).bit_length(), self._d))
+                                                         ((heads - 1).bit_length(), self._d))
+        # V's map and A: one word per (token, head), the head index padded to a power of two; KV: one per channel
+        self._words = tokens << (heads - 1).bit_length()
+        self._v_layout = data.ArrayLayout(unsigned(bits(levels)), self._d)
+        self._kv_layout = data.ArrayLayout(unsigned(self.kv_width), self._d)
+        self._a_layout = data.ArrayLayout(unsigned(self.acc_width), self._d)
         self.out_layout = data.StructLayout({
             "token": range(tokens),
             "head": range(heads),
@@ -114,9 +120,19 @@ class LinearAttentionUnit(wiring.Component):
 
     def step_cycles(self, e_v: int, e_k: int, e_q: int) -> int:
         """Cycles per step with these events per frame, no stalls, each frame ending with a spike."""
-        words = self._tokens << (self._heads - 1).bit_length()
         return (e_v + e_k + e_q + 3 * self.depth
-                + max(self._tokens * self._heads + 3, words, self._channels) + 3)
+                + max(self._tokens * self._heads + 3, self._words, self._channels) + 3)
+
+    def cost(self, name: str) -> CoreCost:
+        """The three RAMs (V's map, KV, A: block or distributed RAM, written through registers) and the
+        datapath's width (:mod:`hdl.cost`)."""
+        d = self._d
+        return CoreCost("linear_attention", name,
+                        {"d": d, "data_bits": d * (bits(self._levels) + self.kv_width + self.acc_width),
+                         "addr": self.addr_width},
+                        [ram_cost(f"{name}.v_ram", self._v_layout, self._words),
+                         ram_cost(f"{name}.kv_ram", self._kv_layout, self._channels),
+                         ram_cost(f"{name}.a_ram", self._a_layout, self._words)])
 
     def elaborate(self, platform):
         m = Module()
@@ -125,10 +141,8 @@ class LinearAttentionUnit(wiring.Component):
         ecp5 = use_ecp5(self._ecp5, platform)
         hb = (H - 1).bit_length()                      # head bits of a padded word address
         nq = (N - 1).bit_length()
-        words = N << hb
-        v_layout = data.ArrayLayout(unsigned(bits(D)), d)
-        kv_layout = data.ArrayLayout(unsigned(self.kv_width), d)
-        a_layout = data.ArrayLayout(unsigned(self.acc_width), d)
+        words = self._words
+        v_layout, kv_layout, a_layout = self._v_layout, self._kv_layout, self._a_layout
         m.submodules.v_ram = v_ram = Ram(v_layout, words, ecp5)
         m.submodules.kv_ram = kv_ram = Ram(kv_layout, C, ecp5)
         m.submodules.a_ram = a_ram = Ram(a_layout, words, ecp5)

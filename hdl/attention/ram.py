@@ -1,18 +1,19 @@
-"""The attention units' RAM (:class:`Ram`: three-stage reads, registered writes, block or distributed RAM),
-the read-add-write accumulation on it (:class:`Accumulate`), its output sweep (:class:`Sweep`) and the
-write port's multiplexer (:func:`write_port`)."""
+"""The attention units' RAM (:class:`Ram`: three-stage reads, registered writes, block or distributed RAM,
+and its cost, :func:`ram_cost`), the read-add-write accumulation on it (:class:`Accumulate`), its output
+sweep (:class:`Sweep`) and the write port's multiplexer (:func:`write_port`)."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..cost import Memory as MemoryCost
 from ..ecp5 import block_ram, bram_tiling
 from .pipeline import register
 
-__all__ = ["READ_LATENCY", "Ram", "ram_style", "Accumulate", "Sweep", "write_port"]
+__all__ = ["READ_LATENCY", "Ram", "ram_style", "ram_cost", "Accumulate", "Sweep", "write_port"]
 
 READ_LATENCY = 3             # cycles from a RAM's read address to its data (see Ram)
 
@@ -25,6 +26,14 @@ def ram_style(width: int, depth: int) -> str:
     _, cols, rows = bram_tiling(width, depth)
     lutram = -(-width // 4) * -(-depth // 16) * LUT4_PER_DPR16X4
     return "block" if cols * rows * LUT4_PER_BRAM < lutram else "distributed"
+
+
+def ram_cost(name: str, shape, depth: int, *, write_latency: int = 1) -> MemoryCost:
+    """The memory of a :class:`Ram` of these arguments on an ECP5: DP16KD tiles or distributed RAM
+    (:func:`ram_style`), its write port registered if ``write_latency``."""
+    width = Shape.cast(shape).width
+    rule = "primitive" if ram_style(width, depth) == "block" else "distributed"
+    return MemoryCost(name, width, depth, rule, write_register=bool(write_latency))
 
 
 class Ram(wiring.Component):
