@@ -51,11 +51,13 @@ def _finite_positive(value: float) -> bool:
 
 _positive_int = _argument(int, "integer", lambda v: v >= 0, "must be >= 0")
 _at_least_one = _argument(int, "integer", lambda v: v >= 1, "must be >= 1")
-_learning_rate = _argument(float, "number", _finite_positive, "must be a finite number > 0")
+_learning_rate = _argument(float, "number", lambda v: 0 < v <= 1, "must be a number in (0, 1]")
 _seed = _argument(int, "integer", lambda v: -2**63 <= v < 2**64,       # what torch.manual_seed accepts
                   "must fit in 64 bits")
 _lanes = _argument(int, "lane count", lambda v: v >= 1, "lanes must be at least 1")
 _clock = _argument(float, "frequency", _finite_positive, "must be a positive frequency in MHz")
+_placement_seed = _argument(int, "integer", lambda v: 0 <= v < 2**31,   # nextpnr's --seed is a C int
+                            "must be in 0..2147483647")
 _baud = _argument(int, "integer", lambda v: v >= 1, "must be at least 1")
 _seconds = _argument(float, "number", _finite_positive, "must be a positive number of seconds")
 
@@ -94,10 +96,7 @@ def cmd_train(args) -> int:
 
     cfg = _config_from_args(args)
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise UserError(f"{out}: folder {out.parent} does not exist")
-    if out.is_dir():
-        raise UserError(f"{out}: is a folder; give the path of the model file to write")
+    checkpoint.check_output(out, force=args.force)
     train_set = load_dataset(args.dataset, cfg, "train", count=args.samples)
     test_set = load_dataset(args.dataset, cfg, "test")
     model = train(cfg, train_set, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
@@ -286,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_learning_rate, default=5e-3, help="peak learning rate (default: 5e-3)")
     t.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     t.add_argument("--out", required=True, help="where to write model.pt")
+    t.add_argument("--force", action="store_true", help="replace --out if it exists")
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("inspect", help="layers, sizes, synaptic operations and sparsity of a model",
@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--baud", type=_baud, default=build.DEFAULT_BAUD,
                    help=f"UART bit rate; the clock must hold a whole number of bit periods to within 2.5%% "
                         f"(default: {build.DEFAULT_BAUD})")
-    b.add_argument("--seed", type=_positive_int, default=1, help="nextpnr's placement seed (default: 1)")
+    b.add_argument("--seed", type=_placement_seed, default=1, help="nextpnr's placement seed (default: 1)")
     b.add_argument("--samples", type=_at_least_one, default=build.DEFAULT_SAMPLES,
                    help=f"test inputs simulated for cycles per inference (default: {build.DEFAULT_SAMPLES})")
     b.add_argument("--force", action="store_true",

@@ -83,9 +83,9 @@ class UartBridge(wiring.Component):
         a multiple of 3 MHz or within 2.5%).
     addr_width : int
         Width of the host bus address, at most 24 (the frames carry 24-bit addresses; higher bits are dropped).
-    timeout : float
+    timeout : float, optional
         Inter-byte timeout in seconds: a frame is abandoned when its next byte takes longer. At least two
-        byte times.
+        byte times; default 2 ms, or four byte times where that is longer (below about 20 kbaud).
     max_burst : int
         Words one WRITE may carry (the size of the write buffer); reported by PING.
 
@@ -99,7 +99,7 @@ class UartBridge(wiring.Component):
         The host bus, driven by the bridge.
     """
 
-    def __init__(self, clk_freq: float, baud: float, addr_width: int = 24, *, timeout: float = 2e-3,
+    def __init__(self, clk_freq: float, baud: float, addr_width: int = 24, *, timeout: float | None = None,
                  max_burst: int = 64):
         if isinstance(addr_width, bool) or not isinstance(addr_width, int) or not 1 <= addr_width <= 8 * ADDR_BYTES:
             raise ValueError(f"addr_width must be an integer in 1..{8 * ADDR_BYTES}, not {addr_width!r}")
@@ -108,6 +108,8 @@ class UartBridge(wiring.Component):
         self._clk_freq = clk_freq
         self._baud = baud
         self._divisor = divisor(clk_freq, baud)
+        if timeout is None:                     # 2 ms, or four byte times at a slow rate
+            timeout = max(2e-3, 40 * self._divisor / clk_freq)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self._timeout_cycles = math.ceil(timeout * clk_freq)

@@ -37,6 +37,7 @@ def _one_error_line(capsys) -> str:
     (["--board", "ulx3s", "--clock", "1000"], "the PLL makes 3.125-400 MHz"),
     (["--board", "ulx3s", "--clock", "25", "--baud", "3000000"], "--baud 3000000 at a 25 MHz clock"),
     (["--board", "ulx3s", "--baud", "0"], "must be at least 1"),
+    (["--board", "ulx3s", "--seed", "99999999999"], "must be in 0..2147483647"),
     ([], "the following arguments are required: --board"),
 ])
 def test_usage_errors(tmp_path, capsys, argv, message):
@@ -318,3 +319,19 @@ def test_two_builds_to_one_folder_at_once_do_not_share_a_staging_folder(tmp_path
     assert all(r["simulation"]["bit_exact"] for r in reports)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
     assert {"top.bit", "report.json", "report.md"} <= {p.name for p in out.iterdir()}
+
+
+def test_a_slow_uart_gets_a_longer_bridge_timeout(tmp_path):
+    """At 9,600 baud two bytes take longer than the bridge's 2 ms default: the bridge waits four byte times,
+    and the design generates (it used to fail there with a ValueError)."""
+    from compiler.flows.build import Build, BuildConfig, step_estimate, step_generate, step_load
+    from hdl.uart_bridge import UartBridge
+
+    b = Build(BuildConfig(model=EXAMPLE, board="ulx3s", out=tmp_path / "o", baud=9600, samples=1))
+    step_load(b)
+    step_estimate(b)
+    step_generate(b)
+    assert (b.staging / "top.il").exists()
+    slow = UartBridge(b.clock_mhz * 1e6, 9600)
+    assert slow.timeout_cycles >= 40 * slow.divisor
+    assert UartBridge(100e6, 3e6).timeout_cycles == 200_000                  # 2 ms, as before

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import subprocess
+import time
 import sys
 
 import numpy as np
@@ -221,6 +222,10 @@ BAD_TRAIN_FLAGS = {
     "samples-0": (["train", "--dataset", "synthetic", "--epochs", "1", "--samples", "0"], ["--samples"]),
     "lr-nan": (["train", "--dataset", "synthetic", "--epochs", "1", "--lr", "nan"], ["--lr"]),
     "lr-negative": (["train", "--dataset", "synthetic", "--epochs", "1", "--lr", "-1"], ["--lr"]),
+    "lr-1e308": (["train", "--dataset", "synthetic", "--epochs", "1", "--lr", "1e308"], ["--lr", "(0, 1]"]),
+    "samples-1e30": (["train", "--dataset", "synthetic", "--epochs", "1", "--samples", "1e30"], ["--samples"]),
+    "synthetic-too-many": (["train", "--dataset", "synthetic", "--epochs", "1", "--samples", "10000000000"],
+                           ["GiB", "ask for fewer"]),
     "seed-too-big": (TRAIN + ["--seed", str(2**70)], ["--seed"]),
     "digits-image-size-16": (["train", "--dataset", "digits", "--epochs", "0", "--image-size", "16"],
                              ["--image-size", "16"]),
@@ -261,6 +266,31 @@ def test_train_onto_a_folder_is_refused(tmp_path, capsys):
     status, stdout, err = call_cli(capsys, *TRAIN, "--out", target)
     assert_refused(status, err, str(target), "folder")
     assert listing(tmp_path) == ["models"] and listing(target) == []
+
+
+def test_train_does_not_clobber_without_force(tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"an earlier model")
+    status, stdout, err = call_cli(capsys, *TRAIN, "--samples", "16", "--out", out)
+    assert_refused(status, err, "exists", "--force")
+    assert out.read_bytes() == b"an earlier model" and listing(tmp_path) == ["model.pt"]
+    status, stdout, err = call_cli(capsys, *TRAIN, "--samples", "16", "--out", out, "--force")
+    assert status == 0 and out.read_bytes() != b"an earlier model" and listing(tmp_path) == ["model.pt"]
+
+
+def test_train_refuses_fifos_symlinks_and_unwritable_names_before_training(tmp_path, capsys):
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.pt"
+    link.symlink_to(tmp_path / "elsewhere.pt")
+    for out, fragment in ((fifo, "not a regular file"), (link, "not a regular file"),
+                          (tmp_path / ("x" * 250 + ".pt"), "cannot write")):
+        for force in ([], ["--force"]):
+            t0 = time.monotonic()
+            status, stdout, err = call_cli(capsys, *TRAIN[:-1], "100", "--out", out, *force)
+            assert_refused(status, err, fragment)
+            assert time.monotonic() - t0 < 10                  # before 100 epochs of training
+    assert listing(tmp_path) == ["fifo.pt", "link.pt"]
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -308,6 +338,10 @@ BAD_INPUTS = {
     "inputs-and-dataset": ({"x.npy": _images((5, 1, 8, 8))}, ["--inputs", "x.npy", "--dataset", "digits"],
                            ["not both"]),
     "count-0": ({}, ["--count", "0"], ["--count"]),
+    "count-0-with-inputs": ({"x.npy": _images((5, 1, 8, 8))}, ["--inputs", "x.npy", "--count", "0"], ["--count"]),
+    "inputs-empty-path": ({}, ["--inputs", ""], ["--inputs is an empty path"]),
+    "labels-empty-path": ({"x.npy": _images((5, 1, 8, 8))}, ["--inputs", "x.npy", "--labels", " "],
+                          ["--labels is an empty path"]),
     "count-negative": ({}, ["--count", "-3"], ["--count"]),
     "unknown-dataset": ({}, ["--dataset", "imagenet"], ["imagenet"]),
 }

@@ -20,6 +20,11 @@ def load_samples(model, *, inputs: str | None = None, labels: str | None = None,
     """``(x, y or None, description)`` from ``inputs``/``labels`` (``.npy`` files) or a dataset split
     (default: :func:`default_dataset`); the first ``count`` samples if ``count`` is given."""
     cfg = model.cfg
+    for flag, value in (("--inputs", inputs), ("--labels", labels)):
+        if value is not None and not str(value).strip():
+            raise UserError(f"{flag} is an empty path")
+    if count == 0:
+        raise UserError("--count must be at least 1")
     if labels and not inputs:
         raise UserError("--labels needs --inputs")
     if inputs:
@@ -39,7 +44,5 @@ def load_samples(model, *, inputs: str | None = None, labels: str | None = None,
             x, y = x[:count], (y[:count] if y is not None else None)
         return x, y, str(inputs)
     name = dataset or default_dataset(model)
-    if count == 0:
-        raise UserError("--count must be at least 1")
     data = load_dataset(name, cfg, split, count=count)
     return data.x, data.y, f"{name}/{split}"

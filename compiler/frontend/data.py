@@ -35,8 +35,16 @@ def digits(split: str) -> Split:
     return Split(x_train, y_train) if split == "train" else Split(x_test, y_test)
 
 
+#: Synthetic samples are generated in memory, with a float64 intermediate of 8 bytes per input value.
+MAX_SYNTHETIC_BYTES = 4 << 30
+
+
 def synthetic(cfg: ModelConfig, count: int, split: str, seed: int = 0) -> Split:
     """Noisy copies of one random prototype per class: learnable, and any shape the config asks for."""
+    need = 8 * count * int(np.prod(cfg.input_shape()))
+    if need > MAX_SYNTHETIC_BYTES:
+        raise UserError(f"{count:,} synthetic samples of shape {cfg.input_shape()} need {need / 2**30:,.1f} GiB "
+                        f"to generate (at most {MAX_SYNTHETIC_BYTES / 2**30:g} GiB); ask for fewer")
     proto_rng = np.random.default_rng(seed)
     protos = proto_rng.random((cfg.classes, *cfg.input_shape()[-3:]))
     rng = np.random.default_rng(seed + (1 if split == "train" else 2))
