@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from amaranth.hdl import (Array, Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Module, Mux, ResetSignal, Signal,
                           Value, signed, unsigned)
 from amaranth.lib import data, wiring
@@ -118,6 +120,9 @@ class Accelerator(wiring.Component):
         busy, done, paused (for LEDs).
     """
 
+    #: Cycles of the controller per stage run: its GO and WAIT states.
+    CONTROLLER_CYCLES = 2
+
     def __init__(self, plan, *, trace: bool = False, ecp5=None, clock_gating: bool = False):
         self._plan = plan
         self._trace = bool(trace)
@@ -135,26 +140,58 @@ class Accelerator(wiring.Component):
         """Every core the engines instantiate, stage by stage, each named ``<stage>/<role>`` (in the engine
         of its stage it is the submodule ``<stage>_<role>``); the register slices between cores are
         wiring, not listed."""
-        return [(f"{stage.name}/{role}", core) for stage, cores in zip(self._plan.stages, self._costed_stages)
+        return [(f"{name}/{role}", core) for name, cores in self._costed_stages.items()
                 for role, core in cores.cores.items() if not isinstance(core, StreamSlice)]
 
     @functools.cached_property
-    def _costed_stages(self) -> list[_StageCores]:
-        """The stages' cores that :meth:`cores` and :meth:`cost` describe (``elaborate`` builds its own)."""
-        return [self._stage_cores(stage) for stage in self._plan.stages]
+    def _costed_stages(self) -> dict[str, _StageCores]:
+        """The stages' cores that :meth:`cores`, :meth:`cost` and :meth:`stage_cycles` describe, by stage name
+        (``elaborate`` builds its own)."""
+        return {stage.name: self._stage_cores(stage) for stage in self._plan.stages}
 
     def cost(self, name: str = "top") -> CoreCost:
         """The controller and host bus: the stages and logits it handles, and one memory per buffer with a
         read port per reader of it (and one for the trace region) (:mod:`hdl.cost`)."""
         plan = self._plan
         ports = dict.fromkeys(plan.buffers, int(self._trace))
-        for stage in self._costed_stages:
-            for buf, mask in stage.reads.values():
+        for cores in self._costed_stages.values():
+            for buf, mask in cores.reads.values():
                 for read in (buf, mask) if mask is not None else (buf,):
                     ports[read.name] += 1
         memories = [MemoryCost(f"buffer {buf.name}", buf.word_width, buf.depth, read_ports=max(1, ports[buf.name]))
                     for buf in plan.buffers.values()]
         return CoreCost("top", name, {"stages": len(plan.stages), "logit_bits": plan.classes * 64}, memories)
+
+    def stage_cycles(self, stage, events: dict, *, last_step: bool) -> float:
+        """Cycles of one run of ``stage``'s engine, from its cores' cycle formulas, and the controller's
+        :data:`CONTROLLER_CYCLES` (the pipeline fills that the formulas leave out are not counted).
+
+        Parameters
+        ----------
+        stage : compiler.hw.plan.Stage
+        events : dict of str to array
+            Per spike source of the stage, its non-zero inputs per token in this time step (means allowed);
+            a masked source's only those that its mask lets through.
+        last_step : bool
+            The run of the last time step (the head's accumulators are read out after it).
+        """
+        cores = self._costed_stages[stage.name]
+        if stage.kind == "stem":
+            work = cores["conv"].frame_cycles()
+        elif stage.kind == "residual_neuron":
+            work = cores[f"read_{_ident(stage.srcs[0])}"].words
+        elif stage.kind in ("dense_neuron", "dense_residual"):
+            work = float(np.sum(cores["acc"].frame_cycles(np.asarray(events[stage.srcs[0]]))))
+        elif stage.kind == "head":
+            acc = cores["acc"]
+            work = acc.issue_cycles(float(np.sum(events[stage.srcs[0]]))) + (acc.readout_cycles if last_step else 0)
+        elif stage.kind in ("linear_attention", "cospike"):
+            # a frame without spikes still has its closing event
+            frames = [max(1.0, float(np.sum(events[name]))) for name in stage.srcs]
+            work = cores["attn" if stage.kind == "linear_attention" else "cospike"].step_cycles(*frames)
+        else:
+            raise ValueError(f"unknown stage kind {stage.kind!r}")
+        return self.CONTROLLER_CYCLES + work
 
     def _reader(self, cores, role, buf, frame, *, base_width=0, mask=None):
         tokens = self._plan.tokens if buf.kind == "pixels" else buf.tokens

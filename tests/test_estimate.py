@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The pre-synthesis estimator (compiler/hw/estimate.py): memory mapping rules, exact multiplier and block RAM
 counts on the bundled model, scaling with lanes, cycles, fit checks and --lanes auto."""
 
@@ -9,6 +10,8 @@ from compiler.hw import estimate as E
 from compiler.flows.build import refuse_if_too_big, smallest_fitting_board
 from compiler.errors import UserError
 from compiler.hw.plan import build_plan
+from hdl.accelerator import Accelerator
+from hdl.attention import LinearAttentionUnit
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,29 @@ def test_bundled_model_block_rams_and_multipliers_are_exact(plans):
     blocks = {m.name: mp.count for m, mp in est.memories if mp.kind == "DP16KD"}
     assert blocks["block0.mlp.fc1/acc.weights"] == 2 and blocks["buffer block0.mlp.fc1.sn"] == 2
     assert blocks["uart bridge buffer"] == 1
+
+
+def test_the_estimate_sums_the_costs_the_cores_state(plans):
+    plan = plans[8]
+    acc = Accelerator(plan)
+    named = dict(acc.cores())
+    est = E.estimate(plan)
+    assert [c.name for c in est.cores] == [*named, "top", "UART bridge, PLL, LEDs"]
+    assert est.resources["MULT18X18D"] == sum(core.cost(name).multipliers for name, core in named.items())
+    # at 16 lanes, the head's requantizer has a multiplier per lane that holds one of the 10 classes
+    assert dict(Accelerator(plans[16]).cores())["head/rq"].multipliers == plans[16].classes == 10
+    # the top: one memory per buffer, a read port per engine reading it (the residual stream: two)
+    ports = {m.name: m.read_ports for m in acc.cost().memories}
+    assert ports["buffer stem.rq"] == 2 and ports["buffer block0.attn.q.sn"] == 1
+    assert len(ports) == len(plan.buffers)
+
+
+def test_attention_cycles_are_the_units_own():
+    """The attention unit's division takes two quotient bits per stage (``hdl.attention.pipeline``): 196
+    tokens of 384 channels in 8 heads, 8 + 3 quotient bits, 4 + 2 stages; with its 7 fixed stages, 13."""
+    unit = LinearAttentionUnit(196, 384, 8, 4)
+    assert unit.depth == 13
+    assert unit.step_cycles(1, 1, 1) == 3 + 3 * 13 + max(196 * 8 + 3, 196 << 3, 384) + 3
 
 
 def test_estimate_grows_with_lanes(plans):
@@ -144,5 +170,13 @@ def test_other_configurations_estimate(tmp_path):
                 assert est.resources["MULT18X18D"] == sum(c.multipliers for c in est.cores if c.kind == "requant")
             else:
                 assert "linear_attention" in kinds
+                # 24 channels, 3 heads: the address divisions are pipelined; the estimate counts the unit's depth
+                stage = next(s for s in plan.stages if s.kind == "linear_attention")
+                unit = dict(Accelerator(plan).cores())[f"{stage.name}/attn"]
+                assert unit.depth > 7
+                frames = [plan.buffers[name].tokens * plan.buffers[name].channels for name in stage.srcs]
+                per_step = (Accelerator.CONTROLLER_CYCLES + unit.step_cycles(*frames)
+                            + E._STAGE_OVERHEAD["linear_attention"])
+                assert est.cycles_per_stage[stage.name] == plan.timesteps * per_step
             x = np.zeros((2, *plan.graph.input_type.shape), dtype=np.uint8)
             assert E.estimate(plan, x).cycles_per_inference > 0

@@ -373,6 +373,7 @@ def test_cycles_scale_with_events_not_with_fan_in():
     const = cycles[1] - G
     assert {k: cycles[k] - k * G for k in (1, 10, 40)} == {1: const, 10: const, 40: const}
     assert const <= G + PIPELINE_DEPTH + 2
+    assert {k: core.frame_cycles(k) for k in (1, 10, 40)} == {k: cycles[k] for k in (1, 10, 40)}   # its own formula
     assert cycles[0] <= const                                 # an empty frame has nothing to drain
     # ... and nothing that grows with the fan-in I
     assert by_fan_in[256] == by_fan_in[64]

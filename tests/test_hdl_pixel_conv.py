@@ -95,9 +95,12 @@ def test_throughput():
     unit, cycles, _ = run_case(weight, 4, x, lanes=4)
     work = unit.groups * unit.fan_in * 16
     assert cycles <= work + 4 * unit.fan_in + 12
+    # its own formula (I + N * G * I), and the pipeline's latency to the output
+    assert unit.frame_cycles() <= cycles <= unit.frame_cycles() + unit.LATENCY + 3
     weight, x = random_case(rng, 3, 1, 1, 4, 8, 1)             # I = 1, G = 1: one group per cycle
     unit, cycles, beats = run_case(weight, 8, x, lanes=3, multiplier="dsp")
     assert cycles <= beats + 14
+    assert unit.frame_cycles() <= cycles <= unit.frame_cycles() + unit.LATENCY + 3
 
 
 def test_ecp5_structure():

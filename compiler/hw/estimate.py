@@ -51,12 +51,14 @@ Distributed RAM (``DPR16X4``)
     one per 32 LUT4 (:func:`distributed_ram_capacity`); ``--lanes auto`` keeps within
     :data:`ROUTABLE_DPR_FRACTION` of that.
 Cycles per inference
-    The sum over stages (and time steps) of each engine's documented cycle count, the controller's two
-    cycles per stage, plus fitted constants for the pipeline fills that the formulas leave out:
-    ``hdl/pixel_conv.py`` (``G * I`` cycles per token), the neuron and requantizer (one lane group per
-    cycle), ``hdl/accumulate.py`` (``k * G + G + 6`` per frame of ``k`` events), ``step_cycles`` of the
-    attention units. ``k`` (spike events per token) comes from the golden model's trace of sample inputs;
-    without samples every input is taken to spike (the worst case; ``activity`` says which).
+    The sum over stages (and time steps) of each engine's cycles from its cores' own formulas
+    (``hdl.accelerator.Accelerator.stage_cycles``: the patch convolution's ``frame_cycles``, ``I + N * G *
+    I``; a reader's ``words``, one lane group per cycle through the neuron; the accumulator's
+    ``frame_cycles``, ``k * G + G + 6`` per frame of ``k`` events; the attention units' ``step_cycles``) and
+    the controller's two cycles per stage, plus fitted constants for the pipeline fills that the formulas
+    leave out (:data:`_STAGE_OVERHEAD`). ``k`` (spike events per token) comes from the golden model's trace
+    of sample inputs, a masked source's scaled by the fraction of its mask's lanes that are set; without
+    samples every input is taken to spike (the worst case; ``activity`` says which).
 """
 
 from __future__ import annotations
@@ -155,10 +157,11 @@ def map_memory(mem: Memory) -> Mapping:
 BOARD = CoreCost("board", "UART bridge, PLL, LEDs", {}, [Memory("uart bridge buffer", 32, 64)])
 
 
-def cores(plan) -> list[CoreCost]:
+def cores(plan, accelerator: Accelerator | None = None) -> list[CoreCost]:
     """The stated cost of every core the accelerator of ``plan`` instantiates (``hdl.accelerator.Accelerator
-    .cores``), then of its top (buffers, controller, host bus) and of the board (:data:`BOARD`)."""
-    acc = Accelerator(plan)
+    .cores``), then of its top (buffers, controller, host bus) and of the board (:data:`BOARD`).
+    ``accelerator``: ``Accelerator(plan)`` if already built."""
+    acc = Accelerator(plan) if accelerator is None else accelerator
     return [core.cost(name) for name, core in acc.cores()] + [acc.cost(), BOARD]
 
 
@@ -248,14 +251,6 @@ _STAGE_OVERHEAD = {"stem": 17.0, "residual_neuron": 17.0, "dense_neuron": 17.0, 
 _FRAME_OVERHEAD = {"dense_neuron": 0.0, "dense_residual": 0.0, "head": 0.0}
 
 
-def _groups(out: int, lanes: int) -> int:
-    return -(-out // lanes)
-
-
-def _index_bits(count: int) -> int:
-    return max(0, (count - 1).bit_length())
-
-
 def _events_per_token(plan, x: np.ndarray | None) -> tuple[dict[str, np.ndarray], str]:
     """Mean non-zero inputs per (time step, token) of every stored spike tensor ``[T, N]``, from the
     golden model's trace of ``x``; without samples, every input (the worst case)."""
@@ -271,62 +266,27 @@ def _events_per_token(plan, x: np.ndarray | None) -> tuple[dict[str, np.ndarray]
     return out, f"mean of {len(x)} samples"
 
 
-def cycles(plan, x: np.ndarray | None = None) -> tuple[float, dict[str, float], str]:
-    """``(cycles per inference, cycles per stage, activity)`` from the cores' cycle formulas."""
+def cycles(plan, x: np.ndarray | None = None, accelerator: Accelerator | None = None
+           ) -> tuple[float, dict[str, float], str]:
+    """``(cycles per inference, cycles per stage, activity)``: per stage and time step, the engine's cycles
+    from its cores' formulas (``hdl.accelerator.Accelerator.stage_cycles``) and the fitted overheads.
+    ``accelerator``: ``Accelerator(plan)`` if already built."""
     k, activity = _events_per_token(plan, x)
-    P, N, T = plan.lanes, plan.tokens, plan.timesteps
+    acc = Accelerator(plan) if accelerator is None else accelerator
+    T = plan.timesteps
     per_stage: dict[str, float] = {}
     for t in range(T):
         for stage in plan.stages:
             if stage.once and t > 0:
                 continue
-            ops = [plan.op(n) for n in stage.ops]
-            c = 2.0 + _STAGE_OVERHEAD[stage.kind]                 # GO and WAIT states of the controller
-            if stage.kind == "stem":
-                conv = ops[0]
-                I = int(np.prod(conv.weight.shape[1:]))
-                G = _groups(conv.weight.shape[0], P)
-                c += I + N * G * I
-            elif stage.kind == "residual_neuron":
-                c += N * plan.buffers[stage.srcs[0]].groups
-            elif stage.kind in ("dense_neuron", "dense_residual"):
-                dense = ops[0]
-                G = _groups(dense.weight.shape[0], P)
-                src = plan.buffers[stage.srcs[0]]
-                ev = k[src.name][t]
-                if len(stage.srcs) > 1 and plan.buffers[stage.srcs[1]].kind == "spikes" \
-                        and plan.buffers[stage.srcs[1]].tokens == 1:
-                    mask = k[stage.srcs[1]][t].sum() / max(1, plan.buffers[stage.srcs[1]].channels)
-                    ev = ev * mask
-                c += float(np.sum(ev * G + G + 6 + _FRAME_OVERHEAD[stage.kind]))
-            elif stage.kind == "head":
-                dense = ops[1]
-                G = _groups(dense.weight.shape[0], P)
-                ev = k[stage.srcs[0]][t]
-                c += float(np.sum(ev) * G + N * _FRAME_OVERHEAD["head"])
-                if t == T - 1:
-                    c += G + 6
-            elif stage.kind == "linear_attention":
-                op = ops[0]
-                H = op.heads
-                C = plan.types[op.q].shape[-1]
-                e = [max(1.0, float(np.sum(k[s][t]))) for s in stage.srcs]
-                depth = 7 + _division_depth(N, C, H)
-                c += sum(e) + 3 * depth + max(N * H + 3, N << _index_bits(H), C) + 3
-            elif stage.kind == "cospike":
-                op = ops[0]
-                C = plan.types[op.k].shape[-1]
-                e = [max(1.0, float(np.sum(k[s][t]))) for s in stage.srcs]
-                c += sum(e) + 7 + _groups(C, P) + 5
+            events = {name: k[name][t] for name in stage.srcs if name in k}
+            if stage.mask:                          # the lanes that the mask lets through, on average
+                mask = plan.buffers[stage.mask]
+                events[stage.srcs[0]] = events[stage.srcs[0]] * (k[mask.name][t].sum() / max(1, mask.channels))
+            c = acc.stage_cycles(stage, events, last_step=t == T - 1)
+            c += _STAGE_OVERHEAD[stage.kind] + plan.tokens * _FRAME_OVERHEAD.get(stage.kind, 0.0)
             per_stage[stage.name] = per_stage.get(stage.name, 0.0) + c
     return float(sum(per_stage.values())), per_stage, activity
-
-
-def _division_depth(N: int, C: int, H: int) -> int:
-    """Pipeline stages of the attention unit's address division (``hdl.attention._division_stages``)."""
-    def stages(q, div):
-        return -(-q // 4) if div & (div - 1) else 0
-    return stages((N - 1).bit_length(), C) + stages((H - 1).bit_length(), C // H)
 
 
 # -- the estimate ---------------------------------------------------------------------------------------
@@ -370,7 +330,8 @@ def estimate(plan, x: np.ndarray | None = None) -> Estimate:
 
     ``x``: sample inputs ``[B, ...]`` whose golden-model spike counts drive the cycle estimate (None:
     the worst case, every input spiking)."""
-    core_list = cores(plan)
+    acc = Accelerator(plan)
+    core_list = cores(plan, acc)
     lut = ff = 0.0
     dsp = 0
     mapped = []
@@ -389,7 +350,7 @@ def estimate(plan, x: np.ndarray | None = None) -> Estimate:
                 dprs += mp.count
     lut = (lut + LUT_SITES_PER_DPR16X4 * dprs) * _NEXTPNR_FACTOR["LUT4"]
     ff *= _NEXTPNR_FACTOR["FF"]
-    total, per_stage, activity = cycles(plan, x)
+    total, per_stage, activity = cycles(plan, x, acc)
     return Estimate(plan.lanes, {"LUT4": int(round(lut)), "FF": int(round(ff)), "DP16KD": blocks,
                                  "MULT18X18D": dsp, "DPR16X4": dprs},
                     total, per_stage, activity, mapped, core_list, dprs)

@@ -15,19 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hdl.packing import index_bits, signed_width
+
 from .. import ir
 from ..errors import UserError
 
 DEFAULT_LANES = 16
-
-
-def _signed_width(lo: int, hi: int) -> int:
-    return max(int(hi).bit_length(), int(-lo - 1).bit_length() if lo < 0 else 0) + 1
-
-
-def _bits(n: int) -> int:
-    """Address bits that select one of ``n`` items."""
-    return max(0, (n - 1).bit_length())
 
 
 @dataclass(frozen=True)
@@ -51,7 +44,7 @@ class Buffer:
 
     @property
     def group_bits(self) -> int:
-        return _bits(self.groups)
+        return index_bits(self.groups)
 
     @property
     def depth(self) -> int:
@@ -148,7 +141,7 @@ class Plan:
         f, c, h, w = frames.shape
         patches = frames.reshape(f, c, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5).reshape(f, -1, c * p * p)
         fan_in = c * p * p
-        ib = _bits(fan_in)
+        ib = index_bits(fan_in)
         fi, ni, ii = np.meshgrid(np.arange(f), np.arange(patches.shape[1]), np.arange(fan_in), indexing="ij")
         offsets = ((fi * patches.shape[1] + ni) << ib) | ii
         return offsets.reshape(-1), patches.reshape(-1)
@@ -156,7 +149,7 @@ class Plan:
     @property
     def fan_in_bits(self) -> int:
         conv = self.op(self.stages[0].ops[0])
-        return _bits(int(np.prod(conv.weight.shape[1:])))
+        return index_bits(int(np.prod(conv.weight.shape[1:])))
 
     def to_dict(self) -> dict:
         return {
@@ -241,7 +234,7 @@ def build_plan(graph: ir.Graph, lanes: int | None = None, dense: bool = False) -
 
     def residual(name: str) -> None:
         t = types[name]
-        buffers[name] = Buffer(name, "residual", N, t.shape[-1], P, _signed_width(t.lo, t.hi), True)
+        buffers[name] = Buffer(name, "residual", N, t.shape[-1], P, signed_width(t.lo, t.hi), True)
 
     def spikes(name: str, lanes_: int, tokens: int = N) -> None:
         t = types[name]
@@ -309,4 +302,4 @@ def build_plan(graph: ir.Graph, lanes: int | None = None, dense: bool = False) -
     out = types[graph.output]
     classes = out.shape[-1]
     return Plan(graph=graph, types=types, lanes=P, dense=dense, buffers=buffers, stages=stages, timesteps=T,
-                tokens=N, classes=classes, logit_width=_signed_width(out.lo, out.hi), model_id=model_id(graph))
+                tokens=N, classes=classes, logit_width=signed_width(out.lo, out.hi), model_id=model_id(graph))
