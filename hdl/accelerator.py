@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-
 from amaranth.hdl import (Array, Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Module, Mux, ResetSignal, Signal,
                           Value, signed, unsigned)
 from amaranth.lib import data, wiring
@@ -58,6 +57,11 @@ __all__ = ["Accelerator"]
 
 def _ident(name: str) -> str:
     return name.replace(".", "_")
+
+
+def _read_role(buf_name: str, prefix: str = "") -> str:
+    """The role of a stage's reader of buffer ``buf_name`` (``prefix`` tells a second reader of the kind)."""
+    return f"{prefix}read_{_ident(buf_name)}"
 
 
 class _Engine:
@@ -179,7 +183,7 @@ class Accelerator(wiring.Component):
         if stage.kind == "stem":
             work = cores["conv"].frame_cycles()
         elif stage.kind == "residual_neuron":
-            work = cores[f"read_{_ident(stage.srcs[0])}"].words
+            work = cores[_read_role(stage.srcs[0])].words
         elif stage.kind in ("dense_neuron", "dense_residual"):
             work = float(np.sum(cores["acc"].frame_cycles(np.asarray(events[stage.srcs[0]]))))
         elif stage.kind == "head":
@@ -193,9 +197,9 @@ class Accelerator(wiring.Component):
             raise ValueError(f"unknown stage kind {stage.kind!r}")
         return self.CONTROLLER_CYCLES + work
 
-    def _reader(self, cores, role, buf, frame, *, base_width=0, mask=None):
+    def _reader(self, cores, buf, frame, *, prefix="", base_width=0, mask=None):
         tokens = self._plan.tokens if buf.kind == "pixels" else buf.tokens
-        return cores.read(role, buf, mask, BufferReader(
+        return cores.read(_read_role(buf.name, prefix), buf, mask, BufferReader(
             tokens=tokens, groups=buf.groups, group_bits=buf.group_bits, word_width=buf.word_width, frame=frame,
             base_width=base_width, mask_width=mask.word_width if mask is not None else 0, value_width=buf.width))
 
@@ -230,18 +234,18 @@ class Accelerator(wiring.Component):
         if stage.kind == "stem":
             conv, rq = ops
             base_width = (plan.pixel_frames * N - 1).bit_length() if plan.pixel_frames > 1 else 0
-            self._reader(cores, f"read_{_ident(src.name)}", src, "token", base_width=base_width)
+            self._reader(cores, src, "token", base_width=base_width)
             unit = cores.add("conv", PatchConvUnit.from_op(conv, lanes=P, tokens=N, pixel_bits=src.width,
                                                            ecp5=ecp5))
             cores.add("rq", RequantUnit.from_op(rq, lanes=P, in_width=unit.acc_width, tokens=N,
                                                 in_range=self._width(conv.dst)[1], ecp5=ecp5))
         elif stage.kind == "residual_neuron":
-            self._reader(cores, f"read_{_ident(src.name)}", src, "token")
+            self._reader(cores, src, "token")
             self._neuron_unit(cores, ops[0], P, src.width, N, self._width(src.name)[1])
         elif stage.kind in ("dense_neuron", "dense_residual", "head"):
             dense_op = ops[1] if stage.kind == "head" else ops[0]
             mask = plan.buffers[stage.mask] if stage.mask else None
-            self._reader(cores, f"read_{_ident(src.name)}", src, "token", mask=mask)
+            self._reader(cores, src, "token", mask=mask)
             self._events(cores, src, max(1, (dense_op.weight.shape[1] - 1).bit_length()), "token")
             acc = self._accumulator(cores, dense_op, src)
             rng = self._width(dense_op.dst)[1]
@@ -255,7 +259,7 @@ class Accelerator(wiring.Component):
                 in_width = max(res.width, self._width(rq.dst)[0])
                 cores.add("add", ResidualAdd.from_op(add, lanes=P, channels=res.channels, tokens=N,
                                                      in_width=in_width))
-                self._reader(cores, f"res_read_{_ident(res.name)}", res, "token")
+                self._reader(cores, res, "token", prefix="res_")
             else:
                 cores.add("rq", RequantUnit.from_op(ops[2], lanes=P, in_width=acc.acc_width, tokens=1, in_range=rng,
                                                     out_width=plan.logit_width, ecp5=ecp5))
@@ -264,7 +268,7 @@ class Accelerator(wiring.Component):
             events = []
             for name in stage.srcs:
                 buf = plan.buffers[name]
-                self._reader(cores, f"read_{_ident(buf.name)}", buf, "all")
+                self._reader(cores, buf, "all")
                 events.append(self._events(cores, buf, (buf.tokens * buf.channels - 1).bit_length(), "all"))
             addr_width = len(events[0].events.payload.addr)
             rng = self._width(op.dst)[1]
@@ -292,10 +296,11 @@ class Accelerator(wiring.Component):
         m.submodules[f"{stage.name}_{role}"] = core = cores[role]
         return core
 
-    def _add_reader(self, m, stage, cores, role, *, base=None):
-        """Add a reader to the engine, with its read ports on its buffer (and mask)."""
+    def _add_reader(self, m, stage, cores, buf, *, prefix="", base=None):
+        """Add the reader of ``buf`` to the engine, with its read ports on the buffer (and mask)."""
+        role = _read_role(buf.name, prefix)
         r = self._add(m, stage, cores, role)
-        buf, mask = cores.reads[role]
+        _, mask = cores.reads[role]
         port = self._mems[buf.name].read_port(domain=self._domain)
         m.d.comb += [port.addr.eq(r.addr), r.data.eq(port.data)]
         if base is not None:
@@ -372,7 +377,7 @@ class Accelerator(wiring.Component):
         conv = plan.op(stage.ops[0])
         pix = plan.buffers[stage.srcs[0]]
         dst = plan.buffers[stage.dst]
-        r = self._add_reader(m, stage, cores, f"read_{_ident(pix.name)}",
+        r = self._add_reader(m, stage, cores, pix,
                              base=ctx["t"] * plan.tokens if plan.pixel_frames > 1 else None)
         unit = self._add(m, stage, cores, "conv")
         m.d.comb += [r.start.eq(eng.start), unit.i.valid.eq(r.o.valid), r.o.ready.eq(unit.i.ready),
@@ -389,7 +394,7 @@ class Accelerator(wiring.Component):
     def _residual_neuron(self, m, stage, cores, eng, ctx):
         plan = self._plan
         src, dst = plan.buffers[stage.srcs[0]], plan.buffers[stage.dst]
-        r = self._add_reader(m, stage, cores, f"read_{_ident(src.name)}")
+        r = self._add_reader(m, stage, cores, src)
         unit = self._add(m, stage, cores, "neuron")
         i = unit.i
         m.d.comb += [r.start.eq(eng.start), i.valid.eq(r.o.valid), r.o.ready.eq(i.ready),
@@ -406,7 +411,7 @@ class Accelerator(wiring.Component):
         plan = self._plan
         dense_op = plan.op(stage.ops[0])
         src = plan.buffers[stage.srcs[0]]
-        r = self._add_reader(m, stage, cores, f"read_{_ident(src.name)}")
+        r = self._add_reader(m, stage, cores, src)
         m.d.comb += r.start.eq(eng.start)
         events = self._add_events(m, stage, cores, r, src)
         acc = self._add_accumulator(m, stage, cores, events)
@@ -439,7 +444,7 @@ class Accelerator(wiring.Component):
                      req.i.payload.values.eq(a.payload.values)]
         res = plan.buffers[stage.srcs[-1]]
         radd = self._add(m, stage, cores, "add")
-        rr = self._add_reader(m, stage, cores, f"res_read_{_ident(res.name)}")
+        rr = self._add_reader(m, stage, cores, res, prefix="res_")
         m.d.comb += rr.start.eq(eng.start)
         res_values = data.ArrayLayout(signed(res.width), plan.lanes)(rr.o.payload.data)
         # the residual is the Add's first operand (a), the branch the second: the IR's order
@@ -464,7 +469,7 @@ class Accelerator(wiring.Component):
         streams = []
         for name in stage.srcs:
             buf = plan.buffers[name]
-            r = self._add_reader(m, stage, cores, f"read_{_ident(buf.name)}")
+            r = self._add_reader(m, stage, cores, buf)
             m.d.comb += r.start.eq(eng.start)
             streams.append(self._add_events(m, stage, cores, r, buf))
         return streams
@@ -519,7 +524,7 @@ class Accelerator(wiring.Component):
         plan = self._plan
         dense_op = plan.op(stage.ops[1])
         src = plan.buffers[stage.srcs[0]]
-        r = self._add_reader(m, stage, cores, f"read_{_ident(src.name)}")
+        r = self._add_reader(m, stage, cores, src)
         m.d.comb += r.start.eq(eng.start)
         events = self._add_events(m, stage, cores, r, src)
         # one accumulation frame over every token and time step: only the final frame's last is kept

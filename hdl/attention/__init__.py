@@ -43,12 +43,6 @@ Shared structure
   it) first runs when one of its inputs changes: a signal whose inputs keep their initial values is X until
   then. A's read enable, for one, would be X until the first output sweep: its read stages would hold X
   and the first step accumulate X (``tests/test_icarus_attention.py``).
-
-Files
------
-``linear.py`` and ``cospike.py`` hold the two units; ``pipeline.py`` the building blocks of their event
-pipelines (argument checks, registers, the constant division of an address, level products, the shared
-input stage); ``ram.py`` the RAM with its read-add-write accumulator and output sweep.
 """
 
 from .cospike import CoSpikeUnit
