@@ -176,3 +176,47 @@ def test_flash_and_run_refuse_a_malformed_build_report(tmp_path, capsys, report,
     assert main(["run", str(EXAMPLE), "--port", "/dev/null", "--build", str(out), "--count", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+@pytest.mark.parametrize("behaviour", ["flood", "silent", "hangup"])
+def test_run_against_a_hostile_board_on_a_pty_ends_with_one_error_line(capsys, behaviour):
+    """A scripted board behind a real pty: one that never stops sending, one that never answers, one that
+    hangs up. ``run`` must end, quickly, with one ``error:`` line (no hang, no traceback)."""
+    import os
+    import threading
+    import time
+
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    os.close(slave)
+    os.set_blocking(master, False)                             # the scripted board never blocks
+    stop = threading.Event()
+
+    def board():
+        while not stop.is_set():
+            if behaviour == "flood":
+                try:
+                    os.write(master, b"\x00\xa5" * 512)
+                except OSError:
+                    time.sleep(0.001)
+            elif behaviour == "hangup":
+                time.sleep(0.3)
+                os.close(master)
+                return
+            else:
+                time.sleep(0.01)
+
+    thread = threading.Thread(target=board, daemon=True)
+    thread.start()
+    t0 = time.monotonic()
+    try:
+        status = main(["run", str(EXAMPLE), "--port", path, "--timeout", "0.2", "--dataset", "digits",
+                       "--count", "1"])
+    finally:
+        stop.set()
+        thread.join()
+        if behaviour != "hangup":
+            os.close(master)
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert time.monotonic() - t0 < 30

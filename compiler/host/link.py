@@ -203,9 +203,12 @@ class SerialPort:
         return bytes(data)
 
     def write(self, data: bytes) -> int:
+        """All of ``data``; LinkTimeout if the port takes no byte for ``timeout`` seconds (a device that
+        does not read), LinkError if it fails."""
         view = memoryview(bytes(data))
         while view:
-            select.select([], [self._fd], [])
+            if not select.select([], [self._fd], [], self.timeout)[1]:
+                raise LinkTimeout(f"the port took no byte for {self.timeout} s ({len(view)} of {len(data)} left)")
             try:
                 view = view[os.write(self._fd, view):]
             except BlockingIOError:
