@@ -324,23 +324,19 @@ def measured(modules: dict[str, collections.Counter], plan) -> dict[tuple[str, s
     return dict(out)
 
 
-def _stage_of(core, stages: set[str]) -> str:
+def _stage_of(core) -> str:
     if core.kind in ("top", "board"):
         return core.kind
-    stage = core.name.split("/")[0]
-    if stage not in stages and stage.endswith("_rq") and stage[:-3] in stages:     # the stem's "stem_rq"
-        stage = stage[:-3]
-    return stage
+    return core.name.split("/")[0]              # hdl.accelerator names a core "<stage>/<role>"
 
 
 def estimated(plan) -> dict[tuple[str, str], dict]:
     """The estimator's cores summed per ``(kind, stage)``: ``{"features": {...}, "dpr": cells}``."""
     from compiler.hw import estimate as E
 
-    stages = {s.name for s in plan.stages}
     out: dict[tuple[str, str], dict] = {}
     for core in E.cores(plan):
-        entry = out.setdefault((core.kind, _stage_of(core, stages)), {"features": collections.Counter(), "dpr": 0})
+        entry = out.setdefault((core.kind, _stage_of(core)), {"features": collections.Counter(), "dpr": 0})
         entry["features"].update(E.core_features(core))
         entry["dpr"] += sum(mp.count for mp in map(E.map_memory, core.memories) if mp.kind == "LUTRAM")
     return out
