@@ -71,6 +71,8 @@ from hdl.accelerator import Accelerator
 from hdl.cost import CoreCost, Memory
 from hdl.ecp5 import BRAM_CONFIGS, bram_tiling
 
+from ..ir import golden
+
 __all__ = ["Memory", "Estimate", "estimate", "memories", "map_memory", "multipliers", "cycles", "fit_problems",
            "auto_lanes", "routable_totals", "distributed_ram_capacity", "RESOURCES", "ROUTABLE_DPR_FRACTION"]
 
@@ -257,7 +259,6 @@ def _events_per_token(plan, x: np.ndarray | None) -> tuple[dict[str, np.ndarray]
     spikes = [b for b in plan.buffers.values() if b.kind == "spikes"]
     if x is None or len(x) == 0:
         return {b.name: np.full((plan.timesteps, b.tokens), float(b.channels)) for b in spikes}, "worst case"
-    from ..ir import golden
     _, env = golden.run(plan.graph, np.asarray(x), trace=True)
     out = {}
     for b in spikes:
