@@ -16,7 +16,7 @@ the engines' own logic included, is the ``top`` kind, everything outside it the 
 Per kind and resource, a non-negative least-squares fit (Lawson-Hanson, ``scipy.optimize.nnls``) over the
 candidate features of :data:`CANDIDATES` gives the constant and coefficients. The script prints
 
-1. the fitted table in the exact form of ``_CORE_MODELS`` in ``compiler/estimate.py`` (paste it there to adopt
+1. the fitted table in the exact form of ``_CORE_MODELS`` in ``compiler/hw/estimate.py`` (paste it there to adopt
    it; this script edits nothing);
 2. per configuration, the measured totals against the current table's, the fitted table's and a
    leave-one-configuration-out fit's (trained on the other configurations; a kind that only the held-out
@@ -413,7 +413,7 @@ def _num(x: float, decimals: int) -> str:
 
 
 def format_table(table: dict) -> str:
-    """``table`` as the ``_CORE_MODELS`` assignment of ``compiler/estimate.py``."""
+    """``table`` as the ``_CORE_MODELS`` assignment of ``compiler/hw/estimate.py``."""
     lines = ["_CORE_MODELS: dict[str, dict[str, tuple[float, dict[str, float]]]] = {"]
     for kind, model in table.items():
         parts = []
@@ -564,7 +564,7 @@ def calibrate(configs: list[Config], cache: Path, board: str = "ulx3s", clock_mh
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.calibrate",
-                                description="Fit compiler/estimate.py's LUT4/FF core models to Yosys's per-module "
+                                description="Fit compiler/hw/estimate.py's LUT4/FF core models to Yosys's per-module "
                                             "counts (synth_ecp5 -noflatten) of generated accelerators and print "
                                             "the table and its errors.")
     p.add_argument("--config", dest="configs", metavar="MODEL:LANES", type=Config.parse, action="append",

@@ -1,4 +1,4 @@
-"""The host side of the link (compiler/link.py): frames, the Link's chunking and retries, the Driver, and
+"""The host side of the link (compiler/host/link.py): frames, the Link's chunking and retries, the Driver, and
 SerialPort on a pty. The transport here is a Python stand-in for the bridge; tests/test_uart_sim.py runs
 the same code against the Verilated gateware."""
 

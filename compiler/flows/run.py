@@ -1,9 +1,9 @@
 """``python -m compiler run``: classify inputs on a board over its UART and check every answer against the
 golden model; and ``python -m compiler flash``.
 
-``run`` talks to the accelerator through :class:`compiler.link.SerialPort` (a tty such as /dev/ttyUSB0, or
-the pty of a simulated board, :mod:`sim.uart_sim`), :class:`compiler.link.Link` and
-:class:`compiler.link.Driver`. It first reads the bitstream's model id and refuses a board that runs
+``run`` talks to the accelerator through :class:`compiler.host.link.SerialPort` (a tty such as /dev/ttyUSB0, or
+the pty of a simulated board, :mod:`sim.uart_sim`), :class:`compiler.host.link.Link` and
+:class:`compiler.host.link.Driver`. It first reads the bitstream's model id and refuses a board that runs
 another model; then, per input, it loads the pixels, starts an inference, waits for it and reads the logits
 and the hardware counters. Classes **and** logits must equal the integer golden model's: any difference is
 a failed check (exit status 1).

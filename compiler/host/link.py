@@ -429,7 +429,7 @@ class Driver:
         return (pairs[:, 0] | (pairs[:, 1] << np.uint64(32))).view(np.int64)
 
     def model_id(self) -> int:
-        """The model identifier of the bitstream (``compiler.plan.Plan.model_id``)."""
+        """The model identifier of the bitstream (``compiler.hw.plan.Plan.model_id``)."""
         return int(self.link.read_words(regmap.REG_ID, 1)[0])
 
     def status(self) -> int:
@@ -477,7 +477,7 @@ class Driver:
         """Load one sample's pixels, run it, and return ``(logits, class, counters)``.
 
         ``pixel_words`` are offsets in the pixel region, in a form :meth:`load` takes: ``(offsets, values)``
-        as ``compiler.plan.Plan.input_words`` gives them, ``(offset, values)`` or ``(offset, value)`` pairs.
+        as ``compiler.hw.plan.Plan.input_words`` gives them, ``(offset, values)`` or ``(offset, value)`` pairs.
         The class is the argmax of the logits, the lowest index on ties.
         """
         offsets, values = _addr_values(pixel_words)
