@@ -146,7 +146,22 @@ BAD_MODEL_FILES = {
                   ["head.bias", "infinite"]),
     "state-non-tensor": (lambda path: save_payload(path, _state(lambda s: s.update(pos=[[0.0] * 32] * 16))),
                          ["tensors"]),
+    "state-meta-tensor": (lambda path: save_payload(path, _state(lambda s: s.update(pos=s["pos"].to("meta")))),
+                          ["pos", "dense real tensor", "meta"]),
+    "state-sparse-tensor": (lambda path: save_payload(path, _state(lambda s: s.update(pos=s["pos"].to_sparse()))),
+                            ["pos", "dense real tensor", "sparse"]),
+    "state-complex-tensor": (lambda path: save_payload(path, _state(
+        lambda s: s.update(pos=s["pos"].to(torch.complex64) * complex(float("nan"), 1)))),
+        ["pos", "dense real tensor", "complex"]),
 }
+
+
+def _npy_header_only(shape, dtype=np.uint8):
+    """An ``.npy`` header that declares ``shape`` (followed by nothing)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue()
 
 
 def _npy_bytes(array):
@@ -338,6 +353,8 @@ BAD_INPUTS = {
     "inputs-and-dataset": ({"x.npy": _images((5, 1, 8, 8))}, ["--inputs", "x.npy", "--dataset", "digits"],
                            ["not both"]),
     "count-0": ({}, ["--count", "0"], ["--count"]),
+    "header-declares-2**40-samples": ({"x.npy": _npy_header_only((2**40, 1, 8, 8)) + bytes(320)},
+                                      ["--inputs", "x.npy"], ["not a readable .npy", "mmap length"]),
     "count-0-with-inputs": ({"x.npy": _images((5, 1, 8, 8))}, ["--inputs", "x.npy", "--count", "0"], ["--count"]),
     "inputs-empty-path": ({}, ["--inputs", ""], ["--inputs is an empty path"]),
     "labels-empty-path": ({"x.npy": _images((5, 1, 8, 8))}, ["--inputs", "x.npy", "--labels", " "],
@@ -436,3 +453,27 @@ def test_good_inputs_and_labels_are_accepted(tmp_path, capsys):
                                 "--labels", tmp_path / "y.npy", "--json")
     assert status == 0, err
     assert json.loads(out)["samples"] == 5
+
+
+def test_a_huge_config_with_no_weights_is_refused_without_building_it(tmp_path, capsys):
+    """The config's model is sized on the meta device: a 1 KB file that declares the largest configuration
+    and an empty state_dict is refused in well under a second, without allocating its weights."""
+    import resource
+    path = tmp_path / "huge.pt"
+    payload = digits_payload()
+    payload["config"].update(dim=1024, depth=16, heads=16, image_size=64, patch=2, channels=3)
+    payload["state_dict"] = {}
+    torch.save(payload, path)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.monotonic()
+    status, out, err = call_cli(capsys, "inspect", path)
+    assert_refused(status, err, "missing")
+    assert time.monotonic() - t0 < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000      # KiB: no GBs of weights
+
+
+def test_a_newline_in_a_file_name_keeps_the_error_on_one_line(tmp_path, capsys):
+    path = tmp_path / "two\nlines.pt"
+    path.write_bytes(b"not a model")
+    status, out, err = call_cli(capsys, "inspect", path)
+    assert_refused(status, err, "two\\nlines.pt")

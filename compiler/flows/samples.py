@@ -30,7 +30,7 @@ def load_samples(model, *, inputs: str | None = None, labels: str | None = None,
     if inputs:
         if dataset:
             raise UserError("give either --inputs or --dataset, not both")
-        x = load_inputs(inputs, cfg)
+        x = load_inputs(inputs, cfg, count)
         y = None
         if labels:
             try:

@@ -140,11 +140,16 @@ def from_payload(payload, where: str) -> QSDTransformer:
     state = payload["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{where}: 'state_dict' must map names to tensors")
+    for name, tensor in state.items():
+        if tensor.layout != torch.strided or tensor.is_meta or tensor.is_complex() or tensor.is_quantized:
+            raise UserError(f"{where}: {name} must be a dense real tensor with data, not a "
+                            f"{'meta' if tensor.is_meta else str(tensor.layout).removeprefix('torch.')} "
+                            f"{str(tensor.dtype).removeprefix('torch.')} one")
     dataset = payload.get("dataset")
     if dataset is not None and not isinstance(dataset, str):
         raise UserError(f"{where}: 'dataset' must be a name, not {type(dataset).__name__}")
-    model = QSDTransformer(cfg, dataset)
-    expected = model.state_dict()
+    with torch.device("meta"):                  # names and shapes only: no memory before they match
+        expected = QSDTransformer(cfg, dataset).state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -156,6 +161,7 @@ def from_payload(payload, where: str) -> QSDTransformer:
                             f"the config needs {tuple(expected[name].shape)}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise UserError(f"{where}: {name} contains NaN or infinite values")
+    model = QSDTransformer(cfg, dataset)
     model.load_state_dict(state)
     model.eval()
     return model

@@ -73,17 +73,21 @@ def load_dataset(name: str, cfg: ModelConfig, split: str = "test", count: int | 
     raise UserError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
 
 
-def load_inputs(path: str | Path, cfg: ModelConfig) -> np.ndarray:
-    """Load an ``.npy`` batch of inputs and check its shape and dtype against the model, no pickles."""
+def load_inputs(path: str | Path, cfg: ModelConfig, count: int | None = None) -> np.ndarray:
+    """Load an ``.npy`` batch of inputs (its first ``count`` samples) and check its shape and dtype against the
+    model, no pickles. The file is mapped, not read: a header that declares more than the file holds is
+    refused, and only the samples asked for are read."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        x = np.load(path, allow_pickle=False)
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable .npy array ({msg})") from None
-    return check_inputs(x, cfg, str(path))
+    if isinstance(x, np.ndarray) and count and x.ndim == len(cfg.input_shape()) + 1:
+        x = x[:count]
+    return np.array(check_inputs(x, cfg, str(path)))
 
 
 def check_inputs(x: np.ndarray, cfg: ModelConfig, where: str = "inputs") -> np.ndarray:
