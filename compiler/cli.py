@@ -92,11 +92,12 @@ def _config_from_args(args):
 def cmd_train(args) -> int:
     from .frontend import checkpoint                 # deferred (torch takes seconds to import), as below
     from .frontend.data import load_dataset
-    from .frontend.train import predict, train
+    from .frontend.train import check_memory, predict, train
 
     cfg = _config_from_args(args)
     out = Path(args.out)
     checkpoint.check_output(out, force=args.force)
+    check_memory(cfg, args.batch_size)
     train_set = load_dataset(args.dataset, cfg, "train", count=args.samples)
     test_set = load_dataset(args.dataset, cfg, "test")
     model = train(cfg, train_set, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
@@ -209,6 +210,7 @@ def cmd_simulate(args) -> int:
     from .flows.lower import lower
     from .frontend import checkpoint
 
+    simulate.check_build_dir(args.build_dir)
     model = checkpoint.load(args.model)
     x, _, _ = _load_samples(args, model)
     plan = build_plan(lower(model), lanes=args.lanes, dense=args.dense)

@@ -472,6 +472,25 @@ def test_a_huge_config_with_no_weights_is_refused_without_building_it(tmp_path, 
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000      # KiB: no GBs of weights
 
 
+def test_the_largest_configuration_is_refused_with_the_memory_it_needs(tmp_path, capsys):
+    t0 = time.monotonic()
+    status, out, err = call_cli(capsys, *TRAIN, "--dim", "1024", "--depth", "16", "--heads", "16", "--mlp-ratio",
+                                "16", "--image-size", "256", "--timesteps", "16", "--out", tmp_path / "m.pt")
+    assert_refused(status, err, "GiB at batch size 64", "this machine has")
+    assert time.monotonic() - t0 < 10 and listing(tmp_path) == []
+
+
+def test_simulate_build_dir_that_cannot_take_builds_is_refused_first(tmp_path, capsys):
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    for where in (a_file, tmp_path / "afile" / "sub", "/proc/no-such-folder"):
+        t0 = time.monotonic()
+        status, out, err = call_cli(capsys, "simulate", EXAMPLE, "--count", "1", "--build-dir", where)
+        assert_refused(status, err, "--build-dir", "cannot write simulator builds")
+        assert time.monotonic() - t0 < 2                   # before the model is read
+    assert listing(tmp_path) == ["afile"]
+
+
 def test_a_newline_in_a_file_name_keeps_the_error_on_one_line(tmp_path, capsys):
     path = tmp_path / "two\nlines.pt"
     path.write_bytes(b"not a model")

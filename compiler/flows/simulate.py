@@ -4,15 +4,29 @@ bit, with the integer golden model."""
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from sim.accelerator import simulate
 
+from ..errors import UserError
 from ..hw.plan import Plan
 from ..ir import golden
+
+
+def check_build_dir(path: str | Path) -> None:
+    """UserError unless ``path`` is a folder that simulator builds can be written into (created if need be)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(dir=path).cleanup()
+    except OSError as exc:
+        raise UserError(f"--build-dir {path}: cannot write simulator builds there "
+                        f"({exc.strerror or exc})") from None
 
 
 def first_difference(plan: Plan, hw: dict[str, np.ndarray], ref: dict[str, np.ndarray]):

@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..errors import UserError
 from .config import ModelConfig
 from .data import Split
 from .model import QSDTransformer
+
+
+def training_bytes(cfg: ModelConfig, batch_size: int) -> int:
+    """About how much memory training ``cfg`` takes: 16 bytes per parameter (weights, gradients, two AdamW
+    moments; counted on the meta device, nothing allocated) and, per sample of a batch, the float32
+    activations autograd keeps (about ``(8 + 2 * mlp_ratio) * dim`` values per token, block and time step,
+    three times over for the quantizers' and neurons' intermediates)."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in QSDTransformer(cfg).parameters())
+    per_sample = 3 * 4 * cfg.timesteps * cfg.tokens * cfg.dim * (8 + 2 * cfg.mlp_ratio) * (cfg.depth + 1)
+    return int(16 * params + batch_size * per_sample)
+
+
+def check_memory(cfg: ModelConfig, batch_size: int) -> None:
+    """UserError, with the figures, if training ``cfg`` would need more memory than the machine has."""
+    need = training_bytes(cfg, batch_size)
+    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > have:
+        raise UserError(f"training this configuration needs about {need / 2**30:,.1f} GiB at batch size "
+                        f"{batch_size}, this machine has {have / 2**30:,.1f} GiB; choose a smaller model "
+                        f"(dim, depth, tokens, time steps) or --batch-size")
 
 
 @torch.no_grad()
