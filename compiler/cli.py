@@ -139,7 +139,7 @@ def cmd_inspect(args) -> int:
 
     model = checkpoint.load(args.model)
     x, _, source = _load_samples(args, model)
-    graph = lower(model)
+    graph = lower(model, args.model)
     report = {"model": str(args.model), "config": model.cfg.to_dict(), "samples_from": source,
               **metrics.summarize(graph, x, sum(p.numel() for p in model.parameters()))}
     _emit(report, args.json, _print_inspect)
@@ -177,7 +177,7 @@ def cmd_evaluate(args) -> int:
 
     model = checkpoint.load(args.model)
     x, y, source = _load_samples(args, model)
-    graph = lower(model)
+    graph = lower(model, args.model)
     batch = 128
     pf, pi = [], []
     for i in tqdm(range(0, len(x), batch), desc="evaluate", unit="batch", leave=False, disable=None):
@@ -213,7 +213,7 @@ def cmd_simulate(args) -> int:
     simulate.check_build_dir(args.build_dir)
     model = checkpoint.load(args.model)
     x, _, _ = _load_samples(args, model)
-    plan = build_plan(lower(model), lanes=args.lanes, dense=args.dense)
+    plan = build_plan(lower(model, args.model), lanes=args.lanes, dense=args.dense)
     show = not args.json and sys.stderr.isatty() or args.progress
     report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
                      show_progress=show)

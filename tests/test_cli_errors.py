@@ -146,6 +146,8 @@ BAD_MODEL_FILES = {
                   ["head.bias", "infinite"]),
     "state-non-tensor": (lambda path: save_payload(path, _state(lambda s: s.update(pos=[[0.0] * 32] * 16))),
                          ["tensors"]),
+    "state-huge-lsq-scale": (lambda path: save_payload(path, _state(lambda s: s["stem.quant.alpha"].mul_(1e38))),
+                             ["stem.rq", "beyond any integer multiplier"]),
     "state-meta-tensor": (lambda path: save_payload(path, _state(lambda s: s.update(pos=s["pos"].to("meta")))),
                           ["pos", "dense real tensor", "meta"]),
     "state-sparse-tensor": (lambda path: save_payload(path, _state(lambda s: s.update(pos=s["pos"].to_sparse()))),
@@ -192,6 +194,7 @@ def test_bad_model_file_is_refused(tmp_path, capsys, command, name):
 @pytest.mark.parametrize("command,name", [
     ("inspect", "missing"), ("evaluate", "truncated"), ("inspect", "bytes-flipped-in-middle"),
     ("evaluate", "config-heads-not-dividing-dim"), ("inspect", "state-nan"),
+    ("inspect", "state-huge-lsq-scale"),                       # no numpy warning before the error line
 ])
 def test_bad_model_file_is_refused_by_the_real_process(tmp_path, command, name):
     path, fragments = _write_bad_model(tmp_path, name)

@@ -249,7 +249,7 @@ def step_load(b: Build) -> None:
     b.spec = get_board(cfg.board)
     b.clock_mhz, b.uart_divisor = check_clock(b.spec, cfg.clock_mhz, cfg.baud)
     b.model = checkpoint.load(cfg.model)
-    b.graph = lower(b.model)
+    b.graph = lower(b.model, str(cfg.model))
     name = default_dataset(b.model)
     b.x = load_dataset(name, b.model.cfg, "test", count=cfg.samples).x[:cfg.samples]
     b.samples_from = f"{name}/test"

@@ -108,7 +108,7 @@ def run_inputs(args) -> tuple[dict, int]:
     model = checkpoint.load(args.model)
     x, y, source = load_samples(model, inputs=args.inputs, labels=args.labels, dataset=args.dataset,
                                 split=args.split, count=args.count)
-    plan = build_plan(lower(model))
+    plan = build_plan(lower(model, args.model))
     build_report, build_path = find_build_report(args.model, plan.model_id, args.build)
     clock = args.clock if args.clock is not None else (build_report or {}).get("clock_mhz")
 

@@ -31,7 +31,11 @@ def fix_requants(graph: ir.Graph) -> ir.Graph:
         else:                          # a scale too large for MULT_BITS (a near-zero BN variance) gets a wider one
             frac, shift = op.frac, max(1, min(room, MAX_SHIFT))
             total = 2.0 ** (frac + shift)
-        mult = np.round(op.a * total).astype(np.int64)
-        bias = np.round(op.b * total).astype(np.int64)
+        scaled_a, scaled_b = op.a * total, op.b * total
+        if max(np.abs(scaled_a).max(), np.abs(scaled_b).max()) >= ir.INT_LIMIT:
+            raise ir.IRError(f"{op.name}: a scale or bias of {max(np.abs(op.a).max(), np.abs(op.b).max()):.3g} "
+                             f"is beyond any integer multiplier")
+        mult = np.round(scaled_a).astype(np.int64)
+        bias = np.round(scaled_b).astype(np.int64)
         ops.append(ir.Requant(op.name, op.src, mult, bias, shift, frac, op.saturate))
     return ir.Graph(graph.input_name, graph.input_type, graph.input_kind, ops, graph.output, graph.meta)
