@@ -5,6 +5,8 @@ Two parts:
 - stream rules as Amaranth 0.5 formal statements (``Assert`` / ``Assume`` from ``amaranth.hdl``), for a
   harness to *assume* of the streams a design receives and *assert* of the streams it sends:
   :func:`stream_rules` (``valid`` stays high with a stable payload until ``ready``);
+- :class:`StreamHarness`: those rules (and a miter for ``valid`` independent of ``ready``) around any
+  component whose ports are all streams;
 - :func:`run_sby`: export a harness with ``amaranth.back.rtlil``, write an ``.sby`` file, run ``yowasp-sby``
   in a scratch folder and return its verdict.
 
@@ -31,9 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import rtlil
-from amaranth.hdl import Assert, Assume, Module, Signal, Value
+from amaranth.hdl import Assert, Assume, Cat, Elaboratable, Module, ResetSignal, Signal, Value
+from amaranth.lib import stream
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["SbyResult", "stream_rules", "run_sby", "tools_available"]
+__all__ = ["SbyResult", "StreamHarness", "stream_rules", "run_sby", "tools_available"]
 
 
 def _tool(name: str) -> str | None:
@@ -86,6 +90,91 @@ def stream_rules(m: Module, stream, *, kind: str, name: str = "stream") -> dict[
         statement(~held | (payload == past_payload), f"{name}: payload changed before ready"),
     ]
     return {"held": held}
+
+
+class StreamHarness(Elaboratable):
+    """The stream rules of any component whose ports are streams (``In``/``Out`` of ``stream.Signature``),
+    for :func:`run_sby`.
+
+    The solver drives every input stream freely, assumed to obey the rules, and every output's ``ready``;
+    ``check`` selects what is asserted of the outputs:
+
+    - ``"rules"``: each output obeys the stream rules (:func:`stream_rules`);
+    - ``"miter"``: ``valid`` and the payload of each output do not depend on its ``ready`` in the same cycle:
+      two copies of the design see the same inputs and the same ``ready`` until some cycle where one of them
+      differs, and until then (that cycle included) their outputs are equal.
+
+    ``fault`` breaks the first output on purpose (a negative control that must fail): ``"drop_valid"`` masks
+    its ``valid`` when the free input ``chaos`` is high; ``"valid_needs_ready"`` ANDs it with ``ready``.
+
+    Parameters
+    ----------
+    make : callable
+        ``make()`` returns a new instance of the design (called twice for ``"miter"``).
+    """
+
+    def __init__(self, make, *, check: str = "rules", fault: str | None = None):
+        if check not in ("rules", "miter"):
+            raise ValueError(f"check must be 'rules' or 'miter', not {check!r}")
+        if fault not in (None, "drop_valid", "valid_needs_ready"):
+            raise ValueError(f"fault must be None, 'drop_valid' or 'valid_needs_ready', not {fault!r}")
+        self.duts = [make() for _ in range(2 if check == "miter" else 1)]
+        self.check, self.fault = check, fault
+        members = self.duts[0].signature.members
+        streams = {name: m for name, m in members.items()
+                   if m.is_signature and isinstance(m.signature, stream.Signature)}
+        if len(streams) != len(members):
+            raise ValueError(f"every port must be a stream; {sorted(set(members) - set(streams))} are not")
+        self.inputs = [name for name, m in streams.items() if m.flow == In]
+        self.outputs = [name for name, m in streams.items() if m.flow == Out]
+        self.valid = {n: Signal(name=f"{n}_valid") for n in self.inputs}
+        self.payload = {n: Signal(streams[n].signature.members["payload"].shape, name=f"{n}_payload")
+                        for n in self.inputs}
+        self.ready = {(n, c): Signal(name=f"{n}_ready_{'ab'[c]}") for n in self.outputs
+                      for c in range(len(self.duts))}
+        self.chaos = Signal()
+
+    def ports(self) -> list:
+        return [*self.valid.values(), *(Value.cast(p) for p in self.payload.values()), *self.ready.values(),
+                self.chaos]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += Assume(~ResetSignal())
+        seen = []                                        # per copy: {output name: the checked view}
+        for c, dut in enumerate(self.duts):
+            m.submodules[f"dut_{'ab'[c]}"] = dut
+            for n in self.inputs:
+                port = getattr(dut, n)
+                m.d.comb += [port.valid.eq(self.valid[n]), port.payload.eq(self.payload[n])]
+                if c == 0:
+                    stream_rules(m, port, kind="assume", name=n)
+            views = {}
+            for k, n in enumerate(self.outputs):
+                port = getattr(dut, n)
+                ready = self.ready[n, c]
+                view = stream.Signature(port.payload.shape()).create(path=(f"{n}_{'ab'[c]}",))
+                valid = port.valid
+                if k == 0 and self.fault == "drop_valid":
+                    valid = valid & ~self.chaos
+                elif k == 0 and self.fault == "valid_needs_ready":
+                    valid = valid & ready
+                m.d.comb += [port.ready.eq(ready), view.ready.eq(ready), view.valid.eq(valid),
+                             view.payload.eq(port.payload)]
+                views[n] = view
+            seen.append(views)
+        if self.check == "rules":
+            for n, view in seen[0].items():
+                stream_rules(m, view, kind="assert", name=n)
+        else:
+            diverged = Signal()
+            m.d.sync += diverged.eq(diverged | Cat(self.ready[n, 0] != self.ready[n, 1]
+                                                   for n in self.outputs).any())
+            for n in self.outputs:
+                a, b = seen[0][n], seen[1][n]
+                same = (a.valid == b.valid) & (~a.valid | (Value.cast(a.payload) == Value.cast(b.payload)))
+                m.d.comb += Assert(diverged | same, f"{n}: valid or payload depends on ready")
+        return m
 
 
 @dataclass
