@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -136,6 +137,15 @@ def find_tool(name: str) -> str:
     return found
 
 
+def _stop_tree(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` and every process of its session (it was started with ``start_new_session``)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def _first_error(text: str) -> str:
     """The first line that reports an error, else the last non-empty line, of a tool's output."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -153,21 +163,25 @@ def _run(argv: list[str], step: str, out_dir: Path, log: Path, full_log: Path | 
         progress(step, 0.0, False)
     program = find_tool(argv[0])
     with open(log, "w") as out:
-        try:
-            proc = subprocess.Popen([program, *argv[1:]], cwd=out_dir, stdout=out, stderr=subprocess.STDOUT)
+        try:        # a session of its own: the tool and its children are stopped together (Ctrl-C included)
+            proc = subprocess.Popen([program, *argv[1:]], cwd=out_dir, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         except OSError as e:
             raise BoardError(f"{step}: cannot run {program}: {e.strerror}") from None
-        while True:
-            try:
-                proc.wait(timeout=1.0)
-                break
-            except subprocess.TimeoutExpired:
-                if deadline is not None and time.monotonic() > deadline:
-                    proc.kill()
-                    proc.wait()
-                    raise BoardError(f"{step} did not finish within the build's time limit (log: {log})") from None
-                if progress:
-                    progress(step, time.monotonic() - start, False)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise BoardError(f"{step} did not finish within the build's time limit (log: {log})") \
+                            from None
+                    if progress:
+                        progress(step, time.monotonic() - start, False)
+        except BaseException:
+            _stop_tree(proc)
+            raise
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
         text = log.read_text(errors="replace")

@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import tempfile
 import struct
 import subprocess
@@ -163,10 +164,18 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
             cmd = ["verilator", "--cc", "top.v", "--exe", "harness.cpp", "--build", "-j", str(jobs), "--top-module",
                    "top", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
                    "-Wno-lint", "-Wno-style", "--Mdir", "obj", "-o", f"../{binary}", "-CFLAGS", "-O2", *PCH_FIX]
-            result = subprocess.run(cmd, cwd=tmp, env=verilator_env(), capture_output=True, text=True)
-            if result.returncode != 0 or not (tmp / binary).exists():
-                tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-                what = f"exit status {result.returncode}" if result.returncode else f"no {binary} after it"
+            # a session of its own, so that an interruption stops make and every compiler it started
+            proc = subprocess.Popen(cmd, cwd=tmp, env=verilator_env(), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            try:
+                output, _ = proc.communicate()
+            except BaseException:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+            if proc.returncode != 0 or not (tmp / binary).exists():
+                tail = "\n".join(output.strip().splitlines()[-20:])
+                what = f"exit status {proc.returncode}" if proc.returncode else f"no {binary} after it"
                 raise RuntimeError(f"verilator build failed in {tmp} ({what}):\n{tail}")
             if work.exists():                        # a build from before this lock existed: replace it
                 shutil.rmtree(work)
