@@ -138,3 +138,16 @@ def test_an_archive_whose_member_fails_its_crc_is_refused(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(UserError, match="corrupt archive"):
         checkpoint.load(path)
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path):
+    import time
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("archive/data/0", "w") as f:
+            for _ in range(256):
+                f.write(bytes(1 << 20))                      # 256 MiB of zeros, a few hundred KiB packed
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match="unpacks to 256 MiB"):
+        checkpoint.load(path)
+    assert time.monotonic() - t0 < 0.5

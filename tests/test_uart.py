@@ -5,6 +5,8 @@ line bit by bit, framing errors, false starts, rate tolerance, and framed reques
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -401,3 +403,44 @@ def test_bridge_rejects_bad_parameters():
     with pytest.raises(ValueError, match="timeout"):
         ub.UartBridge(50e6, 115200, timeout=1e-5)
     assert ub.UartBridge(50e6, 3e6).timeout_cycles == 100_000
+
+
+# ---------------------------------------------------------------- the bridge's frame parser, fuzzed
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(noise=st.binary(min_size=1, max_size=24) | st.builds(
+    lambda pre, cut: pre + encode_request(ub.CMD_WRITE, bytes(3) + bytes(4 * 3))[:cut],
+    st.binary(max_size=6), st.integers(1, 18)))
+def test_bridge_survives_any_bytes_then_answers_the_next_request(noise):
+    """Whatever bytes arrive (noise, SYNC bytes in it, frames cut short), every frame the bridge sends is
+    well formed (SYNC, length, CRC), and once the line has been quiet for its inter-byte timeout it answers
+    the next request correctly: the parser cannot be left stuck."""
+    dut = _board()
+    div = dut.bridge.divisor
+    line = LineDecoder(div)
+    sim = Simulator(dut)
+    sim.add_clock(1 / BRIDGE_CLK)
+    done = []
+
+    async def observe(ctx):
+        async for _, _, tx in ctx.tick().sample(dut.tx):
+            line.step(tx)
+
+    async def host(ctx):
+        await drive_line(ctx, dut.rx, noise, div)
+        await ctx.tick().repeat(2 * dut.bridge.timeout_cycles + 100 * div)   # NAKs for what it began
+        before = len(_frames(bytes(line.data)))
+        await drive_line(ctx, dut.rx, read_request(0x100, 1), div)
+        limit = line.cycle + 2 * dut.bridge.timeout_cycles + 200 * div
+        while len(_frames(bytes(line.data))) <= before:
+            assert line.cycle < limit, f"no answer after {noise.hex()}"
+            await ctx.tick().repeat(div)
+        done.append(True)
+
+    sim.add_testbench(observe, background=True)
+    sim.add_testbench(host)
+    sim.run()
+    frames = _frames(bytes(line.data))
+    answers = [decode_response(f) for f in frames]                # raises on a malformed frame
+    assert done and answers[-1] == (ub.CMD_READ, DEVICE_ID.to_bytes(4, "little"))
+    assert all(status in (ub.RESP_NAK, ub.CMD_WRITE, ub.CMD_READ, ub.CMD_PING) for status, _ in answers)

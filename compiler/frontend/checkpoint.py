@@ -105,6 +105,11 @@ def load(path: str | os.PathLike) -> QSDTransformer:
 _CODE_EXECUTION_REFUSALS = ("GLOBAL", "call reduce", "Can only create new object", "Can only build")
 
 
+#: torch.save stores its records uncompressed: an archive that declares far more than its size is refused
+#: before anything is unpacked.
+MAX_UNPACKED_RATIO = 16
+
+
 def _check_archive(path: Path) -> None:
     """Verify the CRC-32 of every record of a zip checkpoint: torch.load does not, so a flipped byte in a
     tensor would otherwise load silently as different weights. (Records saved without a CRC are skipped.)"""
@@ -112,6 +117,10 @@ def _check_archive(path: Path) -> None:
         return                              # not a zip: torch.load says what is wrong with it
     try:
         with zipfile.ZipFile(path) as archive:
+            declared, on_disk = sum(i.file_size for i in archive.infolist()), path.stat().st_size
+            if declared > MAX_UNPACKED_RATIO * on_disk and declared > 64 << 20:
+                raise UserError(f"{path}: refused: the archive unpacks to {declared / 2**20:,.0f} MiB from "
+                                f"{on_disk / 2**20:,.1f} MiB (torch.save stores tensors uncompressed; a zip bomb?)")
             for info in archive.infolist():
                 if info.CRC and not info.is_dir():
                     with archive.open(info) as f:       # raises BadZipFile on a CRC mismatch at the end
