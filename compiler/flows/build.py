@@ -20,7 +20,8 @@ the steps before it made) that fills in its own part, so that each can be called
 :func:`run` runs them in order, ``simulate`` in a thread beside the three tools. The bitstream and the
 reports appear in the output folder only when every step has succeeded: the work happens in
 ``<out>.partial-*``, a folder of this build's own (kept, with its logs, when a step fails), so that two
-builds at once never share one; ``<out>`` is replaced only if it is an earlier build's (or with ``force``). ``docs/build.md`` describes the report's fields.
+builds at once never share one; ``<out>`` is replaced only if it is an earlier build's (or with ``force``).
+``docs/build.md`` describes the report's fields.
 """
 
 from __future__ import annotations
