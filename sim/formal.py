@@ -5,8 +5,8 @@ Two parts:
 - stream rules as Amaranth 0.5 formal statements (``Assert`` / ``Assume`` from ``amaranth.hdl``), for a
   harness to *assume* of the streams a design receives and *assert* of the streams it sends:
   :func:`stream_rules` (``valid`` stays high with a stable payload until ``ready``);
-- :class:`StreamHarness`: those rules (and a miter for ``valid`` independent of ``ready``) around any
-  component whose ports are all streams;
+- :class:`StreamHarness`: those rules (and a miter for ``valid`` independent of ``ready``) on the stream
+  ports of any component;
 - :func:`run_sby`: export a harness with ``amaranth.back.rtlil``, write an ``.sby`` file, run ``yowasp-sby``
   in a scratch folder and return its verdict.
 
@@ -93,10 +93,11 @@ def stream_rules(m: Module, stream, *, kind: str, name: str = "stream") -> dict[
 
 
 class StreamHarness(Elaboratable):
-    """The stream rules of any component whose ports are streams (``In``/``Out`` of ``stream.Signature``),
-    for :func:`run_sby`.
+    """The stream rules of a component's stream ports (``In``/``Out`` of ``stream.Signature``), for
+    :func:`run_sby`.
 
-    The solver drives every input stream freely, assumed to obey the rules, and every output's ``ready``;
+    The solver drives every input stream freely, assumed to obey the rules, every output's ``ready`` and every
+    other input port (pins, memory data, start and base inputs: anything at all); other outputs are ignored.
     ``check`` selects what is asserted of the outputs:
 
     - ``"rules"``: each output obeys the stream rules (:func:`stream_rules`);
@@ -123,10 +124,14 @@ class StreamHarness(Elaboratable):
         members = self.duts[0].signature.members
         streams = {name: m for name, m in members.items()
                    if m.is_signature and isinstance(m.signature, stream.Signature)}
-        if len(streams) != len(members):
-            raise ValueError(f"every port must be a stream; {sorted(set(members) - set(streams))} are not")
         self.inputs = [name for name, m in streams.items() if m.flow == In]
         self.outputs = [name for name, m in streams.items() if m.flow == Out]
+        if not self.outputs:
+            raise ValueError("the design has no output stream to check")
+        others = [name for name, m in members.items() if name not in streams and m.flow == In]
+        if any(members[name].is_signature for name in others):
+            raise ValueError(f"input ports {others} must be streams or plain signals")
+        self.others = {name: Signal(members[name].shape, name=name) for name in others}
         self.valid = {n: Signal(name=f"{n}_valid") for n in self.inputs}
         self.payload = {n: Signal(streams[n].signature.members["payload"].shape, name=f"{n}_payload")
                         for n in self.inputs}
@@ -136,7 +141,7 @@ class StreamHarness(Elaboratable):
 
     def ports(self) -> list:
         return [*self.valid.values(), *(Value.cast(p) for p in self.payload.values()), *self.ready.values(),
-                self.chaos]
+                *(Value.cast(s) for s in self.others.values()), self.chaos]
 
     def elaborate(self, platform):
         m = Module()
@@ -144,6 +149,7 @@ class StreamHarness(Elaboratable):
         seen = []                                        # per copy: {output name: the checked view}
         for c, dut in enumerate(self.duts):
             m.submodules[f"dut_{'ab'[c]}"] = dut
+            m.d.comb += [getattr(dut, n).eq(free) for n, free in self.others.items()]
             for n in self.inputs:
                 port = getattr(dut, n)
                 m.d.comb += [port.valid.eq(self.valid[n]), port.payload.eq(self.payload[n])]
