@@ -313,6 +313,8 @@ class HostileBoard:
         if self.kind == "flood":
             return b"\x00" * size
         time.sleep(min(self.timeout, 0.05) * 0.9)           # never quite times out
+        if not self.answer:
+            return b""
         self.sent += 1
         return self.answer[self.sent % len(self.answer): self.sent % len(self.answer) + 1]
 
@@ -356,3 +358,22 @@ def test_serial_port_whose_other_end_closes_is_a_link_error():
     with pytest.raises(lk.LinkError, match="the port failed"):
         port.read(4)
     port.close()
+
+
+class DuplicatingBoard(FakeBoard):
+    """Answers every request twice (or, with ``late``, answers each READ once more after the next request
+    came: a late answer to a request the host already has)."""
+
+    def write(self, data: bytes) -> int:
+        before = len(self.out)
+        n = super().write(data)
+        self.out += self.out[before:]                         # the same answer again
+        return n
+
+
+def test_a_duplicated_answer_is_never_taken_for_the_next_one():
+    board = DuplicatingBoard()
+    for a in range(8):
+        board.words[0x40 + a] = 1000 + a
+    link = lk.Link(board)
+    assert [int(link.read_words(0x40 + a, 1)[0]) for a in range(8)] == [1000 + a for a in range(8)]

@@ -318,10 +318,24 @@ class Link:
             self.transport.timeout = saved
         return bytes(dropped)
 
+    def discard_stale(self) -> bytes:
+        """Drop (and return) bytes that arrived after the last answer (a late or a duplicated answer), for at
+        most ``drain_quiet`` seconds, so that they are never taken for the next request's answer."""
+        saved, self.transport.timeout = self.transport.timeout, 0
+        ends = time.monotonic() + self.drain_quiet
+        dropped = bytearray()
+        try:
+            while time.monotonic() < ends and (chunk := self.transport.read(4096)):
+                dropped += chunk
+        finally:
+            self.transport.timeout = saved
+        return bytes(dropped)
+
     def request(self, frame: bytes) -> bytes:
         """Send a request frame; return its answer's payload (the status must echo the command)."""
         command = frame[1]
         attempt = 0
+        self.discard_stale()
         while True:
             try:
                 self.transport.timeout = self.timeout
