@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from amaranth.hdl import unsigned
+from amaranth.lib import data
 
 from hdl.accumulate import SpikeAccumulator
 from hdl.buffers import BufferReader, DenseEvents
 from hdl.attention import CoSpikeUnit, LinearAttentionUnit
-from hdl.lanes import StreamSlice
+from hdl.lanes import OutputQueue, StreamSlice
 from hdl.neuron import NeuronUnit
 from hdl.pixel_conv import PatchConvUnit
 from hdl.requant import RequantUnit, ResidualAdd
@@ -40,6 +41,7 @@ CORES = {
     "dense_events": lambda: DenseEvents(lanes=2, level_width=2, addr_width=3, groups=2, last_lanes=2),
     "buffer_reader": lambda: BufferReader(tokens=2, groups=2, group_bits=1, word_width=8, frame="token"),
     "uart_rx": lambda: UartRx(4e6, 1e6),                     # the pin is anything at all
+    "output_queue": lambda: OutputQueue(data.StructLayout({"x": unsigned(4)}), 3),   # writes even without credit
 }
 DEPTH = {"rules": 16, "miter": 12}
 # first outputs that come later: the co-spike unit's after both input phases and the counts' sweep, a UART
