@@ -178,10 +178,10 @@ def test_flash_and_run_refuse_a_malformed_build_report(tmp_path, capsys, report,
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
 
 
-@pytest.mark.parametrize("behaviour", ["flood", "silent", "hangup"])
+@pytest.mark.parametrize("behaviour", ["flood", "drip", "silent", "hangup"])
 def test_run_against_a_hostile_board_on_a_pty_ends_with_one_error_line(capsys, behaviour):
-    """A scripted board behind a real pty: one that never stops sending, one that never answers, one that
-    hangs up. ``run`` must end, quickly, with one ``error:`` line (no hang, no traceback)."""
+    """A scripted board behind a real pty: one that never stops sending, one that drips a byte just inside
+    every timeout, one that never answers, one that hangs up. ``run`` must end, quickly, with one ``error:`` line (no hang, no traceback)."""
     import os
     import threading
     import time
@@ -199,6 +199,12 @@ def test_run_against_a_hostile_board_on_a_pty_ends_with_one_error_line(capsys, b
                     os.write(master, b"\x00\xa5" * 512)
                 except OSError:
                     time.sleep(0.001)
+            elif behaviour == "drip":                          # a byte just inside every timeout
+                try:
+                    os.write(master, b"\x5a")
+                except OSError:
+                    pass
+                time.sleep(0.15)
             elif behaviour == "hangup":
                 time.sleep(0.3)
                 os.close(master)
