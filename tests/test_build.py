@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """``python -m compiler build``: usage errors and fit refusals before synthesis (nothing written), and one full
 build of the bundled model for the ULX3S (slow: synthesis, place and route, bitstream)."""
 
