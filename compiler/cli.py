@@ -134,7 +134,7 @@ def _load_samples(args, model):
 # ---------------------------------------------------------------- inspect
 
 def cmd_inspect(args) -> int:
-    from .flows.lower import lower
+    from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
 
     model = checkpoint.load(args.model)
@@ -171,7 +171,7 @@ def _print_inspect(r: dict) -> None:
 # ---------------------------------------------------------------- evaluate
 
 def cmd_evaluate(args) -> int:
-    from .flows.lower import lower
+    from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
     from .frontend.train import predict
 
@@ -207,7 +207,7 @@ def _print_evaluate(r: dict) -> None:
 # ---------------------------------------------------------------- simulate
 
 def cmd_simulate(args) -> int:
-    from .flows.lower import lower
+    from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
 
     simulate.check_build_dir(args.build_dir)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from amaranth.sim import Simulator
 
 from hdl import regmap
 from hdl.accelerator import Accelerator
@@ -101,8 +102,6 @@ def _decode(plan, reads: np.ndarray, trace: bool):
 
 
 def _run_amaranth(accel, script: Script) -> tuple[np.ndarray, int, float]:
-    from amaranth.sim import Simulator
-
     words = script.words
     reads: list[int] = []
     cycles = 0

