@@ -207,11 +207,24 @@ def model_id(graph: ir.Graph) -> int:
     return crc
 
 
+#: IR ops the golden model executes but no engine of the accelerator does yet (issue 13's hardware part).
+_NOT_YET = {ir.Tokenize: "the input as a token grid", ir.Conv: "k x k convolution",
+            ir.MaxPool: "max-pooling"}
+
+
 def build_plan(graph: ir.Graph, lanes: int | None = None, dense: bool = False) -> Plan:
     """Map an integer graph (``lower.lower``) onto engines and buffers; raise UserError if it cannot."""
     types = ir.check(graph, integer=True)
     T = graph.meta.get("timesteps", 1)
     ops = list(graph.ops)
+    first: dict[type, str] = {}
+    for op in ops:
+        if type(op) in _NOT_YET:
+            first.setdefault(type(op), op.name)
+    if first:
+        what = ", ".join(f"{kind.__name__} ({_NOT_YET[kind]}, first at {name})" for kind, name in first.items())
+        raise UserError(f"the model cannot be mapped to hardware: {what} {'is' if len(first) == 1 else 'are'} "
+                        "not supported by the hardware yet")
     consumers: dict[str, list[ir.Op]] = {}
     for op in ops:
         for s in op.srcs:

@@ -8,10 +8,11 @@
 The frontend produces this IR, the passes rewrite it, the hardware layer maps it; it imports none of them.
 """
 
-from .ops import (INT_LIMIT, MAX_MULT_BITS, MULT_BITS, Add, AffineNeuron, AffineRequant, CoSpike, Dense, Graph,
-                  IRError, LinearAttention, Mask, Neuron, Op, PatchConv, Requant, SumPool, TensorType, check,
-                  infer_types, membrane_range, neuron_input_range, neuron_thresholds)
+from .ops import (INT_LIMIT, MAX_MULT_BITS, MULT_BITS, Add, AffineNeuron, AffineRequant, Conv, CoSpike, Dense, Graph,
+                  IRError, LinearAttention, Mask, MaxPool, Neuron, Op, PatchConv, Requant, SumPool, TensorType,
+                  Tokenize, check, conv_out, infer_types, membrane_range, neuron_input_range, neuron_thresholds)
 
-__all__ = ["INT_LIMIT", "MAX_MULT_BITS", "MULT_BITS", "Add", "AffineNeuron", "AffineRequant", "CoSpike", "Dense",
-           "Graph", "IRError", "LinearAttention", "Mask", "Neuron", "Op", "PatchConv", "Requant", "SumPool",
-           "TensorType", "check", "infer_types", "membrane_range", "neuron_input_range", "neuron_thresholds"]
+__all__ = ["INT_LIMIT", "MAX_MULT_BITS", "MULT_BITS", "Add", "AffineNeuron", "AffineRequant", "Conv", "CoSpike",
+           "Dense", "Graph", "IRError", "LinearAttention", "Mask", "MaxPool", "Neuron", "Op", "PatchConv", "Requant",
+           "SumPool", "TensorType", "Tokenize", "check", "conv_out", "infer_types", "membrane_range",
+           "neuron_input_range", "neuron_thresholds"]

@@ -26,6 +26,61 @@ def patch_conv(x: np.ndarray, op: ir.PatchConv) -> np.ndarray:
     return np.broadcast_to(acc, (b, op.timesteps, *acc.shape[2:])).copy() if t == 1 else acc
 
 
+def tokenize(x: np.ndarray, op: ir.Tokenize) -> np.ndarray:
+    """x: [B, C, H, W] (image, repeated over the steps) or [B, T, C, H, W] (events) -> [B, T, H*W, C]."""
+    frames = x[:, None] if x.ndim == 4 else x
+    b, t, c, h, w = frames.shape
+    tokens = frames.reshape(b, t, c, h * w).transpose(0, 1, 3, 2).astype(np.int64)
+    return np.broadcast_to(tokens, (b, op.timesteps, h * w, c)).copy() if t == 1 else tokens
+
+
+def _padded_grid(x: np.ndarray, height: int, width: int, padding: int) -> np.ndarray:
+    """[B, T, H*W, C] -> [B, T, H + 2p, W + 2p, C], token n = y * W + x at row y + p, column x + p, zeros around."""
+    b, t, _, c = x.shape
+    grid = np.zeros((b, t, height + 2 * padding, width + 2 * padding, c), dtype=np.int64)
+    grid[:, :, padding:padding + height, padding:padding + width] = x.reshape(b, t, height, width, c)
+    return grid
+
+
+def _window(grid: np.ndarray, dy: int, dx: int, stride: int, ho: int, wo: int) -> np.ndarray:
+    """The inputs that kernel tap (dy, dx) meets at every output position: [B, T, Ho, Wo, C]."""
+    return grid[:, :, dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride]
+
+
+def conv(x: np.ndarray, op: ir.Conv) -> np.ndarray:
+    """x: [B, T, H*W, C] -> ACC [B, T, Ho*Wo, O]: a sum over the kernel taps of integer matrix products."""
+    b, t, _, c = x.shape
+    o, cg, k, _ = op.weight.shape
+    g = op.groups
+    ho, wo = op.out_height, op.out_width
+    grid = _padded_grid(x.astype(np.int64), op.height, op.width, op.padding)
+    weight = op.weight.astype(np.int64).reshape(g, o // g, cg, k, k)
+    acc = np.zeros((b, t, ho, wo, g, o // g), dtype=np.int64)
+    for dy in range(k):
+        for dx in range(k):
+            win = _window(grid, dy, dx, op.stride, ho, wo).reshape(b, t, ho, wo, g, cg)
+            tap = weight[:, :, :, dy, dx]                                   # [G, O/G, C/G]
+            if g == 1:
+                acc[..., 0, :] += win[..., 0, :] @ tap[0].T
+            elif cg == 1 and o == g:                                        # depthwise, one output per channel
+                acc[..., 0] += win[..., 0] * tap[:, 0, 0]
+            else:
+                acc += np.einsum("bthwgc,goc->bthwgo", win, tap)
+    return acc.reshape(b, t, ho * wo, o)
+
+
+def max_pool(x: np.ndarray, op: ir.MaxPool) -> np.ndarray:
+    """x: [B, T, H*W, C] (non-negative) -> [B, T, Ho*Wo, C]; the zero padding never exceeds a real input."""
+    b, t, _, c = x.shape
+    ho, wo = op.out_height, op.out_width
+    grid = _padded_grid(x.astype(np.int64), op.height, op.width, op.padding)
+    out = np.zeros((b, t, ho, wo, c), dtype=np.int64)
+    for dy in range(op.kernel):
+        for dx in range(op.kernel):
+            np.maximum(out, _window(grid, dy, dx, op.stride, ho, wo), out=out)
+    return out.reshape(b, t, ho * wo, c)
+
+
 def dense(x: np.ndarray, op: ir.Dense) -> np.ndarray:
     return x.astype(np.int64) @ op.weight.T
 
@@ -67,6 +122,12 @@ def run(graph: ir.Graph, x: np.ndarray, trace: bool = False) -> tuple[np.ndarray
         ins = [env[s] for s in op.srcs]
         if isinstance(op, ir.PatchConv):
             out = patch_conv(ins[0], op)
+        elif isinstance(op, ir.Tokenize):
+            out = tokenize(ins[0], op)
+        elif isinstance(op, ir.Conv):
+            out = conv(ins[0], op)
+        elif isinstance(op, ir.MaxPool):
+            out = max_pool(ins[0], op)
         elif isinstance(op, ir.Dense):
             out = dense(ins[0], op)
         elif isinstance(op, ir.Requant):

@@ -1,6 +1,7 @@
 """Model statistics in NeuroBench's terms, measured on the integer golden model's traces.
 
-- dense synaptic operations: every synapse of every layer, once per time step, whether its input spiked or not;
+- dense synaptic operations: every synapse of every layer, once per time step, whether its input spiked or not
+  (for a k x k conv: every (input, output) pair its kernel connects, zero padding excluded);
 - effective synaptic operations: only those whose input is non-zero (a spike of any level counts once);
   multiply-accumulates (MACs) where the input is a multi-bit number (uint8 pixels, the pooled head input),
   accumulates (ACs) where it is a spike;
@@ -40,6 +41,13 @@ def _nnz(x: np.ndarray, axes) -> np.ndarray:
     return (x != 0).sum(axis=axes)
 
 
+def conv_reach(size: int, kernel: int, stride: int, padding: int) -> np.ndarray:
+    """For each input position along one axis, how many output positions its kernel window covers."""
+    out = ir.conv_out(size, kernel, stride, padding)
+    pos = np.arange(size)[:, None] + padding - np.arange(out)[None, :] * stride     # tap index dy
+    return ((pos >= 0) & (pos < kernel)).sum(axis=1)
+
+
 def layer_stats(graph: ir.Graph, x: np.ndarray) -> tuple[list[LayerStats], float]:
     """Per-op statistics over the batch ``x`` (means per inference), and the activation sparsity."""
     types = ir.check(graph, integer=True)
@@ -67,6 +75,24 @@ def layer_stats(graph: ir.Graph, x: np.ndarray) -> tuple[list[LayerStats], float
                 row.dense_ops = float(np.prod(types[op.src].shape)) * fanout
                 row.effective_ops = float(_nnz(src, tuple(range(1, src.ndim))).mean()) * fanout
                 row.kind = "AC" if types[op.src].hi <= graph.meta["levels"] else "MAC"
+        elif isinstance(op, ir.Conv):
+            row.weight_shape = list(op.weight.shape)
+            row.weight_bits = op.bits
+            row.weight_bytes = (op.weight.size * op.bits + 7) // 8
+            src = env[op.src]                                                 # [B, T, H*W, C]
+            producer = next((p for p in graph.ops if p.dst == op.src), None)
+            once = isinstance(producer, ir.Tokenize) and graph.input_kind == "image"
+            if once:                                   # an image's tokens are the same at every step
+                src = src[:, :1]
+            reach = np.outer(conv_reach(op.height, op.kernel, op.stride, op.padding),
+                             conv_reach(op.width, op.kernel, op.stride, op.padding)).reshape(-1)
+            per_group = op.weight.shape[0] // op.groups
+            # an input at (y, x, c) reaches every output position its window covers, O / G channels each
+            row.dense_ops = float(src.shape[1] * reach.sum() * src.shape[3] * per_group)
+            row.effective_ops = float(((src != 0) * reach[None, None, :, None]).sum(axis=(1, 2, 3)).mean()
+                                      * per_group)
+            x = types[op.src]
+            row.kind = "AC" if 0 <= x.lo and x.hi <= graph.meta["levels"] and not once else "MAC"
         elif isinstance(op, ir.LinearAttention):
             q, k, v = (env[s] for s in op.srcs)
             b, steps, n, c = q.shape

@@ -75,6 +75,83 @@ class PatchConv(Op):
 
 
 @dataclass(eq=False)
+class Tokenize(Op):
+    """The graph's input as tokens: ``Y[t, y*W + x, c] = X[c, y, x]`` for an image ``[C, H, W]`` (the same at
+    every one of the ``timesteps`` steps), ``Y[t, y*W + x, c] = X[t, c, y, x]`` for event frames ``[T, C, H, W]``.
+    Layout only: no arithmetic."""
+    src: str
+    timesteps: int
+
+    @property
+    def srcs(self):
+        return (self.src,)
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution or pooling along one axis: ``(size + 2 * padding - kernel) // stride + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@dataclass(eq=False)
+class Conv(Op):
+    """k x k convolution over tokens that form an ``height`` x ``width`` grid (token ``n = y * width + x``):
+
+    ``ACC[t, oy*Wo + ox, o] = sum_{c in group(o), dy, dx} W[o, c - g(o)*C/G, dy, dx] * X[t, (oy*s+dy-p)*W + (ox*s+dx-p), c]``
+
+    with ``X = 0`` outside the grid (zero padding), ``g(o) = o // (O/G)`` and ``G = groups`` (depthwise:
+    ``G = C = O``). ``height``/``width`` are the input's; the output tokens form the ``Ho x Wo`` grid."""
+    src: str
+    weight: np.ndarray            # int64 [O, C / groups, k, k]
+    bits: int
+    height: int
+    width: int
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+
+    @property
+    def srcs(self):
+        return (self.src,)
+
+    @property
+    def kernel(self) -> int:
+        return self.weight.shape[-1]
+
+    @property
+    def out_height(self) -> int:
+        return conv_out(self.height, self.kernel, self.stride, self.padding)
+
+    @property
+    def out_width(self) -> int:
+        return conv_out(self.width, self.kernel, self.stride, self.padding)
+
+
+@dataclass(eq=False)
+class MaxPool(Op):
+    """k x k max-pooling of non-negative values (spikes) over tokens that form a ``height`` x ``width`` grid:
+
+    ``Y[t, oy*Wo + ox, c] = max_{dy, dx} X[t, (oy*s+dy-p)*W + (ox*s+dx-p), c]``, ``X = 0`` outside the grid."""
+    src: str
+    height: int
+    width: int
+    kernel: int
+    stride: int
+    padding: int = 0
+
+    @property
+    def srcs(self):
+        return (self.src,)
+
+    @property
+    def out_height(self) -> int:
+        return conv_out(self.height, self.kernel, self.stride, self.padding)
+
+    @property
+    def out_width(self) -> int:
+        return conv_out(self.width, self.kernel, self.stride, self.padding)
+
+
+@dataclass(eq=False)
 class Dense(Op):
     """``ACC[..., o] = sum_i W[o, i] * X[..., i]`` (a 1x1 conv over tokens, or the head)."""
     src: str
@@ -286,6 +363,20 @@ def _requant_range(op: Requant, src: TensorType) -> tuple[int, int]:
     return lo, hi
 
 
+def _check_grid(op: Conv | MaxPool, x: TensorType, graph: Graph, need) -> None:
+    """The rules a Conv and a MaxPool share: a [T, N, C] input whose tokens form the op's grid, a stride."""
+    need(op.src != graph.input_name, op, "reads the graph's input directly (a Tokenize makes it tokens)")
+    need(len(x.shape) == 3 and x.shape[0] == graph.meta.get("timesteps", 1), op, f"input {x.shape} is not [T, N, C]")
+    for name in ("height", "width", "stride"):
+        value = getattr(op, name)
+        need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, op,
+             f"{name} must be a positive integer, not {value!r}")
+    need(isinstance(op.padding, int) and not isinstance(op.padding, bool), op,
+         f"padding must be an integer, not {op.padding!r}")
+    need(x.shape[1] == op.height * op.width, op,
+         f"{x.shape[1]} tokens do not form a {op.height} x {op.width} grid")
+
+
 def infer_types(graph: Graph, integer: bool = False) -> dict[str, TensorType]:
     """Check every op of ``graph`` and return the type of every tensor; raise IRError on the first fault."""
     types: dict[str, TensorType] = {graph.input_name: graph.input_type}
@@ -322,6 +413,44 @@ def infer_types(graph: Graph, integer: bool = False) -> dict[str, TensorType]:
                      f"weight {op.weight.shape} does not fit input {x.shape}")
                 out = (*x.shape[:-1], op.weight.shape[0])
             types[op.dst] = TensorType(out, lo, hi)
+
+        elif isinstance(op, Tokenize):
+            x = ins[0]
+            need(op.timesteps == timesteps, op, f"timesteps {op.timesteps} differ from the graph's {timesteps}")
+            need(len(x.shape) == 3 or (len(x.shape) == 4 and x.shape[0] == op.timesteps), op,
+                 f"input {x.shape} is neither an image [C, H, W] nor {op.timesteps} event frames [T, C, H, W]")
+            c, h, w = x.shape[-3:]
+            types[op.dst] = TensorType((op.timesteps, h * w, c), x.lo, x.hi)
+
+        elif isinstance(op, Conv):
+            x = ins[0]
+            need(_is_int_array(op.weight) and op.weight.ndim == 4, op, "weights must be an int64 array [O, C/G, k, k]")
+            qlo, qhi = -(1 << (op.bits - 1)), (1 << (op.bits - 1)) - 1
+            need(op.weight.size == 0 or (op.weight.min() >= qlo and op.weight.max() <= qhi), op,
+                 f"weights outside the signed {op.bits}-bit range")
+            _check_grid(op, x, graph, need)
+            o, cg, k, k2 = op.weight.shape
+            c = x.shape[2]
+            need(k == k2 and k >= 1, op, f"kernel {k} x {k2} is not square")
+            need(0 <= op.padding < k, op, f"padding {op.padding} must be 0..{k - 1} (kernel {k})")
+            need(isinstance(op.groups, int) and op.groups >= 1 and c % op.groups == 0 and o % op.groups == 0
+                 and cg * op.groups == c, op,
+                 f"weight {op.weight.shape} with {op.groups} groups does not fit input {x.shape}")
+            need(op.out_height >= 1 and op.out_width >= 1, op,
+                 f"kernel {k} (padding {op.padding}) is larger than the {op.height} x {op.width} grid")
+            lo, hi = _range_of_dot(op.weight, min(x.lo, 0), max(x.hi, 0))      # padding reads 0
+            types[op.dst] = TensorType((x.shape[0], op.out_height * op.out_width, o), lo, hi)
+
+        elif isinstance(op, MaxPool):
+            x = ins[0]
+            _check_grid(op, x, graph, need)
+            need(x.lo >= 0, op, f"input range [{x.lo}, {x.hi}] is not non-negative (max-pool is on spikes)")
+            need(isinstance(op.kernel, int) and op.kernel >= 1, op, f"kernel {op.kernel!r} must be at least 1")
+            need(0 <= op.padding <= op.kernel // 2, op,
+                 f"padding {op.padding} must be 0..{op.kernel // 2} (half the kernel {op.kernel})")
+            need(op.out_height >= 1 and op.out_width >= 1, op,
+                 f"kernel {op.kernel} is larger than the {op.height} x {op.width} grid")
+            types[op.dst] = TensorType((x.shape[0], op.out_height * op.out_width, x.shape[2]), x.lo, x.hi)
 
         elif isinstance(op, (AffineRequant, Requant)):
             x = ins[0]
