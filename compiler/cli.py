@@ -1,7 +1,8 @@
 """``python -m compiler``: train, inspect, evaluate and simulate QSD-Transformer models; build, flash and run
 them on an ECP5 board.
 
-Exit status: 0 on success, 1 when a check fails, 2 for bad input or usage (one ``error: ...`` line).
+Exit status: 0 on success, 1 when a check fails, 2 for bad input or usage (one ``error: ...`` line), 3 for an
+internal error (a bug: one line naming the log file that holds the traceback).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +19,9 @@ from tqdm import tqdm
 
 from boards.errors import BoardError
 
+from . import __version__
 from .errors import UserError
-from .flows import build, run, simulate
+from .flows import SCHEMA_VERSION, build, run, simulate
 from .frontend.config import ATTENTION_KINDS, INPUT_KINDS, ModelConfig
 from .hw.plan import build_plan
 from .ir import golden, metrics
@@ -62,9 +66,14 @@ _baud = _argument(int, "integer", lambda v: v >= 1, "must be at least 1")
 _seconds = _argument(float, "number", _finite_positive, "must be a positive number of seconds")
 
 
+#: Exit statuses (docs/cli.md).
+OK, CHECK_FAILED, BAD_INPUT, INTERNAL_ERROR = 0, 1, 2, 3
+
+
 def _emit(report: dict, as_json: bool, human) -> None:
+    """``report`` as one JSON object (with its ``schema_version`` first) or in words."""
     if as_json:
-        json.dump(report, sys.stdout, indent=2)
+        json.dump({"schema_version": SCHEMA_VERSION, **report}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         human(report)
@@ -255,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = ModelConfig()
     parser = _Parser(prog="python -m compiler",
                      description="Compile quantized spike-driven Transformers (QSD-Transformer style) to FPGA "
-                                 "hardware. Exit status: 0 success, 1 failed check, 2 bad input.")
+                                 "hardware. Exit status: 0 success, 1 failed check, 2 bad input, "
+                                 "3 internal error.")
+    parser.add_argument("--version", action="version", version=f"qsd-fpga {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -383,13 +394,32 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
+def _report_crash(exc: BaseException, argv: list[str]) -> int:
+    """An unexpected exception: its traceback into a new log file (never an existing one), one line on stderr
+    that names it and asks for a bug report; exit status :data:`INTERNAL_ERROR`."""
+    text = "".join(traceback.format_exception(exc))
+    what = _one_line(f"{type(exc).__name__}: {exc}")[:200]
+    try:
+        fd, log = tempfile.mkstemp(prefix="qsd-fpga-crash-", suffix=".log")
+        with open(fd, "w") as f:
+            f.write(f"qsd-fpga {__version__}\ncommand: qsd-fpga {_one_line(' '.join(argv))}\n\n{text}")
+        where = f"the traceback is in {log}"
+    except OSError:
+        where = "the traceback could not be saved to a log file"
+    sys.stderr.write(f"internal error (a bug in qsd-fpga {__version__}): {what}; {where}; please report it "
+                     f"with that file and the command line\n")
+    return INTERNAL_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (UserError, BoardError) as exc:
         sys.stderr.write(f"error: {_one_line(str(exc))}\n")
-        return 2
+        return BAD_INPUT
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+    except Exception as exc:                        # a bug: not the user's input, not a failed check
+        return _report_crash(exc, sys.argv[1:] if argv is None else argv)

@@ -197,6 +197,7 @@ def test_build_the_bundled_model_for_the_ulx3s(tmp_path, capsys):
     printed = json.loads(captured.out)
     report = json.loads((out / "report.json").read_text())
     assert printed["bitstream"] == report["bitstream"] == "top.bit"
+    assert printed["schema_version"] == report["schema_version"] == 1
     bit = out / "top.bit"
     assert bit.is_file() and bit.stat().st_size > 100_000
     assert (out / "report.md").read_text().startswith("# Build report")
@@ -214,9 +215,9 @@ def test_build_the_bundled_model_for_the_ulx3s(tmp_path, capsys):
     assert 10_000 < report["cycles_per_inference"] < 20_000
     assert report["latency_us"] == pytest.approx(report["cycles_per_inference"] / 100.0)
     assert report["inferences_per_second"] == pytest.approx(1e6 / report["latency_us"])
-    assert report["synaptic_ops"] > 0 and 0 < report["lane_utilization"] <= 1
+    assert report["synaptic_ops_per_inference"] > 0 and 0 < report["lane_utilization"] <= 1
     assert 0 < report["fraction_of_ceiling"] <= report["lane_utilization"]
-    assert "estimate" in report["energy_estimate"]["note"] and report["energy_estimate"]["value_uj"] > 0
+    assert "estimate" in report["energy_estimate_uj"]["note"] and report["energy_estimate_uj"]["value"] > 0
     assert report["simulation"]["bit_exact"] and report["simulation"]["samples"] == 8
     assert report["model_id"] == "6eba9a86"
     assert report["critical_path"]["delay_ns"] > 0 and report["critical_path"]["nets"]

@@ -51,6 +51,7 @@ from hdl.uart import divisor
 from hdl.uart_bridge import UartBridge
 from sim import accelerator as sim_accelerator
 
+from . import SCHEMA_VERSION
 from ..errors import UserError
 from ..hw import estimate
 from ..hw.plan import Plan, build_plan
@@ -137,11 +138,10 @@ def _tool_versions(out_dir: Path) -> dict[str, str]:
 
 
 def _energy(graph, x) -> dict:
-    rows, _ = metrics.layer_stats(graph, x)
-    macs = sum(r.effective_ops for r in rows if r.kind == "MAC")
-    acs = sum(r.effective_ops for r in rows if r.kind == "AC")
-    return {"value_uj": (macs * metrics.E_MAC_PJ + acs * metrics.E_AC_PJ) * 1e-6,
-            "effective_macs": float(macs), "effective_acs": float(acs),
+    """``inspect``'s energy estimate (:func:`compiler.ir.metrics.summarize`) with the operations it counts."""
+    s = metrics.summarize(graph, x, 0)
+    return {"value": s["energy_estimate_uj"]["value"],
+            "effective_macs": s["synaptic_ops"]["effective_macs"], "effective_acs": s["synaptic_ops"]["effective_acs"],
             "note": f"an estimate, not a measurement: NeuroBench effective operations on the golden model times "
                     f"the 45 nm ASIC energies of the spiking-Transformer papers (E_MAC={metrics.E_MAC_PJ} pJ, "
                     f"E_AC={metrics.E_AC_PJ} pJ); the FPGA's power is not modelled"}
@@ -424,6 +424,7 @@ def make_report(b: Build) -> dict:
     totals = spec.fit_totals
     pll = b.top.pll
     return {
+        "schema_version": SCHEMA_VERSION,
         "model": str(cfg.model),
         "model_id": f"{plan.model_id:08x}",
         "board": spec.name,
@@ -451,15 +452,15 @@ def make_report(b: Build) -> dict:
         "latency_us_at_fmax": cyc / fmax,
         "samples": int(len(b.x)),
         "samples_from": b.samples_from,
-        "synaptic_ops": float(synops.mean()),
-        "spike_events": float(sim.events.mean()),
+        "synaptic_ops_per_inference": float(synops.mean()),
+        "spike_events_per_inference": float(sim.events.mean()),
         "ops_per_cycle": ops_per_cycle,
         "ops_per_cycle_ceiling": plan.lanes,
         "lane_utilization": ops_per_cycle / plan.lanes,
         "synaptic_ops_per_second": achieved,
         "ceiling_ops_per_second": ceiling,
         "fraction_of_ceiling": achieved / ceiling,
-        "energy_estimate": _energy(b.graph, b.x),
+        "energy_estimate_uj": _energy(b.graph, b.x),
         "simulation": {"simulator": "verilator", "samples": int(len(b.x)), "mismatches": mismatches,
                        "bit_exact": mismatches == 0},
         "estimate": {**est.to_dict(),
@@ -499,11 +500,11 @@ def report_markdown(r: dict) -> str:
         f"{r['cycles_max']:,}; {r['samples']} samples from {r['samples_from']}, Verilator, hardware counter)",
         f"- at {r['clock_used_mhz']:g} MHz ({r['clock_used']}): {r['latency_us']:.2f} us per inference, "
         f"{r['inferences_per_second']:,.0f} inferences/s (at Fmax: {r['latency_us_at_fmax']:.2f} us)",
-        f"- synaptic operations: {r['synaptic_ops']:,.0f} per inference, {r['ops_per_cycle']:.2f} per cycle of the "
-        f"{r['ops_per_cycle_ceiling']}-lane ceiling ({r['lane_utilization']:.1%}); "
+        f"- synaptic operations: {r['synaptic_ops_per_inference']:,.0f} per inference, {r['ops_per_cycle']:.2f} "
+        f"per cycle of the {r['ops_per_cycle_ceiling']}-lane ceiling ({r['lane_utilization']:.1%}); "
         f"{r['synaptic_ops_per_second'] / 1e6:,.1f} M/s against {r['ceiling_ops_per_second'] / 1e6:,.1f} M/s "
         f"(lanes x Fmax): {r['fraction_of_ceiling']:.1%}",
-        f"- energy: {r['energy_estimate']['value_uj']:.4f} uJ per inference, {r['energy_estimate']['note']}",
+        f"- energy: {r['energy_estimate_uj']['value']:.4f} uJ per inference, {r['energy_estimate_uj']['note']}",
         f"- simulation: {'bit-exact' if r['simulation']['bit_exact'] else str(r['simulation']['mismatches']) + ' MISMATCHING'}"
         f" against the golden model on {r['simulation']['samples']} samples",
         "",
@@ -540,9 +541,9 @@ def print_summary(r: dict) -> None:
         ("cycles/inference", f"{r['cycles_per_inference']:,.0f}"),
         ("latency", f"{r['latency_us']:.2f} us at {r['clock_used_mhz']:g} MHz "
                     f"({r['inferences_per_second']:,.0f} inferences/s)"),
-        ("synaptic ops", f"{r['synaptic_ops']:,.0f}/inference, {r['ops_per_cycle']:.2f}/cycle of {r['lanes']} "
+        ("synaptic ops", f"{r['synaptic_ops_per_inference']:,.0f}/inference, {r['ops_per_cycle']:.2f}/cycle of {r['lanes']} "
                          f"({r['fraction_of_ceiling']:.1%} of lanes x Fmax)"),
-        ("energy (estimate)", f"{r['energy_estimate']['value_uj']:.4f} uJ/inference (45 nm convention)"),
+        ("energy (estimate)", f"{r['energy_estimate_uj']['value']:.4f} uJ/inference (45 nm convention)"),
         ("simulation", "bit-exact" if r["simulation"]["bit_exact"]
          else f"{r['simulation']['mismatches']} of {r['simulation']['samples']} samples MISMATCH"),
     ]

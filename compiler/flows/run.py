@@ -152,7 +152,8 @@ def run_inputs(args) -> tuple[dict, int]:
     if len(logit_bad):
         b = int(logit_bad[0])
         k = int(np.flatnonzero(logits[b] != ref[b])[0])
-        first = {"sample": b, "logit": k, "board": int(logits[b, k]), "golden": int(ref[b, k])}
+        first = {"sample": b, "tensor": plan.graph.output, "position": [k], "hardware": int(logits[b, k]),
+                 "golden": int(ref[b, k])}             # the keys of simulate's
     report = {
         "model": str(args.model),
         "model_id": f"{plan.model_id:08x}",
@@ -161,7 +162,7 @@ def run_inputs(args) -> tuple[dict, int]:
         "samples_from": source,
         "samples": int(len(x)),
         "accuracy": float((classes == y).mean()) if y is not None else None,
-        "golden_accuracy": float((ref_classes == y).mean()) if y is not None else None,
+        "integer_accuracy": float((ref_classes == y).mean()) if y is not None else None,
         "class_agreement": float((classes == ref_classes).mean()),
         "logits_equal": int(len(x) - len(logit_bad)),
         "mismatched_samples": [int(i) for i in logit_bad[:20]],
@@ -187,13 +188,13 @@ def print_run(r: dict) -> None:
     ok = r["logits_equal"] == r["samples"]
     acc = (lambda v: "n/a (no labels)" if v is None else f"{v:.2%}")
     print(f"{r['model']} (model id {r['model_id']}) on {r['port']}: {r['samples']} inputs from {r['samples_from']}")
-    print(f"  board accuracy:          {acc(r['accuracy'])} (golden model: {acc(r['golden_accuracy'])})")
+    print(f"  board accuracy:          {acc(r['accuracy'])} (golden model: {acc(r['integer_accuracy'])})")
     print(f"  agreement with golden:   classes {r['class_agreement']:.2%}, logits "
           f"{r['logits_equal']}/{r['samples']} identical" + ("" if ok else " (MISMATCH)"))
     if r["first_mismatch"]:
         f = r["first_mismatch"]
-        print(f"  first difference:        input {f['sample']}, logit {f['logit']}: board {f['board']}, "
-              f"golden {f['golden']}")
+        print(f"  first difference:        input {f['sample']}, logit {f['position'][0]}: board "
+              f"{f['hardware']}, golden {f['golden']}")
     lat = (f", {r['latency_us']:.2f} us at {r['clock_mhz']:g} MHz" if r["latency_us"] is not None
            else " (latency: clock unknown, give --build DIR or --clock MHZ)")
     print(f"  cycles per inference:    {r['cycles_per_inference']:,.0f} (min {r['cycles_min']:,}, max "

@@ -316,6 +316,7 @@ class Estimate:
             "resources": dict(self.resources),
             "cycles_per_inference": self.cycles_per_inference,
             "cycles_activity": self.activity,
+            "cycles_per_stage": dict(self.cycles_per_stage),
             "distributed_ram_cells": self.dpr16x4,
             "block_rams": [{"memory": m.name, "width": m.width, "depth": m.depth, "blocks": mp.count}
                            for m, mp in self.memories if mp.kind == "DP16KD"],
