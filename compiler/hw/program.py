@@ -1,0 +1,481 @@
+"""The overlay's program: an integer IR graph compiled into layer descriptors and memory images.
+
+``compile_program(graph, config)`` fuses the IR ops into descriptors (``hdl.npu.isa``: a producer --
+MatMul, ElementWise, LinearAttention, CoSpike -- and its post operation -- Requant, Neuron, Requant + Add,
+Logits), places every stored tensor in a scratchpad bank by liveness (a tensor's words are reused once its
+last reader has run), and packs the weights and per-channel parameters into the images the host loads.
+The result prints as a listing, one line per descriptor. Everything a program needs of the overlay is
+checked against the :class:`hdl.npu.isa.Config` here, so that a program that compiles runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from hdl.npu.isa import Bank, Config, Descriptor, Kind, Operand, Post
+from hdl.packing import groups as n_groups
+from hdl.packing import signed_width, unsigned_width
+
+from .. import ir
+from ..errors import UserError
+from .plan import model_id
+
+__all__ = ["Tensor", "Program", "compile_program", "fit_config"]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A stored tensor: ``frames`` x ``tokens`` x ``channels`` elements in ``bank`` (frames is 1 for a tensor
+    that every time step shares), at ``operand.base`` once allocated."""
+    name: str
+    bank: Bank
+    frames: int
+    tokens: int
+    channels: int
+    lo: int
+    hi: int
+
+    def words(self, lanes: int) -> int:
+        return self.frames * self.tokens * n_groups(self.channels, lanes)
+
+    def operand(self, base: int, lanes: int) -> Operand:
+        g = n_groups(self.channels, lanes)
+        return Operand(self.bank, base, self.tokens * g if self.frames > 1 else 0, g if self.tokens > 1 else 0)
+
+
+@dataclass
+class Layer:
+    """A descriptor before allocation: what it reads and writes, and its parameters."""
+    desc: Descriptor
+    ops: tuple[str, ...]
+    srcs: tuple[str | None, str | None, str | None]     # the tensors of src0, src1, src2
+    dst: str | None                                     # None for the logits
+    weight: np.ndarray | None = None                    # [O, I]
+    mult: np.ndarray | None = None                      # [O]
+    bias: np.ndarray | None = None                      # [O] or [N, O]
+    theta: np.ndarray | None = None                     # [O, levels]
+    dense_ops: int = 0                                  # synaptic operations of the dense schedule
+
+
+@dataclass
+class Program:
+    """A compiled model: descriptors, memory images and the layout of its input and output."""
+    config: Config
+    descriptors: list[Descriptor]
+    layers: list[Layer]
+    tensors: dict[str, Tensor]
+    operands: dict[str, Operand]
+    weights: np.ndarray            # [words, lanes] int64: the weight store image
+    mult: np.ndarray               # [words, lanes]
+    bias: np.ndarray               # [words, lanes]
+    theta: np.ndarray              # [words, lanes, levels]
+    bank_words: dict[Bank, int]    # high-water mark of each scratchpad bank
+    input_name: str
+    input_kind: str
+    input_frames: int
+    patch: int
+    classes: int
+    timesteps: int
+    model_id: int
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def input(self) -> Tensor:
+        return self.tensors[self.input_name]
+
+    def input_elements(self, x: np.ndarray) -> np.ndarray:
+        """One sample (``[C, H, W]`` or ``[T, C, H, W]``) -> the input tensor ``[frames, N, C * p * p]`` in
+        patch order: token ``n = py * (W / p) + px``, channel ``(c, dy, dx)``."""
+        p = self.patch
+        frames = np.asarray(x, dtype=np.int64).reshape(self.input_frames, *np.shape(x)[-3:])
+        f, c, h, w = frames.shape
+        return frames.reshape(f, c, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5).reshape(f, -1, c * p * p)
+
+    def program_words(self) -> list[int]:
+        return [w for d in self.descriptors for w in d.encode()]
+
+    def listing(self) -> str:
+        """One line per descriptor: what it computes, its operands' addresses, its dense synaptic operations."""
+        lines = [f"program {self.model_id:08x}: {len(self.descriptors)} descriptors, {self.config.lanes} lanes; "
+                 f"spike bank {self.bank_words[Bank.SPIKES]:,} / {self.config.spike_depth:,} words, wide bank "
+                 f"{self.bank_words[Bank.WIDE]:,} / {self.config.wide_depth:,}, weight store "
+                 f"{len(self.weights):,} / {self.config.weight_depth:,}",
+                 f"{'#':>3} {'layer':<22} {'computes':<34} {'reads':<30} {'writes':<14} {'dense ops':>10}"]
+        for k, (d, layer) in enumerate(zip(self.descriptors, self.layers + [None])):
+            if d.kind == Kind.END:
+                lines.append(f"{k:>3} {'end':<22}")
+                continue
+            reads = ", ".join(_where(op) for op, name in zip((d.src0, d.src1, d.src2), layer.srcs) if name)
+            writes = "logits" if layer.dst is None else _where(d.dst)
+            lines.append(f"{k:>3} {d.name:<22} {_computes(d):<34} {reads:<30} {writes:<14} {layer.dense_ops:>10,}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"<Program {self.model_id:08x}: {len(self.descriptors)} descriptors, "
+                f"{len(self.weights)} weight words, {self.config.lanes} lanes>")
+
+
+def _where(op: Operand) -> str:
+    return f"{'S' if op.bank == Bank.SPIKES else 'W'}@{op.base}"
+
+
+def _computes(d: Descriptor) -> str:
+    shape = f"{d.steps}x{d.tokens}x{d.in_ch}->{d.out_ch}"
+    producer = {Kind.MATMUL: "matmul" + ("+mask" if d.mask else "") + (" reduce" if d.reduce else ""),
+                Kind.ELEMENTWISE: "copy", Kind.LINEAR_ATTENTION: f"linattn h{d.heads}",
+                Kind.COSPIKE: "cospike"}[d.kind]
+    post = {Post.REQUANT: "rq" + ("+add" if d.add else ""), Post.NEURON: "neuron", Post.LOGITS: "logits"}[d.post]
+    return f"{producer} {shape} {post}"
+
+
+class _Compiler:
+    def __init__(self, graph: ir.Graph, config: Config):
+        self.graph, self.cfg = graph, config
+        self.types = ir.check(graph, integer=True)
+        self.T = int(graph.meta.get("timesteps", 1))
+        self.consumers: dict[str, list[ir.Op]] = {}
+        for op in graph.ops:
+            for s in op.srcs:
+                self.consumers.setdefault(s, []).append(op)
+        self.tensors: dict[str, Tensor] = {}
+        self.layers: list[Layer] = []
+        self.problems: list[str] = []
+        self.needs: dict[str, tuple[int, str]] = {}
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def need(self, ok: bool, what: str) -> None:
+        if not ok and what not in self.problems:
+            self.problems.append(what)
+
+    def require(self, knob: str, value: int, what: str) -> None:
+        """The program needs the configuration field ``knob`` to be at least ``value`` (``what`` says why)."""
+        if value > self.needs.get(knob, (0, ""))[0]:
+            self.needs[knob] = (int(value), what)
+
+    def fits_signed(self, lo: int, hi: int, what: str, knob: str) -> None:
+        width = signed_width(int(lo), int(hi))
+        self.require(knob, width, f"{what} needs {width}-bit signed values")
+
+    def shortfalls(self) -> list[str]:
+        """What the program needs beyond the configuration, with the field that would have to grow."""
+        return [f"{what}, the overlay has {getattr(self.cfg, knob):,} ({knob})"
+                for knob, (value, what) in self.needs.items() if value > getattr(self.cfg, knob)] + self.problems
+
+    # -- tensors ----------------------------------------------------------------------------------
+
+    def frames_of(self, name: str) -> int:
+        return self.tensors[name].frames if name in self.tensors else 1
+
+    def store(self, name: str, bank: Bank, frames: int) -> None:
+        t = self.types[name]
+        tokens = t.shape[1] if len(t.shape) == 3 else 1
+        self.tensors[name] = Tensor(name, bank, frames, tokens, t.shape[-1], t.lo, t.hi)
+        if bank == Bank.SPIKES:
+            self.need(t.lo >= 0, f"{name}: spike levels must not be negative")
+            self.require("spike_bits", unsigned_width(t.hi), f"{name}'s spike levels up to {t.hi} need "
+                                                             f"{unsigned_width(t.hi)} bits")
+        else:
+            self.fits_signed(t.lo, t.hi, name, "wide_bits")
+
+    def only(self, op: ir.Op, kinds) -> ir.Op:
+        users = self.consumers.get(op.dst, [])
+        if len(users) != 1 or not isinstance(users[0], kinds):
+            names = "/".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+            raise UserError(f"the model cannot be mapped to the overlay: {op.name} must feed exactly one {names}")
+        return users[0]
+
+    # -- post operations ------------------------------------------------------------------------
+
+    def post(self, layer: Layer, acc: tuple[int, int], last: ir.Op) -> Layer:
+        """Fuse the post operation ``last`` (a Requant, maybe with its Add, or a Neuron) into ``layer``, whose
+        accumulators range over ``acc``; return it."""
+        self.fits_signed(*acc, f"{layer.desc.name}'s accumulator", "acc_bits")
+        frames = max(self.frames_of(s) for s in layer.srcs if s) if any(layer.srcs) else 1
+        d = layer.desc
+        if isinstance(last, ir.Neuron):
+            frames = self.T
+            O = len(last.sign)
+            mult = last.sign.astype(np.int64) << last.frac
+            bias = last.bias.astype(np.int64)
+            hlo, hhi = ir.membrane_range(last, ir.TensorType((), *acc), self.T)
+            self.fits_signed(min(hlo, int(bias.min())), max(hhi, int(bias.max())), f"{last.name}'s membrane",
+                             "post_bits")
+            pad = (1 << (self.cfg.theta_bits - 1)) - 1
+            self.require("levels", last.levels, f"{last.name} has {last.levels} levels")
+            # an unused level's threshold (the largest value) must be out of the membrane's reach
+            self.require("theta_bits", signed_width(0, hhi + 1), f"{last.name}'s membrane reaches {hhi}")
+            theta = np.full((O, self.cfg.levels), pad, dtype=np.int64)
+            used = min(last.levels, self.cfg.levels)
+            theta[:, :used] = last.theta[:, :used]
+            self.fits_signed(int(last.theta.min()), int(last.theta.max()), f"{last.name}'s thresholds", "theta_bits")
+            d = _replace(d, post=Post.NEURON, leak=last.leak_shift)
+            layer.theta = theta
+            layer.ops += (last.name,)
+            dst = last.dst
+            self.store(dst, Bank.SPIKES, frames)
+        else:
+            rq = last
+            mult = rq.mult.astype(np.int64)
+            half = (1 << rq.shift) >> 1
+            bias = rq.bias.astype(np.int64) + half
+            ends = [a * m for a in acc for m in (int(mult.min()), int(mult.max()))]
+            self.fits_signed(min(ends) + int(bias.min()), max(ends) + int(bias.max()), f"{rq.name}'s product",
+                             "post_bits")
+            d = _replace(d, shift=rq.shift, sat=rq.saturate or 0, bias_per_token=bias.ndim == 2)
+            layer.ops += (rq.name,)
+            if rq.dst == self.graph.output:
+                d = _replace(d, post=Post.LOGITS)
+                t = self.types[rq.dst]
+                self.fits_signed(t.lo, t.hi, "the logits", "logit_bits")
+                self.require("classes", t.shape[-1], f"{t.shape[-1]} classes need as many logit registers")
+                dst = None
+            else:
+                users = self.consumers.get(rq.dst, [])
+                if len(users) == 1 and isinstance(users[0], ir.Add):
+                    add = users[0]
+                    res = add.a if add.b == rq.dst else add.b
+                    frames = max(frames, self.frames_of(res))
+                    layer.srcs = (layer.srcs[0], res, layer.srcs[2])
+                    d = _replace(d, add=True, add_width=add.width)
+                    layer.ops += (add.name,)
+                    dst = add.dst
+                else:
+                    dst = rq.dst
+                self.store(dst, Bank.WIDE, frames)
+        self.fits_signed(int(mult.min()), int(mult.max()), f"{layer.ops[-1]}'s multipliers", "mult_bits")
+        self.fits_signed(int(bias.min()), int(bias.max()), f"{layer.ops[-1]}'s biases", "bias_bits")
+        out = self.types[dst] if dst else self.types[self.graph.output]
+        out_tokens = out.shape[1] if len(out.shape) == 3 else 1
+        layer.desc = _replace(d, steps=self.T if d.reduce else frames, out_tokens=out_tokens,
+                              out_ch=out.shape[-1])
+        layer.dst, layer.mult, layer.bias = dst, mult, bias
+        return layer
+
+    # -- producers ------------------------------------------------------------------------------
+
+    def matmul_weights_fit(self, name: str, weight: np.ndarray, bits: int) -> None:
+        self.require("weight_bits", bits, f"{name} has {bits}-bit weights")
+
+    def events_fit(self, name: str, src: str) -> None:
+        t = self.types[src]
+        self.need(t.lo >= 0, f"{name} reads {src} in [{t.lo}, {t.hi}]: events must not be negative")
+        self.require("event_bits", unsigned_width(t.hi), f"{name}'s events up to {t.hi} need "
+                                                         f"{unsigned_width(t.hi)} bits")
+
+    def compile(self) -> list[Layer]:
+        g = self.graph
+        in_t = g.input_type
+        conv = g.ops[0]
+        if not isinstance(conv, ir.PatchConv):
+            raise UserError(f"the model cannot be mapped to the overlay: it must start with a PatchConv, "
+                            f"not {conv.name}")
+        p = conv.weight.shape[-1]
+        N = self.types[conv.dst].shape[1]
+        fan_in = int(np.prod(conv.weight.shape[1:]))
+        frames = 1 if g.input_kind == "image" else self.T
+        self.tensors[g.input_name] = Tensor(g.input_name, Bank.WIDE, frames, N, fan_in, in_t.lo, in_t.hi)
+        self.fits_signed(in_t.lo, in_t.hi, "the input", "wide_bits")
+        self.patch, self.input_frames = p, frames
+        done: set[str] = set()
+        for op in g.ops:
+            if op.name in done:
+                continue
+            layer = self.producer(op)
+            if layer is None:
+                continue
+            done.update(layer.ops)
+            self.layers.append(layer)
+        covered = done | {op.name for op in g.ops if isinstance(op, (ir.Mask, ir.SumPool))}
+        missing = [op.name for op in g.ops if op.name not in covered]
+        if missing:
+            raise UserError(f"the model cannot be mapped to the overlay: no descriptor for {', '.join(missing)}")
+        if not any(layer.dst is None for layer in self.layers):
+            raise UserError("the model cannot be mapped to the overlay: no head writes the logits")
+        return self.layers
+
+    def producer(self, op: ir.Op) -> Layer | None:
+        g = self.graph
+        if isinstance(op, ir.PatchConv):
+            weight = op.weight.reshape(op.weight.shape[0], -1)
+            self.matmul_weights_fit(op.name, weight, op.bits)
+            self.events_fit(op.name, op.src)
+            d = Descriptor(Kind.MATMUL, op.name, tokens=self.tensors[op.src].tokens, in_ch=weight.shape[1])
+            layer = Layer(d, (op.name,), (op.src, None, None), None, weight=weight,
+                          dense_ops=weight.size * self.tensors[op.src].tokens * self.tensors[op.src].frames)
+            return self.post(layer, self.range(op.dst), self.only(op, (ir.Requant, ir.Neuron)))
+        if isinstance(op, ir.Dense):
+            src, mask, ops = op.src, None, (op.name,)
+            reduce = False
+            if src != g.input_name:
+                producer = g.op(src)
+                if isinstance(producer, ir.Mask):
+                    src, mask = producer.q, producer.m
+                    ops = (producer.name, op.name)
+                elif isinstance(producer, ir.SumPool):
+                    src, reduce = producer.src, True
+                    ops = (producer.name, op.name)
+            if src not in self.tensors or (mask and mask not in self.tensors):
+                raise UserError(f"the model cannot be mapped to the overlay: {op.name} reads {op.src}, "
+                                "which no descriptor stores")
+            self.matmul_weights_fit(op.name, op.weight, op.bits)
+            self.events_fit(op.name, src)
+            x = self.tensors[src]
+            d = Descriptor(Kind.MATMUL, op.name, tokens=x.tokens, in_ch=op.weight.shape[1], mask=mask is not None,
+                           reduce=reduce)
+            layer = Layer(d, ops, (src, None, mask), None, weight=op.weight,
+                          dense_ops=op.weight.size * x.tokens * x.frames)
+            return self.post(layer, self.range(op.dst), self.only(op, (ir.Requant, ir.Neuron)))
+        if isinstance(op, ir.Neuron) and op.src in self.tensors:
+            x = self.tensors[op.src]
+            d = Descriptor(Kind.ELEMENTWISE, op.name, tokens=x.tokens, in_ch=x.channels)
+            layer = Layer(d, (), (op.src, None, None), None)
+            return self.post(layer, (x.lo, x.hi), op)     # a neuron on a stored tensor: a copy, then it
+        if isinstance(op, ir.LinearAttention):
+            q = self.tensors[op.q]
+            d = Descriptor(Kind.LINEAR_ATTENTION, op.name, tokens=q.tokens, in_ch=q.channels, heads=op.heads)
+            layer = Layer(d, (op.name,), (op.q, op.k, op.v), None,
+                          dense_ops=2 * q.tokens * q.channels * (q.channels // op.heads) * self.T)
+            return self.post(layer, self.range(op.dst), self.only(op, (ir.Requant, ir.Neuron)))
+        if isinstance(op, ir.CoSpike):
+            k = self.tensors[op.k]
+            d = Descriptor(Kind.COSPIKE, op.name, tokens=k.tokens, in_ch=k.channels)
+            layer = Layer(d, (op.name,), (op.k, op.v, None), None, dense_ops=k.tokens * k.channels * self.T)
+            return self.post(layer, self.range(op.dst), self.only(op, (ir.Requant, ir.Neuron)))
+        if isinstance(op, (ir.Mask, ir.SumPool)):
+            return None            # fused into the Dense that reads them
+        raise UserError(f"the model cannot be mapped to the overlay: no descriptor for {op.name} "
+                        f"({type(op).__name__})")
+
+    def range(self, name: str) -> tuple[int, int]:
+        return self.types[name].lo, self.types[name].hi
+
+
+def _replace(d: Descriptor, **changes) -> Descriptor:
+    return replace(d, **changes)
+
+
+def _allocate(layers: list[Layer], tensors: dict[str, Tensor], input_name: str, lanes: int
+              ) -> tuple[dict[str, int], dict[Bank, int]]:
+    """Scratchpad addresses by liveness: a tensor lives from its writer (the input: from the start) to its last
+    reader, both inclusive; each gets the lowest free run of words in its bank (first fit)."""
+    first = {input_name: -1}
+    last: dict[str, int] = {}
+    for k, layer in enumerate(layers):
+        for s in layer.srcs:
+            if s:
+                last[s] = k
+        if layer.dst:
+            first.setdefault(layer.dst, k)
+            last.setdefault(layer.dst, k)
+    bases: dict[str, int] = {}
+    high = {Bank.SPIKES: 0, Bank.WIDE: 0}
+    live: dict[Bank, list[tuple[int, int, str]]] = {Bank.SPIKES: [], Bank.WIDE: []}
+    for name in sorted(first, key=lambda n: (first[n], n != input_name)):
+        t = tensors[name]
+        k = first[name]
+        used = sorted((b, e) for b, e, other in live[t.bank] if last[other] >= k)
+        live[t.bank] = [(b, e, o) for b, e, o in live[t.bank] if last[o] >= k]
+        size, base = t.words(lanes), 0
+        for b, e in used:
+            if base + size <= b:
+                break
+            base = max(base, e)
+        bases[name] = base
+        live[t.bank].append((base, base + size, name))
+        high[t.bank] = max(high[t.bank], base + size)
+    return bases, high
+
+
+def _pack_rows(values: np.ndarray, lanes: int) -> np.ndarray:
+    """``[O, ...]`` per-channel values -> ``[groups, lanes, ...]`` (zero past O)."""
+    G = n_groups(values.shape[0], lanes)
+    out = np.zeros((G * lanes, *values.shape[1:]), dtype=np.int64)
+    out[:values.shape[0]] = values
+    return out.reshape(G, lanes, *values.shape[1:])
+
+
+def compile_program(graph: ir.Graph, config: Config | None = None) -> Program:
+    """Compile an integer graph (``flows.lower``) for an overlay ``config`` (default: ``Config()``).
+
+    Raises UserError (one line) if the model cannot be expressed as descriptors or does not fit the
+    configuration: every shortfall is named with the configuration field that would need to grow."""
+    cfg = config or Config()
+    c = _Compiler(graph, cfg)
+    layers = c.compile()
+    P = cfg.lanes
+    bases, high = _allocate(layers, c.tensors, graph.input_name, P)
+    operands = {name: t.operand(bases[name], P) for name, t in c.tensors.items()}
+    weights, mult, bias, theta = [], [], [], []
+    sizes = {"w": 0, "m": 0, "b": 0, "t": 0}
+    descs = []
+    for layer in layers:
+        d = layer.desc
+        ch = {}
+        for slot, name in zip(("src0", "src1", "src2"), layer.srcs):
+            if name:
+                ch[slot] = operands[name]
+        if layer.dst:
+            ch["dst"] = operands[layer.dst]
+        if layer.weight is not None:
+            w = _pack_rows(layer.weight, P)                     # [G, P, I]
+            ch["wbase"] = sizes["w"]
+            words = w.transpose(0, 2, 1).reshape(-1, P)          # word g*I + i, lane l = W[g*P+l, i]
+            weights.append(words)
+            sizes["w"] += len(words)
+        ch["mult_base"] = sizes["m"]
+        m = _pack_rows(layer.mult, P)
+        mult.append(m)
+        sizes["m"] += len(m)
+        ch["bias_base"] = sizes["b"]
+        b = layer.bias
+        bw = np.concatenate([_pack_rows(row, P) for row in b]) if b.ndim == 2 else _pack_rows(b, P)
+        bias.append(bw)
+        sizes["b"] += len(bw)
+        if layer.theta is not None:
+            ch["theta_base"] = sizes["t"]
+            t = _pack_rows(layer.theta, P)
+            theta.append(t)
+            sizes["t"] += len(t)
+        descs.append(_replace(d, **ch))
+    descs.append(Descriptor(Kind.END, "end"))
+    for bank, knob in ((Bank.SPIKES, "spike_depth"), (Bank.WIDE, "wide_depth")):
+        c.require(knob, high[bank], f"the {bank.name.lower()} bank needs {high[bank]:,} words")
+    c.require("weight_depth", sizes["w"], f"the weights need {sizes['w']:,} words")
+    for key, name in (("m", "mult"), ("b", "bias"), ("t", "theta")):
+        c.require("param_depth", sizes[key], f"the {name} memory needs {sizes[key]:,} words")
+    c.require("program_depth", len(descs), f"{len(descs)} descriptors")
+    for d in descs:
+        try:
+            d.encode()
+        except ValueError as exc:
+            c.need(False, str(exc))
+    if c.shortfalls():
+        raise UserError("the model does not fit the overlay: " + "; ".join(c.shortfalls()))
+    program_needs = {knob: value for knob, (value, _) in c.needs.items()}
+
+    def stack(parts, shape):
+        return np.concatenate(parts) if parts else np.zeros((0, *shape), np.int64)
+
+    out = graph.op(graph.output) if graph.output != graph.input_name else None
+    return Program(config=cfg, descriptors=descs, layers=layers, tensors=c.tensors, operands=operands,
+                   weights=stack(weights, (P,)), mult=stack(mult, (P,)), bias=stack(bias, (P,)),
+                   theta=stack(theta, (P, cfg.levels)), bank_words=high, input_name=graph.input_name,
+                   input_kind=graph.input_kind, input_frames=c.input_frames, patch=c.patch,
+                   classes=c.types[graph.output].shape[-1], timesteps=c.T, model_id=model_id(graph),
+                   meta={"output_op": out.name if out else None, "needs": program_needs})
+
+
+#: A configuration that any program fits: only its ``needs`` are read (``fit_config``).
+_ROOMY = Config(spike_bits=16, wide_bits=62, event_bits=16, spike_depth=1 << 30, wide_depth=1 << 30, weight_bits=16,
+                weight_depth=1 << 30, acc_bits=62, mult_bits=62, bias_bits=62, post_bits=62, levels=64,
+                theta_bits=62, param_depth=1 << 30, program_depth=1 << 30, classes=1 << 16, logit_bits=62)
+
+
+def fit_config(graph: ir.Graph, lanes: int = 16) -> Config:
+    """The smallest configuration of ``lanes`` lanes that ``graph``'s program fits (each width and depth as the
+    program needs it)."""
+    needs = compile_program(graph, replace(_ROOMY, lanes=lanes)).meta["needs"]
+    return Config(lanes=lanes, **needs)

@@ -1,0 +1,188 @@
+"""The overlay's instruction set: the layer descriptor, its binary format and the memory layouts it addresses.
+
+One module that the compiler (which writes programs and memory images) and the gateware (which executes
+them) share, so that a field or a layout is stated once. ``docs/architecture.md`` describes how a program
+runs; the arithmetic of each descriptor kind is the IR's (``docs/semantics.md``), which the program
+interpreter ``sim.npu_model`` executes on these layouts.
+
+Memories of the overlay (sizes in :class:`Config`):
+
+* **scratchpad banks** ``SPIKES`` and ``WIDE``: words of ``lanes`` elements (``spike_bits`` / ``wide_bits``
+  bits each, lane ``l`` in bits ``[l * bits, (l + 1) * bits)``). A tensor ``[T, N, C]`` is stored at
+  ``base + t * tstep + n * nstep + g`` for channel group ``g = c // lanes`` (lane ``c % lanes``);
+  ``tstep = 0`` (or ``nstep = 0``) repeats one frame (token) for every step (token). See
+  :class:`Operand`.
+* **weight store**: words of ``lanes`` signed ``weight_bits``-bit weights. A layer's ``W[O, I]`` is at
+  ``wbase + g * I + i``, lane ``l`` holding ``W[g * lanes + l, i]`` (zero past ``O``): the ``I`` words of
+  one output group are contiguous (a tile that a later external-memory stream fills while the engine
+  works on the previous one).
+* **parameter memories** ``MULT``, ``BIAS``, ``THETA``: words of ``lanes`` values of ``mult_bits``,
+  ``bias_bits`` and ``levels * theta_bits`` bits; a layer's group ``g`` at ``mult_base + g``,
+  ``bias_base + g`` (``bias_base + n * groups + g`` with a per-token bias) and ``theta_base + g``.
+* **logits**: ``classes`` signed ``logit_bits``-bit registers, written by the ``LOGITS`` post operation.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, fields, replace
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data
+
+__all__ = ["Bank", "Kind", "Post", "Operand", "Descriptor", "Config", "DESCRIPTOR_FIELDS", "DESCRIPTOR_WORDS",
+           "WORD_BITS", "descriptor_layout"]
+
+WORD_BITS = 32          # the host bus word: a descriptor is written as DESCRIPTOR_WORDS of these
+
+
+class Bank(enum.IntEnum):
+    """The scratchpad bank of an operand."""
+    SPIKES = 0          # spike levels (and sdsa1's masks): narrow elements
+    WIDE = 1            # pixels, the residual stream: wide signed elements
+
+
+class Kind(enum.IntEnum):
+    """What a descriptor computes before its post operation (the accumulator value per output element)."""
+    END = 0             # stop: the inference is done
+    MATMUL = 1          # acc[t,n,o] = sum_i W[o,i] * src0[t,n,i] (src0 ANDed with the mask src2[t,0,i] if `mask`);
+                        # with `reduce`, one sum over every (t, n): acc[o] = sum_{t,n,i} W[o,i] * src0[t,n,i]
+    ELEMENTWISE = 2     # acc[t,n,o] = src0[t,n,o]
+    LINEAR_ATTENTION = 3  # acc = per head h: src0 (q) @ (src1 (k)^T @ src2 (v)) over the head's channels
+    COSPIKE = 4         # acc[t,0,c] = sum_n src0[t,n,c] * src1[t,n,c]
+
+
+class Post(enum.IntEnum):
+    """What is done with each accumulator value ``acc`` (always ``z = acc * mult[o] + bias[(n,) o]`` first)."""
+    REQUANT = 0         # y = sat_{sat}(z >> shift), then with `add`: y = sat_{add_width}(y + src1[t,n,o])
+    NEURON = 1          # H = V - (V >> leak) + z; y = #{k : H >= theta[o,k]}; V = H if y == 0 else 0 (V = 0 at t=0)
+    LOGITS = 2          # logits[o] = z >> shift (no saturation), written once the reduction is done
+
+
+@dataclass(frozen=True)
+class Operand:
+    """Where a tensor is in the scratchpad: element ``[t, n, c]`` is lane ``c % lanes`` of word
+    ``base + t * tstep + n * nstep + c // lanes`` of ``bank``."""
+    bank: Bank = Bank.SPIKES
+    base: int = 0
+    tstep: int = 0
+    nstep: int = 0
+
+    def word(self, t: int, n: int, group: int) -> int:
+        return self.base + t * self.tstep + n * self.nstep + group
+
+
+#: The descriptor's fields and their widths, packed LSB first (the order is the binary format).
+DESCRIPTOR_FIELDS: tuple[tuple[str, int], ...] = (
+    ("kind", 3), ("post", 2), ("add", 1), ("mask", 1), ("reduce", 1), ("bias_per_token", 1),
+    ("tokens", 12), ("steps", 4), ("in_ch", 12), ("out_ch", 12), ("heads", 6), ("out_tokens", 12),
+    ("src0_bank", 1), ("src0_base", 16), ("src0_tstep", 16), ("src0_nstep", 16),
+    ("src1_bank", 1), ("src1_base", 16), ("src1_tstep", 16), ("src1_nstep", 16),
+    ("src2_bank", 1), ("src2_base", 16), ("src2_tstep", 16), ("src2_nstep", 16),
+    ("dst_bank", 1), ("dst_base", 16), ("dst_tstep", 16), ("dst_nstep", 16),
+    ("wbase", 20), ("mult_base", 14), ("bias_base", 16), ("theta_base", 14),
+    ("shift", 6), ("leak", 5), ("sat", 6), ("add_width", 6),
+)
+_FIELD_BITS = dict(DESCRIPTOR_FIELDS)
+DESCRIPTOR_BITS = sum(_FIELD_BITS.values())
+DESCRIPTOR_WORDS = -(-DESCRIPTOR_BITS // WORD_BITS)
+
+
+def descriptor_layout() -> data.StructLayout:
+    """The descriptor as an Amaranth layout (the gateware's view of :data:`DESCRIPTOR_FIELDS`)."""
+    return data.StructLayout({name: unsigned(bits) for name, bits in DESCRIPTOR_FIELDS})
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """One layer of a program. ``name`` (the IR op it starts with) is the listing's, not part of the binary."""
+    kind: Kind
+    name: str = ""
+    post: Post = Post.REQUANT
+    add: bool = False
+    mask: bool = False
+    reduce: bool = False
+    bias_per_token: bool = False
+    tokens: int = 1               # N: tokens of src0 (and of dst, but for COSPIKE, whose dst has one)
+    steps: int = 1                # T: time steps computed
+    in_ch: int = 1                # I: channels of src0
+    out_ch: int = 1               # O: channels of dst
+    heads: int = 1
+    out_tokens: int = 1           # tokens of dst (N, or 1 for COSPIKE and the head)
+    src0: Operand = field(default_factory=Operand)
+    src1: Operand = field(default_factory=Operand)
+    src2: Operand = field(default_factory=Operand)
+    dst: Operand = field(default_factory=Operand)
+    wbase: int = 0
+    mult_base: int = 0
+    bias_base: int = 0
+    theta_base: int = 0
+    shift: int = 0
+    leak: int = 0
+    sat: int = 0                  # signed saturation width of REQUANT's result, 0 = none
+    add_width: int = 0            # signed saturation width of the residual add
+
+    def flat(self) -> dict[str, int]:
+        """The binary fields by name (:data:`DESCRIPTOR_FIELDS`)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Operand):
+                for part in ("bank", "base", "tstep", "nstep"):
+                    out[f"{f.name}_{part}"] = int(getattr(value, part))
+            elif f.name != "name":
+                out[f.name] = int(value)
+        return out
+
+    def encode(self) -> list[int]:
+        """The descriptor as :data:`DESCRIPTOR_WORDS` words of :data:`WORD_BITS` bits (first word first).
+
+        Raises ValueError if a field does not fit its width."""
+        flat, value, pos = self.flat(), 0, 0
+        for name, bits in DESCRIPTOR_FIELDS:
+            v = flat[name]
+            if not 0 <= v < (1 << bits):
+                raise ValueError(f"{self.name or self.kind.name}: field {name} = {v} does not fit {bits} bits")
+            value |= v << pos
+            pos += bits
+        mask = (1 << WORD_BITS) - 1
+        return [(value >> (WORD_BITS * k)) & mask for k in range(DESCRIPTOR_WORDS)]
+
+    @classmethod
+    def decode(cls, words: list[int], name: str = "") -> "Descriptor":
+        value = sum(int(w) << (WORD_BITS * k) for k, w in enumerate(words))
+        flat, pos = {}, 0
+        for fname, bits in DESCRIPTOR_FIELDS:
+            flat[fname] = (value >> pos) & ((1 << bits) - 1)
+            pos += bits
+        operands = {op: Operand(Bank(flat.pop(f"{op}_bank")), flat.pop(f"{op}_base"), flat.pop(f"{op}_tstep"),
+                                flat.pop(f"{op}_nstep")) for op in ("src0", "src1", "src2", "dst")}
+        kw = {k: (bool(v) if isinstance(getattr(cls, k, None), bool) else v) for k, v in flat.items()}
+        return cls(kind=Kind(kw.pop("kind")), post=Post(kw.pop("post")), name=name, **operands, **kw)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One overlay configuration: everything its gateware is elaborated with. A program runs on it if every
+    one of its descriptors fits these sizes and widths (``compiler.hw.program`` checks)."""
+    lanes: int = 16
+    spike_bits: int = 3           # bits of a spike-bank element (levels up to 2**spike_bits - 1)
+    wide_bits: int = 16           # bits of a wide-bank element (signed)
+    event_bits: int = 8           # bits of an event level the sparse engine multiplies (pixels: 8)
+    spike_depth: int = 2048       # words of each bank
+    wide_depth: int = 2048
+    weight_bits: int = 4
+    weight_depth: int = 8192
+    acc_bits: int = 20            # signed accumulator
+    mult_bits: int = 18           # signed per-channel multiplier
+    bias_bits: int = 32           # signed per-channel bias
+    post_bits: int = 40           # signed width of z = acc * mult + bias and of the membrane
+    levels: int = 4               # thresholds per neuron channel
+    theta_bits: int = 24          # signed threshold
+    param_depth: int = 1024       # words of each parameter memory
+    program_depth: int = 256      # descriptors
+    classes: int = 16             # logit registers
+    logit_bits: int = 40
+
+    def with_(self, **changes) -> "Config":
+        return replace(self, **changes)

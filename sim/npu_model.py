@@ -1,0 +1,156 @@
+"""The overlay's program interpreter: executes a compiled program (``compiler.hw.program``) on the overlay's
+memory images, descriptor by descriptor, with the arithmetic of ``docs/semantics.md``.
+
+It reads and writes the scratchpad banks, the weight store and the parameter memories at the addresses the
+descriptors give, with the banks' element widths (a value is stored in ``spike_bits`` / ``wide_bits`` bits
+and read back from them), so it checks the compiler's allocation and images as well as its fusion: bit-exact
+against the golden model means the program is right. The gateware (``hdl.npu``) is verified against it
+descriptor by descriptor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hdl.npu.isa import Bank, Config, Descriptor, Kind, Operand, Post
+from hdl.packing import groups as n_groups
+
+__all__ = ["Machine", "run"]
+
+
+def _sat(x: np.ndarray, width: int) -> np.ndarray:
+    return np.clip(x, -(1 << (width - 1)), (1 << (width - 1)) - 1)
+
+
+@dataclass
+class Machine:
+    """The overlay's memories for one inference: two scratchpad banks (``[depth, lanes]`` raw element bits),
+    the images of the program, and the logit registers."""
+    config: Config
+    weights: np.ndarray
+    mult: np.ndarray
+    bias: np.ndarray
+    theta: np.ndarray
+    banks: dict[Bank, np.ndarray] = field(default_factory=dict)
+    logits: np.ndarray | None = None
+    events: dict[str, int] = field(default_factory=dict)       # non-zero events consumed, per descriptor
+
+    def __post_init__(self):
+        c = self.config
+        self.banks = {Bank.SPIKES: np.zeros((c.spike_depth, c.lanes), np.int64),
+                      Bank.WIDE: np.zeros((c.wide_depth, c.lanes), np.int64)}
+        self.logits = np.zeros(c.classes, np.int64)
+
+    def _bits(self, bank: Bank) -> int:
+        return self.config.spike_bits if bank == Bank.SPIKES else self.config.wide_bits
+
+    def read(self, op: Operand, t: int, tokens: int, channels: int) -> np.ndarray:
+        """Elements ``[tokens, channels]`` of frame ``t``."""
+        P, G = self.config.lanes, n_groups(channels, self.config.lanes)
+        rows = [self.banks[op.bank][op.word(t, n, 0):op.word(t, n, 0) + G].reshape(-1)[:channels]
+                for n in range(tokens)]
+        raw = np.stack(rows)
+        if op.bank == Bank.WIDE:
+            w = self._bits(op.bank)
+            raw = np.where(raw >> (w - 1) & 1, raw - (1 << w), raw)
+        return raw
+
+    def write(self, op: Operand, t: int, values: np.ndarray) -> None:
+        """Elements ``[tokens, channels]`` into frame ``t`` (each cut to the bank's element width)."""
+        P = self.config.lanes
+        tokens, channels = values.shape
+        G = n_groups(channels, P)
+        padded = np.zeros((tokens, G * P), np.int64)
+        padded[:, :channels] = values & ((1 << self._bits(op.bank)) - 1)
+        for n in range(tokens):
+            a = op.word(t, n, 0)
+            self.banks[op.bank][a:a + G] = padded[n].reshape(G, P)
+
+    def params(self, base: int, memory: np.ndarray, channels: int) -> np.ndarray:
+        G = n_groups(channels, self.config.lanes)
+        return memory[base:base + G].reshape(G * self.config.lanes, *memory.shape[2:])[:channels]
+
+    def weight_matrix(self, d: Descriptor) -> np.ndarray:
+        """``W[O, I]`` from the weight store (word ``wbase + g * I + i``, lane ``l``: ``W[g * P + l, i]``)."""
+        P, I, O = self.config.lanes, d.in_ch, d.out_ch
+        G = n_groups(O, P)
+        words = self.weights[d.wbase:d.wbase + G * I].reshape(G, I, P)
+        return words.transpose(0, 2, 1).reshape(G * P, I)[:O]
+
+    # -- descriptors ----------------------------------------------------------------------------
+
+    def execute(self, d: Descriptor) -> None:
+        if d.kind == Kind.MATMUL:
+            w = self.weight_matrix(d)
+            accs = []
+            for t in range(d.steps):
+                x = self.read(d.src0, t, d.tokens, d.in_ch)
+                if d.mask:
+                    x = x * self.read(d.src2, t, 1, d.in_ch)
+                self.events[d.name] = self.events.get(d.name, 0) + int(np.count_nonzero(x))
+                accs.append(x @ w.T)
+            if d.reduce:
+                accs = [sum(a.sum(axis=0, keepdims=True) for a in accs)]
+        elif d.kind == Kind.ELEMENTWISE:
+            accs = [self.read(d.src0, t, d.tokens, d.in_ch) for t in range(d.steps)]
+        elif d.kind == Kind.LINEAR_ATTENTION:
+            accs = []
+            h, C = d.heads, d.in_ch
+            dh = C // h
+            for t in range(d.steps):
+                q, k, v = (self.read(s, t, d.tokens, C).reshape(d.tokens, h, dh).transpose(1, 0, 2)
+                           for s in (d.src0, d.src1, d.src2))
+                accs.append((q @ (k.transpose(0, 2, 1) @ v)).transpose(1, 0, 2).reshape(d.tokens, C))
+        elif d.kind == Kind.COSPIKE:
+            accs = [(self.read(d.src0, t, d.tokens, d.in_ch) * self.read(d.src1, t, d.tokens, d.in_ch))
+                    .sum(axis=0, keepdims=True) for t in range(d.steps)]
+        else:
+            raise ValueError(f"{d.name}: no such descriptor kind {d.kind!r}")
+        self.post(d, accs)
+
+    def post(self, d: Descriptor, accs: list[np.ndarray]) -> None:
+        O = d.out_ch
+        mult = self.params(d.mult_base, self.mult, O)
+        if d.bias_per_token:
+            G = n_groups(O, self.config.lanes)
+            bias = np.stack([self.params(d.bias_base + n * G, self.bias, O) for n in range(d.out_tokens)])
+        else:
+            bias = self.params(d.bias_base, self.bias, O)
+        v = None
+        for t, acc in enumerate(accs):
+            z = acc * mult + bias
+            if d.post == Post.NEURON:
+                theta = self.params(d.theta_base, self.theta, O)
+                h = z if v is None else v - (v >> d.leak) + z
+                y = (h[..., None] >= theta).sum(-1)
+                v = np.where(y == 0, h, 0)
+            else:
+                y = z >> d.shift
+                if d.post == Post.LOGITS:
+                    self.logits[:O] = y[0]
+                    continue
+                if d.sat:
+                    y = _sat(y, d.sat)
+                if d.add:
+                    y = _sat(y + self.read(d.src1, t, d.out_tokens, O), d.add_width)
+            self.write(d.dst, t, y)
+
+
+def run(program, x: np.ndarray, trace: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Run ``program`` on one sample ``x``; return (logits ``[classes]``, and with ``trace`` every stored
+    tensor ``[frames, tokens, channels]`` as read back right after its writer ran)."""
+    m = Machine(program.config, program.weights, program.mult, program.bias, program.theta)
+    inp = program.input
+    elements = program.input_elements(x)
+    for f in range(inp.frames):
+        m.write(program.operands[inp.name], f, elements[f])
+    tensors: dict[str, np.ndarray] = {}
+    for d, layer in zip(program.descriptors, program.layers):
+        m.execute(d)
+        if trace and layer.dst:
+            t = program.tensors[layer.dst]
+            tensors[layer.dst] = np.stack([m.read(program.operands[t.name], f, t.tokens, t.channels)
+                                           for f in range(t.frames)])
+    return m.logits[:program.classes].copy(), tensors

@@ -1,0 +1,145 @@
+"""The overlay's program (``compiler.hw.program``) run by its interpreter (``sim.npu_model``) on the overlay's
+memory layouts: bit-exact against the golden model in every stored tensor, for the bundled model, the
+configurations of tests/test_accelerator.py and random ones. Also: the descriptor's binary format, the
+liveness allocation, the listing, and models that do not fit a configuration."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from compiler.errors import UserError
+from compiler.flows.lower import lower
+from compiler.frontend.config import ModelConfig
+from compiler.frontend.data import load_dataset
+from compiler.frontend.train import train
+from compiler.hw.program import compile_program, fit_config
+from compiler.ir import golden
+from hdl.npu.isa import DESCRIPTOR_WORDS, Bank, Config, Descriptor, Kind, Operand, Post
+from sim import npu_model
+
+
+def _check(graph, x, program=None):
+    """Every sample of ``x`` through the program: logits and every stored tensor equal the golden model's."""
+    program = program or compile_program(graph)
+    want, env = golden.run(graph, x, trace=True)
+    for i in range(len(x)):
+        got, tensors = npu_model.run(program, x[i], trace=True)
+        for name, arr in tensors.items():
+            ref = env[name][i]
+            assert np.array_equal(ref[:arr.shape[0]].reshape(arr.shape), arr), (i, name)
+            assert arr.shape[0] == ref.shape[0] or (ref == ref[:1]).all(), (i, name)   # a shared frame is shared
+        assert np.array_equal(got, want[i]), i
+    return program
+
+
+def test_bundled_model_is_bit_exact(digits_graph, digits_test):
+    program = _check(digits_graph, digits_test.x[:24])
+    assert program.descriptors[-1].kind == Kind.END
+    assert [d.kind for d in program.descriptors].count(Kind.MATMUL) == 8   # stem, q, k, v, proj, fc1, fc2, head
+    assert program.listing().count("\n") == len(program.descriptors) + 1
+
+
+CONFIGS = {   # as tests/test_accelerator.py, plus a deeper and a wider one
+    "sdsa1-T2-D1-b2": dict(attention="sdsa1", timesteps=2, levels=1, bits=2, dim=16, heads=2, classes=4),
+    "events-T3-D2-b8": dict(attention="linear", timesteps=3, levels=2, bits=8, dim=24, heads=3, input="events"),
+    "rgb-b3-hidden24": dict(timesteps=1, levels=4, bits=3, dim=16, heads=1, mlp_ratio=1.5, channels=3),
+    "sdsa1-depth2-d2": dict(attention="sdsa1", levels=4, bits=4, depth=2, dim=8, heads=4),
+    "16px-T2-8heads": dict(timesteps=2, levels=1, bits=2, dim=32, heads=8, pos_embed=False, image_size=16, patch=4),
+    "depth3-dim20": dict(depth=3, dim=20, heads=5, timesteps=2, levels=2),
+}
+
+
+def _model(cfg: ModelConfig, seed: int = 0, count: int = 4):
+    data = load_dataset("synthetic", cfg, "test", count=count, seed=seed)
+    model = train(cfg, load_dataset("synthetic", cfg, "train", count=32, seed=seed), epochs=0, seed=seed,
+                  progress=False)
+    return lower(model), data.x
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_configurations_are_bit_exact(name):
+    graph, x = _model(ModelConfig(**CONFIGS[name]))
+    _check(graph, x, compile_program(graph, fit_config(graph, lanes=8)))
+
+
+configs = st.fixed_dictionaries(dict(
+    input=st.sampled_from(["image", "events"]), image_size=st.sampled_from([4, 6, 8]), channels=st.integers(1, 3),
+    classes=st.integers(2, 7), patch=st.sampled_from([1, 2]), dim=st.sampled_from([6, 9, 12, 16, 21]),
+    depth=st.integers(1, 2), heads=st.sampled_from([1, 3]), mlp_ratio=st.sampled_from([1.0, 1.5, 2.0]),
+    bits=st.sampled_from([2, 3, 4, 8]), levels=st.sampled_from([1, 2, 4]), timesteps=st.integers(1, 3),
+    attention=st.sampled_from(["sdsa1", "linear"]), pos_embed=st.booleans(),
+)).filter(lambda c: c["dim"] % c["heads"] == 0 and c["image_size"] % c["patch"] == 0).map(lambda c: ModelConfig(**c))
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=configs, lanes=st.sampled_from([1, 3, 4, 7, 16]), seed=st.integers(0, 3))
+def test_random_configurations_are_bit_exact(cfg, lanes, seed):
+    """Any lane count: it need not divide any width (the last group of a layer is padded)."""
+    graph, x = _model(cfg, seed, count=2)
+    _check(graph, x, compile_program(graph, fit_config(graph, lanes)))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.data())
+def test_descriptor_round_trips(data):
+    ints = {name: data.draw(st.integers(0, (1 << bits) - 1)) for name, bits in
+            (("tokens", 12), ("steps", 4), ("in_ch", 12), ("out_ch", 12), ("wbase", 20), ("shift", 6))}
+    ops = [Operand(Bank(data.draw(st.integers(0, 1))), *(data.draw(st.integers(0, 65535)) for _ in range(3)))
+           for _ in range(4)]
+    d = Descriptor(Kind(data.draw(st.integers(0, 4))), post=Post(data.draw(st.integers(0, 2))),
+                   add=data.draw(st.booleans()), reduce=data.draw(st.booleans()), src0=ops[0], src1=ops[1],
+                   src2=ops[2], dst=ops[3], **ints)
+    words = d.encode()
+    assert len(words) == DESCRIPTOR_WORDS and all(0 <= w < 1 << 32 for w in words)
+    assert Descriptor.decode(words) == d
+
+
+def test_a_field_that_does_not_fit_is_refused():
+    with pytest.raises(ValueError, match="tokens = 4096 does not fit 12 bits"):
+        Descriptor(Kind.MATMUL, tokens=4096).encode()
+
+
+def test_liveness_reuses_words(digits_graph):
+    """Live tensors never share a word; dead ones give theirs back (the bundled model's 11 tensors fit in the
+    words of its 3 largest live ones)."""
+    program = compile_program(digits_graph)
+    spans = {}
+    for k, layer in enumerate(program.layers):
+        for name in (*[s for s in layer.srcs if s], layer.dst):
+            if name:
+                first, _ = spans.get(name, (k, k))
+                spans[name] = (first, k)
+    spans[program.input_name] = (-1, spans[program.input_name][1])
+    names = list(spans)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ta, tb = program.tensors[a], program.tensors[b]
+            if ta.bank != tb.bank:
+                continue
+            (fa, la), (fb, lb) = spans[a], spans[b]
+            if fa <= lb and fb <= la:              # alive together
+                oa, ob = program.operands[a].base, program.operands[b].base
+                wa, wb = ta.words(program.config.lanes), tb.words(program.config.lanes)
+                assert oa + wa <= ob or ob + wb <= oa, (a, b)
+    total = sum(t.words(program.config.lanes) for t in program.tensors.values())
+    assert sum(program.bank_words.values()) < total
+
+
+def test_a_model_too_big_is_refused_with_every_shortfall(digits_graph):
+    with pytest.raises(UserError) as exc:
+        compile_program(digits_graph, Config(lanes=16, weight_bits=2, weight_depth=100, spike_depth=10))
+    msg = str(exc.value)
+    assert "\n" not in msg
+    for knob in ("weight_bits", "weight_depth", "spike_depth"):
+        assert f"({knob})" in msg
+
+
+def test_the_fitted_configuration_is_the_smallest(digits_graph):
+    """Every field of ``fit_config`` is needed: one less and the program is refused, naming that field."""
+    cfg = fit_config(digits_graph, lanes=8)
+    compile_program(digits_graph, cfg)
+    for knob in ("spike_bits", "wide_bits", "acc_bits", "mult_bits", "post_bits", "weight_depth", "spike_depth",
+                 "levels", "logit_bits"):
+        with pytest.raises(UserError, match=rf"\({knob}\)"):
+            compile_program(digits_graph, cfg.with_(**{knob: getattr(cfg, knob) - 1}))
