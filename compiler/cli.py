@@ -1,5 +1,5 @@
-"""``python -m compiler``: train, inspect, evaluate and simulate QSD-Transformer models; build, flash and run
-them on an ECP5 board.
+"""``python -m compiler`` (the ``qsd-fpga`` command): train, inspect, evaluate and simulate QSD-Transformer models;
+estimate, build, flash and run them on an ECP5 board.
 
 Exit status: 0 on success, 1 when a check fails, 2 for bad input or usage (one ``error: ...`` line), 3 for an
 internal error (a bug: one line naming the log file that holds the traceback).
@@ -21,7 +21,7 @@ from boards.errors import BoardError
 
 from . import __version__
 from .errors import UserError
-from .flows import SCHEMA_VERSION, build, run, simulate
+from .flows import SCHEMA_VERSION, build, estimate, run, simulate
 from .frontend.config import ATTENTION_KINDS, INPUT_KINDS, ModelConfig
 from .hw.plan import build_plan
 from .ir import golden, metrics
@@ -247,6 +247,13 @@ def cmd_build(args) -> int:
     return status
 
 
+def cmd_estimate(args) -> int:
+    report, status = estimate.run(args.model, args.board, None if args.lanes == "auto" else args.lanes,
+                                  samples=args.samples)
+    _emit(report, args.json, estimate.print_report)
+    return status
+
+
 def cmd_flash(args) -> int:
     return run.flash_target(args)
 
@@ -360,6 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     b.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     b.set_defaults(func=cmd_build)
+
+    m = sub.add_parser("estimate", help="resources and cycles per stage on a board, before synthesis (milliseconds)",
+                       description="Lower the model to the accelerator and estimate, without synthesis, its "
+                                   "resources (LUT4, FF, DP16KD, MULT18X18D, distributed RAM) against the board's "
+                                   "device and its cycles per inference and per stage (from the golden model's "
+                                   "activity on sample inputs): build's own estimate and fit check. Exit status 1 "
+                                   "if it does not fit.")
+    m.add_argument("model", help="a model.pt checkpoint")
+    m.add_argument("--board", required=True, help="the board: ulx3s (= ulx3s-85f), ulx3s-12f/25f/45f/85f, "
+                                                 "ecpix5 (= ecpix5-85f), ecpix5-45f")
+    m.add_argument("--lanes", type=_lanes_or_auto, default="auto",
+                   help="lanes P (a divisor of the model width), or auto: as build chooses them (default: auto)")
+    m.add_argument("--samples", type=_at_least_one, default=build.DEFAULT_SAMPLES,
+                   help=f"test inputs whose activity drives the cycle estimate (default: {build.DEFAULT_SAMPLES})")
+    m.add_argument("--json", action="store_true", help="print the estimate as one JSON object on stdout")
+    m.set_defaults(func=cmd_estimate)
 
     f = sub.add_parser("flash", help="load a bitstream onto the board with openFPGALoader",
                        description="Load a build's bitstream into the FPGA (SRAM, lost at power-off) or, with "

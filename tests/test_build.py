@@ -152,6 +152,8 @@ def test_build_flow_report_with_stand_in_tools(tmp_path, capsys, monkeypatch):
     assert r["fraction_of_ceiling"] == pytest.approx(96000 * 6250 / (16 * 61.2e6))
     assert r["estimate"]["resources"]["DP16KD"] == 17
     assert r["estimate"]["relative_error"]["DP16KD"] == 0.0
+    assert r["schema_version"] == 1 and r["synaptic_ops_per_inference"] == pytest.approx(96000)
+    assert r["energy_estimate_uj"]["value"] > 0 and r["estimate"]["cycles_per_stage"]["head"] > 0
     assert r["estimate"]["relative_error"]["LUT4"] == pytest.approx(r["estimate"]["resources"]["LUT4"] / 30000 - 1)
     assert r["uart"] == {"baud": 3000000, "divisor": 17, "rate_error_percent": pytest.approx(1.961, abs=1e-3)}
     assert r["critical_path"]["delay_ns"] == 16.34 and r["critical_path"]["from"] == "core.buf_x_TRELLIS_FF_Q.Q"

@@ -86,6 +86,13 @@ def smallest_fitting_board(resources: dict[str, int], like=None):
 _LABELS = {"DPR16X4": "distributed RAM (TRELLIS_DPR16X4, 16x4)"}
 
 
+def device_totals(spec: BoardSpec) -> dict[str, int]:
+    """What a design must fit in: the board's :attr:`~boards.spec.BoardSpec.fit_totals` and its distributed RAM
+    (``DPR16X4``)."""
+    totals = spec.fit_totals
+    return {**totals, "DPR16X4": estimate.distributed_ram_capacity(totals["LUT4"])}
+
+
 def refuse_if_too_big(est, spec, lanes_hint: bool) -> None:
     """UserError naming every resource ``est`` needs beyond the device, and the smallest board that fits."""
     problems = estimate.fit_problems(est.resources, spec.fit_totals)
@@ -240,15 +247,21 @@ class Build:
 
 def step_load(b: Build) -> None:
     """The board and the clock first (cheap checks), then the model, lowered, and its sample inputs."""
+    cfg = b.config
+    check_out(cfg.out_dir, cfg.force)
+    b.spec = get_board(cfg.board)
+    b.clock_mhz, b.uart_divisor = check_clock(b.spec, cfg.clock_mhz, cfg.baud)
+    load_model(b)
+
+
+def load_model(b: Build) -> None:
+    """The model, lowered, and ``samples`` inputs of the test split of the dataset it was trained on."""
     from ..frontend import checkpoint                # deferred: torch takes seconds to import
     from ..frontend.data import load_dataset
     from .lower import lower
     from .samples import default_dataset
 
     cfg = b.config
-    check_out(cfg.out_dir, cfg.force)
-    b.spec = get_board(cfg.board)
-    b.clock_mhz, b.uart_divisor = check_clock(b.spec, cfg.clock_mhz, cfg.baud)
     b.model = checkpoint.load(cfg.model)
     b.graph = lower(b.model, str(cfg.model))
     name = default_dataset(b.model)
@@ -256,30 +269,40 @@ def step_load(b: Build) -> None:
     b.samples_from = f"{name}/test"
 
 
-def step_estimate(b: Build) -> None:
-    """The plan at the given or the automatic lane count, and its estimate; UserError if it cannot fit."""
-    cfg, spec, graph = b.config, b.spec, b.graph
-    t0 = time.monotonic()
+def plan_for_board(graph, spec: BoardSpec, lanes: int | None) -> tuple[Plan, str]:
+    """``(plan, how its lanes were chosen)``: at ``lanes``, or (None) the largest lane count whose estimate fits
+    the board with room to route, else the largest that fits at all, else the fewest (which does not fit)."""
+    if lanes is not None:
+        return build_plan(graph, lanes=lanes), "given"
     totals = spec.fit_totals
-    if cfg.lanes is None:
-        lanes, tried = estimate.auto_lanes(graph, totals, lambda p: build_plan(graph, lanes=p))
-        margin = f"distributed RAM within {estimate.ROUTABLE_DPR_FRACTION:.0%} of the device's"
-        if not lanes:
-            within = [(p, e) for p, e in tried if not estimate.fit_problems(e.resources, totals)]
-            if not within:
-                refuse_if_too_big(tried[-1][1], spec, lanes_hint=False)
-            lanes = within[0][0]
-            margin = f"none with {margin}, so routing may take long"
-        b.plan = build_plan(graph, lanes=lanes)
-        b.lanes_note = (f"auto: the largest lane count dividing the width {graph.ops[0].weight.shape[0]} whose "
-                        f"estimate fits the {spec.device} ({margin}; tried {', '.join(str(p) for p, _ in tried)}); "
-                        f"no Fmax model, so not chosen for the clock")
-    else:
-        b.plan = build_plan(graph, lanes=cfg.lanes)
-        b.lanes_note = "given"
+    lanes, tried = estimate.auto_lanes(graph, totals, lambda p: build_plan(graph, lanes=p))
+    margin = f"distributed RAM within {estimate.ROUTABLE_DPR_FRACTION:.0%} of the device's"
+    tried_text = ", ".join(str(p) for p, _ in tried)
+    if not lanes:
+        within = [p for p, e in tried if not estimate.fit_problems(e.resources, totals)]
+        if not within:
+            return (build_plan(graph, lanes=tried[-1][0]),
+                    f"auto: no lane count dividing the width {graph.ops[0].weight.shape[0]} fits the {spec.device} "
+                    f"(tried {tried_text})")
+        lanes = within[0]
+        margin = f"none with {margin}, so routing may take long"
+    return (build_plan(graph, lanes=lanes),
+            f"auto: the largest lane count dividing the width {graph.ops[0].weight.shape[0]} whose estimate fits "
+            f"the {spec.device} ({margin}; tried {tried_text}); no Fmax model, so not chosen for the clock")
+
+
+def estimate_plan(b: Build) -> None:
+    """The plan (:func:`plan_for_board`) and its estimate, with the golden model's activity on the samples."""
+    t0 = time.monotonic()
+    b.plan, b.lanes_note = plan_for_board(b.graph, b.spec, b.config.lanes)
     b.estimate = estimate.estimate(b.plan, b.x)
     b.seconds["estimate"] = time.monotonic() - t0
-    refuse_if_too_big(b.estimate, spec, lanes_hint=b.plan.lanes > 1 and cfg.lanes is not None)
+
+
+def step_estimate(b: Build) -> None:
+    """The plan at the given or the automatic lane count, and its estimate; UserError if it cannot fit."""
+    estimate_plan(b)
+    refuse_if_too_big(b.estimate, b.spec, lanes_hint=b.plan.lanes > 1 and b.config.lanes is not None)
 
 
 def check_out(out: Path, force: bool = False) -> None:
@@ -421,7 +444,6 @@ def make_report(b: Build) -> dict:
     ramw = _nextpnr_cells(staging / "top.report.json", "TRELLIS_RAMW")
     if ramw is not None:
         est_err["DPR16X4"] = _relative_error(est.resources["DPR16X4"], ramw[0])
-    totals = spec.fit_totals
     pll = b.top.pll
     return {
         "schema_version": SCHEMA_VERSION,
@@ -443,7 +465,7 @@ def make_report(b: Build) -> dict:
         "resources": resources,
         "distributed_ram": ({"used": ramw[0], "total": ramw[1], "note": "TRELLIS_DPR16X4 cells (nextpnr's "
                              "TRELLIS_RAMW); also counted in LUT4"} if ramw is not None else None),
-        "fit_totals": {**totals, "DPR16X4": estimate.distributed_ram_capacity(totals["LUT4"])},
+        "fit_totals": device_totals(spec),
         "cycles_per_inference": cyc,
         "cycles_min": int(cycles.min()),
         "cycles_max": int(cycles.max()),
