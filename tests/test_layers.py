@@ -24,6 +24,7 @@ LAYERS = {
     "boards": 4,                    # boards, their toolchain, flashing
     "compiler.flows": 5,            # lower, simulate, build, run
     "compiler.cli": 6,              # the command line
+    "compiler.api": 6,              # the Python API (docs/api.md): the commands as functions
     "compiler.__main__": 7,
     "bench": 8,                     # measurements, on top of everything
 }
