@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from hdl.npu.isa import Bank, Config, Descriptor, Kind, Operand, Post
+from hdl.npu.isa import Bank, Config, Descriptor, Kind, Mem, Operand, Post, pack_lanes
 from hdl.packing import groups as n_groups
 from hdl.packing import signed_width, unsigned_width
 
@@ -95,6 +95,16 @@ class Program:
 
     def program_words(self) -> list[int]:
         return [w for d in self.descriptors for w in d.encode()]
+
+    def images(self) -> dict[Mem, list[int]]:
+        """What the host loads before the first inference, by memory: the program, the weights and the
+        parameters, as words of the overlay's layouts (``hdl.npu.isa``)."""
+        c = self.config
+        return {Mem.PROGRAM: self.program_words(),
+                Mem.WEIGHTS: [pack_lanes(w, c.weight_bits) for w in self.weights],
+                Mem.MULT: [pack_lanes(w, c.mult_bits) for w in self.mult],
+                Mem.BIAS: [pack_lanes(w, c.bias_bits) for w in self.bias],
+                Mem.THETA: [pack_lanes(w.reshape(-1), c.theta_bits) for w in self.theta]}
 
     def listing(self) -> str:
         """One line per descriptor: what it computes, its operands' addresses, its dense synaptic operations."""
@@ -248,6 +258,8 @@ class _Compiler:
         self.fits_signed(int(mult.min()), int(mult.max()), f"{layer.ops[-1]}'s multipliers", "mult_bits")
         self.fits_signed(int(bias.min()), int(bias.max()), f"{layer.ops[-1]}'s biases", "bias_bits")
         out = self.types[dst] if dst else self.types[self.graph.output]
+        self.require("out_groups", n_groups(out.shape[-1], self.cfg.lanes), f"{layer.desc.name} has "
+                     f"{out.shape[-1]} output channels")
         out_tokens = out.shape[1] if len(out.shape) == 3 else 1
         layer.desc = _replace(d, steps=self.T if d.reduce else frames, out_tokens=out_tokens,
                               out_ch=out.shape[-1])
@@ -469,9 +481,10 @@ def compile_program(graph: ir.Graph, config: Config | None = None) -> Program:
 
 
 #: A configuration that any program fits: only its ``needs`` are read (``fit_config``).
-_ROOMY = Config(spike_bits=16, wide_bits=62, event_bits=16, spike_depth=1 << 30, wide_depth=1 << 30, weight_bits=16,
-                weight_depth=1 << 30, acc_bits=62, mult_bits=62, bias_bits=62, post_bits=62, levels=64,
-                theta_bits=62, param_depth=1 << 30, program_depth=1 << 30, classes=1 << 16, logit_bits=62)
+_ROOMY = Config(spike_bits=16, wide_bits=62, event_bits=16, spike_depth=1 << 30, wide_depth=1 << 30,
+                weight_bits=16, weight_depth=1 << 30, acc_bits=62, mult_bits=62, bias_bits=62, post_bits=62,
+                levels=64, theta_bits=62, param_depth=1 << 30, out_groups=1 << 30, program_depth=1 << 30,
+                classes=1 << 16, logit_bits=62)
 
 
 def fit_config(graph: ir.Graph, lanes: int = 16) -> Config:

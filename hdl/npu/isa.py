@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields, replace
 from amaranth.hdl import unsigned
 from amaranth.lib import data
 
-__all__ = ["Bank", "Kind", "Post", "Operand", "Descriptor", "Config", "DESCRIPTOR_FIELDS", "DESCRIPTOR_WORDS",
+__all__ = ["Bank", "Mem", "Kind", "pack_lanes", "unpack_lanes", "Post", "Operand", "Descriptor", "Config", "DESCRIPTOR_FIELDS", "DESCRIPTOR_WORDS",
            "WORD_BITS", "descriptor_layout"]
 
 WORD_BITS = 32          # the host bus word: a descriptor is written as DESCRIPTOR_WORDS of these
@@ -40,6 +40,34 @@ class Bank(enum.IntEnum):
     """The scratchpad bank of an operand."""
     SPIKES = 0          # spike levels (and sdsa1's masks): narrow elements
     WIDE = 1            # pixels, the residual stream: wide signed elements
+
+
+class Mem(enum.IntEnum):
+    """The overlay's memories as its load port (``load_mem``) and peek port (``peek_mem``) name them."""
+    PROGRAM = 0         # WORD_BITS-bit words, descriptor k at k * DESCRIPTOR_WORDS
+    SPIKES = 1          # the scratchpad banks (Bank), lanes packed LSB first
+    WIDE = 2
+    WEIGHTS = 3
+    MULT = 4
+    BIAS = 5
+    THETA = 6           # lane l's thresholds k = 0 .. levels - 1 at bits (l * levels + k) * theta_bits
+    LOGITS = 7          # peek only: logit k at address k
+
+
+def pack_lanes(values, width: int) -> int:
+    """Integers (a word's lanes, first lane first) -> one word of ``width`` bits per lane (two's complement)."""
+    mask, word = (1 << width) - 1, 0
+    for l, v in enumerate(values):
+        word |= (int(v) & mask) << (l * width)
+    return word
+
+
+def unpack_lanes(word: int, count: int, width: int, signed: bool) -> list[int]:
+    out = []
+    for l in range(count):
+        v = (int(word) >> (l * width)) & ((1 << width) - 1)
+        out.append(v - (1 << width) if signed and v >> (width - 1) else v)
+    return out
 
 
 class Kind(enum.IntEnum):
@@ -180,6 +208,7 @@ class Config:
     levels: int = 4               # thresholds per neuron channel
     theta_bits: int = 24          # signed threshold
     param_depth: int = 1024       # words of each parameter memory
+    out_groups: int = 32          # lane groups of a layer's output (accumulator and membrane words)
     program_depth: int = 256      # descriptors
     classes: int = 16             # logit registers
     logit_bits: int = 40

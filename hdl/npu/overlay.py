@@ -1,0 +1,355 @@
+"""The overlay's gateware: a sequencer that runs a program of layer descriptors (:mod:`hdl.npu.isa`) on one
+sparse engine and one post unit, over the scratchpad banks, the weight store and the parameter memories.
+
+This first version executes the MATMUL and ELEMENTWISE kinds with every post operation (REQUANT with the
+residual add, NEURON with membranes across time steps, LOGITS), masks and reductions: every layer of the
+flat family but its attention products. A LINEAR_ATTENTION or COSPIKE descriptor stops the program with
+``error`` set. It is sequential and unpipelined where the datapath allows (the post unit takes two cycles
+per lane group); it is the functional reference that the pipelined engines replace, descriptor by
+descriptor, under the same tests.
+
+Per descriptor, for every token ``n`` and step ``t`` (steps inner, so a neuron's membranes are those of one
+token's groups)::
+
+    CLEAR    acc[0 .. G_out) = 0                    (not between the frames of a reduction)
+    READ     src0 word (t, n, gi) and the mask word (t, 0, gi), gi = 0 .. G_in - 1
+    SCAN     each non-zero lane l of it, lowest first, is an event (i = gi * P + l, level):
+             acc[go] += level * weights[wbase + go * I + i] for go = 0 .. G_out - 1, one group per cycle
+             (ELEMENTWISE: acc[gi] = the word's values)
+    POST     per output group go: z = acc * mult + bias; REQUANT / NEURON / LOGITS; write dst (t, n, go)
+
+Cycles of a MATMUL frame: ``G_out`` (clear) + ``2 G_in`` (reads) + ``G_out`` per event + ``2 G_out`` (post),
+plus a few per descriptor: they grow with the spikes.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..packing import index_bits
+from .isa import DESCRIPTOR_WORDS, WORD_BITS, Bank, Config, Kind, Mem, Post, descriptor_layout
+
+__all__ = ["Overlay"]
+
+
+def _lanes(word, count: int, width: int, as_signed: bool) -> list:
+    return [(word[l * width:(l + 1) * width].as_signed() if as_signed else word[l * width:(l + 1) * width])
+            for l in range(count)]
+
+
+class Overlay(wiring.Component):
+    """The spiking NPU of one configuration.
+
+    Members
+    -------
+    start : In(1)
+        Run the program from descriptor 0 (a pulse, while not busy).
+    busy, done, error : Out(1)
+        Running; the last run reached END (until the next start); it stopped at a descriptor it cannot run.
+    pc : Out(range(program_depth))
+        The descriptor running (or where the program stopped).
+    cycles : Out(32)
+        Cycles of the last run.
+    load_en, load_mem, load_addr, load_data : In
+        Write ``load_data`` at ``load_addr`` of memory ``load_mem`` (:class:`Mem`) while not busy; program
+        memory words are :data:`WORD_BITS` wide (descriptor k at ``k * DESCRIPTOR_WORDS``).
+    peek_mem, peek_addr : In; peek_data : Out
+        Read a scratchpad word, or a logit, the cycle after the address is given.
+    """
+
+    def __init__(self, config: Config):
+        self._cfg = c = config
+        self.max_word = max(WORD_BITS, c.lanes * max(c.spike_bits, c.wide_bits, c.weight_bits, c.mult_bits,
+                                                      c.bias_bits, c.levels * c.theta_bits), c.logit_bits)
+        self.addr_width = max(index_bits(d) for d in (c.program_depth * DESCRIPTOR_WORDS, c.spike_depth,
+                                                      c.wide_depth, c.weight_depth, c.param_depth, c.classes))
+        super().__init__({
+            "start": In(1), "busy": Out(1), "done": Out(1), "error": Out(1),
+            "pc": Out(range(max(c.program_depth, 2))), "cycles": Out(32),
+            "load_en": In(1), "load_mem": In(3), "load_addr": In(self.addr_width), "load_data": In(self.max_word),
+            "peek_mem": In(3), "peek_addr": In(self.addr_width), "peek_data": Out(self.max_word),
+        })
+
+    @property
+    def config(self) -> Config:
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._cfg
+        P = c.lanes
+
+        def memory(name, width, depth):
+            mem = Memory(shape=unsigned(width), depth=max(depth, 2), init=[])
+            m.submodules[name] = mem
+            return mem
+
+        # --- memories -------------------------------------------------------------------------------
+        program = memory("program", WORD_BITS, c.program_depth * DESCRIPTOR_WORDS)
+        banks = {Bank.SPIKES: memory("spikes", P * c.spike_bits, c.spike_depth),
+                 Bank.WIDE: memory("wide", P * c.wide_bits, c.wide_depth)}
+        bits = {Bank.SPIKES: c.spike_bits, Bank.WIDE: c.wide_bits}
+        weights = memory("weights", P * c.weight_bits, c.weight_depth)
+        mult = memory("mult", P * c.mult_bits, c.param_depth)
+        bias = memory("bias", P * c.bias_bits, c.param_depth)
+        theta = memory("theta", P * c.levels * c.theta_bits, c.param_depth)
+        acc = memory("acc", P * c.acc_bits, c.out_groups)
+        vmem = memory("membrane", P * c.post_bits, c.out_groups)
+        logits = Array(Signal(signed(c.logit_bits), name=f"logit{k}") for k in range(c.classes))
+
+        # load port: one write port per loadable memory (the banks share theirs with the engine)
+        loads = {Mem.PROGRAM: program, Mem.WEIGHTS: weights, Mem.MULT: mult, Mem.BIAS: bias, Mem.THETA: theta}
+        for key, mem in loads.items():
+            wp = mem.write_port()
+            m.d.comb += [wp.en.eq(self.load_en & (self.load_mem == key) & ~self.busy), wp.addr.eq(self.load_addr),
+                         wp.data.eq(self.load_data)]
+
+        # --- the descriptor register ------------------------------------------------------------------
+        desc = Signal(descriptor_layout())
+        pc = Signal(range(max(c.program_depth, 2)))
+        word = Signal(range(DESCRIPTOR_WORDS + 1))
+        prog_rd = program.read_port()
+        m.d.comb += prog_rd.addr.eq(pc * DESCRIPTOR_WORDS + word)
+        fetched = Signal.like(word)                # the word whose data prog_rd gives this cycle
+        m.d.sync += fetched.eq(word)
+
+        # --- loop state -------------------------------------------------------------------------------
+        n = Signal(12)
+        t = Signal(4)
+        gi = Signal(12)                    # input group being read
+        go = Signal(12)                    # output group (clear, updates, post)
+        n_gin = Signal(12)                 # groups of src0 (ceil(in_ch / P))
+        n_gout = Signal(12)                # groups of dst
+        pending = Signal(P * max(c.event_bits, c.spike_bits, 1))
+        lw = max(c.event_bits, c.spike_bits, 1)
+        levels = [pending[l * lw:(l + 1) * lw] for l in range(P)]
+        lane = Signal(range(max(P, 2)))    # the event being issued
+        level = Signal(lw)
+        first_frame = Signal()
+        last_frame = Signal()
+
+        # --- scratchpad ports: A (src0 in the event phase, src1 in the post phase), B (the mask), peek ---
+        post_phase = Signal()
+        rd_a = {b: mem.read_port() for b, mem in banks.items()}
+        rd_b = {b: mem.read_port() for b, mem in banks.items()}
+        rd_p = {b: mem.read_port() for b, mem in banks.items()}
+        wr = {b: mem.write_port() for b, mem in banks.items()}
+
+        def word_addr(op, tt, nn, g):
+            return (getattr(desc, f"{op}_base") + tt * getattr(desc, f"{op}_tstep") + nn * getattr(desc, f"{op}_nstep")
+                    + g)
+
+        src0_addr = word_addr("src0", t, n, gi)
+        src1_addr = word_addr("src1", t, n, go)
+        mask_addr = word_addr("src2", t, 0, gi)
+        for b in banks:
+            m.d.comb += [rd_a[b].addr.eq(Mux(post_phase, src1_addr, src0_addr)), rd_b[b].addr.eq(mask_addr),
+                         rd_p[b].addr.eq(self.peek_addr)]
+
+        def lanes_of(port_by_bank, bank_sel, as_signed):
+            spk = _lanes(port_by_bank[Bank.SPIKES].data, P, bits[Bank.SPIKES], False)
+            wid = _lanes(port_by_bank[Bank.WIDE].data, P, bits[Bank.WIDE], as_signed)
+            return [Mux(bank_sel == Bank.WIDE, w, s) for s, w in zip(spk, wid)]
+
+        src0_vals = lanes_of(rd_a, desc.src0_bank, True)       # ELEMENTWISE values (signed if wide)
+        src0_lvls = [Mux(desc.src0_bank == Bank.WIDE, rd_a[Bank.WIDE].data[l * c.wide_bits:][:c.event_bits],
+                         rd_a[Bank.SPIKES].data[l * c.spike_bits:][:c.spike_bits]) for l in range(P)]
+        mask_bits = [v != 0 for v in lanes_of(rd_b, desc.src2_bank, False)]
+        src1_vals = lanes_of(rd_a, desc.src1_bank, True)
+
+        m.d.comb += self.peek_data.eq(Mux(self.peek_mem == Mem.WIDE, rd_p[Bank.WIDE].data, rd_p[Bank.SPIKES].data))
+        peek_logit = Signal(signed(c.logit_bits))
+        m.d.sync += peek_logit.eq(logits[self.peek_addr[:index_bits(c.classes)]])
+        with m.If(self.peek_mem == Mem.LOGITS):
+            m.d.comb += self.peek_data.eq(peek_logit)
+
+        # --- the accumulate pipeline: issue (weight and accumulator reads) -> update (write) ---------------
+        w_rd = weights.read_port()
+        acc_rd = acc.read_port(transparent_for=())
+        acc_wr = acc.write_port()
+        upd_valid, upd_go, upd_level = Signal(), Signal(12), Signal(lw)
+        prev_valid, prev_go = Signal(), Signal(12)
+        prev_sum = Signal(P * c.acc_bits)
+        issue = Signal()
+        m.d.sync += [upd_valid.eq(issue), upd_go.eq(go), upd_level.eq(level),
+                     prev_valid.eq(upd_valid), prev_go.eq(upd_go)]
+        m.d.comb += [w_rd.addr.eq(desc.wbase + go * desc.in_ch + gi * P + lane)]
+        acc_now = Mux(prev_valid & (prev_go == upd_go), prev_sum, acc_rd.data)
+        w_lanes = _lanes(w_rd.data, P, c.weight_bits, True)
+        a_lanes = _lanes(acc_now, P, c.acc_bits, True)
+        sums = Cat(*((a + upd_level * w)[:c.acc_bits] for a, w in zip(a_lanes, w_lanes)))
+        m.d.sync += prev_sum.eq(sums)
+
+        # writes into acc: clear, ELEMENTWISE copy, or the update stage
+        clr = Signal()
+        copy = Signal()
+        copy_lanes = [Signal(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
+        m.d.comb += [x.eq(v) for x, v in zip(copy_lanes, src0_vals)]
+        m.d.comb += [acc_wr.addr.eq(Mux(upd_valid, upd_go, Mux(copy, gi, go))),
+                     acc_wr.en.eq(upd_valid | clr | copy),
+                     acc_wr.data.eq(Mux(upd_valid, sums, Mux(copy, Cat(*copy_lanes), 0))),
+                     acc_rd.addr.eq(go)]
+
+        # --- the post unit: read (acc, parameters, membrane, residual), then compute and write ---------
+        mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
+        v_rd, v_wr = vmem.read_port(), vmem.write_port()
+        n_gout_bias = Mux(desc.bias_per_token, n * n_gout, 0)
+        m.d.comb += [mult_rd.addr.eq(desc.mult_base + go), bias_rd.addr.eq(desc.bias_base + n_gout_bias + go),
+                     theta_rd.addr.eq(desc.theta_base + go), v_rd.addr.eq(go)]
+        post_write = Signal()          # the post unit's second cycle: results valid
+        post_go = Signal(12)
+        m.d.sync += post_go.eq(go)
+        acc_l = _lanes(acc_rd.data, P, c.acc_bits, True)
+        mult_l = _lanes(mult_rd.data, P, c.mult_bits, True)
+        bias_l = _lanes(bias_rd.data, P, c.bias_bits, True)
+        v_l = _lanes(v_rd.data, P, c.post_bits, True)
+        th_l = _lanes(theta_rd.data, P * c.levels, c.theta_bits, True)
+        ys, vs = [], []
+        for l in range(P):
+            z = Signal(signed(c.post_bits), name=f"z{l}")
+            m.d.comb += z.eq(acc_l[l] * mult_l[l] + bias_l[l])
+            v = Mux(t == 0, 0, v_l[l])
+            h = Signal(signed(c.post_bits), name=f"h{l}")
+            m.d.comb += h.eq(v - (v >> desc.leak) + z)
+            count = sum((h >= th_l[l * c.levels + k]).as_unsigned() for k in range(c.levels))
+            shifted = Signal(signed(c.post_bits), name=f"rq{l}")
+            m.d.comb += shifted.eq(z >> desc.shift)
+            y = Signal(signed(c.post_bits + 1), name=f"y{l}")
+            half = ((Const(1, c.post_bits + 2) << desc.sat) >> 1).as_signed()
+            hi, lo = half - 1, -half
+            sat = Mux(desc.sat == 0, shifted, Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))
+            added = sat + src1_vals[l]
+            ahalf = ((Const(1, c.post_bits + 2) << desc.add_width) >> 1).as_signed()
+            ahi, alo = ahalf - 1, -ahalf
+            res = Mux(added > ahi, ahi, Mux(added < alo, alo, added))
+            m.d.comb += y.eq(Mux(desc.post == Post.NEURON, count, Mux(desc.add, res, sat)))
+            ys.append(y)
+            vs.append(Mux(count == 0, h, 0))
+        m.d.comb += [v_wr.addr.eq(post_go), v_wr.data.eq(Cat(*(v.as_signed()[:c.post_bits] for v in vs))),
+                     v_wr.en.eq(post_write & (desc.post == Post.NEURON))]
+        dst_addr = word_addr("dst", t, n, post_go)
+        # lanes past out_ch (the last group's padding) are written as 0
+        lane_used = [post_go * P + l < desc.out_ch for l in range(P)]
+        for b in banks:
+            data_word = Cat(*(Mux(u, y[:bits[b]], 0) for u, y in zip(lane_used, ys)))
+            is_dst = (desc.dst_bank == b) & (desc.post != Post.LOGITS)
+            m.d.comb += [wr[b].en.eq(Mux(self.busy, post_write & is_dst,
+                                         self.load_en & (self.load_mem == (Mem.SPIKES if b == Bank.SPIKES
+                                                                            else Mem.WIDE)))),
+                         wr[b].addr.eq(Mux(self.busy, dst_addr, self.load_addr)),
+                         wr[b].data.eq(Mux(self.busy, data_word, self.load_data))]
+        with m.If(post_write & (desc.post == Post.LOGITS)):
+            for l in range(P):
+                k = post_go * P + l
+                with m.If(k < c.classes):
+                    m.d.sync += logits[k[:index_bits(c.classes)]].eq(ys[l])
+
+        # --- the sequencer ------------------------------------------------------------------------------
+        m.d.comb += [self.pc.eq(pc)]
+        with m.If(self.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        nonzero = Cat(*(lv != 0 for lv in levels))
+        lowest = Signal(range(max(P, 2)))
+        for l in reversed(range(P)):
+            with m.If(nonzero[l]):
+                m.d.comb += lowest.eq(l)
+        frame_end_t = t + 1 == desc.steps
+        frame_end_n = n + 1 == desc.tokens
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [self.busy.eq(1), self.done.eq(0), self.error.eq(0), pc.eq(0), word.eq(0),
+                                 self.cycles.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                # word k is read in the cycle after its address: collect words 0 .. DW-1
+                m.d.sync += word.eq(word + 1)
+                with m.If(word != 0):
+                    m.d.sync += desc.as_value().word_select(fetched, WORD_BITS).eq(prog_rd.data)
+                with m.If(word == DESCRIPTOR_WORDS):
+                    m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                m.d.sync += [n.eq(0), t.eq(0), gi.eq(0), go.eq(0), first_frame.eq(1),
+                             n_gin.eq((desc.in_ch + P - 1) // P), n_gout.eq((desc.out_ch + P - 1) // P)]
+                with m.Switch(desc.kind):
+                    with m.Case(Kind.END):
+                        m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                        m.next = "IDLE"
+                    with m.Case(Kind.MATMUL, Kind.ELEMENTWISE):
+                        m.next = "CLEAR"
+                    with m.Default():
+                        m.d.sync += [self.busy.eq(0), self.error.eq(1)]
+                        m.next = "IDLE"
+            with m.State("CLEAR"):
+                with m.If(first_frame | ~desc.reduce):
+                    m.d.comb += clr.eq(1)
+                    m.d.sync += go.eq(go + 1)
+                    with m.If(go + 1 >= n_gout):
+                        m.d.sync += [go.eq(0), gi.eq(0)]
+                        m.next = "READ"
+                with m.Else():
+                    m.d.sync += [go.eq(0), gi.eq(0)]
+                    m.next = "READ"
+            with m.State("READ"):
+                m.next = "LATCH"                   # the src0 and mask words arrive next cycle
+            with m.State("LATCH"):
+                with m.If(desc.kind == Kind.ELEMENTWISE):
+                    m.d.comb += copy.eq(1)
+                    m.next = "NEXT_WORD"
+                with m.Else():
+                    m.d.sync += pending.eq(Cat(*(Mux(~desc.mask | mb, lv, 0).as_unsigned()[:lw]
+                                                 for lv, mb in zip(src0_lvls, mask_bits))))
+                    m.next = "SCAN"
+            with m.State("SCAN"):
+                with m.If(nonzero == 0):
+                    m.next = "NEXT_WORD"
+                with m.Else():
+                    m.d.sync += [lane.eq(lowest), level.eq(Array(levels)[lowest]), go.eq(0)]
+                    m.d.sync += pending.word_select(lowest, lw).eq(0)
+                    m.next = "UPDATE"
+            with m.State("UPDATE"):
+                m.d.comb += issue.eq(1)
+                m.d.sync += go.eq(go + 1)
+                with m.If(go + 1 >= n_gout):
+                    m.d.sync += go.eq(0)
+                    m.next = "SCAN"
+            with m.State("NEXT_WORD"):
+                with m.If(gi + 1 >= n_gin):
+                    m.d.sync += gi.eq(0)
+                    m.next = "DRAIN"
+                with m.Else():
+                    m.d.sync += gi.eq(gi + 1)
+                    m.next = "READ"
+            with m.State("DRAIN"):
+                # the last update is written at the end of this cycle
+                m.d.sync += [go.eq(0), first_frame.eq(0)]
+                with m.If(desc.reduce & ~(frame_end_t & frame_end_n)):
+                    m.next = "NEXT_FRAME"
+                with m.Else():
+                    m.d.sync += post_phase.eq(1)
+                    m.next = "POST_READ"
+            with m.State("POST_READ"):
+                m.next = "POST_WRITE"
+            with m.State("POST_WRITE"):
+                m.d.comb += post_write.eq(1)
+                with m.If(go + 1 >= n_gout):
+                    m.d.sync += [go.eq(0), post_phase.eq(0)]
+                    m.next = "NEXT_FRAME"
+                with m.Else():
+                    m.d.sync += go.eq(go + 1)
+                    m.next = "POST_READ"
+            with m.State("NEXT_FRAME"):
+                with m.If(~frame_end_t):
+                    m.d.sync += t.eq(t + 1)
+                    m.next = "CLEAR"
+                with m.Elif(~frame_end_n):
+                    m.d.sync += [t.eq(0), n.eq(n + 1)]
+                    m.next = "CLEAR"
+                with m.Else():
+                    m.d.sync += [pc.eq(pc + 1), word.eq(0)]
+                    m.next = "FETCH"
+        return m

@@ -1,0 +1,68 @@
+"""The overlay's gateware (``hdl.npu.overlay``) in the Amaranth simulator, descriptor by descriptor against the
+program interpreter (``sim.npu_model``): each descriptor of a real program runs alone on the memories the
+interpreter had before it, and must leave both scratchpad banks (every word, not only its output's) and
+the logits as the interpreter does."""
+
+import numpy as np
+import pytest
+
+from compiler.hw.program import compile_program, fit_config
+from hdl.npu.isa import Bank, Descriptor, Kind, Mem, pack_lanes
+from sim import npu_model
+from sim.npu_amaranth import run_overlay
+
+
+def _bank_words(machine, bank, count):
+    bits = machine.config.spike_bits if bank == Bank.SPIKES else machine.config.wide_bits
+    return [pack_lanes(row, bits) for row in machine.banks[bank][:count]]
+
+
+def _descriptor_by_descriptor(program, x, kinds=(Kind.MATMUL, Kind.ELEMENTWISE)):
+    cfg = program.config
+    images = program.images()
+    m = npu_model.Machine(cfg, program.weights, program.mult, program.bias, program.theta)
+    inp = program.input
+    elements = program.input_elements(x)
+    for f in range(inp.frames):
+        m.write(program.operands[inp.name], f, elements[f])
+    sizes = {b: max(program.bank_words[b], 1) for b in (Bank.SPIKES, Bank.WIDE)}
+    checked = 0
+    for d in program.descriptors[:-1]:
+        before = {b: _bank_words(m, b, sizes[b]) for b in sizes}
+        m.execute(d)
+        if d.kind not in kinds:
+            continue
+        one = {**images, Mem.PROGRAM: d.encode() + Descriptor(Kind.END).encode()}
+        banks, logits, cycles, status = run_overlay(cfg, one, before)
+        assert status == "done", d.name
+        for b in sizes:
+            assert banks[b] == _bank_words(m, b, sizes[b]), (d.name, b.name)
+        if d.post.name == "LOGITS":
+            assert logits[:program.classes] == list(m.logits[:program.classes]), d.name
+        checked += 1
+    return checked
+
+
+def test_every_matmul_and_elementwise_of_the_bundled_model(digits_graph, digits_test):
+    program = compile_program(digits_graph, fit_config(digits_graph, lanes=16))
+    assert _descriptor_by_descriptor(program, digits_test.x[0]) == 11
+
+
+def test_an_unsupported_kind_stops_with_error(digits_graph):
+    program = compile_program(digits_graph, fit_config(digits_graph, lanes=16))
+    attn = next(d for d in program.descriptors if d.kind == Kind.LINEAR_ATTENTION)
+    one = {**program.images(), Mem.PROGRAM: attn.encode() + Descriptor(Kind.END).encode()}
+    _, _, _, status = run_overlay(program.config, one, {Bank.SPIKES: [0], Bank.WIDE: [0]})
+    assert status == "error"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, lanes", [("sdsa1-T2-D1-b2", 4), ("events-T3-D2-b8", 7), ("16px-T2-8heads", 8)])
+def test_configurations_descriptor_by_descriptor(name, lanes):
+    """Masks, membranes over time steps, event-frame inputs, 8-bit weights, per-token biases (or none), and
+    lane counts that divide no width."""
+    from test_npu_program import CONFIGS, _model
+    from compiler.frontend.config import ModelConfig
+    graph, x = _model(ModelConfig(**CONFIGS[name]), count=1)
+    program = compile_program(graph, fit_config(graph, lanes=lanes))
+    assert _descriptor_by_descriptor(program, x[0]) >= 6
