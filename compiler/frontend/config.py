@@ -7,12 +7,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
+from ..ir import conv_out
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 SUPPORTED_LEVELS = (1, 2, 4)
 ATTENTION_KINDS = ("sdsa1", "linear")
 INPUT_KINDS = ("image", "events")
 MAX_TIMESTEPS = 16
+#: Architectures, by the names scripts use (``--arch``): ``flat`` is the original family.
+ARCHS = ("flat", "metaformer", "spikformer")
+HEAD_KINDS = ("spikes", "membrane")
+MAX_STAGES = 6
+#: ``dims`` and ``depths`` when an architecture other than flat is asked for without them.
+DEFAULT_STAGES = {"metaformer": ((16, 32, 64, 128), (1, 1, 2, 1)), "spikformer": ((16, 32, 64), (1,))}
+#: Fields that only the non-flat architectures use: left out of a flat model's dictionary (and so of its
+#: checkpoint) while they hold these defaults, so that flat checkpoints stay what they always were.
+_STAGE_DEFAULTS = {"arch": "flat", "dims": (), "depths": (), "head": "spikes"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +42,17 @@ class ModelConfig:
     timesteps: T, time steps; the membranes leak by ``leak_shift`` (tau = 2**leak_shift) between steps.
     attention: ``"sdsa1"`` (V1: AND, popcount over tokens, threshold, mask) or ``"linear"`` (V2/QSD: Q (K^T V)).
     attn_scale: the attention's fixed scale before its neuron.
-    pos_embed: a learned per-token, per-channel bias on the stem's membrane (position information).
+    pos_embed: a learned per-token, per-channel bias on the stem's membrane (position information; flat only).
+    arch: ``"flat"`` (patch stem, ``depth`` blocks of width ``dim``), ``"metaformer"`` (QSD / Meta-SpikeFormer:
+        a 7x7 stride-2 conv stem, 3x3 stride-2 downsampling before every later stage, the first
+        ``len(dims) // 2`` stages of conv blocks, the rest of transformer blocks) or ``"spikformer"``
+        (Spike-driven Transformer V1: an SPS stem of 3x3 convs, each but the last followed by a neuron and a
+        3x3 stride-2 max-pool, a 3x3 conv position embedding, then transformer blocks). docs/model.md.
+    dims, depths: metaformer: each stage's width and block count (one entry per stage); spikformer: the SPS
+        convs' widths (the last is the transformer's) and one entry, the transformer block count. Empty for
+        flat (which uses ``dim`` and ``depth``); empty for the others means ``DEFAULT_STAGES``.
+    head: ``"spikes"`` (a neuron on the residual stream, then the mean of its spikes) or ``"membrane"`` (the
+        mean of the residual stream itself, Spike-driven Transformer V1's head).
     """
 
     input: str = "image"
@@ -51,17 +71,60 @@ class ModelConfig:
     attention: str = "linear"
     attn_scale: float = 0.125
     pos_embed: bool = True
+    arch: str = "flat"
+    dims: tuple[int, ...] = ()
+    depths: tuple[int, ...] = ()
+    head: str = "spikes"
 
     def __post_init__(self) -> None:
+        for name in ("dims", "depths"):          # lists (JSON, the command line) become tuples
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        if isinstance(self.arch, str) and self.arch in DEFAULT_STAGES and self.dims == () and self.depths == ():
+            dims, depths = DEFAULT_STAGES[self.arch]
+            object.__setattr__(self, "dims", dims)
+            object.__setattr__(self, "depths", depths)
         self.validate()
+
+    def mlp_hidden(self, dim: int) -> int:
+        """Hidden width of an MLP (or a channel-conv block) on a ``dim``-wide stream."""
+        return max(1, int(round(dim * self.mlp_ratio)))
 
     @property
     def hidden(self) -> int:
-        return max(1, int(round(self.dim * self.mlp_ratio)))
+        return self.mlp_hidden(self.dim)
+
+    @property
+    def width(self) -> int:
+        """The residual stream's width where the head reads it."""
+        return self.dim if self.arch == "flat" else self.dims[-1]
+
+    @property
+    def conv_stages(self) -> int:
+        """metaformer: how many leading stages are conv stages (the rest are transformer stages)."""
+        return len(self.dims) // 2 if self.arch == "metaformer" else 0
+
+    def grids(self) -> list[tuple[int, int]]:
+        """The token grid (height, width) of each stage's residual stream: one entry for flat and spikformer."""
+        if self.arch == "flat":
+            side = self.image_size // self.patch
+            return [(side, side)]
+        side = self.image_size
+        if self.arch == "spikformer":
+            for _ in self.dims[:-1]:
+                side = conv_out(side, 3, 2, 1)         # each SPS max-pool halves the grid (rounding up)
+            return [(side, side)]
+        sides = [conv_out(side, 7, 2, 3)]
+        for _ in self.dims[1:]:
+            sides.append(conv_out(sides[-1], 3, 2, 1))
+        return [(h, h) for h in sides]
 
     @property
     def tokens(self) -> int:
-        return (self.image_size // self.patch) ** 2
+        """Tokens where the head reads the residual stream."""
+        h, w = self.grids()[-1]
+        return h * w
 
     @property
     def head_dim(self) -> int:
@@ -96,17 +159,49 @@ class ModelConfig:
         need(1 <= self.channels <= 64, f"channels must be 1..64, not {self.channels}")
         need(2 <= self.classes <= 1024, f"classes must be 2..1024, not {self.classes}")
         need(1 <= self.image_size <= 256, f"image_size must be 1..256, not {self.image_size}")
-        need(1 <= self.patch <= self.image_size and self.image_size % self.patch == 0,
+        need(self.arch != "flat" or (1 <= self.patch <= self.image_size and self.image_size % self.patch == 0),
              f"patch {self.patch} must divide image_size {self.image_size}")
         need(1 <= self.dim <= 1024, f"dim must be 1..1024, not {self.dim}")
         need(1 <= self.depth <= 16, f"depth must be 1..16, not {self.depth}")
-        need(1 <= self.heads <= self.dim and self.dim % self.heads == 0,
-             f"heads {self.heads} must divide dim {self.dim}")
+        if self.arch == "flat":
+            need(1 <= self.heads <= self.dim and self.dim % self.heads == 0,
+                 f"heads {self.heads} must divide dim {self.dim}")
         need(0 < self.mlp_ratio <= 16, f"mlp_ratio must be in (0, 16], not {self.mlp_ratio}")
         need(0 < self.attn_scale <= 16, f"attn_scale must be in (0, 16], not {self.attn_scale}")
+        need(self.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
+        need(self.head in HEAD_KINDS, f"head must be one of {', '.join(HEAD_KINDS)}, not {self.head!r}")
+        for name in ("dims", "depths"):
+            value = getattr(self, name)
+            need(isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+                 f"{name} must be a list of integers, not {value!r}")
+        if self.arch == "flat":
+            need(self.dims == () and self.depths == (),
+                 "dims and depths are for the metaformer and spikformer architectures (flat uses dim and depth)")
+            return
+        need(1 <= len(self.dims) <= MAX_STAGES, f"dims must have 1..{MAX_STAGES} entries, not {len(self.dims)}")
+        need(all(1 <= d <= 1024 for d in self.dims), f"every entry of dims must be 1..1024, not {self.dims}")
+        need(all(0 <= d <= 16 for d in self.depths), f"every entry of depths must be 0..16, not {self.depths}")
+        if self.arch == "metaformer":
+            need(len(self.depths) == len(self.dims),
+                 f"metaformer needs one depth per stage: {len(self.dims)} dims, {len(self.depths)} depths")
+            attention_dims = [d for i, d in enumerate(self.dims) if i >= self.conv_stages and self.depths[i]]
+        else:
+            need(len(self.depths) == 1, "spikformer takes one depth (its transformer block count), "
+                                         f"not {len(self.depths)}")
+            attention_dims = [self.dims[-1]] if self.depths[0] else []
+        for d in attention_dims:
+            need(self.heads <= d and d % self.heads == 0, f"heads {self.heads} must divide every transformer "
+                                                          f"stage's width, not {d}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if self.arch == "flat":
+            for name, default in _STAGE_DEFAULTS.items():
+                if data[name] == default:
+                    del data[name]
+        else:
+            data["dims"], data["depths"] = list(self.dims), list(self.depths)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> "ModelConfig":

@@ -78,6 +78,40 @@ class QuantPatchConv(nn.Conv2d):
         return F.conv2d(x, self.quant(self.weight), None, self.stride)
 
 
+class QuantConv(nn.Conv2d):
+    """A k x k conv (stride, zero padding, groups; depthwise when groups = channels) with LSQ-quantized weights."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, bits: int, stride: int = 1,
+                 padding: int = 0, groups: int = 1):
+        super().__init__(in_channels, out_channels, kernel_size=kernel, stride=stride, padding=padding,
+                         groups=groups, bias=False)
+        self.quant = LSQ(bits, self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.quant(self.weight), None, self.stride, self.padding, 1, self.groups)
+
+
+class IntQuant(nn.Module):
+    """Fake-quantizes a non-spike activation to signed ``bits``-bit integers times a learned step ``s``:
+    ``q = clamp(floor(x / s + 1/2), Qn, Qp)`` (round half up, saturate: the IR's ``Requant``), output ``q * s``.
+
+    The integer model passes ``q`` on as a multi-level event (the depthwise -> pointwise path of a SepConv)."""
+
+    def __init__(self, bits: int, init: float = 0.5):
+        super().__init__()
+        self.bits = bits
+        self.qn, self.qp = weight_range(bits)
+        self.step = nn.Parameter(torch.tensor(float(init)))
+
+    def scale(self) -> float:
+        """The step ``s`` as the integer model uses it."""
+        return float(self.step.detach().abs().clamp_min(1e-4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = _grad_scale(self.step.abs().clamp_min(1e-4), 1.0 / math.sqrt(x[0].numel() * self.qp))
+        return _floor_ste(torch.clamp(x / s, self.qn, self.qp) + 0.5) * s
+
+
 class _MultiSpike(torch.autograd.Function):
     """level = floor(clamp(D*u, 0, D) + 1/2), straight-through gradient inside [0, 1]."""
 

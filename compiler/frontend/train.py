@@ -12,17 +12,35 @@ from tqdm import tqdm
 from ..errors import UserError
 from .config import ModelConfig
 from .data import Split
-from .model import QSDTransformer
+from ..ir import conv_out
+from .model import SEP_EXPANSION, SPS_POOL, QSDTransformer
+
+
+def _activations_per_step(cfg: ModelConfig) -> float:
+    """About how many values one sample's forward pass makes per time step: ``(8 + 2 * mlp_ratio) * dim`` per
+    token and block (plus one block's worth for the stem and head), a conv block's SepConv adding ``4 * dim``
+    more; the spikformer stem's convs a few per token and channel of their grids."""
+    per_block = 8 + 2 * cfg.mlp_ratio
+    if cfg.arch == "flat":
+        return cfg.tokens * cfg.dim * per_block * (cfg.depth + 1)
+    if cfg.arch == "metaformer":
+        return sum(h * w * dim * (per_block + (4 * SEP_EXPANSION if i < cfg.conv_stages else 0)) * (depth + 1)
+                   for i, ((h, w), dim, depth) in enumerate(zip(cfg.grids(), cfg.dims, cfg.depths)))
+    side, stem = cfg.image_size, 0.0
+    for dim in cfg.dims:
+        stem += 4 * side * side * dim
+        side = conv_out(side, *SPS_POOL)
+    return stem + cfg.tokens * cfg.width * per_block * (cfg.depths[0] + 2)
 
 
 def training_bytes(cfg: ModelConfig, batch_size: int) -> int:
     """About how much memory training ``cfg`` takes: 16 bytes per parameter (weights, gradients, two AdamW
     moments; counted on the meta device, nothing allocated) and, per sample of a batch, the float32
-    activations autograd keeps (about ``(8 + 2 * mlp_ratio) * dim`` values per token, block and time step,
-    three times over for the quantizers' and neurons' intermediates)."""
+    activations autograd keeps (:func:`_activations_per_step` per time step, three times over for the
+    quantizers' and neurons' intermediates)."""
     with torch.device("meta"):
         params = sum(p.numel() for p in QSDTransformer(cfg).parameters())
-    per_sample = 3 * 4 * cfg.timesteps * cfg.tokens * cfg.dim * (8 + 2 * cfg.mlp_ratio) * (cfg.depth + 1)
+    per_sample = 3 * 4 * cfg.timesteps * _activations_per_step(cfg)
     return int(16 * params + batch_size * per_sample)
 
 
