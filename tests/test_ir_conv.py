@@ -131,6 +131,9 @@ def test_conv_range_counts_the_zero_padding():
     assert (t.lo, t.hi) == (0, 27)
     got = golden.conv(np.full((1, 1, 9, 1), 2), op)
     assert got[0, 0, 0, 0] == 8 and got[0, 0, 4, 0] == 18        # a corner sees 4 inputs, the centre 9
+    op.padding = 0                                               # no padding: every window is 9 inputs
+    t = ir.infer_types(_on_tokens(op, 1, 3, 3, 1, 2, 3))["conv"]
+    assert (t.lo, t.hi) == (18, 27)
 
 
 def _stem(**conv):

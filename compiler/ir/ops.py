@@ -438,7 +438,8 @@ def infer_types(graph: Graph, integer: bool = False) -> dict[str, TensorType]:
                  f"weight {op.weight.shape} with {op.groups} groups does not fit input {x.shape}")
             need(op.out_height >= 1 and op.out_width >= 1, op,
                  f"kernel {k} (padding {op.padding}) is larger than the {op.height} x {op.width} grid")
-            lo, hi = _range_of_dot(op.weight, min(x.lo, 0), max(x.hi, 0))      # padding reads 0
+            # a padded window also reads zeros: with padding, 0 joins the inputs' range
+            lo, hi = _range_of_dot(op.weight, *((min(x.lo, 0), max(x.hi, 0)) if op.padding else (x.lo, x.hi)))
             types[op.dst] = TensorType((x.shape[0], op.out_height * op.out_width, o), lo, hi)
 
         elif isinstance(op, MaxPool):
