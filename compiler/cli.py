@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import traceback
@@ -68,6 +69,7 @@ _seconds = _argument(float, "number", _finite_positive, "must be a positive numb
 
 #: Exit statuses (docs/cli.md).
 OK, CHECK_FAILED, BAD_INPUT, INTERNAL_ERROR = 0, 1, 2, 3
+BROKEN_PIPE = 128 + 13                              # as a shell reports a command ended by SIGPIPE
 
 
 def _emit(report: dict, as_json: bool, human) -> None:
@@ -269,7 +271,7 @@ def cmd_run(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     d = ModelConfig()
-    parser = _Parser(prog="python -m compiler",
+    parser = _Parser(prog="qsd-fpga" if Path(sys.argv[0]).name == "qsd-fpga" else "python -m compiler",
                      description="Compile quantized spike-driven Transformers (QSD-Transformer style) to FPGA "
                                  "hardware. Exit status: 0 success, 1 failed check, 2 bad input, "
                                  "3 internal error.")
@@ -444,5 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+    except BrokenPipeError:                         # stdout closed early (| head): not a bug, nothing to say
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit's flush
+        except (OSError, ValueError):               # a stdout without a file descriptor
+            pass
+        return BROKEN_PIPE
     except Exception as exc:                        # a bug: not the user's input, not a failed check
         return _report_crash(exc, sys.argv[1:] if argv is None else argv)

@@ -4,6 +4,7 @@ figure, and an internal error's own exit status with its traceback in a log file
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -131,3 +132,20 @@ def test_bad_input_is_still_status_2_and_the_docs_say_3(capsys):
     assert capsys.readouterr().err.startswith("error: ")
     doc = (ROOT / "docs" / "cli.md").read_text()
     assert re.search(r"\*\*3\*\* \| an internal error", doc)
+
+
+def test_a_closed_stdout_is_not_an_internal_error(tmp_path):
+    """``... --json | head``: the reader went away; exit 141 as a shell reports SIGPIPE, no crash log."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "compiler", "inspect", str(EXAMPLE), "--count", "1", "--json"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()                            # before the command writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == cli.BROKEN_PIPE == 141, err
+    assert err == "" and not list(tmp_path.iterdir())
+
+
+def test_usage_names_the_command_it_was_run_as():
+    script = Path(sys.executable).with_name("qsd-fpga")
+    r = subprocess.run([str(script), "estimate"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.endswith("(see qsd-fpga estimate --help)\n"), r.stderr
