@@ -8,6 +8,7 @@ import pytest
 
 from compiler.hw.program import compile_program, fit_config
 from hdl.npu.isa import Bank, Descriptor, Kind, Mem, pack_lanes
+from hdl.npu.overlay import descriptor_cycles
 from sim import npu_model
 from sim.npu_amaranth import run_overlay
 
@@ -35,6 +36,9 @@ def _descriptor_by_descriptor(program, x, kinds=(Kind.MATMUL, Kind.ELEMENTWISE))
         one = {**images, Mem.PROGRAM: d.encode() + Descriptor(Kind.END).encode()}
         banks, logits, cycles, status = run_overlay(cfg, one, before)
         assert status == "done", d.name
+        events = m.events.get(d.name, 0)
+        assert cycles == descriptor_cycles(d, cfg.lanes, events) + descriptor_cycles(Descriptor(Kind.END),
+                                                                                       cfg.lanes), d.name
         for b in sizes:
             assert banks[b] == _bank_words(m, b, sizes[b]), (d.name, b.name)
         if d.post.name == "LOGITS":

@@ -143,3 +143,27 @@ def test_the_fitted_configuration_is_the_smallest(digits_graph):
                  "levels", "logit_bits"):
         with pytest.raises(UserError, match=rf"\({knob}\)"):
             compile_program(digits_graph, cfg.with_(**{knob: getattr(cfg, knob) - 1}))
+
+
+def test_events_and_listing_follow_the_samples(digits_graph, digits_test):
+    """The events per descriptor that the listing's cycles come from are those the interpreter consumes, and
+    the cycles grow with them."""
+    program = compile_program(digits_graph)
+    x = digits_test.x[:3]
+    events = program.events(x)
+    machines = []
+    for sample in x:
+        m = npu_model.Machine(program.config, program.weights, program.mult, program.bias, program.theta)
+        inp = program.input
+        for f, frame in enumerate(program.input_elements(sample)):
+            m.write(program.operands[inp.name], f, frame)
+        for d in program.descriptors[:-1]:
+            m.execute(d)
+        machines.append(m)
+    for d, e in zip(program.descriptors, events):
+        assert e == pytest.approx(np.mean([m.events.get(d.name, 0) for m in machines]))
+    quiet, busy = program.cycles(), program.cycles(events)
+    assert all((q is None and b is None) or b > q for q, b, d in zip(quiet, busy, program.descriptors)
+               if d.kind == Kind.MATMUL)
+    text = program.listing(events)
+    assert "cycles per inference" in text and "block0.mlp.fc1" in text

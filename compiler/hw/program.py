@@ -15,10 +15,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hdl.npu.isa import Bank, Config, Descriptor, Kind, Mem, Operand, Post, pack_lanes
+from hdl.npu.overlay import descriptor_cycles
 from hdl.packing import groups as n_groups
 from hdl.packing import signed_width, unsigned_width
 
 from .. import ir
+from ..ir import golden
 from ..errors import UserError
 from .plan import model_id
 
@@ -79,6 +81,7 @@ class Program:
     classes: int
     timesteps: int
     model_id: int
+    graph: ir.Graph
     meta: dict = field(default_factory=dict)
 
     @property
@@ -106,25 +109,65 @@ class Program:
                 Mem.BIAS: [pack_lanes(w, c.bias_bits) for w in self.bias],
                 Mem.THETA: [pack_lanes(w.reshape(-1), c.theta_bits) for w in self.theta]}
 
-    def listing(self) -> str:
-        """One line per descriptor: what it computes, its operands' addresses, its dense synaptic operations."""
+    def events(self, x: np.ndarray) -> list[float]:
+        """Mean non-zero events per descriptor (what its src0 holds over its run, mask applied) over the samples
+        ``x``, from the golden model's tensors."""
+        _, env = golden.run(self.graph, x, trace=True)
+        out = []
+        for d, layer in zip(self.descriptors, self.layers):
+            if d.kind != Kind.MATMUL:
+                out.append(0.0)
+                continue
+            src = layer.srcs[0]
+            if src == self.input_name:
+                arr = np.stack([self.input_elements(s) for s in x])
+            else:
+                arr = env[src]
+            arr = arr[:, :d.steps]
+            if d.mask:
+                arr = arr * env[layer.srcs[2]][:, :d.steps]
+            out.append(float(np.count_nonzero(arr)) / len(x))
+        return out + [0.0]
+
+    def cycles(self, events: list[float] | None = None) -> list[float | None]:
+        """Cycles of each descriptor (the END included) for ``events`` per descriptor (:meth:`events`; none:
+        the cost of a run without a spike); None for a descriptor the overlay cannot run yet."""
+        events = events or [0.0] * len(self.descriptors)
+        return [descriptor_cycles(d, self.config.lanes, e) for d, e in zip(self.descriptors, events)]
+
+    def listing(self, events: list[float] | None = None) -> str:
+        """One line per descriptor: what it computes, its operands' addresses, its dense synaptic operations
+        and, given the mean events per descriptor (:meth:`events`), its events and cycles."""
         lines = [f"program {self.model_id:08x}: {len(self.descriptors)} descriptors, {self.config.lanes} lanes; "
                  f"spike bank {self.bank_words[Bank.SPIKES]:,} / {self.config.spike_depth:,} words, wide bank "
                  f"{self.bank_words[Bank.WIDE]:,} / {self.config.wide_depth:,}, weight store "
                  f"{len(self.weights):,} / {self.config.weight_depth:,}",
-                 f"{'#':>3} {'layer':<22} {'computes':<34} {'reads':<30} {'writes':<14} {'dense ops':>10}"]
+                 f"{'#':>3} {'layer':<22} {'computes':<34} {'reads':<24} {'writes':<8} {'dense ops':>10}"
+                 + (f" {'events':>8} {'cycles':>8}" if events else "")]
+        cycles = self.cycles(events)
         for k, (d, layer) in enumerate(zip(self.descriptors, self.layers + [None])):
             if d.kind == Kind.END:
-                lines.append(f"{k:>3} {'end':<22}")
+                lines.append(f"{k:>3} {'end':<22} {'':<34} {'':<24} {'':<8} {'':>10}"
+                             + (f" {'':>8} {cycles[k]:>8,.0f}" if events else ""))
                 continue
             reads = ", ".join(_where(op) for op, name in zip((d.src0, d.src1, d.src2), layer.srcs) if name)
             writes = "logits" if layer.dst is None else _where(d.dst)
-            lines.append(f"{k:>3} {d.name:<22} {_computes(d):<34} {reads:<30} {writes:<14} {layer.dense_ops:>10,}")
+            lines.append(f"{k:>3} {d.name:<22} {_computes(d):<34} {reads:<24} {writes:<8} {layer.dense_ops:>10,}"
+                         + (f" {events[k]:>8,.0f} {_num(cycles[k]):>8}" if events else ""))
+        if events:
+            missing = sum(c is None for c in cycles)
+            lines.append(f"total: {sum(c for c in cycles if c is not None):,.0f} cycles per inference "
+                         f"({sum(events):,.0f} events)" + (f", without {missing} descriptors the overlay cannot "
+                                                           "run yet" if missing else ""))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return (f"<Program {self.model_id:08x}: {len(self.descriptors)} descriptors, "
                 f"{len(self.weights)} weight words, {self.config.lanes} lanes>")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def _where(op: Operand) -> str:
@@ -476,7 +519,7 @@ def compile_program(graph: ir.Graph, config: Config | None = None) -> Program:
                    weights=stack(weights, (P,)), mult=stack(mult, (P,)), bias=stack(bias, (P,)),
                    theta=stack(theta, (P, cfg.levels)), bank_words=high, input_name=graph.input_name,
                    input_kind=graph.input_kind, input_frames=c.input_frames, patch=c.patch,
-                   classes=c.types[graph.output].shape[-1], timesteps=c.T, model_id=model_id(graph),
+                   classes=c.types[graph.output].shape[-1], timesteps=c.T, model_id=model_id(graph), graph=graph,
                    meta={"output_op": out.name if out else None, "needs": program_needs})
 
 

@@ -32,7 +32,28 @@ from amaranth.lib.wiring import In, Out
 from ..packing import index_bits
 from .isa import DESCRIPTOR_WORDS, WORD_BITS, Bank, Config, Kind, Mem, Post, descriptor_layout
 
-__all__ = ["Overlay"]
+__all__ = ["Overlay", "descriptor_cycles"]
+
+
+def descriptor_cycles(d, lanes: int, events: float = 0) -> float | None:
+    """Cycles of one descriptor ``d`` (``hdl.npu.isa.Descriptor``) on this sequencer, given the non-zero
+    events (mask applied) that its src0 holds over the whole run: exact (``tests/test_npu_overlay.py``).
+
+    Fetch and dispatch ``DESCRIPTOR_WORDS + 2``; per frame (token and step): clear ``G_out`` (1 between the
+    frames of a reduction), ``4`` per src0 word (``3`` for ELEMENTWISE) and ``G_out + 1`` per event, drain 1,
+    post ``2 G_out`` (once for a reduction), 1 to the next frame. None for a kind this sequencer cannot run."""
+    fetch = DESCRIPTOR_WORDS + 2
+    if d.kind == Kind.END:
+        return fetch
+    if d.kind not in (Kind.MATMUL, Kind.ELEMENTWISE):
+        return None
+    g_in, g_out = -(-d.in_ch // lanes), -(-d.out_ch // lanes)
+    frames = d.tokens * d.steps
+    posts = 1 if d.reduce else frames
+    clears = 1 if d.reduce else frames
+    per_word = 3 if d.kind == Kind.ELEMENTWISE else 4
+    return (fetch + clears * g_out + (frames - clears) + frames * (g_in * per_word + 2) + posts * 2 * g_out
+            + events * (g_out + 1))
 
 
 def _lanes(word, count: int, width: int, as_signed: bool) -> list:
