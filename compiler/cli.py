@@ -8,6 +8,7 @@ internal error (a bug: one line naming the log file that holds the traceback).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -153,8 +154,25 @@ def cmd_inspect(args) -> int:
     graph = lower(model, args.model)
     report = {"model": str(args.model), "config": model.cfg.to_dict(), "samples_from": source,
               **metrics.summarize(graph, x, sum(p.numel() for p in model.parameters()))}
+    if args.program:
+        report["program"] = _program_report(graph, x, args.lanes)
     _emit(report, args.json, _print_inspect)
     return 0
+
+
+def _program_report(graph, x, lanes: int) -> dict:
+    """The overlay program of ``graph`` (docs/architecture.md): its listing, and per descriptor the mean events
+    over ``x`` and the cycles they cost."""
+    from .hw.program import compile_program, fit_config
+
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 256:
+        raise UserError(f"--lanes must be an integer from 1 to 256, not {lanes}")
+    program = compile_program(graph, fit_config(graph, lanes))
+    events = program.events(x)
+    cycles = program.cycles(events)
+    return {"lanes": lanes, "config": dataclasses.asdict(program.config), "listing": program.listing(events),
+            "descriptors": [{"name": d.name, "kind": d.kind.name, "post": d.post.name, "events": e, "cycles": c}
+                            for d, e, c in zip(program.descriptors, events, cycles)]}
 
 
 def _print_inspect(r: dict) -> None:
@@ -169,6 +187,8 @@ def _print_inspect(r: dict) -> None:
         ops = (f"{layer['dense_ops']:>10.0f} {layer['effective_ops']:>10.0f}" if layer["kind"] else "")
         print(f"{layer['name']:<22} {layer['op']:<16} {'x'.join(map(str, layer['output_shape'])):<14} "
               f"{str(layer['output_range']):<26} {layer['output_bits']:>4} {w:<16} {ops}")
+    if "program" in r:
+        print(r["program"]["listing"])
     s = r["synaptic_ops"]
     print(f"parameters: {r['parameters']:,}   weight memory: {r['weight_memory_bytes']:,} bytes")
     print(f"synaptic ops per inference (mean of {r['samples']} samples from {r['samples_from']}): "
@@ -315,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "count, weight memory, dense and effective synaptic operations and activation "
                                    "sparsity measured on sample inputs (NeuroBench definitions).")
     _add_input_args(i, default_count=64)
+    i.add_argument("--program", action="store_true",
+                   help="also compile the overlay program and print its listing: one line per layer descriptor, "
+                        "with its addresses, mean events and cycles (docs/architecture.md)")
+    i.add_argument("--lanes", type=int, default=16, help="the overlay's lanes for --program (default 16)")
     i.set_defaults(func=cmd_inspect)
 
     e = sub.add_parser("evaluate", help="float vs integer golden model accuracy and agreement",

@@ -167,3 +167,16 @@ def test_events_and_listing_follow_the_samples(digits_graph, digits_test):
                if d.kind == Kind.MATMUL)
     text = program.listing(events)
     assert "cycles per inference" in text and "block0.mlp.fc1" in text
+
+
+def test_inspect_prints_the_program(capsys):
+    from compiler import cli
+    from conftest import EXAMPLE
+    import json
+    assert cli.main(["inspect", str(EXAMPLE), "--program", "--lanes", "8", "--count", "4", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    prog = r["program"]
+    assert r["schema_version"] == 1 and prog["lanes"] == 8 and prog["config"]["lanes"] == 8
+    assert [d["kind"] for d in prog["descriptors"]][-1] == "END" and len(prog["descriptors"]) == 13
+    assert all(d["cycles"] > 0 for d in prog["descriptors"] if d["kind"] in ("MATMUL", "ELEMENTWISE"))
+    assert "block0.mlp.fc2" in prog["listing"]
