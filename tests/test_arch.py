@@ -233,6 +233,8 @@ def test_default_stages_and_lists():
     assert ModelConfig(arch="metaformer").dims == (16, 32, 64, 128)
     assert ModelConfig(arch="metaformer").depths == (1, 1, 2, 1)
     assert ModelConfig(arch="spikformer").depths == (1,)
+    assert ModelConfig(arch="metaformer", dims=(8, 8, 16)).depths == (1, 1, 1)
+    assert ModelConfig(arch="spikformer", dims=(8, 16)).depths == (1,)
     cfg = ModelConfig.from_dict({"arch": "metaformer", "dims": [8, 8], "depths": [1, 0]})
     assert cfg.dims == (8, 8) and cfg.conv_stages == 1 and ModelConfig.from_dict(cfg.to_dict()) == cfg
 
@@ -242,6 +244,7 @@ def test_default_stages_and_lists():
     (dict(head="mean"), "head must be one of spikes, membrane"),
     (dict(dims=(8,)), "dims and depths are for the metaformer and spikformer"),
     (dict(arch="metaformer", dims=(8, 8), depths=(1,)), "one depth per stage: 2 dims, 1 depths"),
+    (dict(arch="metaformer", depths=(1, 1)), "dims must have 1..6 entries, not 0"),
     (dict(arch="spikformer", dims=(8, 8), depths=(1, 1)), "spikformer takes one depth"),
     (dict(arch="metaformer", dims=(8, 0), depths=(1, 1)), "every entry of dims must be 1..1024"),
     (dict(arch="metaformer", dims=(8, 8), depths=(1, -1)), "every entry of depths must be 0..16"),

@@ -50,7 +50,8 @@ class ModelConfig:
         3x3 stride-2 max-pool, a 3x3 conv position embedding, then transformer blocks). docs/model.md.
     dims, depths: metaformer: each stage's width and block count (one entry per stage); spikformer: the SPS
         convs' widths (the last is the transformer's) and one entry, the transformer block count. Empty for
-        flat (which uses ``dim`` and ``depth``); empty for the others means ``DEFAULT_STAGES``.
+        flat (which uses ``dim`` and ``depth``); for the others, both empty mean ``DEFAULT_STAGES``, and
+        ``depths`` alone empty means one block per stage (spikformer: one transformer block).
     head: ``"spikes"`` (a neuron on the residual stream, then the mean of its spikes) or ``"membrane"`` (the
         mean of the residual stream itself, Spike-driven Transformer V1's head).
     """
@@ -81,10 +82,14 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        if isinstance(self.arch, str) and self.arch in DEFAULT_STAGES and self.dims == () and self.depths == ():
+        if isinstance(self.arch, str) and self.arch in DEFAULT_STAGES and self.depths == ():
             dims, depths = DEFAULT_STAGES[self.arch]
-            object.__setattr__(self, "dims", dims)
-            object.__setattr__(self, "depths", depths)
+            if self.dims == ():
+                object.__setattr__(self, "dims", dims)
+            elif isinstance(self.dims, tuple):           # widths given alone: one block per stage
+                object.__setattr__(self, "depths", (1,) * len(self.dims) if self.arch == "metaformer" else (1,))
+            if self.depths == ():
+                object.__setattr__(self, "depths", depths)
         self.validate()
 
     def mlp_hidden(self, dim: int) -> int:
