@@ -260,3 +260,23 @@ def test_bad_architectures_are_refused(kw, message):
 def test_a_conv_stage_needs_no_heads():
     """heads only constrain transformer stages: a 6-wide conv stage with 4 heads is fine."""
     ModelConfig(arch="metaformer", dims=(6, 8), depths=(1, 1), heads=4)
+
+
+_values = st.recursive(st.none() | st.booleans() | st.integers(-3, 2000) | st.floats() | st.text(max_size=12)
+                       | st.sampled_from(["flat", "metaformer", "spikformer", "spikes", "membrane"]),
+                       lambda inner: st.lists(inner, max_size=7), max_leaves=10)
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(data=st.fixed_dictionaries({}, optional={"arch": _values, "dims": _values, "depths": _values, "head": _values,
+                                                "heads": st.sampled_from([1, 2, 3, 4])}))
+def test_any_stage_fields_are_a_config_or_a_user_error(data):
+    """Whatever a checkpoint's config says about the stages, the answer is a valid config or a UserError."""
+    try:
+        cfg = ModelConfig.from_dict(data)
+    except UserError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    if cfg.arch != "flat":
+        assert len(cfg.grids()) == (len(cfg.dims) if cfg.arch == "metaformer" else 1)

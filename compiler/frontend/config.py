@@ -82,13 +82,16 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        if isinstance(self.arch, str) and self.arch in DEFAULT_STAGES and self.depths == ():
+        def empty(value) -> bool:
+            return isinstance(value, tuple) and not value
+
+        if isinstance(self.arch, str) and self.arch in DEFAULT_STAGES and empty(self.depths):
             dims, depths = DEFAULT_STAGES[self.arch]
-            if self.dims == ():
+            if empty(self.dims):
                 object.__setattr__(self, "dims", dims)
             elif isinstance(self.dims, tuple):           # widths given alone: one block per stage
                 object.__setattr__(self, "depths", (1,) * len(self.dims) if self.arch == "metaformer" else (1,))
-            if self.depths == ():
+            if empty(self.depths):
                 object.__setattr__(self, "depths", depths)
         self.validate()
 
