@@ -280,3 +280,12 @@ def test_any_stage_fields_are_a_config_or_a_user_error(data):
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     if cfg.arch != "flat":
         assert len(cfg.grids()) == (len(cfg.dims) if cfg.arch == "metaformer" else 1)
+
+
+def test_parse_int_list_for_the_command_line():
+    from compiler.frontend.config import parse_int_list
+    assert parse_int_list("16,32, 64,128", "--dims") == (16, 32, 64, 128)
+    assert parse_int_list("2", "--depths") == (2,)
+    for bad in ("", "16,,32", "a,b", "1.5", "16;32"):
+        with pytest.raises(UserError, match="--dims must be comma-separated integers"):
+            parse_int_list(bad, "--dims")

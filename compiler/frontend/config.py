@@ -25,6 +25,17 @@ DEFAULT_STAGES = {"metaformer": ((16, 32, 64, 128), (1, 1, 2, 1)), "spikformer":
 _STAGE_DEFAULTS = {"arch": "flat", "dims": (), "depths": (), "head": "spikes"}
 
 
+def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
+    """A command line's comma-separated integers (``--dims 16,32,64,128``) as a tuple; UserError naming ``flag``
+    otherwise. The values themselves are checked by :class:`ModelConfig`."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated integers such as 16,32,64, not {text!r}") from None
+    return values
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Hyper-parameters of a QSD-style spiking Transformer.
