@@ -200,6 +200,10 @@ def test_tokenize_checker_refuses():
     g.ops[0].timesteps = 3
     with pytest.raises(ir.IRError, match="timesteps 3 differ"):
         ir.infer_types(g)
+    g = _stem()
+    g.ops.append(ir.Tokenize("tok2", "conv", 2))
+    with pytest.raises(ir.IRError, match="only the graph's input is tokenized"):
+        ir.infer_types(g)
     g = _graph([ir.Tokenize("tok", "x", 2)], (3, 1, 8, 6), 0, 1, 2)        # 3 frames for T = 2
     with pytest.raises(ir.IRError, match="neither an image"):
         ir.infer_types(g)

@@ -416,6 +416,7 @@ def infer_types(graph: Graph, integer: bool = False) -> dict[str, TensorType]:
 
         elif isinstance(op, Tokenize):
             x = ins[0]
+            need(op.src == graph.input_name, op, f"reads {op.src!r}: only the graph's input is tokenized")
             need(op.timesteps == timesteps, op, f"timesteps {op.timesteps} differ from the graph's {timesteps}")
             need(len(x.shape) == 3 or (len(x.shape) == 4 and x.shape[0] == op.timesteps), op,
                  f"input {x.shape} is neither an image [C, H, W] nor {op.timesteps} event frames [T, C, H, W]")
