@@ -99,7 +99,9 @@ def neuron(x: np.ndarray, op: ir.Neuron) -> tuple[np.ndarray, np.ndarray]:
     membrane = np.empty_like(inp)
     for t in range(inp.shape[1]):
         h = v - (v >> op.leak_shift) + inp[:, t]
-        lvl = (h[..., None] >= op.theta).sum(-1)
+        lvl = np.zeros_like(h)
+        for k in range(op.theta.shape[1]):             # the count of thresholds reached
+            lvl += h >= op.theta[:, k]
         levels[:, t] = lvl
         membrane[:, t] = h
         v = np.where(lvl == 0, h, 0)
