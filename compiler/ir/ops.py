@@ -96,7 +96,7 @@ def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 class Conv(Op):
     """k x k convolution over tokens that form an ``height`` x ``width`` grid (token ``n = y * width + x``):
 
-    ``ACC[t, oy*Wo + ox, o] = sum_{j, dy, dx} weight[o, j, dy, dx] * X[t, (oy*s+dy-p) * width + (ox*s+dx-p), g*C/G + j]``
+    ``ACC[t, oy*Wo + ox, o] = sum_{j, dy, dx} weight[o, j, dy, dx] * X[t, (oy*s+dy-p)*width + (ox*s+dx-p), g*C/G + j]``
 
     with ``X = 0`` outside the grid (zero padding), ``g = o // (O/G)`` the group of output ``o`` and
     ``G = groups`` (depthwise: ``G = C = O``). ``height``/``width`` are the input's; the output tokens form
