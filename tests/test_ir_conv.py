@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from compiler import ir
 from compiler.errors import UserError
-from compiler.hw.plan import build_plan
+from compiler.hw.plan import build_plan, refuse_unsupported
 from compiler.ir import golden, metrics
 
 
@@ -244,6 +244,8 @@ def test_plan_refuses_the_grid_ops():
         build_plan(_stem())
     with pytest.raises(UserError, match=r"MaxPool \(max-pooling, first at pool\) are not supported"):
         build_plan(_pool_graph())
+    with pytest.raises(UserError, match="Tokenize .* are not supported by the hardware yet"):
+        refuse_unsupported(_stem())
 
 
 def test_golden_run_executes_the_grid_ops():

@@ -212,19 +212,25 @@ _NOT_YET = {ir.Tokenize: "the input as a token grid", ir.Conv: "k x k convolutio
             ir.MaxPool: "max-pooling"}
 
 
-def build_plan(graph: ir.Graph, lanes: int | None = None, dense: bool = False) -> Plan:
-    """Map an integer graph (``lower.lower``) onto engines and buffers; raise UserError if it cannot."""
-    types = ir.check(graph, integer=True)
-    T = graph.meta.get("timesteps", 1)
-    ops = list(graph.ops)
+def refuse_unsupported(graph: ir.Graph) -> None:
+    """UserError naming the IR ops of ``graph`` that no hardware executes yet (the first of each kind); call it
+    before reading a graph as the accelerator's (``build_plan`` does)."""
     first: dict[type, str] = {}
-    for op in ops:
+    for op in graph.ops:
         if type(op) in _NOT_YET:
             first.setdefault(type(op), op.name)
     if first:
         what = ", ".join(f"{kind.__name__} ({_NOT_YET[kind]}, first at {name})" for kind, name in first.items())
         raise UserError(f"the model cannot be mapped to hardware: {what} {'is' if len(first) == 1 else 'are'} "
                         "not supported by the hardware yet")
+
+
+def build_plan(graph: ir.Graph, lanes: int | None = None, dense: bool = False) -> Plan:
+    """Map an integer graph (``lower.lower``) onto engines and buffers; raise UserError if it cannot."""
+    types = ir.check(graph, integer=True)
+    T = graph.meta.get("timesteps", 1)
+    ops = list(graph.ops)
+    refuse_unsupported(graph)
     consumers: dict[str, list[ir.Op]] = {}
     for op in ops:
         for s in op.srcs:
