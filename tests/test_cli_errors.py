@@ -249,6 +249,19 @@ BAD_TRAIN_FLAGS = {
                              ["--image-size", "16"]),
     "digits-events": (["train", "--dataset", "digits", "--epochs", "0", "--input", "events"], ["--input"]),
     "unknown-dataset": (["train", "--dataset", "imagenet", "--epochs", "0"], ["--dataset", "imagenet"]),
+    "mnist-image-size-8": (["train", "--dataset", "mnist", "--epochs", "0", "--image-size", "8"],
+                           ["mnist dataset fixes --image-size to 28, not 8"]),
+    "arch-foo": (TRAIN + ["--arch", "foo"], ["--arch", "foo"]),
+    "head-foo": (TRAIN + ["--head", "foo"], ["--head", "foo"]),
+    "dims-abc": (TRAIN + ["--arch", "metaformer", "--dims", "8,abc"], ["--dims", "8,abc"]),
+    "depths-empty": (TRAIN + ["--arch", "metaformer", "--depths", ""], ["--depths", "comma-separated"]),
+    "dims-for-flat": (TRAIN + ["--dims", "8,16"], ["--dims is for --arch metaformer or spikformer"]),
+    "dim-for-metaformer": (TRAIN + ["--arch", "metaformer", "--dim", "16"], ["--dim is for --arch flat"]),
+    "patch-for-spikformer": (TRAIN + ["--arch", "spikformer", "--patch", "4"], ["--patch is for --arch flat"]),
+    "metaformer-depths-mismatch": (TRAIN + ["--arch", "metaformer", "--dims", "8,16", "--depths", "1,1,1"],
+                                   ["one depth per stage"]),
+    "spikformer-heads": (TRAIN + ["--arch", "spikformer", "--dims", "8,12", "--heads", "8"],
+                         ["heads 8 must divide"]),
 }
 
 

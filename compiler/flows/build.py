@@ -54,7 +54,7 @@ from sim import accelerator as sim_accelerator
 from . import SCHEMA_VERSION
 from ..errors import UserError
 from ..hw import estimate
-from ..hw.plan import Plan, build_plan
+from ..hw.plan import Plan, build_plan, refuse_unsupported
 from ..ir import golden, metrics
 
 #: The bundled model meets it at every placement seed tried (101.3, 100.2, 102.4 MHz at seeds 1-3;
@@ -271,7 +271,9 @@ def load_model(b: Build) -> None:
 
 def plan_for_board(graph, spec: BoardSpec, lanes: int | None) -> tuple[Plan, str]:
     """``(plan, how its lanes were chosen)``: at ``lanes``, or (None) the largest lane count whose estimate fits
-    the board with room to route, else the largest that fits at all, else the fewest (which does not fit)."""
+    the board with room to route, else the largest that fits at all, else the fewest (which does not fit).
+    UserError first for a graph with ops no hardware executes yet (a metaformer or spikformer model's convs)."""
+    refuse_unsupported(graph)
     if lanes is not None:
         return build_plan(graph, lanes=lanes), "given"
     totals = spec.fit_totals

@@ -11,8 +11,8 @@ from ..frontend.data import load_dataset, load_inputs
 def default_dataset(model) -> str:
     """The dataset ``model`` was trained on, else the one its input shape implies."""
     cfg = model.cfg
-    return model.dataset or ("digits" if (cfg.input, cfg.channels, cfg.image_size) == ("image", 1, 8)
-                             else "synthetic")
+    by_shape = {("image", 1, 8): "digits", ("image", 1, 28): "mnist"}
+    return model.dataset or by_shape.get((cfg.input, cfg.channels, cfg.image_size), "synthetic")
 
 
 def load_samples(model, *, inputs: str | None = None, labels: str | None = None, dataset: str | None = None,

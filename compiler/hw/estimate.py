@@ -72,6 +72,7 @@ from hdl.cost import CoreCost, Memory
 from hdl.ecp5 import BRAM_CONFIGS, bram_tiling
 
 from ..ir import golden
+from .plan import refuse_unsupported
 
 __all__ = ["Memory", "Estimate", "estimate", "memories", "map_memory", "multipliers", "cycles", "fit_problems",
            "auto_lanes", "routable_totals", "distributed_ram_capacity", "RESOURCES", "ROUTABLE_DPR_FRACTION"]
@@ -402,7 +403,9 @@ def auto_lanes(graph, totals: dict[str, int], plan_for) -> tuple[int, list[tuple
     RAM within :data:`ROUTABLE_DPR_FRACTION` of the device's).
 
     ``plan_for(P)`` makes the plan of ``P`` lanes. Returns ``(P, [(P, estimate), ...])`` for every
-    divisor tried, or ``(0, ...)`` if none fits."""
+    divisor tried, or ``(0, ...)`` if none fits. UserError first for a graph no hardware executes yet
+    (:func:`compiler.hw.plan.refuse_unsupported`): its first op has no stem weight to read the width from."""
+    refuse_unsupported(graph)
     dim = graph.ops[0].weight.shape[0]
     limits = routable_totals(totals)
     tried = []
