@@ -102,6 +102,8 @@ class Machine:
             for t in range(d.steps):
                 q, k, v = (self.read(s, t, d.tokens, C).reshape(d.tokens, h, dh).transpose(1, 0, 2)
                            for s in (d.src0, d.src1, d.src2))
+                self.events[d.name] = (self.events.get(d.name, 0) + int(np.count_nonzero(q))
+                                       + int(np.count_nonzero(k)))
                 accs.append((q @ (k.transpose(0, 2, 1) @ v)).transpose(1, 0, 2).reshape(d.tokens, C))
         elif d.kind == Kind.COSPIKE:
             accs = [(self.read(d.src0, t, d.tokens, d.in_ch) * self.read(d.src1, t, d.tokens, d.in_ch))

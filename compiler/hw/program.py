@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from hdl.npu.isa import Bank, Config, Descriptor, Kind, Mem, Operand, Post, pack_lanes
+from hdl.npu.isa import Bank, Config, Descriptor, Kind, Mem, Operand, Post, head_span, pack_lanes
 from hdl.npu.overlay import descriptor_cycles
 from hdl.packing import groups as n_groups
 from hdl.packing import signed_width, unsigned_width
@@ -110,12 +110,13 @@ class Program:
                 Mem.THETA: [pack_lanes(w.reshape(-1), c.theta_bits) for w in self.theta]}
 
     def events(self, x: np.ndarray) -> list[float]:
-        """Mean non-zero events per descriptor (what its src0 holds over its run, mask applied) over the samples
-        ``x``, from the golden model's tensors."""
+        """Mean non-zero events per descriptor (what its src0 holds over its run, mask applied; and src1's for
+        LINEAR_ATTENTION, whose k pass is event-driven too) over the samples ``x``, from the golden model's
+        tensors."""
         _, env = golden.run(self.graph, x, trace=True)
         out = []
         for d, layer in zip(self.descriptors, self.layers):
-            if d.kind != Kind.MATMUL:
+            if d.kind not in (Kind.MATMUL, Kind.LINEAR_ATTENTION):
                 out.append(0.0)
                 continue
             src = layer.srcs[0]
@@ -126,12 +127,15 @@ class Program:
             arr = arr[:, :d.steps]
             if d.mask:
                 arr = arr * env[layer.srcs[2]][:, :d.steps]
-            out.append(float(np.count_nonzero(arr)) / len(x))
+            count = np.count_nonzero(arr)
+            if d.kind == Kind.LINEAR_ATTENTION:          # the k pass's events, then the q pass's
+                count += np.count_nonzero(env[layer.srcs[1]][:, :d.steps])
+            out.append(float(count) / len(x))
         return out + [0.0]
 
-    def cycles(self, events: list[float] | None = None) -> list[float | None]:
+    def cycles(self, events: list[float] | None = None) -> list[float]:
         """Cycles of each descriptor (the END included) for ``events`` per descriptor (:meth:`events`; none:
-        the cost of a run without a spike); None for a descriptor the overlay cannot run yet."""
+        the cost of a run without a spike)."""
         events = events or [0.0] * len(self.descriptors)
         return [descriptor_cycles(d, self.config.lanes, e) for d, e in zip(self.descriptors, events)]
 
@@ -390,7 +394,17 @@ class _Compiler:
             return self.post(layer, (x.lo, x.hi), op)     # a neuron on a stored tensor: a copy, then it
         if isinstance(op, ir.LinearAttention):
             q = self.tensors[op.q]
-            d = Descriptor(Kind.LINEAR_ATTENTION, op.name, tokens=q.tokens, in_ch=q.channels, heads=op.heads)
+            P, dh = self.cfg.lanes, q.channels // op.heads
+            d = Descriptor(Kind.LINEAR_ATTENTION, op.name, tokens=q.tokens, in_ch=q.channels, heads=op.heads,
+                           head_groups=dh // P, head_lanes=dh % P)
+            span = head_span(dh // P, dh % P)
+            self.require("kv_depth", self.T * q.channels * span, f"{op.name}'s K^T V of {self.T} step(s), "
+                         f"{q.channels} channels, {span} group(s) per head")
+            k, v = self.tensors[op.k], self.tensors[op.v]
+            ends = [a * b * k.tokens for a in (k.lo, k.hi) for b in (v.lo, v.hi)]
+            self.fits_signed(min(ends + [0]), max(ends + [0]), f"{op.name}'s K^T V", "kv_bits")
+            # the last head's groups may run past the output's: the accumulator words they add zeros into
+            self.require("out_groups", ((op.heads - 1) * dh) // P + span, f"{op.name}'s heads span")
             layer = Layer(d, (op.name,), (op.q, op.k, op.v), None,
                           dense_ops=2 * q.tokens * q.channels * (q.channels // op.heads) * self.T)
             return self.post(layer, self.range(op.dst), self.only(op, (ir.Requant, ir.Neuron)))
@@ -526,8 +540,8 @@ def compile_program(graph: ir.Graph, config: Config | None = None) -> Program:
 #: A configuration that any program fits: only its ``needs`` are read (``fit_config``).
 _ROOMY = Config(spike_bits=16, wide_bits=62, event_bits=16, spike_depth=1 << 30, wide_depth=1 << 30,
                 weight_bits=16, weight_depth=1 << 30, acc_bits=62, mult_bits=62, bias_bits=62, post_bits=62,
-                levels=64, theta_bits=62, param_depth=1 << 30, out_groups=1 << 30, program_depth=1 << 30,
-                classes=1 << 16, logit_bits=62)
+                levels=64, theta_bits=62, param_depth=1 << 30, out_groups=1 << 30, kv_bits=62, kv_depth=1 << 30,
+                program_depth=1 << 30, classes=1 << 16, logit_bits=62)
 
 
 def fit_config(graph: ir.Graph, lanes: int = 16) -> Config:

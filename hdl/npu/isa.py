@@ -19,6 +19,10 @@ Memories of the overlay (sizes in :class:`Config`):
 * **parameter memories** ``MULT``, ``BIAS``, ``THETA``: words of ``lanes`` values of ``mult_bits``,
   ``bias_bits`` and ``levels * theta_bits`` bits; a layer's group ``g`` at ``mult_base + g``,
   ``bias_base + g`` (``bias_base + n * groups + g`` with a per-token bias) and ``theta_base + g``.
+* **K^T V store** (the linear attention's, inside the overlay): words of ``lanes`` signed ``kv_bits``-bit
+  values. Step ``t``'s entry ``KV[i, c]`` (``c`` in the head of input channel ``i``) is lane ``c % lanes`` of word
+  ``t * C * S + i * S + (c // lanes - g0)``, with ``g0`` the first lane group of that head and ``S`` =
+  :func:`head_span`; lanes outside the head hold 0.
 * **logits**: ``classes`` signed ``logit_bits``-bit registers, written by the ``LOGITS`` post operation.
 """
 
@@ -30,7 +34,7 @@ from dataclasses import dataclass, field, fields, replace
 from amaranth.hdl import unsigned
 from amaranth.lib import data
 
-__all__ = ["Bank", "Mem", "Kind", "pack_lanes", "unpack_lanes", "Post", "Operand", "Descriptor", "Config", "DESCRIPTOR_FIELDS", "DESCRIPTOR_WORDS",
+__all__ = ["Bank", "Mem", "Kind", "pack_lanes", "unpack_lanes", "Post", "Operand", "Descriptor", "Config", "DESCRIPTOR_FIELDS", "DESCRIPTOR_WORDS", "head_span",
            "WORD_BITS", "descriptor_layout"]
 
 WORD_BITS = 32          # the host bus word: a descriptor is written as DESCRIPTOR_WORDS of these
@@ -76,7 +80,8 @@ class Kind(enum.IntEnum):
     MATMUL = 1          # acc[t,n,o] = sum_i W[o,i] * src0[t,n,i] (src0 ANDed with the mask src2[t,0,i] if `mask`);
                         # with `reduce`, one sum over every (t, n): acc[o] = sum_{t,n,i} W[o,i] * src0[t,n,i]
     ELEMENTWISE = 2     # acc[t,n,o] = src0[t,n,o]
-    LINEAR_ATTENTION = 3  # acc = per head h: src0 (q) @ (src1 (k)^T @ src2 (v)) over the head's channels
+    LINEAR_ATTENTION = 3  # acc = per head h: src0 (q) @ (src1 (k)^T @ src2 (v)) over the head's channels; the
+                        # K^T V products of every step are built first (kv store), then read per token
     COSPIKE = 4         # acc[t,0,c] = sum_n src0[t,n,c] * src1[t,n,c]
 
 
@@ -103,7 +108,7 @@ class Operand:
 #: The descriptor's fields and their widths, packed LSB first (the order is the binary format).
 DESCRIPTOR_FIELDS: tuple[tuple[str, int], ...] = (
     ("kind", 3), ("post", 2), ("add", 1), ("mask", 1), ("reduce", 1), ("bias_per_token", 1),
-    ("tokens", 12), ("steps", 4), ("in_ch", 12), ("out_ch", 12), ("heads", 6), ("out_tokens", 12),
+    ("tokens", 12), ("steps", 4), ("in_ch", 12), ("out_ch", 12), ("heads", 6), ("head_groups", 12), ("head_lanes", 7), ("out_tokens", 12),
     ("src0_bank", 1), ("src0_base", 16), ("src0_tstep", 16), ("src0_nstep", 16),
     ("src1_bank", 1), ("src1_base", 16), ("src1_tstep", 16), ("src1_nstep", 16),
     ("src2_bank", 1), ("src2_base", 16), ("src2_tstep", 16), ("src2_nstep", 16),
@@ -136,6 +141,8 @@ class Descriptor:
     in_ch: int = 1                # I: channels of src0
     out_ch: int = 1               # O: channels of dst
     heads: int = 1
+    head_groups: int = 0          # LINEAR_ATTENTION: a head's channels C / heads = head_groups * lanes + head_lanes
+    head_lanes: int = 0
     out_tokens: int = 1           # tokens of dst (N, or 1 for COSPIKE and the head)
     src0: Operand = field(default_factory=Operand)
     src1: Operand = field(default_factory=Operand)
@@ -189,6 +196,13 @@ class Descriptor:
         return cls(kind=Kind(kw.pop("kind")), post=Post(kw.pop("post")), name=name, **operands, **kw)
 
 
+def head_span(head_groups, head_lanes):
+    """Lane groups that one head of ``head_groups * lanes + head_lanes`` channels is given, wherever it starts
+    (the K^T V store's row stride and the attention engine's loop per event). Works on integers and on
+    Amaranth values alike."""
+    return head_groups + (head_lanes != 0)
+
+
 @dataclass(frozen=True)
 class Config:
     """One overlay configuration: everything its gateware is elaborated with. A program runs on it if every
@@ -209,6 +223,8 @@ class Config:
     theta_bits: int = 24          # signed threshold
     param_depth: int = 1024       # words of each parameter memory
     out_groups: int = 32          # lane groups of a layer's output (accumulator and membrane words)
+    kv_bits: int = 16             # signed element of the linear attention's K^T V store
+    kv_depth: int = 1024          # words of the K^T V store (steps * channels * groups spanned by a head)
     program_depth: int = 256      # descriptors
     classes: int = 16             # logit registers
     logit_bits: int = 40

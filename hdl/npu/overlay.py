@@ -1,15 +1,14 @@
 """The overlay's gateware: a sequencer that runs a program of layer descriptors (:mod:`hdl.npu.isa`) on one
-sparse engine and one post unit, over the scratchpad banks, the weight store and the parameter memories.
+sparse engine and one post unit, over the scratchpad banks, the weight store, the parameter memories and the
+K^T V store of the linear attention.
 
-This first version executes the MATMUL and ELEMENTWISE kinds with every post operation (REQUANT with the
-residual add, NEURON with membranes across time steps, LOGITS), masks and reductions: every layer of the
-flat family but its attention products. A LINEAR_ATTENTION or COSPIKE descriptor stops the program with
-``error`` set. It is sequential and unpipelined where the datapath allows (the post unit takes two cycles
-per lane group); it is the functional reference that the pipelined engines replace, descriptor by
-descriptor, under the same tests.
+It executes every descriptor kind with every post operation (REQUANT with the residual add, NEURON with
+membranes across time steps, LOGITS), masks and reductions. It is sequential and unpipelined where the
+datapath allows (the post unit takes two cycles per lane group); it is the functional reference that the
+pipelined engines replace, descriptor by descriptor, under the same tests.
 
-Per descriptor, for every token ``n`` and step ``t`` (steps inner, so a neuron's membranes are those of one
-token's groups)::
+Per MATMUL / ELEMENTWISE descriptor, for every token ``n`` and step ``t`` (steps inner, so a neuron's membranes
+are those of one token's groups)::
 
     CLEAR    acc[0 .. G_out) = 0                    (not between the frames of a reduction)
     READ     src0 word (t, n, gi) and the mask word (t, 0, gi), gi = 0 .. G_in - 1
@@ -18,37 +17,52 @@ token's groups)::
              (ELEMENTWISE: acc[gi] = the word's values)
     POST     per output group go: z = acc * mult + bias; REQUANT / NEURON / LOGITS; write dst (t, n, go)
 
-Cycles of a MATMUL frame: ``G_out`` (clear) + ``2 G_in`` (reads) + ``G_out`` per event + ``2 G_out`` (post),
-plus a few per descriptor: they grow with the spikes.
+LINEAR_ATTENTION runs the same event loop twice, head by head (a head's ``S`` = ``head_span`` groups from its
+first group ``g0``, lanes outside the head masked): first, for every step and token, each event ``k[i]`` adds
+``level * v[n, go]`` into the K^T V store row ``i`` (the events of k build K^T V); then, per frame as above, each
+event ``q[i]`` adds ``level * KV[i, go]`` into ``acc[go]``. COSPIKE adds ``src0 * src1`` lane by lane into
+``acc[g]`` over every token, per step, then posts once.
+
+Cycles of a MATMUL frame: ``G_out`` (clear) + ``4 G_in`` (reads) + ``G_out + 1`` per event + ``2 G_out`` (post),
+plus a few per descriptor: they grow with the spikes (:func:`descriptor_cycles`).
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..packing import index_bits
-from .isa import DESCRIPTOR_WORDS, WORD_BITS, Bank, Config, Kind, Mem, Post, descriptor_layout
+from .isa import DESCRIPTOR_WORDS, WORD_BITS, Bank, Config, Kind, Mem, Post, descriptor_layout, head_span
 
 __all__ = ["Overlay", "descriptor_cycles"]
 
 
-def descriptor_cycles(d, lanes: int, events: float = 0) -> float | None:
+def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     """Cycles of one descriptor ``d`` (``hdl.npu.isa.Descriptor``) on this sequencer, given the non-zero
-    events (mask applied) that its src0 holds over the whole run: exact (``tests/test_npu_overlay.py``).
+    events (mask applied) that it consumes over the whole run (LINEAR_ATTENTION: those of k and of q):
+    exact (``tests/test_npu_overlay.py``).
 
-    Fetch and dispatch ``DESCRIPTOR_WORDS + 2``; per frame (token and step): clear ``G_out`` (1 between the
-    frames of a reduction), ``4`` per src0 word (``3`` for ELEMENTWISE) and ``G_out + 1`` per event, drain 1,
-    post ``2 G_out`` (once for a reduction), 1 to the next frame. None for a kind this sequencer cannot run."""
+    Fetch and dispatch ``DESCRIPTOR_WORDS + 2``. MATMUL / ELEMENTWISE, per frame (token and step): clear
+    ``G_out`` (1 between the frames of a reduction), ``4`` per src0 word (``3`` for ELEMENTWISE) and
+    ``G_out + 1`` per event, drain 1, post ``2 G_out`` (once for a reduction), 1 to the next frame.
+    LINEAR_ATTENTION: clear the K^T V store (``T C S`` words), ``4 S`` per head and 1 per token and step for
+    the k pass, the frames of a MATMUL with ``4 S`` per head, and ``S + 1`` per event. COSPIKE: per step,
+    clear ``G``, ``2`` per word of every token, drain, post ``2 G``, next."""
     fetch = DESCRIPTOR_WORDS + 2
     if d.kind == Kind.END:
         return fetch
-    if d.kind not in (Kind.MATMUL, Kind.ELEMENTWISE):
-        return None
     g_in, g_out = -(-d.in_ch // lanes), -(-d.out_ch // lanes)
     frames = d.tokens * d.steps
+    if d.kind == Kind.LINEAR_ATTENTION:
+        span = head_span(d.head_groups, d.head_lanes)
+        words = 4 * span * d.heads
+        k_pass = d.steps * d.in_ch * span + frames * (words + 1)
+        return fetch + k_pass + frames * (g_out + words + 2 + 2 * g_out) + events * (span + 1)
+    if d.kind == Kind.COSPIKE:
+        return fetch + d.steps * (3 * g_out + 2 * d.tokens * g_in + 2)
     posts = 1 if d.reduce else frames
     clears = 1 if d.reduce else frames
     per_word = 3 if d.kind == Kind.ELEMENTWISE else 4
@@ -119,6 +133,7 @@ class Overlay(wiring.Component):
         theta = memory("theta", P * c.levels * c.theta_bits, c.param_depth)
         acc = memory("acc", P * c.acc_bits, c.out_groups)
         vmem = memory("membrane", P * c.post_bits, c.out_groups)
+        kv = memory("kv", P * c.kv_bits, c.kv_depth)
         logits = Array(Signal(signed(c.logit_bits), name=f"logit{k}") for k in range(c.classes))
 
         # load port: one write port per loadable memory (the banks share theirs with the engine)
@@ -136,6 +151,8 @@ class Overlay(wiring.Component):
         m.d.comb += prog_rd.addr.eq(pc * DESCRIPTOR_WORDS + word)
         fetched = Signal.like(word)                # the word whose data prog_rd gives this cycle
         m.d.sync += fetched.eq(word)
+        attn = desc.kind == Kind.LINEAR_ATTENTION
+        cospike = desc.kind == Kind.COSPIKE
 
         # --- loop state -------------------------------------------------------------------------------
         n = Signal(12)
@@ -144,15 +161,38 @@ class Overlay(wiring.Component):
         go = Signal(12)                    # output group (clear, updates, post)
         n_gin = Signal(12)                 # groups of src0 (ceil(in_ch / P))
         n_gout = Signal(12)                # groups of dst
-        pending = Signal(P * max(c.event_bits, c.spike_bits, 1))
         lw = max(c.event_bits, c.spike_bits, 1)
+        pending = Signal(P * lw)
         levels = [pending[l * lw:(l + 1) * lw] for l in range(P)]
         lane = Signal(range(max(P, 2)))    # the event being issued
         level = Signal(lw)
         first_frame = Signal()
-        last_frame = Signal()
+        phase_k = Signal()                 # LINEAR_ATTENTION: the pass over k that builds K^T V
 
-        # --- scratchpad ports: A (src0 in the event phase, src1 in the post phase), B (the mask), peek ---
+        # the head being scanned (LINEAR_ATTENTION): channels [hs, he), hs = hs_g * P + hs_l
+        h = Signal(6)
+        hs_g, hs_l = Signal(12), Signal(range(max(P, 2)))
+        he_sum = hs_l + desc.head_lanes
+        he_carry = he_sum >= P
+        he_l = Mux(he_carry, he_sum - P, he_sum)
+        he_g = hs_g + desc.head_groups + he_carry
+        span = head_span(desc.head_groups, desc.head_lanes)
+
+        def in_head(g):
+            """Per lane of group ``g``: its channel is in the head being scanned (always, but for attention)."""
+            return [~attn | (((g > hs_g) | ((g == hs_g) & (l >= hs_l))) & ((g < he_g) | ((g == he_g) & (l < he_l))))
+                    for l in range(P)]
+
+        g_first = Mux(attn, hs_g, 0)                               # groups an event updates
+        g_last = Mux(attn, hs_g + span - 1, n_gout - 1)
+        gi_last = Mux(attn, hs_g + span - 1, n_gin - 1)            # groups of words read
+
+        kv_cs = Signal(24)                 # words of one step of the K^T V store: in_ch * span
+        kv_count = Signal(28)
+        kv_row = Signal(range(max(c.kv_depth, 2)))
+        kv_tbase = t * kv_cs
+
+        # --- scratchpad ports: A (src0 / k words, src1 in the post phase), B (mask / v / cospike's src1), peek
         post_phase = Signal()
         rd_a = {b: mem.read_port() for b, mem in banks.items()}
         rd_b = {b: mem.read_port() for b, mem in banks.items()}
@@ -163,23 +203,26 @@ class Overlay(wiring.Component):
             return (getattr(desc, f"{op}_base") + tt * getattr(desc, f"{op}_tstep") + nn * getattr(desc, f"{op}_nstep")
                     + g)
 
-        src0_addr = word_addr("src0", t, n, gi)
-        src1_addr = word_addr("src1", t, n, go)
-        mask_addr = word_addr("src2", t, 0, gi)
+        a_addr = Mux(post_phase, word_addr("src1", t, n, go),
+                     Mux(phase_k, word_addr("src1", t, n, gi), word_addr("src0", t, n, gi)))
+        b_addr = Mux(cospike, word_addr("src1", t, n, gi),
+                     Mux(phase_k, word_addr("src2", t, n, go), word_addr("src2", t, 0, gi)))
         for b in banks:
-            m.d.comb += [rd_a[b].addr.eq(Mux(post_phase, src1_addr, src0_addr)), rd_b[b].addr.eq(mask_addr),
-                         rd_p[b].addr.eq(self.peek_addr)]
+            m.d.comb += [rd_a[b].addr.eq(a_addr), rd_b[b].addr.eq(b_addr), rd_p[b].addr.eq(self.peek_addr)]
 
         def lanes_of(port_by_bank, bank_sel, as_signed):
             spk = _lanes(port_by_bank[Bank.SPIKES].data, P, bits[Bank.SPIKES], False)
             wid = _lanes(port_by_bank[Bank.WIDE].data, P, bits[Bank.WIDE], as_signed)
             return [Mux(bank_sel == Bank.WIDE, w, s) for s, w in zip(spk, wid)]
 
-        src0_vals = lanes_of(rd_a, desc.src0_bank, True)       # ELEMENTWISE values (signed if wide)
-        src0_lvls = [Mux(desc.src0_bank == Bank.WIDE, rd_a[Bank.WIDE].data[l * c.wide_bits:][:c.event_bits],
-                         rd_a[Bank.SPIKES].data[l * c.spike_bits:][:c.spike_bits]) for l in range(P)]
+        src0_vals = lanes_of(rd_a, desc.src0_bank, True)       # ELEMENTWISE and COSPIKE values (signed if wide)
+        ev_bank = Mux(phase_k, desc.src1_bank, desc.src0_bank)
+        ev_lvls = [Mux(ev_bank == Bank.WIDE, rd_a[Bank.WIDE].data[l * c.wide_bits:][:c.event_bits],
+                       rd_a[Bank.SPIKES].data[l * c.spike_bits:][:c.spike_bits]) for l in range(P)]
         mask_bits = [v != 0 for v in lanes_of(rd_b, desc.src2_bank, False)]
         src1_vals = lanes_of(rd_a, desc.src1_bank, True)
+        b_vals = lanes_of(rd_b, desc.src1_bank, True)           # COSPIKE's second operand
+        v_vals = lanes_of(rd_b, desc.src2_bank, True)           # the k pass's v word
 
         m.d.comb += self.peek_data.eq(Mux(self.peek_mem == Mem.WIDE, rd_p[Bank.WIDE].data, rd_p[Bank.SPIKES].data))
         peek_logit = Signal(signed(c.logit_bits))
@@ -187,32 +230,53 @@ class Overlay(wiring.Component):
         with m.If(self.peek_mem == Mem.LOGITS):
             m.d.comb += self.peek_data.eq(peek_logit)
 
-        # --- the accumulate pipeline: issue (weight and accumulator reads) -> update (write) ---------------
+        # --- the accumulate pipeline: issue (operand and target reads) -> update (write) -----------------
+        # targets: acc[go] (MATMUL, the q pass) or the K^T V word (the k pass); operands: the weight word, the
+        # v word masked to the head (k pass) or the K^T V word (q pass)
         w_rd = weights.read_port()
         acc_rd = acc.read_port(transparent_for=())
         acc_wr = acc.write_port()
-        upd_valid, upd_go, upd_level = Signal(), Signal(12), Signal(lw)
-        prev_valid, prev_go = Signal(), Signal(12)
-        prev_sum = Signal(P * c.acc_bits)
+        kv_rd = kv.read_port(transparent_for=())
+        kv_wr = kv.write_port()
+        kv_addr = kv_row + go - hs_g
         issue = Signal()
-        m.d.sync += [upd_valid.eq(issue), upd_go.eq(go), upd_level.eq(level),
-                     prev_valid.eq(upd_valid), prev_go.eq(upd_go)]
-        m.d.comb += [w_rd.addr.eq(desc.wbase + go * desc.in_ch + gi * P + lane)]
-        acc_now = Mux(prev_valid & (prev_go == upd_go), prev_sum, acc_rd.data)
+        upd_valid, upd_kv, upd_attn, upd_level = Signal(), Signal(), Signal(), Signal(lw)
+        upd_addr = Signal(max(12, len(kv_row)))
+        upd_mask = Signal(P)
+        prev_valid, prev_kv, prev_addr = Signal(), Signal(), Signal.like(upd_addr)
+        tw = max(c.acc_bits, c.kv_bits)
+        prev_sum = Signal(P * tw)
+        m.d.sync += [upd_valid.eq(issue), upd_kv.eq(phase_k), upd_attn.eq(attn), upd_level.eq(level),
+                     upd_addr.eq(Mux(phase_k, kv_addr, go)), upd_mask.eq(Cat(*in_head(go))),
+                     prev_valid.eq(upd_valid), prev_kv.eq(upd_kv), prev_addr.eq(upd_addr)]
+        m.d.comb += [w_rd.addr.eq(desc.wbase + go * desc.in_ch + gi * P + lane), kv_rd.addr.eq(kv_addr),
+                     acc_rd.addr.eq(go)]
         w_lanes = _lanes(w_rd.data, P, c.weight_bits, True)
-        a_lanes = _lanes(acc_now, P, c.acc_bits, True)
-        sums = Cat(*((a + upd_level * w)[:c.acc_bits] for a, w in zip(a_lanes, w_lanes)))
-        m.d.sync += prev_sum.eq(sums)
+        kv_lanes = _lanes(kv_rd.data, P, c.kv_bits, True)
+        acc_lanes = _lanes(acc_rd.data, P, c.acc_bits, True)
+        operand = [Mux(upd_kv, Mux(upd_mask[l], v_vals[l], 0), Mux(upd_attn, kv_lanes[l], w_lanes[l]))
+                   for l in range(P)]
+        forward = prev_valid & (prev_kv == upd_kv) & (prev_addr == upd_addr)
+        prev_lanes = _lanes(prev_sum, P, tw, True)
+        old = [Mux(forward, p, Mux(upd_kv, k, a)) for p, k, a in zip(prev_lanes, kv_lanes, acc_lanes)]
+        sums = [(o + upd_level * x)[:tw] for o, x in zip(old, operand)]
+        m.d.sync += prev_sum.eq(Cat(*sums))
 
-        # writes into acc: clear, ELEMENTWISE copy, or the update stage
+        # writes into acc: clear, ELEMENTWISE copy, COSPIKE's products, or the update stage
         clr = Signal()
         copy = Signal()
+        co_add = Signal()
         copy_lanes = [Signal(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
         m.d.comb += [x.eq(v) for x, v in zip(copy_lanes, src0_vals)]
-        m.d.comb += [acc_wr.addr.eq(Mux(upd_valid, upd_go, Mux(copy, gi, go))),
-                     acc_wr.en.eq(upd_valid | clr | copy),
-                     acc_wr.data.eq(Mux(upd_valid, sums, Mux(copy, Cat(*copy_lanes), 0))),
-                     acc_rd.addr.eq(go)]
+        co_sums = Cat(*((a + x * y)[:c.acc_bits] for a, x, y in zip(acc_lanes, src0_vals, b_vals)))
+        upd_acc = upd_valid & ~upd_kv
+        m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, upd_addr, Mux(copy, gi, go))),
+                     acc_wr.en.eq(upd_acc | clr | copy | co_add),
+                     acc_wr.data.eq(Mux(upd_acc, Cat(*(x[:c.acc_bits] for x in sums)),
+                                        Mux(copy, Cat(*copy_lanes), Mux(co_add, co_sums, 0))))]
+        kv_clr = Signal()
+        m.d.comb += [kv_wr.addr.eq(Mux(kv_clr, kv_count, upd_addr)), kv_wr.en.eq(kv_clr | (upd_valid & upd_kv)),
+                     kv_wr.data.eq(Mux(kv_clr, 0, Cat(*(x[:c.kv_bits] for x in sums))))]
 
         # --- the post unit: read (acc, parameters, membrane, residual), then compute and write ---------
         mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
@@ -223,7 +287,6 @@ class Overlay(wiring.Component):
         post_write = Signal()          # the post unit's second cycle: results valid
         post_go = Signal(12)
         m.d.sync += post_go.eq(go)
-        acc_l = _lanes(acc_rd.data, P, c.acc_bits, True)
         mult_l = _lanes(mult_rd.data, P, c.mult_bits, True)
         bias_l = _lanes(bias_rd.data, P, c.bias_bits, True)
         v_l = _lanes(v_rd.data, P, c.post_bits, True)
@@ -231,11 +294,11 @@ class Overlay(wiring.Component):
         ys, vs = [], []
         for l in range(P):
             z = Signal(signed(c.post_bits), name=f"z{l}")
-            m.d.comb += z.eq(acc_l[l] * mult_l[l] + bias_l[l])
+            m.d.comb += z.eq(acc_lanes[l] * mult_l[l] + bias_l[l])
             v = Mux(t == 0, 0, v_l[l])
-            h = Signal(signed(c.post_bits), name=f"h{l}")
-            m.d.comb += h.eq(v - (v >> desc.leak) + z)
-            count = sum((h >= th_l[l * c.levels + k]).as_unsigned() for k in range(c.levels))
+            hm = Signal(signed(c.post_bits), name=f"h{l}")
+            m.d.comb += hm.eq(v - (v >> desc.leak) + z)
+            count = sum((hm >= th_l[l * c.levels + k]).as_unsigned() for k in range(c.levels))
             shifted = Signal(signed(c.post_bits), name=f"rq{l}")
             m.d.comb += shifted.eq(z >> desc.shift)
             y = Signal(signed(c.post_bits + 1), name=f"y{l}")
@@ -248,7 +311,7 @@ class Overlay(wiring.Component):
             res = Mux(added > ahi, ahi, Mux(added < alo, alo, added))
             m.d.comb += y.eq(Mux(desc.post == Post.NEURON, count, Mux(desc.add, res, sat)))
             ys.append(y)
-            vs.append(Mux(count == 0, h, 0))
+            vs.append(Mux(count == 0, hm, 0))
         m.d.comb += [v_wr.addr.eq(post_go), v_wr.data.eq(Cat(*(v.as_signed()[:c.post_bits] for v in vs))),
                      v_wr.en.eq(post_write & (desc.post == Post.NEURON))]
         dst_addr = word_addr("dst", t, n, post_go)
@@ -278,7 +341,8 @@ class Overlay(wiring.Component):
             with m.If(nonzero[l]):
                 m.d.comb += lowest.eq(l)
         frame_end_t = t + 1 == desc.steps
-        frame_end_n = n + 1 == desc.tokens
+        frame_end_n = (n + 1 == desc.tokens) | cospike
+        restart_heads = [h.eq(0), hs_g.eq(0), hs_l.eq(0), gi.eq(0), go.eq(0)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -294,57 +358,102 @@ class Overlay(wiring.Component):
                 with m.If(word == DESCRIPTOR_WORDS):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                m.d.sync += [n.eq(0), t.eq(0), gi.eq(0), go.eq(0), first_frame.eq(1),
-                             n_gin.eq((desc.in_ch + P - 1) // P), n_gout.eq((desc.out_ch + P - 1) // P)]
+                m.d.sync += [n.eq(0), t.eq(0), first_frame.eq(1), kv_count.eq(0), kv_cs.eq(desc.in_ch * span),
+                             n_gin.eq((desc.in_ch + P - 1) // P), n_gout.eq((desc.out_ch + P - 1) // P),
+                             *restart_heads]
                 with m.Switch(desc.kind):
                     with m.Case(Kind.END):
                         m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
-                    with m.Case(Kind.MATMUL, Kind.ELEMENTWISE):
+                    with m.Case(Kind.MATMUL, Kind.ELEMENTWISE, Kind.COSPIKE):
                         m.next = "CLEAR"
+                    with m.Case(Kind.LINEAR_ATTENTION):
+                        m.d.sync += phase_k.eq(1)
+                        m.next = "KV_CLEAR"
                     with m.Default():
                         m.d.sync += [self.busy.eq(0), self.error.eq(1)]
                         m.next = "IDLE"
+            with m.State("KV_CLEAR"):
+                m.d.comb += kv_clr.eq(1)
+                m.d.sync += kv_count.eq(kv_count + 1)
+                with m.If(kv_count + 1 >= desc.steps * kv_cs):
+                    m.next = "READ"
             with m.State("CLEAR"):
+                def to_read():
+                    m.d.sync += restart_heads
+                    with m.If(cospike):
+                        m.next = "CO_READ"
+                    with m.Else():
+                        m.next = "READ"
                 with m.If(first_frame | ~desc.reduce):
                     m.d.comb += clr.eq(1)
                     m.d.sync += go.eq(go + 1)
                     with m.If(go + 1 >= n_gout):
-                        m.d.sync += [go.eq(0), gi.eq(0)]
-                        m.next = "READ"
+                        to_read()
                 with m.Else():
-                    m.d.sync += [go.eq(0), gi.eq(0)]
-                    m.next = "READ"
+                    to_read()
             with m.State("READ"):
-                m.next = "LATCH"                   # the src0 and mask words arrive next cycle
+                m.next = "LATCH"                   # the src0 (k) and mask words arrive next cycle
             with m.State("LATCH"):
                 with m.If(desc.kind == Kind.ELEMENTWISE):
                     m.d.comb += copy.eq(1)
                     m.next = "NEXT_WORD"
                 with m.Else():
-                    m.d.sync += pending.eq(Cat(*(Mux(~desc.mask | mb, lv, 0).as_unsigned()[:lw]
-                                                 for lv, mb in zip(src0_lvls, mask_bits))))
+                    used = in_head(gi)
+                    m.d.sync += pending.eq(Cat(*(Mux((~desc.mask | mb) & u, lv, 0).as_unsigned()[:lw]
+                                                 for lv, mb, u in zip(ev_lvls, mask_bits, used))))
                     m.next = "SCAN"
             with m.State("SCAN"):
                 with m.If(nonzero == 0):
                     m.next = "NEXT_WORD"
                 with m.Else():
-                    m.d.sync += [lane.eq(lowest), level.eq(Array(levels)[lowest]), go.eq(0)]
+                    m.d.sync += [lane.eq(lowest), level.eq(Array(levels)[lowest]), go.eq(g_first),
+                                 kv_row.eq(kv_tbase + (gi * P + lowest) * span)]
                     m.d.sync += pending.word_select(lowest, lw).eq(0)
                     m.next = "UPDATE"
             with m.State("UPDATE"):
                 m.d.comb += issue.eq(1)
                 m.d.sync += go.eq(go + 1)
-                with m.If(go + 1 >= n_gout):
+                with m.If(go >= g_last):
                     m.d.sync += go.eq(0)
                     m.next = "SCAN"
             with m.State("NEXT_WORD"):
-                with m.If(gi + 1 >= n_gin):
-                    m.d.sync += gi.eq(0)
-                    m.next = "DRAIN"
-                with m.Else():
+                with m.If(gi < gi_last):
                     m.d.sync += gi.eq(gi + 1)
                     m.next = "READ"
+                with m.Elif(attn & (h + 1 < desc.heads)):
+                    m.d.sync += [h.eq(h + 1), hs_g.eq(he_g), hs_l.eq(he_l), gi.eq(he_g)]
+                    m.next = "READ"
+                with m.Elif(phase_k):
+                    m.d.sync += restart_heads
+                    m.next = "K_NEXT"
+                with m.Else():
+                    m.d.sync += gi.eq(0)
+                    m.next = "DRAIN"
+            with m.State("K_NEXT"):
+                # the k pass goes over every token of every step, then the q pass runs frame by frame
+                with m.If(~frame_end_n):
+                    m.d.sync += n.eq(n + 1)
+                    m.next = "READ"
+                with m.Elif(~frame_end_t):
+                    m.d.sync += [n.eq(0), t.eq(t + 1)]
+                    m.next = "READ"
+                with m.Else():
+                    m.d.sync += [n.eq(0), t.eq(0), phase_k.eq(0)]
+                    m.next = "CLEAR"
+            with m.State("CO_READ"):
+                m.next = "CO_ADD"                  # both words and acc[go] arrive next cycle
+            with m.State("CO_ADD"):
+                m.d.comb += co_add.eq(1)
+                with m.If(gi + 1 < n_gin):
+                    m.d.sync += [gi.eq(gi + 1), go.eq(go + 1)]
+                    m.next = "CO_READ"
+                with m.Elif(n + 1 < desc.tokens):
+                    m.d.sync += [gi.eq(0), go.eq(0), n.eq(n + 1)]
+                    m.next = "CO_READ"
+                with m.Else():
+                    m.d.sync += [gi.eq(0), go.eq(0), n.eq(0)]
+                    m.next = "DRAIN"
             with m.State("DRAIN"):
                 # the last update is written at the end of this cycle
                 m.d.sync += [go.eq(0), first_frame.eq(0)]
