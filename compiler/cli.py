@@ -240,11 +240,25 @@ def _print_inspect(r: dict) -> None:
 
 # ---------------------------------------------------------------- evaluate
 
+def _check_predictions(path: str | None, force: bool) -> None:
+    """UserError unless ``--predictions`` can take a new ``.npy`` file (or replace one with ``--force``)."""
+    from .frontend import checkpoint
+
+    if path is None:
+        return
+    if not path.strip():
+        raise UserError("--predictions is an empty path")
+    if not path.endswith(".npy"):
+        raise UserError(f"--predictions {path}: the file name must end in .npy (it is written as a .npy array)")
+    checkpoint.check_output(path, force=force, flag="--predictions", what=".npy file")
+
+
 def cmd_evaluate(args) -> int:
     from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
     from .frontend.train import predict
 
+    _check_predictions(args.predictions, args.force)
     model = checkpoint.load(args.model)
     x, y, source = _load_samples(args, model)
     graph = lower(model, args.model)
@@ -260,7 +274,10 @@ def cmd_evaluate(args) -> int:
         "integer_accuracy": float((pi == y).mean()) if y is not None else None,
         "agreement": float((pf == pi).mean()),
         "disagreements": [int(i) for i in np.flatnonzero(pf != pi)[:20]],
+        "predictions": args.predictions,
     }
+    if args.predictions is not None:                # the integer golden model's classes, one per sample
+        checkpoint.write_atomic(args.predictions, lambda f: np.save(f, pi.astype(np.int64), allow_pickle=False))
     _emit(report, args.json, _print_evaluate)
     return 0
 
@@ -272,6 +289,8 @@ def _print_evaluate(r: dict) -> None:
     print(f"  integer golden model accuracy: {acc(r['integer_accuracy'])}")
     print(f"  prediction agreement:          {r['agreement']:.2%}"
           + (f" (first differing samples: {r['disagreements']})" if r["disagreements"] else ""))
+    if r["predictions"]:
+        print(f"  integer golden model classes written to {r['predictions']} ({r['samples']} int64)")
 
 
 # ---------------------------------------------------------------- simulate
@@ -400,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the float PyTorch model and the integer golden model on the same inputs "
                                    "and report both accuracies and their prediction agreement.")
     _add_input_args(e, default_count=None)
+    e.add_argument("--predictions", metavar="FILE.npy",
+                   help="also write the integer golden model's predicted class of every sample to FILE.npy "
+                        "(int64, one per sample, in input order; written atomically, after the evaluation)")
+    e.add_argument("--force", action="store_true", help="replace --predictions if it exists")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("simulate", help="run the generated accelerator cycle-accurately against the golden model",

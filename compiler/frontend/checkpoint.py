@@ -32,21 +32,21 @@ def save(model: QSDTransformer, path: str | os.PathLike) -> None:
     write_atomic(path, lambda f: torch.save(payload, f))
 
 
-def check_output(path: str | os.PathLike, force: bool = False) -> None:
-    """UserError unless a checkpoint can be written at ``path``, checked before any work: its folder exists
-    and takes a file of this name, and ``path`` is new (or, with ``force``, a regular file to replace; never a
-    folder, a symlink, a FIFO or a device)."""
+def check_output(path: str | os.PathLike, force: bool = False, *, flag: str = "--out", what: str = "model file") -> None:
+    """UserError unless a checkpoint (or any output file: ``what``, given by option ``flag``) can be written at
+    ``path``, checked before any work: its folder exists and takes a file of this name, and ``path`` is new (or,
+    with ``force``, a regular file to replace; never a folder, a symlink, a FIFO or a device)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"{path}: folder {path.parent} does not exist")
     if os.path.lexists(path):
         if path.is_dir() and not path.is_symlink():
-            raise UserError(f"{path}: is a folder; give the path of the model file to write")
+            raise UserError(f"{path}: is a folder; give the path of the {what} to write")
         if not stat.S_ISREG(os.lstat(path).st_mode):
             raise UserError(f"{path}: exists and is not a regular file (a symlink, FIFO or device); give another "
-                            f"--out")
+                            f"{flag}")
         if not force:
-            raise UserError(f"{path}: exists; give --force to replace it, or another --out")
+            raise UserError(f"{path}: exists; give --force to replace it, or another {flag}")
     try:
         fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
