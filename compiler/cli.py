@@ -23,7 +23,7 @@ from boards.errors import BoardError
 
 from . import __version__
 from .errors import UserError
-from .flows import SCHEMA_VERSION, build, estimate, run, simulate
+from .flows import SCHEMA_VERSION, build, clean, estimate, run, simulate
 from .frontend.config import ARCHS, ATTENTION_KINDS, HEAD_KINDS, INPUT_KINDS, ModelConfig, parse_int_list
 from .frontend.data import DATASETS
 from .hw.plan import build_plan
@@ -334,6 +334,12 @@ def cmd_estimate(args) -> int:
     return status
 
 
+def cmd_clean(args) -> int:
+    report, status = clean.run(args.build_dir, calibrate=args.calibrate, dry_run=args.dry_run)
+    _emit(report, args.json, clean.print_report)
+    return status
+
+
 def cmd_flash(args) -> int:
     return run.flash_target(args)
 
@@ -498,6 +504,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--cable", help="openFPGALoader cable, overriding the board's default (e.g. ft2232)")
     f.add_argument("--dry-run", action="store_true", help="print the exact command and do not run it")
     f.set_defaults(func=cmd_flash)
+
+    c = sub.add_parser("clean", help="remove the simulators' caches (Verilated binaries, icarus builds)",
+                       description="Remove the simulation caches: the Verilated binaries and the icarus build that "
+                                   "simulate and build keep in build/sim (and the test suite in build/test-sim), "
+                                   "cached by a hash of their Verilog; a binary being built now is kept. Nothing "
+                                   "else in those folders is touched; build outputs (build/<model>-<board>) never.")
+    c.add_argument("--build-dir", action="append", metavar="DIR",
+                   help="clean this simulation cache (simulate --build-dir) instead of build/sim and "
+                        "build/test-sim; repeatable")
+    c.add_argument("--calibrate", action="store_true",
+                   help="also remove bench.calibrate's cache, build/calibrate/synth and /models (an hour of "
+                        "synthesis to make again)")
+    c.add_argument("--dry-run", action="store_true", help="list what would be removed, and its bytes; remove nothing")
+    c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    c.set_defaults(func=cmd_clean)
 
     r = sub.add_parser("run", help="classify inputs on the board over its UART and check them against the golden "
                                    "model",
