@@ -6,6 +6,9 @@ cycles simulated and the time taken. One process runs a whole batch of samples. 
 of their Verilog and harness.
 :func:`verilate` builds a top with any C++ harness (the pty harness of :mod:`sim.uart_sim` too).
 
+:class:`Session` runs the same binary interactively: bus operations go to the harness as they come and each
+read answers at once, so a host driver written for a board (``write_words``, ``read_words``) runs unchanged.
+
 Concurrent runs are safe: a binary is built under a lock (a second process that wants the same binary
 waits, then uses it) in a private folder that is renamed into the cache only once complete, so an
 interrupted build leaves no cache entry; every :func:`run` has its own folder for its script and reads.
@@ -37,6 +40,7 @@ from hdl.hostbus import READ_LATENCY, HostBusSignature
 from . import verilog
 
 OP_WRITE, OP_READ, OP_WAIT, OP_TICK = 1, 2, 3, 4
+OP_SYNC, OP_CYCLES = 5, 6              # Session's streaming operations (the harness's comment)
 
 
 def harness_source(name: str) -> str:
@@ -209,3 +213,91 @@ def run(binary: Path, script: Script, work: str | Path) -> RunResult:
     if len(reads) != script.reads:
         raise RuntimeError(f"simulation returned {len(reads)} reads, the script asked for {script.reads}")
     return RunResult(reads, int(cycles), float(seconds) or (time.monotonic() - t0))
+
+
+class Session:
+    """A harness binary (:func:`build`) run interactively: a bus with ``write_words`` and ``read_words`` like
+    ``compiler.host.link.Link``'s, for host drivers (``compiler.host.npu.NpuDriver``), and ``wait``.
+
+    Writes are queued and sent with the next read (or :meth:`flush`); a read sends the queue, then waits for
+    its values. Simulated time passes only during operations. Use as a context manager, or :meth:`close`.
+
+    Attributes
+    ----------
+    stats : dict or None
+        After :meth:`close`: ``cycles`` simulated and ``seconds`` spent in the harness.
+    """
+
+    def __init__(self, binary: Path):
+        self._proc = subprocess.Popen([str(binary), "-", os.devnull], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+        self._queue: list[int] = []
+        self.stats: dict | None = None
+
+    def _send(self, *words: int) -> None:
+        self._queue.extend(words)
+
+    def flush(self) -> None:
+        """Send the queued operations."""
+        if self._queue:
+            try:
+                self._proc.stdin.write(struct.pack(f"<{len(self._queue)}I", *self._queue))
+                self._proc.stdin.flush()
+            except BrokenPipeError:
+                raise RuntimeError(f"simulation failed: {self._proc.stderr.read().decode().strip()}") from None
+            self._queue = []
+
+    def _answer(self, count: int) -> np.ndarray:
+        self._send(OP_SYNC)
+        self.flush()
+        data = self._proc.stdout.read(4 * count) if count else b""
+        if len(data) != 4 * count:
+            self._proc.wait()
+            raise RuntimeError(f"simulation failed: {self._proc.stderr.read().decode().strip() or 'no answer'}")
+        return np.frombuffer(data, dtype="<u4").astype(np.uint32)
+
+    def write_words(self, addr: int, words) -> None:
+        """Write ``words`` to ``addr``, ``addr + 1``, ... (one cycle each)."""
+        for k, w in enumerate(words):
+            self._send(OP_WRITE, (int(addr) + k) & 0xFFFFFFFF, int(w) & 0xFFFFFFFF)
+
+    def read_words(self, addr: int, count: int) -> np.ndarray:
+        """``count`` words (uint32) read from ``addr``, ``addr + 1``, ..."""
+        for k in range(count):
+            self._send(OP_READ, (int(addr) + k) & 0xFFFFFFFF)
+        return self._answer(count)
+
+    def wait(self, addr: int, mask: int, value: int, max_cycles: int = 100_000_000) -> None:
+        """Poll ``addr`` in the harness, without a round trip per read, until ``read & mask == value``
+        (RuntimeError after ``max_cycles``)."""
+        self._send(OP_WAIT, addr, mask, value, max_cycles, OP_CYCLES)
+        self._answer(2)
+
+    def tick(self, cycles: int) -> None:
+        """Let ``cycles`` clock cycles pass with the bus idle."""
+        self._send(OP_TICK, int(cycles))
+
+    @property
+    def cycles(self) -> int:
+        """Cycles simulated so far."""
+        self._send(OP_CYCLES)
+        lo, hi = (int(v) for v in self._answer(2))
+        return lo | hi << 32
+
+    def close(self) -> None:
+        """Send what is queued, end the harness and keep its ``stats``."""
+        if self._proc.poll() is None:
+            try:
+                self.flush()
+            except RuntimeError:
+                pass
+        out, _ = self._proc.communicate()           # closes stdin: the harness prints its stats and ends
+        fields = out.split()
+        if self._proc.returncode == 0 and len(fields) == 2:
+            self.stats = {"cycles": int(fields[0]), "seconds": float(fields[1])}
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

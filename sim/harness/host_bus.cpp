@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <vector>
+#include <string>
 #include <chrono>
 #include "Vtop.h"
 #include "verilated.h"
@@ -28,14 +29,37 @@ static uint32_t bus_read(uint32_t addr) {
     return top->bus___05Frdata;
 }
 
+// Streaming mode (SCRIPT is "-"): operations come from stdin as they are written, the values read are kept
+// until a SYNC (5) writes them to stdout; CYCLES (6) reads the cycle count (two words, low first). At the end
+// of stdin the usual "cycles seconds" line follows on stdout, the seconds without those spent waiting for stdin.
+static double waited = 0;
+
+static bool next_word(FILE *in, const std::vector<uint32_t> &script, size_t &pc, uint32_t &word) {
+    if (in) {
+        auto t = std::chrono::steady_clock::now();
+        bool ok = std::fread(&word, 4, 1, in) == 1;
+        waited += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+        return ok;
+    }
+    if (pc >= script.size()) return false;
+    word = script[pc++];
+    return true;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 3) { std::fprintf(stderr, "usage: %s SCRIPT OUT\n", argv[0]); return 2; }
-    FILE *in = std::fopen(argv[1], "rb");
-    if (!in) { std::perror(argv[1]); return 2; }
+    if (argc != 3) { std::fprintf(stderr, "usage: %s SCRIPT|- OUT\n", argv[0]); return 2; }
+    bool stream = std::string(argv[1]) == "-";
     std::vector<uint32_t> script;
-    uint32_t word;
-    while (std::fread(&word, 4, 1, in) == 1) script.push_back(word);
-    std::fclose(in);
+    FILE *stream_in = nullptr;
+    if (stream) {
+        stream_in = stdin;
+    } else {
+        FILE *in = std::fopen(argv[1], "rb");
+        if (!in) { std::perror(argv[1]); return 2; }
+        uint32_t word;
+        while (std::fread(&word, 4, 1, in) == 1) script.push_back(word);
+        std::fclose(in);
+    }
     std::vector<uint32_t> reads;
     Verilated::commandArgs(argc, argv);
     top = new Vtop;
@@ -44,19 +68,26 @@ int main(int argc, char **argv) {
     cycles = 0;
     auto t0 = std::chrono::steady_clock::now();
     size_t pc = 0;
-    while (pc < script.size()) {
-        uint32_t op = script[pc++];
+    uint32_t op, a[4];
+    auto args = [&](int n) {
+        for (int i = 0; i < n; i++)
+            if (!next_word(stream_in, script, pc, a[i])) {
+                std::fprintf(stderr, "truncated script op %u\n", op);
+                std::exit(2);
+            }
+    };
+    while (next_word(stream_in, script, pc, op)) {
         if (op == 1) {                       // WRITE addr data
-            top->bus___05Faddr = script[pc]; top->bus___05Fwdata = script[pc + 1]; top->bus___05Fwe = 1;
+            args(2);
+            top->bus___05Faddr = a[0]; top->bus___05Fwdata = a[1]; top->bus___05Fwe = 1;
             tick();
             top->bus___05Fwe = 0;
-            pc += 2;
         } else if (op == 2) {                // READ addr
-            reads.push_back(bus_read(script[pc]));
-            pc += 1;
+            args(1);
+            reads.push_back(bus_read(a[0]));
         } else if (op == 3) {                // WAIT addr mask value max_cycles
-            uint32_t addr = script[pc], mask = script[pc + 1], value = script[pc + 2], limit = script[pc + 3];
-            pc += 4;
+            args(4);
+            uint32_t addr = a[0], mask = a[1], value = a[2], limit = a[3];
             uint64_t start = cycles;
             while ((bus_read(addr) & mask) != value) {
                 if (cycles - start > limit) {
@@ -65,18 +96,29 @@ int main(int argc, char **argv) {
                 }
             }
         } else if (op == 4) {                // TICK n
-            for (uint32_t i = 0; i < script[pc]; i++) tick();
-            pc += 1;
+            args(1);
+            for (uint32_t i = 0; i < a[0]; i++) tick();
+        } else if (op == 5) {                // SYNC: the reads so far to stdout (streaming)
+            if (stream) {
+                std::fwrite(reads.data(), 4, reads.size(), stdout);
+                std::fflush(stdout);
+                reads.clear();
+            }
+        } else if (op == 6) {                // CYCLES: the cycle count as two reads
+            reads.push_back((uint32_t)cycles);
+            reads.push_back((uint32_t)(cycles >> 32));
         } else {
-            std::fprintf(stderr, "bad script op %u at %zu\n", op, pc - 1);
+            std::fprintf(stderr, "bad script op %u\n", op);
             return 2;
         }
     }
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    FILE *out = std::fopen(argv[2], "wb");
-    if (!out) { std::perror(argv[2]); return 2; }
-    std::fwrite(reads.data(), 4, reads.size(), out);
-    std::fclose(out);
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - waited;
+    if (!stream) {
+        FILE *out = std::fopen(argv[2], "wb");
+        if (!out) { std::perror(argv[2]); return 2; }
+        std::fwrite(reads.data(), 4, reads.size(), out);
+        std::fclose(out);
+    }
     std::printf("%llu %.6f\n", (unsigned long long)cycles, seconds);
     top->final();
     delete top;

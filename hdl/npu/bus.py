@@ -1,0 +1,120 @@
+"""The overlay behind the host bus: :class:`OverlayBus` decodes the address map of :mod:`hdl.npu.regmap` onto
+the overlay's control, load and peek ports, so that the host driver (``compiler.host.npu``) loads programs,
+runs them and reads results over the UART bridge on a board or through the simulators' bus harnesses.
+
+Writes (registered: a memory word or a start reaches the overlay the cycle after the bus write, so a start
+written after the last word of an image sees it):
+
+* a memory region's chunk that is not the word's last goes to the staging register (at its chunk's place);
+* its last chunk drives the load port with the staging register's chunks below it: one word written;
+* ``CTRL_START`` pulses the overlay's ``start``.
+
+Reads (:data:`hdl.hostbus.READ_LATENCY` = 3): the address is registered with ``re``; the next cycle it is on
+the peek port (held until the next read); the cycle after, the peek port's word (or a register) is cut to
+the chunk asked and registered into ``rdata``, which holds it until the next read. One read at a time (the
+UART bridge and the simulators' harnesses wait for each answer).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..hostbus import READ_LATENCY, HostBusSignature
+from .isa import Config, Mem
+from .overlay import Overlay
+from .regmap import (CTRL_START, MAGIC, REG_CONFIG, REG_CTRL, REG_CYCLES, REG_MAGIC, REG_PC, REG_STATUS,
+                     AddressMap, config_hash)
+
+__all__ = ["OverlayBus"]
+
+
+class OverlayBus(wiring.Component):
+    """The overlay of ``config`` (:class:`hdl.npu.overlay.Overlay`) as a host-bus device.
+
+    Attributes
+    ----------
+    map : hdl.npu.regmap.AddressMap
+        Its address map (the host's is ``AddressMap(config)``: the same).
+    overlay : hdl.npu.overlay.Overlay
+        The overlay it drives.
+
+    Members
+    -------
+    bus : In(HostBusSignature(map.addr_width))
+        The host bus.
+    status : Out(3)
+        ``busy``, ``done``, ``error`` (for a board's LEDs, ``boards.top.BoardTop``).
+    """
+
+    def __init__(self, config: Config):
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be an hdl.npu.isa.Config, not {config!r}")
+        self.map = AddressMap(config)
+        self.overlay = Overlay(config)
+        super().__init__({"bus": In(HostBusSignature(self.map.addr_width)), "status": Out(3)})
+
+    @property
+    def config(self) -> Config:
+        return self.map.config
+
+    def elaborate(self, platform):
+        assert READ_LATENCY == 3
+        m = Module()
+        amap, bus = self.map, self.bus
+        m.submodules.overlay = ov = self.overlay
+        shift = amap.region_shift
+        m.d.comb += self.status.eq(Cat(ov.busy, ov.done, ov.error))
+
+        def word_and_chunk(addr, mem):
+            cb = amap.chunk_bits[mem]
+            return addr[cb:cb + amap.index_bits], addr[:cb] if cb else Const(0, 1)
+
+        # -- writes ---------------------------------------------------------------------------------------
+        region, offset = bus.addr[shift:], bus.addr[:shift]
+        max_chunks = max(amap.chunks.values())
+        staging = Signal(32 * max(max_chunks - 1, 1))
+        m.d.sync += [ov.load_en.eq(0), ov.start.eq(0)]
+        with m.If(bus.we):
+            with m.Switch(region):
+                with m.Case(0):
+                    with m.If((offset == REG_CTRL) & ((bus.wdata & CTRL_START) != 0)):
+                        m.d.sync += ov.start.eq(1)
+                for mem in Mem:
+                    n = amap.chunks[mem]
+                    word, chunk = word_and_chunk(offset, mem)
+                    with m.Case(amap.region(mem)):
+                        with m.If(chunk == n - 1):
+                            m.d.sync += [ov.load_en.eq(1), ov.load_mem.eq(mem), ov.load_addr.eq(word),
+                                         ov.load_data.eq(Cat(staging[:32 * (n - 1)], bus.wdata))]
+                        with m.Elif(chunk < n - 1):
+                            m.d.sync += staging.word_select(chunk, 32).eq(bus.wdata)
+
+        # -- reads: address (cycle 0) -> peek port (cycle 1) -> chunk or register into rdata (cycle 2) ------
+        raddr = Signal.like(bus.addr, name="raddr")
+        re1, re2 = Signal(), Signal()
+        m.d.sync += [re1.eq(bus.re), re2.eq(re1)]
+        with m.If(bus.re):
+            m.d.sync += raddr.eq(bus.addr)
+        rregion, roffset = raddr[shift:], raddr[:shift]
+        answer = Signal(32)
+        with m.Switch(rregion):
+            with m.Case(0):
+                with m.Switch(roffset):
+                    for reg, value in ((REG_MAGIC, Const(MAGIC, 32)), (REG_CONFIG, Const(config_hash(self.config), 32)),
+                                       (REG_STATUS, Cat(ov.busy, ov.done, ov.error)), (REG_PC, ov.pc),
+                                       (REG_CYCLES, ov.cycles)):
+                        with m.Case(reg):
+                            m.d.comb += answer.eq(value)
+            for mem in Mem:
+                word, chunk = word_and_chunk(roffset, mem)
+                with m.Case(amap.region(mem)):
+                    padded = Cat(ov.peek_data[:amap.word_bits[mem]], Const(0, 32 << amap.chunk_bits[mem]))
+                    m.d.comb += [ov.peek_mem.eq(mem), ov.peek_addr.eq(word), answer.eq(padded.word_select(chunk, 32))]
+        rdata = Signal(32)
+        with m.If(re2):
+            m.d.sync += rdata.eq(answer)
+        m.d.comb += bus.rdata.eq(rdata)
+        return m
+
