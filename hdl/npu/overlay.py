@@ -3,19 +3,21 @@ sparse engine and one post unit, over the scratchpad banks, the weight store, th
 K^T V store of the linear attention.
 
 It executes every descriptor kind with every post operation (REQUANT with the residual add, NEURON with
-membranes across time steps, LOGITS), masks and reductions. It is sequential and unpipelined where the
-datapath allows (the post unit takes two cycles per lane group); it is the functional reference that the
-pipelined engines replace, descriptor by descriptor, under the same tests.
+membranes across time steps, LOGITS), masks and reductions. The sparse engine updates one lane group per
+cycle and the post unit posts one per cycle; a word of events costs two cycles more than its updates.
 
-Per MATMUL / ELEMENTWISE descriptor, for every token ``n`` and step ``t`` (steps inner, so a neuron's membranes
-are those of one token's groups)::
+Per MATMUL descriptor, for every token ``n`` and step ``t`` (steps inner, so a neuron's membranes are those of
+one token's groups)::
 
-    CLEAR    acc[0 .. G_out) = 0                    (not between the frames of a reduction)
-    READ     src0 word (t, n, gi) and the mask word (t, 0, gi), gi = 0 .. G_in - 1
+    LATCH    src0 word (t, n, gi) and the mask word (t, 0, gi), gi = 0 .. G_in - 1 (the read of the next word
+             is issued while this one's events run)
     SCAN     each non-zero lane l of it, lowest first, is an event (i = gi * P + l, level):
-             acc[go] += level * weights[wbase + go * I + i] for go = 0 .. G_out - 1, one group per cycle
-             (ELEMENTWISE: acc[gi] = the word's values)
-    POST     per output group go: z = acc * mult + bias; REQUANT / NEURON / LOGITS; write dst (t, n, go)
+    UPDATE   acc[go] += level * weights[wbase + go * I + i] for go = 0 .. G_out - 1, one group per cycle; the
+             next event is picked in the last group's cycle
+    POST     per output group go, one per cycle: z = acc * mult + bias; REQUANT / NEURON / LOGITS; write dst
+             (t, n, go) and clear acc[go] (every accumulator is 0 when a frame starts)
+
+ELEMENTWISE copies src0's words into acc (one per cycle), then posts.
 
 LINEAR_ATTENTION runs the same event loop twice, head by head (a head's ``S`` = ``head_span`` groups from its
 first group ``g0``, lanes outside the head masked): first, for every step and token, each event ``k[i]`` adds
@@ -23,8 +25,8 @@ first group ``g0``, lanes outside the head masked): first, for every step and to
 event ``q[i]`` adds ``level * KV[i, go]`` into ``acc[go]``. COSPIKE adds ``src0 * src1`` lane by lane into
 ``acc[g]`` over every token, per step, then posts once.
 
-Cycles of a MATMUL frame: ``G_out`` (clear) + ``4 G_in`` (reads) + ``G_out + 1`` per event + ``2 G_out`` (post),
-plus a few per descriptor: they grow with the spikes (:func:`descriptor_cycles`).
+Cycles of a MATMUL frame: ``2 G_in`` (words) + ``G_out`` per event + ``G_out`` (post) + 3, plus a few per
+descriptor: they grow with the spikes (:func:`descriptor_cycles`).
 """
 
 from __future__ import annotations
@@ -45,12 +47,12 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     events (mask applied) that it consumes over the whole run (LINEAR_ATTENTION: those of k and of q):
     exact (``tests/test_npu_overlay.py``).
 
-    Fetch and dispatch ``DESCRIPTOR_WORDS + 2``. MATMUL / ELEMENTWISE, per frame (token and step): clear
-    ``G_out`` (1 between the frames of a reduction), ``4`` per src0 word (``3`` for ELEMENTWISE) and
-    ``G_out + 1`` per event, drain 1, post ``2 G_out`` (once for a reduction), 1 to the next frame.
-    LINEAR_ATTENTION: clear the K^T V store (``T C S`` words), ``4 S`` per head and 1 per token and step for
-    the k pass, the frames of a MATMUL with ``4 S`` per head, and ``S + 1`` per event. COSPIKE: per step,
-    clear ``G``, ``2`` per word of every token, drain, post ``2 G``, next."""
+    Fetch and dispatch ``DESCRIPTOR_WORDS + 2``. MATMUL, per frame (token and step): 3, and ``2`` per src0
+    word (its read is issued while the previous word's events run), post ``G_out`` (once for a reduction);
+    ``G_out`` per event. ELEMENTWISE, per frame: one per word, post ``G_out``, 2. LINEAR_ATTENTION: clear the
+    K^T V store (``T C S`` words, ``S`` = ``head_span``), per token and step ``2 + 2 S heads`` for the k pass and
+    ``3 + 2 S heads + G_out`` for the q pass, and ``S`` per event. COSPIKE, per step: ``2`` per word of every
+    token, post ``G``, 2."""
     fetch = DESCRIPTOR_WORDS + 2
     if d.kind == Kind.END:
         return fetch
@@ -58,16 +60,15 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     frames = d.tokens * d.steps
     if d.kind == Kind.LINEAR_ATTENTION:
         span = head_span(d.head_groups, d.head_lanes)
-        words = 4 * span * d.heads
-        k_pass = d.steps * d.in_ch * span + frames * (words + 1)
-        return fetch + k_pass + frames * (g_out + words + 2 + 2 * g_out) + events * (span + 1)
+        words = 2 * span * d.heads
+        return (fetch + d.steps * d.in_ch * span + frames * (2 + words) + frames * (3 + words + g_out)
+                + events * span)
     if d.kind == Kind.COSPIKE:
-        return fetch + d.steps * (3 * g_out + 2 * d.tokens * g_in + 2)
+        return fetch + d.steps * (2 * d.tokens * g_in + g_out + 2)
+    if d.kind == Kind.ELEMENTWISE:
+        return fetch + frames * (g_in + g_out + 2)
     posts = 1 if d.reduce else frames
-    clears = 1 if d.reduce else frames
-    per_word = 3 if d.kind == Kind.ELEMENTWISE else 4
-    return (fetch + clears * g_out + (frames - clears) + frames * (g_in * per_word + 2) + posts * 2 * g_out
-            + events * (g_out + 1))
+    return fetch + frames * (3 + 2 * g_in) + posts * g_out + events * g_out
 
 
 def _lanes(word, count: int, width: int, as_signed: bool) -> list:
@@ -166,7 +167,7 @@ class Overlay(wiring.Component):
         levels = [pending[l * lw:(l + 1) * lw] for l in range(P)]
         lane = Signal(range(max(P, 2)))    # the event being issued
         level = Signal(lw)
-        first_frame = Signal()
+        fresh = Signal()                   # the next word to latch is the frame's first
         phase_k = Signal()                 # LINEAR_ATTENTION: the pass over k that builds K^T V
 
         # the head being scanned (LINEAR_ATTENTION): channels [hs, he), hs = hs_g * P + hs_l
@@ -185,7 +186,11 @@ class Overlay(wiring.Component):
 
         g_first = Mux(attn, hs_g, 0)                               # groups an event updates
         g_last = Mux(attn, hs_g + span - 1, n_gout - 1)
-        gi_last = Mux(attn, hs_g + span - 1, n_gin - 1)            # groups of words read
+        gi_last = Mux(attn, hs_g + span - 1, n_gin - 1)            # the last word of the head (of the frame)
+        last_word = (gi >= gi_last) & (~attn | (h + 1 >= desc.heads))
+        # the word after gi (the next head's first after a head's last): its read is issued while gi's events
+        # are processed, so that it is there when they are done
+        nxt_gi = Mux(fresh, 0, Mux(gi < gi_last, gi + 1, he_g))
 
         kv_cs = Signal(24)                 # words of one step of the K^T V store: in_ch * span
         kv_count = Signal(28)
@@ -203,10 +208,11 @@ class Overlay(wiring.Component):
             return (getattr(desc, f"{op}_base") + tt * getattr(desc, f"{op}_tstep") + nn * getattr(desc, f"{op}_nstep")
                     + g)
 
+        ev_g = Mux(desc.kind == Kind.MATMUL, nxt_gi, Mux(attn, nxt_gi, gi))   # prefetch; COPY and COSPIKE: gi
         a_addr = Mux(post_phase, word_addr("src1", t, n, go),
-                     Mux(phase_k, word_addr("src1", t, n, gi), word_addr("src0", t, n, gi)))
+                     Mux(phase_k, word_addr("src1", t, n, ev_g), word_addr("src0", t, n, ev_g)))
         b_addr = Mux(cospike, word_addr("src1", t, n, gi),
-                     Mux(phase_k, word_addr("src2", t, n, go), word_addr("src2", t, 0, gi)))
+                     Mux(phase_k, word_addr("src2", t, n, go), word_addr("src2", t, 0, ev_g)))
         for b in banks:
             m.d.comb += [rd_a[b].addr.eq(a_addr), rd_b[b].addr.eq(b_addr), rd_p[b].addr.eq(self.peek_addr)]
 
@@ -262,18 +268,21 @@ class Overlay(wiring.Component):
         sums = [(o + upd_level * x)[:tw] for o, x in zip(old, operand)]
         m.d.sync += prev_sum.eq(Cat(*sums))
 
-        # writes into acc: clear, ELEMENTWISE copy, COSPIKE's products, or the update stage
-        clr = Signal()
-        copy = Signal()
+        # writes into acc: the update stage, ELEMENTWISE's copy, COSPIKE's products, or the post unit's clear
+        # (every accumulator a descriptor uses is 0 again once its post has read it: no clear before a frame)
+        copy_issue, copy_valid, copy_g = Signal(), Signal(), Signal(12)
+        m.d.sync += [copy_valid.eq(copy_issue), copy_g.eq(gi)]
         co_add = Signal()
+        post_write = Signal()          # the post unit's second cycle: results valid
+        post_go = Signal(12)
         copy_lanes = [Signal(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
         m.d.comb += [x.eq(v) for x, v in zip(copy_lanes, src0_vals)]
         co_sums = Cat(*((a + x * y)[:c.acc_bits] for a, x, y in zip(acc_lanes, src0_vals, b_vals)))
         upd_acc = upd_valid & ~upd_kv
-        m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, upd_addr, Mux(copy, gi, go))),
-                     acc_wr.en.eq(upd_acc | clr | copy | co_add),
+        m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, upd_addr, Mux(copy_valid, copy_g, Mux(co_add, go, post_go)))),
+                     acc_wr.en.eq(upd_acc | copy_valid | co_add | post_write),
                      acc_wr.data.eq(Mux(upd_acc, Cat(*(x[:c.acc_bits] for x in sums)),
-                                        Mux(copy, Cat(*copy_lanes), Mux(co_add, co_sums, 0))))]
+                                        Mux(copy_valid, Cat(*copy_lanes), Mux(co_add, co_sums, 0))))]
         kv_clr = Signal()
         m.d.comb += [kv_wr.addr.eq(Mux(kv_clr, kv_count, upd_addr)), kv_wr.en.eq(kv_clr | (upd_valid & upd_kv)),
                      kv_wr.data.eq(Mux(kv_clr, 0, Cat(*(x[:c.kv_bits] for x in sums))))]
@@ -284,9 +293,8 @@ class Overlay(wiring.Component):
         n_gout_bias = Mux(desc.bias_per_token, n * n_gout, 0)
         m.d.comb += [mult_rd.addr.eq(desc.mult_base + go), bias_rd.addr.eq(desc.bias_base + n_gout_bias + go),
                      theta_rd.addr.eq(desc.theta_base + go), v_rd.addr.eq(go)]
-        post_write = Signal()          # the post unit's second cycle: results valid
-        post_go = Signal(12)
-        m.d.sync += post_go.eq(go)
+        post_read = Signal()           # the post unit's first cycle: acc, parameters, membrane, residual read
+        m.d.sync += [post_go.eq(go), post_write.eq(post_read)]
         mult_l = _lanes(mult_rd.data, P, c.mult_bits, True)
         bias_l = _lanes(bias_rd.data, P, c.bias_bits, True)
         v_l = _lanes(v_rd.data, P, c.post_bits, True)
@@ -335,14 +343,32 @@ class Overlay(wiring.Component):
         m.d.comb += [self.pc.eq(pc)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
-        nonzero = Cat(*(lv != 0 for lv in levels))
+        frame_end_t = t + 1 == desc.steps
+        frame_end_n = (n + 1 == desc.tokens) | cospike
+        restart_heads = [h.eq(0), hs_g.eq(0), hs_l.eq(0), gi.eq(0), go.eq(0)]
+        live = [lv & Mux(u, (1 << lw) - 1, 0) for lv, u in zip(levels, in_head(gi))]
+        nonzero = Cat(*(lv != 0 for lv in live))
         lowest = Signal(range(max(P, 2)))
         for l in reversed(range(P)):
             with m.If(nonzero[l]):
                 m.d.comb += lowest.eq(l)
-        frame_end_t = t + 1 == desc.steps
-        frame_end_n = (n + 1 == desc.tokens) | cospike
-        restart_heads = [h.eq(0), hs_g.eq(0), hs_l.eq(0), gi.eq(0), go.eq(0)]
+
+        def pick():
+            """The lowest live event of the word becomes the one issued next, from its head's first group."""
+            m.d.sync += [lane.eq(lowest), level.eq(Array(live)[lowest]), go.eq(g_first),
+                         kv_row.eq(kv_tbase + (gi * P + lowest) * span), pending.word_select(lowest, lw).eq(0)]
+            m.next = "UPDATE"
+
+        def frame():
+            """Start a frame (token ``n``, step ``t``): its first word, its copy, or its COSPIKE sum."""
+            m.d.sync += [fresh.eq(1), *restart_heads]
+            with m.Switch(desc.kind):
+                with m.Case(Kind.ELEMENTWISE):
+                    m.next = "COPY"
+                with m.Case(Kind.COSPIKE):
+                    m.next = "CO_READ"
+                with m.Default():
+                    m.next = "FIRST"
 
         with m.FSM():
             with m.State("IDLE"):
@@ -358,17 +384,16 @@ class Overlay(wiring.Component):
                 with m.If(word == DESCRIPTOR_WORDS):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                m.d.sync += [n.eq(0), t.eq(0), first_frame.eq(1), kv_count.eq(0), kv_cs.eq(desc.in_ch * span),
-                             n_gin.eq((desc.in_ch + P - 1) // P), n_gout.eq((desc.out_ch + P - 1) // P),
-                             *restart_heads]
+                m.d.sync += [n.eq(0), t.eq(0), kv_count.eq(0), kv_cs.eq(desc.in_ch * span),
+                             n_gin.eq((desc.in_ch + P - 1) // P), n_gout.eq((desc.out_ch + P - 1) // P)]
                 with m.Switch(desc.kind):
                     with m.Case(Kind.END):
                         m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
                     with m.Case(Kind.MATMUL, Kind.ELEMENTWISE, Kind.COSPIKE):
-                        m.next = "CLEAR"
+                        frame()
                     with m.Case(Kind.LINEAR_ATTENTION):
-                        m.d.sync += phase_k.eq(1)
+                        m.d.sync += [phase_k.eq(1), fresh.eq(1), *restart_heads]
                         m.next = "KV_CLEAR"
                     with m.Default():
                         m.d.sync += [self.busy.eq(0), self.error.eq(1)]
@@ -377,70 +402,58 @@ class Overlay(wiring.Component):
                 m.d.comb += kv_clr.eq(1)
                 m.d.sync += kv_count.eq(kv_count + 1)
                 with m.If(kv_count + 1 >= desc.steps * kv_cs):
-                    m.next = "READ"
-            with m.State("CLEAR"):
-                def to_read():
-                    m.d.sync += restart_heads
-                    with m.If(cospike):
-                        m.next = "CO_READ"
-                    with m.Else():
-                        m.next = "READ"
-                with m.If(first_frame | ~desc.reduce):
-                    m.d.comb += clr.eq(1)
-                    m.d.sync += go.eq(go + 1)
-                    with m.If(go + 1 >= n_gout):
-                        to_read()
-                with m.Else():
-                    to_read()
-            with m.State("READ"):
-                m.next = "LATCH"                   # the src0 (k) and mask words arrive next cycle
+                    m.next = "FIRST"
+            with m.State("FIRST"):
+                m.next = "LATCH"                   # the frame's first src0 (k) and mask words arrive next cycle
             with m.State("LATCH"):
-                with m.If(desc.kind == Kind.ELEMENTWISE):
-                    m.d.comb += copy.eq(1)
-                    m.next = "NEXT_WORD"
-                with m.Else():
-                    used = in_head(gi)
-                    m.d.sync += pending.eq(Cat(*(Mux((~desc.mask | mb) & u, lv, 0).as_unsigned()[:lw]
-                                                 for lv, mb, u in zip(ev_lvls, mask_bits, used))))
-                    m.next = "SCAN"
+                m.d.sync += [pending.eq(Cat(*(Mux(~desc.mask | mb, lv, 0).as_unsigned()[:lw]
+                                              for lv, mb in zip(ev_lvls, mask_bits)))), fresh.eq(0)]
+                with m.If(~fresh & attn & (gi >= gi_last)):
+                    m.d.sync += [h.eq(h + 1), hs_g.eq(he_g), hs_l.eq(he_l)]
+                m.d.sync += gi.eq(nxt_gi)
+                m.next = "SCAN"
             with m.State("SCAN"):
-                with m.If(nonzero == 0):
-                    m.next = "NEXT_WORD"
+                with m.If(nonzero != 0):
+                    pick()
+                with m.Elif(last_word):
+                    m.next = "WORDS_DONE"
                 with m.Else():
-                    m.d.sync += [lane.eq(lowest), level.eq(Array(levels)[lowest]), go.eq(g_first),
-                                 kv_row.eq(kv_tbase + (gi * P + lowest) * span)]
-                    m.d.sync += pending.word_select(lowest, lw).eq(0)
-                    m.next = "UPDATE"
+                    m.next = "LATCH"
             with m.State("UPDATE"):
                 m.d.comb += issue.eq(1)
                 m.d.sync += go.eq(go + 1)
                 with m.If(go >= g_last):
-                    m.d.sync += go.eq(0)
-                    m.next = "SCAN"
-            with m.State("NEXT_WORD"):
-                with m.If(gi < gi_last):
-                    m.d.sync += gi.eq(gi + 1)
-                    m.next = "READ"
-                with m.Elif(attn & (h + 1 < desc.heads)):
-                    m.d.sync += [h.eq(h + 1), hs_g.eq(he_g), hs_l.eq(he_l), gi.eq(he_g)]
-                    m.next = "READ"
-                with m.Elif(phase_k):
-                    m.d.sync += restart_heads
-                    m.next = "K_NEXT"
+                    with m.If(nonzero != 0):
+                        pick()
+                    with m.Elif(last_word):
+                        m.next = "WORDS_DONE"
+                    with m.Else():
+                        m.next = "LATCH"
+            with m.State("WORDS_DONE"):
+                # the last update is written at the end of this cycle
+                m.d.sync += go.eq(0)
+                with m.If(phase_k):
+                    # the k pass goes over every token of every step, then the q pass runs frame by frame
+                    with m.If(~frame_end_n):
+                        m.d.sync += [n.eq(n + 1), fresh.eq(1), *restart_heads]
+                        m.next = "FIRST"
+                    with m.Elif(~frame_end_t):
+                        m.d.sync += [n.eq(0), t.eq(t + 1), fresh.eq(1), *restart_heads]
+                        m.next = "FIRST"
+                    with m.Else():
+                        m.d.sync += [n.eq(0), t.eq(0), phase_k.eq(0)]
+                        frame()
+                with m.Elif(desc.reduce & ~(frame_end_t & frame_end_n)):
+                    m.next = "NEXT_FRAME"
                 with m.Else():
+                    m.d.sync += post_phase.eq(1)
+                    m.next = "POST"
+            with m.State("COPY"):
+                m.d.comb += copy_issue.eq(1)
+                m.d.sync += gi.eq(gi + 1)
+                with m.If(gi + 1 >= n_gin):
                     m.d.sync += gi.eq(0)
-                    m.next = "DRAIN"
-            with m.State("K_NEXT"):
-                # the k pass goes over every token of every step, then the q pass runs frame by frame
-                with m.If(~frame_end_n):
-                    m.d.sync += n.eq(n + 1)
-                    m.next = "READ"
-                with m.Elif(~frame_end_t):
-                    m.d.sync += [n.eq(0), t.eq(t + 1)]
-                    m.next = "READ"
-                with m.Else():
-                    m.d.sync += [n.eq(0), t.eq(0), phase_k.eq(0)]
-                    m.next = "CLEAR"
+                    m.next = "WORDS_DONE"
             with m.State("CO_READ"):
                 m.next = "CO_ADD"                  # both words and acc[go] arrive next cycle
             with m.State("CO_ADD"):
@@ -453,32 +466,21 @@ class Overlay(wiring.Component):
                     m.next = "CO_READ"
                 with m.Else():
                     m.d.sync += [gi.eq(0), go.eq(0), n.eq(0)]
-                    m.next = "DRAIN"
-            with m.State("DRAIN"):
-                # the last update is written at the end of this cycle
-                m.d.sync += [go.eq(0), first_frame.eq(0)]
-                with m.If(desc.reduce & ~(frame_end_t & frame_end_n)):
-                    m.next = "NEXT_FRAME"
-                with m.Else():
-                    m.d.sync += post_phase.eq(1)
-                    m.next = "POST_READ"
-            with m.State("POST_READ"):
-                m.next = "POST_WRITE"
-            with m.State("POST_WRITE"):
-                m.d.comb += post_write.eq(1)
+                    m.next = "WORDS_DONE"
+            with m.State("POST"):
+                # one group per cycle: read here, computed and written the next cycle (post_write)
+                m.d.comb += post_read.eq(1)
+                m.d.sync += go.eq(go + 1)
                 with m.If(go + 1 >= n_gout):
                     m.d.sync += [go.eq(0), post_phase.eq(0)]
                     m.next = "NEXT_FRAME"
-                with m.Else():
-                    m.d.sync += go.eq(go + 1)
-                    m.next = "POST_READ"
             with m.State("NEXT_FRAME"):
                 with m.If(~frame_end_t):
                     m.d.sync += t.eq(t + 1)
-                    m.next = "CLEAR"
+                    frame()
                 with m.Elif(~frame_end_n):
                     m.d.sync += [t.eq(0), n.eq(n + 1)]
-                    m.next = "CLEAR"
+                    frame()
                 with m.Else():
                     m.d.sync += [pc.eq(pc + 1), word.eq(0)]
                     m.next = "FETCH"
