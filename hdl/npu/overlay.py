@@ -93,7 +93,7 @@ class Overlay(wiring.Component):
         Write ``load_data`` at ``load_addr`` of memory ``load_mem`` (:class:`Mem`) while not busy; program
         memory words are :data:`WORD_BITS` wide (descriptor k at ``k * DESCRIPTOR_WORDS``).
     peek_mem, peek_addr : In; peek_data : Out
-        Read a scratchpad word, or a logit, the cycle after the address is given.
+        Read a scratchpad word, or a logit, the cycle after the address is given (while not busy).
     """
 
     def __init__(self, config: Config):
@@ -197,11 +197,11 @@ class Overlay(wiring.Component):
         kv_row = Signal(range(max(c.kv_depth, 2)))
         kv_tbase = t * kv_cs
 
-        # --- scratchpad ports: A (src0 / k words, src1 in the post phase), B (mask / v / cospike's src1), peek
+        # --- scratchpad ports: A (src0 / k words, src1 in the post phase), B (mask / v / cospike's src1; the
+        # peek port while idle)
         post_phase = Signal()
         rd_a = {b: mem.read_port() for b, mem in banks.items()}
         rd_b = {b: mem.read_port() for b, mem in banks.items()}
-        rd_p = {b: mem.read_port() for b, mem in banks.items()}
         wr = {b: mem.write_port() for b, mem in banks.items()}
 
         def word_addr(op, tt, nn, g):
@@ -214,7 +214,7 @@ class Overlay(wiring.Component):
         b_addr = Mux(cospike, word_addr("src1", t, n, gi),
                      Mux(phase_k, word_addr("src2", t, n, go), word_addr("src2", t, 0, ev_g)))
         for b in banks:
-            m.d.comb += [rd_a[b].addr.eq(a_addr), rd_b[b].addr.eq(b_addr), rd_p[b].addr.eq(self.peek_addr)]
+            m.d.comb += [rd_a[b].addr.eq(a_addr), rd_b[b].addr.eq(Mux(self.busy, b_addr, self.peek_addr))]
 
         def lanes_of(port_by_bank, bank_sel, as_signed):
             spk = _lanes(port_by_bank[Bank.SPIKES].data, P, bits[Bank.SPIKES], False)
@@ -230,7 +230,7 @@ class Overlay(wiring.Component):
         b_vals = lanes_of(rd_b, desc.src1_bank, True)           # COSPIKE's second operand
         v_vals = lanes_of(rd_b, desc.src2_bank, True)           # the k pass's v word
 
-        m.d.comb += self.peek_data.eq(Mux(self.peek_mem == Mem.WIDE, rd_p[Bank.WIDE].data, rd_p[Bank.SPIKES].data))
+        m.d.comb += self.peek_data.eq(Mux(self.peek_mem == Mem.WIDE, rd_b[Bank.WIDE].data, rd_b[Bank.SPIKES].data))
         peek_logit = Signal(signed(c.logit_bits))
         m.d.sync += peek_logit.eq(logits[self.peek_addr[:index_bits(c.classes)]])
         with m.If(self.peek_mem == Mem.LOGITS):
