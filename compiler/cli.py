@@ -23,7 +23,7 @@ from boards.errors import BoardError
 
 from . import __version__
 from .errors import UserError
-from .flows import SCHEMA_VERSION, build, clean, estimate, run, simulate
+from .flows import SCHEMA_VERSION, build, clean, estimate, export, run, simulate
 from .frontend.config import ARCHS, ATTENTION_KINDS, HEAD_KINDS, INPUT_KINDS, ModelConfig, parse_int_list
 from .frontend.data import DATASETS, NPZ_PREFIX, is_npz
 from .hw.plan import build_plan
@@ -378,6 +378,13 @@ def cmd_estimate(args) -> int:
     return status
 
 
+def cmd_export(args) -> int:
+    report, status = export.run(args.model, args.board, args.out, lanes=None if args.lanes == "auto" else args.lanes,
+                                clock_mhz=args.clock, baud=args.baud, force=args.force)
+    _emit(report, args.json, export.print_report)
+    return status
+
+
 def cmd_clean(args) -> int:
     report, status = clean.run(args.build_dir, calibrate=args.calibrate, dry_run=args.dry_run)
     _emit(report, args.json, clean.print_report)
@@ -539,6 +546,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"test inputs whose activity drives the cycle estimate (default: {build.DEFAULT_SAMPLES})")
     m.add_argument("--json", action="store_true", help="print the estimate as one JSON object on stdout")
     m.set_defaults(func=cmd_estimate)
+
+    x = sub.add_parser("export", help="write the Verilog and RTLIL a board gets (and its constraints and tool "
+                                      "scripts), without synthesis",
+                       description="Lower the model to the accelerator for a board as build does (lanes, fit check, "
+                                   "the board top with its PLL, UART link and LEDs) and write, instead of a "
+                                   "bitstream, the design: top.il (RTLIL, what Yosys synthesizes), top.v (the same "
+                                   "as Verilog), top.lpf (pin constraints), top.ys and build_top.sh (the tools' "
+                                   "commands). Seconds; no synthesis.")
+    x.add_argument("model", help="a model.pt checkpoint")
+    x.add_argument("--board", required=True, help="the board: ulx3s (= ulx3s-85f), ulx3s-12f/25f/45f/85f, "
+                                                 "ecpix5 (= ecpix5-85f), ecpix5-45f")
+    x.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty, or with --force)")
+    x.add_argument("--lanes", type=_lanes_or_auto, default="auto",
+                   help="lanes P (a divisor of the model width), or auto: as build chooses them (default: auto)")
+    x.add_argument("--clock", type=_clock, default=build.DEFAULT_CLOCK_MHZ,
+                   help=f"core clock in MHz; the PLL makes the nearest it can (default: {build.DEFAULT_CLOCK_MHZ:g})")
+    x.add_argument("--baud", type=_baud, default=build.DEFAULT_BAUD,
+                   help=f"UART bit rate (default: {build.DEFAULT_BAUD})")
+    x.add_argument("--force", action="store_true", help="replace --out even if it is not empty")
+    x.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    x.set_defaults(func=cmd_export)
 
     f = sub.add_parser("flash", help="load a bitstream onto the board with openFPGALoader",
                        description="Load a build's bitstream into the FPGA (SRAM, lost at power-off) or, with "

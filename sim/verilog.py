@@ -31,7 +31,11 @@ def _yosys() -> str:
 
 def convert(component, name: str = "top") -> str:
     """``component`` as Verilog module ``name`` (like ``amaranth.back.verilog.convert(..., emit_src=False)``)."""
-    text = rtlil.convert(component, name=name, emit_src=False)
+    return from_rtlil(rtlil.convert(component, name=name, emit_src=False))
+
+
+def from_rtlil(text: str) -> str:
+    """A design's RTLIL (Amaranth's, or a board flow's ``top.il``) as Verilog, by the same Yosys script."""
     with tempfile.TemporaryDirectory() as work:
         Path(work, "top.il").write_text(text)
         result = subprocess.run([_yosys(), "-q", "-p", _SCRIPT], cwd=work, capture_output=True, text=True,
