@@ -11,7 +11,7 @@ from conftest import EXAMPLE, ROOT
 
 
 def test_every_command_has_help():
-    for cmd in ([], ["train"], ["inspect"], ["evaluate"]):
+    for cmd in ([], ["train"], ["inspect"], ["evaluate"], ["export"], ["clean"]):
         r = subprocess.run([sys.executable, "-m", "compiler", *cmd, "--help"], cwd=ROOT,
                            capture_output=True, text=True)
         assert r.returncode == 0 and "usage:" in r.stdout

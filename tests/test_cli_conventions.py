@@ -84,6 +84,7 @@ def test_emit_puts_schema_version_first(capsys):
 @pytest.mark.parametrize("args", [
     ["inspect", EXAMPLE, "--count", "4", "--json"],
     ["evaluate", EXAMPLE, "--count", "4", "--json"],
+    ["clean", "--dry-run", "--json"],
 ])
 def test_json_outputs_carry_the_schema_version(capsys, args):
     assert main([str(a) for a in args]) == 0
