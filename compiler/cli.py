@@ -343,13 +343,21 @@ def cmd_simulate(args) -> int:
     from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
 
+    if args.overlay and args.dense:
+        raise UserError("--dense is the generated accelerator's baseline; the overlay is event-driven only")
+    if args.overlay and args.simulator != "verilator":
+        raise UserError(f"--overlay runs in verilator, not {args.simulator}")
     simulate.check_build_dir(args.build_dir)
     model = checkpoint.load(args.model)
     x, _, _ = _load_samples(args, model)
-    plan = build_plan(lower(model, args.model), lanes=args.lanes, dense=args.dense)
     show = not args.json and sys.stderr.isatty() or args.progress
-    report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
-                     show_progress=show)
+    if args.overlay:
+        report = simulate.run_overlay(lower(model, args.model), x, lanes=args.lanes or 16, trace=args.trace,
+                                      build_dir=args.build_dir, show_progress=show)
+    else:
+        plan = build_plan(lower(model, args.model), lanes=args.lanes, dense=args.dense)
+        report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
+                              show_progress=show)
     report["model"] = str(args.model)
     _emit(report, args.json, simulate.print_report)
     return 0 if report["mismatches"] == 0 else 1
@@ -497,6 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the largest divisor up to 16)")
     s.add_argument("--dense", action="store_true",
                    help="schedule every synapse, spiking or not: the baseline for the event-driven schedule")
+    s.add_argument("--overlay", action="store_true",
+                   help="run the overlay (the spiking NPU: one sequencer, sparse engine and post unit running the "
+                        "model's compiled program) instead of the generated accelerator; --lanes is then any "
+                        "count (default 16)")
     s.add_argument("--trace", action="store_true",
                    help="also compare every stored layer at every time step and name the first difference")
     s.add_argument("--build-dir", default="build/sim", help="where simulator models are built and cached "

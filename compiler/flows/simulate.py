@@ -1,5 +1,5 @@
-"""``python -m compiler simulate``: run the generated accelerator cycle-accurately and compare it, bit for
-bit, with the integer golden model."""
+"""``python -m compiler simulate``: run the generated accelerator (or, with ``--overlay``, the overlay with the
+model's program) cycle-accurately and compare it, bit for bit, with the integer golden model."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sim.accelerator import simulate
 
 from ..errors import UserError
 from ..hw.plan import Plan
-from ..ir import golden
+from ..ir import golden, metrics
 
 
 def check_build_dir(path: str | Path) -> None:
@@ -98,6 +98,92 @@ def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: st
     }
 
 
+def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool) -> dict:
+    """Compile ``graph`` for the smallest overlay configuration of ``lanes`` lanes, run every sample of ``x`` on
+    the Verilated overlay through the host driver (``compiler.host.npu.NpuDriver``, the one a board gets) and
+    compare its logits -- with ``trace``, every stored tensor -- with the golden model's, and its cycles with
+    the descriptors' cycle formula."""
+    from hdl.npu.bus import OverlayBus
+    from sim import verilator_host
+
+    from ..host.npu import NpuDriver
+    from ..hw.program import compile_program, fit_config
+
+    program = compile_program(graph, fit_config(graph, lanes, keep=trace), keep=trace)
+    if show_progress:
+        sys.stderr.write(f"building the Verilator model of the overlay ({lanes} lanes, {len(program.descriptors)} "
+                         f"descriptors)...\n")
+    t0 = time.monotonic()
+    binary = verilator_host.build(OverlayBus(program.config), build_dir)
+    ref_logits, ref_env = golden.run(graph, x, trace=True)
+    events = [program.events(x[b:b + 1]) for b in range(len(x))]
+    logits = np.zeros((len(x), program.classes), np.int64)
+    cycles = np.zeros(len(x), np.int64)
+    first, mismatched = None, []
+    bar = tqdm(total=len(x), desc="simulate", unit="sample", disable=not show_progress, leave=False)
+    t1 = time.monotonic()
+    with verilator_host.Session(binary) as bus:
+        driver = NpuDriver(bus)
+        driver.load(program)
+        for b, sample in enumerate(x):
+            logits[b], cycles[b] = driver.infer(sample)
+            diff = None
+            if trace:
+                for layer in program.layers:
+                    if layer.dst is None:
+                        continue
+                    got = driver.read_tensor(layer.dst)
+                    want = ref_env[layer.dst][b]
+                    want = want[:got.shape[0]].reshape(got.shape)
+                    if not np.array_equal(got, want):
+                        pos = tuple(int(i) for i in np.argwhere(got != want)[0])
+                        diff = {"tensor": layer.dst, "position": list(pos), "hardware": int(got[pos]),
+                                "golden": int(want[pos])}
+                        break
+            if diff is None and not np.array_equal(logits[b], ref_logits[b]):
+                k = int(np.flatnonzero(logits[b] != ref_logits[b])[0])
+                diff = {"tensor": graph.output, "position": [k], "hardware": int(logits[b, k]),
+                        "golden": int(ref_logits[b, k])}
+            if diff is not None:
+                mismatched.append(b)
+                first = first or {"sample": b, **diff}
+            bar.update()
+    bar.close()
+    stats = bus.stats or {}
+    wall = time.monotonic() - t0
+    modelled = np.array([sum(program.cycles(e)) for e in events])
+    synops = metrics.summarize(graph, x, 0)["synaptic_ops"]["effective"]
+    ops_per_cycle = float(synops / cycles.mean())
+    seconds = float(stats.get("seconds", time.monotonic() - t1))
+    return {
+        "samples": int(len(x)),
+        "mismatches": len(mismatched),
+        "mismatched_samples": mismatched[:20],
+        "first_mismatch": first,
+        "simulator": "verilator",
+        "schedule": "overlay",
+        "lanes": lanes,
+        "model_id": f"{program.model_id:08x}",
+        "cycles_per_inference": float(cycles.mean()),
+        "cycles_min": int(cycles.min()),
+        "cycles_max": int(cycles.max()),
+        "cycles_modelled_per_inference": float(modelled.mean()),
+        "cycle_model_error": float(np.abs(modelled - cycles).max()),
+        "spike_events_per_inference": float(np.mean([sum(e) for e in events])),
+        "synaptic_ops_per_inference": float(synops),
+        "ops_per_cycle": ops_per_cycle,
+        "ops_per_cycle_ceiling": lanes,
+        "lane_utilization": ops_per_cycle / lanes,
+        "classes": [int(c) for c in logits.argmax(axis=1)[:20]],
+        "simulated_cycles": int(stats.get("cycles", int(cycles.sum()))),
+        "simulator_seconds": seconds,
+        "simulated_cycles_per_second": float(stats.get("cycles", cycles.sum()) / max(seconds, 1e-9)),
+        "wall_seconds": wall,
+        "traced": trace,
+        "config": program.config.__dict__.copy(),
+    }
+
+
 def print_report(r: dict) -> None:
     verdict = "bit-exact" if r["mismatches"] == 0 else f"{r['mismatches']} MISMATCHING"
     print(f"{r['samples']} samples on the {r['schedule']} accelerator ({r['lanes']} lanes, model id {r['model_id']}), "
@@ -109,6 +195,9 @@ def print_report(r: dict) -> None:
               f"hardware {f['hardware']}, golden {f['golden']}")
     print(f"  cycles per inference:    {r['cycles_per_inference']:,.0f} (min {r['cycles_min']:,}, "
           f"max {r['cycles_max']:,})")
+    if "cycles_modelled_per_inference" in r:
+        print(f"  cycle model:             {r['cycles_modelled_per_inference']:,.0f} per inference (largest "
+              f"difference from the simulation: {r['cycle_model_error']:,.0f} cycles)")
     print(f"  spike events:            {r['spike_events_per_inference']:,.0f} per inference")
     print(f"  synaptic operations:     {r['synaptic_ops_per_inference']:,.0f} per inference")
     print(f"  operations per cycle:    {r['ops_per_cycle']:.2f} of a {r['ops_per_cycle_ceiling']}-lane ceiling "

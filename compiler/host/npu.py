@@ -119,6 +119,22 @@ class NpuDriver:
         return np.array([unpack_lanes(w, lanes, bits, False) for w in self.read_memory(mem, start, count)],
                         dtype=np.int64).reshape(count, lanes)
 
+    def read_tensor(self, name: str) -> np.ndarray:
+        """Stored tensor ``name`` of the loaded program as the scratchpad holds it now, ``[frames, tokens,
+        channels]`` (signed in the wide bank), read as ``sim.npu_model.Machine.read`` reads it."""
+        program, amap = self._loaded(), self._map()
+        t, op = program.tensors[name], program.operands[name]
+        lanes = amap.config.lanes
+        groups = -(-t.channels // lanes)
+        last = op.word(t.frames - 1, t.tokens - 1, groups)
+        raw = self.read_bank(op.bank, op.base, last - op.base)
+        out = np.stack([np.stack([raw[op.word(f, n, 0) - op.base:op.word(f, n, 0) - op.base + groups].reshape(-1)
+                                  for n in range(t.tokens)]) for f in range(t.frames)])[..., :t.channels]
+        if op.bank == Bank.WIDE:
+            bits = amap.config.wide_bits
+            out = np.where(out >> (bits - 1) & 1, out - (1 << bits), out)
+        return out
+
     # -- a program -------------------------------------------------------------------------------------
 
     def load(self, program: Program, progress: Callable[[int], None] | None = None) -> None:

@@ -426,10 +426,11 @@ def _replace(d: Descriptor, **changes) -> Descriptor:
     return replace(d, **changes)
 
 
-def _allocate(layers: list[Layer], tensors: dict[str, Tensor], input_name: str, lanes: int
+def _allocate(layers: list[Layer], tensors: dict[str, Tensor], input_name: str, lanes: int, keep: bool = False
               ) -> tuple[dict[str, int], dict[Bank, int]]:
     """Scratchpad addresses by liveness: a tensor lives from its writer (the input: from the start) to its last
-    reader, both inclusive; each gets the lowest free run of words in its bank (first fit)."""
+    reader, both inclusive; each gets the lowest free run of words in its bank (first fit). With ``keep``, every
+    tensor lives to the end (all of them can be read back after a run: ``simulate --trace``)."""
     first = {input_name: -1}
     last: dict[str, int] = {}
     for k, layer in enumerate(layers):
@@ -439,6 +440,8 @@ def _allocate(layers: list[Layer], tensors: dict[str, Tensor], input_name: str, 
         if layer.dst:
             first.setdefault(layer.dst, k)
             last.setdefault(layer.dst, k)
+    if keep:
+        last = {name: len(layers) for name in last}
     bases: dict[str, int] = {}
     high = {Bank.SPIKES: 0, Bank.WIDE: 0}
     live: dict[Bank, list[tuple[int, int, str]]] = {Bank.SPIKES: [], Bank.WIDE: []}
@@ -466,8 +469,9 @@ def _pack_rows(values: np.ndarray, lanes: int) -> np.ndarray:
     return out.reshape(G, lanes, *values.shape[1:])
 
 
-def compile_program(graph: ir.Graph, config: Config | None = None) -> Program:
-    """Compile an integer graph (``flows.lower``) for an overlay ``config`` (default: ``Config()``).
+def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool = False) -> Program:
+    """Compile an integer graph (``flows.lower``) for an overlay ``config`` (default: ``Config()``); with
+    ``keep``, no scratchpad word is reused, so that every stored tensor can be read back after a run.
 
     Raises UserError (one line) if the model cannot be expressed as descriptors or does not fit the
     configuration: every shortfall is named with the configuration field that would need to grow."""
@@ -475,7 +479,7 @@ def compile_program(graph: ir.Graph, config: Config | None = None) -> Program:
     c = _Compiler(graph, cfg)
     layers = c.compile()
     P = cfg.lanes
-    bases, high = _allocate(layers, c.tensors, graph.input_name, P)
+    bases, high = _allocate(layers, c.tensors, graph.input_name, P, keep)
     operands = {name: t.operand(bases[name], P) for name, t in c.tensors.items()}
     weights, mult, bias, theta = [], [], [], []
     sizes = {"w": 0, "m": 0, "b": 0, "t": 0}
@@ -544,8 +548,8 @@ _ROOMY = Config(spike_bits=16, wide_bits=62, event_bits=16, spike_depth=1 << 30,
                 program_depth=1 << 30, classes=1 << 16, logit_bits=62)
 
 
-def fit_config(graph: ir.Graph, lanes: int = 16) -> Config:
+def fit_config(graph: ir.Graph, lanes: int = 16, *, keep: bool = False) -> Config:
     """The smallest configuration of ``lanes`` lanes that ``graph``'s program fits (each width and depth as the
     program needs it)."""
-    needs = compile_program(graph, replace(_ROOMY, lanes=lanes)).meta["needs"]
+    needs = compile_program(graph, replace(_ROOMY, lanes=lanes), keep=keep).meta["needs"]
     return Config(lanes=lanes, **needs)
