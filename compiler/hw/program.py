@@ -395,9 +395,9 @@ class _Compiler:
         if isinstance(op, ir.LinearAttention):
             q = self.tensors[op.q]
             P, dh = self.cfg.lanes, q.channels // op.heads
+            span = head_span(dh, op.heads, P)
             d = Descriptor(Kind.LINEAR_ATTENTION, op.name, tokens=q.tokens, in_ch=q.channels, heads=op.heads,
-                           head_groups=dh // P, head_lanes=dh % P)
-            span = head_span(dh // P, dh % P)
+                           head_groups=dh // P, head_lanes=dh % P, head_span=span)
             self.require("kv_depth", self.T * q.channels * span, f"{op.name}'s K^T V of {self.T} step(s), "
                          f"{q.channels} channels, {span} group(s) per head")
             k, v = self.tensors[op.k], self.tensors[op.v]

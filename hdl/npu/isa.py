@@ -22,7 +22,7 @@ Memories of the overlay (sizes in :class:`Config`):
 * **K^T V store** (the linear attention's, inside the overlay): words of ``lanes`` signed ``kv_bits``-bit
   values. Step ``t``'s entry ``KV[i, c]`` (``c`` in the head of input channel ``i``) is lane ``c % lanes`` of word
   ``t * C * S + i * S + (c // lanes - g0)``, with ``g0`` the first lane group of that head and ``S`` =
-  :func:`head_span`; lanes outside the head hold 0.
+  the descriptor's ``head_span`` (:func:`head_span`); lanes outside the head hold 0.
 * **logits**: ``classes`` signed ``logit_bits``-bit registers, written by the ``LOGITS`` post operation.
 """
 
@@ -108,7 +108,7 @@ class Operand:
 #: The descriptor's fields and their widths, packed LSB first (the order is the binary format).
 DESCRIPTOR_FIELDS: tuple[tuple[str, int], ...] = (
     ("kind", 3), ("post", 2), ("add", 1), ("mask", 1), ("reduce", 1), ("bias_per_token", 1),
-    ("tokens", 12), ("steps", 4), ("in_ch", 12), ("out_ch", 12), ("heads", 6), ("head_groups", 12), ("head_lanes", 7), ("out_tokens", 12),
+    ("tokens", 12), ("steps", 4), ("in_ch", 12), ("out_ch", 12), ("heads", 6), ("head_groups", 12), ("head_lanes", 7), ("head_span", 12), ("out_tokens", 12),
     ("src0_bank", 1), ("src0_base", 16), ("src0_tstep", 16), ("src0_nstep", 16),
     ("src1_bank", 1), ("src1_base", 16), ("src1_tstep", 16), ("src1_nstep", 16),
     ("src2_bank", 1), ("src2_base", 16), ("src2_tstep", 16), ("src2_nstep", 16),
@@ -143,6 +143,7 @@ class Descriptor:
     heads: int = 1
     head_groups: int = 0          # LINEAR_ATTENTION: a head's channels C / heads = head_groups * lanes + head_lanes
     head_lanes: int = 0
+    head_span: int = 1            # LINEAR_ATTENTION: :func:`head_span`
     out_tokens: int = 1           # tokens of dst (N, or 1 for COSPIKE and the head)
     src0: Operand = field(default_factory=Operand)
     src1: Operand = field(default_factory=Operand)
@@ -196,11 +197,11 @@ class Descriptor:
         return cls(kind=Kind(kw.pop("kind")), post=Post(kw.pop("post")), name=name, **operands, **kw)
 
 
-def head_span(head_groups, head_lanes):
-    """Lane groups that one head of ``head_groups * lanes + head_lanes`` channels is given, wherever it starts
-    (the K^T V store's row stride and the attention engine's loop per event). Works on integers and on
-    Amaranth values alike."""
-    return head_groups + (head_lanes != 0)
+def head_span(head_channels: int, heads: int, lanes: int) -> int:
+    """The most lane groups that one of ``heads`` heads of ``head_channels`` channels each touches (head ``h``
+    starts at channel ``h * head_channels``): the K^T V store's row stride and the attention engine's groups
+    per event."""
+    return max((h * head_channels % lanes + head_channels + lanes - 1) // lanes for h in range(heads))
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..packing import index_bits
-from .isa import DESCRIPTOR_WORDS, WORD_BITS, Bank, Config, Kind, Mem, Post, descriptor_layout, head_span
+from .isa import DESCRIPTOR_WORDS, WORD_BITS, Bank, Config, Kind, Mem, Post, descriptor_layout
 
 __all__ = ["Overlay", "descriptor_cycles"]
 
@@ -59,7 +59,7 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     g_in, g_out = -(-d.in_ch // lanes), -(-d.out_ch // lanes)
     frames = d.tokens * d.steps
     if d.kind == Kind.LINEAR_ATTENTION:
-        span = head_span(d.head_groups, d.head_lanes)
+        span = d.head_span
         words = 2 * span * d.heads
         return (fetch + d.steps * d.in_ch * span + frames * (2 + words) + frames * (3 + words + g_out)
                 + events * span)
@@ -94,10 +94,14 @@ class Overlay(wiring.Component):
         memory words are :data:`WORD_BITS` wide (descriptor k at ``k * DESCRIPTOR_WORDS``).
     peek_mem, peek_addr : In; peek_data : Out
         Read a scratchpad word, or a logit, the cycle after the address is given (while not busy).
+
+    ``images`` (optional, ``{Mem: words}`` as ``compiler.hw.program.Program.images`` gives them) are the initial
+    contents of those memories: a bitstream that boots into a program (``build --overlay --standalone``).
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, images: dict | None = None):
         self._cfg = c = config
+        self._images = {Mem(k): list(v) for k, v in (images or {}).items()}
         self.max_word = max(WORD_BITS, c.lanes * max(c.spike_bits, c.wide_bits, c.weight_bits, c.mult_bits,
                                                       c.bias_bits, c.levels * c.theta_bits), c.logit_bits)
         self.addr_width = max(index_bits(d) for d in (c.program_depth * DESCRIPTOR_WORDS, c.spike_depth,
@@ -119,7 +123,10 @@ class Overlay(wiring.Component):
         P = c.lanes
 
         def memory(name, width, depth):
-            mem = Memory(shape=unsigned(width), depth=max(depth, 2), init=[])
+            init = self._images.get(Mem.__members__.get(name.upper()), [])
+            if len(init) > depth:
+                raise ValueError(f"{len(init)} initial words do not fit the {depth} of memory {name}")
+            mem = Memory(shape=unsigned(width), depth=max(depth, 2), init=init)
             m.submodules[name] = mem
             return mem
 
@@ -177,7 +184,7 @@ class Overlay(wiring.Component):
         he_carry = he_sum >= P
         he_l = Mux(he_carry, he_sum - P, he_sum)
         he_g = hs_g + desc.head_groups + he_carry
-        span = head_span(desc.head_groups, desc.head_lanes)
+        span = desc.head_span
 
         def in_head(g):
             """Per lane of group ``g``: its channel is in the head being scanned (always, but for attention)."""

@@ -1,0 +1,72 @@
+"""Randomized model configurations on ONE overlay: a Verilated overlay of a fixed configuration (5 lanes, a lane
+count that divides no width) runs the compiled program of every model that fits it, through the host driver,
+bit-exact against the golden model in every stored tensor, in exactly the cycles of the descriptors' formula.
+What the overlay is for: a new model is a new program, not new hardware."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from compiler.errors import UserError
+from compiler.frontend.config import ModelConfig
+from compiler.host.npu import NpuDriver
+from compiler.hw.program import compile_program
+from compiler.ir import golden
+from hdl.npu.isa import Config
+from test_npu_program import CONFIGS, _model, configs
+
+BUILD = Path(__file__).resolve().parent.parent / "build" / "test-sim"
+
+#: Room for every configuration of tests/test_npu_program.py (each field at least the largest that
+#: ``fit_config(graph, 5, keep=True)`` gives for them) and for most that the strategy draws.
+ROOMY = Config(lanes=5, spike_bits=3, wide_bits=24, event_bits=8, spike_depth=4096, wide_depth=1024, weight_bits=8,
+               weight_depth=4096, acc_bits=32, mult_bits=24, bias_bits=40, post_bits=48, levels=4, theta_bits=40,
+               param_depth=256, out_groups=32, kv_bits=24, kv_depth=1024, program_depth=48, classes=10,
+               logit_bits=48)
+
+
+@pytest.fixture(scope="module")
+def overlay():
+    from hdl.npu.bus import OverlayBus
+    from sim import verilator_host
+    binary = verilator_host.build(OverlayBus(ROOMY), BUILD)
+    with verilator_host.Session(binary) as bus:
+        yield NpuDriver(bus, ROOMY)
+
+
+def _same(driver, graph, x):
+    program = compile_program(graph, ROOMY, keep=True)
+    driver.load(program)
+    want, env = golden.run(graph, x, trace=True)
+    for b, sample in enumerate(x):
+        logits, cycles = driver.infer(sample)
+        assert list(logits) == list(want[b]), b
+        for layer in program.layers:
+            if layer.dst:
+                got = driver.read_tensor(layer.dst)
+                assert np.array_equal(got, env[layer.dst][b][:got.shape[0]].reshape(got.shape)), (b, layer.dst)
+        assert cycles == sum(program.cycles(program.events(x[b:b + 1]))), b
+    return program
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONFIGS)
+def test_the_accelerator_test_configurations(overlay, name):
+    graph, x = _model(ModelConfig(**CONFIGS[name]), count=2)
+    _same(overlay, graph, x)
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(cfg=configs, seed=st.integers(0, 3))
+def test_random_configurations(overlay, cfg, seed):
+    graph, x = _model(cfg, seed, count=2)
+    try:
+        compile_program(graph, ROOMY, keep=True)
+    except UserError:
+        assume(False)                   # a model larger than the overlay: refused, with the field named
+    _same(overlay, graph, x)
