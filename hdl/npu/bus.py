@@ -31,7 +31,8 @@ __all__ = ["OverlayBus"]
 
 
 class OverlayBus(wiring.Component):
-    """The overlay of ``config`` (:class:`hdl.npu.overlay.Overlay`) as a host-bus device.
+    """The overlay of ``config`` (:class:`hdl.npu.overlay.Overlay`, with its memories' initial ``images`` if
+    given) as a host-bus device.
 
     Attributes
     ----------
@@ -48,11 +49,11 @@ class OverlayBus(wiring.Component):
         ``busy``, ``done``, ``error`` (for a board's LEDs, ``boards.top.BoardTop``).
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, images: dict | None = None):
         if not isinstance(config, Config):
             raise TypeError(f"config must be an hdl.npu.isa.Config, not {config!r}")
         self.map = AddressMap(config)
-        self.overlay = Overlay(config)
+        self.overlay = Overlay(config, images)
         super().__init__({"bus": In(HostBusSignature(self.map.addr_width)), "status": Out(3)})
 
     @property
