@@ -278,9 +278,10 @@ def _config_from(value, where) -> Config:
     return Config(**value)
 
 
-def standard_config_for_hash(digest: int) -> tuple[str, Config] | None:
-    """``(board, configuration)`` of the board whose standard overlay configuration has hash ``digest``, or
-    None."""
+def standard_config_for_hash(digest: int) -> tuple[list[str], Config] | None:
+    """``(boards, configuration)``: the standard overlay configuration whose hash is ``digest`` and the boards
+    it is standard for (boards of one device share it), or None."""
+    found, names = None, []
     for name in sorted({spec.name for spec in BOARDS.values()}):
         spec = BOARDS[name]
         try:
@@ -288,8 +289,9 @@ def standard_config_for_hash(digest: int) -> tuple[str, Config] | None:
         except UserError:
             continue
         if config_hash(config) == digest:
-            return name, config
-    return None
+            found = config
+            names.append(name)
+    return (names, found) if found is not None else None
 
 
 # ---------------------------------------------------------------- the build

@@ -23,10 +23,16 @@ from tqdm import tqdm
 from boards import get_board
 from boards.flash import find_openfpgaloader, flash, flash_command
 
+from hdl.npu import regmap as npu_regmap
+from hdl.npu.regmap import config_hash
+
 from ..errors import UserError
 from ..host.link import Driver, Link, LinkError, SerialPort
+from ..host.npu import NpuDriver, NpuError
 from ..hw.plan import build_plan
-from ..ir import golden
+from ..hw.program import compile_program
+from ..ir import golden, metrics
+from . import overlay as overlay_flow
 
 
 # ---------------------------------------------------------------- the build a board runs
@@ -108,7 +114,8 @@ def run_inputs(args) -> tuple[dict, int]:
     model = checkpoint.load(args.model)
     x, y, source = load_samples(model, inputs=args.inputs, labels=args.labels, dataset=args.dataset,
                                 split=args.split, count=args.count)
-    plan = build_plan(lower(model, args.model))
+    graph = lower(model, args.model)
+    plan = build_plan(graph)
     build_report, build_path = find_build_report(args.model, plan.model_id, args.build)
     clock = args.clock if args.clock is not None else (build_report or {}).get("clock_mhz")
 
@@ -122,6 +129,8 @@ def run_inputs(args) -> tuple[dict, int]:
         except LinkError as exc:
             raise UserError(f"no answer from an accelerator on {args.port} at {args.baud} baud ({exc}); is the "
                             f"bitstream loaded (python -m compiler flash) and the baud rate the build's?") from None
+        if device_id == npu_regmap.MAGIC:          # the overlay: it runs any program of its configuration
+            return run_overlay(args, graph, x, y, source, link)
         if device_id != plan.model_id:
             raise UserError(f"the board on {args.port} runs model id {device_id:08x}, not {plan.model_id:08x} "
                             f"({args.model}): flash the bitstream built from this model")
@@ -184,10 +193,181 @@ def run_inputs(args) -> tuple[dict, int]:
     return report, (0 if len(logit_bad) == 0 else 1)
 
 
+# ---------------------------------------------------------------- run on the overlay
+
+def find_overlay_build(model_path: str, model_id: int, build: str | None) -> tuple[dict | None, Path | None]:
+    """The ``report.json`` of the overlay build to run: ``build`` (a folder or the file; it must be an overlay
+    build of this model), else the newest ``build/<model stem>-*/report.json`` of an overlay build with the same
+    model id. ``(report, path)`` or ``(None, None)``."""
+    if build is not None:
+        report, path = find_build_report(model_path, model_id, build)
+        if report.get("kind") != "overlay":
+            raise UserError(f"{path} is not an overlay build (build --overlay), and the board runs the overlay")
+        return report, Path(path)
+    candidates = []
+    for path in Path("build").glob(f"{Path(model_path).stem}-*/report.json"):
+        try:
+            report = read_build_report(path)
+        except UserError:
+            continue
+        if report.get("kind") == "overlay" and report.get("model_id") == f"{model_id:08x}":
+            candidates.append((path.stat().st_mtime, str(path), report))
+    if not candidates:
+        return None, None
+    _, path, report = max(candidates)
+    return report, Path(path)
+
+
+def _overlay_program(args, graph, device_hash: int):
+    """``(program, build report or None, where the configuration came from)`` for the overlay on the board:
+    the overlay build's configuration and images (checked against this model's compilation), else the board
+    standard configuration whose hash the device answers."""
+    from ..hw.plan import model_id as graph_model_id
+
+    mid = graph_model_id(graph)
+    report, path = find_overlay_build(args.model, mid, args.build)
+    images = None
+    if report is not None:
+        ov = report.get("overlay")
+        if not isinstance(ov, dict):
+            raise UserError(f"{path}: an overlay build report without its 'overlay' object")
+        config = overlay_flow._config_from(ov.get("config"), path)
+        if ov.get("config_hash") != f"{config_hash(config):08x}":
+            raise UserError(f"{path}: its configuration hash {ov.get('config_hash')!r} is not its configuration's "
+                            f"({config_hash(config):08x})")
+        name = report.get("images", overlay_flow.IMAGES_FILE)
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".npz"):
+            raise UserError(f"{path}: the images must be an .npz file in the build's folder, not {name!r}")
+        meta, images = overlay_flow.load_images(path.parent / name)
+        if meta["model_id"] != mid:
+            raise UserError(f"{path.parent / name} holds the program of model id {meta['model_id']:08x}, not "
+                            f"{mid:08x} ({args.model})")
+        if meta["config"] != config:
+            raise UserError(f"{path.parent / name} was compiled for configuration {meta['config_hash']:08x}, "
+                            f"its report says {config_hash(config):08x}")
+        source = str(path.parent)
+        if config_hash(config) != device_hash:
+            raise UserError(f"the board on {args.port} runs the overlay of configuration {device_hash:08x}, not "
+                            f"{config_hash(config):08x} of the build {path.parent}: flash that build's bitstream")
+    else:
+        found = overlay_flow.standard_config_for_hash(device_hash)
+        if found is None:
+            raise UserError(f"the board on {args.port} runs an overlay of configuration {device_hash:08x}, which is "
+                            f"no board's standard configuration; give --build DIR, the overlay build it runs")
+        names, config = found
+        source = f"the standard overlay of the {', '.join(names)}"
+    try:
+        program = compile_program(graph, config)
+    except UserError as exc:
+        raise UserError(f"the overlay on {args.port} (configuration {config_hash(config):08x}): {exc}") from None
+    if images is not None and images != program.images():
+        raise UserError(f"the images in {path.parent} are not this model's program for configuration "
+                        f"{config_hash(config):08x}: rebuild it (build --overlay)")
+    return program, report, source
+
+
+def run_overlay(args, graph, x, y, source, link) -> tuple[dict, int]:
+    """``run`` on a board that runs the overlay: its configuration checked, the program and weights loaded
+    (``compiler.host.npu.NpuDriver.load``, CRC-checked frames, a progress bar on a terminal), every input
+    classified; logits against the golden model, cycles against the descriptors' formula."""
+    driver = NpuDriver(link)
+    try:
+        device_hash = driver.device_config()
+    except LinkError as exc:
+        raise UserError(f"the link to {args.port} failed: {exc}") from None
+    program, build_report, config_from = _overlay_program(args, graph, device_hash)
+    clock = args.clock if args.clock is not None else (build_report or {}).get("clock_mhz")
+    words = driver.image_words(program)
+    bar = tqdm(total=words, desc="load", unit="word", leave=False, disable=None, file=sys.stderr)
+    t0 = time.monotonic()
+    try:
+        driver.load(program, progress=bar.update)
+    except LinkError as exc:
+        raise UserError(f"the link to {args.port} failed while loading the program: {exc}") from None
+    finally:
+        bar.close()
+    load_seconds = time.monotonic() - t0
+    ref = golden.run(graph, x)[0]
+    logits = np.zeros((len(x), program.classes), dtype=np.int64)
+    cycles = np.zeros(len(x), dtype=np.int64)
+    bar = tqdm(total=len(x), desc="run", unit="inference", leave=False, disable=None, file=sys.stderr)
+    t0 = time.monotonic()
+    i = 0
+    try:
+        for i, sample in enumerate(x):
+            logits[i], cycles[i] = driver.infer(sample, timeout=max(10.0, args.timeout))
+            bar.update(1)
+    except LinkError as exc:
+        raise UserError(f"the link to {args.port} failed at input {i}: {exc}") from None
+    except NpuError as exc:
+        raise UserError(f"the overlay on {args.port} failed at input {i}: {exc}") from None
+    finally:
+        bar.close()
+    wall = time.monotonic() - t0
+
+    shown = min(len(x), 100)
+    events = [program.events(x[b:b + 1]) for b in range(len(x))]
+    modelled = np.array([sum(program.cycles(e)) for e in events])
+    synops = [metrics.summarize(graph, x[b:b + 1], 0)["synaptic_ops"]["effective"] for b in range(shown)]
+    mean_synops = metrics.summarize(graph, x, 0)["synaptic_ops"]["effective"]
+    classes, ref_classes = logits.argmax(1), ref.argmax(1)
+    class_bad = np.flatnonzero(classes != ref_classes)
+    logit_bad = np.flatnonzero((logits != ref).any(axis=1))
+    first = None
+    if len(logit_bad):
+        b = int(logit_bad[0])
+        k = int(np.flatnonzero(logits[b] != ref[b])[0])
+        first = {"sample": b, "tensor": graph.output, "position": [k], "hardware": int(logits[b, k]),
+                 "golden": int(ref[b, k])}
+    cyc = cycles.astype(float)
+    report = {
+        "kind": "overlay",
+        "model": str(args.model),
+        "model_id": f"{program.model_id:08x}",
+        "port": args.port,
+        "baud": args.baud,
+        "config_hash": f"{config_hash(program.config):08x}",
+        "config_from": config_from,
+        "lanes": program.config.lanes,
+        "image_words": words,
+        "load_seconds": load_seconds,
+        "samples_from": source,
+        "samples": int(len(x)),
+        "accuracy": float((classes == y).mean()) if y is not None else None,
+        "integer_accuracy": float((ref_classes == y).mean()) if y is not None else None,
+        "class_agreement": float((classes == ref_classes).mean()),
+        "logits_equal": int(len(x) - len(logit_bad)),
+        "mismatched_samples": [int(i) for i in logit_bad[:20]],
+        "class_mismatches": int(len(class_bad)),
+        "first_mismatch": first,
+        "classes": [int(c) for c in classes[:20]],
+        "cycles_per_inference": float(cyc.mean()),
+        "cycles_min": int(cycles.min()),
+        "cycles_max": int(cycles.max()),
+        "cycles_modelled_per_inference": float(modelled.mean()),
+        "cycle_model_error": int(np.abs(modelled - cycles).max()),
+        "spike_events_per_inference": float(np.mean([sum(e) for e in events])),
+        "synaptic_ops_per_inference": float(mean_synops),
+        "counters_from": "the golden model (the overlay counts cycles; events and synaptic operations are the "
+                         "golden model's)",
+        "clock_mhz": clock,
+        "clock_from": ("--clock" if args.clock is not None else (config_from if build_report else None)),
+        "latency_us": float(cyc.mean() / clock) if clock else None,
+        "host_seconds_per_inference": wall / len(x),
+        "per_inference": [{"class": int(classes[b]), "golden_class": int(ref_classes[b]), "cycles": int(cycles[b]),
+                           "events": int(round(sum(events[b]))), "synops": int(round(synops[b]))}
+                          for b in range(shown)],
+    }
+    return report, (0 if len(logit_bad) == 0 else 1)
+
+
 def print_run(r: dict) -> None:
     ok = r["logits_equal"] == r["samples"]
     acc = (lambda v: "n/a (no labels)" if v is None else f"{v:.2%}")
     print(f"{r['model']} (model id {r['model_id']}) on {r['port']}: {r['samples']} inputs from {r['samples_from']}")
+    if r.get("kind") == "overlay":
+        print(f"  overlay:                 configuration {r['config_hash']} ({r['config_from']}), {r['lanes']} lanes; "
+              f"program and weights loaded: {r['image_words']:,} words in {r['load_seconds']:.1f} s")
     print(f"  board accuracy:          {acc(r['accuracy'])} (golden model: {acc(r['integer_accuracy'])})")
     print(f"  agreement with golden:   classes {r['class_agreement']:.2%}, logits "
           f"{r['logits_equal']}/{r['samples']} identical" + ("" if ok else " (MISMATCH)"))
@@ -199,8 +379,11 @@ def print_run(r: dict) -> None:
            else " (latency: clock unknown, give --build DIR or --clock MHZ)")
     print(f"  cycles per inference:    {r['cycles_per_inference']:,.0f} (min {r['cycles_min']:,}, max "
           f"{r['cycles_max']:,}){lat}")
+    if r.get("kind") == "overlay":
+        print(f"  cycle formula:           {r['cycles_modelled_per_inference']:,.0f} per inference (largest "
+              f"difference from the board's counter: {r['cycle_model_error']:,} cycles)")
     print(f"  spike events, syn. ops:  {r['spike_events_per_inference']:,.0f}, {r['synaptic_ops_per_inference']:,.0f}"
-          f" per inference")
+          f" per inference" + (" (golden model)" if r.get("kind") == "overlay" else ""))
     print(f"  over the link:           {r['host_seconds_per_inference'] * 1e3:.1f} ms per inference "
           f"(host, UART at {r['baud']:,} baud)")
     if len(r["per_inference"]) <= 16:
