@@ -39,7 +39,10 @@ from amaranth.lib.wiring import In, Out
 from ..packing import index_bits
 from .isa import DESCRIPTOR_WORDS, WORD_BITS, Bank, Config, Kind, Mem, Post, descriptor_layout
 
-__all__ = ["Overlay", "descriptor_cycles"]
+__all__ = ["Overlay", "descriptor_cycles", "POST_FLUSH"]
+
+#: Cycles from a descriptor's last post read to the next descriptor's fetch (the post unit's pipeline).
+POST_FLUSH = 3
 
 
 def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
@@ -47,15 +50,16 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     events (mask applied) that it consumes over the whole run (LINEAR_ATTENTION: those of k and of q):
     exact (``tests/test_npu_overlay.py``).
 
-    Fetch and dispatch ``DESCRIPTOR_WORDS + 2``. MATMUL, per frame (token and step): 3, and ``2`` per src0
+    Fetch and dispatch ``DESCRIPTOR_WORDS + 2``, and ``POST_FLUSH`` for the last posts to leave the post unit's
+    pipeline (but END). MATMUL, per frame (token and step): 3, and ``2`` per src0
     word (its read is issued while the previous word's events run), post ``G_out`` (once for a reduction);
     ``G_out`` per event. ELEMENTWISE, per frame: one per word, post ``G_out``, 2. LINEAR_ATTENTION: clear the
     K^T V store (``T C S`` words, ``S`` = ``head_span``), per token and step ``2 + 2 S heads`` for the k pass and
     ``3 + 2 S heads + G_out`` for the q pass, and ``S`` per event. COSPIKE, per step: ``2`` per word of every
     token, post ``G``, 2."""
-    fetch = DESCRIPTOR_WORDS + 2
     if d.kind == Kind.END:
-        return fetch
+        return DESCRIPTOR_WORDS + 2
+    fetch = DESCRIPTOR_WORDS + 2 + POST_FLUSH
     g_in, g_out = -(-d.in_ch // lanes), -(-d.out_ch // lanes)
     frames = d.tokens * d.steps
     if d.kind == Kind.LINEAR_ATTENTION:
@@ -66,7 +70,8 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     if d.kind == Kind.COSPIKE:
         return fetch + d.steps * (2 * d.tokens * g_in + g_out + 2)
     if d.kind == Kind.ELEMENTWISE:
-        return fetch + frames * (g_in + g_out + 2)
+        # a frame's post waits for the previous one's to leave the pipeline when its copy is one word
+        return fetch + frames * (g_in + g_out + 2) + (frames - 1) * max(0, 2 - g_in)
     posts = 1 if d.reduce else frames
     return fetch + frames * (3 + 2 * g_in) + posts * g_out + events * g_out
 
@@ -280,56 +285,80 @@ class Overlay(wiring.Component):
         copy_issue, copy_valid, copy_g = Signal(), Signal(), Signal(12)
         m.d.sync += [copy_valid.eq(copy_issue), copy_g.eq(gi)]
         co_add = Signal()
-        post_write = Signal()          # the post unit's second cycle: results valid
-        post_go = Signal(12)
+        post_clear = Signal()          # the post unit's P1: acc[go1] read, cleared
+        post_go1 = Signal(12)
         copy_lanes = [Signal(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
         m.d.comb += [x.eq(v) for x, v in zip(copy_lanes, src0_vals)]
         co_sums = Cat(*((a + x * y)[:c.acc_bits] for a, x, y in zip(acc_lanes, src0_vals, b_vals)))
         upd_acc = upd_valid & ~upd_kv
-        m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, upd_addr, Mux(copy_valid, copy_g, Mux(co_add, go, post_go)))),
-                     acc_wr.en.eq(upd_acc | copy_valid | co_add | post_write),
+        m.d.sync += post_go1.eq(go)
+        m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, upd_addr, Mux(copy_valid, copy_g, Mux(co_add, go, post_go1)))),
+                     acc_wr.en.eq(upd_acc | copy_valid | co_add | post_clear),
                      acc_wr.data.eq(Mux(upd_acc, Cat(*(x[:c.acc_bits] for x in sums)),
                                         Mux(copy_valid, Cat(*copy_lanes), Mux(co_add, co_sums, 0))))]
         kv_clr = Signal()
         m.d.comb += [kv_wr.addr.eq(Mux(kv_clr, kv_count, upd_addr)), kv_wr.en.eq(kv_clr | (upd_valid & upd_kv)),
                      kv_wr.data.eq(Mux(kv_clr, 0, Cat(*(x[:c.kv_bits] for x in sums))))]
 
-        # --- the post unit: read (acc, parameters, membrane, residual), then compute and write ---------
+        # --- the post unit: a pipeline of one group per cycle ------------------------------------------
+        # P0 read acc, parameters, membrane, residual (go) | P1 acc * mult, clear acc[go] | P2 z = + bias |
+        # P3 H = V - (V >> leak) + z, or sat(z >> shift) | P4 count thresholds, or the residual add; write
         mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
         v_rd, v_wr = vmem.read_port(), vmem.write_port()
         n_gout_bias = Mux(desc.bias_per_token, n * n_gout, 0)
         m.d.comb += [mult_rd.addr.eq(desc.mult_base + go), bias_rd.addr.eq(desc.bias_base + n_gout_bias + go),
                      theta_rd.addr.eq(desc.theta_base + go), v_rd.addr.eq(go)]
-        post_read = Signal()           # the post unit's first cycle: acc, parameters, membrane, residual read
-        m.d.sync += [post_go.eq(go), post_write.eq(post_read)]
+        post_read = Signal()
+        valid = [post_read] + [Signal(name=f"post_valid{k}") for k in range(1, 5)]
+        pgo = [go] + [Signal(12, name=f"post_go{k}") for k in range(1, 5)]
+        dst_w = len(desc.dst_base) + 1
+        pdst = [word_addr("dst", t, n, go)] + [Signal(dst_w, name=f"post_dst{k}") for k in range(1, 5)]
+        for k in range(1, 5):
+            m.d.sync += [valid[k].eq(valid[k - 1]), pgo[k].eq(pgo[k - 1]), pdst[k].eq(pdst[k - 1])]
+        post_go, post_write = pgo[4], valid[4]
+        m.d.comb += post_clear.eq(valid[1])
+        # the saturation bounds of the descriptor, computed once (DISPATCH)
+        sat_hi, sat_lo, add_hi, add_lo = (Signal(signed(c.post_bits + 1), name=n_) for n_ in
+                                          ("sat_hi", "sat_lo", "add_hi", "add_lo"))
+        set_bounds = Signal()
+        with m.If(set_bounds):
+            half = ((Const(1, c.post_bits + 2) << desc.sat) >> 1).as_signed()
+            ahalf = ((Const(1, c.post_bits + 2) << desc.add_width) >> 1).as_signed()
+            m.d.sync += [sat_hi.eq(half - 1), sat_lo.eq(-half), add_hi.eq(ahalf - 1), add_lo.eq(-ahalf)]
         mult_l = _lanes(mult_rd.data, P, c.mult_bits, True)
         bias_l = _lanes(bias_rd.data, P, c.bias_bits, True)
         v_l = _lanes(v_rd.data, P, c.post_bits, True)
         th_l = _lanes(theta_rd.data, P * c.levels, c.theta_bits, True)
+        th_bits = P * c.levels * c.theta_bits
+        th = [theta_rd.data] + [Signal(th_bits, name=f"post_theta{k}") for k in range(2, 5)]
+        m.d.sync += [th[1].eq(th[0]), th[2].eq(th[1]), th[3].eq(th[2])]
+        th4 = _lanes(th[3], P * c.levels, c.theta_bits, True)
         ys, vs = [], []
         for l in range(P):
-            z = Signal(signed(c.post_bits), name=f"z{l}")
-            m.d.comb += z.eq(acc_lanes[l] * mult_l[l] + bias_l[l])
-            v = Mux(t == 0, 0, v_l[l])
-            hm = Signal(signed(c.post_bits), name=f"h{l}")
-            m.d.comb += hm.eq(v - (v >> desc.leak) + z)
-            count = sum((hm >= th_l[l * c.levels + k]).as_unsigned() for k in range(c.levels))
-            shifted = Signal(signed(c.post_bits), name=f"rq{l}")
-            m.d.comb += shifted.eq(z >> desc.shift)
+            prod, bias1, vm1, res1 = (Signal(signed(c.post_bits), name=f"prod{l}"),
+                                      Signal(signed(c.bias_bits), name=f"bias{l}"),
+                                      Signal(signed(c.post_bits), name=f"vm1_{l}"),
+                                      Signal(signed(c.wide_bits + 1), name=f"res1_{l}"))
+            m.d.sync += [prod.eq(acc_lanes[l] * mult_l[l]), bias1.eq(bias_l[l]), vm1.eq(Mux(t == 0, 0, v_l[l])),
+                         res1.eq(src1_vals[l])]
+            z, vm2, res2 = (Signal(signed(c.post_bits), name=f"z{l}"), Signal.like(vm1, name=f"vm2_{l}"),
+                            Signal.like(res1, name=f"res2_{l}"))
+            m.d.sync += [z.eq(prod + bias1), vm2.eq(vm1), res2.eq(res1)]
+            hm, rq, res3 = (Signal(signed(c.post_bits), name=f"h{l}"), Signal(signed(c.post_bits + 1), name=f"rq{l}"),
+                            Signal.like(res1, name=f"res3_{l}"))
+            shifted = z >> desc.shift
+            m.d.sync += [hm.eq(vm2 - (vm2 >> desc.leak) + z), res3.eq(res2),
+                         rq.eq(Mux(desc.sat == 0, shifted,
+                                   Mux(shifted > sat_hi, sat_hi, Mux(shifted < sat_lo, sat_lo, shifted))))]
+            count = sum((hm >= th4[l * c.levels + k]).as_unsigned() for k in range(c.levels))
+            added = rq + res3
+            res = Mux(added > add_hi, add_hi, Mux(added < add_lo, add_lo, added))
             y = Signal(signed(c.post_bits + 1), name=f"y{l}")
-            half = ((Const(1, c.post_bits + 2) << desc.sat) >> 1).as_signed()
-            hi, lo = half - 1, -half
-            sat = Mux(desc.sat == 0, shifted, Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))
-            added = sat + src1_vals[l]
-            ahalf = ((Const(1, c.post_bits + 2) << desc.add_width) >> 1).as_signed()
-            ahi, alo = ahalf - 1, -ahalf
-            res = Mux(added > ahi, ahi, Mux(added < alo, alo, added))
-            m.d.comb += y.eq(Mux(desc.post == Post.NEURON, count, Mux(desc.add, res, sat)))
+            m.d.comb += y.eq(Mux(desc.post == Post.NEURON, count, Mux(desc.add, res, rq)))
             ys.append(y)
             vs.append(Mux(count == 0, hm, 0))
         m.d.comb += [v_wr.addr.eq(post_go), v_wr.data.eq(Cat(*(v.as_signed()[:c.post_bits] for v in vs))),
                      v_wr.en.eq(post_write & (desc.post == Post.NEURON))]
-        dst_addr = word_addr("dst", t, n, post_go)
         # lanes past out_ch (the last group's padding) are written as 0
         lane_used = [post_go * P + l < desc.out_ch for l in range(P)]
         for b in banks:
@@ -338,13 +367,14 @@ class Overlay(wiring.Component):
             m.d.comb += [wr[b].en.eq(Mux(self.busy, post_write & is_dst,
                                          self.load_en & (self.load_mem == (Mem.SPIKES if b == Bank.SPIKES
                                                                             else Mem.WIDE)))),
-                         wr[b].addr.eq(Mux(self.busy, dst_addr, self.load_addr)),
+                         wr[b].addr.eq(Mux(self.busy, pdst[4], self.load_addr)),
                          wr[b].data.eq(Mux(self.busy, data_word, self.load_data))]
         with m.If(post_write & (desc.post == Post.LOGITS)):
             for l in range(P):
                 k = post_go * P + l
                 with m.If(k < c.classes):
                     m.d.sync += logits[k[:index_bits(c.classes)]].eq(ys[l])
+        post_busy = valid[1] | valid[2] | valid[3]        # writes still to come after this cycle
 
         # --- the sequencer ------------------------------------------------------------------------------
         m.d.comb += [self.pc.eq(pc)]
@@ -391,6 +421,7 @@ class Overlay(wiring.Component):
                 with m.If(word == DESCRIPTOR_WORDS):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
+                m.d.comb += set_bounds.eq(1)
                 m.d.sync += [n.eq(0), t.eq(0), kv_count.eq(0), kv_cs.eq(desc.in_ch * span),
                              n_gin.eq((desc.in_ch + P - 1) // P), n_gout.eq((desc.out_ch + P - 1) // P)]
                 with m.Switch(desc.kind):
@@ -452,6 +483,10 @@ class Overlay(wiring.Component):
                         frame()
                 with m.Elif(desc.reduce & ~(frame_end_t & frame_end_n)):
                     m.next = "NEXT_FRAME"
+                with m.Elif(post_busy):
+                    # the previous frame's posts are still in the pipeline: a membrane read now would miss
+                    # their writes (a one-group ELEMENTWISE frame is that short)
+                    m.d.sync += go.eq(0)
                 with m.Else():
                     m.d.sync += post_phase.eq(1)
                     m.next = "POST"
@@ -490,5 +525,9 @@ class Overlay(wiring.Component):
                     frame()
                 with m.Else():
                     m.d.sync += [pc.eq(pc + 1), word.eq(0)]
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                # the last posts leave the pipeline before the next descriptor overwrites this one
+                with m.If(~post_busy):
                     m.next = "FETCH"
         return m
