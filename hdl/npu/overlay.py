@@ -43,6 +43,8 @@ __all__ = ["Overlay", "descriptor_cycles", "POST_FLUSH"]
 
 #: Cycles from a descriptor's last post read to the next descriptor's fetch (the post unit's pipeline).
 POST_FLUSH = 3
+#: Cycles a frame waits after its last update is issued (the accumulate pipeline's depth but one).
+DRAIN = 2
 
 
 def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
@@ -51,12 +53,12 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     exact (``tests/test_npu_overlay.py``).
 
     Fetch and dispatch ``DESCRIPTOR_WORDS + 2``, and ``POST_FLUSH`` for the last posts to leave the post unit's
-    pipeline (but END). MATMUL, per frame (token and step): 3, and ``2`` per src0
-    word (its read is issued while the previous word's events run), post ``G_out`` (once for a reduction);
-    ``G_out`` per event. ELEMENTWISE, per frame: one per word, post ``G_out``, 2. LINEAR_ATTENTION: clear the
-    K^T V store (``T C S`` words, ``S`` = ``head_span``), per token and step ``2 + 2 S heads`` for the k pass and
-    ``3 + 2 S heads + G_out`` for the q pass, and ``S`` per event. COSPIKE, per step: ``2`` per word of every
-    token, post ``G``, 2."""
+    pipeline (but END). A frame ends with ``DRAIN`` cycles for its last update. MATMUL, per frame (token and
+    step): 3 + DRAIN, and ``2`` per src0 word (its read is issued while the previous word's events run), post
+    ``G_out`` (once for a reduction); ``G_out`` per event. ELEMENTWISE, per frame: one per word, post
+    ``G_out``, 2 + DRAIN. LINEAR_ATTENTION: clear the K^T V store (``T C S`` words, ``S`` = ``head_span``), per
+    token and step ``2 + DRAIN + 2 S heads`` for the k pass and ``3 + DRAIN + 2 S heads + G_out`` for the q
+    pass, and ``S`` per event. COSPIKE, per step: ``3`` per word of every token, post ``G``, 2 + DRAIN."""
     if d.kind == Kind.END:
         return DESCRIPTOR_WORDS + 2
     fetch = DESCRIPTOR_WORDS + 2 + POST_FLUSH
@@ -65,15 +67,14 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     if d.kind == Kind.LINEAR_ATTENTION:
         span = d.head_span
         words = 2 * span * d.heads
-        return (fetch + d.steps * d.in_ch * span + frames * (2 + words) + frames * (3 + words + g_out)
+        return (fetch + d.steps * d.in_ch * span + frames * (2 + DRAIN + words) + frames * (3 + DRAIN + words + g_out)
                 + events * span)
     if d.kind == Kind.COSPIKE:
-        return fetch + d.steps * (2 * d.tokens * g_in + g_out + 2)
+        return fetch + d.steps * (3 * d.tokens * g_in + g_out + 2 + DRAIN)
     if d.kind == Kind.ELEMENTWISE:
-        # a frame's post waits for the previous one's to leave the pipeline when its copy is one word
-        return fetch + frames * (g_in + g_out + 2) + (frames - 1) * max(0, 2 - g_in)
+        return fetch + frames * (g_in + g_out + 2 + DRAIN)
     posts = 1 if d.reduce else frames
-    return fetch + frames * (3 + 2 * g_in) + posts * g_out + events * g_out
+    return fetch + frames * (3 + DRAIN + 2 * g_in) + posts * g_out + events * g_out
 
 
 def _lanes(word, count: int, width: int, as_signed: bool) -> list:
@@ -185,15 +186,16 @@ class Overlay(wiring.Component):
         # the head being scanned (LINEAR_ATTENTION): channels [hs, he), hs = hs_g * P + hs_l
         h = Signal(6)
         hs_g, hs_l = Signal(12), Signal(range(max(P, 2)))
-        he_sum = hs_l + desc.head_lanes
-        he_carry = he_sum >= P
-        he_l = Mux(he_carry, he_sum - P, he_sum)
-        he_g = hs_g + desc.head_groups + he_carry
+        he_g, he_l = Signal(12), Signal(range(max(P, 2)))       # he = hs + C / heads, kept in registers
+        nhe_sum = he_l + desc.head_lanes                         # the next head's end
+        nhe_carry = nhe_sum >= P
+        nhe_l = Mux(nhe_carry, nhe_sum - P, nhe_sum)
+        nhe_g = he_g + desc.head_groups + nhe_carry
         span = desc.head_span
 
-        def in_head(g):
-            """Per lane of group ``g``: its channel is in the head being scanned (always, but for attention)."""
-            return [~attn | (((g > hs_g) | ((g == hs_g) & (l >= hs_l))) & ((g < he_g) | ((g == he_g) & (l < he_l))))
+        def in_head(g, lo_g=hs_g, lo_l=hs_l, hi_g=he_g, hi_l=he_l):
+            """Per lane of group ``g``: its channel is in the head [lo, hi) (always, but for attention)."""
+            return [~attn | (((g > lo_g) | ((g == lo_g) & (l >= lo_l))) & ((g < hi_g) | ((g == hi_g) & (l < hi_l))))
                     for l in range(P)]
 
         g_first = Mux(attn, hs_g, 0)                               # groups an event updates
@@ -207,7 +209,13 @@ class Overlay(wiring.Component):
         kv_cs = Signal(24)                 # words of one step of the K^T V store: in_ch * span
         kv_count = Signal(28)
         kv_row = Signal(range(max(c.kv_depth, 2)))
-        kv_tbase = t * kv_cs
+        kv_word = Signal(28)               # kv_tbase + gi * P * span: row gi * P of the K^T V store
+        kv_he = Signal(28)                 # kv_tbase + he_g * P * span
+        pspan, hg_pspan = Signal(20), Signal(28)        # P * span, head_groups * P * span
+        lane_span = Array(Signal(16, name=f"lane_span{l}") for l in range(P))   # l * span
+        ev_i = Signal(12)                  # the event's input channel gi * P + lane
+        w_row = Signal(20)                 # wbase + go * in_ch: the weight word of (go, ev_i) is w_row + ev_i
+        kv_tbase = Signal(28)              # t * kv_cs
 
         # --- scratchpad ports: A (src0 / k words, src1 in the post phase), B (mask / v / cospike's src1; the
         # peek port while idle)
@@ -216,17 +224,37 @@ class Overlay(wiring.Component):
         rd_b = {b: mem.read_port() for b, mem in banks.items()}
         wr = {b: mem.write_port() for b, mem in banks.items()}
 
-        def word_addr(op, tt, nn, g):
-            return (getattr(desc, f"{op}_base") + tt * getattr(desc, f"{op}_tstep") + nn * getattr(desc, f"{op}_nstep")
-                    + g)
+        # each operand's frame address base + t * tstep + n * nstep (fb), kept with base + t * tstep (tb) and
+        # base + n * nstep (nb) as the loops move, so that no address needs a multiplier
+        ops = ("src0", "src1", "src2", "dst")
+        tb, nb, fb = ({op: Signal(17, name=f"{op}_{k}") for op in ops} for k in ("tb", "nb", "fb"))
+        bias_nb = Signal(17)               # bias_base + n * G_out (per-token biases)
+
+        def frame_moves(how: str) -> list:
+            """The registers' updates for a move of the loops: "reset" (t = n = 0), "t+1", "n+1" (t kept),
+            "n+1,t=0", "t+1,n=0" or "n=0" (t kept)."""
+            out = []
+            for op in ops:
+                base, ts, ns = (getattr(desc, f"{op}_{f}") for f in ("base", "tstep", "nstep"))
+                out += {"reset": [tb[op].eq(base), nb[op].eq(base), fb[op].eq(base)],
+                        "t+1": [tb[op].eq(tb[op] + ts), fb[op].eq(fb[op] + ts)],
+                        "n+1": [nb[op].eq(nb[op] + ns), fb[op].eq(fb[op] + ns)],
+                        "n+1,t=0": [nb[op].eq(nb[op] + ns), fb[op].eq(nb[op] + ns), tb[op].eq(base)],
+                        "t+1,n=0": [tb[op].eq(tb[op] + ts), fb[op].eq(tb[op] + ts), nb[op].eq(base)],
+                        "n=0": [nb[op].eq(base), fb[op].eq(tb[op])]}[how]
+            out += {"reset": [kv_tbase.eq(0), bias_nb.eq(desc.bias_base)],
+                    "t+1": [kv_tbase.eq(kv_tbase + kv_cs)],
+                    "n+1": [bias_nb.eq(bias_nb + n_gout)],
+                    "n+1,t=0": [kv_tbase.eq(0), bias_nb.eq(bias_nb + n_gout)],
+                    "t+1,n=0": [kv_tbase.eq(kv_tbase + kv_cs), bias_nb.eq(desc.bias_base)],
+                    "n=0": [bias_nb.eq(desc.bias_base)]}[how]
+            return out
 
         ev_g = Mux(desc.kind == Kind.MATMUL, nxt_gi, Mux(attn, nxt_gi, gi))   # prefetch; COPY and COSPIKE: gi
-        a_addr = Mux(post_phase, word_addr("src1", t, n, go),
-                     Mux(phase_k, word_addr("src1", t, n, ev_g), word_addr("src0", t, n, ev_g)))
-        b_addr = Mux(cospike, word_addr("src1", t, n, gi),
-                     Mux(phase_k, word_addr("src2", t, n, go), word_addr("src2", t, 0, ev_g)))
+        pa_addr = Mux(post_phase, fb["src1"] + go, Mux(phase_k, fb["src1"] + ev_g, fb["src0"] + ev_g))
+        pb_addr = Mux(cospike, fb["src1"] + gi, Mux(phase_k, fb["src2"] + go, tb["src2"] + ev_g))
         for b in banks:
-            m.d.comb += [rd_a[b].addr.eq(a_addr), rd_b[b].addr.eq(Mux(self.busy, b_addr, self.peek_addr))]
+            m.d.comb += [rd_a[b].addr.eq(pa_addr), rd_b[b].addr.eq(Mux(self.busy, pb_addr, self.peek_addr))]
 
         def lanes_of(port_by_bank, bank_sel, as_signed):
             spk = _lanes(port_by_bank[Bank.SPIKES].data, P, bits[Bank.SPIKES], False)
@@ -248,37 +276,44 @@ class Overlay(wiring.Component):
         with m.If(self.peek_mem == Mem.LOGITS):
             m.d.comb += self.peek_data.eq(peek_logit)
 
-        # --- the accumulate pipeline: issue (operand and target reads) -> update (write) -----------------
-        # targets: acc[go] (MATMUL, the q pass) or the K^T V word (the k pass); operands: the weight word, the
-        # v word masked to the head (k pass) or the K^T V word (q pass)
+        # --- the accumulate pipeline ------------------------------------------------------------------
+        # I issue the operand's read (weight word, v word, K^T V word) and the K^T V target's | D operand
+        # registered | M level x operand | A add to the target, write. The accumulators are distributed RAM
+        # read at A (asynchronously), so back-to-back updates of one group need no forwarding; a K^T V word is
+        # never updated twice within the pipeline (one event per channel and token, tokens apart).
         w_rd = weights.read_port()
-        acc_rd = acc.read_port(transparent_for=())
+        acc_rd = acc.read_port(transparent_for=())          # the post unit's
+        acc_ard = acc.read_port(domain="comb")              # the update's and COSPIKE's
         acc_wr = acc.write_port()
         kv_rd = kv.read_port(transparent_for=())
         kv_wr = kv.write_port()
         kv_addr = kv_row + go - hs_g
         issue = Signal()
-        upd_valid, upd_kv, upd_attn, upd_level = Signal(), Signal(), Signal(), Signal(lw)
-        upd_addr = Signal(max(12, len(kv_row)))
-        upd_mask = Signal(P)
-        prev_valid, prev_kv, prev_addr = Signal(), Signal(), Signal.like(upd_addr)
         tw = max(c.acc_bits, c.kv_bits)
-        prev_sum = Signal(P * tw)
-        m.d.sync += [upd_valid.eq(issue), upd_kv.eq(phase_k), upd_attn.eq(attn), upd_level.eq(level),
-                     upd_addr.eq(Mux(phase_k, kv_addr, go)), upd_mask.eq(Cat(*in_head(go))),
-                     prev_valid.eq(upd_valid), prev_kv.eq(upd_kv), prev_addr.eq(upd_addr)]
-        m.d.comb += [w_rd.addr.eq(desc.wbase + go * desc.in_ch + gi * P + lane), kv_rd.addr.eq(kv_addr),
-                     acc_rd.addr.eq(go)]
+        ow = max(c.weight_bits, c.kv_bits, c.wide_bits + 1, c.spike_bits + 1)
+        d_valid, d_kv, d_attn, d_level, d_mask = Signal(), Signal(), Signal(), Signal(lw), Signal(P)
+        d_addr = Signal(max(12, len(kv_row)))
+        m_valid, m_kv, m_level, m_addr = Signal(), Signal(), Signal(lw), Signal.like(d_addr)
+        m_op = [Signal(signed(ow), name=f"m_op{l}") for l in range(P)]
+        m_old = Signal(P * c.kv_bits)
+        a_valid, a_kv, a_addr = Signal(), Signal(), Signal.like(d_addr)
+        a_prod = [Signal(signed(ow + lw + 1), name=f"a_prod{l}") for l in range(P)]
+        a_old = Signal(P * c.kv_bits)
+        m.d.sync += [d_valid.eq(issue), d_kv.eq(phase_k), d_attn.eq(attn), d_level.eq(level),
+                     d_addr.eq(Mux(phase_k, kv_addr, go)), d_mask.eq(Cat(*in_head(go))),
+                     m_valid.eq(d_valid), m_kv.eq(d_kv), m_level.eq(d_level), m_addr.eq(d_addr),
+                     m_old.eq(kv_rd.data),
+                     a_valid.eq(m_valid), a_kv.eq(m_kv), a_addr.eq(m_addr), a_old.eq(m_old)]
+        m.d.comb += [w_rd.addr.eq(w_row + ev_i), kv_rd.addr.eq(kv_addr), acc_rd.addr.eq(go)]
         w_lanes = _lanes(w_rd.data, P, c.weight_bits, True)
         kv_lanes = _lanes(kv_rd.data, P, c.kv_bits, True)
+        for l in range(P):
+            m.d.sync += [m_op[l].eq(Mux(d_kv, Mux(d_mask[l], v_vals[l], 0), Mux(d_attn, kv_lanes[l], w_lanes[l]))),
+                         a_prod[l].eq(m_level * m_op[l])]
         acc_lanes = _lanes(acc_rd.data, P, c.acc_bits, True)
-        operand = [Mux(upd_kv, Mux(upd_mask[l], v_vals[l], 0), Mux(upd_attn, kv_lanes[l], w_lanes[l]))
-                   for l in range(P)]
-        forward = prev_valid & (prev_kv == upd_kv) & (prev_addr == upd_addr)
-        prev_lanes = _lanes(prev_sum, P, tw, True)
-        old = [Mux(forward, p, Mux(upd_kv, k, a)) for p, k, a in zip(prev_lanes, kv_lanes, acc_lanes)]
-        sums = [(o + upd_level * x)[:tw] for o, x in zip(old, operand)]
-        m.d.sync += prev_sum.eq(Cat(*sums))
+        acc_now = _lanes(acc_ard.data, P, c.acc_bits, True)
+        old_kv = _lanes(a_old, P, c.kv_bits, True)
+        sums = [(Mux(a_kv, k, a) + x)[:tw] for a, k, x in zip(acc_now, old_kv, a_prod)]
 
         # writes into acc: the update stage, ELEMENTWISE's copy, COSPIKE's products, or the post unit's clear
         # (every accumulator a descriptor uses is 0 again once its post has read it: no clear before a frame)
@@ -289,15 +324,19 @@ class Overlay(wiring.Component):
         post_go1 = Signal(12)
         copy_lanes = [Signal(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
         m.d.comb += [x.eq(v) for x, v in zip(copy_lanes, src0_vals)]
-        co_sums = Cat(*((a + x * y)[:c.acc_bits] for a, x, y in zip(acc_lanes, src0_vals, b_vals)))
-        upd_acc = upd_valid & ~upd_kv
+        co_x = [Signal.like(v, name=f"co_x{l}") for l, v in enumerate(src0_vals)]
+        co_y = [Signal.like(v, name=f"co_y{l}") for l, v in enumerate(b_vals)]
+        m.d.sync += [x.eq(v) for x, v in zip(co_x + co_y, src0_vals + b_vals)]
+        co_sums = Cat(*((a + x * y)[:c.acc_bits] for a, x, y in zip(acc_now, co_x, co_y)))
+        upd_acc = a_valid & ~a_kv
         m.d.sync += post_go1.eq(go)
-        m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, upd_addr, Mux(copy_valid, copy_g, Mux(co_add, go, post_go1)))),
+        m.d.comb += acc_ard.addr.eq(Mux(co_add, go, a_addr))
+        m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, a_addr, Mux(copy_valid, copy_g, Mux(co_add, go, post_go1)))),
                      acc_wr.en.eq(upd_acc | copy_valid | co_add | post_clear),
                      acc_wr.data.eq(Mux(upd_acc, Cat(*(x[:c.acc_bits] for x in sums)),
                                         Mux(copy_valid, Cat(*copy_lanes), Mux(co_add, co_sums, 0))))]
         kv_clr = Signal()
-        m.d.comb += [kv_wr.addr.eq(Mux(kv_clr, kv_count, upd_addr)), kv_wr.en.eq(kv_clr | (upd_valid & upd_kv)),
+        m.d.comb += [kv_wr.addr.eq(Mux(kv_clr, kv_count, a_addr)), kv_wr.en.eq(kv_clr | (a_valid & a_kv)),
                      kv_wr.data.eq(Mux(kv_clr, 0, Cat(*(x[:c.kv_bits] for x in sums))))]
 
         # --- the post unit: a pipeline of one group per cycle ------------------------------------------
@@ -305,14 +344,14 @@ class Overlay(wiring.Component):
         # P3 H = V - (V >> leak) + z, or sat(z >> shift) | P4 count thresholds, or the residual add; write
         mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
         v_rd, v_wr = vmem.read_port(), vmem.write_port()
-        n_gout_bias = Mux(desc.bias_per_token, n * n_gout, 0)
-        m.d.comb += [mult_rd.addr.eq(desc.mult_base + go), bias_rd.addr.eq(desc.bias_base + n_gout_bias + go),
+        m.d.comb += [mult_rd.addr.eq(desc.mult_base + go),
+                     bias_rd.addr.eq(Mux(desc.bias_per_token, bias_nb, desc.bias_base) + go),
                      theta_rd.addr.eq(desc.theta_base + go), v_rd.addr.eq(go)]
         post_read = Signal()
         valid = [post_read] + [Signal(name=f"post_valid{k}") for k in range(1, 5)]
         pgo = [go] + [Signal(12, name=f"post_go{k}") for k in range(1, 5)]
         dst_w = len(desc.dst_base) + 1
-        pdst = [word_addr("dst", t, n, go)] + [Signal(dst_w, name=f"post_dst{k}") for k in range(1, 5)]
+        pdst = [fb["dst"] + go] + [Signal(dst_w, name=f"post_dst{k}") for k in range(1, 5)]
         for k in range(1, 5):
             m.d.sync += [valid[k].eq(valid[k - 1]), pgo[k].eq(pgo[k - 1]), pdst[k].eq(pdst[k - 1])]
         post_go, post_write = pgo[4], valid[4]
@@ -382,8 +421,9 @@ class Overlay(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         frame_end_t = t + 1 == desc.steps
         frame_end_n = (n + 1 == desc.tokens) | cospike
-        restart_heads = [h.eq(0), hs_g.eq(0), hs_l.eq(0), gi.eq(0), go.eq(0)]
-        live = [lv & Mux(u, (1 << lw) - 1, 0) for lv, u in zip(levels, in_head(gi))]
+        restart_heads = [h.eq(0), hs_g.eq(0), hs_l.eq(0), he_g.eq(desc.head_groups), he_l.eq(desc.head_lanes),
+                         gi.eq(0), go.eq(0)]
+        live = levels
         nonzero = Cat(*(lv != 0 for lv in live))
         lowest = Signal(range(max(P, 2)))
         for l in reversed(range(P)):
@@ -392,8 +432,9 @@ class Overlay(wiring.Component):
 
         def pick():
             """The lowest live event of the word becomes the one issued next, from its head's first group."""
-            m.d.sync += [lane.eq(lowest), level.eq(Array(live)[lowest]), go.eq(g_first),
-                         kv_row.eq(kv_tbase + (gi * P + lowest) * span), pending.word_select(lowest, lw).eq(0)]
+            m.d.sync += [lane.eq(lowest), level.eq(Array(live)[lowest]), go.eq(g_first), w_row.eq(desc.wbase),
+                         ev_i.eq(gi * P + lowest), kv_row.eq(kv_word + lane_span[lowest]),
+                         pending.word_select(lowest, lw).eq(0)]
             m.next = "UPDATE"
 
         def frame():
@@ -422,6 +463,9 @@ class Overlay(wiring.Component):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 m.d.comb += set_bounds.eq(1)
+                m.d.sync += frame_moves("reset")
+                m.d.sync += [pspan.eq(P * span), hg_pspan.eq(desc.head_groups * P * span),
+                             *(lane_span[l].eq(l * span) for l in range(P))]
                 m.d.sync += [n.eq(0), t.eq(0), kv_count.eq(0), kv_cs.eq(desc.in_ch * span),
                              n_gin.eq((desc.in_ch + P - 1) // P), n_gout.eq((desc.out_ch + P - 1) // P)]
                 with m.Switch(desc.kind):
@@ -444,42 +488,55 @@ class Overlay(wiring.Component):
             with m.State("FIRST"):
                 m.next = "LATCH"                   # the frame's first src0 (k) and mask words arrive next cycle
             with m.State("LATCH"):
-                m.d.sync += [pending.eq(Cat(*(Mux(~desc.mask | mb, lv, 0).as_unsigned()[:lw]
-                                              for lv, mb in zip(ev_lvls, mask_bits)))), fresh.eq(0)]
-                with m.If(~fresh & attn & (gi >= gi_last)):
-                    m.d.sync += [h.eq(h + 1), hs_g.eq(he_g), hs_l.eq(he_l)]
+                # the word's events: masked (MATMUL's mask), and to the head it is read for
+                advance = ~fresh & attn & (gi >= gi_last)
+                used = in_head(nxt_gi, Mux(advance, he_g, hs_g), Mux(advance, he_l, hs_l),
+                               Mux(advance, nhe_g, he_g), Mux(advance, nhe_l, he_l))
+                m.d.sync += [pending.eq(Cat(*(Mux((~desc.mask | mb) & u, lv, 0).as_unsigned()[:lw]
+                                              for lv, mb, u in zip(ev_lvls, mask_bits, used)))), fresh.eq(0)]
+                with m.If(fresh):
+                    m.d.sync += [kv_word.eq(kv_tbase), kv_he.eq(kv_tbase + hg_pspan)]
+                with m.Elif(advance):
+                    m.d.sync += [h.eq(h + 1), hs_g.eq(he_g), hs_l.eq(he_l), he_g.eq(nhe_g), he_l.eq(nhe_l),
+                                 kv_word.eq(kv_he), kv_he.eq(kv_he + hg_pspan + Mux(nhe_carry, pspan, 0))]
+                with m.Else():
+                    m.d.sync += kv_word.eq(kv_word + pspan)
                 m.d.sync += gi.eq(nxt_gi)
                 m.next = "SCAN"
             with m.State("SCAN"):
                 with m.If(nonzero != 0):
                     pick()
                 with m.Elif(last_word):
-                    m.next = "WORDS_DONE"
+                    m.next = "DRAIN_A"
                 with m.Else():
                     m.next = "LATCH"
             with m.State("UPDATE"):
                 m.d.comb += issue.eq(1)
-                m.d.sync += go.eq(go + 1)
+                m.d.sync += [go.eq(go + 1), w_row.eq(w_row + desc.in_ch)]
                 with m.If(go >= g_last):
                     with m.If(nonzero != 0):
                         pick()
                     with m.Elif(last_word):
-                        m.next = "WORDS_DONE"
+                        m.next = "DRAIN_A"
                     with m.Else():
                         m.next = "LATCH"
+            with m.State("DRAIN_A"):
+                m.next = "DRAIN_B"                 # the accumulate pipeline's last update reaches its A stage
+            with m.State("DRAIN_B"):
+                m.next = "WORDS_DONE"
             with m.State("WORDS_DONE"):
                 # the last update is written at the end of this cycle
                 m.d.sync += go.eq(0)
                 with m.If(phase_k):
                     # the k pass goes over every token of every step, then the q pass runs frame by frame
                     with m.If(~frame_end_n):
-                        m.d.sync += [n.eq(n + 1), fresh.eq(1), *restart_heads]
+                        m.d.sync += [n.eq(n + 1), fresh.eq(1), *restart_heads, *frame_moves("n+1")]
                         m.next = "FIRST"
                     with m.Elif(~frame_end_t):
-                        m.d.sync += [n.eq(0), t.eq(t + 1), fresh.eq(1), *restart_heads]
+                        m.d.sync += [n.eq(0), t.eq(t + 1), fresh.eq(1), *restart_heads, *frame_moves("t+1,n=0")]
                         m.next = "FIRST"
                     with m.Else():
-                        m.d.sync += [n.eq(0), t.eq(0), phase_k.eq(0)]
+                        m.d.sync += [n.eq(0), t.eq(0), phase_k.eq(0), *frame_moves("reset")]
                         frame()
                 with m.Elif(desc.reduce & ~(frame_end_t & frame_end_n)):
                     m.next = "NEXT_FRAME"
@@ -495,20 +552,22 @@ class Overlay(wiring.Component):
                 m.d.sync += gi.eq(gi + 1)
                 with m.If(gi + 1 >= n_gin):
                     m.d.sync += gi.eq(0)
-                    m.next = "WORDS_DONE"
+                    m.next = "DRAIN_A"
             with m.State("CO_READ"):
-                m.next = "CO_ADD"                  # both words and acc[go] arrive next cycle
+                m.next = "CO_LATCH"                # both words arrive next cycle, registered
+            with m.State("CO_LATCH"):
+                m.next = "CO_ADD"
             with m.State("CO_ADD"):
                 m.d.comb += co_add.eq(1)
                 with m.If(gi + 1 < n_gin):
                     m.d.sync += [gi.eq(gi + 1), go.eq(go + 1)]
                     m.next = "CO_READ"
                 with m.Elif(n + 1 < desc.tokens):
-                    m.d.sync += [gi.eq(0), go.eq(0), n.eq(n + 1)]
+                    m.d.sync += [gi.eq(0), go.eq(0), n.eq(n + 1), *frame_moves("n+1")]
                     m.next = "CO_READ"
                 with m.Else():
-                    m.d.sync += [gi.eq(0), go.eq(0), n.eq(0)]
-                    m.next = "WORDS_DONE"
+                    m.d.sync += [gi.eq(0), go.eq(0), n.eq(0), *frame_moves("n=0")]
+                    m.next = "DRAIN_A"
             with m.State("POST"):
                 # one group per cycle: read here, computed and written the next cycle (post_write)
                 m.d.comb += post_read.eq(1)
@@ -518,10 +577,10 @@ class Overlay(wiring.Component):
                     m.next = "NEXT_FRAME"
             with m.State("NEXT_FRAME"):
                 with m.If(~frame_end_t):
-                    m.d.sync += t.eq(t + 1)
+                    m.d.sync += [t.eq(t + 1), *frame_moves("t+1")]
                     frame()
                 with m.Elif(~frame_end_n):
-                    m.d.sync += [t.eq(0), n.eq(n + 1)]
+                    m.d.sync += [t.eq(0), n.eq(n + 1), *frame_moves("n+1,t=0")]
                     frame()
                 with m.Else():
                     m.d.sync += [pc.eq(pc + 1), word.eq(0)]
