@@ -41,8 +41,10 @@ from .isa import DESCRIPTOR_WORDS, WORD_BITS, Bank, Config, Kind, Mem, Post, des
 
 __all__ = ["Overlay", "descriptor_cycles", "POST_FLUSH"]
 
-#: Cycles from a descriptor's last post read to the next descriptor's fetch (the post unit's pipeline).
-POST_FLUSH = 3
+#: The post unit's pipeline: the stage that writes (read at 0), and the cycles from a descriptor's last post
+#: read to the next descriptor's fetch.
+POST_STAGES = 5
+POST_FLUSH = POST_STAGES - 1
 #: Cycles a frame waits after its last update is issued (the accumulate pipeline's depth but one).
 DRAIN = 2
 
@@ -341,20 +343,21 @@ class Overlay(wiring.Component):
 
         # --- the post unit: a pipeline of one group per cycle ------------------------------------------
         # P0 read acc, parameters, membrane, residual (go) | P1 acc * mult, clear acc[go] | P2 z = + bias |
-        # P3 H = V - (V >> leak) + z, or sat(z >> shift) | P4 count thresholds, or the residual add; write
+        # P3 V - (V >> leak), z >> shift | P4 H = + z, saturate | P5 count thresholds, or the residual add; write
         mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
         v_rd, v_wr = vmem.read_port(), vmem.write_port()
         m.d.comb += [mult_rd.addr.eq(desc.mult_base + go),
                      bias_rd.addr.eq(Mux(desc.bias_per_token, bias_nb, desc.bias_base) + go),
                      theta_rd.addr.eq(desc.theta_base + go), v_rd.addr.eq(go)]
         post_read = Signal()
-        valid = [post_read] + [Signal(name=f"post_valid{k}") for k in range(1, 5)]
-        pgo = [go] + [Signal(12, name=f"post_go{k}") for k in range(1, 5)]
+        W = POST_STAGES                  # the stage that writes
+        valid = [post_read] + [Signal(name=f"post_valid{k}") for k in range(1, W + 1)]
+        pgo = [go] + [Signal(12, name=f"post_go{k}") for k in range(1, W + 1)]
         dst_w = len(desc.dst_base) + 1
-        pdst = [fb["dst"] + go] + [Signal(dst_w, name=f"post_dst{k}") for k in range(1, 5)]
-        for k in range(1, 5):
+        pdst = [fb["dst"] + go] + [Signal(dst_w, name=f"post_dst{k}") for k in range(1, W + 1)]
+        for k in range(1, W + 1):
             m.d.sync += [valid[k].eq(valid[k - 1]), pgo[k].eq(pgo[k - 1]), pdst[k].eq(pdst[k - 1])]
-        post_go, post_write = pgo[4], valid[4]
+        post_go, post_write = pgo[W], valid[W]
         m.d.comb += post_clear.eq(valid[1])
         # the saturation bounds of the descriptor, computed once (DISPATCH)
         sat_hi, sat_lo, add_hi, add_lo = (Signal(signed(c.post_bits + 1), name=n_) for n_ in
@@ -369,9 +372,9 @@ class Overlay(wiring.Component):
         v_l = _lanes(v_rd.data, P, c.post_bits, True)
         th_l = _lanes(theta_rd.data, P * c.levels, c.theta_bits, True)
         th_bits = P * c.levels * c.theta_bits
-        th = [theta_rd.data] + [Signal(th_bits, name=f"post_theta{k}") for k in range(2, 5)]
-        m.d.sync += [th[1].eq(th[0]), th[2].eq(th[1]), th[3].eq(th[2])]
-        th4 = _lanes(th[3], P * c.levels, c.theta_bits, True)
+        th = [theta_rd.data] + [Signal(th_bits, name=f"post_theta{k}") for k in range(1, W)]    # th[k]: at P(k+1)
+        m.d.sync += [th[k].eq(th[k - 1]) for k in range(1, W)]
+        th_w = _lanes(th[W - 1], P * c.levels, c.theta_bits, True)
         ys, vs = [], []
         for l in range(P):
             prod, bias1, vm1, res1 = (Signal(signed(c.post_bits), name=f"prod{l}"),
@@ -383,14 +386,21 @@ class Overlay(wiring.Component):
             z, vm2, res2 = (Signal(signed(c.post_bits), name=f"z{l}"), Signal.like(vm1, name=f"vm2_{l}"),
                             Signal.like(res1, name=f"res2_{l}"))
             m.d.sync += [z.eq(prod + bias1), vm2.eq(vm1), res2.eq(res1)]
-            hm, rq, res3 = (Signal(signed(c.post_bits), name=f"h{l}"), Signal(signed(c.post_bits + 1), name=f"rq{l}"),
-                            Signal.like(res1, name=f"res3_{l}"))
-            shifted = z >> desc.shift
-            m.d.sync += [hm.eq(vm2 - (vm2 >> desc.leak) + z), res3.eq(res2),
+            # P3: the shifts
+            leaked, z3, shifted, res3 = (Signal(signed(c.post_bits), name=f"leaked{l}"),
+                                         Signal(signed(c.post_bits), name=f"z3_{l}"),
+                                         Signal(signed(c.post_bits), name=f"shifted{l}"),
+                                         Signal.like(res1, name=f"res3_{l}"))
+            m.d.sync += [leaked.eq(vm2 - (vm2 >> desc.leak)), z3.eq(z), shifted.eq(z >> desc.shift), res3.eq(res2)]
+            # P4: the membrane, the saturation
+            hm, rq, res4 = (Signal(signed(c.post_bits), name=f"h{l}"), Signal(signed(c.post_bits + 1), name=f"rq{l}"),
+                            Signal.like(res1, name=f"res4_{l}"))
+            m.d.sync += [hm.eq(leaked + z3), res4.eq(res3),
                          rq.eq(Mux(desc.sat == 0, shifted,
                                    Mux(shifted > sat_hi, sat_hi, Mux(shifted < sat_lo, sat_lo, shifted))))]
-            count = sum((hm >= th4[l * c.levels + k]).as_unsigned() for k in range(c.levels))
-            added = rq + res3
+            # P5: the thresholds, the residual add; written
+            count = sum((hm >= th_w[l * c.levels + k]).as_unsigned() for k in range(c.levels))
+            added = rq + res4
             res = Mux(added > add_hi, add_hi, Mux(added < add_lo, add_lo, added))
             y = Signal(signed(c.post_bits + 1), name=f"y{l}")
             m.d.comb += y.eq(Mux(desc.post == Post.NEURON, count, Mux(desc.add, res, rq)))
@@ -406,14 +416,14 @@ class Overlay(wiring.Component):
             m.d.comb += [wr[b].en.eq(Mux(self.busy, post_write & is_dst,
                                          self.load_en & (self.load_mem == (Mem.SPIKES if b == Bank.SPIKES
                                                                             else Mem.WIDE)))),
-                         wr[b].addr.eq(Mux(self.busy, pdst[4], self.load_addr)),
+                         wr[b].addr.eq(Mux(self.busy, pdst[W], self.load_addr)),
                          wr[b].data.eq(Mux(self.busy, data_word, self.load_data))]
         with m.If(post_write & (desc.post == Post.LOGITS)):
             for l in range(P):
                 k = post_go * P + l
                 with m.If(k < c.classes):
                     m.d.sync += logits[k[:index_bits(c.classes)]].eq(ys[l])
-        post_busy = valid[1] | valid[2] | valid[3]        # writes still to come after this cycle
+        post_busy = Cat(*valid[1:W]).any()       # writes still to come after this cycle
 
         # --- the sequencer ------------------------------------------------------------------------------
         m.d.comb += [self.pc.eq(pc)]
