@@ -189,11 +189,16 @@ class Overlay(wiring.Component):
         h = Signal(6)
         hs_g, hs_l = Signal(12), Signal(range(max(P, 2)))
         he_g, he_l = Signal(12), Signal(range(max(P, 2)))       # he = hs + C / heads, kept in registers
-        nhe_sum = he_l + desc.head_lanes                         # the next head's end
-        nhe_carry = nhe_sum >= P
-        nhe_l = Mux(nhe_carry, nhe_sum - P, nhe_sum)
-        nhe_g = he_g + desc.head_groups + nhe_carry
+        nhe_g, nhe_l = Signal(12), Signal(range(max(P, 2)))     # the next head's end, he + C / heads
+        nhe_carry = Signal()                                     # nhe_l = he_l + head_lanes - P
+
+        def plus_head(g, l):
+            """(group, lane) + C / heads: (group, lane, carry)."""
+            total = l + desc.head_lanes
+            carry = total >= P
+            return g + desc.head_groups + carry, Mux(carry, total - P, total), carry
         span = desc.head_span
+        gi_last = Signal(12)               # the last word of the head (of the frame): hs_g + span - 1
 
         def in_head(g, lo_g=hs_g, lo_l=hs_l, hi_g=he_g, hi_l=he_l):
             """Per lane of group ``g``: its channel is in the head [lo, hi) (always, but for attention)."""
@@ -202,7 +207,6 @@ class Overlay(wiring.Component):
 
         g_first = Mux(attn, hs_g, 0)                               # groups an event updates
         g_last = Mux(attn, hs_g + span - 1, n_gout - 1)
-        gi_last = Mux(attn, hs_g + span - 1, n_gin - 1)            # the last word of the head (of the frame)
         last_word = (gi >= gi_last) & (~attn | (h + 1 >= desc.heads))
         # the word after gi (the next head's first after a head's last): its read is issued while gi's events
         # are processed, so that it is there when they are done
@@ -431,8 +435,10 @@ class Overlay(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         frame_end_t = t + 1 == desc.steps
         frame_end_n = (n + 1 == desc.tokens) | cospike
+        n2_g, n2_l, n2_c = plus_head(desc.head_groups, desc.head_lanes)
         restart_heads = [h.eq(0), hs_g.eq(0), hs_l.eq(0), he_g.eq(desc.head_groups), he_l.eq(desc.head_lanes),
-                         gi.eq(0), go.eq(0)]
+                         nhe_g.eq(n2_g), nhe_l.eq(n2_l), nhe_carry.eq(n2_c),
+                         gi_last.eq(Mux(attn, span - 1, (desc.in_ch + P - 1) // P - 1)), gi.eq(0), go.eq(0)]
         live = levels
         nonzero = Cat(*(lv != 0 for lv in live))
         lowest = Signal(range(max(P, 2)))
@@ -507,7 +513,9 @@ class Overlay(wiring.Component):
                 with m.If(fresh):
                     m.d.sync += [kv_word.eq(kv_tbase), kv_he.eq(kv_tbase + hg_pspan)]
                 with m.Elif(advance):
+                    n3_g, n3_l, n3_c = plus_head(nhe_g, nhe_l)
                     m.d.sync += [h.eq(h + 1), hs_g.eq(he_g), hs_l.eq(he_l), he_g.eq(nhe_g), he_l.eq(nhe_l),
+                                 nhe_g.eq(n3_g), nhe_l.eq(n3_l), nhe_carry.eq(n3_c), gi_last.eq(he_g + span - 1),
                                  kv_word.eq(kv_he), kv_he.eq(kv_he + hg_pspan + Mux(nhe_carry, pspan, 0))]
                 with m.Else():
                     m.d.sync += kv_word.eq(kv_word + pspan)
