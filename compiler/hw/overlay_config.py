@@ -52,13 +52,15 @@ PROGRAM_DEPTH = 128
 #: Words of the K^T V store: time steps x channels x the lane groups a head spans.
 KV_DEPTH = 1024
 
-#: MULT18X18D per lane (Yosys on the 16-lane ULX3S-85F overlay: 79 = 5 x 16 - 1: the post unit's
-#: accumulator x multiplier in two, the sparse engine's level x operand, COSPIKE's product and the membrane's).
+#: MULT18X18D per lane, an upper bound: Yosys made 69 for the 16-lane ULX3S-85F overlay with the pipelined post
+#: unit (79 before it): the accumulator x multiplier in two, the sparse engine's level x operand, COSPIKE's
+#: product.
 MULT_PER_LANE = 5
 
-#: LUT4 sites per lane (nextpnr's ``TRELLIS_COMB`` of the 16-lane overlay on the ULX3S-85F, over 16) and the
-#: board's fixed part (UART bridge, PLL, LEDs, sequencer): used only to choose the lanes of a smaller device.
-LUT4_PER_LANE = 3700
+#: LUT4 sites per lane and the board's fixed part (UART bridge, PLL, LEDs, sequencer, the bus's staging
+#: register): nextpnr's ``TRELLIS_COMB`` of the 16-lane ULX3S-85F overlay was 43,992 (59,664 before the post
+#: unit was pipelined). Used only to choose the lanes of a smaller device.
+LUT4_PER_LANE = 2600
 LUT4_FIXED = 2500
 
 #: The UART bridge's write buffer (``compiler.hw.estimate.BOARD``).
