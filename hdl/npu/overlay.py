@@ -214,6 +214,7 @@ class Overlay(wiring.Component):
 
         kv_cs = Signal(24)                 # words of one step of the K^T V store: in_ch * span
         kv_count = Signal(28)
+        kv_in, kv_t = Signal(24), Signal(4)
         kv_row = Signal(range(max(c.kv_depth, 2)))
         kv_word = Signal(28)               # kv_tbase + gi * P * span: row gi * P of the K^T V store
         kv_he = Signal(28)                 # kv_tbase + he_g * P * span
@@ -482,7 +483,7 @@ class Overlay(wiring.Component):
                 m.d.sync += frame_moves("reset")
                 m.d.sync += [pspan.eq(P * span), hg_pspan.eq(desc.head_groups * P * span),
                              *(lane_span[l].eq(l * span) for l in range(P))]
-                m.d.sync += [n.eq(0), t.eq(0), kv_count.eq(0), kv_cs.eq(desc.in_ch * span),
+                m.d.sync += [n.eq(0), t.eq(0), kv_count.eq(0), kv_in.eq(0), kv_t.eq(0), kv_cs.eq(desc.in_ch * span),
                              n_gin.eq((desc.in_ch + P - 1) // P), n_gout.eq((desc.out_ch + P - 1) // P)]
                 with m.Switch(desc.kind):
                     with m.Case(Kind.END):
@@ -497,10 +498,13 @@ class Overlay(wiring.Component):
                         m.d.sync += [self.busy.eq(0), self.error.eq(1)]
                         m.next = "IDLE"
             with m.State("KV_CLEAR"):
+                # steps x (in_ch * span) words, counted as two loops (no multiplier before the comparison)
                 m.d.comb += kv_clr.eq(1)
-                m.d.sync += kv_count.eq(kv_count + 1)
-                with m.If(kv_count + 1 >= desc.steps * kv_cs):
-                    m.next = "FIRST"
+                m.d.sync += [kv_count.eq(kv_count + 1), kv_in.eq(kv_in + 1)]
+                with m.If(kv_in + 1 >= kv_cs):
+                    m.d.sync += [kv_in.eq(0), kv_t.eq(kv_t + 1)]
+                    with m.If(kv_t + 1 >= desc.steps):
+                        m.next = "FIRST"
             with m.State("FIRST"):
                 m.next = "LATCH"                   # the frame's first src0 (k) and mask words arrive next cycle
             with m.State("LATCH"):
