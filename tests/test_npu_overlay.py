@@ -3,9 +3,6 @@ program interpreter (``sim.npu_model``): each descriptor of a real program runs 
 interpreter had before it, and must leave both scratchpad banks (every word, not only its output's) and
 the logits as the interpreter does."""
 
-import numpy as np
-import pytest
-
 from compiler.hw.program import compile_program, fit_config
 from hdl.npu.isa import Bank, Descriptor, Kind, Mem, pack_lanes
 from hdl.npu.overlay import descriptor_cycles
@@ -60,15 +57,3 @@ def test_a_kind_it_does_not_know_stops_with_error(digits_graph):
     one = {**program.images(), Mem.PROGRAM: words}
     _, _, _, status = run_overlay(program.config, one, {Bank.SPIKES: [0], Bank.WIDE: [0]})
     assert status == "error"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name, lanes", [("sdsa1-T2-D1-b2", 4), ("events-T3-D2-b8", 7), ("16px-T2-8heads", 8)])
-def test_configurations_descriptor_by_descriptor(name, lanes):
-    """Masks, membranes over time steps, event-frame inputs, 8-bit weights, per-token biases (or none), and
-    lane counts that divide no width."""
-    from test_npu_program import CONFIGS, _model
-    from compiler.frontend.config import ModelConfig
-    graph, x = _model(ModelConfig(**CONFIGS[name]), count=1)
-    program = compile_program(graph, fit_config(graph, lanes=lanes))
-    assert _descriptor_by_descriptor(program, x[0]) >= 6

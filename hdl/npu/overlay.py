@@ -375,7 +375,6 @@ class Overlay(wiring.Component):
         mult_l = _lanes(mult_rd.data, P, c.mult_bits, True)
         bias_l = _lanes(bias_rd.data, P, c.bias_bits, True)
         v_l = _lanes(v_rd.data, P, c.post_bits, True)
-        th_l = _lanes(theta_rd.data, P * c.levels, c.theta_bits, True)
         th_bits = P * c.levels * c.theta_bits
         th = [theta_rd.data] + [Signal(th_bits, name=f"post_theta{k}") for k in range(1, W)]    # th[k]: at P(k+1)
         m.d.sync += [th[k].eq(th[k - 1]) for k in range(1, W)]
