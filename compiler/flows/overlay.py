@@ -77,6 +77,11 @@ ENTRY_FILE = "overlay.json"
 _KEEP = ("top.bit", "top.report.json", "top.tim", "top.rpt", "top.lpf", "synthesis.log", "place_and_route.log",
          "bitstream.log", ENTRY_FILE)
 
+#: nextpnr's placer and router options for the overlay: its defaults (the one-engine-per-layer flow's heavier
+#: timing weights, ``boards.build.PLACER_OPTIONS``, pack critical paths for 100 MHz; the overlay's clock is
+#: relaxed and its wide memories make routing the harder part).
+NEXTPNR_OPTIONS = ""
+
 IMAGES_FILE = "program.npz"
 IMAGES_FORMAT = "qsd-fpga overlay images 1"
 _IMAGE_MEMS = (Mem.PROGRAM, Mem.WEIGHTS, Mem.MULT, Mem.BIAS, Mem.THETA)
@@ -130,7 +135,7 @@ def cache_key(spec: BoardSpec, config: Config, clock_mhz: float, baud: int, seed
     material = {"board": spec.name, "device": spec.device, "package": spec.package, "speed": spec.speed,
                 "config_hash": f"{config_hash(config):08x}", "config": asdict(config),
                 "clock_mhz": float(clock_mhz), "baud": int(baud), "seed": int(seed), "router": "router2",
-                "nextpnr_options": board_flow.PLACER_OPTIONS, "tools": tool_versions(),
+                "nextpnr_options": NEXTPNR_OPTIONS, "tools": tool_versions(),
                 "gateware": gateware_hash()}
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
     return f"{spec.name}-{config_hash(config):08x}-{digest}", material
@@ -159,7 +164,7 @@ def _run_tools(top, spec: BoardSpec, folder: Path, seed: int, progress: bool, wh
     show = board_flow.stderr_progress if progress else None
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
-    prepared = board_flow.prepare(top, spec, folder, seed=seed)
+    prepared = board_flow.prepare(top, spec, folder, seed=seed, nextpnr_opts=NEXTPNR_OPTIONS)
     seconds["generate"] = time.monotonic() - t0
     result = None
     try:

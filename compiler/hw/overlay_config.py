@@ -27,7 +27,7 @@ from hdl.npu.regmap import AddressMap, config_hash
 from ..errors import UserError
 from .estimate import map_memory
 
-__all__ = ["STANDARD_LANES", "WIDTHS", "BRAM_BUDGET", "MAX_CHANNELS", "MULT_PER_LANE", "LUT4_PER_LANE",
+__all__ = ["STANDARD_LANES", "WIDTHS", "BRAM_BUDGET", "MAX_CHANNELS", "MIN_WEIGHTS", "MULT_PER_LANE", "LUT4_PER_LANE",
            "overlay_memories", "block_rams", "resources", "board_config", "limits", "describe"]
 
 #: Lanes of the standard configuration, where the device holds them (fewer, a power of two, where not).
@@ -39,12 +39,18 @@ STANDARD_LANES = 16
 WIDTHS = dict(spike_bits=3, wide_bits=16, event_bits=8, weight_bits=8, acc_bits=24, mult_bits=18, bias_bits=36,
               post_bits=40, levels=4, theta_bits=32, kv_bits=16, logit_bits=40, classes=32)
 
-#: Fraction of the device's DP16KD that the overlay (with the UART bridge's buffer) may take.
-BRAM_BUDGET = 0.9
+#: Fraction of the device's DP16KD that the overlay (with the UART bridge's buffer) may take. At 88% (184 of the
+#: 85F's 208) and at 83% nextpnr's router2 did not converge on the 16-lane overlay (overuse stuck near 45,000
+#: wires after 9 iterations, over an hour; docs/build.md).
+BRAM_BUDGET = 0.75
 
 #: Output channels of one layer that the accumulators and membranes hold (``out_groups * lanes``): an MLP of
 #: 4 x 128 channels.
 MAX_CHANNELS = 512
+
+#: Weights on chip (``weight_depth * lanes``) below which a device's standard configuration takes fewer lanes:
+#: the bundled model's 12,928 fit.
+MIN_WEIGHTS = 16_384
 
 #: Descriptors of the program memory (a flat block is 9 descriptors, the stem and the head 4).
 PROGRAM_DEPTH = 128
@@ -125,18 +131,25 @@ def _grow(config: Config, totals: dict[str, int]) -> Config:
 
 def board_config(totals: dict[str, int], lanes: int | None = None, *, name: str = "the device") -> Config:
     """The standard overlay configuration of a device with ``totals`` (``boards.spec.BoardSpec.fit_totals``: LUT4,
-    FF, DP16KD, MULT18X18D) at ``lanes`` lanes; None: :data:`STANDARD_LANES`, or the largest power of two below
-    it that the device holds. UserError (naming the device ``name``) if it holds none."""
+    FF, DP16KD, MULT18X18D) at ``lanes`` lanes; None: :data:`STANDARD_LANES`, or on a device that cannot hold
+    them with :data:`MIN_WEIGHTS` weights on chip, the largest power of two below that can (else the one that
+    holds the most weights). UserError (naming the device ``name``) if it holds none."""
     if lanes is not None and (isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 64):
         raise UserError(f"the overlay's lanes must be an integer from 1 to 64, not {lanes!r}")
     tries = [lanes] if lanes is not None else [p for p in (16, 8, 4, 2, 1) if p <= STANDARD_LANES]
+    made = []
     for p in tries:
         base = Config(lanes=p, program_depth=PROGRAM_DEPTH, kv_depth=KV_DEPTH, out_groups=-(-MAX_CHANNELS // p),
                       spike_depth=256, wide_depth=128, weight_depth=512, **WIDTHS)
         # the parameter memories: as deep as their narrowest block geometry allows (512 words of 36 bits)
         base = replace(base, param_depth=512)
         if _fits(base, totals):
-            return _grow(base, totals)
+            config = _grow(base, totals)
+            if lanes is not None or config.weight_depth * p >= MIN_WEIGHTS:
+                return config
+            made.append(config)
+    if made:
+        return max(made, key=lambda c: (c.weight_depth * c.lanes, c.lanes))
     r = resources(base)
     raise UserError(f"{name} cannot hold the overlay at {tries[-1]} lane{'s' if tries[-1] != 1 else ''}: it needs "
                     f"about {r['DP16KD']:,} DP16KD (budget {int(BRAM_BUDGET * totals['DP16KD']):,}), "
