@@ -157,15 +157,24 @@ def _run_amaranth(accel, script: Script) -> tuple[np.ndarray, int, float]:
     return np.array(reads, dtype=np.uint32), cycles, time.monotonic() - t0
 
 
+def design_key(plan, trace: bool = False, clock_gating: bool = True, ecp5: bool = False) -> tuple:
+    """What determines the Verilog of ``Accelerator(plan, trace=..., ecp5=..., clock_gating=...)``: the key of
+    its cached simulator binaries (:func:`sim.verilator_host.verilate`)."""
+    return ("Accelerator", plan, bool(trace), bool(ecp5), bool(clock_gating))
+
+
 def simulate(plan, inputs: np.ndarray, *, simulator: str = "verilator", trace: bool = False,
              build_dir: str | Path = "build/sim", batch: int = 64, clock_gating: bool = True,
-             progress: Callable[[int], None] | None = None) -> SimResult:
+             progress: Callable[[int], None] | None = None,
+             build_progress: Callable[[float], None] | None = None) -> SimResult:
     """Run every sample of ``inputs`` ([B, ...] uint8) on the accelerator of ``plan``.
 
     ``clock_gating`` (the default) clocks each engine only while it works: the same logic and cycle counts
     as the design a board gets (without it), several times faster in Verilator (``Accelerator``'s
     docstring; ``tests/test_accelerator.py`` checks that both give the same logits and cycles).
-    ``progress(k)`` is called after each batch of ``k`` samples."""
+    ``progress(k)`` is called after each batch of ``k`` samples; ``build_progress(seconds)`` about once a
+    second while the Verilator model is built (not when it is cached: the cache is keyed on the plan,
+    :func:`design_key`, so a cached model is found without generating its Verilog)."""
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {SIMULATORS}, not {simulator!r}")
     def accelerator():
@@ -173,7 +182,8 @@ def simulate(plan, inputs: np.ndarray, *, simulator: str = "verilator", trace: b
 
     build_dir = Path(build_dir)
     if simulator == "verilator":
-        binary = verilator_host.build(accelerator(), build_dir)
+        binary = verilator_host.build(accelerator(), build_dir, key=design_key(plan, trace, clock_gating),
+                                      progress=build_progress)
     logits, cycles, events, synops, traces = [], [], [], [], []
     total_cycles, seconds, model = 0, 0.0, plan.model_id
     for start in range(0, len(inputs), batch):

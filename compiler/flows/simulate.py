@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from sim import cache
 from sim.accelerator import simulate
 
 from ..errors import UserError
@@ -21,6 +22,10 @@ from ..ir import golden, metrics
 def check_build_dir(path: str | Path) -> None:
     """UserError unless ``path`` is a folder that simulator builds can be written into (created if need be)."""
     path = Path(path)
+    try:
+        cache.keep_count()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     try:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryDirectory(dir=path).cleanup()
@@ -43,13 +48,59 @@ def first_difference(plan: Plan, hw: dict[str, np.ndarray], ref: dict[str, np.nd
     return None
 
 
+class BuildClock:
+    """The ``progress`` of a Verilator build (:func:`sim.verilator_host.verilate`): on stderr, when shown, one
+    line ``building WHAT: N s`` rewritten every second while the build runs, then ``built WHAT in N s``.
+    Nothing when the binary is cached (the callback is never called)."""
+
+    def __init__(self, what: str, show: bool):
+        self.what, self.show, self.seconds = what, show, None
+
+    def __call__(self, seconds: float) -> None:
+        first, self.seconds = self.seconds is None, seconds
+        if not self.show:
+            return
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\rbuilding {self.what}: {seconds:.0f} s (once per design; cached in --build-dir)")
+        elif first or int(seconds) % 15 == 0:      # a log: one line at the start, then every 15 s
+            sys.stderr.write(f"building {self.what}: {seconds:.0f} s (once per design; cached in --build-dir)\n")
+        sys.stderr.flush()
+
+    def __enter__(self) -> "BuildClock":
+        self._t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.show and self.seconds is not None:
+            pad = " " * 40 if sys.stderr.isatty() else ""
+            sys.stderr.write(f"\rbuilt {self.what} in {time.monotonic() - self._t0:.0f} s{pad}\n")
+            sys.stderr.flush()
+
+
+class LazyBar:
+    """A tqdm bar that appears at its first update (after a build's clock, not under it)."""
+
+    def __init__(self, **kwargs):
+        self._kwargs, self._bar = kwargs, None
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is None:
+            self._bar = tqdm(**self._kwargs)
+        self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: str, show_progress: bool) -> dict:
-    if show_progress:
+    if show_progress and simulator != "verilator":
         sys.stderr.write(f"building the {simulator} model of the accelerator ({plan.lanes} lanes)...\n")
-    bar = tqdm(total=len(x), desc="simulate", unit="sample", disable=not show_progress, leave=False)
+    bar = LazyBar(total=len(x), desc="simulate", unit="sample", disable=not show_progress, leave=False)
     t0 = time.monotonic()
-    result = simulate(plan, x, simulator=simulator, trace=trace, build_dir=build_dir,
-                      batch=16 if trace else 64, progress=bar.update)
+    with BuildClock(f"the Verilator model of the accelerator ({plan.lanes} lanes)", show_progress) as clock:
+        result = simulate(plan, x, simulator=simulator, trace=trace, build_dir=build_dir,
+                          batch=16 if trace else 64, progress=bar.update, build_progress=clock)
     bar.close()
     wall = time.monotonic() - t0
     ref_logits, ref_env = golden.run(plan.graph, x, trace=trace)
@@ -110,11 +161,10 @@ def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str
     from ..hw.program import compile_program, fit_config
 
     program = compile_program(graph, fit_config(graph, lanes, keep=trace), keep=trace)
-    if show_progress:
-        sys.stderr.write(f"building the Verilator model of the overlay ({lanes} lanes, {len(program.descriptors)} "
-                         f"descriptors)...\n")
     t0 = time.monotonic()
-    binary = verilator_host.build(OverlayBus(program.config), build_dir)
+    with BuildClock(f"the Verilator model of the overlay ({lanes} lanes)", show_progress) as clock:
+        binary = verilator_host.build(OverlayBus(program.config), build_dir, key=("OverlayBus", program.config),
+                                      progress=clock)
     ref_logits, ref_env = golden.run(graph, x, trace=True)
     events = [program.events(x[b:b + 1]) for b in range(len(x))]
     logits = np.zeros((len(x), program.classes), np.int64)

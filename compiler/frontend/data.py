@@ -37,17 +37,39 @@ class Split:
     y: np.ndarray        # int64, [n]
 
 
+#: The digits split: the sample indices of scikit-learn's ``train_test_split(test_size=DIGITS_TEST_FRACTION,
+#: random_state=SPLIT_SEED, stratify=target)``, in its order, saved once (``tests/test_data_digits.py`` checks
+#: them against scikit-learn): importing scikit-learn to split takes 1-2 s of every command.
+DIGITS_SPLIT = Path(__file__).with_name("digits_split.npz")
+#: scikit-learn's copy of the UCI digits (``sklearn.datasets.load_digits`` reads it), in its package folder.
+DIGITS_FILE = ("datasets", "data", "digits.csv.gz")
+
+
+def _digits_table() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits ``[n, 8, 8]`` (0..16) and their labels, as ``load_digits`` gives them, read from
+    scikit-learn's file without importing scikit-learn (falls back to ``load_digits`` where the file is not)."""
+    try:
+        spec = importlib.util.find_spec("sklearn")
+    except (ImportError, ValueError):
+        spec = None
+    for folder in list(spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder).joinpath(*DIGITS_FILE)
+        if path.is_file():
+            with gzip.open(path, "rt", encoding="ascii") as f:
+                table = np.loadtxt(f, delimiter=",", ndmin=2)
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+    data = load_digits()
+    return data.images, data.target.astype(np.int64)
+
+
 def digits(split: str) -> Split:
     """The 1,797 UCI digits (pixels 0..16 scaled to 0..255), split 1,347 / 450 with a fixed seed."""
-    from sklearn.datasets import load_digits        # deferred: scikit-learn takes a second to import
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    images = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)[:, None]   # [n, 1, 8, 8]
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, data.target.astype(np.int64), test_size=DIGITS_TEST_FRACTION,
-        random_state=SPLIT_SEED, stratify=data.target)
-    return Split(x_train, y_train) if split == "train" else Split(x_test, y_test)
+    images, target = _digits_table()
+    images = np.round(images * (255.0 / 16.0)).astype(np.uint8)[:, None]   # [n, 1, 8, 8]
+    with np.load(DIGITS_SPLIT, allow_pickle=False) as saved:
+        index = saved["train" if split == "train" else "test"].astype(np.int64)
+    return Split(images[index], target[index])
 
 
 def mnist_path() -> Path:

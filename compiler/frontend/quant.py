@@ -37,6 +37,9 @@ class LSQ(nn.Module):
         super().__init__()
         self.bits = bits
         self.qn, self.qp = weight_range(bits)
+        if weight.is_meta:      # shapes only (checkpoint.load's check): arithmetic on meta tensors imports dynamo (1 s)
+            self.alpha = nn.Parameter(torch.empty(weight.shape[0], dtype=weight.dtype, device="meta"))
+            return
         per_channel = weight.detach().reshape(weight.shape[0], -1).abs().mean(dim=1)
         self.alpha = nn.Parameter(2 * per_channel.clamp_min(1e-4) / math.sqrt(self.qp))
 
