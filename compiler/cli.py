@@ -23,7 +23,7 @@ from boards.errors import BoardError
 
 from . import __version__
 from .errors import UserError
-from .flows import SCHEMA_VERSION, build, clean, estimate, export, overlay, run, simulate
+from .flows import SCHEMA_VERSION, build, clean, estimate, export, overlay, run, simulate, trace_dir
 from .frontend.config import ARCHS, ATTENTION_KINDS, HEAD_KINDS, INPUT_KINDS, ModelConfig, parse_int_list
 from .frontend.data import DATASETS, NPZ_PREFIX, is_npz
 from .hw.plan import build_plan
@@ -347,17 +347,22 @@ def cmd_simulate(args) -> int:
         raise UserError("--dense is the generated accelerator's baseline; the overlay is event-driven only")
     if args.overlay and args.simulator != "verilator":
         raise UserError(f"--overlay runs in verilator, not {args.simulator}")
+    if args.force and args.trace_dir is None:
+        raise UserError("--force is for --trace-dir: add --trace-dir DIR")
     simulate.check_build_dir(args.build_dir)
+    if args.trace_dir is not None:
+        trace_dir.check(args.trace_dir, args.force)
     model = checkpoint.load(args.model)
     x, _, _ = _load_samples(args, model)
     show = not args.json and sys.stderr.isatty() or args.progress
+    traces = {"trace_dir": args.trace_dir, "force": args.force}
     if args.overlay:
         report = simulate.run_overlay(lower(model, args.model), x, lanes=args.lanes or 16, trace=args.trace,
-                                      build_dir=args.build_dir, show_progress=show)
+                                      build_dir=args.build_dir, show_progress=show, **traces)
     else:
         plan = build_plan(lower(model, args.model), lanes=args.lanes, dense=args.dense)
         report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
-                              show_progress=show)
+                              show_progress=show, **traces)
     report["model"] = str(args.model)
     _emit(report, args.json, simulate.print_report)
     return 0 if report["mismatches"] == 0 else 1

@@ -17,6 +17,7 @@ from sim.accelerator import simulate
 from ..errors import UserError
 from ..hw.plan import Plan
 from ..ir import golden, metrics
+from . import trace_dir as trace_dir_flow
 
 
 def check_build_dir(path: str | Path) -> None:
@@ -93,7 +94,35 @@ class LazyBar:
             self._bar.close()
 
 
-def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: str, show_progress: bool) -> dict:
+def _meta(report: dict) -> dict:
+    """What a trace folder's index says of the simulation it holds."""
+    return {k: report[k] for k in ("simulator", "schedule", "lanes", "model_id")}
+
+
+def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: str, show_progress: bool,
+        trace_dir: str | Path | None = None, force: bool = False) -> dict:
+    """Simulate ``x`` on ``plan``'s accelerator and compare it with the golden model; with ``trace_dir`` (implies
+    ``trace``) every stored layer of every sample is saved there (:mod:`compiler.flows.trace_dir`)."""
+    writer = None
+    if trace_dir is not None:
+        trace = True
+        writer = trace_dir_flow.TraceWriter(Path(trace_dir), force)
+    try:
+        report = _run(plan, x, simulator=simulator, trace=trace, build_dir=build_dir, show_progress=show_progress,
+                      writer=writer)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    report["trace_dir"] = None
+    if writer is not None:
+        writer.finish(_meta(report))
+        report["trace_dir"] = str(writer.out)
+    return report
+
+
+def _run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: str, show_progress: bool,
+         writer) -> dict:
     if show_progress and simulator != "verilator":
         sys.stderr.write(f"building the {simulator} model of the accelerator ({plan.lanes} lanes)...\n")
     bar = LazyBar(total=len(x), desc="simulate", unit="sample", disable=not show_progress, leave=False)
@@ -114,6 +143,10 @@ def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: st
                 trace_bad.append(b)
                 if first is None:
                     first = {"sample": b, **diff}
+            if writer is not None:
+                layers = [(op.dst, tensors[op.dst], ref_env[op.dst][b]) for op in plan.graph.ops
+                          if op.dst in tensors]
+                writer.add(b, x[b], layers, result.logits[b], ref_logits[b])
     mismatched = sorted(set(bad.tolist()) | set(trace_bad))
     if first is None and len(bad):
         b = int(bad[0])
@@ -149,11 +182,33 @@ def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: st
     }
 
 
-def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool) -> dict:
+def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
+                trace_dir: str | Path | None = None, force: bool = False) -> dict:
     """Compile ``graph`` for the smallest overlay configuration of ``lanes`` lanes, run every sample of ``x`` on
     the Verilated overlay through the host driver (``compiler.host.npu.NpuDriver``, the one a board gets) and
     compare its logits -- with ``trace``, every stored tensor -- with the golden model's, and its cycles with
-    the descriptors' cycle formula."""
+    the descriptors' cycle formula. With ``trace_dir`` (implies ``trace``) every stored tensor of every sample
+    is saved there (:mod:`compiler.flows.trace_dir`)."""
+    writer = None
+    if trace_dir is not None:
+        trace = True
+        writer = trace_dir_flow.TraceWriter(Path(trace_dir), force)
+    try:
+        report = _run_overlay(graph, x, lanes=lanes, trace=trace, build_dir=build_dir, show_progress=show_progress,
+                              writer=writer)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    report["trace_dir"] = None
+    if writer is not None:
+        writer.finish(_meta(report))
+        report["trace_dir"] = str(writer.out)
+    return report
+
+
+def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
+                 writer) -> dict:
     from hdl.npu.bus import OverlayBus
     from sim import verilator_host
 
@@ -179,17 +234,22 @@ def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str
             logits[b], cycles[b] = driver.infer(sample)
             diff = None
             if trace:
+                layers = []
                 for layer in program.layers:
                     if layer.dst is None:
                         continue
                     got = driver.read_tensor(layer.dst)
                     want = ref_env[layer.dst][b]
                     want = want[:got.shape[0]].reshape(got.shape)
-                    if not np.array_equal(got, want):
+                    layers.append((layer.dst, got, want))
+                    if diff is None and not np.array_equal(got, want):
                         pos = tuple(int(i) for i in np.argwhere(got != want)[0])
                         diff = {"tensor": layer.dst, "position": list(pos), "hardware": int(got[pos]),
                                 "golden": int(want[pos])}
-                        break
+                        if writer is None:
+                            break
+                if writer is not None:
+                    writer.add(b, sample, layers, logits[b], ref_logits[b])
             if diff is None and not np.array_equal(logits[b], ref_logits[b]):
                 k = int(np.flatnonzero(logits[b] != ref_logits[b])[0])
                 diff = {"tensor": graph.output, "position": [k], "hardware": int(logits[b, k]),
@@ -252,6 +312,9 @@ def print_report(r: dict) -> None:
     print(f"  synaptic operations:     {r['synaptic_ops_per_inference']:,.0f} per inference")
     print(f"  operations per cycle:    {r['ops_per_cycle']:.2f} of a {r['ops_per_cycle_ceiling']}-lane ceiling "
           f"({r['lane_utilization']:.1%})")
+    if r.get("trace_dir"):
+        print(f"  traces:                  every stored layer of every sample, hardware and golden, in "
+              f"{r['trace_dir']} (index.json)")
     print(f"  simulation speed:        {r['simulated_cycles_per_second']:,.0f} cycles/s "
           f"({r['simulated_cycles']:,} cycles in {r['simulator_seconds']:.1f} s; {r['wall_seconds']:.1f} s "
           f"with the build)")
