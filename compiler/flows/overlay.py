@@ -17,7 +17,8 @@ it, in seconds. The steps:
                with ``standalone`` the program's images are the memories' initial contents and the bitstream is
                the model's own, built in the output's staging folder and never cached
 ``report``     ``top.bit``, ``program.npz`` (the images, the model id and the configuration hash),
-               ``report.json`` and ``report.md`` in ``<out>.partial-*``, renamed into place
+               ``report.json``, ``report.md`` and the plots (:mod:`compiler.plots`, when matplotlib is installed)
+               in ``<out>.partial-*``, renamed into place
 =============  ===========================================================================================
 
 The output folder follows the rules of ``build`` (:func:`compiler.flows.build.check_out`: a new folder, an
@@ -55,6 +56,7 @@ from hdl.uart_bridge import UartBridge
 
 from . import SCHEMA_VERSION
 from . import build as build_flow
+from .. import plots
 from ..errors import UserError
 from ..hw import overlay_config
 from ..hw.program import Program, compile_program
@@ -426,6 +428,10 @@ def step_report(b: OverlayBuild) -> None:
     save_images(b.staging / IMAGES_FILE, b.program)
     b.seconds["total"] = time.monotonic() - b.started
     b.report = make_report(b)
+    cycles = plots.program_cycles({"lanes": b.program.config.lanes, "descriptors": [
+        {"name": d.name, "kind": d.kind.name, "cycles": c}
+        for d, c in zip(b.program.descriptors, b.program.cycles(b.events))]})
+    b.report["plots"] = plots.for_build(b.staging, b.report, b.graph, b.x, cycles)
     build_flow._write_atomic(b.staging / "report.json", json.dumps(b.report, indent=2) + "\n")
     build_flow._write_atomic(b.staging / "report.md", report_markdown(b.report))
     build_flow._swap_into_place(b.staging, b.config.out_dir)
@@ -560,6 +566,7 @@ def report_markdown(r: dict) -> str:
         cp = r["critical_path"]
         lines += ["## Critical path", "", f"{cp['delay_ns']} ns ({cp['summary']}) from `{cp['from']}` to "
                   f"`{cp['to']}`" + (f"; defined in {', '.join(cp['defined_in'])}" if cp["defined_in"] else ""), ""]
+    lines += plots.markdown(r.get("plots"))
     lines += ["## Build", "", "| step | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in r["seconds"].items() if not isinstance(v, dict)]
     lines += [f"| overlay: {k} | {v:.1f} |" for k, v in r["seconds"]["overlay_build"].items()]
