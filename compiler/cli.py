@@ -576,6 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "count (default 16)")
     s.add_argument("--trace", action="store_true",
                    help="also compare every stored layer at every time step and name the first difference")
+    s.add_argument("--trace-dir", metavar="DIR",
+                   help="also save every stored layer of every sample, the hardware's and the golden model's, one "
+                        "DIR/sample-NNNNN.npz per sample, and DIR/index.json saying which layers matched "
+                        "(implies --trace; DIR must be new or empty)")
+    s.add_argument("--force", action="store_true", help="with --trace-dir: replace DIR even if it is not empty")
     s.add_argument("--build-dir", default="build/sim", help="where simulator models are built and cached "
                                                             "(default: build/sim)")
     s.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
