@@ -383,15 +383,19 @@ def cmd_simulate(args) -> int:
         raise UserError("--dense is the generated accelerator's baseline; the overlay is event-driven only")
     if args.overlay and args.simulator != "verilator":
         raise UserError(f"--overlay runs in verilator, not {args.simulator}")
-    if args.force and args.trace_dir is None:
-        raise UserError("--force is for --trace-dir: add --trace-dir DIR")
+    if args.force and args.trace_dir is None and args.waveform is None:
+        raise UserError("--force is for --trace-dir and --waveform: add --trace-dir DIR or --waveform FILE")
+    if args.waveform is not None and args.simulator != "verilator":
+        raise UserError(f"--waveform is written by Verilator, not {args.simulator}: drop --simulator")
     simulate.check_build_dir(args.build_dir)
     if args.trace_dir is not None:
         trace_dir.check(args.trace_dir, args.force)
+    if args.waveform is not None:
+        simulate.check_waveform(args.waveform, args.force)
     model = checkpoint.load(args.model)
     x, _, _ = _load_samples(args, model)
     show = not args.json and sys.stderr.isatty() or args.progress
-    traces = {"trace_dir": args.trace_dir, "force": args.force}
+    traces = {"trace_dir": args.trace_dir, "force": args.force, "waveform": args.waveform}
     if args.overlay:
         report = simulate.run_overlay(lower(model, args.model), x, lanes=args.lanes or 16, trace=args.trace,
                                       build_dir=args.build_dir, show_progress=show, **traces)
@@ -581,7 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save every stored layer of every sample, the hardware's and the golden model's, one "
                         "DIR/sample-NNNNN.npz per sample, and DIR/index.json saying which layers matched "
                         "(implies --trace; DIR must be new or empty)")
-    s.add_argument("--force", action="store_true", help="with --trace-dir: replace DIR even if it is not empty")
+    s.add_argument("--waveform", metavar="FILE.fst|FILE.vcd",
+                   help="also write a waveform of the first sample's run (every signal at each clock edge, 10 ns "
+                        "a cycle; with --overlay the program's load too) from a tracing Verilator build of the same "
+                        "design, in the format its suffix names (FST: GTKWave, Surfer)")
+    s.add_argument("--force", action="store_true",
+                   help="replace --trace-dir DIR even if it is not empty, and an existing --waveform file")
     s.add_argument("--build-dir", default="build/sim", help="where simulator models are built and cached "
                                                             "(default: build/sim)")
     s.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")

@@ -166,7 +166,8 @@ def design_key(plan, trace: bool = False, clock_gating: bool = True, ecp5: bool 
 def simulate(plan, inputs: np.ndarray, *, simulator: str = "verilator", trace: bool = False,
              build_dir: str | Path = "build/sim", batch: int = 64, clock_gating: bool = True,
              progress: Callable[[int], None] | None = None,
-             build_progress: Callable[[float], None] | None = None) -> SimResult:
+             build_progress: Callable[[float], None] | None = None,
+             waveform: tuple[str, str | Path] | None = None) -> SimResult:
     """Run every sample of ``inputs`` ([B, ...] uint8) on the accelerator of ``plan``.
 
     ``clock_gating`` (the default) clocks each engine only while it works: the same logic and cycle counts
@@ -174,16 +175,21 @@ def simulate(plan, inputs: np.ndarray, *, simulator: str = "verilator", trace: b
     docstring; ``tests/test_accelerator.py`` checks that both give the same logits and cycles).
     ``progress(k)`` is called after each batch of ``k`` samples; ``build_progress(seconds)`` about once a
     second while the Verilator model is built (not when it is cached: the cache is keyed on the plan,
-    :func:`design_key`, so a cached model is found without generating its Verilog)."""
+    :func:`design_key`, so a cached model is found without generating its Verilog). ``waveform``
+    (``(format, file)``, format ``"fst"`` or ``"vcd"``; Verilator, one batch): every signal of the run written to
+    ``file`` by a tracing build of the same design (:func:`sim.verilator_host.build`)."""
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {SIMULATORS}, not {simulator!r}")
+    if waveform is not None and (simulator != "verilator" or len(inputs) > batch):
+        raise ValueError(f"a waveform is written by Verilator for one batch (at most {batch} samples)")
     def accelerator():
         return Accelerator(plan, trace=trace, ecp5=False, clock_gating=clock_gating)
 
     build_dir = Path(build_dir)
     if simulator == "verilator":
         binary = verilator_host.build(accelerator(), build_dir, key=design_key(plan, trace, clock_gating),
-                                      progress=build_progress)
+                                      progress=build_progress, waveform=None if waveform is None else waveform[0])
+    env = None if waveform is None else {verilator_host.WAVEFORM_ENV: str(waveform[1])}
     logits, cycles, events, synops, traces = [], [], [], [], []
     total_cycles, seconds, model = 0, 0.0, plan.model_id
     for start in range(0, len(inputs), batch):
@@ -195,7 +201,7 @@ def simulate(plan, inputs: np.ndarray, *, simulator: str = "verilator", trace: b
             script.reads += one.reads
             sizes.append(one.reads)
         if simulator == "verilator":
-            res = verilator_host.run(binary, script, build_dir / "run")
+            res = verilator_host.run(binary, script, build_dir / "run", env=env)
             reads, cyc, sec = res.reads, res.cycles, res.seconds
         elif simulator == "icarus":
             from .cocotb_script import run_script

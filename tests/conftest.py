@@ -30,3 +30,14 @@ def digits_test(digits_model):
 # The suite builds more simulator models than a user's cache keeps (sim/cache.py: 8 per folder); keep them all
 # between runs, so that a second run of the suite builds none (the CLI subprocesses inherit this).
 os.environ.setdefault("QSD_FPGA_SIM_CACHE_KEEP", "64")
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory):
+    """A synthetic model (dim 8, 2 heads, untrained) small enough for the Amaranth simulator and for quick
+    Verilator builds."""
+    from compiler.cli import main
+    path = tmp_path_factory.mktemp("small") / "small.pt"
+    assert main(["train", "--dataset", "synthetic", "--epochs", "0", "--dim", "8", "--heads", "2",
+                 "--out", str(path)]) == 0
+    return path

@@ -11,16 +11,7 @@ from compiler.flows import trace_dir
 from conftest import EXAMPLE
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """A model small enough for the Amaranth simulator (a few seconds a sample)."""
-    path = tmp_path_factory.mktemp("small") / "small.pt"
-    assert main(["train", "--dataset", "synthetic", "--epochs", "0", "--dim", "8", "--heads", "2",
-                 "--out", str(path)]) == 0
-    return path
-
-
-def test_every_layer_of_every_sample_is_saved_beside_the_golden_models(small, tmp_path, capsys):
+def test_every_layer_of_every_sample_is_saved_beside_the_golden_models(small_model, tmp_path, capsys):
     from compiler import load, lower, samples
     from compiler.ir import golden
 
@@ -28,7 +19,7 @@ def test_every_layer_of_every_sample_is_saved_beside_the_golden_models(small, tm
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier run")           # replaced with --force
     capsys.readouterr()
-    status = main(["simulate", str(small), "--count", "2", "--simulator", "amaranth", "--trace-dir", str(out),
+    status = main(["simulate", str(small_model), "--count", "2", "--simulator", "amaranth", "--trace-dir", str(out),
                    "--force", "--build-dir", str(tmp_path / "sim"), "--json"])
     r = json.loads(capsys.readouterr().out)
     assert status == 0 and r["mismatches"] == 0 and r["traced"] and r["trace_dir"] == str(out)
@@ -40,7 +31,7 @@ def test_every_layer_of_every_sample_is_saved_beside_the_golden_models(small, tm
     assert index["layers"][-1] == "logits" and len(index["layers"]) > 5
     assert [s["file"] for s in index["per_sample"]] == ["sample-00000.npz", "sample-00001.npz"]
 
-    model = load(small)
+    model = load(small_model)
     x, _ = samples(model, count=2)
     graph = lower(model).graph
     logits, env = golden.run(graph, x, trace=True)
@@ -103,14 +94,14 @@ def test_an_unwritable_folder_is_refused(tmp_path, capsys):
     _refused(["simulate", str(tmp_path / "m.pt"), "--trace-dir", "/proc/qsd-traces"], capsys, "cannot write")
 
 
-def test_a_failed_simulation_leaves_nothing(small, tmp_path, capsys, monkeypatch):
+def test_a_failed_simulation_leaves_nothing(small_model, tmp_path, capsys, monkeypatch):
     from compiler.flows import simulate
 
     def broken(*args, **kwargs):
         raise RuntimeError("the simulator broke")
 
     monkeypatch.setattr(simulate, "simulate", broken)
-    assert main(["simulate", str(small), "--count", "1", "--trace-dir", str(tmp_path / "t"),
+    assert main(["simulate", str(small_model), "--count", "1", "--trace-dir", str(tmp_path / "t"),
                  "--build-dir", str(tmp_path / "sim")]) == 3
     capsys.readouterr()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sim"]

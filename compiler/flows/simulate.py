@@ -3,6 +3,7 @@ model's program) cycle-accurately and compare it, bit for bit, with the integer 
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -94,15 +95,89 @@ class LazyBar:
             self._bar.close()
 
 
+#: ``--waveform``: the formats by file name suffix (:data:`sim.verilator_host.WAVEFORMS`).
+WAVEFORM_SUFFIXES = {".fst": "fst", ".vcd": "vcd"}
+
+
+def check_waveform(path: str, force: bool) -> str:
+    """The format of ``--waveform path`` (``fst`` or ``vcd``); UserError, before any work, for another suffix or a
+    file that cannot be written (its folder must exist; an existing file is replaced only with ``force``)."""
+    from ..frontend import checkpoint
+
+    if not str(path).strip():
+        raise UserError("--waveform is an empty path")
+    suffix = Path(path).suffix.lower()
+    if suffix not in WAVEFORM_SUFFIXES:
+        raise UserError(f"--waveform {path}: the file name must end in .fst or .vcd (the format written), not "
+                        f"{suffix or 'nothing'}")
+    checkpoint.check_output(path, force=force, flag="--waveform", what="waveform file")
+    if suffix == ".fst" and not fst_writer_available():
+        raise UserError(f"--waveform {path}: Verilator's FST writer needs the LZ4 headers, which the C++ compiler "
+                        f"does not find (Debian/Ubuntu: apt install liblz4-dev); or write a .vcd")
+    return WAVEFORM_SUFFIXES[suffix]
+
+
+def fst_writer_available() -> bool:
+    """Whether the C++ compiler finds ``lz4.h``, which Verilator's FST writer includes (a package of the system's,
+    e.g. Debian's ``liblz4-dev``, not of Python's)."""
+    import shutil
+    import subprocess
+
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        return False
+    try:
+        done = subprocess.run([cxx, "-fsyntax-only", "-x", "c++", "-"], input="#include <lz4.h>\n", text=True,
+                              capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+class _WaveFile:
+    """A temporary file beside ``path`` for the simulator to write, renamed into place by :meth:`keep`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def keep(self) -> int:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)
+        os.replace(self.tmp, self.path)
+        return self.path.stat().st_size
+
+    def drop(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def _waveform(path, fmt: str, run_one) -> dict:
+    """``run_one(file)`` writes the waveform of sample 0 into ``file`` and returns its cycles; the report's
+    ``waveform`` object."""
+    wave = _WaveFile(path)
+    try:
+        cycles = run_one(wave.tmp)
+        size = wave.keep()
+    except BaseException:
+        wave.drop()
+        raise
+    return {"file": str(path), "format": fmt, "sample": 0, "cycles": int(cycles), "bytes": size,
+            "time_per_cycle_ns": 10}
+
+
 def _meta(report: dict) -> dict:
     """What a trace folder's index says of the simulation it holds."""
     return {k: report[k] for k in ("simulator", "schedule", "lanes", "model_id")}
 
 
 def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: str, show_progress: bool,
-        trace_dir: str | Path | None = None, force: bool = False) -> dict:
+        trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None) -> dict:
     """Simulate ``x`` on ``plan``'s accelerator and compare it with the golden model; with ``trace_dir`` (implies
-    ``trace``) every stored layer of every sample is saved there (:mod:`compiler.flows.trace_dir`)."""
+    ``trace``) every stored layer of every sample is saved there (:mod:`compiler.flows.trace_dir`); with
+    ``waveform`` (a ``.fst`` or ``.vcd`` file, :func:`check_waveform`) every signal of the first sample's run."""
     writer = None
     if trace_dir is not None:
         trace = True
@@ -118,6 +193,22 @@ def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: st
     if writer is not None:
         writer.finish(_meta(report))
         report["trace_dir"] = str(writer.out)
+    report["waveform"] = None
+    if waveform is not None:
+        fmt = WAVEFORM_SUFFIXES[Path(waveform).suffix.lower()]
+
+        def run_one(file: Path) -> int:
+            with BuildClock(f"the Verilator model of the accelerator with {fmt} tracing ({plan.lanes} lanes)",
+                            show_progress) as clock:
+                one = simulate(plan, x[:1], simulator="verilator", trace=trace, build_dir=build_dir,
+                               build_progress=clock, waveform=(fmt, file))
+            if not np.array_equal(one.logits[0], report_logits[0]):   # the same design, traced: a bug otherwise
+                raise RuntimeError("the traced simulation of sample 0 gave other logits than the simulation")
+            return int(one.cycles[0])
+
+        report_logits = report.pop("_logits")
+        report["waveform"] = _waveform(waveform, fmt, run_one)
+    report.pop("_logits", None)
     return report
 
 
@@ -179,23 +270,25 @@ def _run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: s
         "simulated_cycles_per_second": result.cycles_per_second,
         "wall_seconds": wall,
         "traced": trace,
+        "_logits": result.logits,
     }
 
 
 def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
-                trace_dir: str | Path | None = None, force: bool = False) -> dict:
+                trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None) -> dict:
     """Compile ``graph`` for the smallest overlay configuration of ``lanes`` lanes, run every sample of ``x`` on
     the Verilated overlay through the host driver (``compiler.host.npu.NpuDriver``, the one a board gets) and
     compare its logits -- with ``trace``, every stored tensor -- with the golden model's, and its cycles with
     the descriptors' cycle formula. With ``trace_dir`` (implies ``trace``) every stored tensor of every sample
-    is saved there (:mod:`compiler.flows.trace_dir`)."""
+    is saved there (:mod:`compiler.flows.trace_dir`); with ``waveform`` (``.fst`` or ``.vcd``) every signal of
+    the program's load and the first sample's inference."""
     writer = None
     if trace_dir is not None:
         trace = True
         writer = trace_dir_flow.TraceWriter(Path(trace_dir), force)
     try:
         report = _run_overlay(graph, x, lanes=lanes, trace=trace, build_dir=build_dir, show_progress=show_progress,
-                              writer=writer)
+                              writer=writer, waveform=waveform)
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -208,7 +301,7 @@ def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str
 
 
 def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
-                 writer) -> dict:
+                 writer, waveform=None) -> dict:
     from hdl.npu.bus import OverlayBus
     from sim import verilator_host
 
@@ -261,6 +354,24 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
     bar.close()
     stats = bus.stats or {}
     wall = time.monotonic() - t0
+    wave = None
+    if waveform is not None:
+        fmt = WAVEFORM_SUFFIXES[Path(waveform).suffix.lower()]
+
+        def run_one(file: Path) -> int:
+            with BuildClock(f"the Verilator model of the overlay with {fmt} tracing ({lanes} lanes)",
+                            show_progress) as clock:
+                traced = verilator_host.build(OverlayBus(program.config), build_dir,
+                                              key=("OverlayBus", program.config), progress=clock, waveform=fmt)
+            with verilator_host.Session(traced, env={verilator_host.WAVEFORM_ENV: str(file)}) as session:
+                one = NpuDriver(session)
+                one.load(program)
+                got, cyc = one.infer(x[0])
+            if not np.array_equal(got, logits[0]) or cyc != cycles[0]:   # the same design, traced: a bug otherwise
+                raise RuntimeError("the traced simulation of sample 0 differs from the simulation")
+            return int(session.stats["cycles"]) if session.stats else int(cyc)
+
+        wave = _waveform(waveform, fmt, run_one)
     modelled = np.array([sum(program.cycles(e)) for e in events])
     synops = metrics.summarize(graph, x, 0)["synaptic_ops"]["effective"]
     ops_per_cycle = float(synops / cycles.mean())
@@ -291,6 +402,7 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
         "wall_seconds": wall,
         "traced": trace,
         "config": program.config.__dict__.copy(),
+        "waveform": wave,
     }
 
 
@@ -312,6 +424,10 @@ def print_report(r: dict) -> None:
     print(f"  synaptic operations:     {r['synaptic_ops_per_inference']:,.0f} per inference")
     print(f"  operations per cycle:    {r['ops_per_cycle']:.2f} of a {r['ops_per_cycle_ceiling']}-lane ceiling "
           f"({r['lane_utilization']:.1%})")
+    if r.get("waveform"):
+        w = r["waveform"]
+        print(f"  waveform:                sample {w['sample']} ({w['cycles']:,} cycles, 10 ns each) in {w['file']} "
+              f"({w['format']}, {w['bytes']:,} bytes)")
     if r.get("trace_dir"):
         print(f"  traces:                  every stored layer of every sample, hardware and golden, in "
               f"{r['trace_dir']} (index.json)")

@@ -14,9 +14,23 @@
 static Vtop *top;
 static uint64_t cycles = 0;
 
+// A waveform (sim/verilator_host.py defines QSD_WAVEFORM and the writer's header and class, and Verilates with
+// --trace-fst or --trace): every signal at each clock edge into the file $QSD_WAVEFORM names, 10 ns a cycle.
+#ifdef QSD_WAVEFORM
+#include QSD_WAVEFORM_HEADER
+static QSD_WAVEFORM_CLASS *wave = nullptr;
+static uint64_t wave_time = 0;
+static void wave_close() {
+    if (wave) { wave->close(); delete wave; wave = nullptr; }
+}
+#define WAVE_DUMP() do { if (wave) wave->dump(wave_time); wave_time += 5; } while (0)
+#else
+#define WAVE_DUMP() do {} while (0)
+#endif
+
 static void tick() {
-    top->clk = 0; top->eval();
-    top->clk = 1; top->eval();
+    top->clk = 0; top->eval(); WAVE_DUMP();
+    top->clk = 1; top->eval(); WAVE_DUMP();
     cycles++;
 }
 
@@ -63,6 +77,16 @@ int main(int argc, char **argv) {
     std::vector<uint32_t> reads;
     Verilated::commandArgs(argc, argv);
     top = new Vtop;
+#ifdef QSD_WAVEFORM
+    const char *wave_path = std::getenv("QSD_WAVEFORM");
+    if (wave_path && *wave_path) {
+        Verilated::traceEverOn(true);
+        wave = new QSD_WAVEFORM_CLASS;
+        top->trace(wave, 99);
+        wave->open(wave_path);
+        std::atexit(wave_close);             // also when a WAIT times out: the waveform up to there
+    }
+#endif
     top->clk = 0; top->bus___05Fwe = 0; top->bus___05Fre = 0;
     tick(); tick();
     cycles = 0;
@@ -120,6 +144,9 @@ int main(int argc, char **argv) {
         std::fclose(out);
     }
     std::printf("%llu %.6f\n", (unsigned long long)cycles, seconds);
+#ifdef QSD_WAVEFORM
+    wave_close();
+#endif
     top->final();
     delete top;
     return 0;
