@@ -31,7 +31,7 @@ descriptor: they grow with the spikes (:func:`descriptor_cycles`).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -43,10 +43,10 @@ __all__ = ["Overlay", "descriptor_cycles", "POST_FLUSH"]
 
 #: The post unit's pipeline: the stage that writes (read at 0), and the cycles from a descriptor's last post
 #: read to the next descriptor's fetch.
-POST_STAGES = 5
+POST_STAGES = 6
 POST_FLUSH = POST_STAGES - 1
 #: Cycles a frame waits after its last update is issued (the accumulate pipeline's depth but one).
-DRAIN = 2
+DRAIN = 3
 
 
 def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
@@ -180,7 +180,7 @@ class Overlay(wiring.Component):
         lw = max(c.event_bits, c.spike_bits, 1)
         pending = Signal(P * lw)
         levels = [pending[l * lw:(l + 1) * lw] for l in range(P)]
-        lane = Signal(range(max(P, 2)))    # the event being issued
+        live = Signal(P)                   # the word's lanes whose events are still to issue (pending's non-zero)
         level = Signal(lw)
         fresh = Signal()                   # the next word to latch is the frame's first
         phase_k = Signal()                 # LINEAR_ATTENTION: the pass over k that builds K^T V
@@ -210,18 +210,22 @@ class Overlay(wiring.Component):
         last_word = (gi >= gi_last) & (~attn | (h + 1 >= desc.heads))
         # the word after gi (the next head's first after a head's last): its read is issued while gi's events
         # are processed, so that it is there when they are done
-        nxt_gi = Mux(fresh, 0, Mux(gi < gi_last, gi + 1, he_g))
+        # (the next word is Mux(fresh, 0, Mux(gi < gi_last, gi + 1, he_g)), kept in a register: its inputs move
+        # only in LATCH, which sets it, and in a restart of the heads, which clears it with fresh)
+        nxt_gi = Signal(12)
+        g_last_r = Signal(12)              # g_last one cycle late: it moves in LATCH or a restart, never read next
+        m.d.sync += g_last_r.eq(g_last)
 
         kv_cs = Signal(24)                 # words of one step of the K^T V store: in_ch * span
         kv_count = Signal(28)
         kv_in, kv_t = Signal(24), Signal(4)
-        kv_row = Signal(range(max(c.kv_depth, 2)))
+        kv_row = Signal(range(max(c.kv_depth, 2)))   # the K^T V word of (event, go): kv_word + lane * span + go - hs_g
         kv_word = Signal(28)               # kv_tbase + gi * P * span: row gi * P of the K^T V store
         kv_he = Signal(28)                 # kv_tbase + he_g * P * span
         pspan, hg_pspan = Signal(20), Signal(28)        # P * span, head_groups * P * span
         lane_span = Array(Signal(16, name=f"lane_span{l}") for l in range(P))   # l * span
-        ev_i = Signal(12)                  # the event's input channel gi * P + lane
-        w_row = Signal(20)                 # wbase + go * in_ch: the weight word of (go, ev_i) is w_row + ev_i
+        w_gbase = Signal(20)               # wbase + gi * P: the weight word of input channel gi * P in group 0
+        w_addr = Signal(20)                # the weight word of (go, the event's channel): w_gbase + lane + go * in_ch
         kv_tbase = Signal(28)              # t * kv_cs
 
         # --- scratchpad ports: A (src0 / k words, src1 in the post phase), B (mask / v / cospike's src1; the
@@ -284,8 +288,9 @@ class Overlay(wiring.Component):
             m.d.comb += self.peek_data.eq(peek_logit)
 
         # --- the accumulate pipeline ------------------------------------------------------------------
-        # I issue the operand's read (weight word, v word, K^T V word) and the K^T V target's | D operand
-        # registered | M level x operand | A add to the target, write. The accumulators are distributed RAM
+        # I issue the operand's read (weight word, v word, K^T V word) and the K^T V target's | D the words
+        # registered as they leave the block RAMs (no logic after a DP16KD's slow output) | X the operand chosen |
+        # M level x operand | A add to the target, write. The accumulators are distributed RAM
         # read at A (asynchronously), so back-to-back updates of one group need no forwarding; a K^T V word is
         # never updated twice within the pipeline (one event per channel and token, tokens apart).
         w_rd = weights.read_port()
@@ -294,12 +299,15 @@ class Overlay(wiring.Component):
         acc_wr = acc.write_port()
         kv_rd = kv.read_port(transparent_for=())
         kv_wr = kv.write_port()
-        kv_addr = kv_row + go - hs_g
         issue = Signal()
         tw = max(c.acc_bits, c.kv_bits)
         ow = max(c.weight_bits, c.kv_bits, c.wide_bits + 1, c.spike_bits + 1)
         d_valid, d_kv, d_attn, d_level, d_mask = Signal(), Signal(), Signal(), Signal(lw), Signal(P)
         d_addr = Signal(max(12, len(kv_row)))
+        x_valid, x_kv, x_attn, x_level, x_mask = Signal(), Signal(), Signal(), Signal(lw), Signal(P)
+        x_addr = Signal.like(d_addr)
+        x_w, x_kvd = Signal(P * c.weight_bits), Signal(P * c.kv_bits)      # the block RAMs' words, registered
+        x_v = [Signal(signed(c.wide_bits + 1), name=f"x_v{l}") for l in range(P)]
         m_valid, m_kv, m_level, m_addr = Signal(), Signal(), Signal(lw), Signal.like(d_addr)
         m_op = [Signal(signed(ow), name=f"m_op{l}") for l in range(P)]
         m_old = Signal(P * c.kv_bits)
@@ -307,15 +315,16 @@ class Overlay(wiring.Component):
         a_prod = [Signal(signed(ow + lw + 1), name=f"a_prod{l}") for l in range(P)]
         a_old = Signal(P * c.kv_bits)
         m.d.sync += [d_valid.eq(issue), d_kv.eq(phase_k), d_attn.eq(attn), d_level.eq(level),
-                     d_addr.eq(Mux(phase_k, kv_addr, go)), d_mask.eq(Cat(*in_head(go))),
-                     m_valid.eq(d_valid), m_kv.eq(d_kv), m_level.eq(d_level), m_addr.eq(d_addr),
-                     m_old.eq(kv_rd.data),
+                     d_addr.eq(Mux(phase_k, kv_row, go)), d_mask.eq(Cat(*in_head(go))),
+                     x_valid.eq(d_valid), x_kv.eq(d_kv), x_attn.eq(d_attn), x_level.eq(d_level), x_addr.eq(d_addr),
+                     x_mask.eq(d_mask), x_w.eq(w_rd.data), x_kvd.eq(kv_rd.data), *(x.eq(v) for x, v in zip(x_v, v_vals)),
+                     m_valid.eq(x_valid), m_kv.eq(x_kv), m_level.eq(x_level), m_addr.eq(x_addr), m_old.eq(x_kvd),
                      a_valid.eq(m_valid), a_kv.eq(m_kv), a_addr.eq(m_addr), a_old.eq(m_old)]
-        m.d.comb += [w_rd.addr.eq(w_row + ev_i), kv_rd.addr.eq(kv_addr), acc_rd.addr.eq(go)]
-        w_lanes = _lanes(w_rd.data, P, c.weight_bits, True)
-        kv_lanes = _lanes(kv_rd.data, P, c.kv_bits, True)
+        m.d.comb += [w_rd.addr.eq(w_addr), kv_rd.addr.eq(kv_row), acc_rd.addr.eq(go)]
+        w_lanes = _lanes(x_w, P, c.weight_bits, True)
+        kv_lanes = _lanes(x_kvd, P, c.kv_bits, True)
         for l in range(P):
-            m.d.sync += [m_op[l].eq(Mux(d_kv, Mux(d_mask[l], v_vals[l], 0), Mux(d_attn, kv_lanes[l], w_lanes[l]))),
+            m.d.sync += [m_op[l].eq(Mux(x_kv, Mux(x_mask[l], x_v[l], 0), Mux(x_attn, kv_lanes[l], w_lanes[l]))),
                          a_prod[l].eq(m_level * m_op[l])]
         acc_lanes = _lanes(acc_rd.data, P, c.acc_bits, True)
         acc_now = _lanes(acc_ard.data, P, c.acc_bits, True)
@@ -347,8 +356,9 @@ class Overlay(wiring.Component):
                      kv_wr.data.eq(Mux(kv_clr, 0, Cat(*(x[:c.kv_bits] for x in sums))))]
 
         # --- the post unit: a pipeline of one group per cycle ------------------------------------------
-        # P0 read acc, parameters, membrane, residual (go) | P1 acc * mult, clear acc[go] | P2 z = + bias |
-        # P3 V - (V >> leak), z >> shift | P4 H = + z, saturate | P5 count thresholds, or the residual add; write
+        # P0 read acc, parameters, membrane, residual (go) | P1 the words registered, clear acc[go] |
+        # P2 acc * mult | P3 z = + bias | P4 V - (V >> leak), z >> shift | P5 H = + z, saturate |
+        # P6 count thresholds, or the residual add; write
         mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
         v_rd, v_wr = vmem.read_port(), vmem.write_port()
         m.d.comb += [mult_rd.addr.eq(desc.mult_base + go),
@@ -385,24 +395,30 @@ class Overlay(wiring.Component):
                                       Signal(signed(c.bias_bits), name=f"bias{l}"),
                                       Signal(signed(c.post_bits), name=f"vm1_{l}"),
                                       Signal(signed(c.wide_bits + 1), name=f"res1_{l}"))
-            m.d.sync += [prod.eq(acc_lanes[l] * mult_l[l]), bias1.eq(bias_l[l]), vm1.eq(Mux(t == 0, 0, v_l[l])),
-                         res1.eq(src1_vals[l])]
+            acc1, mult1, bias0, vm0, res0 = (Signal(signed(c.acc_bits), name=f"acc1_{l}"),
+                                             Signal(signed(c.mult_bits), name=f"mult1_{l}"),
+                                             Signal(signed(c.bias_bits), name=f"bias0_{l}"),
+                                             Signal(signed(c.post_bits), name=f"vm0_{l}"),
+                                             Signal(signed(c.wide_bits + 1), name=f"res0_{l}"))
+            m.d.sync += [acc1.eq(acc_lanes[l]), mult1.eq(mult_l[l]), bias0.eq(bias_l[l]),
+                         vm0.eq(Mux(t == 0, 0, v_l[l])), res0.eq(src1_vals[l])]
+            m.d.sync += [prod.eq(acc1 * mult1), bias1.eq(bias0), vm1.eq(vm0), res1.eq(res0)]
             z, vm2, res2 = (Signal(signed(c.post_bits), name=f"z{l}"), Signal.like(vm1, name=f"vm2_{l}"),
                             Signal.like(res1, name=f"res2_{l}"))
             m.d.sync += [z.eq(prod + bias1), vm2.eq(vm1), res2.eq(res1)]
-            # P3: the shifts
+            # P4: the shifts
             leaked, z3, shifted, res3 = (Signal(signed(c.post_bits), name=f"leaked{l}"),
                                          Signal(signed(c.post_bits), name=f"z3_{l}"),
                                          Signal(signed(c.post_bits), name=f"shifted{l}"),
                                          Signal.like(res1, name=f"res3_{l}"))
             m.d.sync += [leaked.eq(vm2 - (vm2 >> desc.leak)), z3.eq(z), shifted.eq(z >> desc.shift), res3.eq(res2)]
-            # P4: the membrane, the saturation
+            # P5: the membrane, the saturation
             hm, rq, res4 = (Signal(signed(c.post_bits), name=f"h{l}"), Signal(signed(c.post_bits + 1), name=f"rq{l}"),
                             Signal.like(res1, name=f"res4_{l}"))
             m.d.sync += [hm.eq(leaked + z3), res4.eq(res3),
                          rq.eq(Mux(desc.sat == 0, shifted,
                                    Mux(shifted > sat_hi, sat_hi, Mux(shifted < sat_lo, sat_lo, shifted))))]
-            # P5: the thresholds, the residual add; written
+            # P6: the thresholds, the residual add; written
             count = sum((hm >= th_w[l * c.levels + k]).as_unsigned() for k in range(c.levels))
             added = rq + res4
             res = Mux(added > add_hi, add_hi, Mux(added < add_lo, add_lo, added))
@@ -438,19 +454,25 @@ class Overlay(wiring.Component):
         n2_g, n2_l, n2_c = plus_head(desc.head_groups, desc.head_lanes)
         restart_heads = [h.eq(0), hs_g.eq(0), hs_l.eq(0), he_g.eq(desc.head_groups), he_l.eq(desc.head_lanes),
                          nhe_g.eq(n2_g), nhe_l.eq(n2_l), nhe_carry.eq(n2_c),
-                         gi_last.eq(Mux(attn, span - 1, (desc.in_ch + P - 1) // P - 1)), gi.eq(0), go.eq(0)]
-        live = levels
-        nonzero = Cat(*(lv != 0 for lv in live))
+                         gi_last.eq(Mux(attn, span - 1, (desc.in_ch + P - 1) // P - 1)), gi.eq(0), go.eq(0),
+                         nxt_gi.eq(0)]
+        # the lowest live lane, one-hot (live & -live: a carry chain), and its index
+        onehot = Signal(P)
+        m.d.comb += onehot.eq(live & (~live + 1))
         lowest = Signal(range(max(P, 2)))
-        for l in reversed(range(P)):
-            with m.If(nonzero[l]):
-                m.d.comb += lowest.eq(l)
+        m.d.comb += lowest.eq(Cat(*(Cat(*(onehot[l] for l in range(P) if l >> k & 1)).any()
+                                    for k in range(len(lowest)))) if P > 1 else 0)
+
+        def one_of(values):
+            """values[lowest], as an AND-OR over the one-hot lanes."""
+            width = max(len(Value.cast(v)) for v in values)
+            return Cat(*(Cat(*(Value.cast(v)[b] & onehot[l] if b < len(Value.cast(v)) else 0
+                              for l, v in enumerate(values))).any() for b in range(width)))
 
         def pick():
             """The lowest live event of the word becomes the one issued next, from its head's first group."""
-            m.d.sync += [lane.eq(lowest), level.eq(Array(live)[lowest]), go.eq(g_first), w_row.eq(desc.wbase),
-                         ev_i.eq(gi * P + lowest), kv_row.eq(kv_word + lane_span[lowest]),
-                         pending.word_select(lowest, lw).eq(0)]
+            m.d.sync += [level.eq(one_of(levels)), go.eq(g_first), w_addr.eq(w_gbase + lowest),
+                         kv_row.eq(kv_word + one_of(lane_span)), live.eq(live & ~onehot)]
             m.next = "UPDATE"
 
         def frame():
@@ -511,8 +533,12 @@ class Overlay(wiring.Component):
                 advance = ~fresh & attn & (gi >= gi_last)
                 used = in_head(nxt_gi, Mux(advance, he_g, hs_g), Mux(advance, he_l, hs_l),
                                Mux(advance, nhe_g, he_g), Mux(advance, nhe_l, he_l))
-                m.d.sync += [pending.eq(Cat(*(Mux((~desc.mask | mb) & u, lv, 0).as_unsigned()[:lw]
-                                              for lv, mb, u in zip(ev_lvls, mask_bits, used)))), fresh.eq(0)]
+                events = [Mux((~desc.mask | mb) & u, lv, 0).as_unsigned()[:lw]
+                          for lv, mb, u in zip(ev_lvls, mask_bits, used)]
+                m.d.sync += [pending.eq(Cat(*events)), live.eq(Cat(*(e != 0 for e in events))), fresh.eq(0)]
+                # the word after this one (gi' = nxt_gi), from the head bounds this cycle leaves
+                gi_last2 = Mux(advance, he_g + span - 1, gi_last)
+                m.d.sync += nxt_gi.eq(Mux(nxt_gi < gi_last2, nxt_gi + 1, Mux(advance, nhe_g, he_g)))
                 with m.If(fresh):
                     m.d.sync += [kv_word.eq(kv_tbase), kv_he.eq(kv_tbase + hg_pspan)]
                 with m.Elif(advance):
@@ -522,10 +548,10 @@ class Overlay(wiring.Component):
                                  kv_word.eq(kv_he), kv_he.eq(kv_he + hg_pspan + Mux(nhe_carry, pspan, 0))]
                 with m.Else():
                     m.d.sync += kv_word.eq(kv_word + pspan)
-                m.d.sync += gi.eq(nxt_gi)
+                m.d.sync += [gi.eq(nxt_gi), w_gbase.eq(desc.wbase + nxt_gi * P)]
                 m.next = "SCAN"
             with m.State("SCAN"):
-                with m.If(nonzero != 0):
+                with m.If(live.any()):
                     pick()
                 with m.Elif(last_word):
                     m.next = "DRAIN_A"
@@ -533,16 +559,18 @@ class Overlay(wiring.Component):
                     m.next = "LATCH"
             with m.State("UPDATE"):
                 m.d.comb += issue.eq(1)
-                m.d.sync += [go.eq(go + 1), w_row.eq(w_row + desc.in_ch)]
-                with m.If(go >= g_last):
-                    with m.If(nonzero != 0):
+                m.d.sync += [go.eq(go + 1), w_addr.eq(w_addr + desc.in_ch), kv_row.eq(kv_row + 1)]
+                with m.If(go >= g_last_r):
+                    with m.If(live.any()):
                         pick()
                     with m.Elif(last_word):
                         m.next = "DRAIN_A"
                     with m.Else():
                         m.next = "LATCH"
             with m.State("DRAIN_A"):
-                m.next = "DRAIN_B"                 # the accumulate pipeline's last update reaches its A stage
+                m.next = "DRAIN_X"                 # the accumulate pipeline's last update reaches its A stage
+            with m.State("DRAIN_X"):
+                m.next = "DRAIN_B"
             with m.State("DRAIN_B"):
                 m.next = "WORDS_DONE"
             with m.State("WORDS_DONE"):
