@@ -268,15 +268,22 @@ class Overlay(wiring.Component):
             m.d.comb += [rd_a[b].addr.eq(pa_addr), rd_b[b].addr.eq(Mux(self.busy, pb_addr, self.peek_addr))]
 
         def lanes_of(port_by_bank, bank_sel, as_signed):
-            spk = _lanes(port_by_bank[Bank.SPIKES].data, P, bits[Bank.SPIKES], False)
-            wid = _lanes(port_by_bank[Bank.WIDE].data, P, bits[Bank.WIDE], as_signed)
+            return lanes_of_words({b: p.data for b, p in port_by_bank.items()}, bank_sel, as_signed)
+
+        def lanes_of_words(word_by_bank, bank_sel, as_signed):
+            spk = _lanes(word_by_bank[Bank.SPIKES], P, bits[Bank.SPIKES], False)
+            wid = _lanes(word_by_bank[Bank.WIDE], P, bits[Bank.WIDE], as_signed)
             return [Mux(bank_sel == Bank.WIDE, w, s) for s, w in zip(spk, wid)]
 
         src0_vals = lanes_of(rd_a, desc.src0_bank, True)       # ELEMENTWISE and COSPIKE values (signed if wide)
         ev_bank = Mux(phase_k, desc.src1_bank, desc.src0_bank)
         ev_lvls = [Mux(ev_bank == Bank.WIDE, rd_a[Bank.WIDE].data[l * c.wide_bits:][:c.event_bits],
                        rd_a[Bank.SPIKES].data[l * c.spike_bits:][:c.spike_bits]) for l in range(P)]
-        mask_bits = [v != 0 for v in lanes_of(rd_b, desc.src2_bank, False)]
+        # LATCH registers the word's levels, its mask words as read and the lanes of its head; SCAN finds its
+        # events from them (no logic between the banks' outputs and LATCH's registers but the bank's choice)
+        mask_words = {b: Signal(P * bits[b], name=f"mask_word_{b.name.lower()}") for b in banks}
+        used_r = Signal(P)
+        mask_bits = [v != 0 for v in lanes_of_words(mask_words, desc.src2_bank, False)]
         src1_vals = lanes_of(rd_a, desc.src1_bank, True)
         b_vals = lanes_of(rd_b, desc.src1_bank, True)           # COSPIKE's second operand
         v_vals = lanes_of(rd_b, desc.src2_bank, True)           # the k pass's v word
@@ -456,9 +463,15 @@ class Overlay(wiring.Component):
                          nhe_g.eq(n2_g), nhe_l.eq(n2_l), nhe_carry.eq(n2_c),
                          gi_last.eq(Mux(attn, span - 1, (desc.in_ch + P - 1) // P - 1)), gi.eq(0), go.eq(0),
                          nxt_gi.eq(0)]
-        # the lowest live lane, one-hot (live & -live: a carry chain), and its index
+        # the word's events (SCAN, from LATCH's registers; then the live register), the lowest one-hot
+        # (live & -live: a carry chain) and its index
+        scanning = Signal()
+        word_live = Signal(P)
+        m.d.comb += word_live.eq(Cat(*(u & (~desc.mask | mb) & (lv != 0)
+                                       for u, mb, lv in zip(used_r, mask_bits, levels))))
+        live_now = Mux(scanning, word_live, live)
         onehot = Signal(P)
-        m.d.comb += onehot.eq(live & (~live + 1))
+        m.d.comb += onehot.eq(live_now & (~live_now + 1))
         lowest = Signal(range(max(P, 2)))
         m.d.comb += lowest.eq(Cat(*(Cat(*(onehot[l] for l in range(P) if l >> k & 1)).any()
                                     for k in range(len(lowest)))) if P > 1 else 0)
@@ -472,7 +485,7 @@ class Overlay(wiring.Component):
         def pick():
             """The lowest live event of the word becomes the one issued next, from its head's first group."""
             m.d.sync += [level.eq(one_of(levels)), go.eq(g_first), w_addr.eq(w_gbase + lowest),
-                         kv_row.eq(kv_word + one_of(lane_span)), live.eq(live & ~onehot)]
+                         kv_row.eq(kv_word + one_of(lane_span)), live.eq(live_now & ~onehot)]
             m.next = "UPDATE"
 
         def frame():
@@ -533,9 +546,8 @@ class Overlay(wiring.Component):
                 advance = ~fresh & attn & (gi >= gi_last)
                 used = in_head(nxt_gi, Mux(advance, he_g, hs_g), Mux(advance, he_l, hs_l),
                                Mux(advance, nhe_g, he_g), Mux(advance, nhe_l, he_l))
-                events = [Mux((~desc.mask | mb) & u, lv, 0).as_unsigned()[:lw]
-                          for lv, mb, u in zip(ev_lvls, mask_bits, used)]
-                m.d.sync += [pending.eq(Cat(*events)), live.eq(Cat(*(e != 0 for e in events))), fresh.eq(0)]
+                m.d.sync += [pending.eq(Cat(*(lv.as_unsigned()[:lw] for lv in ev_lvls))), used_r.eq(Cat(*used)),
+                             *(mask_words[b].eq(rd_b[b].data) for b in banks), fresh.eq(0)]
                 # the word after this one (gi' = nxt_gi), from the head bounds this cycle leaves
                 gi_last2 = Mux(advance, he_g + span - 1, gi_last)
                 m.d.sync += nxt_gi.eq(Mux(nxt_gi < gi_last2, nxt_gi + 1, Mux(advance, nhe_g, he_g)))
@@ -551,7 +563,8 @@ class Overlay(wiring.Component):
                 m.d.sync += [gi.eq(nxt_gi), w_gbase.eq(desc.wbase + nxt_gi * P)]
                 m.next = "SCAN"
             with m.State("SCAN"):
-                with m.If(live.any()):
+                m.d.comb += scanning.eq(1)
+                with m.If(word_live.any()):
                     pick()
                 with m.Elif(last_word):
                     m.next = "DRAIN_A"
