@@ -18,6 +18,10 @@ PIP := .venv/bin/pip
 	command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq iverilog || \
 		(apt-get update -qq && apt-get install -y -qq iverilog)) >/dev/null; } || \
 		echo "warning: install Icarus Verilog (apt-get install iverilog) for the Icarus test" >&2
+	# lz4.h for Verilator's FST writer (simulate --waveform FILE.fst): Debian's liblz4-dev, when we may
+	[ -e /usr/include/lz4.h ] || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq liblz4-dev || \
+		(apt-get update -qq && apt-get install -y -qq liblz4-dev)) >/dev/null; } || \
+		echo "warning: install liblz4-dev (apt-get install liblz4-dev) for FST waveforms" >&2
 	touch $@
 
 install: .venv/installed
