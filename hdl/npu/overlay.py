@@ -60,7 +60,7 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     ``G_out`` (once for a reduction); ``G_out`` per event. ELEMENTWISE, per frame: one per word, post
     ``G_out``, 2 + DRAIN. LINEAR_ATTENTION: clear the K^T V store (``T C S`` words, ``S`` = ``head_span``), per
     token and step ``2 + DRAIN + 2 S heads`` for the k pass and ``3 + DRAIN + 2 S heads + G_out`` for the q
-    pass, and ``S`` per event. COSPIKE, per step: ``3`` per word of every token, post ``G``, 2 + DRAIN."""
+    pass, and ``S`` per event. COSPIKE, per step: ``4`` per word of every token, post ``G``, 2 + DRAIN."""
     if d.kind == Kind.END:
         return DESCRIPTOR_WORDS + 2
     fetch = DESCRIPTOR_WORDS + 2 + POST_FLUSH
@@ -72,7 +72,7 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
         return (fetch + d.steps * d.in_ch * span + frames * (2 + DRAIN + words) + frames * (3 + DRAIN + words + g_out)
                 + events * span)
     if d.kind == Kind.COSPIKE:
-        return fetch + d.steps * (3 * d.tokens * g_in + g_out + 2 + DRAIN)
+        return fetch + d.steps * (4 * d.tokens * g_in + g_out + 2 + DRAIN)
     if d.kind == Kind.ELEMENTWISE:
         return fetch + frames * (g_in + g_out + 2 + DRAIN)
     posts = 1 if d.reduce else frames
@@ -350,7 +350,9 @@ class Overlay(wiring.Component):
         co_x = [Signal.like(v, name=f"co_x{l}") for l, v in enumerate(src0_vals)]
         co_y = [Signal.like(v, name=f"co_y{l}") for l, v in enumerate(b_vals)]
         m.d.sync += [x.eq(v) for x, v in zip(co_x + co_y, src0_vals + b_vals)]
-        co_sums = Cat(*((a + x * y)[:c.acc_bits] for a, x, y in zip(acc_now, co_x, co_y)))
+        co_p = [Signal(signed(len(x) + len(y)), name=f"co_p{l}") for l, (x, y) in enumerate(zip(co_x, co_y))]
+        m.d.sync += [p_.eq(x * y) for p_, x, y in zip(co_p, co_x, co_y)]       # CO_MUL: the product registered
+        co_sums = Cat(*((a + p_)[:c.acc_bits] for a, p_ in zip(acc_now, co_p)))
         upd_acc = a_valid & ~a_kv
         m.d.sync += post_go1.eq(go)
         m.d.comb += acc_ard.addr.eq(Mux(co_add, go, a_addr))
@@ -618,7 +620,9 @@ class Overlay(wiring.Component):
             with m.State("CO_READ"):
                 m.next = "CO_LATCH"                # both words arrive next cycle, registered
             with m.State("CO_LATCH"):
-                m.next = "CO_ADD"
+                m.next = "CO_MUL"
+            with m.State("CO_MUL"):
+                m.next = "CO_ADD"                  # the products registered
             with m.State("CO_ADD"):
                 m.d.comb += co_add.eq(1)
                 with m.If(gi + 1 < n_gin):
