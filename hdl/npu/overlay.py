@@ -43,7 +43,7 @@ __all__ = ["Overlay", "descriptor_cycles", "POST_FLUSH"]
 
 #: The post unit's pipeline: the stage that writes (read at 0), and the cycles from a descriptor's last post
 #: read to the next descriptor's fetch.
-POST_STAGES = 6
+POST_STAGES = 7
 POST_FLUSH = POST_STAGES - 1
 #: Cycles a frame waits after its last update is issued (the accumulate pipeline's depth but one).
 DRAIN = 3
@@ -367,7 +367,7 @@ class Overlay(wiring.Component):
         # --- the post unit: a pipeline of one group per cycle ------------------------------------------
         # P0 read acc, parameters, membrane, residual (go) | P1 the words registered, clear acc[go] |
         # P2 acc * mult | P3 z = + bias | P4 V - (V >> leak), z >> shift | P5 H = + z, saturate |
-        # P6 count thresholds, or the residual add; write
+        # P6 count thresholds, the residual add | P7 its saturation; write
         mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
         v_rd, v_wr = vmem.read_port(), vmem.write_port()
         m.d.comb += [mult_rd.addr.eq(desc.mult_base + go),
@@ -395,9 +395,9 @@ class Overlay(wiring.Component):
         bias_l = _lanes(bias_rd.data, P, c.bias_bits, True)
         v_l = _lanes(v_rd.data, P, c.post_bits, True)
         th_bits = P * c.levels * c.theta_bits
-        th = [theta_rd.data] + [Signal(th_bits, name=f"post_theta{k}") for k in range(1, W)]    # th[k]: at P(k+1)
-        m.d.sync += [th[k].eq(th[k - 1]) for k in range(1, W)]
-        th_w = _lanes(th[W - 1], P * c.levels, c.theta_bits, True)
+        th = [theta_rd.data] + [Signal(th_bits, name=f"post_theta{k}") for k in range(1, W - 1)]  # th[k]: at P(k+1)
+        m.d.sync += [th[k].eq(th[k - 1]) for k in range(1, W - 1)]
+        th_w = _lanes(th[W - 2], P * c.levels, c.theta_bits, True)
         ys, vs = [], []
         for l in range(P):
             prod, bias1, vm1, res1 = (Signal(signed(c.post_bits), name=f"prod{l}"),
@@ -427,14 +427,16 @@ class Overlay(wiring.Component):
             m.d.sync += [hm.eq(leaked + z3), res4.eq(res3),
                          rq.eq(Mux(desc.sat == 0, shifted,
                                    Mux(shifted > sat_hi, sat_hi, Mux(shifted < sat_lo, sat_lo, shifted))))]
-            # P6: the thresholds, the residual add; written
-            count = sum((hm >= th_w[l * c.levels + k]).as_unsigned() for k in range(c.levels))
-            added = rq + res4
+            # P6: the thresholds counted, the residual added | P7: the sum saturated; written
+            count, hm6, added, rq6 = (Signal(range(c.levels + 1), name=f"count{l}"), Signal.like(hm, name=f"h6_{l}"),
+                                      Signal(signed(c.post_bits + 2), name=f"added{l}"), Signal.like(rq, name=f"rq6_{l}"))
+            m.d.sync += [count.eq(sum((hm >= th_w[l * c.levels + k]).as_unsigned() for k in range(c.levels))),
+                         hm6.eq(hm), added.eq(rq + res4), rq6.eq(rq)]
             res = Mux(added > add_hi, add_hi, Mux(added < add_lo, add_lo, added))
             y = Signal(signed(c.post_bits + 1), name=f"y{l}")
-            m.d.comb += y.eq(Mux(desc.post == Post.NEURON, count, Mux(desc.add, res, rq)))
+            m.d.comb += y.eq(Mux(desc.post == Post.NEURON, count, Mux(desc.add, res, rq6)))
             ys.append(y)
-            vs.append(Mux(count == 0, hm, 0))
+            vs.append(Mux(count == 0, hm6, 0))
         m.d.comb += [v_wr.addr.eq(post_go), v_wr.data.eq(Cat(*(v.as_signed()[:c.post_bits] for v in vs))),
                      v_wr.en.eq(post_write & (desc.post == Post.NEURON))]
         # lanes past out_ch (the last group's padding) are written as 0
