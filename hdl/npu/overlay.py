@@ -342,7 +342,8 @@ class Overlay(wiring.Component):
         # (every accumulator a descriptor uses is 0 again once its post has read it: no clear before a frame)
         copy_issue, copy_valid, copy_g = Signal(), Signal(), Signal(12)
         m.d.sync += [copy_valid.eq(copy_issue), copy_g.eq(gi)]
-        co_add = Signal()
+        co_add = Signal()              # in CO_ADD: a register set in CO_MUL, so no state decode before the address
+        m.d.sync += co_add.eq(0)
         post_clear = Signal()          # the post unit's P1: acc[go1] read, cleared
         post_go1 = Signal(12)
         copy_lanes = [Signal(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
@@ -624,9 +625,9 @@ class Overlay(wiring.Component):
             with m.State("CO_LATCH"):
                 m.next = "CO_MUL"
             with m.State("CO_MUL"):
+                m.d.sync += co_add.eq(1)
                 m.next = "CO_ADD"                  # the products registered
             with m.State("CO_ADD"):
-                m.d.comb += co_add.eq(1)
                 with m.If(gi + 1 < n_gin):
                     m.d.sync += [gi.eq(gi + 1), go.eq(go + 1)]
                     m.next = "CO_READ"
