@@ -340,14 +340,15 @@ class Overlay(wiring.Component):
 
         # writes into acc: the update stage, ELEMENTWISE's copy, COSPIKE's products, or the post unit's clear
         # (every accumulator a descriptor uses is 0 again once its post has read it: no clear before a frame)
-        copy_issue, copy_valid, copy_g = Signal(), Signal(), Signal(12)
-        m.d.sync += [copy_valid.eq(copy_issue), copy_g.eq(gi)]
+        # ELEMENTWISE's copy: read (gi) | the word registered | written into acc (within the frame's DRAIN)
+        copy_issue, copy_read, copy_valid, copy_g1, copy_g = Signal(), Signal(), Signal(), Signal(12), Signal(12)
+        m.d.sync += [copy_read.eq(copy_issue), copy_g1.eq(gi), copy_valid.eq(copy_read), copy_g.eq(copy_g1)]
         co_add = Signal()              # in CO_ADD: a register set in CO_MUL, so no state decode before the address
         m.d.sync += co_add.eq(0)
         post_clear = Signal()          # the post unit's P1: acc[go1] read, cleared
         post_go1 = Signal(12)
         copy_lanes = [Signal(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
-        m.d.comb += [x.eq(v) for x, v in zip(copy_lanes, src0_vals)]
+        m.d.sync += [x.eq(v) for x, v in zip(copy_lanes, src0_vals)]
         co_x = [Signal.like(v, name=f"co_x{l}") for l, v in enumerate(src0_vals)]
         co_y = [Signal.like(v, name=f"co_y{l}") for l, v in enumerate(b_vals)]
         m.d.sync += [x.eq(v) for x, v in zip(co_x + co_y, src0_vals + b_vals)]
