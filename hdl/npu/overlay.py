@@ -164,7 +164,8 @@ class Overlay(wiring.Component):
         pc = Signal(range(max(c.program_depth, 2)))
         word = Signal(range(DESCRIPTOR_WORDS + 1))
         prog_rd = program.read_port()
-        m.d.comb += prog_rd.addr.eq(pc * DESCRIPTOR_WORDS + word)
+        pc_base = Signal(len(prog_rd.addr))    # pc * DESCRIPTOR_WORDS, stepped with pc (no multiplier)
+        m.d.comb += prog_rd.addr.eq(pc_base + word)
         fetched = Signal.like(word)                # the word whose data prog_rd gives this cycle
         m.d.sync += fetched.eq(word)
         attn = desc.kind == Kind.LINEAR_ATTENTION
@@ -508,7 +509,7 @@ class Overlay(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.busy.eq(1), self.done.eq(0), self.error.eq(0), pc.eq(0), word.eq(0),
+                    m.d.sync += [self.busy.eq(1), self.done.eq(0), self.error.eq(0), pc.eq(0), pc_base.eq(0), word.eq(0),
                                  self.cycles.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
@@ -653,7 +654,7 @@ class Overlay(wiring.Component):
                     m.d.sync += [t.eq(0), n.eq(n + 1), *frame_moves("n+1,t=0")]
                     frame()
                 with m.Else():
-                    m.d.sync += [pc.eq(pc + 1), word.eq(0)]
+                    m.d.sync += [pc.eq(pc + 1), pc_base.eq(pc_base + DESCRIPTOR_WORDS), word.eq(0)]
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 # the last posts leave the pipeline before the next descriptor overwrites this one
