@@ -315,11 +315,11 @@ def plot(model: Model, out: str | Path, x: np.ndarray | None = None, *, count: i
     """``python -m compiler inspect --plot OUT``: PNGs of the firing rate per layer and time step, dense versus
     effective synaptic operations per layer (the golden model on ``x``, default the first ``count``, default
     64, test samples), the overlay program's cycles per layer at ``lanes`` and the estimate's resources on
-    ``board`` (:mod:`compiler.plots`). ``out``: a new or empty folder (any with ``force``). Needs the ``plots``
+    ``board`` (:mod:`compiler.flows.plots`). ``out``: a new or empty folder (any with ``force``). Needs the ``plots``
     extra (matplotlib). The report: ``dir``, ``board``, ``files`` (the PNGs' paths), ``skipped``."""
     from boards import get_board
 
-    from . import plots
+    from .flows import plots
 
     model = _model(model)
     plots.require()

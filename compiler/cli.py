@@ -213,7 +213,7 @@ def _load_samples(args, model):
 def cmd_inspect(args) -> int:
     from boards import get_board
 
-    from . import plots
+    from .flows import plots
     from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
 
@@ -244,8 +244,8 @@ PLOT_BOARD = "ulx3s"
 
 
 def _inspect_plots(args, graph, x, report: dict) -> dict:
-    """``inspect --plot DIR``: :func:`compiler.plots.for_model` with what ``report`` has measured already."""
-    from . import plots
+    """``inspect --plot DIR``: :func:`compiler.flows.plots.for_model` with what ``report`` has measured already."""
+    from .flows import plots
 
     return plots.for_model(args.plot, args.model, graph, x, board=args.board or PLOT_BOARD, lanes=args.lanes,
                            layers=report["layers"], program=report.get("program"),

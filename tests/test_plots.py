@@ -1,4 +1,4 @@
-"""compiler.plots: the numbers drawn are the numbers the reports print (checked without matplotlib's drawing),
+"""compiler.flows.plots: the numbers drawn are the numbers the reports print (checked without matplotlib's drawing),
 the PNGs are real pictures, ``inspect --plot`` refuses bad input before any work, and a build without matplotlib
 still works and says why it has no plots. CI installs the ``plots`` extra (the Makefile's ``.[test,plots]``):
 nothing here is skipped without matplotlib; its absence is simulated."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler import plots
+from compiler.flows import plots
 from compiler.cli import main
 from compiler.ir import golden, metrics
 from compiler.ir import ops as ir

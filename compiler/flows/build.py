@@ -14,7 +14,7 @@ the steps before it made) that fills in its own part, so that each can be called
 ``place``      nextpnr-ecp5: place and route, then its report (Fmax, resources, critical path); a missed
                clock stops the build here
 ``pack``       ecppack: the bitstream
-``report``     ``report.json``, ``report.md`` and the plots (:mod:`compiler.plots`, when matplotlib is installed);
+``report``     ``report.json``, ``report.md`` and the plots (:mod:`compiler.flows.plots`, when matplotlib is installed);
                the staging folder replaces the output folder
 =============  ===========================================================================================
 
@@ -53,7 +53,7 @@ from hdl.uart_bridge import UartBridge
 from sim import accelerator as sim_accelerator
 
 from . import SCHEMA_VERSION
-from .. import plots
+from . import plots
 from ..errors import UserError
 from ..hw import estimate
 from ..hw.plan import Plan, build_plan, refuse_unsupported

@@ -17,7 +17,7 @@ it, in seconds. The steps:
                with ``standalone`` the program's images are the memories' initial contents and the bitstream is
                the model's own, built in the output's staging folder and never cached
 ``report``     ``top.bit``, ``program.npz`` (the images, the model id and the configuration hash),
-               ``report.json``, ``report.md`` and the plots (:mod:`compiler.plots`, when matplotlib is installed)
+               ``report.json``, ``report.md`` and the plots (:mod:`compiler.flows.plots`, when matplotlib is installed)
                in ``<out>.partial-*``, renamed into place
 =============  ===========================================================================================
 
@@ -56,7 +56,7 @@ from hdl.uart_bridge import UartBridge
 
 from . import SCHEMA_VERSION
 from . import build as build_flow
-from .. import plots
+from . import plots
 from ..errors import UserError
 from ..hw import overlay_config
 from ..hw.program import Program, compile_program
