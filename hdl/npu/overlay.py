@@ -463,8 +463,9 @@ class Overlay(wiring.Component):
         m.d.comb += [self.pc.eq(pc)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
-        frame_end_t = t + 1 == desc.steps
-        frame_end_n = (n + 1 == desc.tokens) | cospike
+        # one cycle late: t and n move only where a frame ends or starts, never read in the next cycle
+        frame_end_t, frame_end_n = Signal(), Signal()
+        m.d.sync += [frame_end_t.eq(t + 1 == desc.steps), frame_end_n.eq((n + 1 == desc.tokens) | cospike)]
         n2_g, n2_l, n2_c = plus_head(desc.head_groups, desc.head_lanes)
         restart_heads = [h.eq(0), hs_g.eq(0), hs_l.eq(0), he_g.eq(desc.head_groups), he_l.eq(desc.head_lanes),
                          nhe_g.eq(n2_g), nhe_l.eq(n2_l), nhe_carry.eq(n2_c),
