@@ -216,6 +216,10 @@ class Overlay(wiring.Component):
         nxt_gi = Signal(12)
         g_last_r = Signal(12)              # g_last one cycle late: it moves in LATCH or a restart, never read next
         m.d.sync += g_last_r.eq(g_last)
+        # for LATCH, one cycle late (LATCH is never next to LATCH, nor to a restart): gi is the head's last word;
+        # the next head's last word
+        at_head_end, he_last = Signal(), Signal(12)
+        m.d.sync += [at_head_end.eq(gi >= gi_last), he_last.eq(he_g + span - 1)]
 
         kv_cs = Signal(24)                 # words of one step of the K^T V store: in_ch * span
         kv_count = Signal(28)
@@ -551,14 +555,15 @@ class Overlay(wiring.Component):
                 m.next = "LATCH"                   # the frame's first src0 (k) and mask words arrive next cycle
             with m.State("LATCH"):
                 # the word's events: masked (MATMUL's mask), and to the head it is read for
-                advance = ~fresh & attn & (gi >= gi_last)
-                used = in_head(nxt_gi, Mux(advance, he_g, hs_g), Mux(advance, he_l, hs_l),
-                               Mux(advance, nhe_g, he_g), Mux(advance, nhe_l, he_l))
+                advance = ~fresh & attn & at_head_end
+                # the lanes of the head the word is read for: this one's or the next one's, both compared
+                used = [Mux(advance, a, b) for a, b in zip(in_head(nxt_gi, he_g, he_l, nhe_g, nhe_l),
+                                                           in_head(nxt_gi, hs_g, hs_l, he_g, he_l))]
                 m.d.sync += [pending.eq(Cat(*(lv.as_unsigned()[:lw] for lv in ev_lvls))), used_r.eq(Cat(*used)),
                              *(mask_words[b].eq(rd_b[b].data) for b in banks), fresh.eq(0)]
                 # the word after this one (gi' = nxt_gi), from the head bounds this cycle leaves
-                gi_last2 = Mux(advance, he_g + span - 1, gi_last)
-                m.d.sync += nxt_gi.eq(Mux(nxt_gi < gi_last2, nxt_gi + 1, Mux(advance, nhe_g, he_g)))
+                more = Mux(advance, nxt_gi < he_last, nxt_gi < gi_last)
+                m.d.sync += nxt_gi.eq(Mux(more, nxt_gi + 1, Mux(advance, nhe_g, he_g)))
                 with m.If(fresh):
                     m.d.sync += [kv_word.eq(kv_tbase), kv_he.eq(kv_tbase + hg_pspan)]
                 with m.Elif(advance):
