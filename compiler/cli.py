@@ -155,7 +155,22 @@ def _config_from_args(args, npz=None):
         pos_embed=not args.no_pos_embed, arch=args.arch, dims=dims, depths=depths, head=args.head or "spikes")
 
 
+def _history_path(args) -> Path | None:
+    """Where ``--history`` writes the training history: its FILE, ``<out stem>.history.json`` beside the model
+    when given alone, None without it."""
+    if args.history is None:
+        return None
+    if args.history == "":
+        out = Path(args.out)
+        return out.with_name(f"{out.stem}.history.json")
+    if not args.history.strip():
+        raise UserError("--history is an empty path")
+    return Path(args.history)
+
+
 def cmd_train(args) -> int:
+    import time
+
     from .frontend import checkpoint                 # deferred (torch takes seconds to import), as below
     from .frontend.data import load_dataset, npz_split, read_npz
     from .frontend.train import check_memory, predict, train
@@ -168,20 +183,35 @@ def cmd_train(args) -> int:
     cfg = _config_from_args(args, npz)
     out = Path(args.out)
     checkpoint.check_output(out, force=args.force)
+    history_file = _history_path(args)
+    if history_file is not None:
+        if history_file.resolve() == out.resolve():
+            raise UserError(f"--history {history_file}: is --out's file; give the history a file of its own")
+        checkpoint.check_output(history_file, force=args.force, flag="--history", what="history file")
     check_memory(cfg, args.batch_size)
+    t0 = time.monotonic()
     if npz is not None:                             # one set: trained on, and measured on
         train_set, test_set = npz_split(npz, cfg, args.samples), npz_split(npz, cfg)
     else:
         train_set = load_dataset(args.dataset, cfg, "train", count=args.samples)
         test_set = load_dataset(args.dataset, cfg, "test")
-    # an npz-trained checkpoint names no dataset (the file may move): the other commands take --dataset npz:...
-    model = train(cfg, train_set, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                  dataset=None if npz is not None else args.dataset)
-    acc = float((predict(model, test_set.x).argmax(1) == test_set.y).mean())
-    checkpoint.save(model, out)
     held_out = (f"the {len(test_set.y)} samples of {args.dataset} (trained on; an npz is one set)" if npz is not None
                 else f"{len(test_set.y)} held-out {args.dataset} samples")
-    print(f"saved {out} ({args.epochs} epochs; float accuracy {acc:.2%} on {held_out})")
+    epochs = []
+    # an npz-trained checkpoint names no dataset (the file may move): the other commands take --dataset npz:...
+    model = train(cfg, train_set, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+                  dataset=None if npz is not None else args.dataset, progress="always" if args.progress else True,
+                  held_out=test_set, history=epochs)
+    acc = float((predict(model, test_set.x).argmax(1) == test_set.y).mean())
+    history = {"dataset": args.dataset, "train_samples": int(len(train_set.y)), "held_out": held_out,
+               "epochs_asked": args.epochs, "batch_size": args.batch_size, "peak_lr": args.lr, "seed": args.seed,
+               "epochs": epochs, "held_out_accuracy": acc, "seconds": time.monotonic() - t0}
+    checkpoint.save(model, out, history=history)
+    if history_file is not None:
+        text = json.dumps({"schema_version": SCHEMA_VERSION, "model": str(out), **history}, indent=2) + "\n"
+        checkpoint.write_atomic(history_file, lambda f: f.write(text.encode()))
+    print(f"saved {out} ({args.epochs} epochs; float accuracy {acc:.2%} on {held_out})"
+          + (f"; history in {history_file}" if history_file is not None else ""))
     return 0
 
 
@@ -230,7 +260,8 @@ def cmd_inspect(args) -> int:
     x, _, source = _load_samples(args, model)
     graph = lower(model, args.model)
     report = {"model": str(args.model), "config": model.cfg.to_dict(), "samples_from": source,
-              **metrics.summarize(graph, x, sum(p.numel() for p in model.parameters()))}
+              **metrics.summarize(graph, x, sum(p.numel() for p in model.parameters())),
+              "training": _training_summary(checkpoint.training_history(model))}
     if args.program:
         report["program"] = _program_report(graph, x, args.lanes)
     if args.plot is not None:
@@ -290,6 +321,20 @@ def _architecture(cfg: dict) -> str:
     return text + (f", {head} head" if head != "spikes" or arch != "flat" else "")
 
 
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def _training_summary(history: dict | None) -> dict | None:
+    """``inspect``'s ``training``: the checkpoint's training history in brief (None for one saved without)."""
+    if history is None:
+        return None
+    epochs = history.get("epochs") or []
+    return {"epochs": len(epochs), "last_epoch": epochs[-1] if epochs else None,
+            "held_out_accuracy": history.get("held_out_accuracy"), "held_out": history.get("held_out"),
+            "dataset": history.get("dataset"), "seconds": history.get("seconds")}
+
+
 def _print_inspect(r: dict) -> None:
     cfg = r["config"]
     print(f"{r['model']}: {cfg['input']} input {tuple(r['input']['shape'])}, {_architecture(cfg)}, "
@@ -311,6 +356,15 @@ def _print_inspect(r: dict) -> None:
           f"{s['effective'] / max(s['dense'], 1):.1%} of dense)")
     print(f"activation sparsity: {r['activation_sparsity']:.1%}   "
           f"energy estimate: {r['energy_estimate_uj']['value']:.4f} uJ ({r['energy_estimate_uj']['note']})")
+    t = r.get("training")
+    if t is None:
+        print("training: no history in the checkpoint (saved before train recorded one)")
+    else:
+        last = t["last_epoch"]
+        tail = (f"; last epoch: loss {last['loss']:.4f}, train accuracy {_percent(last['train_accuracy'])}, "
+                f"held-out {_percent(last['held_out_accuracy'])}, lr {last['lr']:.2e}" if last else "")
+        print(f"training: {t['epochs']} epochs on {t['dataset']}, float accuracy "
+              f"{_percent(t['held_out_accuracy'])} on {t['held_out']}{tail}")
     if "plots" in r:
         for path in r["plots"]["files"]:
             print(f"plot: {path}")
@@ -530,7 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_learning_rate, default=5e-3, help="peak learning rate (default: 5e-3)")
     t.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     t.add_argument("--out", required=True, help="where to write model.pt")
-    t.add_argument("--force", action="store_true", help="replace --out if it exists")
+    t.add_argument("--force", action="store_true", help="replace --out (and the --history file) if it exists")
+    t.add_argument("--progress", action="store_true",
+                   help="show progress on stderr even when it is not a terminal (there: one line per epoch)")
+    t.add_argument("--history", nargs="?", const="", metavar="FILE.json",
+                   help="also write the training history (per epoch: loss, train and held-out accuracy, learning "
+                        "rate, seconds; the checkpoint holds it too) as JSON to FILE.json (default: "
+                        "<out stem>.history.json beside --out)")
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("inspect", help="layers, sizes, synaptic operations and sparsity of a model",

@@ -20,8 +20,11 @@ FORMAT = "qsd-transformer"
 VERSION = 1
 
 
-def save(model: QSDTransformer, path: str | os.PathLike) -> None:
-    """Write ``{"format", "version", "config", "state_dict"}`` atomically (no half-written file)."""
+def save(model: QSDTransformer, path: str | os.PathLike, history: dict | None = None) -> None:
+    """Write ``{"format", "version", "config", "dataset", "state_dict"}`` (and ``"history"``, the training
+    history: plain dicts, lists, strings and numbers, see ``docs/cli.md``) atomically (no half-written file)."""
+    if history is not None and not _plain(history):
+        raise TypeError("a checkpoint's history must be made of dicts, lists, strings, numbers and None")
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -29,6 +32,8 @@ def save(model: QSDTransformer, path: str | os.PathLike) -> None:
         "dataset": model.dataset,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    if history is not None:
+        payload["history"] = history
     write_atomic(path, lambda f: torch.save(payload, f))
 
 
@@ -132,6 +137,24 @@ def _check_archive(path: Path) -> None:
         raise UserError(f"{path}: not a readable checkpoint (corrupt archive: {msg})") from None
 
 
+def _plain(value, depth: int = 0) -> bool:
+    """Whether ``value`` is JSON's kind of data (dicts with string keys, lists, strings, numbers, None)."""
+    if depth > 8:
+        return False
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def training_history(model: QSDTransformer) -> dict | None:
+    """The training history a loaded checkpoint holds (``train`` saves one), or None (an older checkpoint)."""
+    return getattr(model, "training_history", None)
+
+
 def from_payload(payload, where: str) -> QSDTransformer:
     if not isinstance(payload, dict) or "format" not in payload:
         raise UserError(f"{where}: not a {FORMAT} checkpoint (no 'format' key)")
@@ -157,6 +180,10 @@ def from_payload(payload, where: str) -> QSDTransformer:
     dataset = payload.get("dataset")
     if dataset is not None and not isinstance(dataset, str):
         raise UserError(f"{where}: 'dataset' must be a name, not {type(dataset).__name__}")
+    record = payload.get("history")
+    if record is not None and not (isinstance(record, dict) and isinstance(record.get("epochs", []), list)
+                                   and _plain(record)):
+        raise UserError(f"{where}: 'history' must be a dict of plain numbers and lists (the training history)")
     with torch.device("meta"):                  # names and shapes only: no memory before they match
         expected = QSDTransformer(cfg, dataset).state_dict()
     missing = sorted(set(expected) - set(state))
@@ -173,4 +200,5 @@ def from_payload(payload, where: str) -> QSDTransformer:
     model = QSDTransformer(cfg, dataset)
     model.load_state_dict(state)
     model.eval()
+    model.training_history = record            # None for a checkpoint saved without one
     return model

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 import numpy as np
 import torch
@@ -71,8 +73,16 @@ def calibrate(model: QSDTransformer, data: Split, batches: int = 4, batch_size: 
 
 
 def train(cfg: ModelConfig, data: Split, epochs: int, seed: int = 0, batch_size: int = 64,
-          lr: float = 5e-3, progress: bool = True, dataset: str | None = None) -> QSDTransformer:
-    """Train from scratch with AdamW and a cosine schedule; ``epochs == 0`` only calibrates BN."""
+          lr: float = 5e-3, progress: bool | None = True, dataset: str | None = None,
+          held_out: Split | None = None, history: list | None = None) -> QSDTransformer:
+    """Train from scratch with AdamW and a cosine schedule; ``epochs == 0`` only calibrates BN.
+
+    ``progress``: True a bar on stderr when it is a terminal (nothing otherwise), ``"always"`` (any other truthy
+    value but True) also one line per epoch when stderr is a file or a pipe, False nothing. ``history``: a list that
+    gets one dict per epoch (:func:`epoch_record`'s keys): ``epoch``, ``loss`` (the mean over the epoch's
+    samples), ``train_accuracy`` (of the epoch's batches, in training mode), ``held_out_accuracy`` (of the
+    float model on ``held_out`` at the epoch's end, BN running statistics; None without ``held_out``), ``lr``
+    (the learning rate of the epoch's last step) and ``seconds``."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = QSDTransformer(cfg, dataset)
@@ -85,27 +95,57 @@ def train(cfg: ModelConfig, data: Split, epochs: int, seed: int = 0, batch_size:
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     loss_fn = nn.CrossEntropyLoss()
-    # disable=None: a bar on a terminal, nothing when stderr is a file or a pipe
-    bar = tqdm(total=epochs, desc="train", unit="epoch", disable=None if progress else True, leave=False)
+    # progress True: a bar on a terminal, nothing when stderr is a file or a pipe; "always": the bar on a
+    # terminal, and one line per epoch when stderr is a file or a pipe (a log reads lines, not a redrawn bar)
+    tty = sys.stderr.isatty()
+    lines = bool(progress) and progress is not True and not tty
+    bar = tqdm(total=epochs, desc="train", unit="epoch", disable=not (progress and tty), leave=False,
+               file=sys.stderr)
     for epoch in range(epochs):
+        t0 = time.monotonic()
         model.train()
         order = torch.randperm(len(x_all), generator=gen)
         correct = seen = 0
+        loss_sum = 0.0
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             logits = model(x_all[idx])
             loss = loss_fn(logits, y_all[idx])
             opt.zero_grad()
             loss.backward()
+            step_lr = opt.param_groups[0]["lr"]
             opt.step()
             sched.step()
             correct += int((logits.argmax(1) == y_all[idx]).sum())
             seen += len(idx)
+            loss_sum += float(loss.item()) * len(idx)
+        record = epoch_record(epoch + 1, loss_sum / seen, correct / seen, step_lr, 0.0)
+        if held_out is not None:
+            record["held_out_accuracy"] = float((predict(model, held_out.x).argmax(1) == held_out.y).mean())
+        record["seconds"] = time.monotonic() - t0
+        if history is not None:
+            history.append(record)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", train_acc=f"{correct / seen:.3f}")
+        shown = {"loss": f"{record['loss']:.3f}", "train_acc": f"{record['train_accuracy']:.3f}"}
+        if record["held_out_accuracy"] is not None:
+            shown["held_out_acc"] = f"{record['held_out_accuracy']:.3f}"
+        bar.set_postfix(shown)
+        if lines:
+            sys.stderr.write(f"train: epoch {epoch + 1}/{epochs} " + " ".join(f"{k} {v}" for k, v in shown.items())
+                             + f" lr {record['lr']:.2e} ({record['seconds']:.1f} s)\n")
+            sys.stderr.flush()
     bar.close()
     calibrate(model, data, batches=8)
     return model
+
+
+def epoch_record(epoch: int, loss: float, train_accuracy: float | None, lr: float, seconds: float,
+                 held_out_accuracy: float | None = None) -> dict:
+    """One epoch of a training history: plain numbers (a checkpoint loads with ``weights_only=True``)."""
+    return {"epoch": int(epoch), "loss": float(loss),
+            "train_accuracy": None if train_accuracy is None else float(train_accuracy),
+            "held_out_accuracy": None if held_out_accuracy is None else float(held_out_accuracy),
+            "lr": float(lr), "seconds": float(seconds)}
 
 
 @torch.no_grad()
