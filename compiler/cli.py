@@ -502,8 +502,14 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    report, status = export.run(args.model, args.board, args.out, lanes=None if args.lanes == "auto" else args.lanes,
-                                clock_mhz=args.clock, baud=args.baud, force=args.force)
+    lanes = None if args.lanes == "auto" else args.lanes
+    if args.overlay:
+        report, status = export.run_overlay(args.model, args.board, args.out, lanes=lanes, clock_mhz=args.clock,
+                                            baud=args.baud, force=args.force)
+    else:
+        report, status = export.run(args.model, args.board, args.out, lanes=lanes,
+                                    clock_mhz=_given(args.clock, build.DEFAULT_CLOCK_MHZ), baud=args.baud,
+                                    force=args.force)
     _emit(report, args.json, export.print_report)
     return status
 
@@ -722,10 +728,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--board", required=True, help="the board: ulx3s (= ulx3s-85f), ulx3s-12f/25f/45f/85f, "
                                                  "ecpix5 (= ecpix5-85f), ecpix5-45f")
     x.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty, or with --force)")
+    x.add_argument("--overlay", action="store_true",
+                   help="the design build --overlay gives the board instead: the board's standard overlay "
+                        "configuration's top (the same for every model that fits), with the model's program "
+                        "(program.npz, what run loads; program.txt, its listing) and report.json; a model that "
+                        "does not fit the configuration is refused")
     x.add_argument("--lanes", type=_lanes_or_auto, default="auto",
-                   help="lanes P (a divisor of the model width), or auto: as build chooses them (default: auto)")
-    x.add_argument("--clock", type=_clock, default=build.DEFAULT_CLOCK_MHZ,
-                   help=f"core clock in MHz; the PLL makes the nearest it can (default: {build.DEFAULT_CLOCK_MHZ:g})")
+                   help="lanes P (a divisor of the model width), or auto: as build chooses them; with --overlay "
+                        "the overlay's lanes, auto: the board's standard (default: auto)")
+    x.add_argument("--clock", type=_clock, default=None,
+                   help=f"core clock in MHz; the PLL makes the nearest it can (default: {build.DEFAULT_CLOCK_MHZ:g}, "
+                        f"with --overlay {overlay.DEFAULT_CLOCK_MHZ:g})")
     x.add_argument("--baud", type=_baud, default=build.DEFAULT_BAUD,
                    help=f"UART bit rate (default: {build.DEFAULT_BAUD})")
     x.add_argument("--force", action="store_true", help="replace --out even if it is not empty")
