@@ -16,7 +16,7 @@ except _metadata.PackageNotFoundError:          # a source tree that was never i
 
 #: The names of :mod:`compiler.api`, re-exported here on first use.
 _API = ("Model", "Lowered", "Report", "UserError", "load", "samples", "lower", "predict", "estimate", "simulate",
-        "build", "plot", "load_report")
+        "build", "export", "plot", "load_report")
 __all__ = ["__version__", *_API]
 
 

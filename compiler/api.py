@@ -303,6 +303,33 @@ def build(model: Model, board: str, *, out: str | Path | None = None, lanes: int
     return Report("build", report, _build_summary)
 
 
+def _export_summary(r: dict) -> str:
+    what = "the overlay" if "config_hash" in r else f"the generated accelerator ({r['lanes']} lanes)"
+    return f"{what} for {r['board']} in {r['out']}: {', '.join(f['name'] for f in r['files'])}"
+
+
+@_refusals
+def export(model: Model, board: str, out: str | Path, *, overlay: bool = False, lanes: int | None = None,
+           clock_mhz: float | None = None, baud: int = build_flow.DEFAULT_BAUD, force: bool = False) -> Report:
+    """``python -m compiler export``: the design a board gets, as files in ``out`` (a new or empty folder, any
+    with ``force``), without the tools: the generated accelerator's top (``lanes``, None: auto) or, with
+    ``overlay``, the board's standard overlay configuration's top with the model's program (``program.npz``,
+    ``program.txt``); RTLIL, Verilog, constraints, tool scripts and ``report.json`` (``docs/cli.md``).
+    Seconds. ``clock_mhz`` None: the build's default (100 MHz; the overlay's 15 MHz)."""
+    from .flows import export as export_flow
+
+    model = _model(model)
+    lanes = None if lanes is None else _at_least("--lanes", lanes)
+    baud = _at_least("--baud", baud)
+    if overlay:
+        report, _ = export_flow.run_overlay(model.path, board, out, lanes=lanes, clock_mhz=clock_mhz, baud=baud,
+                                            force=force)
+    else:
+        report, _ = export_flow.run(model.path, board, out, lanes=lanes, baud=baud, force=force,
+                                    clock_mhz=build_flow.DEFAULT_CLOCK_MHZ if clock_mhz is None else clock_mhz)
+    return Report("export", report, _export_summary)
+
+
 def _plots_summary(r: dict) -> str:
     drawn = ", ".join(Path(f).name for f in r["files"]) or "none"
     missed = "".join(f"; {s['plot']} not drawn" for s in r["skipped"])

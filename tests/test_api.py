@@ -179,3 +179,16 @@ def test_load_report(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({**report, "bitstream": "../../etc/passwd"}))
     with pytest.raises(compiler.UserError, match="must be a .bit file"):
         compiler.load_report(tmp_path / "report.json")
+
+
+def test_export_writes_the_commands_files_and_refuses_as_it_does(model, tmp_path):
+    r = compiler.export(model, "ulx3s", tmp_path / "x")
+    names = {f["name"] for f in r["files"]}
+    assert {"top.il", "top.v", "top.lpf"} <= names
+    assert names == {p.name for p in (tmp_path / "x").iterdir()}
+    assert r["schema_version"] and "generated accelerator" in repr(r)
+    with pytest.raises(compiler.UserError, match="not empty"):
+        compiler.export(model, "ulx3s", tmp_path / "x")
+    with pytest.raises(compiler.UserError, match="board"):
+        compiler.export(model, "no-such-board", tmp_path / "y")
+    assert not (tmp_path / "y").exists()
