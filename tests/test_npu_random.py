@@ -70,3 +70,16 @@ def test_random_configurations(overlay, cfg, seed):
     except UserError:
         assume(False)                   # a model larger than the overlay: refused, with the field named
     _same(overlay, graph, x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dim", [6, 12])
+def test_a_later_time_steps_short_copy_waits_for_the_membranes(overlay, dim):
+    """ELEMENTWISE neurons over 2 (or 3) lane groups at T=3: a frame of a later step is shorter than the post
+    pipeline, so it waits for the previous step's membranes (``descriptor_cycles`` counts the wait)."""
+    from hdl.npu.isa import Kind
+    from hdl.npu.overlay import DRAIN, POST_STAGES
+    graph, x = _model(ModelConfig(timesteps=3, levels=2, bits=4, dim=dim, heads=2, classes=4), count=2)
+    program = _same(overlay, graph, x)
+    g_in = {-(-d.in_ch // ROOMY.lanes) for d in program.descriptors if d.kind == Kind.ELEMENTWISE}
+    assert g_in and (dim > 6 or min(g_in) < POST_STAGES - 2 - DRAIN)      # dim 6: the wait happens

@@ -43,7 +43,7 @@ __all__ = ["Overlay", "descriptor_cycles", "POST_FLUSH"]
 
 #: The post unit's pipeline: the stage that writes (read at 0), and the cycles from a descriptor's last post
 #: read to the next descriptor's fetch.
-POST_STAGES = 7
+POST_STAGES = 8
 POST_FLUSH = POST_STAGES - 1
 #: Cycles a frame waits after its last update is issued (the accumulate pipeline's depth but one).
 DRAIN = 3
@@ -58,7 +58,8 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     pipeline (but END). A frame ends with ``DRAIN`` cycles for its last update. MATMUL, per frame (token and
     step): 3 + DRAIN, and ``2`` per src0 word (its read is issued while the previous word's events run), post
     ``G_out`` (once for a reduction); ``G_out`` per event. ELEMENTWISE, per frame: one per word, post
-    ``G_out``, 2 + DRAIN. LINEAR_ATTENTION: clear the K^T V store (``T C S`` words, ``S`` = ``head_span``), per
+    ``G_out``, 2 + DRAIN, and a neuron's frame of a later time step waits ``POST_STAGES - 2 - DRAIN - G_in``
+    (if positive) for the previous step's posts to reach its membranes. LINEAR_ATTENTION: clear the K^T V store (``T C S`` words, ``S`` = ``head_span``), per
     token and step ``2 + DRAIN + 2 S heads`` for the k pass and ``3 + DRAIN + 2 S heads + G_out`` for the q
     pass, and ``S`` per event. COSPIKE, per step: ``4`` per word of every token, post ``G``, 2 + DRAIN."""
     if d.kind == Kind.END:
@@ -74,7 +75,9 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     if d.kind == Kind.COSPIKE:
         return fetch + d.steps * (4 * d.tokens * g_in + g_out + 2 + DRAIN)
     if d.kind == Kind.ELEMENTWISE:
-        return fetch + frames * (g_in + g_out + 2 + DRAIN)
+        # a frame of a later time step waits in WORDS_DONE until the previous one's last post is written
+        wait = max(0, POST_STAGES - 2 - DRAIN - g_in) if d.post == Post.NEURON else 0
+        return fetch + frames * (g_in + g_out + 2 + DRAIN) + d.tokens * (d.steps - 1) * wait
     posts = 1 if d.reduce else frames
     return fetch + frames * (3 + DRAIN + 2 * g_in) + posts * g_out + events * g_out
 
@@ -374,7 +377,7 @@ class Overlay(wiring.Component):
         # --- the post unit: a pipeline of one group per cycle ------------------------------------------
         # P0 read acc, parameters, membrane, residual (go) | P1 the words registered, clear acc[go] |
         # P2 acc * mult | P3 z = + bias | P4 V - (V >> leak), z >> shift | P5 H = + z, saturate |
-        # P6 count thresholds, the residual add | P7 its saturation; write
+        # P6 count thresholds, the residual add | P7 its saturation, the output | P8 write
         mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
         v_rd, v_wr = vmem.read_port(), vmem.write_port()
         m.d.comb += [mult_rd.addr.eq(desc.mult_base + go),
@@ -402,9 +405,10 @@ class Overlay(wiring.Component):
         bias_l = _lanes(bias_rd.data, P, c.bias_bits, True)
         v_l = _lanes(v_rd.data, P, c.post_bits, True)
         th_bits = P * c.levels * c.theta_bits
-        th = [theta_rd.data] + [Signal(th_bits, name=f"post_theta{k}") for k in range(1, W - 1)]  # th[k]: at P(k+1)
-        m.d.sync += [th[k].eq(th[k - 1]) for k in range(1, W - 1)]
-        th_w = _lanes(th[W - 2], P * c.levels, c.theta_bits, True)
+        count_stage = 6                  # P6 compares the membrane with the thresholds
+        th = [theta_rd.data] + [Signal(th_bits, name=f"post_theta{k}") for k in range(1, count_stage)]  # at P(k+1)
+        m.d.sync += [th[k].eq(th[k - 1]) for k in range(1, count_stage)]
+        th_w = _lanes(th[count_stage - 1], P * c.levels, c.theta_bits, True)
         ys, vs = [], []
         for l in range(P):
             prod, bias1, vm1, res1 = (Signal(signed(c.post_bits), name=f"prod{l}"),
@@ -434,16 +438,17 @@ class Overlay(wiring.Component):
             m.d.sync += [hm.eq(leaked + z3), res4.eq(res3),
                          rq.eq(Mux(desc.sat == 0, shifted,
                                    Mux(shifted > sat_hi, sat_hi, Mux(shifted < sat_lo, sat_lo, shifted))))]
-            # P6: the thresholds counted, the residual added | P7: the sum saturated; written
+            # P6: the thresholds counted, the residual added | P7: the sum saturated, the output chosen | P8 written
             count, hm6, added, rq6 = (Signal(range(c.levels + 1), name=f"count{l}"), Signal.like(hm, name=f"h6_{l}"),
                                       Signal(signed(c.post_bits + 2), name=f"added{l}"), Signal.like(rq, name=f"rq6_{l}"))
             m.d.sync += [count.eq(sum((hm >= th_w[l * c.levels + k]).as_unsigned() for k in range(c.levels))),
                          hm6.eq(hm), added.eq(rq + res4), rq6.eq(rq)]
             res = Mux(added > add_hi, add_hi, Mux(added < add_lo, add_lo, added))
-            y = Signal(signed(c.post_bits + 1), name=f"y{l}")
-            m.d.comb += y.eq(Mux(desc.post == Post.NEURON, count, Mux(desc.add, res, rq6)))
+            y, v = Signal(signed(c.post_bits + 1), name=f"y{l}"), Signal(signed(c.post_bits), name=f"v{l}")
+            m.d.sync += [y.eq(Mux(desc.post == Post.NEURON, count, Mux(desc.add, res, rq6))),
+                         v.eq(Mux(count == 0, hm6, 0))]
             ys.append(y)
-            vs.append(Mux(count == 0, hm6, 0))
+            vs.append(v)
         m.d.comb += [v_wr.addr.eq(post_go), v_wr.data.eq(Cat(*(v.as_signed()[:c.post_bits] for v in vs))),
                      v_wr.en.eq(post_write & (desc.post == Post.NEURON))]
         # lanes past out_ch (the last group's padding) are written as 0
@@ -615,9 +620,9 @@ class Overlay(wiring.Component):
                         frame()
                 with m.Elif(desc.reduce & ~(frame_end_t & frame_end_n)):
                     m.next = "NEXT_FRAME"
-                with m.Elif(post_busy):
-                    # the previous frame's posts are still in the pipeline: a membrane read now would miss
-                    # their writes (a one-group ELEMENTWISE frame is that short)
+                with m.Elif(post_busy & (t != 0) & (desc.post == Post.NEURON)):
+                    # the previous time step's posts are still in the pipeline: a membrane read now would miss
+                    # their writes (an ELEMENTWISE frame of few groups is that short; descriptor_cycles counts it)
                     m.d.sync += go.eq(0)
                 with m.Else():
                     m.d.sync += post_phase.eq(1)
