@@ -352,6 +352,9 @@ class Overlay(wiring.Component):
         copy_issue, copy_read, copy_valid, copy_g1, copy_g = Signal(), Signal(), Signal(), Signal(12), Signal(12)
         m.d.sync += [copy_read.eq(copy_issue), copy_g1.eq(gi), copy_valid.eq(copy_read), copy_g.eq(copy_g1)]
         co_add = Signal()              # in CO_ADD: a register set in CO_MUL, so no state decode before the address
+        # CO_ADD's loop conditions, one cycle late (gi and n move only in CO_ADD, which comes 3 cycles after)
+        co_more_g, co_more_n = Signal(), Signal()
+        m.d.sync += [co_more_g.eq(gi + 1 < n_gin), co_more_n.eq(n + 1 < desc.tokens)]
         m.d.sync += co_add.eq(0)
         post_clear = Signal()          # the post unit's P1: acc[go1] read, cleared
         post_go1 = Signal(12)
@@ -641,10 +644,10 @@ class Overlay(wiring.Component):
                 m.d.sync += co_add.eq(1)
                 m.next = "CO_ADD"                  # the products registered
             with m.State("CO_ADD"):
-                with m.If(gi + 1 < n_gin):
+                with m.If(co_more_g):
                     m.d.sync += [gi.eq(gi + 1), go.eq(go + 1)]
                     m.next = "CO_READ"
-                with m.Elif(n + 1 < desc.tokens):
+                with m.Elif(co_more_n):
                     m.d.sync += [gi.eq(0), go.eq(0), n.eq(n + 1), *frame_moves("n+1")]
                     m.next = "CO_READ"
                 with m.Else():
