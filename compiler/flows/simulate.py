@@ -178,21 +178,8 @@ def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: st
     """Simulate ``x`` on ``plan``'s accelerator and compare it with the golden model; with ``trace_dir`` (implies
     ``trace``) every stored layer of every sample is saved there (:mod:`compiler.flows.trace_dir`); with
     ``waveform`` (a ``.fst`` or ``.vcd`` file, :func:`check_waveform`) every signal of the first sample's run."""
-    writer = None
-    if trace_dir is not None:
-        trace = True
-        writer = trace_dir_flow.TraceWriter(Path(trace_dir), force)
-    try:
-        report = _run(plan, x, simulator=simulator, trace=trace, build_dir=build_dir, show_progress=show_progress,
-                      writer=writer)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    report["trace_dir"] = None
-    if writer is not None:
-        writer.finish(_meta(report))
-        report["trace_dir"] = str(writer.out)
+    report = _with_trace_dir(trace_dir, force, trace, lambda trace, writer: _run(
+        plan, x, simulator=simulator, trace=trace, build_dir=build_dir, show_progress=show_progress, writer=writer))
     report["waveform"] = None
     if waveform is not None:
         fmt = WAVEFORM_SUFFIXES[Path(waveform).suffix.lower()]
@@ -282,13 +269,21 @@ def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str
     the descriptors' cycle formula. With ``trace_dir`` (implies ``trace``) every stored tensor of every sample
     is saved there (:mod:`compiler.flows.trace_dir`); with ``waveform`` (``.fst`` or ``.vcd``) every signal of
     the program's load and the first sample's inference."""
+    return _with_trace_dir(trace_dir, force, trace, lambda trace, writer: _run_overlay(
+        graph, x, lanes=lanes, trace=trace, build_dir=build_dir, show_progress=show_progress, writer=writer,
+        waveform=waveform))
+
+
+def _with_trace_dir(trace_dir, force: bool, trace: bool, run) -> dict:
+    """``run(trace, writer)``'s report, with every layer of every sample saved into ``trace_dir`` (then
+    ``trace`` is on; None: no writer) and the report's ``trace_dir``; the folder is left unwritten if ``run``
+    raises."""
     writer = None
     if trace_dir is not None:
         trace = True
         writer = trace_dir_flow.TraceWriter(Path(trace_dir), force)
     try:
-        report = _run_overlay(graph, x, lanes=lanes, trace=trace, build_dir=build_dir, show_progress=show_progress,
-                              writer=writer, waveform=waveform)
+        report = run(trace, writer)
     except BaseException:
         if writer is not None:
             writer.abort()
