@@ -59,9 +59,10 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     step): 3 + DRAIN, and ``2`` per src0 word (its read is issued while the previous word's events run), post
     ``G_out`` (once for a reduction); ``G_out`` per event. ELEMENTWISE, per frame: one per word, post
     ``G_out``, 2 + DRAIN, and a neuron's frame of a later time step waits ``POST_STAGES - 2 - DRAIN - G_in``
-    (if positive) for the previous step's posts to reach its membranes. LINEAR_ATTENTION: clear the K^T V store (``T C S`` words, ``S`` = ``head_span``), per
-    token and step ``2 + DRAIN + 2 S heads`` for the k pass and ``3 + DRAIN + 2 S heads + G_out`` for the q
-    pass, and ``S`` per event. COSPIKE, per step: ``4`` per word of every token, post ``G``, 2 + DRAIN."""
+    (if positive) for the previous step's posts to reach its membranes. LINEAR_ATTENTION: clear the K^T V
+    store (``T C S`` words, ``S`` = ``head_span``), per token and step ``2 + DRAIN + 2 S heads`` for the k
+    pass and ``3 + DRAIN + 2 S heads + G_out`` for the q pass, and ``S`` per event. COSPIKE, per step: ``4``
+    per word of every token, post ``G``, 2 + DRAIN."""
     if d.kind == Kind.END:
         return DESCRIPTOR_WORDS + 2
     fetch = DESCRIPTOR_WORDS + 2 + POST_FLUSH
@@ -332,7 +333,8 @@ class Overlay(wiring.Component):
         m.d.sync += [d_valid.eq(issue), d_kv.eq(phase_k), d_attn.eq(attn), d_level.eq(level),
                      d_addr.eq(Mux(phase_k, kv_row, go)), d_mask.eq(Cat(*in_head(go))),
                      x_valid.eq(d_valid), x_kv.eq(d_kv), x_attn.eq(d_attn), x_level.eq(d_level), x_addr.eq(d_addr),
-                     x_mask.eq(d_mask), x_w.eq(w_rd.data), x_kvd.eq(kv_rd.data), *(x.eq(v) for x, v in zip(x_v, v_vals)),
+                     x_mask.eq(d_mask), x_w.eq(w_rd.data), x_kvd.eq(kv_rd.data),
+                     *(x.eq(v) for x, v in zip(x_v, v_vals)),
                      m_valid.eq(x_valid), m_kv.eq(x_kv), m_level.eq(x_level), m_addr.eq(x_addr), m_old.eq(x_kvd),
                      a_valid.eq(m_valid), a_kv.eq(m_kv), a_addr.eq(m_addr), a_old.eq(m_old)]
         m.d.comb += [w_rd.addr.eq(w_addr), kv_rd.addr.eq(kv_row), acc_rd.addr.eq(go)]
@@ -442,8 +444,8 @@ class Overlay(wiring.Component):
                          rq.eq(Mux(desc.sat == 0, shifted,
                                    Mux(shifted > sat_hi, sat_hi, Mux(shifted < sat_lo, sat_lo, shifted))))]
             # P6: the thresholds counted, the residual added | P7: the sum saturated, the output chosen | P8 written
-            count, hm6, added, rq6 = (Signal(range(c.levels + 1), name=f"count{l}"), Signal.like(hm, name=f"h6_{l}"),
-                                      Signal(signed(c.post_bits + 2), name=f"added{l}"), Signal.like(rq, name=f"rq6_{l}"))
+            count, hm6 = Signal(range(c.levels + 1), name=f"count{l}"), Signal.like(hm, name=f"h6_{l}")
+            added, rq6 = Signal(signed(c.post_bits + 2), name=f"added{l}"), Signal.like(rq, name=f"rq6_{l}")
             m.d.sync += [count.eq(sum((hm >= th_w[l * c.levels + k]).as_unsigned() for k in range(c.levels))),
                          hm6.eq(hm), added.eq(rq + res4), rq6.eq(rq)]
             res = Mux(added > add_hi, add_hi, Mux(added < add_lo, add_lo, added))
@@ -522,8 +524,8 @@ class Overlay(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.busy.eq(1), self.done.eq(0), self.error.eq(0), pc.eq(0), pc_base.eq(0), word.eq(0),
-                                 self.cycles.eq(0)]
+                    m.d.sync += [self.busy.eq(1), self.done.eq(0), self.error.eq(0), pc.eq(0), pc_base.eq(0),
+                                 word.eq(0), self.cycles.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 # word k is read in the cycle after its address: collect words 0 .. DW-1
