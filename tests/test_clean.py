@@ -8,20 +8,10 @@ import os
 
 import pytest
 
-from compiler.cli import main
 from compiler.flows import clean
+from test_cli_errors import call_cli as _call
 
 HASH = "0123456789abcdef"
-
-
-def _call(capsys, *args):
-    capsys.readouterr()
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as exc:
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def _file(path, size):

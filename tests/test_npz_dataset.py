@@ -10,21 +10,11 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler.cli import main
 from compiler.frontend import checkpoint
 from compiler.frontend.data import read_npz
 from compiler.ir import golden
 from conftest import EXAMPLE, ROOT
-
-
-def _call(capsys, *args):
-    capsys.readouterr()
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as exc:
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
+from test_cli_errors import call_cli as _call
 
 
 def _refused(status, out, err, *fragments):

@@ -10,23 +10,13 @@ import sys
 import pytest
 import torch
 
-from compiler.cli import main
 from compiler.errors import UserError
 from compiler.frontend import checkpoint
 from conftest import EXAMPLE, ROOT
+from test_cli_errors import call_cli as _call
 
 SMALL = ["--dataset", "synthetic", "--dim", "8", "--heads", "2", "--samples", "64", "--batch-size", "32"]
 EPOCH_KEYS = ["epoch", "loss", "train_accuracy", "held_out_accuracy", "lr", "seconds"]
-
-
-def _call(capsys, *args):
-    capsys.readouterr()
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as exc:
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.fixture(scope="module")
