@@ -57,6 +57,19 @@ class Machine:
             raw = np.where(raw >> (w - 1) & 1, raw - (1 << w), raw)
         return raw
 
+    def read_window(self, d: Descriptor, t: int) -> np.ndarray:
+        """src0's window of every output token of frame ``t`` (``Descriptor.window``): ``[tokens, in_ch]``, tap
+        by tap, each tap the ``conv_groups`` words of its token (zero outside the grid)."""
+        P, G = self.config.lanes, d.conv_groups
+        x = self.read(d.src0, t, d.in_height * d.in_width, G * P)
+        out = np.zeros((d.tokens, d.conv_k ** 2, G * P), np.int64)
+        for n in range(d.tokens):
+            for tap in range(d.conv_k ** 2):
+                at = d.window(n, tap)
+                if at is not None:
+                    out[n, tap] = x[at[0] * d.in_width + at[1]]
+        return out.reshape(d.tokens, -1)
+
     def write(self, op: Operand, t: int, values: np.ndarray) -> None:
         """Elements ``[tokens, channels]`` into frame ``t`` (each cut to the bank's element width)."""
         P = self.config.lanes
@@ -86,7 +99,7 @@ class Machine:
             w = self.weight_matrix(d)
             accs = []
             for t in range(d.steps):
-                x = self.read(d.src0, t, d.tokens, d.in_ch)
+                x = self.read_window(d, t) if d.conv_k else self.read(d.src0, t, d.tokens, d.in_ch)
                 if d.mask:
                     x = x * self.read(d.src2, t, 1, d.in_ch)
                 self.events[d.name] = self.events.get(d.name, 0) + int(np.count_nonzero(x))
@@ -95,6 +108,9 @@ class Machine:
                 accs = [sum(a.sum(axis=0, keepdims=True) for a in accs)]
         elif d.kind == Kind.ELEMENTWISE:
             accs = [self.read(d.src0, t, d.tokens, d.in_ch) for t in range(d.steps)]
+        elif d.kind == Kind.MAXPOOL:
+            accs = [self.read_window(d, t).reshape(d.tokens, d.conv_k ** 2, -1).max(axis=1)[:, :d.out_ch]
+                    for t in range(d.steps)]
         elif d.kind == Kind.LINEAR_ATTENTION:
             accs = []
             h, C = d.heads, d.in_ch

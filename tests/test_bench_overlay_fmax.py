@@ -34,7 +34,9 @@ def test_the_critical_path_is_read_as_its_hdl_lines_in_order_each_once():
 
 
 @pytest.mark.parametrize("args, message", [(["--seeds", "1,x"], "--seeds must be integers"),
-                                           (["--lanes", "0"], "--lanes must be 1-64")])
+                                           (["--lanes", "0"], "--lanes must be 1-64"),
+                                           (["--board", "nosuch"], "unknown board 'nosuch'"),
+                                           (["--board", "ulx3s", "--lanes", "0"], "lanes must be an integer")])
 def test_bad_arguments_are_refused_before_any_tool_runs(args, message, capsys):
     assert overlay_fmax.main(args) == 2
     err = capsys.readouterr().err

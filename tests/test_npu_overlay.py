@@ -57,3 +57,17 @@ def test_a_kind_it_does_not_know_stops_with_error(digits_graph):
     one = {**program.images(), Mem.PROGRAM: words}
     _, _, _, status = run_overlay(program.config, one, {Bank.SPIKES: [0], Bank.WIDE: [0]})
     assert status == "error"
+
+
+def test_every_window_descriptor_of_a_conv_stem():
+    """A spikformer stem at 5 lanes: 3x3 convs with zero padding (MATMUL over the window), stride-2 spike
+    max-pooling (MAXPOOL), each against the interpreter in every bank word and in exact cycles."""
+    from compiler.frontend.config import ModelConfig
+    from test_npu_program import _model
+    graph, x = _model(ModelConfig(arch="spikformer", dims=(4, 6), depths=(1,), image_size=6, heads=2,
+                                  timesteps=2, classes=4), count=1)
+    program = compile_program(graph, fit_config(graph, lanes=5))
+    windows = [d.kind for d in program.descriptors if d.conv_k]
+    assert windows.count(Kind.MAXPOOL) >= 1 and windows.count(Kind.MATMUL) >= 2
+    assert _descriptor_by_descriptor(program, x[0], kinds=(Kind.MAXPOOL,)) == windows.count(Kind.MAXPOOL)
+    assert _descriptor_by_descriptor(program, x[0], kinds=(Kind.MATMUL,)) >= windows.count(Kind.MATMUL)

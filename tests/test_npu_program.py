@@ -84,10 +84,12 @@ def test_random_configurations_are_bit_exact(cfg, lanes, seed):
 @given(st.data())
 def test_descriptor_round_trips(data):
     ints = {name: data.draw(st.integers(0, (1 << bits) - 1)) for name, bits in
-            (("tokens", 12), ("steps", 4), ("in_ch", 12), ("out_ch", 12), ("wbase", 20), ("shift", 6))}
+            (("tokens", 12), ("steps", 4), ("in_ch", 16), ("out_ch", 12), ("wbase", 20), ("shift", 6),
+             ("conv_k", 3), ("conv_stride", 3), ("conv_pad", 3), ("conv_groups", 8), ("in_height", 9),
+             ("in_width", 9), ("out_width", 9), ("conv_rowstep", 16), ("conv_origin", 16))}
     ops = [Operand(Bank(data.draw(st.integers(0, 1))), *(data.draw(st.integers(0, 65535)) for _ in range(3)))
            for _ in range(4)]
-    d = Descriptor(Kind(data.draw(st.integers(0, 4))), post=Post(data.draw(st.integers(0, 2))),
+    d = Descriptor(Kind(data.draw(st.integers(0, len(Kind) - 1))), post=Post(data.draw(st.integers(0, 2))),
                    add=data.draw(st.booleans()), reduce=data.draw(st.booleans()), src0=ops[0], src1=ops[1],
                    src2=ops[2], dst=ops[3], **ints)
     words = d.encode()
@@ -180,3 +182,43 @@ def test_inspect_prints_the_program(capsys):
     assert [d["kind"] for d in prog["descriptors"]][-1] == "END" and len(prog["descriptors"]) == 13
     assert all(d["cycles"] > 0 for d in prog["descriptors"] if d["kind"] in ("MATMUL", "ELEMENTWISE"))
     assert "block0.mlp.fc2" in prog["listing"]
+
+
+WINDOWED = {   # conv stems: 3x3 convs with padding, stride-2 spike max-pooling, the conv position embedding
+    "spikformer-8px": dict(arch="spikformer", dims=(8, 16), depths=(1,), image_size=8, heads=2),
+    "spikformer-12px-T2-rgb": dict(arch="spikformer", dims=(8, 12, 16), depths=(1,), image_size=12, channels=3,
+                                   heads=2, timesteps=2, levels=2, bits=3),
+}
+
+
+@pytest.mark.parametrize("lanes", [16, 5])
+@pytest.mark.parametrize("name", WINDOWED)
+def test_conv_stems_are_bit_exact(name, lanes):
+    graph, x = _model(ModelConfig(**WINDOWED[name]), count=2)
+    program = _check(graph, x, compile_program(graph, fit_config(graph, lanes)))
+    windows = [d for d in program.descriptors if d.conv_k]
+    assert {d.kind for d in windows} == {Kind.MATMUL, Kind.MAXPOOL}
+    assert "conv3/1" in program.listing() and "maxpool3/2" in program.listing()
+
+
+spikformers = st.fixed_dictionaries(dict(
+    image_size=st.sampled_from([6, 7, 8, 10]), channels=st.integers(1, 3), classes=st.integers(2, 5),
+    dims=st.sampled_from([(4, 8), (6, 6), (5, 9, 12), (8,)]), heads=st.sampled_from([1, 2]),
+    bits=st.sampled_from([2, 4, 8]), levels=st.sampled_from([1, 2, 4]), timesteps=st.integers(1, 2),
+    attention=st.sampled_from(["sdsa1", "linear"]),
+)).filter(lambda c: c["dims"][-1] % c["heads"] == 0).map(lambda c: ModelConfig(arch="spikformer", depths=(1,), **c))
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=spikformers, lanes=st.sampled_from([1, 3, 4, 16]), seed=st.integers(0, 3))
+def test_random_conv_stems_are_bit_exact(cfg, lanes, seed):
+    graph, x = _model(cfg, seed, count=2)
+    _check(graph, x, compile_program(graph, fit_config(graph, lanes)))
+
+
+def test_signed_events_are_refused_with_the_reason():
+    """The metaformer's SepConv feeds its pointwise conv small signed integers: the sparse engine's events are
+    levels (not negative) yet, so its program is refused in one line that names the tensor."""
+    graph, _ = _model(ModelConfig(arch="metaformer", dims=(4, 8), depths=(1, 1), image_size=8, heads=2), count=1)
+    with pytest.raises(UserError, match=r"sep\.pw2 reads .*events must not be negative"):
+        compile_program(graph, fit_config(graph, 16))

@@ -83,3 +83,23 @@ def test_a_later_time_steps_short_copy_waits_for_the_membranes(overlay, dim):
     program = _same(overlay, graph, x)
     g_in = {-(-d.in_ch // ROOMY.lanes) for d in program.descriptors if d.kind == Kind.ELEMENTWISE}
     assert g_in and (dim > 6 or min(g_in) < POST_STAGES - 2 - DRAIN)      # dim 6: the wait happens
+
+
+#: Conv stems on the same overlay: the spikformer architecture (3x3 convs, spike max-pooling, the conv position
+#: embedding with its residual add) at sizes no other test names, and a 1-channel 7x7 stride-2 stem.
+WINDOWED = {
+    "spikformer-12px-T2": dict(arch="spikformer", dims=(8, 12, 16), depths=(1,), image_size=12, channels=2,
+                               heads=2, timesteps=2, classes=4),
+    "spikformer-10px-b3": dict(arch="spikformer", dims=(6, 10), depths=(1,), image_size=10, heads=2, bits=3,
+                               levels=2, classes=5),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", WINDOWED)
+def test_conv_stems_run_on_the_same_overlay(overlay, name):
+    from hdl.npu.isa import Kind
+    graph, x = _model(ModelConfig(**WINDOWED[name]), count=2)
+    program = _same(overlay, graph, x)
+    kinds = [(d.kind, bool(d.conv_k)) for d in program.descriptors]
+    assert (Kind.MATMUL, True) in kinds and (Kind.MAXPOOL, True) in kinds

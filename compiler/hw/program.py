@@ -127,7 +127,13 @@ class Program:
             arr = arr[:, :d.steps]
             if d.mask:
                 arr = arr * env[layer.srcs[2]][:, :d.steps]
-            count = np.count_nonzero(arr)
+            if d.conv_k:          # a token's events, once for every window that reads it
+                per_token = np.count_nonzero(arr, axis=-1).sum(axis=(0, 1))
+                index = window_index(d)
+                count = int(np.where(index >= 0, per_token[np.maximum(index, 0)], 0).sum())
+            else:
+                count = np.count_nonzero(arr)
+            count *= d.steps // arr.shape[1]          # a frame that every step shares is read at every step
             if d.kind == Kind.LINEAR_ATTENTION:          # the k pass's events, then the q pass's
                 count += np.count_nonzero(env[layer.srcs[1]][:, :d.steps])
             out.append(float(count) / len(x))
@@ -182,7 +188,10 @@ def _computes(d: Descriptor) -> str:
     shape = f"{d.steps}x{d.tokens}x{d.in_ch}->{d.out_ch}"
     producer = {Kind.MATMUL: "matmul" + ("+mask" if d.mask else "") + (" reduce" if d.reduce else ""),
                 Kind.ELEMENTWISE: "copy", Kind.LINEAR_ATTENTION: f"linattn h{d.heads}",
-                Kind.COSPIKE: "cospike"}[d.kind]
+                Kind.COSPIKE: "cospike", Kind.MAXPOOL: f"maxpool{d.conv_k}/{d.conv_stride}"}[d.kind]
+    if d.conv_k:             # a window: the channels of one tap (padded to whole lane groups)
+        producer = f"conv{d.conv_k}/{d.conv_stride}" if d.kind == Kind.MATMUL else producer
+        shape = f"{d.steps}x{d.tokens}x{d.in_ch // d.conv_k ** 2}->{d.out_ch}"
     post = {Post.REQUANT: "rq" + ("+add" if d.add else ""), Post.NEURON: "neuron", Post.LOGITS: "logits"}[d.post]
     return f"{producer} {shape} {post}"
 
@@ -200,6 +209,7 @@ class _Compiler:
         self.layers: list[Layer] = []
         self.problems: list[str] = []
         self.needs: dict[str, tuple[int, str]] = {}
+        self.alias: dict[str, str] = {}        # a Tokenize's output: the input tensor itself
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -328,13 +338,17 @@ class _Compiler:
         g = self.graph
         in_t = g.input_type
         conv = g.ops[0]
-        if not isinstance(conv, ir.PatchConv):
-            raise UserError(f"the model cannot be mapped to the overlay: it must start with a PatchConv, "
-                            f"not {conv.name}")
-        p = conv.weight.shape[-1]
-        N = self.types[conv.dst].shape[1]
-        fan_in = int(np.prod(conv.weight.shape[1:]))
         frames = 1 if g.input_kind == "image" else self.T
+        if isinstance(conv, ir.PatchConv):
+            p = conv.weight.shape[-1]
+            N = self.types[conv.dst].shape[1]
+            fan_in = int(np.prod(conv.weight.shape[1:]))
+        elif isinstance(conv, ir.Tokenize):        # the input as tokens: the patch order with p = 1
+            p, N, fan_in = 1, int(np.prod(in_t.shape[-2:])), in_t.shape[-3]
+            self.alias[conv.dst] = g.input_name
+        else:
+            raise UserError(f"the model cannot be mapped to the overlay: it must start with a PatchConv or a "
+                            f"Tokenize, not {conv.name}")
         self.tensors[g.input_name] = Tensor(g.input_name, Bank.WIDE, frames, N, fan_in, in_t.lo, in_t.hi)
         self.fits_signed(in_t.lo, in_t.hi, "the input", "wide_bits")
         self.patch, self.input_frames = p, frames
@@ -347,7 +361,7 @@ class _Compiler:
                 continue
             done.update(layer.ops)
             self.layers.append(layer)
-        covered = done | {op.name for op in g.ops if isinstance(op, (ir.Mask, ir.SumPool))}
+        covered = done | {op.name for op in g.ops if isinstance(op, (ir.Mask, ir.SumPool, ir.Tokenize))}
         missing = [op.name for op in g.ops if op.name not in covered]
         if missing:
             raise UserError(f"the model cannot be mapped to the overlay: no descriptor for {', '.join(missing)}")
@@ -355,8 +369,49 @@ class _Compiler:
             raise UserError("the model cannot be mapped to the overlay: no head writes the logits")
         return self.layers
 
+    def source(self, op: ir.Op, name: str) -> Tensor:
+        """The stored tensor ``name`` that ``op`` reads (UserError if no descriptor stores it)."""
+        name = self.alias.get(name, name)
+        if name not in self.tensors:
+            raise UserError(f"the model cannot be mapped to the overlay: {op.name} reads {name}, which no "
+                            "descriptor stores")
+        return self.tensors[name]
+
+    def window(self, x: Tensor, kernel: int, stride: int, padding: int, height: int, width: int,
+               out_width: int) -> dict[str, int]:
+        """The descriptor's window fields for a ``kernel`` x ``kernel`` window over ``x`` as a grid."""
+        G = n_groups(x.channels, self.cfg.lanes)
+        nstep = G if x.tokens > 1 else 0
+        row = width * nstep
+        return dict(conv_k=kernel, conv_stride=stride, conv_pad=padding, conv_groups=G, in_height=height,
+                    in_width=width, out_width=out_width, conv_rowstep=row, conv_origin=padding * (row + nstep))
+
     def producer(self, op: ir.Op) -> Layer | None:
         g = self.graph
+        if isinstance(op, ir.Conv):
+            x = self.source(op, op.src)
+            self.matmul_weights_fit(op.name, op.weight, op.bits)
+            self.events_fit(op.name, x.name)
+            weight = _window_weight(op.weight, x.channels, self.cfg.lanes)
+            tokens = op.out_height * op.out_width
+            d = Descriptor(Kind.MATMUL, op.name, tokens=tokens, in_ch=weight.shape[1],
+                           **self.window(x, op.kernel, op.stride, op.padding, op.height, op.width, op.out_width))
+            layer = Layer(d, (op.name,), (x.name, None, None), None, weight=weight,
+                          dense_ops=op.weight.size * tokens * x.frames)
+            return self.post(layer, self.range(op.dst), self.only(op, (ir.Requant, ir.Neuron)))
+        if isinstance(op, ir.MaxPool):
+            x = self.source(op, op.src)
+            self.need(x.lo >= 0, f"{op.name} pools {x.name} in [{x.lo}, {x.hi}]: values must not be negative")
+            win = self.window(x, op.kernel, op.stride, op.padding, op.height, op.width, op.out_width)
+            d = Descriptor(Kind.MAXPOOL, op.name, tokens=op.out_height * op.out_width,
+                           in_ch=op.kernel ** 2 * win["conv_groups"] * self.cfg.lanes, **win)
+            layer = Layer(d, (op.name,), (x.name, None, None), None)
+            self.store(op.dst, Bank.SPIKES, x.frames)
+            out = self.types[op.dst]
+            self.require("out_groups", n_groups(x.channels, self.cfg.lanes), f"{op.name} has {x.channels} channels")
+            layer.desc = _replace(d, steps=x.frames, out_tokens=out.shape[1], out_ch=x.channels)
+            layer.dst, layer.mult, layer.bias = op.dst, np.ones(x.channels, np.int64), np.zeros(x.channels, np.int64)
+            return layer
         if isinstance(op, ir.PatchConv):
             weight = op.weight.reshape(op.weight.shape[0], -1)
             self.matmul_weights_fit(op.name, weight, op.bits)
@@ -366,7 +421,7 @@ class _Compiler:
                           dense_ops=weight.size * self.tensors[op.src].tokens * self.tensors[op.src].frames)
             return self.post(layer, self.range(op.dst), self.only(op, (ir.Requant, ir.Neuron)))
         if isinstance(op, ir.Dense):
-            src, mask, ops = op.src, None, (op.name,)
+            src, mask, ops = self.alias.get(op.src, op.src), None, (op.name,)
             reduce = False
             if src != g.input_name:
                 producer = g.op(src)
@@ -413,8 +468,8 @@ class _Compiler:
             d = Descriptor(Kind.COSPIKE, op.name, tokens=k.tokens, in_ch=k.channels)
             layer = Layer(d, (op.name,), (op.k, op.v, None), None, dense_ops=k.tokens * k.channels * self.T)
             return self.post(layer, self.range(op.dst), self.only(op, (ir.Requant, ir.Neuron)))
-        if isinstance(op, (ir.Mask, ir.SumPool)):
-            return None            # fused into the Dense that reads them
+        if isinstance(op, (ir.Mask, ir.SumPool, ir.Tokenize)):
+            return None            # fused into the Dense that reads them; the Tokenize: the input's layout
         raise UserError(f"the model cannot be mapped to the overlay: no descriptor for {op.name} "
                         f"({type(op).__name__})")
 
@@ -424,6 +479,32 @@ class _Compiler:
 
 def _replace(d: Descriptor, **changes) -> Descriptor:
     return replace(d, **changes)
+
+
+def window_index(d: Descriptor) -> np.ndarray:
+    """``[tokens, conv_k**2]``: the src0 token of each output token's window taps (``Descriptor.window``), -1
+    outside the grid."""
+    out = np.full((d.tokens, d.conv_k ** 2), -1, np.int64)
+    for n in range(d.tokens):
+        for tap in range(d.conv_k ** 2):
+            at = d.window(n, tap)
+            if at is not None:
+                out[n, tap] = at[0] * d.in_width + at[1]
+    return out
+
+
+def _window_weight(weight: np.ndarray, channels: int, lanes: int) -> np.ndarray:
+    """A (grouped) convolution's ``[O, C / groups, k, k]`` weights as the MATMUL's ``[O, k * k * G * lanes]`` over
+    its window's words (tap by tap, ``G`` lane groups of the ``channels`` inputs each, zero where a group's output
+    does not read the input: a depthwise convolution is a block-diagonal one)."""
+    O, per_group, k, _ = weight.shape
+    groups = channels // per_group
+    full = np.zeros((O, k * k, n_groups(channels, lanes) * lanes), np.int64)
+    for g in range(groups):
+        outs = slice(g * (O // groups), (g + 1) * (O // groups))
+        full[outs, :, g * per_group:(g + 1) * per_group] = (
+            weight[outs].reshape(O // groups, per_group, k * k).transpose(0, 2, 1))
+    return full.reshape(O, -1)
 
 
 def _allocate(layers: list[Layer], tensors: dict[str, Tensor], input_name: str, lanes: int, keep: bool = False

@@ -83,6 +83,7 @@ class Kind(enum.IntEnum):
     LINEAR_ATTENTION = 3  # acc = per head h: src0 (q) @ (src1 (k)^T @ src2 (v)) over the head's channels; the
                         # K^T V products of every step are built first (kv store), then read per token
     COSPIKE = 4         # acc[t,0,c] = sum_n src0[t,n,c] * src1[t,n,c]
+    MAXPOOL = 5         # acc[t,n,c] = max over the window (conv_*) of src0 (non-negative values, 0 outside)
 
 
 class Post(enum.IntEnum):
@@ -108,13 +109,15 @@ class Operand:
 #: The descriptor's fields and their widths, packed LSB first (the order is the binary format).
 DESCRIPTOR_FIELDS: tuple[tuple[str, int], ...] = (
     ("kind", 3), ("post", 2), ("add", 1), ("mask", 1), ("reduce", 1), ("bias_per_token", 1),
-    ("tokens", 12), ("steps", 4), ("in_ch", 12), ("out_ch", 12), ("heads", 6), ("head_groups", 12), ("head_lanes", 7), ("head_span", 12), ("out_tokens", 12),
+    ("tokens", 12), ("steps", 4), ("in_ch", 16), ("out_ch", 12), ("heads", 6), ("head_groups", 12), ("head_lanes", 7), ("head_span", 12), ("out_tokens", 12),
     ("src0_bank", 1), ("src0_base", 16), ("src0_tstep", 16), ("src0_nstep", 16),
     ("src1_bank", 1), ("src1_base", 16), ("src1_tstep", 16), ("src1_nstep", 16),
     ("src2_bank", 1), ("src2_base", 16), ("src2_tstep", 16), ("src2_nstep", 16),
     ("dst_bank", 1), ("dst_base", 16), ("dst_tstep", 16), ("dst_nstep", 16),
     ("wbase", 20), ("mult_base", 14), ("bias_base", 16), ("theta_base", 14),
     ("shift", 6), ("leak", 5), ("sat", 6), ("add_width", 6),
+    ("conv_k", 3), ("conv_stride", 3), ("conv_pad", 3), ("conv_groups", 8), ("in_height", 9), ("in_width", 9),
+    ("out_width", 9), ("conv_rowstep", 16), ("conv_origin", 16),
 )
 _FIELD_BITS = dict(DESCRIPTOR_FIELDS)
 DESCRIPTOR_BITS = sum(_FIELD_BITS.values())
@@ -157,6 +160,28 @@ class Descriptor:
     leak: int = 0
     sat: int = 0                  # signed saturation width of REQUANT's result, 0 = none
     add_width: int = 0            # signed saturation width of the residual add
+    # a k x k window over src0's tokens as an in_height x in_width grid (MATMUL: a convolution, MAXPOOL): frame
+    # n is the output token (oy, ox) = divmod(n, out_width); its words are, tap (dy, dx) by tap (row-major), the
+    # conv_groups lane groups of src0's token (oy * stride + dy - pad, ox * stride + dx - pad), zero outside the
+    # grid (in_ch = conv_k**2 * conv_groups * lanes, the weights' I); conv_rowstep = in_width * src0.nstep and
+    # conv_origin = pad * (conv_rowstep + src0.nstep), the word offsets of a row and of the window's origin
+    conv_k: int = 0               # 0: no window (src0's token n is frame n)
+    conv_stride: int = 1
+    conv_pad: int = 0
+    conv_groups: int = 0
+    in_height: int = 0
+    in_width: int = 0
+    out_width: int = 0
+    conv_rowstep: int = 0
+    conv_origin: int = 0
+
+    def window(self, n: int, tap: int) -> tuple[int, int] | None:
+        """The src0 token (as ``(y, x)``) of output token ``n``'s window tap ``tap`` (``dy * conv_k + dx``), or
+        None outside the grid."""
+        oy, ox = divmod(n, self.out_width)
+        dy, dx = divmod(tap, self.conv_k)
+        y, x = oy * self.conv_stride + dy - self.conv_pad, ox * self.conv_stride + dx - self.conv_pad
+        return (y, x) if 0 <= y < self.in_height and 0 <= x < self.in_width else None
 
     def flat(self) -> dict[str, int]:
         """The binary fields by name (:data:`DESCRIPTOR_FIELDS`)."""

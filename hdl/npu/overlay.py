@@ -75,7 +75,7 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
                 + events * span)
     if d.kind == Kind.COSPIKE:
         return fetch + d.steps * (4 * d.tokens * g_in + g_out + 2 + DRAIN)
-    if d.kind == Kind.ELEMENTWISE:
+    if d.kind in (Kind.ELEMENTWISE, Kind.MAXPOOL):
         # a frame of a later time step waits in WORDS_DONE until the previous one's last post is written
         wait = max(0, POST_STAGES - 2 - DRAIN - g_in) if d.post == Post.NEURON else 0
         return fetch + frames * (g_in + g_out + 2 + DRAIN) + d.tokens * (d.steps - 1) * wait
@@ -178,9 +178,9 @@ class Overlay(wiring.Component):
         # --- loop state -------------------------------------------------------------------------------
         n = Signal(12)
         t = Signal(4)
-        gi = Signal(12)                    # input group being read
+        gi = Signal(16)                    # input group being read
         go = Signal(12)                    # output group (clear, updates, post)
-        n_gin = Signal(12)                 # groups of src0 (ceil(in_ch / P))
+        n_gin = Signal(16)                 # groups of src0 (ceil(in_ch / P))
         n_gout = Signal(12)                # groups of dst
         lw = max(c.event_bits, c.spike_bits, 1)
         pending = Signal(P * lw)
@@ -203,7 +203,7 @@ class Overlay(wiring.Component):
             carry = total >= P
             return g + desc.head_groups + carry, Mux(carry, total - P, total), carry
         span = desc.head_span
-        gi_last = Signal(12)               # the last word of the head (of the frame): hs_g + span - 1
+        gi_last = Signal(16)               # the last word of the head (of the frame): hs_g + span - 1
 
         def in_head(g, lo_g=hs_g, lo_l=hs_l, hi_g=he_g, hi_l=he_l):
             """Per lane of group ``g``: its channel is in the head [lo, hi) (always, but for attention)."""
@@ -217,12 +217,12 @@ class Overlay(wiring.Component):
         # are processed, so that it is there when they are done
         # (the next word is Mux(fresh, 0, Mux(gi < gi_last, gi + 1, he_g)), kept in a register: its inputs move
         # only in LATCH, which sets it, and in a restart of the heads, which clears it with fresh)
-        nxt_gi = Signal(12)
+        nxt_gi = Signal(16)
         g_last_r = Signal(12)              # g_last one cycle late: it moves in LATCH or a restart, never read next
         m.d.sync += g_last_r.eq(g_last)
         # for LATCH, one cycle late (LATCH is never next to LATCH, nor to a restart): gi is the head's last word;
         # the next head's last word
-        at_head_end, he_last = Signal(), Signal(12)
+        at_head_end, he_last = Signal(), Signal(16)
         m.d.sync += [at_head_end.eq(gi >= gi_last), he_last.eq(he_g + span - 1)]
 
         kv_cs = Signal(24)                 # words of one step of the K^T V store: in_ch * span
@@ -270,8 +270,54 @@ class Overlay(wiring.Component):
                     "n=0": [bias_nb.eq(desc.bias_base)]}[how]
             return out
 
+        # the window (conv_k != 0: a convolution's MATMUL, MAXPOOL). The frame's output token: ox, the window's
+        # origin (iy0, ix0) and its word offset cb from the frame's step (rb: that of the row's first token).
+        # The tap pointer follows the word whose read is issued next (nxt_gi; COPY: gi): its group wgc, column
+        # wdx, position (wy, wx) and word offset ta (tx: the tap's first group, ty: the tap row's first tap).
+        # Every move is an add: stride * nstep (sx) and stride * rowstep (sy) are registered products.
+        windowed = desc.conv_k != 0
+        ox = Signal(9)
+        iy0, ix0, wy, wx = (Signal(signed(11), name=n_) for n_ in ("iy0", "ix0", "wy", "wx"))
+        cb, rb, ta, tx, ty = (Signal(signed(19), name=n_) for n_ in ("win_cb", "win_rb", "win_ta", "win_tx", "win_ty"))
+        wgc, wdx = Signal(8), Signal(3)
+        sx, sy = Signal(19), Signal(19)
+        m.d.sync += [sx.eq(desc.conv_stride * desc.src0_nstep), sy.eq(desc.conv_stride * desc.conv_rowstep)]
+        in_grid = (wy >= 0) & (wy < desc.in_height) & (wx >= 0) & (wx < desc.in_width)
+
+        def window_at(offset, x0, y0) -> list:
+            """The tap pointer to the first tap of a window at word offset ``offset``, origin (y0, x0)."""
+            return [wgc.eq(0), wdx.eq(0), ta.eq(offset), tx.eq(offset), ty.eq(offset), wx.eq(x0), wy.eq(y0)]
+
+        def window_moves(how: str) -> list:
+            """The window's registers for a frame move: "reset" (token 0), "t+1" (the same token) or "n+1"."""
+            if how == "reset":
+                origin = -desc.conv_origin
+                pad = -desc.conv_pad
+                return [ox.eq(0), ix0.eq(pad), iy0.eq(pad), rb.eq(origin), cb.eq(origin),
+                        *window_at(origin, pad, pad)]
+            if how == "t+1":
+                return window_at(cb, ix0, iy0)
+            wrap = ox + 1 == desc.out_width
+            new_cb = Mux(wrap, rb + sy, cb + sx)
+            new_x0 = Mux(wrap, -desc.conv_pad, ix0 + desc.conv_stride)
+            new_y0 = Mux(wrap, iy0 + desc.conv_stride, iy0)
+            return [ox.eq(Mux(wrap, 0, ox + 1)), rb.eq(Mux(wrap, rb + sy, rb)), cb.eq(new_cb), ix0.eq(new_x0),
+                    iy0.eq(new_y0), *window_at(new_cb, new_x0, new_y0)]
+
+        def window_step():
+            """The tap pointer to the next word: the tap's next group, else the next tap."""
+            with m.If(wgc + 1 < desc.conv_groups):
+                m.d.sync += [wgc.eq(wgc + 1), ta.eq(ta + 1)]
+            with m.Elif(wdx + 1 < desc.conv_k):
+                m.d.sync += [wgc.eq(0), wdx.eq(wdx + 1), wx.eq(wx + 1), tx.eq(tx + desc.src0_nstep),
+                             ta.eq(tx + desc.src0_nstep)]
+            with m.Else():
+                m.d.sync += [wgc.eq(0), wdx.eq(0), wy.eq(wy + 1), wx.eq(ix0), ty.eq(ty + desc.conv_rowstep),
+                             tx.eq(ty + desc.conv_rowstep), ta.eq(ty + desc.conv_rowstep)]
+
         ev_g = Mux(desc.kind == Kind.MATMUL, nxt_gi, Mux(attn, nxt_gi, gi))   # prefetch; COPY and COSPIKE: gi
-        pa_addr = Mux(post_phase, fb["src1"] + go, Mux(phase_k, fb["src1"] + ev_g, fb["src0"] + ev_g))
+        src0_addr = Mux(windowed, tb["src0"] + ta, fb["src0"] + ev_g)
+        pa_addr = Mux(post_phase, fb["src1"] + go, Mux(phase_k, fb["src1"] + ev_g, src0_addr))
         pb_addr = Mux(cospike, fb["src1"] + gi, Mux(phase_k, fb["src2"] + go, tb["src2"] + ev_g))
         for b in banks:
             m.d.comb += [rd_a[b].addr.eq(pa_addr), rd_b[b].addr.eq(Mux(self.busy, pb_addr, self.peek_addr))]
@@ -351,8 +397,12 @@ class Overlay(wiring.Component):
         # writes into acc: the update stage, ELEMENTWISE's copy, COSPIKE's products, or the post unit's clear
         # (every accumulator a descriptor uses is 0 again once its post has read it: no clear before a frame)
         # ELEMENTWISE's copy: read (gi) | the word registered | written into acc (within the frame's DRAIN)
+        # (MAXPOOL: the window's word, 0 outside the grid, into its group wgc as the lanes' maximum)
         copy_issue, copy_read, copy_valid, copy_g1, copy_g = Signal(), Signal(), Signal(), Signal(12), Signal(12)
-        m.d.sync += [copy_read.eq(copy_issue), copy_g1.eq(gi), copy_valid.eq(copy_read), copy_g.eq(copy_g1)]
+        copy_in1 = Signal()
+        m.d.sync += [copy_read.eq(copy_issue), copy_g1.eq(Mux(windowed, wgc, gi)), copy_valid.eq(copy_read),
+                     copy_g.eq(copy_g1), copy_in1.eq(~windowed | in_grid)]
+        maxpool = desc.kind == Kind.MAXPOOL
         co_add = Signal()              # in CO_ADD: a register set in CO_MUL, so no state decode before the address
         # CO_ADD's loop conditions, one cycle late (gi and n move only in CO_ADD, which comes 3 cycles after)
         co_more_g, co_more_n = Signal(), Signal()
@@ -361,7 +411,7 @@ class Overlay(wiring.Component):
         post_clear = Signal()          # the post unit's P1: acc[go1] read, cleared
         post_go1 = Signal(12)
         copy_lanes = [Signal(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
-        m.d.sync += [x.eq(v) for x, v in zip(copy_lanes, src0_vals)]
+        m.d.sync += [x.eq(Mux(copy_in1, v, 0)) for x, v in zip(copy_lanes, src0_vals)]
         co_x = [Signal.like(v, name=f"co_x{l}") for l, v in enumerate(src0_vals)]
         co_y = [Signal.like(v, name=f"co_y{l}") for l, v in enumerate(b_vals)]
         m.d.sync += [x.eq(v) for x, v in zip(co_x + co_y, src0_vals + b_vals)]
@@ -370,11 +420,12 @@ class Overlay(wiring.Component):
         co_sums = Cat(*((a + p_)[:c.acc_bits] for a, p_ in zip(acc_now, co_p)))
         upd_acc = a_valid & ~a_kv
         m.d.sync += post_go1.eq(go)
-        m.d.comb += acc_ard.addr.eq(Mux(co_add, go, a_addr))
+        m.d.comb += acc_ard.addr.eq(Mux(copy_valid, copy_g, Mux(co_add, go, a_addr)))
+        copy_word = Cat(*(Mux(maxpool & (a > x), a, x)[:c.acc_bits] for a, x in zip(acc_now, copy_lanes)))
         m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, a_addr, Mux(copy_valid, copy_g, Mux(co_add, go, post_go1)))),
                      acc_wr.en.eq(upd_acc | copy_valid | co_add | post_clear),
                      acc_wr.data.eq(Mux(upd_acc, Cat(*(x[:c.acc_bits] for x in sums)),
-                                        Mux(copy_valid, Cat(*copy_lanes), Mux(co_add, co_sums, 0))))]
+                                        Mux(copy_valid, copy_word, Mux(co_add, co_sums, 0))))]
         kv_clr = Signal()
         m.d.comb += [kv_wr.addr.eq(Mux(kv_clr, kv_count, a_addr)), kv_wr.en.eq(kv_clr | (a_valid & a_kv)),
                      kv_wr.data.eq(Mux(kv_clr, 0, Cat(*(x[:c.kv_bits] for x in sums))))]
@@ -510,11 +561,12 @@ class Overlay(wiring.Component):
                          kv_row.eq(kv_word + one_of(lane_span)), live.eq(live_now & ~onehot)]
             m.next = "UPDATE"
 
-        def frame():
-            """Start a frame (token ``n``, step ``t``): its first word, its copy, or its COSPIKE sum."""
-            m.d.sync += [fresh.eq(1), *restart_heads]
+        def frame(how: str):
+            """Start a frame (token ``n``, step ``t``; ``how`` it moved, for the window: "reset", "t+1", "n+1"):
+            its first word, its copy, or its COSPIKE sum."""
+            m.d.sync += [fresh.eq(1), *restart_heads, *window_moves(how)]
             with m.Switch(desc.kind):
-                with m.Case(Kind.ELEMENTWISE):
+                with m.Case(Kind.ELEMENTWISE, Kind.MAXPOOL):
                     m.next = "COPY"
                 with m.Case(Kind.COSPIKE):
                     m.next = "CO_READ"
@@ -545,8 +597,8 @@ class Overlay(wiring.Component):
                     with m.Case(Kind.END):
                         m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
-                    with m.Case(Kind.MATMUL, Kind.ELEMENTWISE, Kind.COSPIKE):
-                        frame()
+                    with m.Case(Kind.MATMUL, Kind.ELEMENTWISE, Kind.COSPIKE, Kind.MAXPOOL):
+                        frame("reset")
                     with m.Case(Kind.LINEAR_ATTENTION):
                         m.d.sync += [phase_k.eq(1), fresh.eq(1), *restart_heads]
                         m.next = "KV_CLEAR"
@@ -569,7 +621,8 @@ class Overlay(wiring.Component):
                 # the lanes of the head the word is read for: this one's or the next one's, both compared
                 used = [Mux(advance, a, b) for a, b in zip(in_head(nxt_gi, he_g, he_l, nhe_g, nhe_l),
                                                            in_head(nxt_gi, hs_g, hs_l, he_g, he_l))]
-                m.d.sync += [pending.eq(Cat(*(lv.as_unsigned()[:lw] for lv in ev_lvls))), used_r.eq(Cat(*used)),
+                m.d.sync += [pending.eq(Mux(~windowed | in_grid, Cat(*(lv.as_unsigned()[:lw] for lv in ev_lvls)), 0)),
+                             used_r.eq(Cat(*used)),
                              *(mask_words[b].eq(rd_b[b].data) for b in banks), fresh.eq(0)]
                 # the word after this one (gi' = nxt_gi), from the head bounds this cycle leaves
                 more = Mux(advance, nxt_gi < he_last, nxt_gi < gi_last)
@@ -584,6 +637,8 @@ class Overlay(wiring.Component):
                 with m.Else():
                     m.d.sync += kv_word.eq(kv_word + pspan)
                 m.d.sync += [gi.eq(nxt_gi), w_gbase.eq(desc.wbase + nxt_gi * P)]
+                with m.If(windowed):
+                    window_step()
                 m.next = "SCAN"
             with m.State("SCAN"):
                 m.d.comb += scanning.eq(1)
@@ -622,7 +677,7 @@ class Overlay(wiring.Component):
                         m.next = "FIRST"
                     with m.Else():
                         m.d.sync += [n.eq(0), t.eq(0), phase_k.eq(0), *frame_moves("reset")]
-                        frame()
+                        frame("reset")
                 with m.Elif(desc.reduce & ~(frame_end_t & frame_end_n)):
                     m.next = "NEXT_FRAME"
                 with m.Elif(post_busy & (t != 0) & (desc.post == Post.NEURON)):
@@ -635,6 +690,8 @@ class Overlay(wiring.Component):
             with m.State("COPY"):
                 m.d.comb += copy_issue.eq(1)
                 m.d.sync += gi.eq(gi + 1)
+                with m.If(windowed):
+                    window_step()
                 with m.If(gi + 1 >= n_gin):
                     m.d.sync += gi.eq(0)
                     m.next = "DRAIN_A"
@@ -665,10 +722,10 @@ class Overlay(wiring.Component):
             with m.State("NEXT_FRAME"):
                 with m.If(~frame_end_t):
                     m.d.sync += [t.eq(t + 1), *frame_moves("t+1")]
-                    frame()
+                    frame("t+1")
                 with m.Elif(~frame_end_n):
                     m.d.sync += [t.eq(0), n.eq(n + 1), *frame_moves("n+1,t=0")]
-                    frame()
+                    frame("n+1")
                 with m.Else():
                     m.d.sync += [pc.eq(pc + 1), pc_base.eq(pc_base + DESCRIPTOR_WORDS), word.eq(0)]
                     m.next = "FLUSH"
