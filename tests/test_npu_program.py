@@ -216,9 +216,21 @@ def test_random_conv_stems_are_bit_exact(cfg, lanes, seed):
     _check(graph, x, compile_program(graph, fit_config(graph, lanes)))
 
 
-def test_signed_events_are_refused_with_the_reason():
-    """The metaformer's SepConv feeds its pointwise conv small signed integers: the sparse engine's events are
-    levels (not negative) yet, so its program is refused in one line that names the tensor."""
-    graph, _ = _model(ModelConfig(arch="metaformer", dims=(4, 8), depths=(1, 1), image_size=8, heads=2), count=1)
-    with pytest.raises(UserError, match=r"sep\.pw2 reads .*events must not be negative"):
-        compile_program(graph, fit_config(graph, 16))
+METAFORMERS = {   # conv stem, strided downsampling, SepConv (signed small-integer events into the pointwise conv,
+    # a 7x7 depthwise conv as a block-diagonal one) and channel-conv blocks, then transformer stages
+    "metaformer-2stage": dict(arch="metaformer", dims=(4, 8), depths=(1, 1), image_size=8, heads=2),
+    "metaformer-4stage-T2": dict(arch="metaformer", dims=(4, 6, 8, 8), depths=(1, 1, 1, 1), image_size=16, heads=2,
+                                 timesteps=2),
+    "metaformer-membrane-head": dict(arch="metaformer", dims=(4, 8), depths=(1, 1), image_size=8, heads=2,
+                                     head="membrane", channels=3),
+}
+
+
+@pytest.mark.parametrize("lanes", [16, 5])
+@pytest.mark.parametrize("name", METAFORMERS)
+def test_metaformers_are_bit_exact(name, lanes):
+    graph, x = _model(ModelConfig(**METAFORMERS[name]), count=2)
+    program = _check(graph, x, compile_program(graph, fit_config(graph, lanes)))
+    wide_events = [layer for d, layer in zip(program.descriptors, program.layers)
+                   if d.kind == Kind.MATMUL and program.tensors[layer.srcs[0]].lo < 0]
+    assert wide_events                                # the SepConv's signed events are there

@@ -22,7 +22,7 @@ BUILD = Path(__file__).resolve().parent.parent / "build" / "test-sim"
 
 #: Room for every configuration of tests/test_npu_program.py (each field at least the largest that
 #: ``fit_config(graph, 5, keep=True)`` gives for them) and for most that the strategy draws.
-ROOMY = Config(lanes=5, spike_bits=3, wide_bits=24, event_bits=8, spike_depth=4096, wide_depth=1024, weight_bits=8,
+ROOMY = Config(lanes=5, spike_bits=3, wide_bits=24, event_bits=16, spike_depth=4096, wide_depth=1024, weight_bits=8,
                weight_depth=4096, acc_bits=32, mult_bits=24, bias_bits=40, post_bits=48, levels=4, theta_bits=40,
                param_depth=256, out_groups=32, kv_bits=24, kv_depth=1024, program_depth=48, classes=10,
                logit_bits=48)
@@ -86,12 +86,17 @@ def test_a_later_time_steps_short_copy_waits_for_the_membranes(overlay, dim):
 
 
 #: Conv stems on the same overlay: the spikformer architecture (3x3 convs, spike max-pooling, the conv position
-#: embedding with its residual add) at sizes no other test names, and a 1-channel 7x7 stride-2 stem.
+#: embedding with its residual add) and the metaformer one (a 7x7 stride-2 stem, downsampling, SepConv with its
+#: signed small-integer events and 7x7 depthwise conv, channel convs), at sizes no other test names.
 WINDOWED = {
     "spikformer-12px-T2": dict(arch="spikformer", dims=(8, 12, 16), depths=(1,), image_size=12, channels=2,
                                heads=2, timesteps=2, classes=4),
     "spikformer-10px-b3": dict(arch="spikformer", dims=(6, 10), depths=(1,), image_size=10, heads=2, bits=3,
                                levels=2, classes=5),
+    "metaformer-12px-T2": dict(arch="metaformer", dims=(4, 6, 10), depths=(1, 1, 1), image_size=12, heads=2,
+                               timesteps=2, classes=4),
+    "metaformer-membrane-head": dict(arch="metaformer", dims=(5, 8), depths=(1, 1), image_size=8, heads=2,
+                                     head="membrane", channels=3),
 }
 
 
@@ -101,5 +106,8 @@ def test_conv_stems_run_on_the_same_overlay(overlay, name):
     from hdl.npu.isa import Kind
     graph, x = _model(ModelConfig(**WINDOWED[name]), count=2)
     program = _same(overlay, graph, x)
-    kinds = [(d.kind, bool(d.conv_k)) for d in program.descriptors]
-    assert (Kind.MATMUL, True) in kinds and (Kind.MAXPOOL, True) in kinds
+    kinds = {d.kind for d in program.descriptors if d.conv_k}
+    assert kinds == ({Kind.MATMUL, Kind.MAXPOOL} if name.startswith("spikformer") else {Kind.MATMUL})
+    signed = [layer for d, layer in zip(program.descriptors, program.layers)
+              if d.kind == Kind.MATMUL and program.tensors[layer.srcs[0]].lo < 0]      # signed events
+    assert bool(signed) == name.startswith("metaformer")

@@ -44,17 +44,20 @@ def _one_error_line(capsys) -> str:
 
 # ---------------------------------------------------------------- the standard configurations
 
-def test_every_board_has_a_standard_configuration_within_its_block_rams():
+@pytest.mark.parametrize("weight_bits", [None, 4, 8])
+def test_every_board_has_a_standard_configuration_within_its_block_rams(weight_bits):
+    """And its 8-bit-weight one, for models with wider weights than the standard configuration's 4 bits."""
     for name in sorted({spec.name for spec in BOARDS.values()}):
         spec = get_board(name)
-        config = overlay_config.board_config(spec.fit_totals, name=name)
+        config = overlay_config.board_config(spec.fit_totals, name=name, weight_bits=weight_bits)
         used = overlay_config.resources(config)
         assert used["DP16KD"] <= overlay_config.BRAM_BUDGET * spec.fit_totals["DP16KD"], name
         assert used["MULT18X18D"] <= spec.fit_totals["MULT18X18D"] and used["LUT4"] <= spec.fit_totals["LUT4"]
-        for knob, value in overlay_config.WIDTHS.items():
+        bits = 8 if weight_bits == 8 else 4
+        for knob, value in {**overlay_config.WIDTHS, "weight_bits": bits}.items():
             assert getattr(config, knob) == value
         limits = overlay_config.limits(config)
-        assert limits["max_weight_bits"] == 8 and limits["max_levels"] == 4 and limits["max_time_steps"] == 15
+        assert limits["max_weight_bits"] == bits and limits["max_levels"] == 4 and limits["max_time_steps"] == 15
         assert limits["max_out_channels"] >= overlay_config.MAX_CHANNELS
     big = overlay_config.board_config(get_board("ulx3s-85f").fit_totals)
     assert big.lanes == 16 and big.weight_depth >= 4096
@@ -279,6 +282,24 @@ def test_standalone_bakes_the_images_in_and_caches_nothing(tools, tmp_path, caps
     assert {"program.npz", "report.json", "report.md", "top.bit"} <= {p.name for p in out.iterdir()}   # + tools' files
     assert _build(tmp_path / "s2", "--standalone") == 0 and len(tools.calls) == 2       # per model: no reuse
     capsys.readouterr()
+
+
+def test_a_model_with_8_bit_weights_gets_the_8_bit_configuration(tools, tmp_path, capsys):
+    """The standard configuration holds 4-bit weights; a model with wider ones is built against the board's
+    8-bit-weight configuration (its own cache entry), and the report names it."""
+    model = tmp_path / "b8.pt"
+    assert main(["train", "--dataset", "digits", "--epochs", "0", "--samples", "64", "--bits", "8", "--dim", "16",
+                 "--heads", "2", "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert _status(["build", str(model), "--board", "ulx3s", "--overlay", "--out", str(tmp_path / "o"), "--samples",
+                    "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    config = tools.calls[0]["config"]
+    assert config.weight_bits == 8 and config == overlay_config.board_config(get_board("ulx3s").fit_totals,
+                                                                              weight_bits=8)
+    assert report["overlay"]["config_hash"] == f"{config_hash(config):08x}"
+    assert report["overlay"]["limits"]["max_weight_bits"] == 8
+    assert overlay.standard_config_for_hash(config_hash(config)) == (["ecpix5-85f", "ulx3s-85f"], config)
 
 
 # ---------------------------------------------------------------- refusals, before any synthesis

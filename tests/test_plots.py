@@ -188,8 +188,10 @@ def test_a_model_without_hardware_gets_the_pictures_it_can_have(tmp_path, capsys
     capsys.readouterr()
     assert main(["inspect", str(model), "--count", "4", "--plot", str(tmp_path / "p"), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)["plots"]
-    assert [Path(f).name for f in r["files"]] == [plots.FIRING, plots.SYNOPS] and r["board"] is None
-    assert [s["plot"] for s in r["skipped"]] == [plots.CYCLES, plots.RESOURCES]
+    # its cycles are the overlay program's (conv stems run there); the one-engine-per-layer generator, whose
+    # estimate the resources plot draws, cannot build conv stages
+    assert [Path(f).name for f in r["files"]] == [plots.FIRING, plots.SYNOPS, plots.CYCLES] and r["board"] is None
+    assert [s["plot"] for s in r["skipped"]] == [plots.RESOURCES]
     assert all("cannot be mapped" in s["reason"] for s in r["skipped"])
     _assert_pictures(r["files"])
 

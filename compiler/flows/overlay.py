@@ -286,18 +286,19 @@ def _config_from(value, where) -> Config:
 
 
 def standard_config_for_hash(digest: int) -> tuple[list[str], Config] | None:
-    """``(boards, configuration)``: the standard overlay configuration whose hash is ``digest`` and the boards
-    it is standard for (boards of one device share it), or None."""
+    """``(boards, configuration)``: the board configuration (the standard one, or its 8-bit-weight one) whose
+    hash is ``digest`` and the boards it is made for (boards of one device share it), or None."""
     found, names = None, []
     for name in sorted({spec.name for spec in BOARDS.values()}):
         spec = BOARDS[name]
-        try:
-            config = overlay_config.board_config(spec.fit_totals, name=spec.name)
-        except UserError:
-            continue
-        if config_hash(config) == digest:
-            found = config
-            names.append(name)
+        for bits in (None, overlay_config.WIDE_WEIGHT_BITS):
+            try:
+                config = overlay_config.board_config(spec.fit_totals, name=spec.name, weight_bits=bits)
+            except UserError:
+                continue
+            if config_hash(config) == digest:
+                found = config
+                names.append(name)
     return (names, found) if found is not None else None
 
 
@@ -376,7 +377,8 @@ def step_compile(b: OverlayBuild) -> None:
     fit: the shortfall and the configuration field), its events and exact cycles on the samples."""
     t0 = time.monotonic()
     spec = b.spec
-    b.overlay = overlay_config.board_config(spec.fit_totals, b.config.lanes, name=f"the {spec.name}")
+    b.overlay = overlay_config.board_config(spec.fit_totals, b.config.lanes, name=f"the {spec.name}",
+                                            weight_bits=overlay_config.weight_bits_of(b.graph))
     try:
         b.program = compile_program(b.graph, b.overlay)
     except UserError as exc:

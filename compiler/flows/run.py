@@ -257,7 +257,8 @@ def run_simulated(args) -> tuple[dict, int]:
             source = f"the overlay build {path.parent}"
         else:
             spec = get_board(SIM_OVERLAY_BOARD)
-            config = overlay_config.board_config(spec.fit_totals, name=spec.name)
+            config = overlay_config.board_config(spec.fit_totals, name=spec.name,
+                                                 weight_bits=overlay_config.weight_bits_of(graph))
             source = f"the {spec.name}'s standard overlay"
         device, key = OverlayBus(config), ("OverlayBus", config)
         what = f"overlay, {config.lanes} lanes, configuration {config_hash(config):08x} ({source})"

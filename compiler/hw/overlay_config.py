@@ -2,13 +2,14 @@
 every model that fits it (``build --overlay``, docs/build.md).
 
 A configuration fixes the overlay's element widths and memory depths. The **widths** are the same on every
-board (:data:`WIDTHS`): wide enough for the flat model family of ``compiler.frontend.config`` (weights of 2-8
+board (:data:`WIDTHS`): wide enough for the model family of ``compiler.frontend.config`` (weights of 2-4
 bits, 1-4 spike levels, time steps up to the descriptor's ``steps`` field), measured with ``fit_config`` on
-untrained (``train --epochs 0``) models of that family with margin (docs/build.md). The **depths** are derived
+untrained (``train --epochs 0``) models of that family with margin (docs/build.md); a model with 8-bit weights
+gets the same configuration with an 8-bit weight store (:data:`WIDE_WEIGHT_BITS`). The **depths** are derived
 from the device's block RAM (DP16KD): the fixed memories first (program, per-channel parameters, the K^T V
 store; the accumulators and membranes at :data:`MAX_CHANNELS` channels), then the scratchpad banks and the
-weight store doubled in turn, keeping ``weight_depth : spike_depth : wide_depth`` near 4 : 2 : 1 (the proportions
-the family's programs need), while the whole stays within :data:`BRAM_BUDGET` of the device's blocks.
+weight store doubled in turn, keeping ``weight_depth : spike_depth : wide_depth`` near 4 : 1 : 1, while the
+whole stays within :data:`BRAM_BUDGET` of the device's blocks.
 
 Block RAMs are counted by the rule the estimator uses for Yosys-inferred memories
 (``compiler.hw.estimate.map_memory``: one copy per read port, the cheapest DP16KD geometry); multipliers and
@@ -35,9 +36,14 @@ STANDARD_LANES = 16
 
 #: Element widths of every standard configuration. The flat family's largest needs, from ``fit_config`` at 16
 #: lanes on untrained models from the bundled one up to dim 256, 8-bit weights, 4 levels and 15 time steps:
-#: spike 3, wide 16, acc 21, bias 34, membrane (post) 36, theta 31, logits 36, K^T V 12 bits.
-WIDTHS = dict(spike_bits=3, wide_bits=16, event_bits=8, weight_bits=8, acc_bits=24, mult_bits=18, bias_bits=36,
+#: spike 3, wide 16, acc 21, bias 34, membrane (post) 36, theta 31, logits 36, K^T V 12 bits. The weights are
+#: the family's 4 bits (the block RAMs this saves on the 85F hold a 28 x 28 image in the wide bank).
+WIDTHS = dict(spike_bits=3, wide_bits=16, event_bits=16, weight_bits=4, acc_bits=24, mult_bits=18, bias_bits=36,
               post_bits=40, levels=4, theta_bits=32, kv_bits=16, logit_bits=40, classes=32)
+
+#: The weights' width of a board's second configuration, for models whose weights have more bits than the
+#: standard one's 4 (``train --bits 8``): the same overlay with an 8-bit weight store, its own bitstream.
+WIDE_WEIGHT_BITS = 8
 
 #: Fraction of the device's DP16KD that the overlay (with the UART bridge's buffer) may take. At 88% (184 of the
 #: 85F's 208) and at 83% nextpnr's router2 did not converge on the 16-lane overlay (overuse stuck near 45,000
@@ -116,8 +122,9 @@ def _fits(config: Config, totals: dict[str, int]) -> bool:
 
 def _grow(config: Config, totals: dict[str, int]) -> Config:
     """Double the scratchpad banks and the weight store while the configuration fits: first whichever is
-    furthest below ``weight : spike : wide = 4 : 2 : 1``, then any that still fits."""
-    ratio = {"weight_depth": 4, "spike_depth": 2, "wide_depth": 1}
+    furthest below ``weight : spike : wide = 4 : 1 : 1``, then any that still fits (a conv stem's image and its
+    first feature map are as many words as each other: 784 of each for a 28 x 28 image at 16 channels)."""
+    ratio = {"weight_depth": 4, "spike_depth": 1, "wide_depth": 1}
     while True:
         behind = sorted(ratio, key=lambda k: (getattr(config, k) / ratio[k], -ratio[k]))
         for knob in behind:
@@ -129,18 +136,30 @@ def _grow(config: Config, totals: dict[str, int]) -> Config:
             return config
 
 
-def board_config(totals: dict[str, int], lanes: int | None = None, *, name: str = "the device") -> Config:
+def weight_bits_of(graph) -> int:
+    """The most bits of any weight of an IR graph (1 for a graph without weights)."""
+    return max((int(op.bits) for op in graph.ops if getattr(op, "weight", None) is not None), default=1)
+
+
+def board_config(totals: dict[str, int], lanes: int | None = None, *, name: str = "the device",
+                 weight_bits: int | None = None) -> Config:
     """The standard overlay configuration of a device with ``totals`` (``boards.spec.BoardSpec.fit_totals``: LUT4,
     FF, DP16KD, MULT18X18D) at ``lanes`` lanes; None: :data:`STANDARD_LANES`, or on a device that cannot hold
     them with :data:`MIN_WEIGHTS` weights on chip, the largest power of two below that can (else the one that
-    holds the most weights). UserError (naming the device ``name``) if it holds none."""
+    holds the most weights). UserError (naming the device ``name``) if it holds none.
+
+    ``weight_bits``: the model's (:func:`weight_bits_of`); above the standard 4 the configuration has
+    :data:`WIDE_WEIGHT_BITS`-bit weights (fewer of them on chip)."""
+    widths = dict(WIDTHS)
+    if weight_bits is not None and weight_bits > WIDTHS["weight_bits"]:
+        widths["weight_bits"] = WIDE_WEIGHT_BITS
     if lanes is not None and (isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 64):
         raise UserError(f"the overlay's lanes must be an integer from 1 to 64, not {lanes!r}")
     tries = [lanes] if lanes is not None else [p for p in (16, 8, 4, 2, 1) if p <= STANDARD_LANES]
     made = []
     for p in tries:
         base = Config(lanes=p, program_depth=PROGRAM_DEPTH, kv_depth=KV_DEPTH, out_groups=-(-MAX_CHANNELS // p),
-                      spike_depth=256, wide_depth=128, weight_depth=512, **WIDTHS)
+                      spike_depth=256, wide_depth=128, weight_depth=512, **widths)
         # the parameter memories: as deep as their narrowest block geometry allows (512 words of 36 bits)
         base = replace(base, param_depth=512)
         if _fits(base, totals):

@@ -329,10 +329,11 @@ class _Compiler:
         self.require("weight_bits", bits, f"{name} has {bits}-bit weights")
 
     def events_fit(self, name: str, src: str) -> None:
+        """The sparse engine's levels are signed ``event_bits``-bit values: a wide tensor's elements (pixels,
+        the SepConv's small integers), or a spike tensor's levels."""
         t = self.types[src]
-        self.need(t.lo >= 0, f"{name} reads {src} in [{t.lo}, {t.hi}]: events must not be negative")
-        self.require("event_bits", unsigned_width(t.hi), f"{name}'s events up to {t.hi} need "
-                                                         f"{unsigned_width(t.hi)} bits")
+        width = signed_width(min(int(t.lo), 0), int(t.hi))
+        self.require("event_bits", width, f"{name}'s events in [{t.lo}, {t.hi}] need {width}-bit signed levels")
 
     def compile(self) -> list[Layer]:
         g = self.graph

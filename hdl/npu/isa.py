@@ -236,7 +236,7 @@ class Config:
     lanes: int = 16
     spike_bits: int = 3           # bits of a spike-bank element (levels up to 2**spike_bits - 1)
     wide_bits: int = 16           # bits of a wide-bank element (signed)
-    event_bits: int = 8           # bits of an event level the sparse engine multiplies (pixels: 8)
+    event_bits: int = 9           # signed bits of an event level the sparse engine multiplies (pixels: 9)
     spike_depth: int = 2048       # words of each bank
     wide_depth: int = 2048
     weight_bits: int = 4

@@ -182,7 +182,8 @@ class Overlay(wiring.Component):
         go = Signal(12)                    # output group (clear, updates, post)
         n_gin = Signal(16)                 # groups of src0 (ceil(in_ch / P))
         n_gout = Signal(12)                # groups of dst
-        lw = max(c.event_bits, c.spike_bits, 1)
+        lw = max(c.event_bits, c.spike_bits + 1)       # an event's level, signed: a wide element's (events of
+        #                                                   event_bits, two's complement) or a spike's (unsigned)
         pending = Signal(P * lw)
         levels = [pending[l * lw:(l + 1) * lw] for l in range(P)]
         live = Signal(P)                   # the word's lanes whose events are still to issue (pending's non-zero)
@@ -332,7 +333,7 @@ class Overlay(wiring.Component):
 
         src0_vals = lanes_of(rd_a, desc.src0_bank, True)       # ELEMENTWISE and COSPIKE values (signed if wide)
         ev_bank = Mux(phase_k, desc.src1_bank, desc.src0_bank)
-        ev_lvls = [Mux(ev_bank == Bank.WIDE, rd_a[Bank.WIDE].data[l * c.wide_bits:][:c.event_bits],
+        ev_lvls = [Mux(ev_bank == Bank.WIDE, rd_a[Bank.WIDE].data[l * c.wide_bits:][:c.event_bits].as_signed(),
                        rd_a[Bank.SPIKES].data[l * c.spike_bits:][:c.spike_bits]) for l in range(P)]
         # LATCH registers the word's levels, its mask words as read and the lanes of its head; SCAN finds its
         # events from them (no logic between the banks' outputs and LATCH's registers but the bank's choice)
@@ -370,7 +371,7 @@ class Overlay(wiring.Component):
         x_addr = Signal.like(d_addr)
         x_w, x_kvd = Signal(P * c.weight_bits), Signal(P * c.kv_bits)      # the block RAMs' words, registered
         x_v = [Signal(signed(c.wide_bits + 1), name=f"x_v{l}") for l in range(P)]
-        m_valid, m_kv, m_level, m_addr = Signal(), Signal(), Signal(lw), Signal.like(d_addr)
+        m_valid, m_kv, m_level, m_addr = Signal(), Signal(), Signal(signed(lw)), Signal.like(d_addr)
         m_op = [Signal(signed(ow), name=f"m_op{l}") for l in range(P)]
         m_old = Signal(P * c.kv_bits)
         a_valid, a_kv, a_addr = Signal(), Signal(), Signal.like(d_addr)
