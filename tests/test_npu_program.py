@@ -234,3 +234,23 @@ def test_metaformers_are_bit_exact(name, lanes):
     wide_events = [layer for d, layer in zip(program.descriptors, program.layers)
                    if d.kind == Kind.MATMUL and program.tensors[layer.srcs[0]].lo < 0]
     assert wide_events                                # the SepConv's signed events are there
+
+
+metaformers = st.fixed_dictionaries(dict(
+    image_size=st.sampled_from([8, 10, 12]), channels=st.integers(1, 3), classes=st.integers(2, 5),
+    stages=st.sampled_from([((4, 8), (1, 1)), ((4, 6, 8), (1, 1, 1)), ((6, 6, 8, 8), (1, 1, 1, 1)), ((8,), (1,))]),
+    heads=st.sampled_from([1, 2]), bits=st.sampled_from([2, 4, 8]), levels=st.sampled_from([1, 2, 4]),
+    timesteps=st.integers(1, 2), head=st.sampled_from(["spikes", "membrane"]),
+)).map(lambda c: _metaformer(**c))
+
+
+def _metaformer(stages, **kw):
+    dims, depths = stages
+    return ModelConfig(arch="metaformer", dims=dims, depths=depths, **kw)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=metaformers, lanes=st.sampled_from([1, 3, 4, 16]), seed=st.integers(0, 3))
+def test_random_metaformers_are_bit_exact(cfg, lanes, seed):
+    graph, x = _model(cfg, seed, count=2)
+    _check(graph, x, compile_program(graph, fit_config(graph, lanes)))
