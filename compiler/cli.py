@@ -429,6 +429,16 @@ def _print_evaluate(r: dict) -> None:
 
 # ---------------------------------------------------------------- simulate
 
+def _generator_refuses(graph) -> bool:
+    """Whether the one-engine-per-layer generator cannot build ``graph`` (conv stages) while the overlay can."""
+    from .hw.plan import refuse_unsupported
+    try:
+        refuse_unsupported(graph)
+    except UserError:
+        return True
+    return False
+
+
 def cmd_simulate(args) -> int:
     from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
@@ -450,11 +460,16 @@ def cmd_simulate(args) -> int:
     x, _, _ = _load_samples(args, model)
     show = not args.json and sys.stderr.isatty() or args.progress
     traces = {"trace_dir": args.trace_dir, "force": args.force, "waveform": args.waveform}
+    graph = lower(model, args.model)
+    if not args.overlay and not args.dense and args.simulator == "verilator" and _generator_refuses(graph):
+        print("note: the one-engine-per-layer generator cannot build this model's conv stages: simulating it on "
+              "the overlay (--overlay)", file=sys.stderr)
+        args.overlay = True
     if args.overlay:
-        report = simulate.run_overlay(lower(model, args.model), x, lanes=args.lanes or 16, trace=args.trace,
+        report = simulate.run_overlay(graph, x, lanes=args.lanes or 16, trace=args.trace,
                                       build_dir=args.build_dir, show_progress=show, **traces)
     else:
-        plan = build_plan(lower(model, args.model), lanes=args.lanes, dense=args.dense)
+        plan = build_plan(graph, lanes=args.lanes, dense=args.dense)
         report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
                               show_progress=show, **traces)
     report["model"] = str(args.model)

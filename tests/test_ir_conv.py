@@ -240,11 +240,11 @@ def test_conv_metrics_count_synapses_of_events():
 def test_plan_refuses_the_grid_ops():
     with pytest.raises(UserError, match=r"^the model cannot be mapped to hardware: Tokenize \(the input as a token "
                        r"grid, first at tok\), Conv \(k x k convolution, first at conv\) are not supported by the "
-                       r"hardware yet: the one-engine-per-layer generator cannot build conv stages yet \(.*\)$"):
+                       r"one-engine-per-layer generator: add --overlay \(.*\)$"):
         build_plan(_stem())
     with pytest.raises(UserError, match=r"MaxPool \(max-pooling, first at pool\) are not supported"):
         build_plan(_pool_graph())
-    with pytest.raises(UserError, match="Tokenize .* are not supported by the hardware yet"):
+    with pytest.raises(UserError, match="Tokenize .* are not supported by the one-engine-per-layer generator"):
         refuse_unsupported(_stem())
 
 
