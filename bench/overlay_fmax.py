@@ -55,6 +55,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.overlay_fmax", description=__doc__.split("\n\n")[0])
     p.add_argument("--lanes", type=int, default=None, help="lanes (default: 2, with --board the standard count)")
     p.add_argument("--board", default=None, help="measure the board's standard overlay inside its board top")
+    p.add_argument("--bram-budget", type=float, default=None,
+                   help="with --board: the configuration within this fraction of the device's DP16KD instead of "
+                        "the standard BRAM_BUDGET (how routing depends on the block RAMs used)")
     p.add_argument("--seeds", default="1", help="nextpnr seeds, comma-separated (default: 1)")
     p.add_argument("--freq", type=float, default=200.0, help="nextpnr's target in MHz (default: 200)")
     p.add_argument("--workdir", default="build/overlay_fmax")
@@ -98,15 +101,23 @@ def _board(a, seeds: list[int]) -> int:
     from compiler.errors import UserError
     from compiler.flows.overlay import NEXTPNR_OPTIONS, _board_top
     from compiler.hw import overlay_config
+    if a.bram_budget is not None and not 0 < a.bram_budget <= 1:
+        print(f"error: --bram-budget must be in (0, 1], not {a.bram_budget}", file=sys.stderr)
+        return 2
+    standard = overlay_config.BRAM_BUDGET
+    budget = standard if a.bram_budget is None else a.bram_budget
     try:
+        overlay_config.BRAM_BUDGET = budget
         spec = get_board(a.board)
         config = overlay_config.board_config(spec.fit_totals, a.lanes, name=spec.device)
     except (BoardError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        overlay_config.BRAM_BUDGET = standard
     runs = []
     for seed in seeds:
-        work = Path(a.workdir) / f"{spec.name}-lanes{config.lanes}-seed{seed}"
+        work = Path(a.workdir) / f"{spec.name}-lanes{config.lanes}-bram{budget:g}-seed{seed}"
         print(f"seed {seed}: the {config.lanes}-lane overlay of the {spec.name} at {a.freq:g} MHz in {work} ...",
               file=sys.stderr, flush=True)
         top = _board_top(config, spec, a.freq, 3_000_000)
@@ -118,7 +129,8 @@ def _board(a, seeds: list[int]) -> int:
         print(f"seed {seed}: {r['fmax_mhz']} MHz", file=sys.stderr, flush=True)
         runs.append(r)
     fmax = [r["fmax_mhz"] for r in runs]
-    json.dump({"board": spec.name, "config": asdict(config), "runs": runs, "fmax_min_mhz": min(fmax),
+    json.dump({"board": spec.name, "bram_budget": budget,
+               "block_rams": overlay_config.block_rams(config), "config": asdict(config), "runs": runs, "fmax_min_mhz": min(fmax),
                "fmax_median_mhz": statistics.median(fmax)}, sys.stdout, indent=2)
     print()
     return 0

@@ -36,8 +36,13 @@ def test_the_critical_path_is_read_as_its_hdl_lines_in_order_each_once():
 @pytest.mark.parametrize("args, message", [(["--seeds", "1,x"], "--seeds must be integers"),
                                            (["--lanes", "0"], "--lanes must be 1-64"),
                                            (["--board", "nosuch"], "unknown board 'nosuch'"),
-                                           (["--board", "ulx3s", "--lanes", "0"], "lanes must be an integer")])
+                                           (["--board", "ulx3s", "--lanes", "0"], "lanes must be an integer"),
+                                           (["--board", "ulx3s", "--bram-budget", "0"], "--bram-budget must be in"),
+                                           (["--board", "ulx3s", "--bram-budget", "0.3"], "cannot hold the overlay")])
 def test_bad_arguments_are_refused_before_any_tool_runs(args, message, capsys):
+    from compiler.hw import overlay_config
+    budget = overlay_config.BRAM_BUDGET
     assert overlay_fmax.main(args) == 2
+    assert overlay_config.BRAM_BUDGET == budget               # the module's budget is the standard one again
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
