@@ -38,7 +38,7 @@ def test_the_critical_path_is_read_as_its_hdl_lines_in_order_each_once():
                                            (["--board", "nosuch"], "unknown board 'nosuch'"),
                                            (["--board", "ulx3s", "--lanes", "0"], "lanes must be an integer"),
                                            (["--board", "ulx3s", "--bram-budget", "0"], "--bram-budget must be in"),
-                                           (["--board", "ulx3s", "--bram-budget", "0.3"], "cannot hold the overlay")])
+                                           (["--board", "ulx3s", "--lanes", "16", "--bram-budget", "0.3"], "cannot hold the overlay at 16")])
 def test_bad_arguments_are_refused_before_any_tool_runs(args, message, capsys):
     from compiler.hw import overlay_config
     budget = overlay_config.BRAM_BUDGET
