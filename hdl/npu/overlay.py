@@ -439,7 +439,7 @@ class Overlay(wiring.Component):
         v_rd, v_wr = vmem.read_port(), vmem.write_port()
         m.d.comb += [mult_rd.addr.eq(desc.mult_base + go),
                      bias_rd.addr.eq(Mux(desc.bias_per_token, bias_nb, desc.bias_base) + go),
-                     theta_rd.addr.eq(desc.theta_base + go), v_rd.addr.eq(go)]
+                     v_rd.addr.eq(go)]
         post_read = Signal()
         W = POST_STAGES                  # the stage that writes
         valid = [post_read] + [Signal(name=f"post_valid{k}") for k in range(1, W + 1)]
@@ -449,6 +449,9 @@ class Overlay(wiring.Component):
         for k in range(1, W + 1):
             m.d.sync += [valid[k].eq(valid[k - 1]), pgo[k].eq(pgo[k - 1]), pdst[k].eq(pdst[k - 1])]
         post_go, post_write = pgo[W], valid[W]
+        # the thresholds are read at P4 (theta_base is the descriptor's: it holds until the pipeline drains), so
+        # that one register, not five, brings them to P6
+        m.d.comb += theta_rd.addr.eq(desc.theta_base + pgo[4])
         m.d.comb += post_clear.eq(valid[1])
         # the saturation bounds of the descriptor, computed once (DISPATCH)
         sat_hi, sat_lo, add_hi, add_lo = (Signal(signed(c.post_bits + 1), name=n_) for n_ in
@@ -463,9 +466,9 @@ class Overlay(wiring.Component):
         v_l = _lanes(v_rd.data, P, c.post_bits, True)
         th_bits = P * c.levels * c.theta_bits
         count_stage = 6                  # P6 compares the membrane with the thresholds
-        th = [theta_rd.data] + [Signal(th_bits, name=f"post_theta{k}") for k in range(1, count_stage)]  # at P(k+1)
-        m.d.sync += [th[k].eq(th[k - 1]) for k in range(1, count_stage)]
-        th_w = _lanes(th[count_stage - 1], P * c.levels, c.theta_bits, True)
+        th = Signal(th_bits, name="post_theta")            # at P6: read at P4, the block RAM's word at P5
+        m.d.sync += th.eq(theta_rd.data)
+        th_w = _lanes(th, P * c.levels, c.theta_bits, True)
         ys, vs = [], []
         for l in range(P):
             prod, bias1, vm1, res1 = (Signal(signed(c.post_bits), name=f"prod{l}"),
