@@ -402,7 +402,7 @@ class _Compiler:
             return self.post(layer, self.range(op.dst), self.only(op, (ir.Requant, ir.Neuron)))
         if isinstance(op, ir.MaxPool):
             x = self.source(op, op.src)
-            self.need(x.lo >= 0, f"{op.name} pools {x.name} in [{x.lo}, {x.hi}]: values must not be negative")
+            self.need(x.bank == Bank.SPIKES, f"{op.name} pools {x.name}, a wide tensor: MAXPOOL pools spikes")
             win = self.window(x, op.kernel, op.stride, op.padding, op.height, op.width, op.out_width)
             d = Descriptor(Kind.MAXPOOL, op.name, tokens=op.out_height * op.out_width,
                            in_ch=op.kernel ** 2 * win["conv_groups"] * self.cfg.lanes, **win)

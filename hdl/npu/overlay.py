@@ -422,7 +422,9 @@ class Overlay(wiring.Component):
         upd_acc = a_valid & ~a_kv
         m.d.sync += post_go1.eq(go)
         m.d.comb += acc_ard.addr.eq(Mux(copy_valid, copy_g, Mux(co_add, go, a_addr)))
-        copy_word = Cat(*(Mux(maxpool & (a > x), a, x)[:c.acc_bits] for a, x in zip(acc_now, copy_lanes)))
+        # MAXPOOL's values are spike levels (the compiler pools the spike bank only): compared in spike_bits bits
+        sb = c.spike_bits
+        copy_word = Cat(*(Mux(maxpool & (a[:sb] > x[:sb]), a, x)[:c.acc_bits] for a, x in zip(acc_now, copy_lanes)))
         m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, a_addr, Mux(copy_valid, copy_g, Mux(co_add, go, post_go1)))),
                      acc_wr.en.eq(upd_acc | copy_valid | co_add | post_clear),
                      acc_wr.data.eq(Mux(upd_acc, Cat(*(x[:c.acc_bits] for x in sums)),
