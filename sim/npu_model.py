@@ -62,12 +62,8 @@ class Machine:
         by tap, each tap the ``conv_groups`` words of its token (zero outside the grid)."""
         P, G = self.config.lanes, d.conv_groups
         x = self.read(d.src0, t, d.in_height * d.in_width, G * P)
-        out = np.zeros((d.tokens, d.conv_k ** 2, G * P), np.int64)
-        for n in range(d.tokens):
-            for tap in range(d.conv_k ** 2):
-                at = d.window(n, tap)
-                if at is not None:
-                    out[n, tap] = x[at[0] * d.in_width + at[1]]
+        index = np.array(d.window_tokens(), np.int64)
+        out = np.where((index >= 0)[..., None], x[np.maximum(index, 0)], 0)
         return out.reshape(d.tokens, -1)
 
     def write(self, op: Operand, t: int, values: np.ndarray) -> None:

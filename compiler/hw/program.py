@@ -129,7 +129,7 @@ class Program:
                 arr = arr * env[layer.srcs[2]][:, :d.steps]
             if d.conv_k:          # a token's events, once for every window that reads it
                 per_token = np.count_nonzero(arr, axis=-1).sum(axis=(0, 1))
-                index = window_index(d)
+                index = np.array(d.window_tokens(), np.int64)
                 count = int(np.where(index >= 0, per_token[np.maximum(index, 0)], 0).sum())
             else:
                 count = np.count_nonzero(arr)
@@ -480,18 +480,6 @@ class _Compiler:
 
 def _replace(d: Descriptor, **changes) -> Descriptor:
     return replace(d, **changes)
-
-
-def window_index(d: Descriptor) -> np.ndarray:
-    """``[tokens, conv_k**2]``: the src0 token of each output token's window taps (``Descriptor.window``), -1
-    outside the grid."""
-    out = np.full((d.tokens, d.conv_k ** 2), -1, np.int64)
-    for n in range(d.tokens):
-        for tap in range(d.conv_k ** 2):
-            at = d.window(n, tap)
-            if at is not None:
-                out[n, tap] = at[0] * d.in_width + at[1]
-    return out
 
 
 def _window_weight(weight: np.ndarray, channels: int, lanes: int) -> np.ndarray:

@@ -183,6 +183,12 @@ class Descriptor:
         y, x = oy * self.conv_stride + dy - self.conv_pad, ox * self.conv_stride + dx - self.conv_pad
         return (y, x) if 0 <= y < self.in_height and 0 <= x < self.in_width else None
 
+    def window_tokens(self) -> list[list[int]]:
+        """Per output token, the src0 token (``y * in_width + x``) of each window tap (:meth:`window`), -1
+        outside the grid."""
+        return [[-1 if at is None else at[0] * self.in_width + at[1]
+                 for at in (self.window(n, tap) for tap in range(self.conv_k ** 2))] for n in range(self.tokens)]
+
     def flat(self) -> dict[str, int]:
         """The binary fields by name (:data:`DESCRIPTOR_FIELDS`)."""
         out = {}
