@@ -75,7 +75,10 @@ class OverlayBus(wiring.Component):
         # -- writes ---------------------------------------------------------------------------------------
         region, offset = bus.addr[shift:], bus.addr[:shift]
         max_chunks = max(amap.chunks.values())
-        staging = Signal(32 * max(max_chunks - 1, 1))
+        # the word being assembled, and the one written: data registers, no reset (hdl.npu.overlay._data)
+        staging = Signal(32 * max(max_chunks - 1, 1), reset_less=True)
+        load_data = Signal(len(ov.load_data), reset_less=True)
+        m.d.comb += ov.load_data.eq(load_data)
         m.d.sync += [ov.load_en.eq(0), ov.start.eq(0)]
         with m.If(bus.we):
             with m.Switch(region):
@@ -88,7 +91,7 @@ class OverlayBus(wiring.Component):
                     with m.Case(amap.region(mem)):
                         with m.If(chunk == n - 1):
                             m.d.sync += [ov.load_en.eq(1), ov.load_mem.eq(mem), ov.load_addr.eq(word),
-                                         ov.load_data.eq(Cat(staging[:32 * (n - 1)], bus.wdata))]
+                                         load_data.eq(Cat(staging[:32 * (n - 1)], bus.wdata))]
                         with m.Elif(chunk < n - 1):
                             m.d.sync += staging.word_select(chunk, 32).eq(bus.wdata)
 

@@ -83,6 +83,14 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     return fetch + frames * (3 + DRAIN + 2 * g_in) + posts * g_out + events * g_out
 
 
+def _data(shape, **kwargs) -> Signal:
+    """A datapath register: one without a reset. Its consumers wait for a valid bit or a state that the
+    reset does clear, and its initial value is loaded with the bitstream. The sync domain's reset (held
+    until the PLL locks) would otherwise reach each of its FFs through the fabric: the 16-lane overlay had
+    22,900 FFs on that one net, the widest source of routing congestion after the post unit."""
+    return Signal(shape, reset_less=True, **kwargs)
+
+
 def _lanes(word, count: int, width: int, as_signed: bool) -> list:
     return [(word[l * width:(l + 1) * width].as_signed() if as_signed else word[l * width:(l + 1) * width])
             for l in range(count)]
@@ -154,7 +162,7 @@ class Overlay(wiring.Component):
         acc = memory("acc", P * c.acc_bits, c.out_groups)
         vmem = memory("membrane", P * c.post_bits, c.out_groups)
         kv = memory("kv", P * c.kv_bits, c.kv_depth)
-        logits = Array(Signal(signed(c.logit_bits), name=f"logit{k}") for k in range(c.classes))
+        logits = Array(_data(signed(c.logit_bits), name=f"logit{k}") for k in range(c.classes))
 
         # load port: one write port per loadable memory (the banks share theirs with the engine)
         loads = {Mem.PROGRAM: program, Mem.WEIGHTS: weights, Mem.MULT: mult, Mem.BIAS: bias, Mem.THETA: theta}
@@ -184,7 +192,7 @@ class Overlay(wiring.Component):
         n_gout = Signal(12)                # groups of dst
         lw = max(c.event_bits, c.spike_bits + 1)       # an event's level, signed: a wide element's (events of
         #                                                   event_bits, two's complement) or a spike's (unsigned)
-        pending = Signal(P * lw)
+        pending = _data(P * lw)
         levels = [pending[l * lw:(l + 1) * lw] for l in range(P)]
         live = Signal(P)                   # the word's lanes whose events are still to issue (pending's non-zero)
         level = Signal(lw)
@@ -337,8 +345,8 @@ class Overlay(wiring.Component):
                        rd_a[Bank.SPIKES].data[l * c.spike_bits:][:c.spike_bits]) for l in range(P)]
         # LATCH registers the word's levels, its mask words as read and the lanes of its head; SCAN finds its
         # events from them (no logic between the banks' outputs and LATCH's registers but the bank's choice)
-        mask_words = {b: Signal(P * bits[b], name=f"mask_word_{b.name.lower()}") for b in banks}
-        used_r = Signal(P)
+        mask_words = {b: _data(P * bits[b], name=f"mask_word_{b.name.lower()}") for b in banks}
+        used_r = _data(P)
         mask_bits = [v != 0 for v in lanes_of_words(mask_words, desc.src2_bank, False)]
         src1_vals = lanes_of(rd_a, desc.src1_bank, True)
         b_vals = lanes_of(rd_b, desc.src1_bank, True)           # COSPIKE's second operand
@@ -365,18 +373,18 @@ class Overlay(wiring.Component):
         issue = Signal()
         tw = max(c.acc_bits, c.kv_bits)
         ow = max(c.weight_bits, c.kv_bits, c.wide_bits + 1, c.spike_bits + 1)
-        d_valid, d_kv, d_attn, d_level, d_mask = Signal(), Signal(), Signal(), Signal(lw), Signal(P)
-        d_addr = Signal(max(12, len(kv_row)))
-        x_valid, x_kv, x_attn, x_level, x_mask = Signal(), Signal(), Signal(), Signal(lw), Signal(P)
+        d_valid, d_kv, d_attn, d_level, d_mask = Signal(), Signal(), Signal(), _data(lw), _data(P)
+        d_addr = _data(max(12, len(kv_row)))
+        x_valid, x_kv, x_attn, x_level, x_mask = Signal(), Signal(), Signal(), _data(lw), _data(P)
         x_addr = Signal.like(d_addr)
-        x_w, x_kvd = Signal(P * c.weight_bits), Signal(P * c.kv_bits)      # the block RAMs' words, registered
-        x_v = [Signal(signed(c.wide_bits + 1), name=f"x_v{l}") for l in range(P)]
-        m_valid, m_kv, m_level, m_addr = Signal(), Signal(), Signal(signed(lw)), Signal.like(d_addr)
-        m_op = [Signal(signed(ow), name=f"m_op{l}") for l in range(P)]
-        m_old = Signal(P * c.kv_bits)
+        x_w, x_kvd = _data(P * c.weight_bits), _data(P * c.kv_bits)      # the block RAMs' words, registered
+        x_v = [_data(signed(c.wide_bits + 1), name=f"x_v{l}") for l in range(P)]
+        m_valid, m_kv, m_level, m_addr = Signal(), Signal(), _data(signed(lw)), Signal.like(d_addr)
+        m_op = [_data(signed(ow), name=f"m_op{l}") for l in range(P)]
+        m_old = _data(P * c.kv_bits)
         a_valid, a_kv, a_addr = Signal(), Signal(), Signal.like(d_addr)
-        a_prod = [Signal(signed(ow + lw + 1), name=f"a_prod{l}") for l in range(P)]
-        a_old = Signal(P * c.kv_bits)
+        a_prod = [_data(signed(ow + lw + 1), name=f"a_prod{l}") for l in range(P)]
+        a_old = _data(P * c.kv_bits)
         m.d.sync += [d_valid.eq(issue), d_kv.eq(phase_k), d_attn.eq(attn), d_level.eq(level),
                      d_addr.eq(Mux(phase_k, kv_row, go)), d_mask.eq(Cat(*in_head(go))),
                      x_valid.eq(d_valid), x_kv.eq(d_kv), x_attn.eq(d_attn), x_level.eq(d_level), x_addr.eq(d_addr),
@@ -411,12 +419,12 @@ class Overlay(wiring.Component):
         m.d.sync += co_add.eq(0)
         post_clear = Signal()          # the post unit's P1: acc[go1] read, cleared
         post_go1 = Signal(12)
-        copy_lanes = [Signal(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
+        copy_lanes = [_data(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
         m.d.sync += [x.eq(Mux(copy_in1, v, 0)) for x, v in zip(copy_lanes, src0_vals)]
-        co_x = [Signal.like(v, name=f"co_x{l}") for l, v in enumerate(src0_vals)]
-        co_y = [Signal.like(v, name=f"co_y{l}") for l, v in enumerate(b_vals)]
+        co_x = [Signal.like(v, name=f"co_x{l}", reset_less=True) for l, v in enumerate(src0_vals)]
+        co_y = [Signal.like(v, name=f"co_y{l}", reset_less=True) for l, v in enumerate(b_vals)]
         m.d.sync += [x.eq(v) for x, v in zip(co_x + co_y, src0_vals + b_vals)]
-        co_p = [Signal(signed(len(x) + len(y)), name=f"co_p{l}") for l, (x, y) in enumerate(zip(co_x, co_y))]
+        co_p = [_data(signed(len(x) + len(y)), name=f"co_p{l}") for l, (x, y) in enumerate(zip(co_x, co_y))]
         m.d.sync += [p_.eq(x * y) for p_, x, y in zip(co_p, co_x, co_y)]       # CO_MUL: the product registered
         co_sums = Cat(*((a + p_)[:c.acc_bits] for a, p_ in zip(acc_now, co_p)))
         upd_acc = a_valid & ~a_kv
@@ -445,9 +453,9 @@ class Overlay(wiring.Component):
         post_read = Signal()
         W = POST_STAGES                  # the stage that writes
         valid = [post_read] + [Signal(name=f"post_valid{k}") for k in range(1, W + 1)]
-        pgo = [go] + [Signal(12, name=f"post_go{k}") for k in range(1, W + 1)]
+        pgo = [go] + [_data(12, name=f"post_go{k}") for k in range(1, W + 1)]
         dst_w = len(desc.dst_base) + 1
-        pdst = [fb["dst"] + go] + [Signal(dst_w, name=f"post_dst{k}") for k in range(1, W + 1)]
+        pdst = [fb["dst"] + go] + [_data(dst_w, name=f"post_dst{k}") for k in range(1, W + 1)]
         for k in range(1, W + 1):
             m.d.sync += [valid[k].eq(valid[k - 1]), pgo[k].eq(pgo[k - 1]), pdst[k].eq(pdst[k - 1])]
         post_go, post_write = pgo[W], valid[W]
@@ -468,45 +476,45 @@ class Overlay(wiring.Component):
         v_l = _lanes(v_rd.data, P, c.post_bits, True)
         th_bits = P * c.levels * c.theta_bits
         count_stage = 6                  # P6 compares the membrane with the thresholds
-        th = Signal(th_bits, name="post_theta")            # at P6: read at P4, the block RAM's word at P5
+        th = _data(th_bits, name="post_theta")            # at P6: read at P4, the block RAM's word at P5
         m.d.sync += th.eq(theta_rd.data)
         th_w = _lanes(th, P * c.levels, c.theta_bits, True)
         ys, vs = [], []
         for l in range(P):
-            prod, bias1, vm1, res1 = (Signal(signed(c.post_bits), name=f"prod{l}"),
-                                      Signal(signed(c.bias_bits), name=f"bias{l}"),
-                                      Signal(signed(c.post_bits), name=f"vm1_{l}"),
-                                      Signal(signed(c.wide_bits + 1), name=f"res1_{l}"))
-            acc1, mult1, bias0, vm0, res0 = (Signal(signed(c.acc_bits), name=f"acc1_{l}"),
-                                             Signal(signed(c.mult_bits), name=f"mult1_{l}"),
-                                             Signal(signed(c.bias_bits), name=f"bias0_{l}"),
-                                             Signal(signed(c.post_bits), name=f"vm0_{l}"),
-                                             Signal(signed(c.wide_bits + 1), name=f"res0_{l}"))
+            prod, bias1, vm1, res1 = (_data(signed(c.post_bits), name=f"prod{l}"),
+                                      _data(signed(c.bias_bits), name=f"bias{l}"),
+                                      _data(signed(c.post_bits), name=f"vm1_{l}"),
+                                      _data(signed(c.wide_bits + 1), name=f"res1_{l}"))
+            acc1, mult1, bias0, vm0, res0 = (_data(signed(c.acc_bits), name=f"acc1_{l}"),
+                                             _data(signed(c.mult_bits), name=f"mult1_{l}"),
+                                             _data(signed(c.bias_bits), name=f"bias0_{l}"),
+                                             _data(signed(c.post_bits), name=f"vm0_{l}"),
+                                             _data(signed(c.wide_bits + 1), name=f"res0_{l}"))
             m.d.sync += [acc1.eq(acc_lanes[l]), mult1.eq(mult_l[l]), bias0.eq(bias_l[l]),
                          vm0.eq(Mux(t == 0, 0, v_l[l])), res0.eq(src1_vals[l])]
             m.d.sync += [prod.eq(acc1 * mult1), bias1.eq(bias0), vm1.eq(vm0), res1.eq(res0)]
-            z, vm2, res2 = (Signal(signed(c.post_bits), name=f"z{l}"), Signal.like(vm1, name=f"vm2_{l}"),
+            z, vm2, res2 = (_data(signed(c.post_bits), name=f"z{l}"), Signal.like(vm1, name=f"vm2_{l}"),
                             Signal.like(res1, name=f"res2_{l}"))
             m.d.sync += [z.eq(prod + bias1), vm2.eq(vm1), res2.eq(res1)]
             # P4: the shifts
-            leaked, z3, shifted, res3 = (Signal(signed(c.post_bits), name=f"leaked{l}"),
-                                         Signal(signed(c.post_bits), name=f"z3_{l}"),
-                                         Signal(signed(c.post_bits), name=f"shifted{l}"),
+            leaked, z3, shifted, res3 = (_data(signed(c.post_bits), name=f"leaked{l}"),
+                                         _data(signed(c.post_bits), name=f"z3_{l}"),
+                                         _data(signed(c.post_bits), name=f"shifted{l}"),
                                          Signal.like(res1, name=f"res3_{l}"))
             m.d.sync += [leaked.eq(vm2 - (vm2 >> desc.leak)), z3.eq(z), shifted.eq(z >> desc.shift), res3.eq(res2)]
             # P5: the membrane, the saturation
-            hm, rq, res4 = (Signal(signed(c.post_bits), name=f"h{l}"), Signal(signed(c.post_bits + 1), name=f"rq{l}"),
+            hm, rq, res4 = (_data(signed(c.post_bits), name=f"h{l}"), _data(signed(c.post_bits + 1), name=f"rq{l}"),
                             Signal.like(res1, name=f"res4_{l}"))
             m.d.sync += [hm.eq(leaked + z3), res4.eq(res3),
                          rq.eq(Mux(desc.sat == 0, shifted,
                                    Mux(shifted > sat_hi, sat_hi, Mux(shifted < sat_lo, sat_lo, shifted))))]
             # P6: the thresholds counted, the residual added | P7: the sum saturated, the output chosen | P8 written
-            count, hm6 = Signal(range(c.levels + 1), name=f"count{l}"), Signal.like(hm, name=f"h6_{l}")
-            added, rq6 = Signal(signed(c.post_bits + 2), name=f"added{l}"), Signal.like(rq, name=f"rq6_{l}")
+            count, hm6 = _data(range(c.levels + 1), name=f"count{l}"), Signal.like(hm, name=f"h6_{l}")
+            added, rq6 = _data(signed(c.post_bits + 2), name=f"added{l}"), Signal.like(rq, name=f"rq6_{l}")
             m.d.sync += [count.eq(sum((hm >= th_w[l * c.levels + k]).as_unsigned() for k in range(c.levels))),
                          hm6.eq(hm), added.eq(rq + res4), rq6.eq(rq)]
             res = Mux(added > add_hi, add_hi, Mux(added < add_lo, add_lo, added))
-            y, v = Signal(signed(c.post_bits + 1), name=f"y{l}"), Signal(signed(c.post_bits), name=f"v{l}")
+            y, v = _data(signed(c.post_bits + 1), name=f"y{l}"), _data(signed(c.post_bits), name=f"v{l}")
             m.d.sync += [y.eq(Mux(desc.post == Post.NEURON, count, Mux(desc.add, res, rq6))),
                          v.eq(Mux(count == 0, hm6, 0))]
             ys.append(y)
