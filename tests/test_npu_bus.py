@@ -163,8 +163,8 @@ def test_the_stem_runs_through_the_bus(digits, digits_test):
     _run_one(driver, program, stem)
     m.execute(stem)
     _same_banks(driver, program, m)
-    end = descriptor_cycles(Descriptor(Kind.END), program.config.lanes)
-    assert driver.cycles() == descriptor_cycles(stem, program.config.lanes, m.events[stem.name]) + end
+    end = descriptor_cycles(Descriptor(Kind.END), program.config)
+    assert driver.cycles() == descriptor_cycles(stem, program.config, m.events[stem.name]) + end
     assert driver.status() == regmap.STATUS_DONE and driver.pc() == 1
 
 
@@ -205,7 +205,7 @@ def test_verilated_descriptor_by_descriptor(verilated, digits_test):
     x = digits_test.x[3]
     m = _machine(program, x)
     lanes, checked = program.config.lanes, 0
-    end = descriptor_cycles(Descriptor(Kind.END), lanes)
+    end = descriptor_cycles(Descriptor(Kind.END), program.config)
     with Session(binary) as bus:
         driver = NpuDriver(bus)
         driver.load(program)
@@ -214,7 +214,7 @@ def test_verilated_descriptor_by_descriptor(verilated, digits_test):
             _run_one(driver, program, d)
             m.execute(d)
             _same_banks(driver, program, m)
-            assert driver.cycles() == descriptor_cycles(d, lanes, m.events.get(d.name, 0)) + end, d.name
+            assert driver.cycles() == descriptor_cycles(d, program.config, m.events.get(d.name, 0)) + end, d.name
             if d.post.name == "LOGITS":
                 assert list(driver.logits()) == list(m.logits[:program.classes])
             checked += 1
@@ -236,7 +236,7 @@ def test_verilated_whole_program(verilated, digits_test):
             for d in program.descriptors[:-1]:             # all but END
                 m.execute(d)
             assert list(logits) == list(m.logits[:program.classes]) == list(npu_model.run(program, x)[0])
-            assert cycles == sum(descriptor_cycles(d, lanes, m.events.get(d.name, 0)) for d in program.descriptors)
+            assert cycles == sum(descriptor_cycles(d, program.config, m.events.get(d.name, 0)) for d in program.descriptors)
 
 
 def test_a_session_answers_each_read_at_once():

@@ -3,6 +3,8 @@ program interpreter (``sim.npu_model``): each descriptor of a real program runs 
 interpreter had before it, and must leave both scratchpad banks (every word, not only its output's) and
 the logits as the interpreter does."""
 
+import pytest
+
 from compiler.hw.program import compile_program, fit_config
 from hdl.npu.isa import Bank, Descriptor, Kind, Mem, pack_lanes
 from hdl.npu.overlay import descriptor_cycles
@@ -34,8 +36,7 @@ def _descriptor_by_descriptor(program, x, kinds=tuple(Kind)):
         banks, logits, cycles, status = run_overlay(cfg, one, before)
         assert status == "done", d.name
         events = m.events.get(d.name, 0)
-        assert cycles == descriptor_cycles(d, cfg.lanes, events) + descriptor_cycles(Descriptor(Kind.END),
-                                                                                       cfg.lanes), d.name
+        assert cycles == descriptor_cycles(d, cfg, events) + descriptor_cycles(Descriptor(Kind.END), cfg), d.name
         for b in sizes:
             assert banks[b] == _bank_words(m, b, sizes[b]), (d.name, b.name)
         if d.post.name == "LOGITS":
@@ -44,9 +45,11 @@ def _descriptor_by_descriptor(program, x, kinds=tuple(Kind)):
     return checked
 
 
-def test_every_descriptor_of_the_bundled_model(digits_graph, digits_test):
-    """Its matmuls, copies and the linear attention (4 heads of 8 channels: two heads per 16-lane group)."""
-    program = compile_program(digits_graph, fit_config(digits_graph, lanes=16))
+@pytest.mark.parametrize("post_lanes", [0, 4])
+def test_every_descriptor_of_the_bundled_model(digits_graph, digits_test, post_lanes):
+    """Its matmuls, copies and the linear attention (4 heads of 8 channels: two heads per 16-lane group); with
+    a post unit of all 16 lanes, and of 4 (each group's post in 4 steps)."""
+    program = compile_program(digits_graph, fit_config(digits_graph, lanes=16, post_lanes=post_lanes))
     assert _descriptor_by_descriptor(program, digits_test.x[0]) == 12
 
 

@@ -21,11 +21,12 @@ from test_npu_program import CONFIGS, _model, configs
 BUILD = Path(__file__).resolve().parent.parent / "build" / "test-sim"
 
 #: Room for every configuration of tests/test_npu_program.py (each field at least the largest that
-#: ``fit_config(graph, 5, keep=True)`` gives for them) and for most that the strategy draws.
+#: ``fit_config(graph, 5, keep=True)`` gives for them) and for most that the strategy draws. Its post unit
+#: computes one lane a cycle: each group's post in 5 steps (the standard configurations' post units step too).
 ROOMY = Config(lanes=5, spike_bits=3, wide_bits=24, event_bits=16, spike_depth=4096, wide_depth=1024, weight_bits=8,
                weight_depth=4096, acc_bits=32, mult_bits=24, bias_bits=40, post_bits=48, levels=4, theta_bits=40,
                param_depth=256, out_groups=32, kv_bits=24, kv_depth=1024, program_depth=48, classes=10,
-               logit_bits=48)
+               logit_bits=48, post_lanes=1)
 
 
 @pytest.fixture(scope="module")

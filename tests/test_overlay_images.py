@@ -38,8 +38,8 @@ def test_a_program_in_the_initial_contents_runs_without_a_load(digits_graph, dig
     for bank in (Bank.SPIKES, Bank.WIDE):
         words = program.bank_words[bank]
         assert np.array_equal(driver.read_bank(bank, 0, words), machine.banks[bank][:words]), bank.name
-    end = descriptor_cycles(Descriptor(Kind.END), program.config.lanes)
-    assert driver.cycles() == descriptor_cycles(stem, program.config.lanes, machine.events[stem.name]) + end
+    end = descriptor_cycles(Descriptor(Kind.END), program.config)
+    assert driver.cycles() == descriptor_cycles(stem, program.config, machine.events[stem.name]) + end
 
 
 def test_images_larger_than_a_memory_are_refused(digits_graph):

@@ -280,9 +280,12 @@ def load_images(path: Path) -> tuple[dict, dict[Mem, list[int]]]:
 def _config_from(value, where) -> Config:
     names = {f.name for f in fields(Config)}
     if not isinstance(value, dict) or set(value) != names or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values()):
+            isinstance(v, int) and not isinstance(v, bool) and v >= (k != "post_lanes") for k, v in value.items()):
         raise UserError(f"{where}: not an overlay configuration ({value!r:.200})")
-    return Config(**value)
+    try:
+        return Config(**value)
+    except ValueError as exc:
+        raise UserError(f"{where}: not an overlay configuration ({exc})") from None
 
 
 def standard_config_for_hash(digest: int) -> tuple[list[str], Config] | None:

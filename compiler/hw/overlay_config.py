@@ -13,8 +13,8 @@ whole stays within :data:`BRAM_BUDGET` of the device's blocks.
 
 Block RAMs are counted by the rule the estimator uses for Yosys-inferred memories
 (``compiler.hw.estimate.map_memory``: one copy per read port, the cheapest DP16KD geometry); multipliers and
-LUTs by a per-lane model measured on the synthesized 16-lane overlay of the ULX3S-85F (:data:`MULT_PER_LANE`,
-:data:`LUT4_PER_LANE`), used only to choose fewer lanes on devices that cannot hold 16.
+LUTs by a per-lane and per-post-lane model measured on the synthesized 16-lane overlay of the ULX3S-85F
+(:data:`MULT_PER_LANE`, :data:`LUT4_PER_LANE` and their post-unit counterparts), used only to choose fewer lanes on devices that cannot hold 16.
 """
 
 from __future__ import annotations
@@ -28,11 +28,18 @@ from hdl.npu.regmap import AddressMap, config_hash
 from ..errors import UserError
 from .estimate import map_memory
 
-__all__ = ["STANDARD_LANES", "WIDTHS", "BRAM_BUDGET", "MAX_CHANNELS", "MIN_WEIGHTS", "MULT_PER_LANE", "LUT4_PER_LANE",
-           "overlay_memories", "block_rams", "resources", "board_config", "limits", "describe"]
+__all__ = ["STANDARD_LANES", "POST_LANES", "WIDTHS", "BRAM_BUDGET", "MAX_CHANNELS", "MIN_WEIGHTS", "PARAM_GROUPS",
+           "PARAM_CHANNELS", "MULT_PER_LANE", "MULT_PER_POST_LANE", "MULT_FIXED", "LUT4_PER_LANE",
+           "LUT4_PER_POST_LANE", "LUT4_FIXED", "overlay_memories", "block_rams", "resources", "board_config", "limits", "describe"]
 
 #: Lanes of the standard configuration, where the device holds them (fewer, a power of two, where not).
 STANDARD_LANES = 16
+
+#: Lanes of the standard configurations' post unit (``Config.post_lanes``; all of them below 4): a group's
+#: post takes ``lanes / 4`` cycles. At 16 lanes a post unit of all of them (16 copies of a 40-bit pipeline with
+#: two barrel shifters, four threshold comparators and two saturations, fed a 2,048-bit threshold word a
+#: cycle) was where router2 found most of its overused wires on the LFE5U-85F, and the overlay did not route.
+POST_LANES = 4
 
 #: Element widths of every standard configuration. The flat family's largest needs, from ``fit_config`` at 16
 #: lanes on untrained models from the bundled one up to dim 256, 8-bit weights, 4 levels and 15 time steps:
@@ -58,21 +65,31 @@ MAX_CHANNELS = 512
 #: the bundled model's 12,928 fit.
 MIN_WEIGHTS = 16_384
 
+#: Lane groups of per-channel parameters (multipliers, biases, thresholds) that the program's layers share:
+#: 4,096 channels at 16 lanes (the bundled models use 59 and 39 groups; a dim-128 depth-2 transformer about
+#: 180), and at fewer lanes at least :data:`PARAM_CHANNELS` channels. The thresholds are the widest
+#: (``levels x theta_bits``): 29 DP16KD at 256 groups of 16 lanes.
+PARAM_GROUPS = 256
+PARAM_CHANNELS = 1024           # the bundled digits model has 938 channels of parameters
+
 #: Descriptors of the program memory (a flat block is 9 descriptors, the stem and the head 4).
 PROGRAM_DEPTH = 128
 
 #: Words of the K^T V store: time steps x channels x the lane groups a head spans.
 KV_DEPTH = 1024
 
-#: MULT18X18D per lane, an upper bound: Yosys made 69 for the 16-lane ULX3S-85F overlay with the pipelined post
-#: unit (79 before it): the accumulator x multiplier in two, the sparse engine's level x operand, COSPIKE's
-#: product.
-MULT_PER_LANE = 5
+#: MULT18X18D per lane and per post-unit lane, and the fixed part: Yosys made 51 for the 16-lane ULX3S-85F
+#: overlay with a 4-lane post unit (75 with a 16-lane one): per lane the sparse engine's level x operand and
+#: COSPIKE's product, per post lane the accumulator x multiplier in two.
+MULT_PER_LANE = 2
+MULT_PER_POST_LANE = 2
+MULT_FIXED = 11
 
-#: LUT4 sites per lane and the board's fixed part (UART bridge, PLL, LEDs, sequencer, the bus's staging
-#: register): nextpnr's ``TRELLIS_COMB`` of the 16-lane ULX3S-85F overlay was 43,992 (59,664 before the post
-#: unit was pipelined). Used only to choose the lanes of a smaller device.
-LUT4_PER_LANE = 2600
+#: LUT4 sites per lane, per post-unit lane, and the board's fixed part (UART bridge, PLL, LEDs, sequencer, the
+#: bus's staging register): nextpnr's ``TRELLIS_COMB`` of the 16-lane ULX3S-85F overlay was 21,700 with a
+#: 4-lane post unit, 43,706 with a 16-lane one. Used only to choose the lanes of a smaller device.
+LUT4_PER_LANE = 750
+LUT4_PER_POST_LANE = 1850
 LUT4_FIXED = 2500
 
 #: The UART bridge's write buffer (``compiler.hw.estimate.BOARD``).
@@ -82,16 +99,16 @@ _BRIDGE = Memory("uart bridge buffer", 32, 64)
 def overlay_memories(config: Config) -> list[Memory]:
     """The memories of ``hdl.npu.overlay.Overlay(config)`` as Yosys infers them (one copy per read port: the
     scratchpad banks have two, the engine's and the post unit's / peek port's)."""
-    c, P = config, config.lanes
+    c, P, Q, R = config, config.lanes, config.post_width, config.post_steps     # the post unit's memories:
     return [Memory("program", WORD_BITS, c.program_depth * DESCRIPTOR_WORDS),
             Memory("spikes", P * c.spike_bits, c.spike_depth, read_ports=2),
             Memory("wide", P * c.wide_bits, c.wide_depth, read_ports=2),
             Memory("weights", P * c.weight_bits, c.weight_depth),
-            Memory("mult", P * c.mult_bits, c.param_depth),
-            Memory("bias", P * c.bias_bits, c.param_depth),
-            Memory("theta", P * c.levels * c.theta_bits, c.param_depth),
+            Memory("mult", Q * c.mult_bits, c.param_depth * R),
+            Memory("bias", Q * c.bias_bits, c.param_depth * R),
+            Memory("theta", Q * c.levels * c.theta_bits, c.param_depth * R),
             Memory("acc", P * c.acc_bits, c.out_groups),
-            Memory("membrane", P * c.post_bits, c.out_groups),
+            Memory("membrane", Q * c.post_bits, c.out_groups * R),
             Memory("kv", P * c.kv_bits, c.kv_depth)]
 
 
@@ -106,8 +123,10 @@ def block_rams(config: Config) -> dict[str, int]:
 
 def resources(config: Config) -> dict[str, int]:
     """The board top's estimated DP16KD (exact rule), MULT18X18D and LUT4 (per-lane model) with ``config``."""
-    return {"DP16KD": sum(block_rams(config).values()), "MULT18X18D": MULT_PER_LANE * config.lanes,
-            "LUT4": LUT4_FIXED + LUT4_PER_LANE * config.lanes}
+    P, Q = config.lanes, config.post_width
+    return {"DP16KD": sum(block_rams(config).values()),
+            "MULT18X18D": MULT_FIXED + MULT_PER_LANE * P + MULT_PER_POST_LANE * Q,
+            "LUT4": LUT4_FIXED + LUT4_PER_LANE * P + LUT4_PER_POST_LANE * Q}
 
 
 def _fits(config: Config, totals: dict[str, int]) -> bool:
@@ -159,9 +178,8 @@ def board_config(totals: dict[str, int], lanes: int | None = None, *, name: str 
     made = []
     for p in tries:
         base = Config(lanes=p, program_depth=PROGRAM_DEPTH, kv_depth=KV_DEPTH, out_groups=-(-MAX_CHANNELS // p),
-                      spike_depth=256, wide_depth=128, weight_depth=512, **widths)
-        # the parameter memories: as deep as their narrowest block geometry allows (512 words of 36 bits)
-        base = replace(base, param_depth=512)
+                      spike_depth=256, wide_depth=128, weight_depth=512, post_lanes=min(p, POST_LANES), **widths)
+        base = replace(base, param_depth=max(PARAM_GROUPS, -(-PARAM_CHANNELS // p)))
         if _fits(base, totals):
             config = _grow(base, totals)
             if lanes is not None or config.weight_depth * p >= MIN_WEIGHTS:
@@ -183,6 +201,7 @@ def limits(config: Config) -> dict[str, int]:
     fields = dict(DESCRIPTOR_FIELDS)
     P = config.lanes
     return {"lanes": P,
+            "post_lanes": config.post_width,
             "max_out_channels": config.out_groups * P,
             "max_in_channels": (1 << fields["in_ch"]) - 1,
             "max_tokens": (1 << fields["tokens"]) - 1,

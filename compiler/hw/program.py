@@ -103,11 +103,15 @@ class Program:
         """What the host loads before the first inference, by memory: the program, the weights and the
         parameters, as words of the overlay's layouts (``hdl.npu.isa``)."""
         c = self.config
+        Q = c.post_width
+
+        def post_words(rows, bits):     # the post unit's memories: a group's parameters, post_width lanes a word
+            return [pack_lanes(w[r:r + Q].reshape(-1), bits) for w in rows for r in range(0, c.lanes, Q)]
         return {Mem.PROGRAM: self.program_words(),
                 Mem.WEIGHTS: [pack_lanes(w, c.weight_bits) for w in self.weights],
-                Mem.MULT: [pack_lanes(w, c.mult_bits) for w in self.mult],
-                Mem.BIAS: [pack_lanes(w, c.bias_bits) for w in self.bias],
-                Mem.THETA: [pack_lanes(w.reshape(-1), c.theta_bits) for w in self.theta]}
+                Mem.MULT: post_words(self.mult, c.mult_bits),
+                Mem.BIAS: post_words(self.bias, c.bias_bits),
+                Mem.THETA: post_words(self.theta, c.theta_bits)}
 
     def events(self, x: np.ndarray) -> list[float]:
         """Mean non-zero events per descriptor (what its src0 holds over its run, mask applied; and src1's for
@@ -143,7 +147,7 @@ class Program:
         """Cycles of each descriptor (the END included) for ``events`` per descriptor (:meth:`events`; none:
         the cost of a run without a spike)."""
         events = events or [0.0] * len(self.descriptors)
-        return [descriptor_cycles(d, self.config.lanes, e) for d, e in zip(self.descriptors, events)]
+        return [descriptor_cycles(d, self.config, e) for d, e in zip(self.descriptors, events)]
 
     def listing(self, events: list[float] | None = None) -> str:
         """One line per descriptor: what it computes, its operands' addresses, its dense synaptic operations
@@ -618,8 +622,8 @@ _ROOMY = Config(spike_bits=16, wide_bits=62, event_bits=16, spike_depth=1 << 30,
                 program_depth=1 << 30, classes=1 << 16, logit_bits=62)
 
 
-def fit_config(graph: ir.Graph, lanes: int = 16, *, keep: bool = False) -> Config:
-    """The smallest configuration of ``lanes`` lanes that ``graph``'s program fits (each width and depth as the
-    program needs it)."""
+def fit_config(graph: ir.Graph, lanes: int = 16, *, keep: bool = False, post_lanes: int = 0) -> Config:
+    """The smallest configuration of ``lanes`` lanes (a post unit of ``post_lanes``, 0: all of them) that
+    ``graph``'s program fits (each width and depth as the program needs it)."""
     needs = compile_program(graph, replace(_ROOMY, lanes=lanes), keep=keep).meta["needs"]
-    return Config(lanes=lanes, **needs)
+    return Config(lanes=lanes, post_lanes=post_lanes, **needs)

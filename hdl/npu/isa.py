@@ -260,6 +260,20 @@ class Config:
     program_depth: int = 256      # descriptors
     classes: int = 16             # logit registers
     logit_bits: int = 40
+    post_lanes: int = 0           # lanes the post unit computes per cycle, a divisor of lanes (0: all of them)
+
+    def __post_init__(self):
+        if self.lanes < 1 or not 0 <= self.post_lanes <= self.lanes or self.lanes % self.post_width:
+            raise ValueError(f"post_lanes must divide lanes ({self.lanes}), not {self.post_lanes}")
+
+    @property
+    def post_width(self) -> int:
+        """Lanes of one post-unit step: the post unit takes ``post_steps`` cycles per group of ``lanes``."""
+        return self.post_lanes or self.lanes
+
+    @property
+    def post_steps(self) -> int:
+        return self.lanes // self.post_width
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)

@@ -49,8 +49,8 @@ POST_FLUSH = POST_STAGES - 1
 DRAIN = 3
 
 
-def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
-    """Cycles of one descriptor ``d`` (``hdl.npu.isa.Descriptor``) on this sequencer, given the non-zero
+def descriptor_cycles(d, config: Config, events: float = 0) -> float:
+    """Cycles of one descriptor ``d`` (``hdl.npu.isa.Descriptor``) on the overlay of ``config``, given the non-zero
     events (mask applied) that it consumes over the whole run (LINEAR_ATTENTION: those of k and of q):
     exact (``tests/test_npu_overlay.py``).
 
@@ -66,21 +66,23 @@ def descriptor_cycles(d, lanes: int, events: float = 0) -> float:
     if d.kind == Kind.END:
         return DESCRIPTOR_WORDS + 2
     fetch = DESCRIPTOR_WORDS + 2 + POST_FLUSH
+    lanes = config.lanes
     g_in, g_out = -(-d.in_ch // lanes), -(-d.out_ch // lanes)
+    posted = g_out * config.post_steps        # cycles of one post
     frames = d.tokens * d.steps
     if d.kind == Kind.LINEAR_ATTENTION:
         span = d.head_span
         words = 2 * span * d.heads
-        return (fetch + d.steps * d.in_ch * span + frames * (2 + DRAIN + words) + frames * (3 + DRAIN + words + g_out)
+        return (fetch + d.steps * d.in_ch * span + frames * (2 + DRAIN + words) + frames * (3 + DRAIN + words + posted)
                 + events * span)
     if d.kind == Kind.COSPIKE:
-        return fetch + d.steps * (4 * d.tokens * g_in + g_out + 2 + DRAIN)
+        return fetch + d.steps * (4 * d.tokens * g_in + posted + 2 + DRAIN)
     if d.kind in (Kind.ELEMENTWISE, Kind.MAXPOOL):
         # a frame of a later time step waits in WORDS_DONE until the previous one's last post is written
         wait = max(0, POST_STAGES - 2 - DRAIN - g_in) if d.post == Post.NEURON else 0
-        return fetch + frames * (g_in + g_out + 2 + DRAIN) + d.tokens * (d.steps - 1) * wait
+        return fetch + frames * (g_in + posted + 2 + DRAIN) + d.tokens * (d.steps - 1) * wait
     posts = 1 if d.reduce else frames
-    return fetch + frames * (3 + DRAIN + 2 * g_in) + posts * g_out + events * g_out
+    return fetch + frames * (3 + DRAIN + 2 * g_in) + posts * posted + events * g_out
 
 
 def _data(shape, **kwargs) -> Signal:
@@ -122,8 +124,8 @@ class Overlay(wiring.Component):
     def __init__(self, config: Config, images: dict | None = None):
         self._cfg = c = config
         self._images = {Mem(k): list(v) for k, v in (images or {}).items()}
-        self.max_word = max(WORD_BITS, c.lanes * max(c.spike_bits, c.wide_bits, c.weight_bits, c.mult_bits,
-                                                      c.bias_bits, c.levels * c.theta_bits), c.logit_bits)
+        self.max_word = max(WORD_BITS, c.lanes * max(c.spike_bits, c.wide_bits, c.weight_bits),
+                            c.post_width * max(c.mult_bits, c.bias_bits, c.levels * c.theta_bits), c.logit_bits)
         self.addr_width = max(index_bits(d) for d in (c.program_depth * DESCRIPTOR_WORDS, c.spike_depth,
                                                       c.wide_depth, c.weight_depth, c.param_depth, c.classes))
         super().__init__({
@@ -156,11 +158,13 @@ class Overlay(wiring.Component):
                  Bank.WIDE: memory("wide", P * c.wide_bits, c.wide_depth)}
         bits = {Bank.SPIKES: c.spike_bits, Bank.WIDE: c.wide_bits}
         weights = memory("weights", P * c.weight_bits, c.weight_depth)
-        mult = memory("mult", P * c.mult_bits, c.param_depth)
-        bias = memory("bias", P * c.bias_bits, c.param_depth)
-        theta = memory("theta", P * c.levels * c.theta_bits, c.param_depth)
+        # the post unit's: a group's lanes in post_steps words of post_width lanes (Q lanes, R steps)
+        Q, R = c.post_width, c.post_steps
+        mult = memory("mult", Q * c.mult_bits, c.param_depth * R)
+        bias = memory("bias", Q * c.bias_bits, c.param_depth * R)
+        theta = memory("theta", Q * c.levels * c.theta_bits, c.param_depth * R)
         acc = memory("acc", P * c.acc_bits, c.out_groups)
-        vmem = memory("membrane", P * c.post_bits, c.out_groups)
+        vmem = memory("membrane", Q * c.post_bits, c.out_groups * R)
         kv = memory("kv", P * c.kv_bits, c.kv_depth)
         logits = Array(_data(signed(c.logit_bits), name=f"logit{k}") for k in range(c.classes))
 
@@ -417,7 +421,7 @@ class Overlay(wiring.Component):
         co_more_g, co_more_n = Signal(), Signal()
         m.d.sync += [co_more_g.eq(gi + 1 < n_gin), co_more_n.eq(n + 1 < desc.tokens)]
         m.d.sync += co_add.eq(0)
-        post_clear = Signal()          # the post unit's P1: acc[go1] read, cleared
+        post_clear = Signal()          # the post unit's P1: acc[go1] read (its last step), cleared
         post_go1 = Signal(12)
         copy_lanes = [_data(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
         m.d.sync += [x.eq(Mux(copy_in1, v, 0)) for x, v in zip(copy_lanes, src0_vals)]
@@ -441,28 +445,35 @@ class Overlay(wiring.Component):
         m.d.comb += [kv_wr.addr.eq(Mux(kv_clr, kv_count, a_addr)), kv_wr.en.eq(kv_clr | (a_valid & a_kv)),
                      kv_wr.data.eq(Mux(kv_clr, 0, Cat(*(x[:c.kv_bits] for x in sums))))]
 
-        # --- the post unit: a pipeline of one group per cycle ------------------------------------------
+        # --- the post unit: a pipeline of Q lanes (one step of a group) per cycle --------------------------
         # P0 read acc, parameters, membrane, residual (go) | P1 the words registered, clear acc[go] |
         # P2 acc * mult | P3 z = + bias | P4 V - (V >> leak), z >> shift | P5 H = + z, saturate |
         # P6 count thresholds, the residual add | P7 its saturation, the output | P8 write
         mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
         v_rd, v_wr = vmem.read_port(), vmem.write_port()
-        m.d.comb += [mult_rd.addr.eq(desc.mult_base + go),
-                     bias_rd.addr.eq(Mux(desc.bias_per_token, bias_nb, desc.bias_base) + go),
-                     v_rd.addr.eq(go)]
+        post_r = Signal(range(max(R, 2)))     # the step of group go that POST reads (Q lanes from lane Q r)
+
+        def stepped(group, step):
+            """The post unit's word of lane group ``group``, step ``step``."""
+            return group * R + step if R > 1 else group
+        m.d.comb += [mult_rd.addr.eq(stepped(desc.mult_base + go, post_r)),
+                     bias_rd.addr.eq(stepped(Mux(desc.bias_per_token, bias_nb, desc.bias_base) + go, post_r)),
+                     v_rd.addr.eq(stepped(go, post_r))]
         post_read = Signal()
         W = POST_STAGES                  # the stage that writes
         valid = [post_read] + [Signal(name=f"post_valid{k}") for k in range(1, W + 1)]
         pgo = [go] + [_data(12, name=f"post_go{k}") for k in range(1, W + 1)]
         dst_w = len(desc.dst_base) + 1
         pdst = [fb["dst"] + go] + [_data(dst_w, name=f"post_dst{k}") for k in range(1, W + 1)]
+        pr = [post_r] + [_data(len(post_r), name=f"post_r{k}") for k in range(1, W + 1)]
         for k in range(1, W + 1):
-            m.d.sync += [valid[k].eq(valid[k - 1]), pgo[k].eq(pgo[k - 1]), pdst[k].eq(pdst[k - 1])]
-        post_go, post_write = pgo[W], valid[W]
+            m.d.sync += [valid[k].eq(valid[k - 1]), pgo[k].eq(pgo[k - 1]), pdst[k].eq(pdst[k - 1]), pr[k].eq(pr[k - 1])]
+        post_go, post_write, post_step = pgo[W], valid[W], pr[W]
+        last_step = [(r == R - 1) if R > 1 else Const(1) for r in pr]       # a group's last step, by stage
         # the thresholds are read at P4 (theta_base is the descriptor's: it holds until the pipeline drains), so
         # that one register, not five, brings them to P6
-        m.d.comb += theta_rd.addr.eq(desc.theta_base + pgo[4])
-        m.d.comb += post_clear.eq(valid[1])
+        m.d.comb += theta_rd.addr.eq(stepped(desc.theta_base + pgo[4], pr[4]))
+        m.d.comb += post_clear.eq(valid[1] & last_step[1])
         # the saturation bounds of the descriptor, computed once (DISPATCH)
         sat_hi, sat_lo, add_hi, add_lo = (Signal(signed(c.post_bits + 1), name=n_) for n_ in
                                           ("sat_hi", "sat_lo", "add_hi", "add_lo"))
@@ -471,16 +482,21 @@ class Overlay(wiring.Component):
             half = ((Const(1, c.post_bits + 2) << desc.sat) >> 1).as_signed()
             ahalf = ((Const(1, c.post_bits + 2) << desc.add_width) >> 1).as_signed()
             m.d.sync += [sat_hi.eq(half - 1), sat_lo.eq(-half), add_hi.eq(ahalf - 1), add_lo.eq(-ahalf)]
-        mult_l = _lanes(mult_rd.data, P, c.mult_bits, True)
-        bias_l = _lanes(bias_rd.data, P, c.bias_bits, True)
-        v_l = _lanes(v_rd.data, P, c.post_bits, True)
-        th_bits = P * c.levels * c.theta_bits
+        mult_l = _lanes(mult_rd.data, Q, c.mult_bits, True)
+        bias_l = _lanes(bias_rd.data, Q, c.bias_bits, True)
+        v_l = _lanes(v_rd.data, Q, c.post_bits, True)
+
+        def step_lanes(values):
+            """The Q of a group's P values that step pr[1] (P1) computes."""
+            return [Array(values[r * Q + l] for r in range(R))[pr[1]] if R > 1 else values[l] for l in range(Q)]
+        acc_q, src1_q = step_lanes(acc_lanes), step_lanes(src1_vals)
+        th_bits = Q * c.levels * c.theta_bits
         count_stage = 6                  # P6 compares the membrane with the thresholds
         th = _data(th_bits, name="post_theta")            # at P6: read at P4, the block RAM's word at P5
         m.d.sync += th.eq(theta_rd.data)
-        th_w = _lanes(th, P * c.levels, c.theta_bits, True)
+        th_w = _lanes(th, Q * c.levels, c.theta_bits, True)
         ys, vs = [], []
-        for l in range(P):
+        for l in range(Q):
             prod, bias1, vm1, res1 = (_data(signed(c.post_bits), name=f"prod{l}"),
                                       _data(signed(c.bias_bits), name=f"bias{l}"),
                                       _data(signed(c.post_bits), name=f"vm1_{l}"),
@@ -490,8 +506,8 @@ class Overlay(wiring.Component):
                                              _data(signed(c.bias_bits), name=f"bias0_{l}"),
                                              _data(signed(c.post_bits), name=f"vm0_{l}"),
                                              _data(signed(c.wide_bits + 1), name=f"res0_{l}"))
-            m.d.sync += [acc1.eq(acc_lanes[l]), mult1.eq(mult_l[l]), bias0.eq(bias_l[l]),
-                         vm0.eq(Mux(t == 0, 0, v_l[l])), res0.eq(src1_vals[l])]
+            m.d.sync += [acc1.eq(acc_q[l]), mult1.eq(mult_l[l]), bias0.eq(bias_l[l]),
+                         vm0.eq(Mux(t == 0, 0, v_l[l])), res0.eq(src1_q[l])]
             m.d.sync += [prod.eq(acc1 * mult1), bias1.eq(bias0), vm1.eq(vm0), res1.eq(res0)]
             z, vm2, res2 = (_data(signed(c.post_bits), name=f"z{l}"), Signal.like(vm1, name=f"vm2_{l}"),
                             Signal.like(res1, name=f"res2_{l}"))
@@ -519,21 +535,29 @@ class Overlay(wiring.Component):
                          v.eq(Mux(count == 0, hm6, 0))]
             ys.append(y)
             vs.append(v)
-        m.d.comb += [v_wr.addr.eq(post_go), v_wr.data.eq(Cat(*(v.as_signed()[:c.post_bits] for v in vs))),
+        m.d.comb += [v_wr.addr.eq(stepped(post_go, post_step)),
+                     v_wr.data.eq(Cat(*(v.as_signed()[:c.post_bits] for v in vs))),
                      v_wr.en.eq(post_write & (desc.post == Post.NEURON))]
+        # a group's word is written at its last step: the earlier steps' outputs wait in a shift register
+        yw = max(bits.values())
+        held = [_data(signed(yw), name=f"post_held{k}") for k in range(P - Q)]
+        if held:
+            with m.If(post_write):
+                m.d.sync += [h_.eq(v) for h_, v in zip(held, held[Q:] + ys)]
+        outs = held + ys
         # lanes past out_ch (the last group's padding) are written as 0
         lane_used = [post_go * P + l < desc.out_ch for l in range(P)]
         for b in banks:
-            data_word = Cat(*(Mux(u, y[:bits[b]], 0) for u, y in zip(lane_used, ys)))
+            data_word = Cat(*(Mux(u, y[:bits[b]], 0) for u, y in zip(lane_used, outs)))
             is_dst = (desc.dst_bank == b) & (desc.post != Post.LOGITS)
-            m.d.comb += [wr[b].en.eq(Mux(self.busy, post_write & is_dst,
+            m.d.comb += [wr[b].en.eq(Mux(self.busy, post_write & last_step[W] & is_dst,
                                          self.load_en & (self.load_mem == (Mem.SPIKES if b == Bank.SPIKES
                                                                             else Mem.WIDE)))),
                          wr[b].addr.eq(Mux(self.busy, pdst[W], self.load_addr)),
                          wr[b].data.eq(Mux(self.busy, data_word, self.load_data))]
         with m.If(post_write & (desc.post == Post.LOGITS)):
-            for l in range(P):
-                k = post_go * P + l
+            for l in range(Q):
+                k = post_go * P + (post_step * Q if R > 1 else 0) + l
                 with m.If(k < c.classes):
                     m.d.sync += logits[k[:index_bits(c.classes)]].eq(ys[l])
         post_busy = Cat(*valid[1:W]).any()       # writes still to come after this cycle
@@ -727,12 +751,15 @@ class Overlay(wiring.Component):
                     m.d.sync += [gi.eq(0), go.eq(0), n.eq(0), *frame_moves("n=0")]
                     m.next = "DRAIN_A"
             with m.State("POST"):
-                # one group per cycle: read here, computed and written the next cycle (post_write)
+                # one step of a group per cycle: read here, computed and written POST_STAGES cycles later
                 m.d.comb += post_read.eq(1)
-                m.d.sync += go.eq(go + 1)
-                with m.If(go + 1 >= n_gout):
-                    m.d.sync += [go.eq(0), post_phase.eq(0)]
-                    m.next = "NEXT_FRAME"
+                if R > 1:
+                    m.d.sync += post_r.eq(post_r + 1)
+                with m.If(last_step[0]):
+                    m.d.sync += [go.eq(go + 1), post_r.eq(0)]
+                    with m.If(go + 1 >= n_gout):
+                        m.d.sync += [go.eq(0), post_phase.eq(0)]
+                        m.next = "NEXT_FRAME"
             with m.State("NEXT_FRAME"):
                 with m.If(~frame_end_t):
                     m.d.sync += [t.eq(t + 1), *frame_moves("t+1")]

@@ -75,9 +75,9 @@ _WORD_BITS = {
     "SPIKES": lambda c: c.lanes * c.spike_bits,
     "WIDE": lambda c: c.lanes * c.wide_bits,
     "WEIGHTS": lambda c: c.lanes * c.weight_bits,
-    "MULT": lambda c: c.lanes * c.mult_bits,
-    "BIAS": lambda c: c.lanes * c.bias_bits,
-    "THETA": lambda c: c.lanes * c.levels * c.theta_bits,
+    "MULT": lambda c: c.post_width * c.mult_bits,
+    "BIAS": lambda c: c.post_width * c.bias_bits,
+    "THETA": lambda c: c.post_width * c.levels * c.theta_bits,
     "LOGITS": lambda c: c.logit_bits,
 }
 
