@@ -67,7 +67,7 @@ MIN_WEIGHTS = 16_384
 
 #: Lane groups of per-channel parameters (multipliers, biases, thresholds) that the program's layers share:
 #: 4,096 channels at 16 lanes (the bundled models use 59 and 39 groups; a dim-128 depth-2 transformer about
-#: 180), and at fewer lanes at least :data:`PARAM_CHANNELS` channels. The thresholds are the widest
+#: 180), and at fewer lanes up to twice as many groups for :data:`PARAM_CHANNELS` channels. The thresholds are the widest
 #: (``levels x theta_bits``): 29 DP16KD at 256 groups of 16 lanes.
 PARAM_GROUPS = 256
 PARAM_CHANNELS = 1024           # the bundled digits model has 938 channels of parameters
@@ -179,7 +179,7 @@ def board_config(totals: dict[str, int], lanes: int | None = None, *, name: str 
     for p in tries:
         base = Config(lanes=p, program_depth=PROGRAM_DEPTH, kv_depth=KV_DEPTH, out_groups=-(-MAX_CHANNELS // p),
                       spike_depth=256, wide_depth=128, weight_depth=512, post_lanes=min(p, POST_LANES), **widths)
-        base = replace(base, param_depth=max(PARAM_GROUPS, -(-PARAM_CHANNELS // p)))
+        base = replace(base, param_depth=max(PARAM_GROUPS, min(2 * PARAM_GROUPS, -(-PARAM_CHANNELS // p))))
         if _fits(base, totals):
             config = _grow(base, totals)
             if lanes is not None or config.weight_depth * p >= MIN_WEIGHTS:

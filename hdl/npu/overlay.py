@@ -143,6 +143,7 @@ class Overlay(wiring.Component):
         m = Module()
         c = self._cfg
         P = c.lanes
+        Q, R = c.post_width, c.post_steps        # the post unit: Q lanes a cycle, a group's post in R steps
 
         def memory(name, width, depth):
             init = self._images.get(Mem.__members__.get(name.upper()), [])
@@ -159,14 +160,12 @@ class Overlay(wiring.Component):
         bits = {Bank.SPIKES: c.spike_bits, Bank.WIDE: c.wide_bits}
         weights = memory("weights", P * c.weight_bits, c.weight_depth)
         # the post unit's: a group's lanes in post_steps words of post_width lanes (Q lanes, R steps)
-        Q, R = c.post_width, c.post_steps
         mult = memory("mult", Q * c.mult_bits, c.param_depth * R)
         bias = memory("bias", Q * c.bias_bits, c.param_depth * R)
         theta = memory("theta", Q * c.levels * c.theta_bits, c.param_depth * R)
         acc = memory("acc", P * c.acc_bits, c.out_groups)
         vmem = memory("membrane", Q * c.post_bits, c.out_groups * R)
         kv = memory("kv", P * c.kv_bits, c.kv_depth)
-        logits = Array(_data(signed(c.logit_bits), name=f"logit{k}") for k in range(c.classes))
 
         # load port: one write port per loadable memory (the banks share theirs with the engine)
         loads = {Mem.PROGRAM: program, Mem.WEIGHTS: weights, Mem.MULT: mult, Mem.BIAS: bias, Mem.THETA: theta}
@@ -357,10 +356,15 @@ class Overlay(wiring.Component):
         v_vals = lanes_of(rd_b, desc.src2_bank, True)           # the k pass's v word
 
         m.d.comb += self.peek_data.eq(Mux(self.peek_mem == Mem.WIDE, rd_b[Bank.WIDE].data, rd_b[Bank.SPIKES].data))
-        peek_logit = Signal(signed(c.logit_bits))
-        m.d.sync += peek_logit.eq(logits[self.peek_addr[:index_bits(c.classes)]])
+        # the logits: the post unit's words (logit k is lane k % Q of word k // Q), written by a LOGITS post
+        logits = Memory(shape=unsigned(Q * c.logit_bits), depth=max(-(-c.classes // Q), 2), init=[])
+        m.submodules.logits = logits
+        logit_rd, logit_wr = logits.read_port(transparent_for=()), logits.write_port()
+        peek_lane = Signal(range(max(Q, 2)))
+        m.d.comb += logit_rd.addr.eq(self.peek_addr // Q if Q > 1 else self.peek_addr)
+        m.d.sync += peek_lane.eq(self.peek_addr % Q if Q > 1 else 0)
         with m.If(self.peek_mem == Mem.LOGITS):
-            m.d.comb += self.peek_data.eq(peek_logit)
+            m.d.comb += self.peek_data.eq(Array(_lanes(logit_rd.data, Q, c.logit_bits, True))[peek_lane])
 
         # --- the accumulate pipeline ------------------------------------------------------------------
         # I issue the operand's read (weight word, v word, K^T V word) and the K^T V target's | D the words
@@ -369,8 +373,7 @@ class Overlay(wiring.Component):
         # read at A (asynchronously), so back-to-back updates of one group need no forwarding; a K^T V word is
         # never updated twice within the pipeline (one event per channel and token, tokens apart).
         w_rd = weights.read_port()
-        acc_rd = acc.read_port(transparent_for=())          # the post unit's
-        acc_ard = acc.read_port(domain="comb")              # the update's and COSPIKE's
+        acc_ard = acc.read_port(domain="comb")    # the update's, COSPIKE's, the copy's and the post unit's (P0)
         acc_wr = acc.write_port()
         kv_rd = kv.read_port(transparent_for=())
         kv_wr = kv.write_port()
@@ -396,13 +399,12 @@ class Overlay(wiring.Component):
                      *(x.eq(v) for x, v in zip(x_v, v_vals)),
                      m_valid.eq(x_valid), m_kv.eq(x_kv), m_level.eq(x_level), m_addr.eq(x_addr), m_old.eq(x_kvd),
                      a_valid.eq(m_valid), a_kv.eq(m_kv), a_addr.eq(m_addr), a_old.eq(m_old)]
-        m.d.comb += [w_rd.addr.eq(w_addr), kv_rd.addr.eq(kv_row), acc_rd.addr.eq(go)]
+        m.d.comb += [w_rd.addr.eq(w_addr), kv_rd.addr.eq(kv_row)]
         w_lanes = _lanes(x_w, P, c.weight_bits, True)
         kv_lanes = _lanes(x_kvd, P, c.kv_bits, True)
         for l in range(P):
             m.d.sync += [m_op[l].eq(Mux(x_kv, Mux(x_mask[l], x_v[l], 0), Mux(x_attn, kv_lanes[l], w_lanes[l]))),
                          a_prod[l].eq(m_level * m_op[l])]
-        acc_lanes = _lanes(acc_rd.data, P, c.acc_bits, True)
         acc_now = _lanes(acc_ard.data, P, c.acc_bits, True)
         old_kv = _lanes(a_old, P, c.kv_bits, True)
         sums = [(Mux(a_kv, k, a) + x)[:tw] for a, k, x in zip(acc_now, old_kv, a_prod)]
@@ -433,7 +435,7 @@ class Overlay(wiring.Component):
         co_sums = Cat(*((a + p_)[:c.acc_bits] for a, p_ in zip(acc_now, co_p)))
         upd_acc = a_valid & ~a_kv
         m.d.sync += post_go1.eq(go)
-        m.d.comb += acc_ard.addr.eq(Mux(copy_valid, copy_g, Mux(co_add, go, a_addr)))
+        m.d.comb += acc_ard.addr.eq(Mux(copy_valid, copy_g, Mux(co_add | post_phase, go, a_addr)))
         # MAXPOOL's values are spike levels (the compiler pools the spike bank only): compared in spike_bits bits
         sb = c.spike_bits
         copy_word = Cat(*(Mux(maxpool & (a[:sb] > x[:sb]), a, x)[:c.acc_bits] for a, x in zip(acc_now, copy_lanes)))
@@ -486,10 +488,13 @@ class Overlay(wiring.Component):
         bias_l = _lanes(bias_rd.data, Q, c.bias_bits, True)
         v_l = _lanes(v_rd.data, Q, c.post_bits, True)
 
-        def step_lanes(values):
-            """The Q of a group's P values that step pr[1] (P1) computes."""
-            return [Array(values[r * Q + l] for r in range(R))[pr[1]] if R > 1 else values[l] for l in range(Q)]
-        acc_q, src1_q = step_lanes(acc_lanes), step_lanes(src1_vals)
+        def step_lanes(values, k):
+            """The Q of a group's P values that step pr[k] (stage Pk) computes."""
+            return [Array(values[r * Q + l] for r in range(R))[pr[k]] if R > 1 else values[l] for l in range(Q)]
+        # the accumulators' word is read asynchronously at P0 (the accumulate pipeline is drained by then)
+        acc0 = [_data(signed(c.acc_bits), name=f"acc0_{l}") for l in range(Q)]
+        m.d.sync += [a.eq(v) for a, v in zip(acc0, step_lanes(acc_now, 0))]
+        acc_q, src1_q = acc0, step_lanes(src1_vals, 1)
         th_bits = Q * c.levels * c.theta_bits
         count_stage = 6                  # P6 compares the membrane with the thresholds
         th = _data(th_bits, name="post_theta")            # at P6: read at P4, the block RAM's word at P5
@@ -546,7 +551,9 @@ class Overlay(wiring.Component):
                 m.d.sync += [h_.eq(v) for h_, v in zip(held, held[Q:] + ys)]
         outs = held + ys
         # lanes past out_ch (the last group's padding) are written as 0
-        lane_used = [post_go * P + l < desc.out_ch for l in range(P)]
+        post_room = _data(signed(len(desc.out_ch) + 1), name="post_room")     # out_ch - post_go * P, at P8
+        m.d.sync += post_room.eq(desc.out_ch - pgo[W - 1] * P)
+        lane_used = [post_room > l for l in range(P)]
         for b in banks:
             data_word = Cat(*(Mux(u, y[:bits[b]], 0) for u, y in zip(lane_used, outs)))
             is_dst = (desc.dst_bank == b) & (desc.post != Post.LOGITS)
@@ -555,11 +562,9 @@ class Overlay(wiring.Component):
                                                                             else Mem.WIDE)))),
                          wr[b].addr.eq(Mux(self.busy, pdst[W], self.load_addr)),
                          wr[b].data.eq(Mux(self.busy, data_word, self.load_data))]
-        with m.If(post_write & (desc.post == Post.LOGITS)):
-            for l in range(Q):
-                k = post_go * P + (post_step * Q if R > 1 else 0) + l
-                with m.If(k < c.classes):
-                    m.d.sync += logits[k[:index_bits(c.classes)]].eq(ys[l])
+        m.d.comb += [logit_wr.en.eq(post_write & (desc.post == Post.LOGITS)),
+                     logit_wr.addr.eq(stepped(post_go, post_step)),
+                     logit_wr.data.eq(Cat(*(y[:c.logit_bits] for y in ys)))]
         post_busy = Cat(*valid[1:W]).any()       # writes still to come after this cycle
 
         # --- the sequencer ------------------------------------------------------------------------------
