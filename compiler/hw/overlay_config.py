@@ -66,8 +66,8 @@ MAX_CHANNELS = 512
 MIN_WEIGHTS = 16_384
 
 #: Lane groups of per-channel parameters (multipliers, biases, thresholds) that the program's layers share:
-#: 4,096 channels at 16 lanes (the bundled models use 59 and 39 groups; a dim-128 depth-2 transformer about
-#: 180), and at fewer lanes up to twice as many groups for :data:`PARAM_CHANNELS` channels. The thresholds are the widest
+#: 4,096 channels at 16 lanes (the bundled models use 59 and 39 groups, an untrained dim-128 depth-2
+#: transformer 329), and at fewer lanes up to twice as many groups for :data:`PARAM_CHANNELS` channels. The thresholds are the widest
 #: (``levels x theta_bits``): 29 DP16KD at 256 groups of 16 lanes.
 PARAM_GROUPS = 256
 PARAM_CHANNELS = 1024           # the bundled digits model has 938 channels of parameters
