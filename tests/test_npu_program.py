@@ -254,3 +254,25 @@ def _metaformer(stages, **kw):
 def test_random_metaformers_are_bit_exact(cfg, lanes, seed):
     graph, x = _model(cfg, seed, count=2)
     _check(graph, x, compile_program(graph, fit_config(graph, lanes)))
+
+
+def test_a_narrow_post_unit_takes_each_groups_parameters_in_steps(digits_graph):
+    """With ``post_lanes`` 4 of 16 lanes, each parameter word of a lane group becomes 4 words of 4 lanes, lowest
+    lanes first, and each post costs 4 cycles a group instead of 1."""
+    from hdl.npu.isa import Mem
+    full = compile_program(digits_graph, fit_config(digits_graph, 16))
+    narrow = compile_program(digits_graph, fit_config(digits_graph, 16, post_lanes=4))
+    c = narrow.config
+    assert (c.post_width, c.post_steps) == (4, 4)
+    for mem, lane_bits in ((Mem.MULT, c.mult_bits), (Mem.BIAS, c.bias_bits), (Mem.THETA, c.levels * c.theta_bits)):
+        wide, steps = full.images()[mem], narrow.images()[mem]
+        assert len(steps) == 4 * len(wide) and any(wide), mem.name
+        for g, word in enumerate(wide):
+            assert word == sum(steps[4 * g + r] << (r * 4 * lane_bits) for r in range(4)), (mem.name, g)
+    # a post of G groups: G cycles on the full post unit, 4 G on the narrow one (exact cycles: test_npu_overlay)
+    posts = sum((1 if d.reduce else d.tokens * d.steps) * -(-d.out_ch // 16) for d in narrow.descriptors
+                if d.kind == Kind.MATMUL)
+    assert sum(narrow.cycles()) - sum(full.cycles()) >= 3 * posts > 0
+    for bad in (3, 17, -1):
+        with pytest.raises(ValueError, match="post_lanes"):
+            Config(lanes=16, post_lanes=bad)
