@@ -361,8 +361,12 @@ class Overlay(wiring.Component):
         m.submodules.logits = logits
         logit_rd, logit_wr = logits.read_port(transparent_for=()), logits.write_port()
         peek_lane = Signal(range(max(Q, 2)))
-        m.d.comb += logit_rd.addr.eq(self.peek_addr // Q if Q > 1 else self.peek_addr)
-        m.d.sync += peek_lane.eq(self.peek_addr % Q if Q > 1 else 0)
+        if Q & (Q - 1) == 0:              # a power of two: the address's bits (a divider otherwise)
+            logit_word, logit_lane = self.peek_addr[Q.bit_length() - 1:], self.peek_addr[:Q.bit_length() - 1]
+        else:
+            logit_word, logit_lane = self.peek_addr // Q, self.peek_addr % Q
+        m.d.comb += logit_rd.addr.eq(logit_word)
+        m.d.sync += peek_lane.eq(logit_lane)
         with m.If(self.peek_mem == Mem.LOGITS):
             m.d.comb += self.peek_data.eq(Array(_lanes(logit_rd.data, Q, c.logit_bits, True))[peek_lane])
 
