@@ -36,8 +36,8 @@ SMALL_DEPTHS = dict(spike_depth=512, wide_depth=256, weight_depth=1024, param_de
 
 
 def small_config(lanes: int) -> Config:
-    from compiler.hw.overlay_config import POST_LANES, WIDTHS
-    return Config(lanes=lanes, post_lanes=min(lanes, POST_LANES), **SMALL_DEPTHS, **WIDTHS)
+    from compiler.hw.overlay_config import WIDTHS, standard_post_lanes
+    return Config(lanes=lanes, post_lanes=standard_post_lanes(lanes), **SMALL_DEPTHS, **WIDTHS)
 
 
 def critical_lines(log: str) -> list[str]:

@@ -409,3 +409,10 @@ def test_the_first_overlay_build_and_a_second_model_without_synthesis(tmp_path, 
     assert (tmp_path / "second" / "top.bit").read_bytes() == (tmp_path / "first" / "top.bit").read_bytes()
     assert second_seconds < 30
     sys.stderr.write(f"second build (another model, cached overlay): {second_seconds:.1f} s\n")
+
+
+def test_any_lane_count_gets_a_post_unit_that_divides_it():
+    """``--lanes 6`` must not take the standard 4-lane post unit (4 does not divide 6)."""
+    assert [overlay_config.standard_post_lanes(p) for p in (1, 2, 3, 4, 5, 6, 8, 12, 16)] == [1, 2, 3, 4, 1, 3, 4, 4, 4]
+    config = overlay_config.board_config(get_board("ulx3s").fit_totals, 6)
+    assert (config.lanes, config.post_lanes) == (6, 3)

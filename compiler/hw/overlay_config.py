@@ -14,7 +14,8 @@ whole stays within :data:`BRAM_BUDGET` of the device's blocks.
 Block RAMs are counted by the rule the estimator uses for Yosys-inferred memories
 (``compiler.hw.estimate.map_memory``: one copy per read port, the cheapest DP16KD geometry); multipliers and
 LUTs by a per-lane and per-post-lane model measured on the synthesized 16-lane overlay of the ULX3S-85F
-(:data:`MULT_PER_LANE`, :data:`LUT4_PER_LANE` and their post-unit counterparts), used only to choose fewer lanes on devices that cannot hold 16.
+(:data:`MULT_PER_LANE`, :data:`LUT4_PER_LANE` and their post-unit counterparts), used only to choose fewer
+lanes on devices that cannot hold 16.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from .estimate import map_memory
 
 __all__ = ["STANDARD_LANES", "POST_LANES", "WIDTHS", "BRAM_BUDGET", "MAX_CHANNELS", "MIN_WEIGHTS", "PARAM_GROUPS",
            "PARAM_CHANNELS", "MULT_PER_LANE", "MULT_PER_POST_LANE", "MULT_FIXED", "LUT4_PER_LANE",
-           "LUT4_PER_POST_LANE", "LUT4_FIXED", "overlay_memories", "block_rams", "resources", "board_config", "limits", "describe"]
+           "LUT4_PER_POST_LANE", "LUT4_FIXED", "standard_post_lanes", "overlay_memories", "block_rams", "resources",
+           "board_config", "limits", "describe"]
 
 #: Lanes of the standard configuration, where the device holds them (fewer, a power of two, where not).
 STANDARD_LANES = 16
@@ -40,6 +42,11 @@ STANDARD_LANES = 16
 #: two barrel shifters, four threshold comparators and two saturations, fed a 2,048-bit threshold word a
 #: cycle) was where router2 found most of its overused wires on the LFE5U-85F, and the overlay did not route.
 POST_LANES = 4
+
+
+def standard_post_lanes(lanes: int) -> int:
+    """The standard post unit of ``lanes`` lanes: the largest divisor of ``lanes`` up to :data:`POST_LANES`."""
+    return max(q for q in range(1, min(lanes, POST_LANES) + 1) if lanes % q == 0)
 
 #: Element widths of every standard configuration. The flat family's largest needs, from ``fit_config`` at 16
 #: lanes on untrained models from the bundled one up to dim 256, 8-bit weights, 4 levels and 15 time steps:
@@ -67,8 +74,8 @@ MIN_WEIGHTS = 16_384
 
 #: Lane groups of per-channel parameters (multipliers, biases, thresholds) that the program's layers share:
 #: 4,096 channels at 16 lanes (the bundled models use 59 and 39 groups, an untrained dim-128 depth-2
-#: transformer 329), and at fewer lanes up to twice as many groups for :data:`PARAM_CHANNELS` channels. The thresholds are the widest
-#: (``levels x theta_bits``): 29 DP16KD at 256 groups of 16 lanes.
+#: transformer 329), and at fewer lanes up to twice as many groups for :data:`PARAM_CHANNELS` channels. The
+#: thresholds are the widest (``levels x theta_bits``): 29 DP16KD at 256 groups of 16 lanes.
 PARAM_GROUPS = 256
 PARAM_CHANNELS = 1024           # the bundled digits model has 938 channels of parameters
 
@@ -178,7 +185,8 @@ def board_config(totals: dict[str, int], lanes: int | None = None, *, name: str 
     made = []
     for p in tries:
         base = Config(lanes=p, program_depth=PROGRAM_DEPTH, kv_depth=KV_DEPTH, out_groups=-(-MAX_CHANNELS // p),
-                      spike_depth=256, wide_depth=128, weight_depth=512, post_lanes=min(p, POST_LANES), **widths)
+                      spike_depth=256, wide_depth=128, weight_depth=512, post_lanes=standard_post_lanes(p),
+                      **widths)
         base = replace(base, param_depth=max(PARAM_GROUPS, min(2 * PARAM_GROUPS, -(-PARAM_CHANNELS // p))))
         if _fits(base, totals):
             config = _grow(base, totals)
