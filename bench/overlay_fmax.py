@@ -99,7 +99,7 @@ def _board(a, seeds: list[int]) -> int:
     from boards import get_board
     from boards.errors import BoardError
     from compiler.errors import UserError
-    from compiler.flows.overlay import NEXTPNR_OPTIONS, _board_top
+    from compiler.flows.overlay import NEXTPNR_OPTIONS, ROUTER, _board_top
     from compiler.hw import overlay_config
     if a.bram_budget is not None and not 0 < a.bram_budget <= 1:
         print(f"error: --bram-budget must be in (0, 1], not {a.bram_budget}", file=sys.stderr)
@@ -121,7 +121,8 @@ def _board(a, seeds: list[int]) -> int:
         print(f"seed {seed}: the {config.lanes}-lane overlay of the {spec.name} at {a.freq:g} MHz in {work} ...",
               file=sys.stderr, flush=True)
         top = _board_top(config, spec, a.freq, 3_000_000)
-        result = board_flow.build(top, spec, work, seed=seed, allow_timing_fail=True, nextpnr_opts=NEXTPNR_OPTIONS)
+        result = board_flow.build(top, spec, work, seed=seed, allow_timing_fail=True, router=ROUTER,
+                                  nextpnr_opts=NEXTPNR_OPTIONS)
         r = {"seed": seed, "fmax_mhz": result.fmax_mhz, "target_mhz": result.target_mhz,
              "resources": {k: {"used": u.used, "total": u.total} for k, u in result.resources.items()},
              "seconds": result.seconds,

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from boards import build as board_flow
 from boards import get_board
 from compiler.cli import main
 from compiler.flows import overlay
@@ -104,7 +103,7 @@ def test_the_rtlil_is_what_the_overlay_cache_synthesizes(exported, tmp_path):
     spec = get_board("ulx3s")
     config = overlay_config.board_config(spec.fit_totals, 2)
     top = overlay._board_top(config, spec, r["clock_mhz"], r["baud"])
-    board_flow.prepare(top, spec, tmp_path, seed=1, nextpnr_opts=overlay.NEXTPNR_OPTIONS)
+    overlay.prepare(top, spec, tmp_path, 1)
     for name in ("top.il", "top.lpf", "top.ys", "build_top.sh"):
         assert (tmp_path / name).read_text() == (out / name).read_text(), name
 

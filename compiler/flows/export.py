@@ -26,7 +26,6 @@ from pathlib import Path
 from boards import get_board
 from sim import verilog
 
-from boards import build as board_flow
 
 from ..errors import UserError
 from . import SCHEMA_VERSION, build
@@ -135,7 +134,7 @@ def run_overlay(model: str | Path, board: str, out: str | Path, *, lanes: int | 
         except OSError as exc:
             raise UserError(f"cannot create a folder beside {out}: {exc.strerror or exc}") from None
         top = overlay._board_top(b.overlay, b.spec, b.clock_mhz, baud)
-        board_flow.prepare(top, b.spec, staging, seed=seed, nextpnr_opts=overlay.NEXTPNR_OPTIONS)
+        overlay.prepare(top, b.spec, staging, seed)
         _verilog(staging)
         overlay.save_images(staging / overlay.IMAGES_FILE, b.program)
         listing = b.program.listing(b.events)

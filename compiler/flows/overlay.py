@@ -63,7 +63,7 @@ from ..hw.program import Program, compile_program
 from ..ir import metrics
 
 __all__ = ["DEFAULT_CLOCK_MHZ", "CACHE_ENV", "OverlayBuildConfig", "OverlayBuild", "cache_root", "gateware_hash",
-           "cache_key", "cached_overlay", "run", "save_images", "load_images", "standard_config_for_hash"]
+           "cache_key", "cached_overlay", "prepare", "run", "save_images", "load_images", "standard_config_for_hash"]
 
 #: The overlay's default core clock: the 16-lane gateware is not pipelined yet (nextpnr estimated 16.2 MHz after
 #: placing the ULX3S-85F's overlay at seed 1; docs/build.md); the UART divisor at 3 Mbaud is 5 (exact).
@@ -79,10 +79,15 @@ ENTRY_FILE = "overlay.json"
 _KEEP = ("top.bit", "top.report.json", "top.tim", "top.rpt", "top.lpf", "synthesis.log", "place_and_route.log",
          "bitstream.log", ENTRY_FILE)
 
-#: nextpnr's placer and router options for the overlay: its defaults (the one-engine-per-layer flow's heavier
-#: timing weights, ``boards.build.PLACER_OPTIONS``, pack critical paths for 100 MHz; the overlay's clock is
-#: relaxed and its wide memories make routing the harder part).
-NEXTPNR_OPTIONS = ""
+#: nextpnr's placer options for the overlay. The electrostatic placer (``static``) spreads the design over the
+#: die, where the analytic one (``heap``, the default) packed the 85F's overlay into a third of it and router2
+#: stalled on the congestion: the 8-lane overlay at seed 1 routed (no overused wire at iteration 53) where heap
+#: left 280-360 overused wires after 60 iterations (docs/architecture.md, "Routing the 85F").
+NEXTPNR_OPTIONS = "--placer static"
+
+#: nextpnr's router for the overlay: on the 85F's 16-lane overlay, placed by ``static``, router2 swung between
+#: 600 and 2,200 overused wires after its 40th iteration; router1 routed it in about 8 minutes.
+ROUTER = "router1"
 
 IMAGES_FILE = "program.npz"
 IMAGES_FORMAT = "qsd-fpga overlay images 1"
@@ -136,7 +141,7 @@ def cache_key(spec: BoardSpec, config: Config, clock_mhz: float, baud: int, seed
     clock and UART rate, nextpnr's seed, router and options, the tools' versions and the gateware's sources."""
     material = {"board": spec.name, "device": spec.device, "package": spec.package, "speed": spec.speed,
                 "config_hash": f"{config_hash(config):08x}", "config": asdict(config),
-                "clock_mhz": float(clock_mhz), "baud": int(baud), "seed": int(seed), "router": "router2",
+                "clock_mhz": float(clock_mhz), "baud": int(baud), "seed": int(seed), "router": ROUTER,
                 "nextpnr_options": NEXTPNR_OPTIONS, "tools": tool_versions(),
                 "gateware": gateware_hash()}
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
@@ -160,13 +165,18 @@ def _board_top(config: Config, spec: BoardSpec, clock_mhz: float, baud: int, ima
     return BoardTop(core, spec, clock_mhz, lambda f: UartBridge(f, baud, width))
 
 
+def prepare(top, spec: BoardSpec, folder: Path, seed: int) -> board_flow.Prepared:
+    """``boards.build.prepare`` with the overlay's router and placer options (the cache and ``export``)."""
+    return board_flow.prepare(top, spec, folder, seed=seed, router=ROUTER, nextpnr_opts=NEXTPNR_OPTIONS)
+
+
 def _run_tools(top, spec: BoardSpec, folder: Path, seed: int, progress: bool, where: str
                ) -> tuple[board_flow.Prepared, board_flow.BuildResult, dict[str, float]]:
     """Yosys, nextpnr-ecp5 and ecppack on ``top`` in ``folder``; a missed clock stops before the bitstream."""
     show = board_flow.stderr_progress if progress else None
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
-    prepared = board_flow.prepare(top, spec, folder, seed=seed, nextpnr_opts=NEXTPNR_OPTIONS)
+    prepared = prepare(top, spec, folder, seed)
     seconds["generate"] = time.monotonic() - t0
     result = None
     try:

@@ -2,8 +2,8 @@
 the overlay's control, load and peek ports, so that the host driver (``compiler.host.npu``) loads programs,
 runs them and reads results over the UART bridge on a board or through the simulators' bus harnesses.
 
-Writes (registered: a memory word or a start reaches the overlay the cycle after the bus write, so a start
-written after the last word of an image sees it):
+Writes (registered twice, decoded and then acted on: a memory word or a start reaches the overlay two cycles
+after the bus write, in order, so a start written after the last word of an image sees it):
 
 * a memory region's chunk that is not the word's last goes to the staging register (at its chunk's place);
 * its last chunk drives the load port with the staging register's chunks below it: one word written;
@@ -72,28 +72,40 @@ class OverlayBus(wiring.Component):
             cb = amap.chunk_bits[mem]
             return addr[cb:cb + amap.index_bits], addr[:cb] if cb else Const(0, 1)
 
-        # -- writes ---------------------------------------------------------------------------------------
+        # -- writes: decoded as they are registered (cycle 1), then acted on (cycle 2) ------------------------
+        # (the bridge sits by the UART pins, across the die from the overlay: no logic on that route)
         region, offset = bus.addr[shift:], bus.addr[:shift]
         max_chunks = max(amap.chunks.values())
-        # the word being assembled, and the one written: data registers, no reset (hdl.npu.overlay._data)
-        staging = Signal(32 * max(max_chunks - 1, 1), reset_less=True)
-        load_data = Signal(len(ov.load_data), reset_less=True)
-        m.d.comb += ov.load_data.eq(load_data)
-        m.d.sync += [ov.load_en.eq(0), ov.start.eq(0)]
+        w_data = Signal(32, reset_less=True)
+        w_start, w_load, w_stage = Signal(), Signal(), Signal()          # the access decoded, at cycle 1
+        w_mem = Signal(range(len(Mem) + 1), reset_less=True)
+        w_word = Signal(amap.index_bits, reset_less=True)
+        w_chunk = Signal(range(max(max_chunks, 2)), reset_less=True)
+        m.d.sync += [w_data.eq(bus.wdata), w_start.eq(0), w_load.eq(0), w_stage.eq(0)]
         with m.If(bus.we):
             with m.Switch(region):
                 with m.Case(0):
-                    with m.If((offset == REG_CTRL) & ((bus.wdata & CTRL_START) != 0)):
-                        m.d.sync += ov.start.eq(1)
+                    m.d.sync += w_start.eq((offset == REG_CTRL) & ((bus.wdata & CTRL_START) != 0))
                 for mem in Mem:
                     n = amap.chunks[mem]
                     word, chunk = word_and_chunk(offset, mem)
                     with m.Case(amap.region(mem)):
-                        with m.If(chunk == n - 1):
-                            m.d.sync += [ov.load_en.eq(1), ov.load_mem.eq(mem), ov.load_addr.eq(word),
-                                         load_data.eq(Cat(staging[:32 * (n - 1)], bus.wdata))]
-                        with m.Elif(chunk < n - 1):
-                            m.d.sync += staging.word_select(chunk, 32).eq(bus.wdata)
+                        m.d.sync += [w_mem.eq(mem), w_word.eq(word), w_chunk.eq(chunk),
+                                     w_load.eq(chunk == n - 1), w_stage.eq(chunk < n - 1)]
+        # the word being assembled, and the one written: data registers, no reset (hdl.npu.overlay._data)
+        staging = Signal(32 * max(max_chunks - 1, 1), reset_less=True)
+        load_data = Signal(len(ov.load_data), reset_less=True)
+        m.d.comb += ov.load_data.eq(load_data)
+        m.d.sync += [ov.load_en.eq(w_load), ov.start.eq(w_start)]
+        with m.If(w_load):
+            m.d.sync += [ov.load_mem.eq(w_mem), ov.load_addr.eq(w_word)]
+            with m.Switch(w_mem):
+                for mem in Mem:
+                    n = amap.chunks[mem]
+                    with m.Case(mem):
+                        m.d.sync += load_data.eq(Cat(staging[:32 * (n - 1)], w_data))
+        with m.If(w_stage):
+            m.d.sync += staging.word_select(w_chunk, 32).eq(w_data)
 
         # -- reads: address (cycle 0) -> peek port (cycle 1) -> chunk or register into rdata (cycle 2) ------
         raddr = Signal.like(bus.addr, name="raddr")

@@ -373,12 +373,22 @@ class Overlay(wiring.Component):
         # --- the accumulate pipeline ------------------------------------------------------------------
         # I issue the operand's read (weight word, v word, K^T V word) and the K^T V target's | D the words
         # registered as they leave the block RAMs (no logic after a DP16KD's slow output) | X the operand chosen |
-        # M level x operand | A add to the target, write. The accumulators are distributed RAM
-        # read at A (asynchronously), so back-to-back updates of one group need no forwarding; a K^T V word is
-        # never updated twice within the pipeline (one event per channel and token, tokens apart).
+        # M level x operand, the target read | A add to the target, write. A K^T V word is never updated twice
+        # within the pipeline (one event per channel and token, tokens apart).
+        # The accumulators are distributed RAM with one read port, whose address is a register (acc_ra): every
+        # user reads a word in one cycle (R) and writes it in the next (W), from the word registered (acc_q), or
+        # from the word written in R's cycle when that was the same one (acc_fwd): no read, add and write in one
+        # cycle. R and W are the update's M and A, the copy's read and valid cycles, CO_MUL and CO_ADD, and the
+        # post unit's P1 (and its clear at P1 of a group's last step).
         w_rd = weights.read_port()
-        acc_ard = acc.read_port(domain="comb")    # the update's, COSPIKE's, the copy's and the post unit's (P0)
+        acc_ard = acc.read_port(domain="comb")
         acc_wr = acc.write_port()
+        acc_ra = _data(len(acc_ard.addr), name="acc_ra")
+        acc_q, acc_last = _data(len(acc_ard.data), name="acc_q"), _data(len(acc_wr.data), name="acc_last")
+        acc_fwd = _data(1, name="acc_fwd")
+        m.d.comb += acc_ard.addr.eq(acc_ra)
+        m.d.sync += [acc_q.eq(acc_ard.data), acc_last.eq(acc_wr.data),
+                     acc_fwd.eq(acc_wr.en & (acc_wr.addr == acc_ra))]
         kv_rd = kv.read_port(transparent_for=())
         kv_wr = kv.write_port()
         issue = Signal()
@@ -409,9 +419,10 @@ class Overlay(wiring.Component):
         for l in range(P):
             m.d.sync += [m_op[l].eq(Mux(x_kv, Mux(x_mask[l], x_v[l], 0), Mux(x_attn, kv_lanes[l], w_lanes[l]))),
                          a_prod[l].eq(m_level * m_op[l])]
-        acc_now = _lanes(acc_ard.data, P, c.acc_bits, True)
+        acc_now = _lanes(acc_ard.data, P, c.acc_bits, True)              # at R
+        acc_old = _lanes(Mux(acc_fwd, acc_last, acc_q), P, c.acc_bits, True)   # at W
         old_kv = _lanes(a_old, P, c.kv_bits, True)
-        sums = [(Mux(a_kv, k, a) + x)[:tw] for a, k, x in zip(acc_now, old_kv, a_prod)]
+        sums = [(Mux(a_kv, k, a) + x)[:tw] for a, k, x in zip(acc_old, old_kv, a_prod)]
 
         # writes into acc: the update stage, ELEMENTWISE's copy, COSPIKE's products, or the post unit's clear
         # (every accumulator a descriptor uses is 0 again once its post has read it: no clear before a frame)
@@ -419,7 +430,8 @@ class Overlay(wiring.Component):
         # (MAXPOOL: the window's word, 0 outside the grid, into its group wgc as the lanes' maximum)
         copy_issue, copy_read, copy_valid, copy_g1, copy_g = Signal(), Signal(), Signal(), Signal(12), Signal(12)
         copy_in1 = Signal()
-        m.d.sync += [copy_read.eq(copy_issue), copy_g1.eq(Mux(windowed, wgc, gi)), copy_valid.eq(copy_read),
+        copy_next = Mux(windowed, wgc, gi)
+        m.d.sync += [copy_read.eq(copy_issue), copy_g1.eq(copy_next), copy_valid.eq(copy_read),
                      copy_g.eq(copy_g1), copy_in1.eq(~windowed | in_grid)]
         maxpool = desc.kind == Kind.MAXPOOL
         co_add = Signal()              # in CO_ADD: a register set in CO_MUL, so no state decode before the address
@@ -436,13 +448,14 @@ class Overlay(wiring.Component):
         m.d.sync += [x.eq(v) for x, v in zip(co_x + co_y, src0_vals + b_vals)]
         co_p = [_data(signed(len(x) + len(y)), name=f"co_p{l}") for l, (x, y) in enumerate(zip(co_x, co_y))]
         m.d.sync += [p_.eq(x * y) for p_, x, y in zip(co_p, co_x, co_y)]       # CO_MUL: the product registered
-        co_sums = Cat(*((a + p_)[:c.acc_bits] for a, p_ in zip(acc_now, co_p)))
+        co_sums = Cat(*((a + p_)[:c.acc_bits] for a, p_ in zip(acc_old, co_p)))
         upd_acc = a_valid & ~a_kv
         m.d.sync += post_go1.eq(go)
-        m.d.comb += acc_ard.addr.eq(Mux(copy_valid, copy_g, Mux(co_add | post_phase, go, a_addr)))
+        # R: the update's M (x_addr moves there), the copy's read cycle, CO_MUL and the post's P1 (go, a cycle on)
+        m.d.sync += acc_ra.eq(Mux(x_valid, x_addr, Mux(copy_issue, copy_next, go)))
         # MAXPOOL's values are spike levels (the compiler pools the spike bank only): compared in spike_bits bits
         sb = c.spike_bits
-        copy_word = Cat(*(Mux(maxpool & (a[:sb] > x[:sb]), a, x)[:c.acc_bits] for a, x in zip(acc_now, copy_lanes)))
+        copy_word = Cat(*(Mux(maxpool & (a[:sb] > x[:sb]), a, x)[:c.acc_bits] for a, x in zip(acc_old, copy_lanes)))
         m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, a_addr, Mux(copy_valid, copy_g, Mux(co_add, go, post_go1)))),
                      acc_wr.en.eq(upd_acc | copy_valid | co_add | post_clear),
                      acc_wr.data.eq(Mux(upd_acc, Cat(*(x[:c.acc_bits] for x in sums)),
@@ -452,7 +465,7 @@ class Overlay(wiring.Component):
                      kv_wr.data.eq(Mux(kv_clr, 0, Cat(*(x[:c.kv_bits] for x in sums))))]
 
         # --- the post unit: a pipeline of Q lanes (one step of a group) per cycle --------------------------
-        # P0 read acc, parameters, membrane, residual (go) | P1 the words registered, clear acc[go] |
+        # P0 read parameters, membrane, residual (go) | P1 the words registered, acc[go] read (and cleared) |
         # P2 acc * mult | P3 z = + bias | P4 V - (V >> leak), z >> shift | P5 H = + z, saturate |
         # P6 count thresholds, the residual add | P7 its saturation, the output | P8 write
         mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
@@ -495,10 +508,8 @@ class Overlay(wiring.Component):
         def step_lanes(values, k):
             """The Q of a group's P values that step pr[k] (stage Pk) computes."""
             return [Array(values[r * Q + l] for r in range(R))[pr[k]] if R > 1 else values[l] for l in range(Q)]
-        # the accumulators' word is read asynchronously at P0 (the accumulate pipeline is drained by then)
-        acc0 = [_data(signed(c.acc_bits), name=f"acc0_{l}") for l in range(Q)]
-        m.d.sync += [a.eq(v) for a, v in zip(acc0, step_lanes(acc_now, 0))]
-        acc_q, src1_q = acc0, step_lanes(src1_vals, 1)
+        # the accumulators' word is read at P1 (acc_ra is go of P0; the accumulate pipeline is drained by then)
+        acc_p1, src1_q = step_lanes(acc_now, 1), step_lanes(src1_vals, 1)
         th_bits = Q * c.levels * c.theta_bits
         count_stage = 6                  # P6 compares the membrane with the thresholds
         th = _data(th_bits, name="post_theta")            # at P6: read at P4, the block RAM's word at P5
@@ -515,7 +526,7 @@ class Overlay(wiring.Component):
                                              _data(signed(c.bias_bits), name=f"bias0_{l}"),
                                              _data(signed(c.post_bits), name=f"vm0_{l}"),
                                              _data(signed(c.wide_bits + 1), name=f"res0_{l}"))
-            m.d.sync += [acc1.eq(acc_q[l]), mult1.eq(mult_l[l]), bias0.eq(bias_l[l]),
+            m.d.sync += [acc1.eq(acc_p1[l]), mult1.eq(mult_l[l]), bias0.eq(bias_l[l]),
                          vm0.eq(Mux(t == 0, 0, v_l[l])), res0.eq(src1_q[l])]
             m.d.sync += [prod.eq(acc1 * mult1), bias1.eq(bias0), vm1.eq(vm0), res1.eq(res0)]
             z, vm2, res2 = (_data(signed(c.post_bits), name=f"z{l}"), Signal.like(vm1, name=f"vm2_{l}"),
