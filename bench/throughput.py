@@ -39,25 +39,36 @@ def _cpu_rate(model, x, batch: int, repeats: int) -> float:
     return batch / statistics.median(times)
 
 
-def _fmax_from_report(path: Path) -> float:
-    report = json.loads(path.read_text())
-    for key in ("fmax_mhz", "achieved_mhz"):
+def _from_report(path: Path) -> tuple[float, int | None, int]:
+    """``(the clock, lanes, post lanes)`` of a build's report.json: its met clock (``clock_mhz`` of an overlay
+    build, which only writes a report when timing is met; else its Fmax), and an overlay's lanes and post unit
+    (None and 0 for another kind of build)."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot read {path}: {exc}") from None
+    config = (report.get("overlay") or {}).get("config") or {}
+    lanes, post = config.get("lanes"), int(config.get("post_lanes", 0))
+    for key in (("clock_mhz",) if config else ()) + ("fmax_mhz", "achieved_mhz"):
         if isinstance(report.get(key), (int, float)):
-            return float(report[key])
+            return float(report[key]), lanes, post
     timing = report.get("timing") or report.get("build", {})
     for key in ("fmax_mhz", "achieved_mhz"):
         if isinstance(timing.get(key), (int, float)):
-            return float(timing[key])
+            return float(timing[key]), lanes, post
     raise SystemExit(f"error: {path} names no Fmax (fmax_mhz)")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("model")
-    p.add_argument("--lanes", type=int, default=16)
+    p.add_argument("--lanes", type=int, default=None, help="default 16, or an overlay report's")
+    p.add_argument("--post-lanes", type=int, default=None,
+                   help="the post unit's lanes (default: all, or an overlay report's)")
     clock = p.add_mutually_exclusive_group(required=True)
     clock.add_argument("--fmax", type=float, help="the overlay's clock in MHz")
-    clock.add_argument("--report", type=Path, help="an overlay build's report.json: its Fmax")
+    clock.add_argument("--report", type=Path,
+                       help="an overlay build's report.json: its clock (met), lanes and post unit")
     p.add_argument("--count", type=int, default=64, help="test samples simulated (default 64)")
     p.add_argument("--repeats", type=int, default=20, help="timed CPU runs per batch size (default 20)")
     p.add_argument("--build-dir", default="build/sim")
@@ -72,7 +83,9 @@ def main(argv=None) -> int:
     from compiler.frontend import checkpoint
     from compiler.frontend.data import load_dataset
 
-    fmax = args.fmax if args.fmax is not None else _fmax_from_report(args.report)
+    fmax, lanes, post = (args.fmax, None, 0) if args.fmax is not None else _from_report(args.report)
+    args.lanes = args.lanes or lanes or 16
+    args.post_lanes = post if args.post_lanes is None else args.post_lanes
     model = checkpoint.load(args.model)
     dataset = model.dataset or default_dataset(model)
     x = load_dataset(dataset, model.cfg, "test").x[:args.count]
@@ -82,13 +95,14 @@ def main(argv=None) -> int:
     torch._dynamo.reset()
     cpu256 = _cpu_rate(torch.compile(model, dynamic=False), x, 256, max(3, args.repeats // 4))
     sim = simulate.run_overlay(lower(model, args.model), x, lanes=args.lanes, trace=False,
-                               build_dir=args.build_dir, show_progress=not args.json)
+                               build_dir=args.build_dir, show_progress=not args.json, post_lanes=args.post_lanes)
     if sim["mismatches"]:
         raise SystemExit(f"error: the overlay is not bit-exact on {sim['mismatches']} samples")
     cycles = sim["cycles_per_inference"]
     overlay_rate = fmax * 1e6 / cycles
     r = {
-        "model": args.model, "samples": int(len(x)), "lanes": args.lanes, "fmax_mhz": fmax,
+        "model": args.model, "samples": int(len(x)), "lanes": args.lanes, "post_lanes": args.post_lanes,
+        "fmax_mhz": fmax,
         "cycles_per_inference": cycles, "latency_us": cycles / fmax,
         "overlay_inferences_per_s": overlay_rate,
         "lane_utilization": sim["lane_utilization"],
@@ -101,7 +115,8 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(r, indent=1))
     else:
-        print(f"{args.model}: {len(x)} samples, overlay {args.lanes} lanes at {fmax:.1f} MHz")
+        print(f"{args.model}: {len(x)} samples, overlay {args.lanes} lanes "
+              f"(post unit {args.post_lanes or args.lanes}) at {fmax:.1f} MHz")
         print(f"  overlay:            {cycles:,.0f} cycles = {r['latency_us']:.1f} us per inference, "
               f"{overlay_rate:,.0f} inferences/s ({r['lane_utilization']:.1%} of lanes x Fmax)")
         print(f"  torch.compile b=1:  {r['torch_compile_batch1_latency_us']:.1f} us per inference, {cpu1:,.0f} /s")

@@ -262,8 +262,10 @@ def _run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: s
 
 
 def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
-                trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None) -> dict:
-    """Compile ``graph`` for the smallest overlay configuration of ``lanes`` lanes, run every sample of ``x`` on
+                trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None,
+                post_lanes: int = 0) -> dict:
+    """Compile ``graph`` for the smallest overlay configuration of ``lanes`` lanes (and a post unit of
+    ``post_lanes``, 0: all lanes, as a board's standard configuration has it), run every sample of ``x`` on
     the Verilated overlay through the host driver (``compiler.host.npu.NpuDriver``, the one a board gets) and
     compare its logits -- with ``trace``, every stored tensor -- with the golden model's, and its cycles with
     the descriptors' cycle formula. With ``trace_dir`` (implies ``trace``) every stored tensor of every sample
@@ -271,7 +273,7 @@ def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str
     the program's load and the first sample's inference."""
     return _with_trace_dir(trace_dir, force, trace, lambda trace, writer: _run_overlay(
         graph, x, lanes=lanes, trace=trace, build_dir=build_dir, show_progress=show_progress, writer=writer,
-        waveform=waveform))
+        waveform=waveform, post_lanes=post_lanes))
 
 
 def _with_trace_dir(trace_dir, force: bool, trace: bool, run) -> dict:
@@ -296,14 +298,14 @@ def _with_trace_dir(trace_dir, force: bool, trace: bool, run) -> dict:
 
 
 def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
-                 writer, waveform=None) -> dict:
+                 writer, waveform=None, post_lanes: int = 0) -> dict:
     from hdl.npu.bus import OverlayBus
     from sim import verilator_host
 
     from ..host.npu import NpuDriver
     from ..hw.program import compile_program, fit_config
 
-    program = compile_program(graph, fit_config(graph, lanes, keep=trace), keep=trace)
+    program = compile_program(graph, fit_config(graph, lanes, keep=trace, post_lanes=post_lanes), keep=trace)
     t0 = time.monotonic()
     with BuildClock(f"the Verilator model of the overlay ({lanes} lanes)", show_progress) as clock:
         binary = verilator_host.build(OverlayBus(program.config), build_dir, key=("OverlayBus", program.config),

@@ -346,11 +346,9 @@ class Overlay(wiring.Component):
         ev_bank = Mux(phase_k, desc.src1_bank, desc.src0_bank)
         ev_lvls = [Mux(ev_bank == Bank.WIDE, rd_a[Bank.WIDE].data[l * c.wide_bits:][:c.event_bits].as_signed(),
                        rd_a[Bank.SPIKES].data[l * c.spike_bits:][:c.spike_bits]) for l in range(P)]
-        # LATCH registers the word's levels, its mask words as read and the lanes of its head; SCAN finds its
-        # events from them (no logic between the banks' outputs and LATCH's registers but the bank's choice)
-        mask_words = {b: _data(P * bits[b], name=f"mask_word_{b.name.lower()}") for b in banks}
-        used_r = _data(P)
-        mask_bits = [v != 0 for v in lanes_of_words(mask_words, desc.src2_bank, False)]
+        # LATCH registers the word's levels and its live lanes (a level, in the head it is read for, not masked
+        # out: the bank's choice and a comparison after the banks' outputs); SCAN picks its events from them
+        mask_bits = [v != 0 for v in lanes_of(rd_b, desc.src2_bank, False)]
         src1_vals = lanes_of(rd_a, desc.src1_bank, True)
         b_vals = lanes_of(rd_b, desc.src1_bank, True)           # COSPIKE's second operand
         v_vals = lanes_of(rd_b, desc.src2_bank, True)           # the k pass's v word
@@ -597,9 +595,7 @@ class Overlay(wiring.Component):
         # the word's events (SCAN, from LATCH's registers; then the live register), the lowest one-hot
         # (live & -live: a carry chain) and its index
         scanning = Signal()
-        word_live = Signal(P)
-        m.d.comb += word_live.eq(Cat(*(u & (~desc.mask | mb) & (lv != 0)
-                                       for u, mb, lv in zip(used_r, mask_bits, levels))))
+        word_live = Signal(P)              # LATCH's: the word's events
         live_now = Mux(scanning, word_live, live)
         onehot = Signal(P)
         m.d.comb += onehot.eq(live_now & (~live_now + 1))
@@ -679,9 +675,10 @@ class Overlay(wiring.Component):
                 # the lanes of the head the word is read for: this one's or the next one's, both compared
                 used = [Mux(advance, a, b) for a, b in zip(in_head(nxt_gi, he_g, he_l, nhe_g, nhe_l),
                                                            in_head(nxt_gi, hs_g, hs_l, he_g, he_l))]
-                m.d.sync += [pending.eq(Mux(~windowed | in_grid, Cat(*(lv.as_unsigned()[:lw] for lv in ev_lvls)), 0)),
-                             used_r.eq(Cat(*used)),
-                             *(mask_words[b].eq(rd_b[b].data) for b in banks), fresh.eq(0)]
+                word_in = Mux(~windowed | in_grid, Cat(*(lv.as_unsigned()[:lw] for lv in ev_lvls)), 0)
+                m.d.sync += [pending.eq(word_in), fresh.eq(0),
+                             word_live.eq(Cat(*(u & (~desc.mask | mb) & (word_in[l * lw:(l + 1) * lw] != 0)
+                                                for l, (u, mb) in enumerate(zip(used, mask_bits)))))]
                 # the word after this one (gi' = nxt_gi), from the head bounds this cycle leaves
                 more = Mux(advance, nxt_gi < he_last, nxt_gi < gi_last)
                 m.d.sync += nxt_gi.eq(Mux(more, nxt_gi + 1, Mux(advance, nhe_g, he_g)))
