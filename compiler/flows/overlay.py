@@ -65,9 +65,10 @@ from ..ir import metrics
 __all__ = ["DEFAULT_CLOCK_MHZ", "CACHE_ENV", "OverlayBuildConfig", "OverlayBuild", "cache_root", "gateware_hash",
            "cache_key", "cached_overlay", "prepare", "run", "save_images", "load_images", "standard_config_for_hash"]
 
-#: The overlay's default core clock: the 16-lane gateware is not pipelined yet (nextpnr estimated 16.2 MHz after
-#: placing the ULX3S-85F's overlay at seed 1; docs/build.md); the UART divisor at 3 Mbaud is 5 (exact).
-DEFAULT_CLOCK_MHZ = 15.0
+#: The overlay's default core clock, one for every board: the ULX3S-85F's 16-lane standard overlay routed at
+#: 65.9 MHz and the 25F's 2-lane one meets it (seed 1, docs/architecture.md "Routing the 85F"); the UART
+#: divisor at 3 Mbaud is 15 (exact, and every board's PLL makes 45 MHz exactly).
+DEFAULT_CLOCK_MHZ = 45.0
 
 #: The environment variable that moves the overlay cache (else ``$XDG_CACHE_HOME/qsd-fpga/overlays``).
 CACHE_ENV = "QSD_FPGA_OVERLAY_CACHE"
