@@ -49,6 +49,21 @@ def test_usage_errors(tmp_path, capsys, argv, message):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_clock_the_uart_cannot_use_names_clocks_that_it_can(tmp_path, capsys):
+    """The refusal's suggestions are clocks the board's PLL makes (not the ones asked) and that check_clock
+    takes."""
+    from boards import get_board
+    from compiler.flows.build import check_clock, uart_clocks
+    assert _status(["build", str(EXAMPLE), "--out", str(tmp_path / "o"), "--board", "ulx3s", "--clock", "40"]) == 2
+    err = capsys.readouterr().err
+    spec = get_board("ulx3s")
+    near = uart_clocks(spec, 40, 3_000_000)
+    assert len(near) == 3 and all(abs(f - 40) <= 3 for f in near)
+    assert f"makes and that suit the UART: {', '.join(f'{f:g}' for f in near)} MHz" in err
+    for f in near:
+        assert check_clock(spec, f, 3_000_000)[0] == pytest.approx(f, abs=1e-3)
+
+
 def test_bad_model_file(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")

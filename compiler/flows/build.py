@@ -112,6 +112,22 @@ def refuse_if_too_big(est, spec, lanes_hint: bool) -> None:
                     f"{what}; {advice}")
 
 
+def uart_clocks(spec, clock_mhz: float, baud: int, count: int = 3) -> list[float]:
+    """Up to ``count`` clocks (as the board's PLL makes them, in MHz) within 30 MHz of ``clock_mhz``, nearest
+    first, at which the UART makes ``baud`` (``hdl.uart.divisor``'s tolerance), tried at whole MHz."""
+    found: dict[float, float] = {}
+    for mhz in sorted(range(max(1, round(clock_mhz) - 30), round(clock_mhz) + 31), key=lambda f: abs(f - clock_mhz)):
+        try:
+            made = round(pll_params(spec.clock_mhz, mhz).f_out_mhz, 3)
+            divisor(round(made * 1e6), baud)
+        except (ValueError, BoardError):
+            continue
+        found.setdefault(made, abs(made - clock_mhz))
+        if len(found) == count:
+            break
+    return sorted(found, key=found.get)
+
+
 def check_clock(spec, clock_mhz: float, baud: int) -> tuple[float, int]:
     """``(core clock the PLL makes in MHz, UART divisor)``; UserError if the PLL or the UART cannot."""
     if not np.isfinite(clock_mhz) or clock_mhz <= 0:
@@ -121,8 +137,10 @@ def check_clock(spec, clock_mhz: float, baud: int) -> tuple[float, int]:
     try:
         div = divisor(f_hz, baud)
     except ValueError as exc:
-        raise UserError(f"--baud {baud} at a {params.f_out_mhz:g} MHz clock: {exc}; choose a clock that is close "
-                        f"to a multiple of the baud rate (3 Mbaud: 48, 51, 99 MHz...)") from None
+        near = ", ".join(f"{f:g}" for f in uart_clocks(spec, clock_mhz, baud))
+        raise UserError(f"--baud {baud} at a {params.f_out_mhz:g} MHz clock: {exc}; "
+                        + (f"clocks near it that the {spec.name}'s PLL makes and that suit the UART: {near} MHz"
+                           if near else "choose a clock that is close to a multiple of the baud rate")) from None
     return params.f_out_mhz, div
 
 
