@@ -26,7 +26,6 @@ from pathlib import Path
 from boards import get_board
 from sim import verilog
 
-
 from ..errors import UserError
 from . import SCHEMA_VERSION, build
 
