@@ -28,9 +28,11 @@ def simulator_available(simulator: str) -> bool:
     return shutil.which("iverilog") is not None
 
 
-def run_cocotb(component, *, toplevel: str, test_module: str, test_dir: str | Path, build_dir: str | Path,
+def run_cocotb(design, *, toplevel: str, test_module: str, test_dir: str | Path, build_dir: str | Path,
                simulator: str = "verilator", extra_env: dict[str, str] | None = None) -> Path:
-    """Convert ``component`` to Verilog as module ``toplevel`` and run the cocotb ``test_module`` on it.
+    """Convert ``design`` (an Amaranth component) to Verilog as module ``toplevel`` and run the cocotb
+    ``test_module`` on it. ``design`` may instead be a function that writes the Verilog sources into the
+    folder it is given and returns their paths (a design that is not all Amaranth).
 
     ``test_dir`` is the folder holding ``test_module``. Returns the results XML path; raises
     ``AssertionError`` naming the failures if any cocotb test failed. Runs that share ``build_dir`` take turns
@@ -43,13 +45,16 @@ def run_cocotb(component, *, toplevel: str, test_module: str, test_dir: str | Pa
     build_dir.mkdir(parents=True, exist_ok=True)
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)        # one run per build folder at a time: a second one waits
-        source = build_dir / f"{toplevel}.v"
-        source.write_text(verilog.convert(component, name=toplevel))
+        if callable(design) and not hasattr(design, "elaborate"):
+            sources = list(design(build_dir))
+        else:
+            sources = [build_dir / f"{toplevel}.v"]
+            sources[0].write_text(verilog.convert(design, name=toplevel))
         runner = get_runner(simulator)
         # Icarus: -g2005 after cocotb's -g2012. Yosys writes Verilog-2005, and in -g2012 mode Icarus does not
         # run an ``always @*`` block at time 0 when its inputs keep their initial values (X until they change).
         build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O3", *PCH_FIX] if simulator == "verilator" else ["-g2005"]
-        runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
                      timescale=("1ns", "1ps"), always=True, log_file=build_dir / "build.log")
         try:
             results = runner.test(test_module=test_module, hdl_toplevel=toplevel, test_dir=test_dir,

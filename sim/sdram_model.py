@@ -49,7 +49,7 @@ class Violation(enum.IntEnum):
     T_MRD = 12
     BANKS_OPEN = 13         # AUTO REFRESH or LOAD MODE with a row open
     REFRESH_LATE = 14       # more refreshes owed than the part allows
-    UNSUPPORTED = 15        # auto-precharge, power-down, self refresh, or a mode the model does not implement
+    UNSUPPORTED = 15        # power-down, self refresh, or a mode the model does not implement
     ROW_OUTSIDE = 16        # a row beyond the rows the model stores
 
 
@@ -132,6 +132,14 @@ class SdramModel(wiring.Component):
         act_any, ref_, mrd_ = since("since_act_any"), since("since_ref"), since("since_mrd")
         open_ = [Signal(name=f"open{b}") for b in range(B)]
         row_ = [Signal(row_bits, name=f"row{b}") for b in range(B)]
+        # an auto precharge that has not begun yet: cycles until it does
+        ap_left = [Signal(range(_SAT + 16), name=f"ap_left{b}") for b in range(B)]
+        closing = [left != 0 for left in ap_left]
+        for b in range(B):
+            with m.If(ap_left[b] != 0):
+                m.d.sync += ap_left[b].eq(ap_left[b] - 1)
+            with m.If(ap_left[b] == 1):
+                m.d.sync += pre_[b].eq(1)
 
         init_left = Signal(range(n["init"] + 1), init=n["init"])
         with m.If(init_left != 0):
@@ -176,7 +184,7 @@ class SdramModel(wiring.Component):
             check(Const(0), Violation.UNSUPPORTED, "cke low after the mode was set (power-down)")
 
         all_closed = ~Cat(*open_).any()
-        all_precharged = Cat(*[p >= n["rp"] for p in pre_]).all()
+        all_precharged = Cat(*[(p >= n["rp"]) & ~c for p, c in zip(pre_, closing)]).all()
         sel = lambda signals: Cat(*signals).word_select(bank, len(signals[0]))  # noqa: E731
         bank_open = Cat(*open_).bit_select(bank, 1)
         bank_row = sel(row_)
@@ -225,7 +233,8 @@ class SdramModel(wiring.Component):
             with m.Case(Command.ACTIVE):
                 check(moded, Violation.NO_MODE, "ACTIVE before LOAD MODE")
                 check(~bank_open, Violation.ACTIVE_OPEN, "ACTIVE to a bank with a row open")
-                check(sel(pre_) >= n["rp"], Violation.T_RP, "ACTIVE within tRP of PRECHARGE")
+                check((sel(pre_) >= n["rp"]) & ~Cat(*closing).bit_select(bank, 1), Violation.T_RP,
+                      "ACTIVE within tRP of PRECHARGE")
                 check(sel(act_) >= n["rc"], Violation.T_RC, "ACTIVE within tRC of ACTIVE (same bank)")
                 check(act_any >= n["rrd"], Violation.T_RRD, "ACTIVE within tRRD of ACTIVE")
                 if self._rows < (1 << len(self.a)):
@@ -238,8 +247,16 @@ class SdramModel(wiring.Component):
                 write = cmd == Command.WRITE
                 check(bank_open, Violation.IDLE_BANK, "READ or WRITE to a bank without an open row")
                 check(sel(act_) >= n["rcd"], Violation.T_RCD, "READ or WRITE within tRCD of ACTIVE")
-                check(~ap, Violation.UNSUPPORTED, "auto-precharge (not implemented)")
                 start_burst(write)
+                # auto precharge: it begins where a PRECHARGE could first follow the burst, once tRAS is met
+                length = Mux(write & wb_single, 1, bl)
+                after_burst = Mux(write, length - 1 + n["wr"], length)
+                lockout = Mux(sel(act_) >= n["ras"], 0, n["ras"] - sel(act_))
+                with m.If(ap):
+                    for b in range(B):
+                        with m.If(bank == b):
+                            m.d.sync += [open_[b].eq(0), ap_left[b].eq(Mux(after_burst > lockout, after_burst,
+                                                                            lockout))]
             with m.Case(Command.PRECHARGE):
                 for b in range(B):
                     with m.If(ap | (bank == b)):

@@ -122,7 +122,7 @@ BROKEN = {
     Violation.T_RFC: init() + [(Command.REFRESH, 0, 0)] + gap(N["rfc"] - 1) + [(Command.ACTIVE, 0, 1)],
     Violation.T_MRD: init()[:-(N["mrd"] - 1) or None] + [(Command.ACTIVE, 0, 1)],
     Violation.BANKS_OPEN: _opened() + gap(N["rc"]) + [(Command.REFRESH, 0, 0)],
-    Violation.UNSUPPORTED: _opened() + gap(N["rcd"]) + [(Command.READ, 0, 1 << 10)],
+    Violation.UNSUPPORTED: init() + [(Command.LOAD_MODE, 0, mode(2, 2) | 1 << 3)],      # interleaved bursts
     Violation.ROW_OUTSIDE: init() + [(Command.ACTIVE, 0, 16)],
     # init's two refreshes are credit: the 11th interval without one is the ninth owed
     Violation.REFRESH_LATE: init() + [None] * (N["refi"] * (CHIP.postponed_refreshes + 3)),
@@ -174,3 +174,37 @@ def test_random_legal_traffic_reads_back_what_was_written():
     assert result["violation"] == Violation.NONE, result
     checked = {c: w for c, w in expect.items() if w is not None}
     assert checked and all(seen[c] == w for c, w in checked.items())
+
+
+AP = 1 << 10                                                # A10: auto precharge with READ or WRITE
+
+
+@pytest.mark.parametrize("cmd,start", [(Command.READ, 1), (Command.WRITE, N["wr"])])
+def test_auto_precharge_begins_after_the_burst(cmd, start):
+    """READ (WRITE) with auto precharge late in the row's life: the precharge begins one cycle after the read
+    (tWR after the write), and the bank takes ACTIVE tRP after that, not a cycle sooner."""
+    late = N["ras"] + 1
+    steps = _opened() + gap(late) + [(cmd, 0, 3 | AP, 0x55, 0)]
+    ready = steps + gap(start + N["rp"]) + [(Command.ACTIVE, 0, 2)]
+    result, _ = run(ready)
+    assert result["violation"] == Violation.NONE, result
+    result, _ = run(ready[:-2] + ready[-1:])
+    assert result["violation"] == Violation.T_RP and result["at"] == len(ready) - 2, result
+
+
+def test_auto_precharge_waits_for_tras():
+    """An early READ with auto precharge: the precharge is held back until tRAS from the ACTIVE."""
+    steps = _opened() + gap(N["rcd"]) + [(Command.READ, 0, AP)]
+    ready = steps + gap(N["ras"] - N["rcd"] + N["rp"]) + [(Command.ACTIVE, 0, 2)]
+    result, _ = run(ready)
+    assert result["violation"] == Violation.NONE, result
+    result, _ = run(ready[:-2] + ready[-1:])
+    assert result["violation"] in (Violation.T_RP, Violation.T_RC), result
+
+
+def test_refresh_waits_for_an_auto_precharge():
+    steps = _opened() + gap(N["ras"] + 1) + [(Command.READ, 0, AP)]
+    result, _ = run(steps + gap(1 + N["rp"]) + [(Command.REFRESH, 0, 0)])
+    assert result["violation"] == Violation.NONE, result
+    result, _ = run(steps + [(Command.REFRESH, 0, 0)])
+    assert result["violation"] == Violation.T_RP, result
