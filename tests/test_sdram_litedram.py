@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hdl.sdram.chip import MT48LC16M16A2
-from hdl.sdram.litedram import Wait, Write, core_config, generate, init_steps
+from hdl.sdram.litedram import STREAM_WORDS_PER_CYCLE, Wait, Write, core_config, generate, init_steps
 from sim.cocotb_run import run_cocotb, simulator_available
 from sim.sdram_bench import TOP, write_bench
 from sim.sdram_model import Violation
@@ -50,7 +50,7 @@ def test_init_sequence_waits_the_datasheet_times(core):
     assert core_config(MT48LC16M16A2, CLOCK_MHZ)["sdram_module"] == MT48LC16M16A2.litedram_module
 
 
-def _run(core, tmp_path, *, ops, seed, expect=Violation.NONE, model_chip=None):
+def _run(core, tmp_path, *, ops, seed, expect=Violation.NONE, model_chip=None, test="random_traffic"):
     if not simulator_available("icarus"):
         pytest.skip("Icarus Verilog is not installed")
     result = tmp_path / "result.json"
@@ -58,7 +58,7 @@ def _run(core, tmp_path, *, ops, seed, expect=Violation.NONE, model_chip=None):
                test_module="cocotb_sdram", test_dir=Path(__file__).parent, build_dir=tmp_path / "build",
                simulator="icarus",
                extra_env={"SDRAM_OPS": str(ops), "SDRAM_WORDS": str(ROWS * 4 * 512), "SDRAM_SEED": str(seed),
-                          "SDRAM_EXPECT": expect.name, "SDRAM_RESULT": str(result)})
+                          "SDRAM_EXPECT": expect.name, "SDRAM_RESULT": str(result), "COCOTB_TEST_FILTER": test})
     return json.loads(result.read_text())
 
 
@@ -78,3 +78,11 @@ def test_a_slower_part_is_caught(core, tmp_path, field, violation):
     """The model of a part with a longer limit than the controller was generated for flags the broken rule."""
     slow = dataclasses.replace(MT48LC16M16A2, **{field: getattr(MT48LC16M16A2, field) * 3})
     _run(core, tmp_path, ops=200, seed=2, expect=violation, model_chip=slow)
+
+
+def test_sequential_bandwidth(core, tmp_path):
+    """Consecutive words stream at the rate the controller states (``STREAM_WORDS_PER_CYCLE``), each way."""
+    result = _run(core, tmp_path, ops=4096, seed=3, test="sequential_bandwidth")
+    for way in ("read", "write"):
+        rate = result["words"] / result[f"{way}_cycles"]
+        assert abs(rate - STREAM_WORDS_PER_CYCLE) < 0.02, (way, rate, result)
