@@ -20,6 +20,7 @@ from hdl.lanes import OutputQueue, StreamSlice
 from hdl.neuron import NeuronUnit
 from hdl.pixel_conv import PatchConvUnit
 from hdl.requant import RequantUnit, ResidualAdd
+from hdl.sdram.fetch import Fetch
 from hdl.uart import UartRx
 from sim import formal
 
@@ -42,6 +43,7 @@ CORES = {
     "buffer_reader": lambda: BufferReader(tokens=2, groups=2, group_bits=1, word_width=8, frame="token"),
     "uart_rx": lambda: UartRx(4e6, 1e6),                     # the pin is anything at all
     "output_queue": lambda: OutputQueue(data.StructLayout({"x": unsigned(4)}), 3),   # writes even without credit
+    "sdram_fetch": lambda: Fetch(32, 4, address_bits=6),        # its read commands
 }
 DEPTH = {"rules": 16, "miter": 12}
 # first outputs that come later: the co-spike unit's after both input phases and the counts' sweep, a UART

@@ -1,0 +1,111 @@
+# amaranth: UnusedElaboratable=no
+"""hdl/sdram/fetch.py in the Amaranth simulator: every wide word written is the SDRAM words it packs, whatever
+the controller's stalls and latency; with a controller that answers every cycle, the cycle count is exact."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hdl.sdram.fetch import Fetch, fetch_cycles
+
+
+def sdram_word(addr: int) -> int:
+    return (addr * 2654435761 >> 7) & 0xFFFF
+
+
+def run_fetch(word_bits, depth, fetches, *, stall=0.0, latency=1, seed=0):
+    """Run ``fetches`` (src, dst, count) one after another against a simulated controller that takes a read
+    with probability 1 - ``stall`` and returns it ``latency`` cycles later (more with stalls, in order).
+    Returns (memory {addr: word}, [cycles from start to done of each fetch])."""
+    dut = Fetch(word_bits, depth)
+    rng = random.Random(seed)
+    memory, cycles = {}, []
+
+    async def controller(ctx):
+        pending = []                                    # (cycle due, address)
+        cycle = 0
+        while True:
+            ctx.set(dut.cmd.ready, int(rng.random() >= stall))
+            due = [p for p in pending if p[0] <= cycle]
+            if due and rng.random() >= stall:
+                ctx.set(dut.rdata.valid, 1)
+                ctx.set(dut.rdata.payload, sdram_word(due[0][1]))
+            else:
+                ctx.set(dut.rdata.valid, 0)
+            taken_read = ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready)
+            address = ctx.get(dut.cmd.payload.addr)
+            returned = ctx.get(dut.rdata.valid)
+            if ctx.get(dut.w_en):
+                memory[ctx.get(dut.w_addr)] = ctx.get(dut.w_data)
+            await ctx.tick()
+            cycle += 1
+            if returned:
+                pending.pop(0)
+            if taken_read:
+                pending.append((cycle - 1 + latency, address))
+
+    async def bench(ctx):
+        for src, dst, count in fetches:
+            ctx.set(dut.src, src)
+            ctx.set(dut.dst, dst)
+            ctx.set(dut.count, count)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            n = 1
+            while not ctx.get(dut.done):
+                await ctx.tick()
+                n += 1
+            cycles.append(n)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(controller, background=True)
+    sim.add_testbench(bench)
+    sim.run()
+    return memory, cycles
+
+
+def expected(word_bits, src, dst, count, ratio):
+    out = {}
+    for i in range(count):
+        word = 0
+        for j in range(ratio):
+            word |= sdram_word(src + i * ratio + j) << (16 * j)
+        out[dst + i] = word & ((1 << word_bits) - 1)
+    return out
+
+
+@pytest.mark.parametrize("word_bits", [16, 64, 72])
+@pytest.mark.parametrize("latency", [1, 3])
+def test_exact_cycles_without_stalls(word_bits, latency):
+    dut_ratio = -(-word_bits // 16)
+    fetches = [(100, 5, 7), (3, 0, 1), (0, 0, 0)]
+    memory, cycles = run_fetch(word_bits, 32, fetches, latency=latency)
+    assert cycles == [fetch_cycles(count, dut_ratio, latency) for _, _, count in fetches]
+    want = {}
+    for src, dst, count in fetches:
+        want.update(expected(word_bits, src, dst, count, dut_ratio))
+    assert memory == want
+
+
+@settings(max_examples=20, deadline=None)
+@given(word_bits=st.sampled_from([16, 32, 64]), count=st.integers(0, 12), src=st.integers(0, 1 << 20),
+       dst=st.integers(0, 4), stall=st.sampled_from([0.0, 0.3, 0.7]), latency=st.integers(1, 4),
+       seed=st.integers(0, 1000))
+def test_random_stalls_copy_every_word(word_bits, count, src, dst, stall, latency, seed):
+    ratio = -(-word_bits // 16)
+    memory, cycles = run_fetch(word_bits, 16, [(src, dst, count)], stall=stall, latency=latency, seed=seed)
+    assert memory == expected(word_bits, src, dst, count, ratio)
+    assert cycles[0] >= fetch_cycles(count, ratio, latency)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="word_bits"):
+        Fetch(0, 16)
