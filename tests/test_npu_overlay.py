@@ -74,3 +74,13 @@ def test_every_window_descriptor_of_a_conv_stem():
     assert windows.count(Kind.MAXPOOL) >= 1 and windows.count(Kind.MATMUL) >= 2
     assert _descriptor_by_descriptor(program, x[0], kinds=(Kind.MAXPOOL,)) == windows.count(Kind.MAXPOOL)
     assert _descriptor_by_descriptor(program, x[0], kinds=(Kind.MATMUL,)) >= windows.count(Kind.MATMUL)
+
+
+def test_tiles_of_a_wide_layer(digits_graph, digits_test):
+    """With accumulators for 3 lane groups, fc1's 128 channels run as 3 tiles (48, 48 and 32 channels), each
+    writing its channels of dst: every MATMUL against the interpreter in every bank word and in exact cycles."""
+    cfg = fit_config(digits_graph, lanes=16, post_lanes=4).with_(out_groups=3, program_depth=32)
+    program = compile_program(digits_graph, cfg)
+    tiles = [d.name for d in program.descriptors if d.name.startswith("block0.mlp.fc1[")]
+    assert len(tiles) == 3
+    assert _descriptor_by_descriptor(program, digits_test.x[0], kinds=(Kind.MATMUL,)) == 10

@@ -276,3 +276,22 @@ def test_a_narrow_post_unit_takes_each_groups_parameters_in_steps(digits_graph):
     for bad in (3, 17, -1):
         with pytest.raises(ValueError, match="post_lanes"):
             Config(lanes=16, post_lanes=bad)
+
+
+def test_wide_layers_are_split_into_tiles_of_the_accumulators(digits_graph, digits_test):
+    """With accumulators for fewer output groups than a MATMUL has, it runs as several descriptors (tiles), each
+    with its rows of weights and parameters and its channels of dst (and of a residual): still bit-exact."""
+    cfg = fit_config(digits_graph, 16)
+    assert cfg.out_groups == 8                                      # fc1's 128 channels: no tiles
+    small = cfg.with_(out_groups=3, program_depth=32)               # 128 channels: tiles of 3, 3 and 2 groups
+    program = _check(digits_graph, digits_test.x[:6], compile_program(digits_graph, small))
+    names = [d.name for d in program.descriptors]
+    assert "block0.mlp.fc1[0:48]" in names and "block0.mlp.fc1[96:128]" in names
+    assert "block0.mlp.fc2[0:48]" not in names                      # fc2's 32 channels fit in 3 groups
+    whole = compile_program(digits_graph, cfg)
+    assert len(program.weights) == len(whole.weights)               # the same weights, in tile order
+    tiles = [d for d in program.descriptors if d.name.startswith("block0.mlp.fc1[")]
+    assert [d.out_ch for d in tiles] == [48, 48, 32]
+    assert [d.dst.base - tiles[0].dst.base for d in tiles] == [0, 3, 6]
+    with pytest.raises(UserError, match=r"\(out_groups\)"):          # attention's heads are not tiled
+        compile_program(digits_graph, cfg.with_(out_groups=1))

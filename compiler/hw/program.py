@@ -59,6 +59,7 @@ class Layer:
     bias: np.ndarray | None = None                      # [O] or [N, O]
     theta: np.ndarray | None = None                     # [O, levels]
     dense_ops: int = 0                                  # synaptic operations of the dense schedule
+    group0: int = 0                                     # a tile's first output lane group (:func:`_tile`)
 
 
 @dataclass
@@ -213,6 +214,7 @@ class _Compiler:
         self.layers: list[Layer] = []
         self.problems: list[str] = []
         self.needs: dict[str, tuple[int, str]] = {}
+        self.wants: dict[str, int] = {}         # what avoids extra work, beyond the needs (fit_config takes it)
         self.alias: dict[str, str] = {}        # a Tokenize's output: the input tensor itself
 
     # -- checks ---------------------------------------------------------------------------------
@@ -319,8 +321,11 @@ class _Compiler:
         self.fits_signed(int(mult.min()), int(mult.max()), f"{layer.ops[-1]}'s multipliers", "mult_bits")
         self.fits_signed(int(bias.min()), int(bias.max()), f"{layer.ops[-1]}'s biases", "bias_bits")
         out = self.types[dst] if dst else self.types[self.graph.output]
-        self.require("out_groups", n_groups(out.shape[-1], self.cfg.lanes), f"{layer.desc.name} has "
-                     f"{out.shape[-1]} output channels")
+        groups = n_groups(out.shape[-1], self.cfg.lanes)
+        if _tileable(d, dst):           # split into tiles where the accumulators are fewer (_tile)
+            self.wants["out_groups"] = max(self.wants.get("out_groups", 0), groups)
+        else:
+            self.require("out_groups", groups, f"{layer.desc.name} has {out.shape[-1]} output channels")
         out_tokens = out.shape[1] if len(out.shape) == 3 else 1
         layer.desc = _replace(d, steps=self.T if d.reduce else frames, out_tokens=out_tokens,
                               out_ch=out.shape[-1])
@@ -500,6 +505,33 @@ def _window_weight(weight: np.ndarray, channels: int, lanes: int) -> np.ndarray:
     return full.reshape(O, -1)
 
 
+def _tileable(d: Descriptor, dst: str | None) -> bool:
+    """A layer whose output channels may be split among several descriptors: a MATMUL into the scratchpad."""
+    return d.kind == Kind.MATMUL and not d.reduce and dst is not None
+
+
+def _tile(layers: list[Layer], config: Config) -> list[Layer]:
+    """Split each MATMUL with more output lane groups than the accumulators hold (``out_groups``) into tiles of
+    at most that many, one descriptor each, named ``name[lo:hi]`` by their channels. A tile is the layer with
+    its rows of the weights and of the per-channel parameters; it reads all of src0 and writes its channels
+    of dst (and reads its channels of a residual src1): its operands start ``group0`` words further on."""
+    P, out = config.lanes, []
+    for layer in layers:
+        d = layer.desc
+        G = n_groups(d.out_ch, P)
+        if not _tileable(d, layer.dst) or G <= config.out_groups:
+            out.append(layer)
+            continue
+        for g0 in range(0, G, config.out_groups):
+            lo, hi = g0 * P, min(d.out_ch, (g0 + config.out_groups) * P)
+            out.append(Layer(_replace(d, name=f"{d.name}[{lo}:{hi}]", out_ch=hi - lo), layer.ops, layer.srcs,
+                             layer.dst, weight=layer.weight[lo:hi], mult=layer.mult[lo:hi],
+                             bias=layer.bias[..., lo:hi],
+                             theta=None if layer.theta is None else layer.theta[lo:hi],
+                             dense_ops=layer.dense_ops * (hi - lo) // d.out_ch, group0=g0))
+    return out
+
+
 def _allocate(layers: list[Layer], tensors: dict[str, Tensor], input_name: str, lanes: int, keep: bool = False
               ) -> tuple[dict[str, int], dict[Bank, int]]:
     """Scratchpad addresses by liveness: a tensor lives from its writer (the input: from the start) to its last
@@ -551,7 +583,7 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
     configuration: every shortfall is named with the configuration field that would need to grow."""
     cfg = config or Config()
     c = _Compiler(graph, cfg)
-    layers = c.compile()
+    layers = _tile(c.compile(), cfg)
     P = cfg.lanes
     bases, high = _allocate(layers, c.tensors, graph.input_name, P, keep)
     operands = {name: t.operand(bases[name], P) for name, t in c.tensors.items()}
@@ -566,6 +598,9 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
                 ch[slot] = operands[name]
         if layer.dst:
             ch["dst"] = operands[layer.dst]
+        if layer.group0:                                # a tile: its channels of dst (and of the residual)
+            for slot in ("dst", "src1") if d.add else ("dst",):
+                ch[slot] = replace(ch[slot], base=ch[slot].base + layer.group0)
         if layer.weight is not None:
             w = _pack_rows(layer.weight, P)                     # [G, P, I]
             ch["wbase"] = sizes["w"]
@@ -602,6 +637,8 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
     if c.shortfalls():
         raise UserError("the model does not fit the overlay: " + "; ".join(c.shortfalls()))
     program_needs = {knob: value for knob, (value, _) in c.needs.items()}
+    for knob, value in c.wants.items():
+        program_needs[knob] = max(program_needs.get(knob, 0), value)
 
     def stack(parts, shape):
         return np.concatenate(parts) if parts else np.zeros((0, *shape), np.int64)
