@@ -16,13 +16,17 @@ import re
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth.hdl import Module
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
 
 from hdl.sdram.chip import SdramChip
+from hdl.sdram.fetch import Fetch
 from hdl.sdram.litedram import GeneratedCore, SdramController, SdramPins
 
 from .sdram_model import SdramModel
 
-__all__ = ["TOP", "write_bench", "ecp5_cells"]
+__all__ = ["TOP", "FetchHost", "write_bench", "ecp5_cells"]
 
 TOP = "sdram_bench"
 
@@ -44,16 +48,62 @@ def _declared(source: str, module: str) -> list[tuple[str, str, int]]:
             re.findall(r"^\s*(input|output|inout)\s*(?:\[(\d+):0\])?\s*(\w+);", body, flags=re.M)]
 
 
+class FetchHost(wiring.Component):
+    """The controller with :class:`~hdl.sdram.fetch.Fetch` copying SDRAM words into an on-chip memory of
+    ``depth`` words of ``word_bits`` (a weight store's stand-in), for the bench.
+
+    Members: the controller's ``cmd``, ``wdata``, ``rdata`` and ``ready`` (its streams are the fetch's while it
+    is busy: use them only between fetches); the fetch's ``start``, ``src``, ``dst``, ``count``, ``busy`` and
+    ``done``; ``mem_addr`` and ``mem_data``, a read port of the memory (data the cycle after the address).
+    """
+
+    def __init__(self, core: GeneratedCore, pins: SdramPins, word_bits: int = 64, depth: int = 64):
+        self._ctrl = SdramController(core, pins)
+        self._fetch = Fetch(word_bits, depth, sdram_bits=core.data_bits, address_bits=core.address_bits)
+        self._word_bits, self._depth = word_bits, depth
+        ctrl, fetch = self._ctrl.signature.members, self._fetch.signature.members
+        super().__init__({
+            **{name: ctrl[name] for name in ("cmd", "wdata", "rdata", "ready")},
+            **{name: fetch[name] for name in ("start", "src", "dst", "count", "busy", "done")},
+            "mem_addr": In(range(depth)), "mem_data": Out(word_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ctrl = ctrl = self._ctrl
+        m.submodules.fetch = fetch = self._fetch
+        m.submodules.mem = mem = memory.Memory(shape=self._word_bits, depth=self._depth, init=[])
+        wp, rp = mem.write_port(), mem.read_port()
+        m.d.comb += [wp.en.eq(fetch.w_en), wp.addr.eq(fetch.w_addr), wp.data.eq(fetch.w_data),
+                     rp.addr.eq(self.mem_addr), self.mem_data.eq(rp.data), self.ready.eq(ctrl.ready)]
+        for name in ("start", "src", "dst", "count"):
+            m.d.comb += getattr(fetch, name).eq(getattr(self, name))
+        m.d.comb += [self.busy.eq(fetch.busy), self.done.eq(fetch.done)]
+        wiring.connect(m, wiring.flipped(self.wdata), ctrl.wdata)
+        with m.If(fetch.busy):
+            m.d.comb += [ctrl.cmd.valid.eq(fetch.cmd.valid), ctrl.cmd.payload.eq(fetch.cmd.payload),
+                         fetch.cmd.ready.eq(ctrl.cmd.ready),
+                         fetch.rdata.valid.eq(ctrl.rdata.valid), fetch.rdata.payload.eq(ctrl.rdata.payload),
+                         ctrl.rdata.ready.eq(fetch.rdata.ready)]
+        with m.Else():
+            m.d.comb += [ctrl.cmd.valid.eq(self.cmd.valid), ctrl.cmd.payload.eq(self.cmd.payload),
+                         self.cmd.ready.eq(ctrl.cmd.ready),
+                         self.rdata.valid.eq(ctrl.rdata.valid), self.rdata.payload.eq(ctrl.rdata.payload),
+                         ctrl.rdata.ready.eq(self.rdata.ready)]
+        return m
+
+
 def write_bench(core: GeneratedCore, folder: str | Path, *, rows: int | None = None,
-                model_chip: SdramChip | None = None) -> list[Path]:
+                model_chip: SdramChip | None = None, host=SdramController) -> list[Path]:
     """Write the bench's Verilog into ``folder``: the controller, the model of the core's chip (storing ``rows``
     rows a bank) and the top. ``model_chip``: the part the model checks against instead (a slower one shows
-    that the model catches a controller that breaks its limits). Returns the sources to compile, the core's
-    and the ECP5 cell models included."""
+    that the model catches a controller that breaks its limits). ``host``: what the chip's pins belong to,
+    called with the core and the pins (:class:`~hdl.sdram.litedram.SdramController`, or :class:`FetchHost`);
+    its ports are the top's. Returns the sources to compile, the core's and the ECP5 cell models included."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     chip = core.chip
-    ctrl = SdramController(core, SdramPins.make(chip))
+    ctrl = host(core, SdramPins.make(chip))
     model = SdramModel(model_chip or chip, core.clock_mhz, rows=rows)
     sources = []
     for component, name in ((ctrl, "sdram_controller"), (model, "sdram_model")):

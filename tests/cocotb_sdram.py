@@ -164,3 +164,52 @@ async def sequential_bandwidth(dut):
     with open(os.environ["SDRAM_RESULT"], "w") as f:
         json.dump(result, f)
     assert got == words and result["violation"] == "NONE", result
+
+
+@cocotb.test()
+async def fetch_into_memory(dut):
+    """(``FetchHost``) Write ``SDRAM_OPS`` wide words' worth of SDRAM words, fetch them into the on-chip memory
+    (from SDRAM word 0 to memory word 0) and read every memory word back: each is its four SDRAM words, the
+    first in the low bits. The fetch's cycles go into ``SDRAM_RESULT``."""
+    count = int(os.environ["SDRAM_OPS"])
+    rng = random.Random(int(os.environ["SDRAM_SEED"]))
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    for name in ("cmd", "wdata"):
+        getattr(dut, f"{name}__valid").value = 0
+    dut.rdata__ready.value = 1
+    dut.start.value = 0
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await RisingEdge(dut.ready)
+    ratio = len(dut.mem_data) // 16
+    words = [rng.randrange(1 << 16) for _ in range(count * ratio)]
+    data = cocotb.start_soon(_stream_all(dut, "wdata", [w | 0b11 << 16 for w in words]))
+    await _stream_all(dut, "cmd", [1 | a << 1 for a in range(len(words))])
+    await data
+    await ClockCycles(dut.clk, 30)                       # the writes reach the chip
+    dut.src.value, dut.dst.value, dut.count.value = 0, 0, count
+    dut.start.value = 1
+    await RisingEdge(dut.clk)
+    dut.start.value = 0
+    cycles = 1
+    while True:
+        await ReadOnly()
+        if int(dut.done.value):
+            break
+        await RisingEdge(dut.clk)
+        cycles += 1
+    await RisingEdge(dut.clk)
+    got = []
+    for addr in range(count):
+        dut.mem_addr.value = addr
+        await RisingEdge(dut.clk)
+        await ReadOnly()
+        got.append(int(dut.mem_data.value))
+        await RisingEdge(dut.clk)
+    want = [sum(words[i * ratio + j] << (16 * j) for j in range(ratio)) for i in range(count)]
+    result = {"words": count, "sdram_words": len(words), "fetch_cycles": cycles,
+              "violation": Violation(int(dut.violation.value)).name}
+    with open(os.environ["SDRAM_RESULT"], "w") as f:
+        json.dump(result, f)
+    assert got == want and result["violation"] == "NONE", result

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from hdl.sdram.chip import MT48LC16M16A2
-from hdl.sdram.litedram import STREAM_WORDS_PER_CYCLE, Wait, Write, core_config, generate, init_steps
+from hdl.sdram.litedram import (STREAM_WORDS_PER_CYCLE, SdramController, Wait, Write, core_config, generate,
+                                init_steps)
 from sim.cocotb_run import run_cocotb, simulator_available
-from sim.sdram_bench import TOP, write_bench
+from sim.sdram_bench import TOP, FetchHost, write_bench
 from sim.sdram_model import Violation
 
 CLOCK_MHZ = 60.0
@@ -50,11 +51,12 @@ def test_init_sequence_waits_the_datasheet_times(core):
     assert core_config(MT48LC16M16A2, CLOCK_MHZ)["sdram_module"] == MT48LC16M16A2.litedram_module
 
 
-def _run(core, tmp_path, *, ops, seed, expect=Violation.NONE, model_chip=None, test="random_traffic"):
+def _run(core, tmp_path, *, ops, seed, expect=Violation.NONE, model_chip=None, test="random_traffic",
+         host=SdramController):
     if not simulator_available("icarus"):
         pytest.skip("Icarus Verilog is not installed")
     result = tmp_path / "result.json"
-    run_cocotb(lambda folder: write_bench(core, folder, rows=ROWS, model_chip=model_chip), toplevel=TOP,
+    run_cocotb(lambda folder: write_bench(core, folder, rows=ROWS, model_chip=model_chip, host=host), toplevel=TOP,
                test_module="cocotb_sdram", test_dir=Path(__file__).parent, build_dir=tmp_path / "build",
                simulator="icarus",
                extra_env={"SDRAM_OPS": str(ops), "SDRAM_WORDS": str(ROWS * 4 * 512), "SDRAM_SEED": str(seed),
@@ -86,3 +88,11 @@ def test_sequential_bandwidth(core, tmp_path):
     for way in ("read", "write"):
         rate = result["words"] / result[f"{way}_cycles"]
         assert abs(rate - STREAM_WORDS_PER_CYCLE) < 0.02, (way, rate, result)
+
+
+def test_fetch_fills_a_memory_from_sdram(core, tmp_path):
+    """hdl.sdram.fetch on the real controller: 64 words of 64 bits (256 SDRAM words) written, fetched into an
+    on-chip memory and read back, each its four SDRAM words; at about the streaming rate."""
+    result = _run(core, tmp_path, ops=64, seed=4, test="fetch_into_memory", host=FetchHost)
+    rate = result["sdram_words"] / result["fetch_cycles"]
+    assert rate > 0.8 * STREAM_WORDS_PER_CYCLE, result
