@@ -10,16 +10,36 @@ from __future__ import annotations
 from amaranth.sim import Simulator
 
 from hdl.npu.isa import Bank, Mem, unpack_lanes
-from hdl.npu.overlay import Overlay
+from hdl.npu.overlay import EXT_LATENCY, Overlay
 
 __all__ = ["run_overlay"]
 
 
-def run_overlay(config, images: dict, banks: dict, *, max_cycles: int = 1_000_000):
+def run_overlay(config, images: dict, banks: dict, *, ext: list[int] | None = None, max_cycles: int = 1_000_000):
     """Load ``images`` (``{Mem: [word, ...]}``) and the bank contents ``banks`` (``{Bank: [word, ...]}``), run
-    the program once; return ``(banks after, logits, cycles, status)`` with status ``"done"`` or ``"error"``."""
+    the program once; return ``(banks after, logits, cycles, status)`` with status ``"done"`` or ``"error"``.
+
+    ``ext``: the external memory's words (``Program.ext_image``) for a configuration with one: it takes a read
+    every cycle and answers :data:`~hdl.npu.overlay.EXT_LATENCY` cycles later."""
     dut = Overlay(config)
     out = {}
+
+    async def external(ctx):
+        pending, cycle = [], 0                    # (cycle due, address) of each read taken
+        while True:
+            ctx.set(dut.ext_cmd.ready, 1)
+            due = bool(pending) and pending[0][0] <= cycle
+            ctx.set(dut.ext_rdata.valid, due)
+            ctx.set(dut.ext_rdata.payload, ext[pending[0][1]] if due and pending[0][1] < len(ext) else 0)
+            taken = ctx.get(dut.ext_cmd.valid)
+            address = ctx.get(dut.ext_cmd.payload.addr)
+            returned = due and ctx.get(dut.ext_rdata.ready)
+            await ctx.tick()
+            cycle += 1
+            if returned:
+                pending.pop(0)
+            if taken:
+                pending.append((cycle - 1 + EXT_LATENCY, address))
 
     async def bench(ctx):
         async def load(mem, words):
@@ -68,5 +88,8 @@ def run_overlay(config, images: dict, banks: dict, *, max_cycles: int = 1_000_00
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
+    if config.ext_depth:
+        ext = list(ext or [])
+        sim.add_testbench(external, background=True)
     sim.run()
     return out["banks"], out["logits"], out["cycles"], out["status"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hdl.npu.isa import Bank, Config, Descriptor, Kind, Operand, Post
+from hdl.npu.isa import EXT_ALIGN, Bank, Config, Descriptor, Kind, Operand, Post
 from hdl.packing import groups as n_groups
 
 __all__ = ["Machine", "run"]
@@ -36,9 +36,14 @@ class Machine:
     banks: dict[Bank, np.ndarray] = field(default_factory=dict)
     logits: np.ndarray | None = None
     events: dict[str, int] = field(default_factory=dict)       # non-zero events consumed, per descriptor
+    ext: np.ndarray | None = None      # the external memory's weight words (FETCH's source), [words, lanes]
 
     def __post_init__(self):
         c = self.config
+        if self.ext is not None:       # FETCH writes the weight store: a store of its own, the image in it
+            store = np.zeros((c.weight_depth, c.lanes), np.int64)
+            store[:len(self.weights)] = self.weights
+            self.weights = store
         self.banks = {Bank.SPIKES: np.zeros((c.spike_depth, c.lanes), np.int64),
                       Bank.WIDE: np.zeros((c.wide_depth, c.lanes), np.int64)}
         self.logits = np.zeros(c.classes, np.int64)
@@ -91,6 +96,12 @@ class Machine:
     # -- descriptors ----------------------------------------------------------------------------
 
     def execute(self, d: Descriptor) -> None:
+        if d.kind == Kind.FETCH:
+            src = d.ext_base * EXT_ALIGN
+            if self.ext is None or src + d.in_ch > len(self.ext) or d.wbase + d.in_ch > len(self.weights):
+                raise ValueError(f"{d.name}: FETCH of {d.in_ch} words from {src} to {d.wbase} is out of range")
+            self.weights[d.wbase:d.wbase + d.in_ch] = self.ext[src:src + d.in_ch]
+            return
         if d.kind == Kind.MATMUL:
             w = self.weight_matrix(d)
             accs = []
@@ -155,7 +166,7 @@ class Machine:
 def run(program, x: np.ndarray, trace: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Run ``program`` on one sample ``x``; return (logits ``[classes]``, and with ``trace`` every stored
     tensor ``[frames, tokens, channels]`` as read back right after its writer ran)."""
-    m = Machine(program.config, program.weights, program.mult, program.bias, program.theta)
+    m = Machine(program.config, program.weights, program.mult, program.bias, program.theta, ext=program.ext)
     inp = program.input
     elements = program.input_elements(x)
     for f in range(inp.frames):

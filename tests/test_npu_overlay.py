@@ -20,23 +20,28 @@ def _bank_words(machine, bank, count):
 def _descriptor_by_descriptor(program, x, kinds=tuple(Kind)):
     cfg = program.config
     images = program.images()
-    m = npu_model.Machine(cfg, program.weights, program.mult, program.bias, program.theta)
+    m = npu_model.Machine(cfg, program.weights, program.mult, program.bias, program.theta, ext=program.ext)
     inp = program.input
     elements = program.input_elements(x)
     for f in range(inp.frames):
         m.write(program.operands[inp.name], f, elements[f])
     sizes = {b: max(program.bank_words[b], 1) for b in (Bank.SPIKES, Bank.WIDE)}
-    checked = 0
+    checked, fetches = 0, []
     for d in program.descriptors[:-1]:
         before = {b: _bank_words(m, b, sizes[b]) for b in sizes}
         m.execute(d)
+        if d.kind == Kind.FETCH:              # runs with the descriptor after it, whose weights it brings
+            fetches.append(d)
+            continue
+        run, fetches = fetches + [d], []
         if d.kind not in kinds:
             continue
-        one = {**images, Mem.PROGRAM: d.encode() + Descriptor(Kind.END).encode()}
-        banks, logits, cycles, status = run_overlay(cfg, one, before)
+        one = {**images, Mem.PROGRAM: [w for e in run + [Descriptor(Kind.END)] for w in e.encode()]}
+        banks, logits, cycles, status = run_overlay(cfg, one, before, ext=program.ext_image())
         assert status == "done", d.name
         events = m.events.get(d.name, 0)
-        assert cycles == descriptor_cycles(d, cfg, events) + descriptor_cycles(Descriptor(Kind.END), cfg), d.name
+        assert cycles == (sum(descriptor_cycles(e, cfg) for e in run[:-1]) + descriptor_cycles(d, cfg, events)
+                          + descriptor_cycles(Descriptor(Kind.END), cfg)), d.name
         for b in sizes:
             assert banks[b] == _bank_words(m, b, sizes[b]), (d.name, b.name)
         if d.post.name == "LOGITS":
@@ -84,3 +89,14 @@ def test_tiles_of_a_wide_layer(digits_graph, digits_test):
     tiles = [d.name for d in program.descriptors if d.name.startswith("block0.mlp.fc1[")]
     assert len(tiles) == 3
     assert _descriptor_by_descriptor(program, digits_test.x[0], kinds=(Kind.MATMUL,)) == 10
+
+
+def test_fetched_weights(digits_graph, digits_test):
+    """A weight store of 256 words and an external memory: each MATMUL runs after the FETCH of its tile (into
+    alternate halves of the store), each pair against the interpreter in every bank word and in exact
+    cycles."""
+    cfg = fit_config(digits_graph, lanes=16, post_lanes=4).with_(weight_depth=256, ext_depth=4096, program_depth=64)
+    program = compile_program(digits_graph, cfg)
+    fetches = sum(d.kind == Kind.FETCH for d in program.descriptors)
+    assert fetches > 8
+    assert _descriptor_by_descriptor(program, digits_test.x[0], kinds=(Kind.MATMUL,)) == fetches

@@ -295,3 +295,26 @@ def test_wide_layers_are_split_into_tiles_of_the_accumulators(digits_graph, digi
     assert [d.dst.base - tiles[0].dst.base for d in tiles] == [0, 3, 6]
     with pytest.raises(UserError, match=r"\(out_groups\)"):          # attention's heads are not tiled
         compile_program(digits_graph, cfg.with_(out_groups=1))
+
+
+def test_weights_beyond_the_store_are_fetched_from_external_memory(digits_graph, digits_test):
+    """With a weight store too small for the model and an external memory, every weighted layer is FETCHed
+    tile by tile into alternate halves of the store right before it runs: still bit-exact."""
+    cfg = fit_config(digits_graph, 16).with_(ext_depth=4096, program_depth=64)
+    assert cfg.weight_depth == 808                                  # all on chip: no FETCH
+    on_chip = compile_program(digits_graph, cfg)
+    assert on_chip.ext is None and not any(d.kind == Kind.FETCH for d in on_chip.descriptors)
+    small = cfg.with_(weight_depth=256)                             # halves of 128 words: fc1 (I = 32) in 4 tiles
+    program = _check(digits_graph, digits_test.x[:6], compile_program(digits_graph, small))
+    fetches = [d for d in program.descriptors if d.kind == Kind.FETCH]
+    users = [program.descriptors[k + 1] for k, d in enumerate(program.descriptors) if d.kind == Kind.FETCH]
+    assert len(fetches) == sum(1 for d in program.descriptors if d.kind == Kind.MATMUL)
+    assert [d.wbase for d in fetches] == [0, 128] * (len(fetches) // 2) + [0] * (len(fetches) % 2)
+    for f, u in zip(fetches, users):
+        assert u.kind == Kind.MATMUL and u.wbase == f.wbase and f.in_ch == -(-u.out_ch // 16) * u.in_ch <= 128
+    assert len(program.weights) == 0 and len(program.ext) >= len(on_chip.weights)
+    assert "fetch" in program.listing() and "streamed" in program.listing()
+    with pytest.raises(UserError, match=r"\(ext_depth\)"):
+        compile_program(digits_graph, small.with_(ext_depth=256))
+    with pytest.raises(UserError, match=r"\(weight_depth\)"):       # fc2's 128 inputs: 128 words a group
+        compile_program(digits_graph, small.with_(weight_depth=200))

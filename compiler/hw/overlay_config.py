@@ -205,7 +205,8 @@ def board_config(totals: dict[str, int], lanes: int | None = None, *, name: str 
 def limits(config: Config) -> dict[str, int]:
     """What a model may have to run on ``config`` (each a bound ``compile_program`` checks, with the field that
     sets it): channels of one layer's output, tokens, weights on chip, time steps, spike levels, weight bits,
-    classes, descriptors, per-channel parameter words, the scratchpad banks' words."""
+    classes, descriptors, per-channel parameter words, the scratchpad banks' words, the external memory's
+    weight words (0: none, every weight on chip)."""
     fields = dict(DESCRIPTOR_FIELDS)
     P = config.lanes
     return {"lanes": P,
@@ -218,6 +219,7 @@ def limits(config: Config) -> dict[str, int]:
             "max_weight_bits": config.weight_bits,
             "weights_on_chip": config.weight_depth * P,
             "weight_words": config.weight_depth,
+            "external_weight_words": config.ext_depth,
             "spike_words": config.spike_depth,
             "wide_words": config.wide_depth,
             "param_words": config.param_depth,

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from hdl.npu.isa import Bank, Config, Descriptor, Kind, Mem, Operand, Post, head_span, pack_lanes
-from hdl.npu.overlay import descriptor_cycles
+from hdl.npu.isa import EXT_ALIGN, Bank, Config, Descriptor, Kind, Mem, Operand, Post, head_span, pack_lanes
+from hdl.npu.overlay import EXT_WORD_BITS, descriptor_cycles, ext_ratio
 from hdl.packing import groups as n_groups
 from hdl.packing import signed_width, unsigned_width
 
@@ -84,6 +84,7 @@ class Program:
     model_id: int
     graph: ir.Graph
     meta: dict = field(default_factory=dict)
+    ext: np.ndarray | None = None  # [words, lanes]: the external memory's image (weights FETCHed), or None
 
     @property
     def input(self) -> Tensor:
@@ -113,6 +114,18 @@ class Program:
                 Mem.MULT: post_words(self.mult, c.mult_bits),
                 Mem.BIAS: post_words(self.bias, c.bias_bits),
                 Mem.THETA: post_words(self.theta, c.theta_bits)}
+
+    def ext_image(self) -> list[int]:
+        """The external memory's contents (FETCH's source) as its 16-bit words: each weight-store word as
+        ``ext_ratio`` of them, the first in the low bits (empty when the weights are all on chip)."""
+        if self.ext is None:
+            return []
+        c, ratio = self.config, ext_ratio(self.config)
+        mask, out = (1 << EXT_WORD_BITS) - 1, []
+        for w in self.ext:
+            word = pack_lanes(w, c.weight_bits)
+            out += [(word >> (EXT_WORD_BITS * k)) & mask for k in range(ratio)]
+        return out
 
     def events(self, x: np.ndarray) -> list[float]:
         """Mean non-zero events per descriptor (what its src0 holds over its run, mask applied; and src1's for
@@ -156,7 +169,9 @@ class Program:
         lines = [f"program {self.model_id:08x}: {len(self.descriptors)} descriptors, {self.config.lanes} lanes; "
                  f"spike bank {self.bank_words[Bank.SPIKES]:,} / {self.config.spike_depth:,} words, wide bank "
                  f"{self.bank_words[Bank.WIDE]:,} / {self.config.wide_depth:,}, weight store "
-                 f"{len(self.weights):,} / {self.config.weight_depth:,}",
+                 f"{len(self.weights):,} / {self.config.weight_depth:,}"
+                 + (f" (streamed: {len(self.ext):,} / {self.config.ext_depth:,} words of external memory)"
+                    if self.ext is not None else ""),
                  f"{'#':>3} {'layer':<22} {'computes':<34} {'reads':<24} {'writes':<8} {'dense ops':>10}"
                  + (f" {'events':>8} {'cycles':>8}" if events else "")]
         cycles = self.cycles(events)
@@ -164,6 +179,11 @@ class Program:
             if d.kind == Kind.END:
                 lines.append(f"{k:>3} {'end':<22} {'':<34} {'':<24} {'':<8} {'':>10}"
                              + (f" {'':>8} {cycles[k]:>8,.0f}" if events else ""))
+                continue
+            if d.kind == Kind.FETCH:
+                lines.append(f"{k:>3} {d.name:<22} {f'fetch {d.in_ch:,} weight words':<34} "
+                             f"{f'X@{d.ext_base * EXT_ALIGN}':<24} {f'w@{d.wbase}':<8} {'':>10}"
+                             + (f" {'':>8} {_num(cycles[k]):>8}" if events else ""))
                 continue
             reads = ", ".join(_where(op) for op, name in zip((d.src0, d.src1, d.src2), layer.srcs) if name)
             writes = "logits" if layer.dst is None else _where(d.dst)
@@ -510,20 +530,24 @@ def _tileable(d: Descriptor, dst: str | None) -> bool:
     return d.kind == Kind.MATMUL and not d.reduce and dst is not None
 
 
-def _tile(layers: list[Layer], config: Config) -> list[Layer]:
-    """Split each MATMUL with more output lane groups than the accumulators hold (``out_groups``) into tiles of
-    at most that many, one descriptor each, named ``name[lo:hi]`` by their channels. A tile is the layer with
-    its rows of the weights and of the per-channel parameters; it reads all of src0 and writes its channels
-    of dst (and reads its channels of a residual src1): its operands start ``group0`` words further on."""
+def _tile(layers: list[Layer], config: Config, max_words: int | None = None) -> list[Layer]:
+    """Split each MATMUL with more output lane groups than the accumulators hold (``out_groups``), or (with
+    ``max_words``) more weight words than that, into tiles of at most that many groups, one descriptor each,
+    named ``name[lo:hi]`` by their channels. A tile is the layer with its rows of the weights and of the
+    per-channel parameters; it reads all of src0 and writes its channels of dst (and reads its channels of a
+    residual src1): its operands start ``group0`` words further on."""
     P, out = config.lanes, []
     for layer in layers:
         d = layer.desc
         G = n_groups(d.out_ch, P)
-        if not _tileable(d, layer.dst) or G <= config.out_groups:
+        most = config.out_groups
+        if max_words is not None and layer.weight is not None:
+            most = max(1, min(most, max_words // d.in_ch))
+        if not _tileable(d, layer.dst) or G <= most:
             out.append(layer)
             continue
-        for g0 in range(0, G, config.out_groups):
-            lo, hi = g0 * P, min(d.out_ch, (g0 + config.out_groups) * P)
+        for g0 in range(0, G, most):
+            lo, hi = g0 * P, min(d.out_ch, (g0 + most) * P)
             out.append(Layer(_replace(d, name=f"{d.name}[{lo}:{hi}]", out_ch=hi - lo), layer.ops, layer.srcs,
                              layer.dst, weight=layer.weight[lo:hi], mult=layer.mult[lo:hi],
                              bias=layer.bias[..., lo:hi],
@@ -583,13 +607,19 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
     configuration: every shortfall is named with the configuration field that would need to grow."""
     cfg = config or Config()
     c = _Compiler(graph, cfg)
-    layers = _tile(c.compile(), cfg)
+    layers = c.compile()
     P = cfg.lanes
+    # weights beyond the store come from the external memory: each tile's, FETCHed into one half of the store
+    # (the halves alternate) right before the tile runs
+    total = sum(n_groups(l.desc.out_ch, P) * l.desc.in_ch for l in layers if l.weight is not None)
+    stream = cfg.ext_depth > 0 and total > cfg.weight_depth
+    half = cfg.weight_depth // 2
+    layers = _tile(layers, cfg, half if stream else None)
     bases, high = _allocate(layers, c.tensors, graph.input_name, P, keep)
     operands = {name: t.operand(bases[name], P) for name, t in c.tensors.items()}
     weights, mult, bias, theta = [], [], [], []
     sizes = {"w": 0, "m": 0, "b": 0, "t": 0}
-    descs = []
+    descs, placed, ext, ext_words, fetches = [], [], [], 0, 0
     for layer in layers:
         d = layer.desc
         ch = {}
@@ -603,10 +633,25 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
                 ch[slot] = replace(ch[slot], base=ch[slot].base + layer.group0)
         if layer.weight is not None:
             w = _pack_rows(layer.weight, P)                     # [G, P, I]
-            ch["wbase"] = sizes["w"]
             words = w.transpose(0, 2, 1).reshape(-1, P)          # word g*I + i, lane l = W[g*P+l, i]
-            weights.append(words)
-            sizes["w"] += len(words)
+            if stream:
+                c.require("weight_depth", 2 * len(words), f"{d.name}'s {len(words):,} weight words, in each "
+                          "half of the store (streamed)")
+                pad = -ext_words % EXT_ALIGN
+                ext.append(np.zeros((pad, P), np.int64))
+                ext_words += pad
+                ch["wbase"] = (fetches % 2) * half
+                fetch = Descriptor(Kind.FETCH, f"{d.name}<", in_ch=len(words), wbase=ch["wbase"],
+                                   ext_base=ext_words // EXT_ALIGN)
+                descs.append(fetch)
+                placed.append(Layer(fetch, (), (None, None, None), None))
+                ext.append(words)
+                ext_words += len(words)
+                fetches += 1
+            else:
+                ch["wbase"] = sizes["w"]
+                weights.append(words)
+                sizes["w"] += len(words)
         ch["mult_base"] = sizes["m"]
         m = _pack_rows(layer.mult, P)
         mult.append(m)
@@ -622,7 +667,10 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
             theta.append(t)
             sizes["t"] += len(t)
         descs.append(_replace(d, **ch))
+        placed.append(layer)
     descs.append(Descriptor(Kind.END, "end"))
+    if stream:
+        c.require("ext_depth", ext_words, f"the weights need {ext_words:,} words of external memory")
     for bank, knob in ((Bank.SPIKES, "spike_depth"), (Bank.WIDE, "wide_depth")):
         c.require(knob, high[bank], f"the {bank.name.lower()} bank needs {high[bank]:,} words")
     c.require("weight_depth", sizes["w"], f"the weights need {sizes['w']:,} words")
@@ -644,12 +692,13 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
         return np.concatenate(parts) if parts else np.zeros((0, *shape), np.int64)
 
     out = graph.op(graph.output) if graph.output != graph.input_name else None
-    return Program(config=cfg, descriptors=descs, layers=layers, tensors=c.tensors, operands=operands,
+    return Program(config=cfg, descriptors=descs, layers=placed, tensors=c.tensors, operands=operands,
                    weights=stack(weights, (P,)), mult=stack(mult, (P,)), bias=stack(bias, (P,)),
                    theta=stack(theta, (P, cfg.levels)), bank_words=high, input_name=graph.input_name,
                    input_kind=graph.input_kind, input_frames=c.input_frames, patch=c.patch,
                    classes=c.types[graph.output].shape[-1], timesteps=c.T, model_id=model_id(graph), graph=graph,
-                   meta={"output_op": out.name if out else None, "needs": program_needs})
+                   meta={"output_op": out.name if out else None, "needs": program_needs},
+                   ext=stack(ext, (P,)) if stream else None)
 
 
 #: A configuration that any program fits: only its ``needs`` are read (``fit_config``).

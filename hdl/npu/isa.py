@@ -24,6 +24,9 @@ Memories of the overlay (sizes in :class:`Config`):
   ``t * C * S + i * S + (c // lanes - g0)``, with ``g0`` the first lane group of that head and ``S`` =
   the descriptor's ``head_span`` (:func:`head_span`); lanes outside the head hold 0.
 * **logits**: ``classes`` signed ``logit_bits``-bit registers, written by the ``LOGITS`` post operation.
+* **external memory** (``Config.ext_depth`` words, 0 for none): weight-store words, each as ``ceil(lanes *
+  weight_bits / 16)`` consecutive 16-bit SDRAM words (first in the low bits); a ``FETCH`` copies a run of
+  them into the weight store.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from dataclasses import dataclass, field, fields, replace
 from amaranth.hdl import unsigned
 from amaranth.lib import data
 
-__all__ = ["Bank", "Mem", "Kind", "pack_lanes", "unpack_lanes", "Post", "Operand", "Descriptor", "Config", "DESCRIPTOR_FIELDS", "DESCRIPTOR_WORDS", "head_span",
+__all__ = ["EXT_ALIGN", "Bank", "Mem", "Kind", "pack_lanes", "unpack_lanes", "Post", "Operand", "Descriptor", "Config", "DESCRIPTOR_FIELDS", "DESCRIPTOR_WORDS", "head_span",
            "WORD_BITS", "descriptor_layout"]
 
 WORD_BITS = 32          # the host bus word: a descriptor is written as DESCRIPTOR_WORDS of these
+#: FETCH's source is a multiple of this many weight-store words of the external memory (``ext_base`` counts them).
+EXT_ALIGN = 8
 
 
 class Bank(enum.IntEnum):
@@ -84,6 +89,8 @@ class Kind(enum.IntEnum):
                         # K^T V products of every step are built first (kv store), then read per token
     COSPIKE = 4         # acc[t,0,c] = sum_n src0[t,n,c] * src1[t,n,c]
     MAXPOOL = 5         # acc[t,n,c] = max over the window (conv_*) of src0 (non-negative values, 0 outside)
+    FETCH = 6           # weights[wbase + k] = external[ext_base * EXT_ALIGN + k] for k < in_ch: weight-store words
+                        # from the external memory (Config.ext_depth), before the layer that reads them
 
 
 class Post(enum.IntEnum):
@@ -118,6 +125,7 @@ DESCRIPTOR_FIELDS: tuple[tuple[str, int], ...] = (
     ("shift", 6), ("leak", 5), ("sat", 6), ("add_width", 6),
     ("conv_k", 3), ("conv_stride", 3), ("conv_pad", 3), ("conv_groups", 8), ("in_height", 9), ("in_width", 9),
     ("out_width", 9), ("conv_rowstep", 16), ("conv_origin", 16),
+    ("ext_base", 19),
 )
 _FIELD_BITS = dict(DESCRIPTOR_FIELDS)
 DESCRIPTOR_BITS = sum(_FIELD_BITS.values())
@@ -174,6 +182,7 @@ class Descriptor:
     out_width: int = 0
     conv_rowstep: int = 0
     conv_origin: int = 0
+    ext_base: int = 0             # FETCH: the source, in units of EXT_ALIGN external words (in_ch: the word count)
 
     def window(self, n: int, tap: int) -> tuple[int, int] | None:
         """The src0 token (as ``(y, x)``) of output token ``n``'s window tap ``tap`` (``dy * conv_k + dx``), or
@@ -261,6 +270,7 @@ class Config:
     classes: int = 16             # logit registers
     logit_bits: int = 40
     post_lanes: int = 0           # lanes the post unit computes per cycle, a divisor of lanes (0: all of them)
+    ext_depth: int = 0            # weight-store words of external memory that FETCH reads (0: none, no FETCH)
 
     def __post_init__(self):
         if self.lanes < 1 or not 0 <= self.post_lanes <= self.lanes or self.lanes % self.post_width:

@@ -32,12 +32,13 @@ descriptor: they grow with the spikes (:func:`descriptor_cycles`).
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..packing import index_bits
-from .isa import DESCRIPTOR_WORDS, WORD_BITS, Bank, Config, Kind, Mem, Post, descriptor_layout
+from ..sdram.fetch import Fetch, fetch_cycles
+from .isa import DESCRIPTOR_WORDS, EXT_ALIGN, WORD_BITS, Bank, Config, Kind, Mem, Post, descriptor_layout
 
 __all__ = ["Overlay", "descriptor_cycles", "POST_FLUSH"]
 
@@ -47,6 +48,25 @@ POST_STAGES = 8
 POST_FLUSH = POST_STAGES - 1
 #: Cycles a frame waits after its last update is issued (the accumulate pipeline's depth but one).
 DRAIN = 3
+
+
+#: Bits of an external memory word (the SDRAM's): a weight-store word is :func:`ext_ratio` of them.
+EXT_WORD_BITS = 16
+
+#: Cycles from a read's command to its word in the simulated external memory (``sim.npu_amaranth``), which
+#: :func:`descriptor_cycles` counts a FETCH with. The board's SDRAM takes longer and moves
+#: ``hdl.sdram.litedram.STREAM_WORDS_PER_CYCLE`` words a cycle (docs/sdram.md).
+EXT_LATENCY = 2
+
+
+def ext_ratio(config: Config) -> int:
+    """External memory words per weight-store word."""
+    return -(-config.lanes * config.weight_bits // EXT_WORD_BITS)
+
+
+def ext_address_bits(config: Config) -> int:
+    """Bits of an external memory word address for ``config.ext_depth`` weight-store words."""
+    return max(1, (config.ext_depth * ext_ratio(config) - 1).bit_length())
 
 
 def descriptor_cycles(d, config: Config, events: float = 0) -> float:
@@ -65,6 +85,8 @@ def descriptor_cycles(d, config: Config, events: float = 0) -> float:
     per word of every token, post ``G``, 2 + DRAIN."""
     if d.kind == Kind.END:
         return DESCRIPTOR_WORDS + 2
+    if d.kind == Kind.FETCH:
+        return DESCRIPTOR_WORDS + 2 + fetch_cycles(d.in_ch, ext_ratio(config), EXT_LATENCY)
     fetch = DESCRIPTOR_WORDS + 2 + POST_FLUSH
     lanes = config.lanes
     g_in, g_out = -(-d.in_ch // lanes), -(-d.out_ch // lanes)
@@ -128,11 +150,16 @@ class Overlay(wiring.Component):
                             c.post_width * max(c.mult_bits, c.bias_bits, c.levels * c.theta_bits), c.logit_bits)
         self.addr_width = max(index_bits(d) for d in (c.program_depth * DESCRIPTOR_WORDS, c.spike_depth,
                                                       c.wide_depth, c.weight_depth, c.param_depth, c.classes))
+        ext = {}
+        if c.ext_depth:
+            ext = {"ext_cmd": Out(stream.Signature(data.StructLayout({"we": 1, "addr": ext_address_bits(c)}))),
+                   "ext_rdata": In(stream.Signature(EXT_WORD_BITS))}
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1), "error": Out(1),
             "pc": Out(range(max(c.program_depth, 2))), "cycles": Out(32),
             "load_en": In(1), "load_mem": In(3), "load_addr": In(self.addr_width), "load_data": In(self.max_word),
             "peek_mem": In(3), "peek_addr": In(self.addr_width), "peek_data": Out(self.max_word),
+            **ext,
         })
 
     @property
@@ -173,6 +200,14 @@ class Overlay(wiring.Component):
             wp = mem.write_port()
             m.d.comb += [wp.en.eq(self.load_en & (self.load_mem == key) & ~self.busy), wp.addr.eq(self.load_addr),
                          wp.data.eq(self.load_data)]
+            if key == Mem.WEIGHTS and c.ext_depth:
+                # FETCH: the external memory's words into the weight store, while the overlay runs
+                m.submodules.fetch = fetch = Fetch(P * c.weight_bits, c.weight_depth, sdram_bits=EXT_WORD_BITS,
+                                                   address_bits=ext_address_bits(c))
+                wiring.connect(m, fetch.cmd, wiring.flipped(self.ext_cmd))
+                wiring.connect(m, wiring.flipped(self.ext_rdata), fetch.rdata)
+                with m.If(self.busy):
+                    m.d.comb += [wp.en.eq(fetch.w_en), wp.addr.eq(fetch.w_addr), wp.data.eq(fetch.w_data)]
 
         # --- the descriptor register ------------------------------------------------------------------
         desc = Signal(descriptor_layout())
@@ -656,9 +691,19 @@ class Overlay(wiring.Component):
                     with m.Case(Kind.LINEAR_ATTENTION):
                         m.d.sync += [phase_k.eq(1), fresh.eq(1), *restart_heads]
                         m.next = "KV_CLEAR"
+                    if c.ext_depth:
+                        with m.Case(Kind.FETCH):
+                            m.d.comb += [fetch.start.eq(1), fetch.dst.eq(desc.wbase), fetch.count.eq(desc.in_ch),
+                                         fetch.src.eq(desc.ext_base * (EXT_ALIGN * ext_ratio(c)))]
+                            m.next = "EXT_WAIT"
                     with m.Default():
                         m.d.sync += [self.busy.eq(0), self.error.eq(1)]
                         m.next = "IDLE"
+            if c.ext_depth:
+                with m.State("EXT_WAIT"):
+                    with m.If(fetch.done):
+                        m.d.sync += [pc.eq(pc + 1), pc_base.eq(pc_base + DESCRIPTOR_WORDS), word.eq(0)]
+                        m.next = "FETCH"
             with m.State("KV_CLEAR"):
                 # steps x (in_ch * span) words, counted as two loops (no multiplier before the comparison)
                 m.d.comb += kv_clr.eq(1)
