@@ -12,6 +12,8 @@ from amaranth.sim import Simulator
 from hdl.npu.isa import Bank, Mem, unpack_lanes
 from hdl.npu.overlay import EXT_LATENCY, Overlay
 
+from .ext_memory import serve_reads
+
 __all__ = ["run_overlay"]
 
 
@@ -25,21 +27,8 @@ def run_overlay(config, images: dict, banks: dict, *, ext: list[int] | None = No
     out = {}
 
     async def external(ctx):
-        pending, cycle = [], 0                    # (cycle due, address) of each read taken
-        while True:
-            ctx.set(dut.ext_cmd.ready, 1)
-            due = bool(pending) and pending[0][0] <= cycle
-            ctx.set(dut.ext_rdata.valid, due)
-            ctx.set(dut.ext_rdata.payload, ext[pending[0][1]] if due and pending[0][1] < len(ext) else 0)
-            taken = ctx.get(dut.ext_cmd.valid)
-            address = ctx.get(dut.ext_cmd.payload.addr)
-            returned = due and ctx.get(dut.ext_rdata.ready)
-            await ctx.tick()
-            cycle += 1
-            if returned:
-                pending.pop(0)
-            if taken:
-                pending.append((cycle - 1 + EXT_LATENCY, address))
+        await serve_reads(ctx, dut.ext_cmd, dut.ext_rdata, lambda a: ext[a] if a < len(ext) else 0,
+                          latency=EXT_LATENCY)
 
     async def bench(ctx):
         async def load(mem, words):

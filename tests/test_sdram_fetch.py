@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hdl.sdram.fetch import Fetch, fetch_cycles
+from sim.ext_memory import serve_reads
 
 
 def sdram_word(addr: int) -> int:
@@ -27,27 +28,13 @@ def run_fetch(word_bits, depth, fetches, *, stall=0.0, latency=1, seed=0):
     memory, cycles = {}, []
 
     async def controller(ctx):
-        pending = []                                    # (cycle due, address)
-        cycle = 0
+        await serve_reads(ctx, dut.cmd, dut.rdata, sdram_word, latency=latency, stall=stall, rng=rng)
+
+    async def writes(ctx):
         while True:
-            ctx.set(dut.cmd.ready, int(rng.random() >= stall))
-            due = [p for p in pending if p[0] <= cycle]
-            if due and rng.random() >= stall:
-                ctx.set(dut.rdata.valid, 1)
-                ctx.set(dut.rdata.payload, sdram_word(due[0][1]))
-            else:
-                ctx.set(dut.rdata.valid, 0)
-            taken_read = ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready)
-            address = ctx.get(dut.cmd.payload.addr)
-            returned = ctx.get(dut.rdata.valid)
             if ctx.get(dut.w_en):
                 memory[ctx.get(dut.w_addr)] = ctx.get(dut.w_data)
             await ctx.tick()
-            cycle += 1
-            if returned:
-                pending.pop(0)
-            if taken_read:
-                pending.append((cycle - 1 + latency, address))
 
     async def bench(ctx):
         for src, dst, count in fetches:
@@ -67,6 +54,7 @@ def run_fetch(word_bits, depth, fetches, *, stall=0.0, latency=1, seed=0):
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(controller, background=True)
+    sim.add_testbench(writes, background=True)
     sim.add_testbench(bench)
     sim.run()
     return memory, cycles
