@@ -288,10 +288,14 @@ def load_images(path: Path) -> tuple[dict, dict[Mem, list[int]]]:
     return meta, images
 
 
+#: The configuration fields whose 0 means something (all of the post unit's lanes; no external memory).
+_MAY_BE_ZERO = ("post_lanes", "ext_depth")
+
+
 def _config_from(value, where) -> Config:
     names = {f.name for f in fields(Config)}
     if not isinstance(value, dict) or set(value) != names or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= (k != "post_lanes") for k, v in value.items()):
+            isinstance(v, int) and not isinstance(v, bool) and v >= (k not in _MAY_BE_ZERO) for k, v in value.items()):
         raise UserError(f"{where}: not an overlay configuration ({value!r:.200})")
     try:
         return Config(**value)
