@@ -223,6 +223,8 @@ class SdramModel(wiring.Component):
                       "a burst mode the model does not implement (full page or interleaved)")
                 check(Cat(*[cl_code == c for c in chip.cas_latencies]).any() & (cl_code <= 3),
                       Violation.UNSUPPORTED, "a CAS latency the part does not have")
+                check((self.a[7:9] == 0) & (self.a[10:] == 0), Violation.UNSUPPORTED,
+                      "reserved mode register bits set (A7, A8, A10 and up: test modes)")
                 m.d.sync += [moded.eq(1), bl_log2.eq(bl_code[:2]), cl.eq(cl_code[:2]), wb_single.eq(self.a[9]),
                              mrd_.eq(1)]
             with m.Case(Command.REFRESH):

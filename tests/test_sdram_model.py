@@ -208,3 +208,12 @@ def test_refresh_waits_for_an_auto_precharge():
     assert result["violation"] == Violation.NONE, result
     result, _ = run(steps + [(Command.REFRESH, 0, 0)])
     assert result["violation"] == Violation.T_RP, result
+
+
+def test_reserved_mode_bits_are_refused():
+    """A8 set (LiteDRAM's own SDR sequence writes 0x120, a DDR part's DLL reset) is a test mode on an SDR part."""
+    for value in (0x120, mode() | 1 << 10):
+        result, _ = run(init()[:-N["mrd"]] + [(Command.LOAD_MODE, 0, value)])
+        assert result["violation"] == Violation.UNSUPPORTED, (hex(value), result)
+    result, _ = run(init()[:-N["mrd"]] + [(Command.LOAD_MODE, 0, mode(3, 4, single_writes=True))])
+    assert result["violation"] == Violation.NONE, result
