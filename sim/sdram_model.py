@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Cat, Const, Format, Module, Mux, Print, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Format, Module, Mux, Print, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
