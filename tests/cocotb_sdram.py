@@ -42,19 +42,27 @@ async def _send(dut, name, items, stall, rng):
     valid.value = 0
 
 
+async def _power_up(dut, rdata_ready: int) -> None:
+    """Start the clock, hold every stream idle (the reader ``rdata_ready``) through a reset, and wait until the
+    controller has initialised the chip."""
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    for name in ("cmd", "wdata"):
+        getattr(dut, f"{name}__valid").value = 0
+    dut.rdata__ready.value = rdata_ready
+    if hasattr(dut, "start"):                          # FetchHost's fetch
+        dut.start.value = 0
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await RisingEdge(dut.ready)
+
+
 @cocotb.test()
 async def random_traffic(dut):
     ops, words = int(os.environ["SDRAM_OPS"]), int(os.environ["SDRAM_WORDS"])
     rng = random.Random(int(os.environ["SDRAM_SEED"]))
     expect = Violation[os.environ["SDRAM_EXPECT"]]
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    for name in ("cmd", "wdata"):
-        getattr(dut, f"{name}__valid").value = 0
-    dut.rdata__ready.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await RisingEdge(dut.ready)
+    await _power_up(dut, rdata_ready=0)
     start = int(dut.refreshes.value)
 
     memory, cmds, writes, reads = {}, [], [], []
@@ -131,14 +139,7 @@ async def sequential_bandwidth(dut):
     (into ``SDRAM_RESULT``), and every word read back."""
     ops = int(os.environ["SDRAM_OPS"])
     rng = random.Random(int(os.environ["SDRAM_SEED"]))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    for name in ("cmd", "wdata"):
-        getattr(dut, f"{name}__valid").value = 0
-    dut.rdata__ready.value = 1
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await RisingEdge(dut.ready)
+    await _power_up(dut, rdata_ready=1)
     words = [rng.randrange(1 << 16) for _ in range(ops)]
     data = cocotb.start_soon(_stream_all(dut, "wdata", [w | 0b11 << 16 for w in words]))
     write_cycles = await _stream_all(dut, "cmd", [1 | a << 1 for a in range(ops)])
@@ -173,15 +174,7 @@ async def fetch_into_memory(dut):
     first in the low bits. The fetch's cycles go into ``SDRAM_RESULT``."""
     count = int(os.environ["SDRAM_OPS"])
     rng = random.Random(int(os.environ["SDRAM_SEED"]))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    for name in ("cmd", "wdata"):
-        getattr(dut, f"{name}__valid").value = 0
-    dut.rdata__ready.value = 1
-    dut.start.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await RisingEdge(dut.ready)
+    await _power_up(dut, rdata_ready=1)
     ratio = len(dut.mem_data) // 16
     words = [rng.randrange(1 << 16) for _ in range(count * ratio)]
     data = cocotb.start_soon(_stream_all(dut, "wdata", [w | 0b11 << 16 for w in words]))
