@@ -11,11 +11,8 @@ module OFS1P3BX (input D, input SP, input SCLK, input PD, output reg Q);
 endmodule
 
 // The same as an input register.
-module IFS1P3BX (input D, input SP, input SCLK, input PD, output reg Q);
-    initial Q = 1'b1;
-    always @(posedge SCLK or posedge PD)
-        if (PD) Q <= 1'b1;
-        else if (SP) Q <= D;
+module IFS1P3BX (input D, input SP, input SCLK, input PD, output Q);
+    OFS1P3BX same (.D(D), .SP(SP), .SCLK(SCLK), .PD(PD), .Q(Q));
 endmodule
 
 // A flip-flop with asynchronous preset (the core's reset synchroniser).
