@@ -24,7 +24,9 @@ _WRITE, _READ, _TICK = "write", "read", "tick"
 
 
 class AmaranthBus:
-    """``device`` (a component with ``bus: In(HostBusSignature(...))``) in the Amaranth simulator.
+    """``device`` (a component with ``bus: In(HostBusSignature(...))``) in the Amaranth simulator, with
+    ``background`` testbenches beside it (``async def bench(ctx)``: what the device's other ports meet, such
+    as ``sim.ext_memory.serve_reads``).
 
     Attributes
     ----------
@@ -32,7 +34,7 @@ class AmaranthBus:
         Clock cycles simulated so far.
     """
 
-    def __init__(self, device):
+    def __init__(self, device, background=()):
         self.device = device
         self.cycles = 0
         self._ops: deque = deque()
@@ -41,6 +43,8 @@ class AmaranthBus:
         self._sim = Simulator(device)
         self._sim.add_clock(1e-8)
         self._sim.add_testbench(self._bench, background=True)
+        for bench in background:
+            self._sim.add_testbench(bench, background=True)
 
     async def _bench(self, ctx):
         bus = self.device.bus

@@ -12,6 +12,7 @@ words)`` and ``read_words(addr, count)``: a ``Link`` to a board (or to ``sim.uar
 
 from __future__ import annotations
 
+import binascii
 import time
 from typing import Callable, Protocol
 
@@ -137,19 +138,82 @@ class NpuDriver:
 
     # -- a program -------------------------------------------------------------------------------------
 
-    def load(self, program: Program, progress: Callable[[int], None] | None = None) -> None:
+    def load(self, program: Program, progress: Callable[[int], None] | None = None, *,
+             external: bool = True) -> None:
         """Check the device's configuration, then write ``program``'s images (``Program.images``: program,
-        weights, parameters). ``progress(k)`` is called after each ``k`` words written."""
+        weights, parameters) and, if ``external``, its external memory's image (:meth:`load_external`).
+        ``progress(k)`` is called after each ``k`` words written."""
         self.check(program)
         self.program, self.map = program, AddressMap(program.config)
         for mem, words in program.images().items():
             self.write_memory(mem, 0, words, progress)
+        if external:
+            self.load_external(program, progress)
 
-    def image_words(self, program: Program | None = None) -> int:
-        """Bus words that :meth:`load` writes for ``program`` (default: the loaded one)."""
+    def image_words(self, program: Program | None = None, *, external: bool = True) -> int:
+        """Bus words that :meth:`load` writes for ``program`` (default: the loaded one), the external image's
+        included if ``external``."""
         program = program or self.program
         amap = AddressMap(program.config)
-        return sum(len(words) * amap.chunks[mem] for mem, words in program.images().items())
+        ext = -(-len(program.ext_image()) // 2) if external else 0
+        return ext + sum(len(words) * amap.chunks[mem] for mem, words in program.images().items())
+
+    # -- the external memory -----------------------------------------------------------------------------
+
+    def external_id(self) -> int:
+        """The identifier of the image in the external memory (``REG_EXT_ID``: 0 for none)."""
+        return int(self.bus.read_words(regmap.REG_EXT_ID, 1)[0])
+
+    def load_external(self, program: Program, progress: Callable[[int], None] | None = None, *,
+                      force: bool = False, timeout: float = 10.0) -> bool:
+        """Write ``program``'s external image (``Program.ext_image``) into the device's external memory
+        unless it holds it already (its identifier, ``Program.ext_id``; ``force``: write it anyway); return
+        whether it wrote. The words go through the data window in bursts of at most the write FIFO's depth,
+        each followed by a wait until they have reached the memory. Afterwards the device's CRC of the words
+        it took must equal the host's, and nothing may have been lost (NpuError); only then is the image's
+        identifier written beside it."""
+        image = program.ext_image()
+        if not image:
+            return False
+        amap = AddressMap(program.config)
+        self._wait_for(regmap.REG_EXT_STATUS, regmap.EXT_READY, regmap.EXT_READY, timeout, "the external memory's "
+                       "initialisation")
+        want = program.ext_id()
+        if not force and self.external_id() == want:
+            return False
+        halves = np.zeros(2 * -(-len(image) // 2), dtype=np.uint32)
+        halves[:len(image)] = image
+        words = halves[0::2] | halves[1::2] << 16
+        self.bus.write_words(regmap.REG_EXT_ADDR, [0])
+        burst = min(regmap.EXT_FIFO_DEPTH, amap.ext_window)
+        for k in range(0, len(words), burst):
+            part = words[k:k + burst]
+            self.bus.write_words(amap.ext_window, part)
+            self._wait_for(regmap.REG_EXT_STATUS, regmap.EXT_IDLE, regmap.EXT_IDLE, timeout,
+                           "the external memory's writes")
+            if progress:
+                progress(len(part))
+        status, crc = (int(v) for v in self.bus.read_words(regmap.REG_EXT_STATUS, 2))
+        expected = binascii.crc32(words.astype("<u4").tobytes())
+        if status & regmap.EXT_LOST or crc != expected:
+            raise NpuError(f"the external memory's image did not arrive whole (CRC 0x{crc:08x}, expected "
+                           f"0x{expected:08x}{', words lost' if status & regmap.EXT_LOST else ''})")
+        self.bus.write_words(regmap.REG_EXT_ID, [want])
+        return True
+
+    def _wait_for(self, addr: int, mask: int, value: int, timeout: float, what: str) -> int:
+        """Read register ``addr`` until ``reg & mask == value`` (the transport's own ``wait`` first, if it has
+        one); return it. LinkTimeout after ``timeout`` seconds."""
+        fast = getattr(self.bus, "wait", None)
+        if callable(fast):
+            fast(addr, mask, value, self.max_cycles)
+        deadline = time.monotonic() + timeout
+        while True:
+            reg = int(self.bus.read_words(addr, 1)[0])
+            if reg & mask == value:
+                return reg
+            if time.monotonic() > deadline:
+                raise LinkTimeout(f"{what} did not end within {timeout} s")
 
     def write_input(self, x: np.ndarray) -> None:
         """One sample ``x`` into the loaded program's input operand, frame by frame, as ``sim.npu_model.run``
@@ -190,7 +254,12 @@ class NpuDriver:
         return int(self.bus.read_words(regmap.REG_CYCLES, 1)[0])
 
     def start(self) -> None:
-        """Run the program from descriptor 0 (ignored by the device while it runs)."""
+        """Run the program from descriptor 0 (ignored by the device while it runs). NpuError if the program
+        streams weights and the external memory does not hold its image (:meth:`load_external`)."""
+        program = self.program
+        if program is not None and program.ext is not None and self.external_id() != program.ext_id():
+            raise NpuError("the external memory does not hold this program's weights (its image identifier is "
+                           f"0x{self.external_id():08x}, the program's 0x{program.ext_id():08x}): load them first")
         self.bus.write_words(regmap.REG_CTRL, [regmap.CTRL_START])
 
     def wait(self, timeout: float = 10.0) -> None:

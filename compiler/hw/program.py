@@ -10,6 +10,7 @@ checked against the :class:`hdl.npu.isa.Config` here, so that a program that com
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -126,6 +127,12 @@ class Program:
             word = pack_lanes(w, c.weight_bits)
             out += [(word >> (EXT_WORD_BITS * k)) & mask for k in range(ratio)]
         return out
+
+    def ext_id(self) -> int:
+        """32 bits naming :meth:`ext_image` (never 0, which stands for no image): the host writes it beside a
+        loaded image and compares it before each run (``hdl.npu.regmap.REG_EXT_ID``)."""
+        digest = hashlib.sha256(np.asarray(self.ext_image(), dtype="<u2").tobytes()).digest()
+        return int.from_bytes(digest[:4], "little") or 1
 
     def events(self, x: np.ndarray) -> list[float]:
         """Mean non-zero events per descriptor (what its src0 holds over its run, mask applied; and src1's for

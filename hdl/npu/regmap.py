@@ -27,6 +27,24 @@ Registers (region 0, offset):
 * :data:`REG_PC` read: the descriptor running, or where the last run stopped;
 * :data:`REG_CYCLES` read: cycles of the last run (32 bits).
 
+A configuration with an external memory (``Config.ext_depth`` > 0: the weights that ``FETCH`` streams, in the
+board's SDRAM) has five more registers and a write window in region 0, through which the host fills it:
+
+* :data:`REG_EXT_ADDR` write: the external word address (16-bit words, even) of the next data word; it also
+  restarts :data:`REG_EXT_CRC`, clears :data:`EXT_LOST` and sets :data:`REG_EXT_ID` to 0. Read: the address
+  the next data word goes to;
+* the **data window**, offsets :attr:`AddressMap.ext_window` up to twice that (any of them: the host's bursts
+  write consecutive addresses): a 32-bit write is two external words, its low half first, at the address,
+  which then moves on by two. Each waits in a FIFO of :data:`EXT_FIFO_DEPTH` words for the memory: the host
+  writes at most that many, then waits for :data:`EXT_IDLE`. A word written while the FIFO is full or the
+  overlay runs is dropped and sets :data:`EXT_LOST`;
+* :data:`REG_EXT_STATUS` read: :data:`EXT_READY` (the memory is initialised), :data:`EXT_IDLE` (every word
+  written has reached the memory), :data:`EXT_LOST`;
+* :data:`REG_EXT_CRC` read: the CRC-32 (``binascii.crc32``) of the data words taken since the address was
+  written, as little-endian bytes;
+* :data:`REG_EXT_ID` read and write: the identifier of the image in the memory, which the host writes after
+  a load whose CRC it checked, and compares before a run (0: none; power-up and :data:`REG_EXT_ADDR` clear it).
+
 Reads answer :data:`hdl.hostbus.READ_LATENCY` cycles after ``re`` and may be issued back to back.
 """
 
@@ -40,7 +58,8 @@ from .isa import DESCRIPTOR_FIELDS, WORD_BITS, Config, Mem
 from .overlay import Overlay
 
 __all__ = ["MAGIC", "MAP_VERSION", "REG_MAGIC", "REG_CONFIG", "REG_CTRL", "REG_STATUS", "REG_PC", "REG_CYCLES",
-           "REGISTERS", "CTRL_START", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "MAX_ADDR_WIDTH",
+           "REG_EXT_ADDR", "REG_EXT_STATUS", "REG_EXT_CRC", "REG_EXT_ID", "EXT_READY", "EXT_IDLE", "EXT_LOST",
+           "EXT_FIFO_DEPTH", "REGISTERS", "CTRL_START", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "MAX_ADDR_WIDTH",
            "config_hash", "word_bits", "AddressMap"]
 
 MAGIC = 0x4E505530          # "NPU0"
@@ -52,10 +71,17 @@ REG_CTRL = 0x2
 REG_STATUS = 0x3
 REG_PC = 0x4
 REG_CYCLES = 0x5
-REGISTERS = 6               # offsets 0 .. REGISTERS - 1 (a read elsewhere in region 0 gives 0)
+REG_EXT_ADDR = 0x6          # this and the next three: configurations with an external memory only
+REG_EXT_STATUS = 0x7
+REG_EXT_CRC = 0x8
+REG_EXT_ID = 0x9
+REGISTERS = 10              # offsets 0 .. REGISTERS - 1 (a read elsewhere in region 0 gives 0)
 
 CTRL_START = 1
 STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
+EXT_READY, EXT_IDLE, EXT_LOST = 1, 2, 4
+#: 32-bit words that the external memory's write FIFO holds (one DP16KD's depth at 36 bits).
+EXT_FIFO_DEPTH = 512
 
 MAX_ADDR_WIDTH = 24         # the UART frames' addresses (hdl.protocol.ADDR_BYTES)
 
@@ -104,6 +130,8 @@ class AddressMap:
         Bits of a bus address (at most :data:`MAX_ADDR_WIDTH`, else ValueError).
     max_word : int
         The overlay's load and peek port width.
+    ext_window : int
+        The first offset (in region 0) of the external memory's data window, and its size.
     """
     config: Config
     word_bits: dict = field(init=False, compare=False)
@@ -113,6 +141,7 @@ class AddressMap:
     region_shift: int = field(init=False, compare=False)
     addr_width: int = field(init=False, compare=False)
     max_word: int = field(init=False, compare=False)
+    ext_window: int = field(init=False, compare=False)
 
     def __post_init__(self):
         overlay = Overlay(self.config)          # for its port widths only (never elaborated):
@@ -120,14 +149,14 @@ class AddressMap:
         wb = {mem: word_bits(self.config, mem, overlay.max_word) for mem in Mem}
         chunks = {mem: -(-bits // 32) for mem, bits in wb.items()}
         cbits = {mem: index_bits(n) for mem, n in chunks.items()}
-        shift = max(index_bits(REGISTERS), overlay.addr_width + max(cbits.values()))
+        shift = max(index_bits(REGISTERS) + 1, overlay.addr_width + max(cbits.values()))
         width = shift + index_bits(len(Mem) + 1)
         if width > MAX_ADDR_WIDTH:
             raise ValueError(f"the overlay's address map needs {width}-bit addresses, the host link carries "
                              f"{MAX_ADDR_WIDTH}: fewer lanes or smaller memories")
         for name, value in (("word_bits", wb), ("chunks", chunks), ("chunk_bits", cbits),
                             ("index_bits", overlay.addr_width), ("region_shift", shift), ("addr_width", width),
-                            ("max_word", overlay.max_word)):
+                            ("max_word", overlay.max_word), ("ext_window", 1 << (shift - 1))):
             object.__setattr__(self, name, value)
 
     def region(self, mem: Mem) -> int:

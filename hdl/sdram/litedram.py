@@ -184,6 +184,8 @@ class SdramController(wiring.Component):
         :data:`FIFO_DEPTH` words of room remain for it and the reads before it.
     ready : Out(1)
         The chip is initialised: commands are taken from here on.
+    idle : Out(1)
+        No write waits for the chip: every write taken has been issued to it.
     """
 
     def __init__(self, core: GeneratedCore, pins: SdramPins):
@@ -193,6 +195,7 @@ class SdramController(wiring.Component):
             "wdata": In(stream.Signature(_write_layout(core.data_bits))),
             "rdata": Out(stream.Signature(core.data_bits)),
             "ready": Out(1),
+            "idle": Out(1),
         })
 
     def elaborate(self, platform):
@@ -215,7 +218,7 @@ class SdramController(wiring.Component):
         m.d.comb += [wfifo.w_en.eq(taken & we), wfifo.w_data.eq(self.wdata.payload), self.wdata.ready.eq(taken & we)]
         m.d.sync += in_flight.eq(in_flight + (taken & ~we) - rfifo.w_en)
         wdata = Signal.like(self.wdata.payload)
-        m.d.comb += wdata.eq(wfifo.r_data)
+        m.d.comb += [wdata.eq(wfifo.r_data), self.idle.eq(~wfifo.r_rdy)]
         wb = {name: Signal(width, name=f"wb_{name}") for name, width in
               (("adr", 30), ("dat_w", 32), ("dat_r", 32), ("we", 1), ("cyc", 1), ("stb", 1), ("ack", 1))}
         m.submodules.core = Instance(
