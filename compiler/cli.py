@@ -447,6 +447,10 @@ def cmd_simulate(args) -> int:
         raise UserError("--dense is the generated accelerator's baseline; the overlay is event-driven only")
     if args.overlay and args.simulator != "verilator":
         raise UserError(f"--overlay runs in verilator, not {args.simulator}")
+    if args.weight_store is not None and not args.overlay:
+        raise UserError("--weight-store is the overlay's: add --overlay")
+    if args.weight_store is not None and args.waveform is not None:
+        raise UserError("--waveform is not written for an overlay with its weights in SDRAM (--weight-store)")
     if args.force and args.trace_dir is None and args.waveform is None:
         raise UserError("--force is for --trace-dir and --waveform: add --trace-dir DIR or --waveform FILE")
     if args.waveform is not None and args.simulator != "verilator":
@@ -467,7 +471,8 @@ def cmd_simulate(args) -> int:
         args.overlay = True
     if args.overlay:
         report = simulate.run_overlay(graph, x, lanes=args.lanes or 16, trace=args.trace,
-                                      build_dir=args.build_dir, show_progress=show, **traces)
+                                      build_dir=args.build_dir, show_progress=show, weight_store=args.weight_store,
+                                      **traces)
     else:
         plan = build_plan(graph, lanes=args.lanes, dense=args.dense)
         report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
@@ -660,6 +665,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the overlay (the spiking NPU: one sequencer, sparse engine and post unit running the "
                         "model's compiled program) instead of the generated accelerator; --lanes is then any "
                         "count (default 16)")
+    s.add_argument("--weight-store", type=_at_least_one, metavar="WORDS",
+                   help="with --overlay: a weight store of WORDS words; the weights beyond it stream from the "
+                        "board's SDRAM, simulated as LiteDRAM's controller on a cycle-accurate model of the chip "
+                        "(docs/sdram.md) (default: every weight on chip)")
     s.add_argument("--trace", action="store_true",
                    help="also compare every stored layer at every time step and name the first difference")
     s.add_argument("--trace-dir", metavar="DIR",

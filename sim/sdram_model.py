@@ -88,8 +88,8 @@ class SdramModel(wiring.Component):
 
     def __init__(self, chip: SdramChip, clock_mhz: float, rows: int | None = None):
         rows = chip.rows if rows is None else rows
-        if not isinstance(rows, int) or rows < 1 or rows > chip.rows or rows & (rows - 1):
-            raise ValueError(f"rows must be a power of two from 1 to {chip.rows}, not {rows!r}")
+        if not isinstance(rows, int) or rows < 2 or rows > chip.rows or rows & (rows - 1):
+            raise ValueError(f"rows must be a power of two from 2 to {chip.rows}, not {rows!r}")
         self._chip, self._rows = chip, rows
         self._n = chip.cycles(clock_mhz)
         if max(v for k, v in self._n.items() if k not in ("init", "refi")) > _SAT:

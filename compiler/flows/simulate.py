@@ -263,17 +263,21 @@ def _run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: s
 
 def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
                 trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None,
-                post_lanes: int = 0) -> dict:
+                post_lanes: int = 0, weight_store: int | None = None) -> dict:
     """Compile ``graph`` for the smallest overlay configuration of ``lanes`` lanes (and a post unit of
     ``post_lanes``, 0: all lanes, as a board's standard configuration has it), run every sample of ``x`` on
     the Verilated overlay through the host driver (``compiler.host.npu.NpuDriver``, the one a board gets) and
     compare its logits -- with ``trace``, every stored tensor -- with the golden model's, and its cycles with
     the descriptors' cycle formula. With ``trace_dir`` (implies ``trace``) every stored tensor of every sample
     is saved there (:mod:`compiler.flows.trace_dir`); with ``waveform`` (``.fst`` or ``.vcd``) every signal of
-    the program's load and the first sample's inference."""
+    the program's load and the first sample's inference. ``weight_store``: a weight store of that many words
+    (``compiler.hw.program.fit_config``); the weights beyond it stream from the SDRAM, simulated as LiteDRAM's
+    controller on the device model (``sim.npu_sdram``; no waveform then)."""
+    if weight_store is not None and waveform is not None:
+        raise UserError("--waveform is not written for an overlay with its weights in SDRAM (--weight-store)")
     return _with_trace_dir(trace_dir, force, trace, lambda trace, writer: _run_overlay(
         graph, x, lanes=lanes, trace=trace, build_dir=build_dir, show_progress=show_progress, writer=writer,
-        waveform=waveform, post_lanes=post_lanes))
+        waveform=waveform, post_lanes=post_lanes, weight_store=weight_store))
 
 
 def _with_trace_dir(trace_dir, force: bool, trace: bool, run) -> dict:
@@ -298,18 +302,25 @@ def _with_trace_dir(trace_dir, force: bool, trace: bool, run) -> dict:
 
 
 def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
-                 writer, waveform=None, post_lanes: int = 0) -> dict:
+                 writer, waveform=None, post_lanes: int = 0, weight_store: int | None = None) -> dict:
     from hdl.npu.bus import OverlayBus
-    from sim import verilator_host
+    from hdl.sdram.litedram import STREAM_WORDS_PER_CYCLE
+    from sim import npu_sdram, verilator_host
 
     from ..host.npu import NpuDriver
     from ..hw.program import compile_program, fit_config
 
-    program = compile_program(graph, fit_config(graph, lanes, keep=trace, post_lanes=post_lanes), keep=trace)
+    config = fit_config(graph, lanes, keep=trace, post_lanes=post_lanes, weight_store=weight_store)
+    program = compile_program(graph, config, keep=trace)
     t0 = time.monotonic()
-    with BuildClock(f"the Verilator model of the overlay ({lanes} lanes)", show_progress) as clock:
-        binary = verilator_host.build(OverlayBus(program.config), build_dir, key=("OverlayBus", program.config),
-                                      progress=clock)
+    streamed = program.ext is not None
+    what = f"the Verilator model of the overlay ({lanes} lanes{', weights in SDRAM' if streamed else ''})"
+    with BuildClock(what, show_progress) as clock:
+        if streamed:
+            binary = npu_sdram.build(program.config, build_dir, progress=clock)
+        else:
+            binary = verilator_host.build(OverlayBus(program.config), build_dir, key=("OverlayBus", program.config),
+                                          progress=clock)
     ref_logits, ref_env = golden.run(graph, x, trace=True)
     events = [program.events(x[b:b + 1]) for b in range(len(x))]
     logits = np.zeros((len(x), program.classes), np.int64)
@@ -370,6 +381,16 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
 
         wave = _waveform(waveform, fmt, run_one)
     modelled = np.array([sum(program.cycles(e)) for e in events])
+    external = None
+    if streamed:
+        fetch = [k for k, d in enumerate(program.descriptors) if d.kind.name == "FETCH"]
+        words = len(program.ext_image())
+        external = {"weight_store_words": program.config.weight_depth, "streamed_words": words,
+                    "fetches": len(fetch), "sdram_bound_cycles": words / STREAM_WORDS_PER_CYCLE,
+                    "compute_cycles": float(np.mean([sum(c for k, c in enumerate(program.cycles(e)) if k not in fetch)
+                                                     for e in events])),
+                    "controller": f"LiteDRAM on the {npu_sdram.MT48LC16M16A2.name} device model at "
+                                  f"{npu_sdram.CLOCK_MHZ:g} MHz"}
     synops = metrics.summarize(graph, x, 0)["synaptic_ops"]["effective"]
     ops_per_cycle = float(synops / cycles.mean())
     seconds = float(stats.get("seconds", time.monotonic() - t1))
@@ -399,6 +420,7 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
         "wall_seconds": wall,
         "traced": trace,
         "config": program.config.__dict__.copy(),
+        "external_memory": external,
         "waveform": wave,
     }
 
@@ -417,6 +439,14 @@ def print_report(r: dict) -> None:
     if "cycles_modelled_per_inference" in r:
         print(f"  cycle model:             {r['cycles_modelled_per_inference']:,.0f} per inference (largest "
               f"difference from the simulation: {r['cycle_model_error']:,.0f} cycles)")
+    ext = r.get("external_memory")
+    if ext:
+        print(f"  weights in SDRAM:        {ext['streamed_words']:,} words in {ext['fetches']} fetches into a "
+              f"{ext['weight_store_words']:,}-word store ({ext['controller']})")
+        bound = max(ext["compute_cycles"], ext["sdram_bound_cycles"])
+        print(f"  bounds:                  compute {ext['compute_cycles']:,.0f} cycles, SDRAM bandwidth "
+              f"{ext['sdram_bound_cycles']:,.0f}: the simulation took {r['cycles_per_inference'] / bound:.2f}x the "
+              "larger")
     print(f"  spike events:            {r['spike_events_per_inference']:,.0f} per inference")
     print(f"  synaptic operations:     {r['synaptic_ops_per_inference']:,.0f} per inference")
     print(f"  operations per cycle:    {r['ops_per_cycle']:.2f} of a {r['ops_per_cycle_ceiling']}-lane ceiling "

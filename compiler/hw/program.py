@@ -715,8 +715,19 @@ _ROOMY = Config(spike_bits=16, wide_bits=62, event_bits=16, spike_depth=1 << 30,
                 program_depth=1 << 30, classes=1 << 16, logit_bits=62)
 
 
-def fit_config(graph: ir.Graph, lanes: int = 16, *, keep: bool = False, post_lanes: int = 0) -> Config:
+def fit_config(graph: ir.Graph, lanes: int = 16, *, keep: bool = False, post_lanes: int = 0,
+               weight_store: int | None = None) -> Config:
     """The smallest configuration of ``lanes`` lanes (a post unit of ``post_lanes``, 0: all of them) that
-    ``graph``'s program fits (each width and depth as the program needs it)."""
-    needs = compile_program(graph, replace(_ROOMY, lanes=lanes), keep=keep).meta["needs"]
+    ``graph``'s program fits (each width and depth as the program needs it). ``weight_store``: a weight store
+    of that many words; weights that do not fit in it stream from an external memory (``ext_depth`` the
+    program's words rounded up to a power of two), else there is none."""
+    roomy = replace(_ROOMY, lanes=lanes)
+    if weight_store is not None:
+        if weight_store < 2:
+            raise UserError(f"a weight store of {weight_store} words holds no weights")
+        roomy = replace(roomy, weight_depth=weight_store, ext_depth=1 << 22)
+    needs = compile_program(graph, roomy, keep=keep).meta["needs"]
+    if weight_store is not None:
+        ext = needs.get("ext_depth", 0)
+        needs = {**needs, "weight_depth": weight_store, "ext_depth": 1 << (ext - 1).bit_length() if ext else 0}
     return Config(lanes=lanes, post_lanes=post_lanes, **needs)
