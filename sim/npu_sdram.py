@@ -60,17 +60,18 @@ class _PowerOn(wiring.Component):
 
 
 def build(config: Config, build_root: str | Path, *, chip: SdramChip = MT48LC16M16A2, clock_mhz: float = CLOCK_MHZ,
-          progress: Callable[[float], None] | None = None) -> Path:
+          model_chip: SdramChip | None = None, progress: Callable[[float], None] | None = None) -> Path:
     """The Verilated overlay of ``config`` with its SDRAM (cached in ``build_root`` like
     ``sim.verilator_host.build``'s): LiteDRAM generated for ``chip`` at ``clock_mhz``, the device model storing
-    :func:`model_rows` rows a bank."""
+    :func:`model_rows` rows a bank. ``model_chip``: the part the model checks the controller against instead
+    (``sim.sdram_bench.write_bench``'s)."""
     AddressMap(config)                                  # a configuration the host link can address, or ValueError
     rows = model_rows(config, chip)
 
     def sources(folder: Path) -> list[Path]:
         core = generate(chip, clock_mhz, folder / "litedram")
-        return write_bench(core, folder, rows=rows, top="top", stop_on_violation=True,
+        return write_bench(core, folder, rows=rows, top="top", stop_on_violation=True, model_chip=model_chip,
                            host=lambda core, pins: _PowerOn(OverlayWithSdram(config, core, pins)))
 
-    key = ("OverlayWithSdram", config, chip, clock_mhz, rows, metadata.version("litedram"))
+    key = ("OverlayWithSdram", config, chip, clock_mhz, model_chip, rows, metadata.version("litedram"))
     return verilator_host.build(None, build_root, key=key, progress=progress, sources=sources)

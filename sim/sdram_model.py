@@ -70,7 +70,8 @@ _SAT = 255                  # cycle counters saturate here: every limit of a par
 
 class SdramModel(wiring.Component):
     """The SDRAM ``chip`` clocked at ``clock_mhz`` (its limits in cycles at that clock), storing ``rows`` rows
-    of each bank (default: all of them).
+    of each bank (default: all of them). With ``report``, the first violation is also printed (a simulator's
+    standard output).
 
     Members
     -------
@@ -86,11 +87,11 @@ class SdramModel(wiring.Component):
         AUTO REFRESH commands, and words read and written.
     """
 
-    def __init__(self, chip: SdramChip, clock_mhz: float, rows: int | None = None):
+    def __init__(self, chip: SdramChip, clock_mhz: float, rows: int | None = None, report: bool = True):
         rows = chip.rows if rows is None else rows
         if not isinstance(rows, int) or rows < 2 or rows > chip.rows or rows & (rows - 1):
             raise ValueError(f"rows must be a power of two from 2 to {chip.rows}, not {rows!r}")
-        self._chip, self._rows = chip, rows
+        self._chip, self._rows, self._report = chip, rows, report
         self._n = chip.cycles(clock_mhz)
         if max(v for k, v in self._n.items() if k not in ("init", "refi")) > _SAT:
             raise ValueError(f"{chip.name} at {clock_mhz} MHz has a limit above {_SAT} cycles")
@@ -171,8 +172,9 @@ class SdramModel(wiring.Component):
         def check(cond, violation: Violation, what: str):
             with m.If(~cond):
                 m.d.comb += found.eq(violation)
-                with m.If(self.violation == Violation.NONE):
-                    m.d.sync += Print(Format("sdram model: cycle {}: {} ({})", cycle, what, violation.name))
+                if self._report:
+                    with m.If(self.violation == Violation.NONE):
+                        m.d.sync += Print(Format("sdram model: cycle {}: {} ({})", cycle, what, violation.name))
 
         is_cmd = cmd != Command.NOP
         with m.If(is_cmd):

@@ -289,7 +289,7 @@ def build(component, build_root: str | Path, jobs: int = 2, *, key=None,
     Verilog files instead (:func:`verilate`'s; ``component`` None), a module ``top`` with ports ``clk`` and
     ``bus__*`` that starts from its initial state too."""
     harness = _HARNESS.replace("@READ_LATENCY@", str(READ_LATENCY))
-    flags: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ("-CFLAGS", "-DVL_USER_FINISH")        # the harness's own $finish
     prefix = "verilator"
     if waveform is not None:
         if waveform not in WAVEFORMS:
@@ -297,7 +297,7 @@ def build(component, build_root: str | Path, jobs: int = 2, *, key=None,
         option, header, writer = WAVEFORMS[waveform]
         harness = (f"#define QSD_WAVEFORM 1\n#define QSD_WAVEFORM_HEADER \"{header}\"\n"
                    f"#define QSD_WAVEFORM_CLASS {writer}\n") + harness
-        flags = (option, "--timescale", "1ns/1ns")
+        flags += (option, "--timescale", "1ns/1ns")
         prefix = f"verilator-{waveform}"
     return verilate(None if sources else _PowerOnTop(component), harness, build_root, prefix=prefix,
                     binary="Vtop_sim", jobs=jobs, key=None if key is None else ("host-bus", key), progress=progress,

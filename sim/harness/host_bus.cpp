@@ -28,10 +28,20 @@ static void wave_close() {
 #define WAVE_DUMP() do {} while (0)
 #endif
 
+// The design's $finish (sim/sdram_bench.py's top, at the SDRAM model's first violation, having said which on
+// stderr): stdout carries the answers, so it is said on stderr too (Verilated with -DVL_USER_FINISH), and the
+// harness stops with status 1 after the cycle.
+void vl_finish(const char *filename, int linenum, const char *hier) {
+    (void)hier;
+    std::fprintf(stderr, "%s:%d: the design stopped the simulation ($finish)\n", filename, linenum);
+    Verilated::threadContextp()->gotFinish(true);
+}
+
 static void tick() {
     top->clk = 0; top->eval(); WAVE_DUMP();
     top->clk = 1; top->eval(); WAVE_DUMP();
     cycles++;
+    if (Verilated::gotFinish()) std::exit(1);
 }
 
 static uint32_t bus_read(uint32_t addr) {
