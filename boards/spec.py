@@ -12,6 +12,8 @@ from typing import Callable, NamedTuple
 
 from amaranth.vendor import LatticeECP5Platform
 
+from hdl.sdram.chip import SdramChip
+
 __all__ = ["BoardSpec", "Led", "RESOURCE_NAMES", "DATASHEET_TOTALS"]
 
 #: The resource names of :attr:`BoardSpec.totals` and of :attr:`boards.build.BuildResult.resources`.
@@ -57,6 +59,9 @@ class BoardSpec:
         The LEDs that :class:`boards.top.BoardTop` drives, in the order it assigns them.
     loader_board : str
         The board's name for ``openFPGALoader -b``.
+    sdram : hdl.sdram.chip.SdramChip or None
+        The SDR SDRAM chip on the platform's ``sdram`` resource that the overlay can stream weights from
+        (``hdl.npu.external``), or None.
     """
 
     name: str
@@ -73,6 +78,7 @@ class BoardSpec:
     uart: tuple[str, int]
     leds: tuple[Led, ...]
     loader_board: str
+    sdram: SdramChip | None = None
 
     @property
     def totals(self) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""Radiona ULX3S: 25 MHz oscillator, FTDI FT231X USB UART (``uart`` 0) and JTAG, eight LEDs.
+"""Radiona ULX3S: 25 MHz oscillator, FTDI FT231X USB UART (``uart`` 0) and JTAG, eight LEDs, 32 MB of SDR SDRAM
+(an MT48LC16M16A2 or a compatible part: the overlay's streamed weights, ``hdl.npu.external``).
 
 The resource totals are what nextpnr-ecp5 reports as available for each device. The 12F is the 25F die and
 nextpnr gives it the 25F's totals (`prjtrellis#55`_); Lattice's datasheet rates the LFE5U-12F at 12K LUTs,
@@ -9,10 +10,12 @@ nextpnr gives it the 25F's totals (`prjtrellis#55`_); Lattice's datasheet rates 
 
 from amaranth_boards import ulx3s
 
+from hdl.sdram.chip import MT48LC16M16A2
+
 from .spec import BoardSpec, Led
 
 _COMMON = dict(package="BG381", speed=6, clock="clk25", clock_mhz=25.0, uart=("uart", 0),
-               leds=tuple(Led("led", n) for n in range(8)), loader_board="ulx3s")
+               leds=tuple(Led("led", n) for n in range(8)), loader_board="ulx3s", sdram=MT48LC16M16A2)
 
 #: (platform, device, LUT4 = FF, DP16KD, MULT18X18D) per variant
 _VARIANTS = {

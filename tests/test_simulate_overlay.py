@@ -22,9 +22,33 @@ def test_the_bundled_model_traced_at_a_lane_count_that_divides_nothing(capsys, t
     assert r["config"]["lanes"] == 7
 
 
+@pytest.mark.slow
+def test_the_bundled_model_with_its_weights_streamed_from_sdram(capsys, tmp_path):
+    """A 256-word weight store: every MATMUL's weights are FETCHed from the SDRAM (LiteDRAM on the device model)
+    into alternate halves; bit-exact in every layer, and the cycle formula, which counts a fetch on an ideal
+    memory, within 3% of the simulation."""
+    status = main(["simulate", str(EXAMPLE), "--overlay", "--weight-store", "256", "--count", "2", "--trace",
+                   "--json", "--build-dir", str(tmp_path)])
+    r = json.loads(capsys.readouterr().out)
+    assert status == 0 and r["mismatches"] == 0 and r["traced"]
+    ext = r["external_memory"]
+    assert ext["weight_store_words"] == r["config"]["weight_depth"] == 256 and r["config"]["ext_depth"] >= 808
+    assert ext["fetches"] == 10 and ext["streamed_words"] >= 4 * 808 - 3
+    assert ext["sdram_bound_cycles"] == pytest.approx(ext["streamed_words"] / 0.95)
+    assert r["cycles_modelled_per_inference"] <= r["cycles_per_inference"] <= 1.03 * r["cycles_modelled_per_inference"]
+    assert ext["compute_cycles"] < r["cycles_modelled_per_inference"]
+
+
 @pytest.mark.parametrize("extra, message", [(["--dense"], "event-driven only"),
-                                            (["--simulator", "icarus"], "runs in verilator")])
+                                            (["--simulator", "icarus"], "runs in verilator"),
+                                            (["--weight-store", "256", "--waveform", "x.fst"], "--weight-store")])
 def test_options_the_overlay_does_not_take_are_refused_early(capsys, extra, message):
     assert main(["simulate", "no-such-model.pt", "--overlay", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_weight_store_without_the_overlay_is_refused_early(capsys):
+    assert main(["simulate", "no-such-model.pt", "--weight-store", "256"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--overlay" in err and err.count("\n") == 1

@@ -1,14 +1,19 @@
 """The overlay with its external memory: :class:`OverlayWithSdram` joins an :class:`~hdl.npu.bus.OverlayBus`
 whose configuration has one (``Config.ext_depth`` > 0) to an :class:`~hdl.sdram.litedram.SdramController` on
 the board's SDRAM pins. The result is a host-bus device like ``OverlayBus`` itself (``bus``, ``status``), for
-a board's top and for the simulators (``sim.npu_sdram``)."""
+a board's top (``boards.top.BoardTop``) and for the simulators (``sim.npu_sdram``).
+
+On a board the pins come from the platform's ``sdram`` resource, LiteDRAM's Verilog is added to the build
+(``platform.add_file``), and the chip's clock pin gets the core clock inverted (a DDR output, low then high
+in each cycle): the chip samples a command half a cycle after the FPGA launched it, as in LiteX's ULX3S
+target, and as ``sim.sdram_bench`` simulates it."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
-from amaranth.lib import wiring
+from amaranth.hdl import Const, Module
+from amaranth.lib import io, wiring
 
-from ..sdram.litedram import GeneratedCore, SdramController, SdramPins
+from ..sdram.litedram import CORE_NAME, GeneratedCore, SdramController, SdramPins
 from .bus import OverlayBus
 from .isa import Config
 from .overlay import EXT_WORD_BITS, ext_address_bits
@@ -19,10 +24,12 @@ __all__ = ["OverlayWithSdram"]
 class OverlayWithSdram(wiring.Component):
     """``OverlayBus(config, images)`` with its external memory on ``pins``, through LiteDRAM's ``core``.
 
-    Members: ``OverlayBus``'s ``bus`` and ``status`` (the SDRAM's pins are ``pins``' I/O ports).
+    Members: ``OverlayBus``'s ``bus`` and ``status`` (the SDRAM's pins are ``pins``' I/O ports; None: the
+    board's, requested from the platform at elaboration, its clock pin driven too).
     """
 
-    def __init__(self, config: Config, core: GeneratedCore, pins: SdramPins, images: dict | None = None):
+    def __init__(self, config: Config, core: GeneratedCore, pins: SdramPins | None = None,
+                 images: dict | None = None):
         if not config.ext_depth:
             raise ValueError("the configuration has no external memory (ext_depth 0)")
         if core.data_bits != EXT_WORD_BITS:
@@ -31,7 +38,7 @@ class OverlayWithSdram(wiring.Component):
             raise ValueError(f"{config.ext_depth:,} weight-store words need {ext_address_bits(config)} address bits, "
                              f"the SDRAM has {core.address_bits}")
         self.inner = OverlayBus(config, images)
-        self.sdram = SdramController(core, pins)
+        self._core, self._pins = core, pins
         members = self.inner.signature.members
         super().__init__({"bus": members["bus"], "status": members["status"]})
 
@@ -42,7 +49,13 @@ class OverlayWithSdram(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.overlay = inner = self.inner
-        m.submodules.sdram = sdram = self.sdram
+        pins = self._pins
+        if pins is None:
+            pins, clock = SdramPins.request(platform)
+            m.submodules.sdram_clk = clk = io.DDRBuffer("o", clock)
+            m.d.comb += [clk.o[0].eq(Const(0)), clk.o[1].eq(Const(1))]
+            platform.add_file(f"{CORE_NAME}.v", self._core.verilog.read_text())
+        m.submodules.sdram = sdram = SdramController(self._core, pins)
         wiring.connect(m, wiring.flipped(self.bus), inner.bus)
         m.d.comb += self.status.eq(inner.status)
         # the overlay's addresses are narrower than the SDRAM's: the same streams but for that

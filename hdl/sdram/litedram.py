@@ -155,6 +155,18 @@ class SdramPins:
         for name in self.NAMES:
             setattr(self, name, ports[name])
 
+    #: Our names -> the subsignals of amaranth-boards' ``SDRAMResource`` (its ``cs``, ``we``, ``ras`` and ``cas``
+    #: are the active-low pins, used here as they are on the wire).
+    RESOURCE = {"a": "a", "ba": "ba", "cas_n": "cas", "cke": "clk_en", "cs_n": "cs", "dm": "dqm", "dq": "dq",
+                "ras_n": "ras", "we_n": "we"}
+
+    @classmethod
+    def request(cls, platform, number: int = 0) -> tuple["SdramPins", object]:
+        """The board's SDRAM pins from ``platform`` (its ``sdram`` resource ``number``) and, apart, the chip's
+        clock pin (a port for an output buffer)."""
+        res = platform.request("sdram", number, dir="-")
+        return cls(**{name: getattr(res, sub).io for name, sub in cls.RESOURCE.items()}), res.clk
+
     @classmethod
     def make(cls, chip: SdramChip) -> "SdramPins":
         widths = dict(a=max(chip.rows.bit_length() - 1, 11), ba=(chip.banks - 1).bit_length(), dm=chip.data_bits // 8,
