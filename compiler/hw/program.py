@@ -18,6 +18,7 @@ import numpy as np
 from hdl.npu.isa import EXT_ALIGN, Bank, Config, Descriptor, Kind, Mem, Operand, Post, head_span, pack_lanes
 from hdl.npu.overlay import EXT_WORD_BITS, descriptor_cycles, ext_ratio
 from hdl.packing import groups as n_groups
+from hdl.sdram.litedram import STREAM_WORDS_PER_CYCLE
 from hdl.packing import signed_width, unsigned_width
 
 from .. import ir
@@ -126,6 +127,21 @@ class Program:
         for w in self.ext:
             word = pack_lanes(w, c.weight_bits)
             out += [(word >> (EXT_WORD_BITS * k)) & mask for k in range(ratio)]
+        return out
+
+    def weight_placement(self, events: list[float] | None = None) -> dict:
+        """Where the weights live, for reports: ``placement`` (``"on chip"`` or ``"external memory"``), the
+        store's words and, when streamed, the external image's 16-bit words, the fetches, the SDRAM bandwidth
+        bound (those words at ``hdl.sdram.litedram.STREAM_WORDS_PER_CYCLE``) and the compute cycles (the cycle
+        formula on ``events`` without the fetches) of one inference."""
+        out = {"placement": "on chip" if self.ext is None else "external memory",
+               "weight_store_words": self.config.weight_depth, "weights_on_chip_words": int(len(self.weights))}
+        if self.ext is not None:
+            words = len(self.ext_image())
+            cycles = self.cycles(events)
+            out.update(streamed_words=words, fetches=sum(d.kind == Kind.FETCH for d in self.descriptors),
+                       sdram_bound_cycles=words / STREAM_WORDS_PER_CYCLE,
+                       compute_cycles=float(sum(c for d, c in zip(self.descriptors, cycles) if d.kind != Kind.FETCH)))
         return out
 
     def ext_id(self) -> int:

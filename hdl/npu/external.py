@@ -39,12 +39,18 @@ class OverlayWithSdram(wiring.Component):
                              f"the SDRAM has {core.address_bits}")
         self.inner = OverlayBus(config, images)
         self._core, self._pins = core, pins
+        self._verilog = core.verilog.read_text() if pins is None else None    # for the board's build
         members = self.inner.signature.members
         super().__init__({"bus": members["bus"], "status": members["status"]})
 
     @property
     def config(self) -> Config:
         return self.inner.config
+
+    @property
+    def overlay(self):
+        """The overlay (``hdl.npu.overlay.Overlay``) inside."""
+        return self.inner.overlay
 
     def elaborate(self, platform):
         m = Module()
@@ -54,7 +60,7 @@ class OverlayWithSdram(wiring.Component):
             pins, clock = SdramPins.request(platform)
             m.submodules.sdram_clk = clk = io.DDRBuffer("o", clock)
             m.d.comb += [clk.o[0].eq(Const(0)), clk.o[1].eq(Const(1))]
-            platform.add_file(f"{CORE_NAME}.v", self._core.verilog.read_text())
+            platform.add_file(f"{CORE_NAME}.v", self._verilog)
         m.submodules.sdram = sdram = SdramController(self._core, pins)
         wiring.connect(m, wiring.flipped(self.bus), inner.bus)
         m.d.comb += self.status.eq(inner.status)
