@@ -108,14 +108,16 @@ class _PowerOnBoard(wiring.Component):
         return m
 
 
-def build(component, build_root: str | Path, jobs: int = 2, *, key=None, progress=None) -> Path:
+def build(component, build_root: str | Path, jobs: int = 2, *, key=None, progress=None, sources=None) -> Path:
     """Verilate ``component`` (pins ``rx``, ``tx``) with the pty harness; return the binary (cached).
 
     The component runs from its initial state (:class:`_PowerOnBoard`): the harness drives no reset.
-    ``key`` (what determines the component's Verilog: then a cached binary is found without generating it) and
-    ``progress``: :func:`sim.verilator_host.verilate`'s."""
-    return verilate(_PowerOnBoard(component), _HARNESS, build_root, prefix="uart-sim", binary="Vtop_uart", jobs=jobs,
-                    key=None if key is None else ("uart-pty", key), progress=progress)
+    ``key`` (what determines the component's Verilog: then a cached binary is found without generating it),
+    ``progress`` and ``sources`` (the design as Verilog files instead, a module ``top`` with ports ``clk``, ``rx``
+    and ``tx``; ``component`` None): :func:`sim.verilator_host.verilate`'s."""
+    return verilate(None if sources else _PowerOnBoard(component), _HARNESS, build_root, prefix="uart-sim",
+                    binary="Vtop_uart", jobs=jobs, key=None if key is None else ("uart-pty", key), progress=progress,
+                    flags=("-CFLAGS", "-DVL_USER_FINISH"), sources=sources)
 
 
 @dataclass
@@ -137,7 +139,7 @@ class SimulatedBoard:
 
 @contextmanager
 def simulated_board(component, build_dir: str | Path, *, divisor: int | None = None,
-                    idle_cycles: int = 1_000_000, key=None, progress=None) -> Iterator[SimulatedBoard]:
+                    idle_cycles: int = 1_000_000, key=None, progress=None, sources=None) -> Iterator[SimulatedBoard]:
     """Run ``component`` (ports ``rx``, ``tx``) in the pty harness; yield it, with the host's end of its pty.
 
     Parameters
@@ -151,12 +153,13 @@ def simulated_board(component, build_dir: str | Path, *, divisor: int | None = N
         Clock cycles per UART bit; ``component.divisor`` if None.
     idle_cycles : int
         Cycles without UART activity after which the clock stops until the host writes (see the module).
-    key, progress : optional
-        :func:`build`'s: what determines the component's Verilog (the cache key), and a callback of the
-        seconds spent while a binary is built.
+    key, progress, sources : optional
+        :func:`build`'s: what determines the component's Verilog (the cache key), a callback of the seconds
+        spent while a binary is built, and the design as Verilog files instead of ``component`` (then None,
+        and ``divisor`` is required).
     """
     divisor = component.divisor if divisor is None else divisor
-    binary = build(component, build_dir, key=key, progress=progress)
+    binary = build(component, build_dir, key=key, progress=progress, sources=sources)
     process = subprocess.Popen([str(binary), str(divisor), str(idle_cycles)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     board = None

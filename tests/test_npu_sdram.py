@@ -13,11 +13,12 @@ from hdl.sdram.chip import MT48LC16M16A2
 from sim import npu_sdram, verilator_host
 
 
-def test_the_model_stores_the_rows_the_configuration_can_address():
-    # 16 lanes of 4 bits: 4 SDRAM words a weight-store word; a row of 512 columns in each of 4 banks
-    assert npu_sdram.model_rows(Config(lanes=16, weight_bits=4, ext_depth=1024)) == 2
-    assert npu_sdram.model_rows(Config(lanes=16, weight_bits=4, ext_depth=65536)) == 128
-    assert npu_sdram.model_rows(Config(lanes=16, weight_bits=4, ext_depth=65536 + 1)) == 256
+def test_the_model_stores_the_rows_an_image_needs():
+    # a row of 512 columns in each of 4 banks: 2,048 words; a power of two of rows, at least 2, at most the chip's
+    assert npu_sdram.model_rows(1) == npu_sdram.model_rows(4096) == 2
+    assert npu_sdram.model_rows(4097) == 4
+    assert npu_sdram.model_rows(Config(lanes=16, weight_bits=4, ext_depth=65536).ext_depth * 4) == 128
+    assert npu_sdram.model_rows(1 << 24) == npu_sdram.model_rows(1 << 30) == MT48LC16M16A2.rows
 
 
 @pytest.fixture(scope="module")

@@ -73,3 +73,22 @@ def test_run_against_the_simulated_overlay_loads_the_program(capsys):
     r = json.loads(out.out)
     assert r["kind"] == "overlay" and r["simulated"]["design"] == "overlay"
     assert r["logits_equal"] == 2 and r["cycle_model_error"] == 0 and r["image_words"] > 1000
+
+
+@pytest.mark.slow
+def test_run_a_model_whose_weights_stream_from_the_simulated_boards_sdram(tmp_path, capsys, monkeypatch):
+    """12,544 weight words do not fit the ULX3S-85F's standard overlay: the simulated board is the overlay that
+    streams them, with LiteDRAM on a model of the SDRAM chip. ``run`` loads the weight image into it over the
+    UART (CRC-checked) and the logits match the golden model's."""
+    model = tmp_path / "m.pt"
+    assert main(["train", "--dataset", "synthetic", "--epochs", "0", "--samples", "64", "--dim", "128", "--depth",
+                 "1", "--heads", "8", "--image-size", "8", "--patch", "4", "--channels", "1", "--out", str(model)]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)                     # no overlay build of this model to find: the board's own
+    status = main(["run", str(model), "--simulated", "--overlay", "--count", "1", "--json", "--build-dir",
+                   str(SIM_DIR)])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    r = json.loads(out.out)
+    assert r["logits_equal"] == 1 and "SDRAM-streaming" in r["simulated"]["what"]
+    assert r["image_words"] > 4 * 12_544 // 2                   # the external image: two SDRAM words a bus word

@@ -401,30 +401,39 @@ def step_load(b: OverlayBuild) -> None:
     b.seconds["load"] = time.monotonic() - t0
 
 
-def step_compile(b: OverlayBuild) -> None:
-    """The board's standard configuration and the model's program for it (UserError, one line, if it does not
-    fit: the shortfall and the configuration field), its events and exact cycles on the samples."""
-    t0 = time.monotonic()
-    spec = b.spec
-    bits = overlay_config.weight_bits_of(b.graph)
-    b.overlay = overlay_config.board_config(spec.fit_totals, b.config.lanes, name=f"the {spec.name}", weight_bits=bits)
+def board_program(graph, spec: BoardSpec, lanes: int | None = None) -> tuple[Program, str | None]:
+    """``graph`` compiled for the board's standard overlay configuration (``lanes`` None: its standard lanes),
+    or, if it does not fit that and the board has SDRAM, for the configuration that streams the weights from
+    it; and the first one's shortfall when the second was taken (else None). UserError (one line: the shortfall
+    and the configuration field) if neither fits."""
+    bits = overlay_config.weight_bits_of(graph)
+    config = overlay_config.board_config(spec.fit_totals, lanes, name=f"the {spec.name}", weight_bits=bits)
     try:
-        b.program = compile_program(b.graph, b.overlay)
+        return compile_program(graph, config), None
     except UserError as exc:
         first = exc
-        # the weights may not fit on chip: the board's overlay that streams them from its SDRAM, if it has one
-        streamed = None if spec.sdram is None else overlay_config.board_config(
-            spec.fit_totals, b.config.lanes, name=f"the {spec.name}", weight_bits=bits, sdram=spec.sdram)
-        try:
-            if streamed is None:
-                raise first
-            b.overlay, b.program = streamed, compile_program(b.graph, streamed)
-        except UserError as exc:
-            raise UserError(f"the {spec.name}'s overlay ({b.overlay.lanes} lanes, configuration "
-                            f"{config_hash(b.overlay):08x}{', weights streamed from SDRAM' if streamed else ''}; "
+        if spec.sdram is None:
+            raise UserError(f"the {spec.name}'s overlay ({config.lanes} lanes, configuration {config_hash(config):08x}; "
                             f"its limits are in docs/build.md): {exc}") from None
-        b.say(f"{b.config.model} does not fit the {spec.name}'s standard overlay ({first}): it runs on the one that "
-              f"streams its weights from the board's SDRAM")
+    streamed = overlay_config.board_config(spec.fit_totals, lanes, name=f"the {spec.name}", weight_bits=bits,
+                                           sdram=spec.sdram)
+    try:
+        return compile_program(graph, streamed), str(first)
+    except UserError as exc:
+        raise UserError(f"the {spec.name}'s overlay ({streamed.lanes} lanes, configuration "
+                        f"{config_hash(streamed):08x}, weights streamed from SDRAM; its limits are in "
+                        f"docs/build.md): {exc}") from None
+
+
+def step_compile(b: OverlayBuild) -> None:
+    """The board's configuration and the model's program for it (:func:`board_program`: the standard one, or
+    the one that streams weights from the board's SDRAM), its events and exact cycles on the samples."""
+    t0 = time.monotonic()
+    b.program, standard_error = board_program(b.graph, b.spec, b.config.lanes)
+    b.overlay = b.program.config
+    if standard_error is not None:
+        b.say(f"{b.config.model} does not fit the {b.spec.name}'s standard overlay ({standard_error}): it runs on the "
+              f"one that streams its weights from the board's SDRAM")
     b.events = b.program.events(b.x)
     b.sample_cycles = np.array([sum(b.program.cycles(b.program.events(b.x[i:i + 1]))) for i in range(len(b.x))])
     b.seconds["compile"] = time.monotonic() - t0

@@ -237,6 +237,7 @@ def run_simulated(args) -> tuple[dict, int]:
     ULX3S-85F's standard one) behind a pty (:mod:`sim.uart_sim`) -- and run :func:`run_inputs` against it."""
     from hdl.accelerator import Accelerator
     from sim.accelerator import design_key
+    from sim import npu_sdram
     from sim.uart_sim import UartBoard, build as build_board, simulated_board
 
     from ..frontend import checkpoint
@@ -248,31 +249,41 @@ def run_simulated(args) -> tuple[dict, int]:
     build_dir = args.build_dir or "build/sim"
     check_build_dir(build_dir)
     graph = lower(checkpoint.load(args.model), args.model)
+    sources = rate = None
     if args.overlay:
         from hdl.npu.bus import OverlayBus
 
         report, path = find_overlay_build(args.model, graph_model_id(graph), args.build)
+        program = None
         if report is not None:
             config = overlay_flow._config_from((report.get("overlay") or {}).get("config"), path)
             source = f"the overlay build {path.parent}"
         else:
             spec = get_board(SIM_OVERLAY_BOARD)
-            config = overlay_config.board_config(spec.fit_totals, name=spec.name,
-                                                 weight_bits=overlay_config.weight_bits_of(graph))
-            source = f"the {spec.name}'s standard overlay"
-        device, key = OverlayBus(config), ("OverlayBus", config)
-        what = f"overlay, {config.lanes} lanes, configuration {config_hash(config):08x} ({source})"
+            program, standard_error = overlay_flow.board_program(graph, spec)
+            config = program.config
+            source = f"the {spec.name}'s {'standard ' if standard_error is None else 'SDRAM-streaming '}overlay"
+        what = (f"overlay, {config.lanes} lanes, configuration {config_hash(config):08x} ({source}"
+                f"{'; weights in SDRAM: LiteDRAM on a model of the chip' if config.ext_depth else ''})")
+        if config.ext_depth:                        # the board's SDRAM too: its controller and a model of the chip
+            top = None
+            # the chip's model stores the rows that this model's weights take
+            program = program or compile_program(graph, config)
+            sources, key, rate = npu_sdram.uart_board(config, SIM_CLOCK_MHZ * 1e6, args.baud,
+                                                      words=len(program.ext_image()))
+        else:
+            top = UartBoard(OverlayBus(config), SIM_CLOCK_MHZ * 1e6, args.baud)
+            key = ("UartBoard", ("OverlayBus", config), SIM_CLOCK_MHZ, args.baud)
     else:
         plan = build_plan(graph)
-        device, key = Accelerator(plan, ecp5=False), design_key(plan, clock_gating=False)
+        top = UartBoard(Accelerator(plan, ecp5=False), SIM_CLOCK_MHZ * 1e6, args.baud)
+        key = ("UartBoard", design_key(plan, clock_gating=False), SIM_CLOCK_MHZ, args.baud)
         what = f"accelerator of model id {plan.model_id:08x}, {plan.lanes} lanes"
-    top = UartBoard(device, SIM_CLOCK_MHZ * 1e6, args.baud)
-    key = ("UartBoard", key, SIM_CLOCK_MHZ, args.baud)
     with BuildClock(f"the simulated board ({what})", sys.stderr.isatty() or args.progress) as clock:
-        build_board(top, build_dir, key=key, progress=clock)
+        build_board(top, build_dir, key=key, progress=clock, sources=sources)
     if args.clock is None:
         args.clock = SIM_CLOCK_MHZ
-    with simulated_board(top, build_dir, key=key) as board:
+    with simulated_board(top, build_dir, key=key, sources=sources, divisor=rate) as board:
         # held open between the driver's own opens, as a terminal holds a board's port
         with SerialPort(board.path, timeout=args.timeout):
             args.port = board.path
@@ -344,7 +355,7 @@ def _overlay_program(args, graph, device_hash: int):
             raise UserError(f"the board on {args.port} runs an overlay of configuration {device_hash:08x}, which is "
                             f"no board's standard configuration; give --build DIR, the overlay build it runs")
         names, config = found
-        source = f"the standard overlay of the {', '.join(names)}"
+        source = f"the {'SDRAM-streaming' if config.ext_depth else 'standard'} overlay of the {', '.join(names)}"
     try:
         program = compile_program(graph, config)
     except UserError as exc:

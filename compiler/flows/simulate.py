@@ -316,7 +316,7 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
     what = f"the Verilator model of the overlay ({lanes} lanes{', weights in SDRAM' if streamed else ''})"
     with BuildClock(what, show_progress) as clock:
         if streamed:
-            binary = npu_sdram.build(program.config, build_dir, progress=clock)
+            binary = npu_sdram.build(program.config, build_dir, words=len(program.ext_image()), progress=clock)
         else:
             binary = verilator_host.build(OverlayBus(program.config), build_dir, key=("OverlayBus", program.config),
                                           progress=clock)

@@ -17,10 +17,20 @@
 static Vtop *top;
 static uint64_t cycles = 0;
 
+// The design's $finish (sim/sdram_bench.py's top, at the SDRAM model's first violation, having said which on
+// stderr): stdout carries the pty's path and the statistics, so it is said on stderr (Verilated with
+// -DVL_USER_FINISH), and the harness stops with status 1 after the cycle.
+void vl_finish(const char *filename, int linenum, const char *hier) {
+    (void)hier;
+    std::fprintf(stderr, "%s:%d: the design stopped the simulation ($finish)\n", filename, linenum);
+    Verilated::threadContextp()->gotFinish(true);
+}
+
 static void tick() {
     top->clk = 0; top->eval();
     top->clk = 1; top->eval();
     cycles++;
+    if (Verilated::gotFinish()) std::exit(1);
 }
 
 int main(int argc, char **argv) {
