@@ -24,7 +24,7 @@ from hdl.sdram.chip import SdramChip
 from hdl.sdram.fetch import Fetch
 from hdl.sdram.litedram import GeneratedCore, SdramController, SdramPins
 
-from .sdram_model import SdramModel, Violation
+from .sdram_model import SdramModel, Violation, store_source
 
 __all__ = ["TOP", "FetchHost", "write_bench", "ecp5_cells"]
 
@@ -93,13 +93,6 @@ class FetchHost(wiring.Component):
         return m
 
 
-def _without_store_init(source: str) -> str:
-    """The model's Verilog without the initial block that zeroes its store (a line per word: megabytes for a
-    model of many rows, and minutes of Verilator); the store then starts as the simulator's X, as a chip's
-    memory starts undefined."""
-    return re.sub(r"\n  initial begin\n(    store\[\d+\] = \d+'h0+;\n)+  end", "", source)
-
-
 def write_bench(core: GeneratedCore, folder: str | Path, *, rows: int | None = None,
                 model_chip: SdramChip | None = None, host=SdramController, top: str = TOP,
                 stop_on_violation: bool = False) -> list[Path]:
@@ -109,16 +102,17 @@ def write_bench(core: GeneratedCore, folder: str | Path, *, rows: int | None = N
     pins belong to, called with the core and the pins (:class:`~hdl.sdram.litedram.SdramController`, or
     :class:`FetchHost`); its ports are the top's (with ``rst`` if it has one; the model's reset is then the
     top's, else never). ``stop_on_violation``: the top ends the simulation (``$finish``) at the model's first
-    violation, which it prints on standard error (the model prints nothing). Returns the sources to compile, the core's and the ECP5 cell models included."""
+    violation, which it prints on standard error (the model prints nothing). Returns the sources to compile, the
+    core's, the ECP5 cell models and the model's store included."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     chip = core.chip
     ctrl = host(core, SdramPins.make(chip))
-    model = SdramModel(model_chip or chip, core.clock_mhz, rows=rows, report=not stop_on_violation)
+    model = SdramModel(model_chip or chip, core.clock_mhz, rows=rows, report=not stop_on_violation, store="verilog")
     sources = []
     for component, name in ((ctrl, "sdram_controller"), (model, "sdram_model")):
         path = folder / f"{name}.v"
-        path.write_text(_without_store_init(verilog.convert(component, name=name, emit_src=False)))
+        path.write_text(verilog.convert(component, name=name, emit_src=False))
         sources.append(path)
 
     declared = _declared(sources[0].read_text(), "sdram_controller")
@@ -154,4 +148,4 @@ def write_bench(core: GeneratedCore, folder: str | Path, *, rows: int | None = N
              *stop, "endmodule", ""]
     path = folder / f"{top}.v"
     path.write_text("\n".join(lines))
-    return [path, *sources, core.verilog, ecp5_cells()]
+    return [path, *sources, core.verilog, ecp5_cells(), store_source()]

@@ -22,14 +22,24 @@ beyond the rows it stores (``rows``: a smaller model for fast simulations).
 from __future__ import annotations
 
 import enum
+from pathlib import Path
+from types import SimpleNamespace as _Port
 
-from amaranth.hdl import Cat, Const, Format, Module, Mux, Print, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Format, Instance, Module, Mux, Print, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.sdram.chip import SdramChip
 
-__all__ = ["Violation", "Command", "SdramModel"]
+__all__ = ["Violation", "Command", "SdramModel", "STORE_MODULE", "store_source"]
+
+#: The Verilog module of ``SdramModel(store="verilog")``'s store (:func:`store_source`).
+STORE_MODULE = "sdram_model_store"
+
+
+def store_source() -> Path:
+    """The Verilog of :data:`STORE_MODULE`, to compile with a model converted with ``store="verilog"``."""
+    return Path(__file__).parent / "harness" / "sdram_store.v"
 
 
 class Violation(enum.IntEnum):
@@ -71,7 +81,9 @@ _SAT = 255                  # cycle counters saturate here: every limit of a par
 class SdramModel(wiring.Component):
     """The SDRAM ``chip`` clocked at ``clock_mhz`` (its limits in cycles at that clock), storing ``rows`` rows
     of each bank (default: all of them). With ``report``, the first violation is also printed (a simulator's
-    standard output).
+    standard output). ``store``: ``"memory"`` (an Amaranth memory) or ``"verilog"`` (an instance of
+    :data:`STORE_MODULE`, the same memory without initial contents, for Verilog simulators: compile
+    :func:`store_source` with it).
 
     Members
     -------
@@ -87,11 +99,14 @@ class SdramModel(wiring.Component):
         AUTO REFRESH commands, and words read and written.
     """
 
-    def __init__(self, chip: SdramChip, clock_mhz: float, rows: int | None = None, report: bool = True):
+    def __init__(self, chip: SdramChip, clock_mhz: float, rows: int | None = None, report: bool = True,
+                 store: str = "memory"):
         rows = chip.rows if rows is None else rows
         if not isinstance(rows, int) or rows < 2 or rows > chip.rows or rows & (rows - 1):
             raise ValueError(f"rows must be a power of two from 2 to {chip.rows}, not {rows!r}")
-        self._chip, self._rows, self._report = chip, rows, report
+        if store not in ("memory", "verilog"):
+            raise ValueError(f"store must be 'memory' or 'verilog', not {store!r}")
+        self._chip, self._rows, self._report, self._store = chip, rows, report, store
         self._n = chip.cycles(clock_mhz)
         if max(v for k, v in self._n.items() if k not in ("init", "refi")) > _SAT:
             raise ValueError(f"{chip.name} at {clock_mhz} MHz has a limit above {_SAT} cycles")
@@ -115,10 +130,18 @@ class SdramModel(wiring.Component):
         col_bits, row_bits = (chip.columns - 1).bit_length(), (self._rows - 1).bit_length()
         bank_bits = (B - 1).bit_length()
 
-        store = memory.Memory(shape=chip.data_bits, depth=B * self._rows * chip.columns, init=[])
-        m.submodules.store = store
-        rd = store.read_port()
-        wr = store.write_port(granularity=8)
+        depth = B * self._rows * chip.columns
+        if self._store == "memory":
+            store = memory.Memory(shape=chip.data_bits, depth=depth, init=[])
+            m.submodules.store = store
+            rd = store.read_port()
+            wr = store.write_port(granularity=8)
+        else:                               # the same memory in Verilog, for Verilog simulators (store_source)
+            rd = _Port(addr=Signal(range(depth)), data=Signal(chip.data_bits))
+            wr = _Port(addr=rd.addr, data=Signal(chip.data_bits), en=Signal(chip.data_bits // 8))
+            m.submodules.store = Instance(STORE_MODULE, p_ADDR_BITS=(depth - 1).bit_length(),
+                                          p_DATA_BITS=chip.data_bits, i_clk=ClockSignal(), i_addr=rd.addr,
+                                          i_wdata=wr.data, i_wen=wr.en, o_rdata=rd.data)
 
         cycle = Signal(32)
         m.d.sync += cycle.eq(cycle + 1)
