@@ -447,8 +447,11 @@ def cmd_simulate(args) -> int:
         raise UserError("--dense is the generated accelerator's baseline; the overlay is event-driven only")
     if args.overlay and args.simulator != "verilator":
         raise UserError(f"--overlay runs in verilator, not {args.simulator}")
-    if args.weight_store is not None and not args.overlay:
-        raise UserError("--weight-store is the overlay's: add --overlay")
+    for flag, value in (("--weight-store", args.weight_store), ("--post-lanes", args.post_lanes)):
+        if value is not None and not args.overlay:
+            raise UserError(f"{flag} is the overlay's: add --overlay")
+    if args.post_lanes is not None and (args.lanes or 16) % args.post_lanes:
+        raise UserError(f"--post-lanes {args.post_lanes} must divide the lanes ({args.lanes or 16})")
     if args.weight_store is not None and args.waveform is not None:
         raise UserError("--waveform is not written for an overlay with its weights in SDRAM (--weight-store)")
     if args.force and args.trace_dir is None and args.waveform is None:
@@ -472,7 +475,7 @@ def cmd_simulate(args) -> int:
     if args.overlay:
         report = simulate.run_overlay(graph, x, lanes=args.lanes or 16, trace=args.trace,
                                       build_dir=args.build_dir, show_progress=show, weight_store=args.weight_store,
-                                      **traces)
+                                      post_lanes=args.post_lanes or 0, **traces)
     else:
         plan = build_plan(graph, lanes=args.lanes, dense=args.dense)
         report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
@@ -665,6 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the overlay (the spiking NPU: one sequencer, sparse engine and post unit running the "
                         "model's compiled program) instead of the generated accelerator; --lanes is then any "
                         "count (default 16)")
+    s.add_argument("--post-lanes", type=_at_least_one, metavar="Q",
+                   help="with --overlay: a post unit of Q lanes (a divisor of --lanes; the boards' overlays have "
+                        "4), each group's post in lanes / Q steps (default: all lanes)")
     s.add_argument("--weight-store", type=_at_least_one, metavar="WORDS",
                    help="with --overlay: a weight store of WORDS words; the weights beyond it stream from the "
                         "board's SDRAM, simulated as LiteDRAM's controller on a cycle-accurate model of the chip "

@@ -41,14 +41,16 @@ def test_the_bundled_model_with_its_weights_streamed_from_sdram(capsys, tmp_path
 
 @pytest.mark.parametrize("extra, message", [(["--dense"], "event-driven only"),
                                             (["--simulator", "icarus"], "runs in verilator"),
-                                            (["--weight-store", "256", "--waveform", "x.fst"], "--weight-store")])
+                                            (["--weight-store", "256", "--waveform", "x.fst"], "--weight-store"),
+                                            (["--post-lanes", "3"], "must divide the lanes (16)")])
 def test_options_the_overlay_does_not_take_are_refused_early(capsys, extra, message):
     assert main(["simulate", "no-such-model.pt", "--overlay", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
-def test_a_weight_store_without_the_overlay_is_refused_early(capsys):
-    assert main(["simulate", "no-such-model.pt", "--weight-store", "256"]) == 2
+@pytest.mark.parametrize("flag", ["--weight-store", "--post-lanes"])
+def test_overlay_options_without_the_overlay_are_refused_early(capsys, flag):
+    assert main(["simulate", "no-such-model.pt", flag, "4"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "--overlay" in err and err.count("\n") == 1
+    assert err.startswith("error: ") and f"{flag} is the overlay's" in err and err.count("\n") == 1

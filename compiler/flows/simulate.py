@@ -304,6 +304,7 @@ def _with_trace_dir(trace_dir, force: bool, trace: bool, run) -> dict:
 def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
                  writer, waveform=None, post_lanes: int = 0, weight_store: int | None = None) -> dict:
     from hdl.npu.bus import OverlayBus
+    from hdl.npu.regmap import AddressMap
     from sim import npu_sdram, verilator_host
 
     from ..host.npu import NpuDriver
@@ -311,6 +312,11 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
 
     config = fit_config(graph, lanes, keep=trace, post_lanes=post_lanes, weight_store=weight_store)
     program = compile_program(graph, config, keep=trace)
+    try:
+        AddressMap(config)
+    except ValueError as exc:                   # the host link's 24-bit addresses: a post unit's word is widest
+        raise UserError(f"the overlay fitted to this model: {exc}"
+                        + (" (or a narrower post unit: --post-lanes 4)" if config.post_width > 4 else "")) from None
     t0 = time.monotonic()
     streamed = program.ext is not None
     what = f"the Verilator model of the overlay ({lanes} lanes{', weights in SDRAM' if streamed else ''})"
