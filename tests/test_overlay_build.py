@@ -323,6 +323,12 @@ def test_a_model_whose_weights_do_not_fit_on_chip_gets_the_sdram_configuration(t
     assert weights["compute_cycles"] < report["cycles_per_inference"]
     assert "In the board's SDRAM (MT48LC16M16A2, 32 MB)" in (tmp_path / "o" / "report.md").read_text()
     assert overlay.standard_config_for_hash(config_hash(config)) == (["ulx3s-85f"], config)
+    # its weights cannot be baked into a bitstream
+    assert _status(["build", str(model), "--board", "ulx3s", "--overlay", "--standalone", "--out",
+                    str(tmp_path / "s")]) == 2
+    err = _one_error_line(capsys)
+    assert "--standalone puts the weights in the bitstream" in err and not (tmp_path / "s").exists()
+    assert len(tools.calls) == 1
 
 
 # ---------------------------------------------------------------- refusals, before any synthesis

@@ -431,6 +431,10 @@ def step_compile(b: OverlayBuild) -> None:
     t0 = time.monotonic()
     b.program, standard_error = board_program(b.graph, b.spec, b.config.lanes)
     b.overlay = b.program.config
+    if standard_error is not None and b.config.standalone:
+        raise UserError(f"--standalone puts the weights in the bitstream, but this model's do not fit on the "
+                        f"{b.spec.name}'s chip ({standard_error}) and stream from its SDRAM, which `run` loads: "
+                        f"build without --standalone")
     if standard_error is not None:
         b.say(f"{b.config.model} does not fit the {b.spec.name}'s standard overlay ({standard_error}): it runs on the "
               f"one that streams its weights from the board's SDRAM")
