@@ -34,7 +34,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.uart_bridge import UartBridge
-from sim.verilator_host import harness_source, verilate
+from sim.verilator_host import HARNESS_FLAGS, harness_source, verilate
 
 __all__ = ["build", "simulated_board", "SimulatedBoard", "UartBoard"]
 
@@ -117,7 +117,7 @@ def build(component, build_root: str | Path, jobs: int = 2, *, key=None, progres
     and ``tx``; ``component`` None): :func:`sim.verilator_host.verilate`'s."""
     return verilate(None if sources else _PowerOnBoard(component), _HARNESS, build_root, prefix="uart-sim",
                     binary="Vtop_uart", jobs=jobs, key=None if key is None else ("uart-pty", key), progress=progress,
-                    flags=("-CFLAGS", "-DVL_USER_FINISH"), sources=sources)
+                    flags=HARNESS_FLAGS, sources=sources)
 
 
 @dataclass

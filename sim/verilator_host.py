@@ -269,6 +269,10 @@ class _Ticker:
             self._thread = None
 
 
+#: Verilator options of every harness build: the harnesses define their own ``$finish`` (``vl_finish``), which
+#: says so on stderr, since their stdout carries answers.
+HARNESS_FLAGS = ("-CFLAGS", "-DVL_USER_FINISH")
+
 #: ``build(waveform=...)``: the Verilator option and the harness's writer of each waveform format.
 WAVEFORMS = {"fst": ("--trace-fst", "verilated_fst_c.h", "VerilatedFstC"),
              "vcd": ("--trace", "verilated_vcd_c.h", "VerilatedVcdC")}
@@ -289,7 +293,7 @@ def build(component, build_root: str | Path, jobs: int = 2, *, key=None,
     Verilog files instead (:func:`verilate`'s; ``component`` None), a module ``top`` with ports ``clk`` and
     ``bus__*`` that starts from its initial state too."""
     harness = _HARNESS.replace("@READ_LATENCY@", str(READ_LATENCY))
-    flags: tuple[str, ...] = ("-CFLAGS", "-DVL_USER_FINISH")        # the harness's own $finish
+    flags: tuple[str, ...] = HARNESS_FLAGS
     prefix = "verilator"
     if waveform is not None:
         if waveform not in WAVEFORMS:

@@ -90,7 +90,7 @@ def test_sources_and_tools_are_in_the_key(monkeypatch):
 
 def test_a_keyed_binary_is_found_without_generating_verilog(tmp_path, monkeypatch):
     harness = verilator_host._HARNESS.replace("@READ_LATENCY@", "3")
-    digest = cache.key_digest(("host-bus", ("test", 7)), harness)
+    digest = cache.key_digest((("host-bus", ("test", 7)), verilator_host.HARNESS_FLAGS), harness)
     entry = tmp_path / f"verilator-{digest}"
     entry.mkdir()
     (entry / "Vtop_sim").write_text("")
