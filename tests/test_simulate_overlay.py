@@ -25,8 +25,8 @@ def test_the_bundled_model_traced_at_a_lane_count_that_divides_nothing(capsys, t
 @pytest.mark.slow
 def test_the_bundled_model_with_its_weights_streamed_from_sdram(capsys, tmp_path):
     """A 256-word weight store: every MATMUL's weights are FETCHed from the SDRAM (LiteDRAM on the device model)
-    into alternate halves; bit-exact in every layer, and the cycle formula, which counts a fetch on an ideal
-    memory, within 3% of the simulation."""
+    into alternate halves; bit-exact in every layer, and the cycle formula, which counts a fetch at the SDRAM's
+    measured rate (``hdl.npu.overlay.SDRAM``), within 1% of the simulation."""
     status = main(["simulate", str(EXAMPLE), "--overlay", "--weight-store", "256", "--count", "2", "--trace",
                    "--json", "--build-dir", str(tmp_path)])
     r = json.loads(capsys.readouterr().out)
@@ -35,7 +35,7 @@ def test_the_bundled_model_with_its_weights_streamed_from_sdram(capsys, tmp_path
     assert ext["weight_store_words"] == r["config"]["weight_depth"] == 256 and r["config"]["ext_depth"] >= 808
     assert ext["fetches"] == 10 and ext["streamed_words"] >= 4 * 808 - 3
     assert ext["sdram_bound_cycles"] == pytest.approx(ext["streamed_words"] / 0.95)
-    assert r["cycles_modelled_per_inference"] <= r["cycles_per_inference"] <= 1.03 * r["cycles_modelled_per_inference"]
+    assert r["cycles_per_inference"] == pytest.approx(r["cycles_modelled_per_inference"], rel=0.01)
     assert ext["compute_cycles"] < r["cycles_modelled_per_inference"]
 
 

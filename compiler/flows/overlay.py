@@ -559,7 +559,8 @@ def make_report(b: OverlayBuild) -> dict:
         "cycles_min": int(cycles.min()),
         "cycles_max": int(cycles.max()),
         "cycles_from": "the descriptors' exact cycle formula (hdl.npu.overlay.descriptor_cycles) on the golden "
-                       "model's events of the samples",
+                       "model's events of the samples" + ("; each FETCH at the SDRAM's measured rate (an estimate, "
+                                                          "within 1%)" if program.ext is not None else ""),
         "latency_us": cyc / used,
         "inferences_per_second": used * 1e6 / cyc,
         "latency_us_at_fmax": cyc / fmax,

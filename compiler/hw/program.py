@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hdl.npu.isa import EXT_ALIGN, Bank, Config, Descriptor, Kind, Mem, Operand, Post, head_span, pack_lanes
-from hdl.npu.overlay import EXT_WORD_BITS, descriptor_cycles, ext_ratio
+from hdl.npu.overlay import EXT_WORD_BITS, SDRAM, ExtTiming, descriptor_cycles, ext_ratio
 from hdl.packing import groups as n_groups
 from hdl.sdram.litedram import STREAM_WORDS_PER_CYCLE
 from hdl.packing import signed_width, unsigned_width
@@ -180,11 +180,12 @@ class Program:
             out.append(float(count) / len(x))
         return out + [0.0]
 
-    def cycles(self, events: list[float] | None = None) -> list[float]:
+    def cycles(self, events: list[float] | None = None, ext: ExtTiming = SDRAM) -> list[float]:
         """Cycles of each descriptor (the END included) for ``events`` per descriptor (:meth:`events`; none:
-        the cost of a run without a spike)."""
+        the cost of a run without a spike); a FETCH at the external memory's timing ``ext`` (default: the
+        board's SDRAM, an estimate; ``hdl.npu.overlay.IDEAL``: the Amaranth simulator's memory, exact)."""
         events = events or [0.0] * len(self.descriptors)
-        return [descriptor_cycles(d, self.config, e) for d, e in zip(self.descriptors, events)]
+        return [descriptor_cycles(d, self.config, e, ext) for d, e in zip(self.descriptors, events)]
 
     def listing(self, events: list[float] | None = None) -> str:
         """One line per descriptor: what it computes, its operands' addresses, its dense synaptic operations

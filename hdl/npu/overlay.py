@@ -31,6 +31,8 @@ descriptor: they grow with the spikes (:func:`descriptor_cycles`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -38,9 +40,10 @@ from amaranth.lib.wiring import In, Out
 
 from ..packing import index_bits
 from ..sdram.fetch import Fetch, fetch_cycles
+from ..sdram.litedram import STREAM_OVERHEAD, STREAM_WORDS_PER_CYCLE
 from .isa import DESCRIPTOR_WORDS, EXT_ALIGN, WORD_BITS, Bank, Config, Kind, Mem, Post, descriptor_layout
 
-__all__ = ["Overlay", "descriptor_cycles", "POST_FLUSH"]
+__all__ = ["Overlay", "descriptor_cycles", "POST_FLUSH", "ExtTiming", "IDEAL", "SDRAM"]
 
 #: The post unit's pipeline: the stage that writes (read at 0), and the cycles from a descriptor's last post
 #: read to the next descriptor's fetch.
@@ -54,9 +57,31 @@ DRAIN = 3
 EXT_WORD_BITS = 16
 
 #: Cycles from a read's command to its word in the simulated external memory (``sim.npu_amaranth``), which
-#: :func:`descriptor_cycles` counts a FETCH with. The board's SDRAM takes longer and moves
-#: ``hdl.sdram.litedram.STREAM_WORDS_PER_CYCLE`` words a cycle (docs/sdram.md).
+#: :func:`descriptor_cycles` counts a FETCH with by default (:data:`IDEAL`). The board's SDRAM takes longer and
+#: moves ``hdl.sdram.litedram.STREAM_WORDS_PER_CYCLE`` words a cycle (:data:`SDRAM`, docs/sdram.md).
 EXT_LATENCY = 2
+
+
+@dataclass(frozen=True)
+class ExtTiming:
+    """How fast an external memory streams a FETCH's words: ``words_per_cycle``, and ``overhead`` cycles beyond
+    them (start, the first word's latency, the last write)."""
+    words_per_cycle: float
+    overhead: float
+
+    def fetch(self, count: int, ratio: int) -> float:
+        """Cycles of a fetch of ``count`` weight-store words of ``ratio`` external words each (``Fetch``'s
+        :func:`~hdl.sdram.fetch.fetch_cycles` for :data:`IDEAL`)."""
+        return 2 if count == 0 else count * ratio / self.words_per_cycle + self.overhead
+
+
+#: The simulated memory of ``sim.npu_amaranth`` (a read a cycle, its word ``EXT_LATENCY`` later): exact,
+#: ``fetch_cycles(count, ratio, EXT_LATENCY)``.
+IDEAL = ExtTiming(1.0, fetch_cycles(1, 0, EXT_LATENCY))
+#: LiteDRAM's controller on the board's SDRAM (measured on the device model; an estimate: whole streamed runs in
+#: Verilator took 0.2% fewer cycles (digits, 256-word store), 0.24% more (dim 256, depth 4) and 0.9% fewer
+#: (dim 128, depth 1, the controller at 48 MHz) than it counts).
+SDRAM = ExtTiming(STREAM_WORDS_PER_CYCLE, STREAM_OVERHEAD)
 
 
 def ext_ratio(config: Config) -> int:
@@ -69,7 +94,7 @@ def ext_address_bits(config: Config) -> int:
     return max(1, (config.ext_depth * ext_ratio(config) - 1).bit_length())
 
 
-def descriptor_cycles(d, config: Config, events: float = 0) -> float:
+def descriptor_cycles(d, config: Config, events: float = 0, ext: ExtTiming = IDEAL) -> float:
     """Cycles of one descriptor ``d`` (``hdl.npu.isa.Descriptor``) on the overlay of ``config``, given the non-zero
     events (mask applied) that it consumes over the whole run (LINEAR_ATTENTION: those of k and of q):
     exact (``tests/test_npu_overlay.py``).
@@ -86,7 +111,7 @@ def descriptor_cycles(d, config: Config, events: float = 0) -> float:
     if d.kind == Kind.END:
         return DESCRIPTOR_WORDS + 2
     if d.kind == Kind.FETCH:
-        return DESCRIPTOR_WORDS + 2 + fetch_cycles(d.in_ch, ext_ratio(config), EXT_LATENCY)
+        return DESCRIPTOR_WORDS + 2 + ext.fetch(d.in_ch, ext_ratio(config))
     fetch = DESCRIPTOR_WORDS + 2 + POST_FLUSH
     lanes = config.lanes
     g_in, g_out = -(-d.in_ch // lanes), -(-d.out_ch // lanes)

@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 from .chip import SdramChip
 
 __all__ = ["GeneratedCore", "generate", "core_config", "init_steps", "Write", "Wait", "SdramPins",
-           "SdramController", "CORE_NAME", "FIFO_DEPTH", "STREAM_WORDS_PER_CYCLE"]
+           "SdramController", "CORE_NAME", "FIFO_DEPTH", "STREAM_WORDS_PER_CYCLE", "STREAM_OVERHEAD"]
 
 CORE_NAME = "litedram_core"
 
@@ -43,6 +43,12 @@ FIFO_DEPTH = 16
 #: model at 60 MHz (``tests/test_sdram_litedram.py::test_sequential_bandwidth`` checks it). The bandwidth
 #: bound of streamed weights.
 STREAM_WORDS_PER_CYCLE = 0.95
+
+#: Cycles that a fetch through :class:`SdramController` takes beyond its words at
+#: :data:`STREAM_WORDS_PER_CYCLE` (the first word's latency, the last write): ``Fetch`` moved 256 SDRAM words in
+#: 281 cycles on the device model at 60 MHz (``tests/test_sdram_litedram.py``), 256 / 0.95 + 11.5. With
+#: ``hdl.npu.overlay.SDRAM`` the overlay's cycle formula counts a FETCH with it.
+STREAM_OVERHEAD = 11.5
 
 # LiteDRAM's DFI injector: the control register's and the command register's bits (sdram_phy.h)
 _CONTROL_SEL, _CONTROL_CKE, _CONTROL_ODT, _CONTROL_RESET_N = 1, 2, 4, 8
