@@ -100,17 +100,18 @@ class OverlayBus(wiring.Component):
         w_mem = Signal(range(len(Mem) + 1), reset_less=True)
         w_word = Signal(amap.index_bits, reset_less=True)
         w_chunk = Signal(range(max(max_chunks, 2)), reset_less=True)
-        ext = self.config.ext_depth > 0
-        w_ext_addr, w_ext_data, w_ext_id = Signal(), Signal(), Signal()
-        m.d.sync += [w_data.eq(bus.wdata), w_start.eq(0), w_load.eq(0), w_stage.eq(0), w_ext_addr.eq(0),
-                     w_ext_data.eq(0), w_ext_id.eq(0)]
+        # with an external memory: its address, a data word and the image id written (decoded at cycle 1)
+        w_ext = ({"addr": Signal(name="w_ext_addr"), "data": Signal(name="w_ext_data"), "id": Signal(name="w_ext_id")}
+                 if self.config.ext_depth else {})
+        m.d.sync += [w_data.eq(bus.wdata), w_start.eq(0), w_load.eq(0), w_stage.eq(0),
+                     *(flag.eq(0) for flag in w_ext.values())]
         with m.If(bus.we):
             with m.Switch(region):
                 with m.Case(0):
                     m.d.sync += w_start.eq((offset == REG_CTRL) & ((bus.wdata & CTRL_START) != 0))
-                    if ext:
-                        m.d.sync += [w_ext_addr.eq(offset == REG_EXT_ADDR), w_ext_id.eq(offset == REG_EXT_ID),
-                                     w_ext_data.eq(offset >= amap.ext_window)]
+                    if w_ext:
+                        m.d.sync += [w_ext["addr"].eq(offset == REG_EXT_ADDR), w_ext["id"].eq(offset == REG_EXT_ID),
+                                     w_ext["data"].eq(offset >= amap.ext_window)]
                 for mem in Mem:
                     n = amap.chunks[mem]
                     word, chunk = word_and_chunk(offset, mem)
@@ -131,7 +132,7 @@ class OverlayBus(wiring.Component):
                         m.d.sync += load_data.eq(Cat(staging[:32 * (n - 1)], w_data))
         with m.If(w_stage):
             m.d.sync += staging.word_select(w_chunk, 32).eq(w_data)
-        ext_registers = self._external(m, w_data, w_ext_addr, w_ext_data, w_ext_id) if ext else ()
+        ext_registers = self._external(m, w_data, w_ext["addr"], w_ext["data"], w_ext["id"]) if w_ext else ()
 
         # -- reads: address (cycle 0) -> peek port (cycle 1) -> chunk or register into rdata (cycle 2) ------
         raddr = Signal.like(bus.addr, name="raddr")
