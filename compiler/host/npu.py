@@ -69,6 +69,7 @@ class NpuDriver:
         self.write_chunk = write_chunk
         self.max_cycles = max_cycles
         self.program: Program | None = None
+        self._ext_id: int | None = None          # the loaded program's external image's identifier, if it has one
         self.map: AddressMap | None = None if config is None else AddressMap(config)
 
     # -- identification -------------------------------------------------------------------------------
@@ -145,6 +146,7 @@ class NpuDriver:
         ``progress(k)`` is called after each ``k`` words written."""
         self.check(program)
         self.program, self.map = program, AddressMap(program.config)
+        self._ext_id = None if program.ext is None else program.ext_id()
         for mem, words in program.images().items():
             self.write_memory(mem, 0, words, progress)
         if external:
@@ -256,10 +258,9 @@ class NpuDriver:
     def start(self) -> None:
         """Run the program from descriptor 0 (ignored by the device while it runs). NpuError if the program
         streams weights and the external memory does not hold its image (:meth:`load_external`)."""
-        program = self.program
-        if program is not None and program.ext is not None and self.external_id() != program.ext_id():
+        if self._ext_id is not None and (held := self.external_id()) != self._ext_id:
             raise NpuError("the external memory does not hold this program's weights (its image identifier is "
-                           f"0x{self.external_id():08x}, the program's 0x{program.ext_id():08x}): load them first")
+                           f"0x{held:08x}, the program's 0x{self._ext_id:08x}): load them first")
         self.bus.write_words(regmap.REG_CTRL, [regmap.CTRL_START])
 
     def wait(self, timeout: float = 10.0) -> None:

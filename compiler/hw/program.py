@@ -87,6 +87,7 @@ class Program:
     graph: ir.Graph
     meta: dict = field(default_factory=dict)
     ext: np.ndarray | None = None  # [words, lanes]: the external memory's image (weights FETCHed), or None
+    _ext_words: list | None = field(default=None, init=False, repr=False, compare=False)   # ext_image's, once
 
     @property
     def input(self) -> Tensor:
@@ -122,12 +123,14 @@ class Program:
         ``ext_ratio`` of them, the first in the low bits (empty when the weights are all on chip)."""
         if self.ext is None:
             return []
-        c, ratio = self.config, ext_ratio(self.config)
-        mask, out = (1 << EXT_WORD_BITS) - 1, []
-        for w in self.ext:
-            word = pack_lanes(w, c.weight_bits)
-            out += [(word >> (EXT_WORD_BITS * k)) & mask for k in range(ratio)]
-        return out
+        if self._ext_words is None:         # millions of words for the largest models: made once
+            c, ratio = self.config, ext_ratio(self.config)
+            mask, out = (1 << EXT_WORD_BITS) - 1, []
+            for w in self.ext:
+                word = pack_lanes(w, c.weight_bits)
+                out += [(word >> (EXT_WORD_BITS * k)) & mask for k in range(ratio)]
+            self._ext_words = out
+        return list(self._ext_words)
 
     def weight_placement(self, events: list[float] | None = None) -> dict:
         """Where the weights live, for reports: ``placement`` (``"on chip"`` or ``"external memory"``), the
