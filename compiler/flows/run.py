@@ -241,7 +241,6 @@ def run_simulated(args) -> tuple[dict, int]:
     from sim.uart_sim import UartBoard, build as build_board, simulated_board
 
     from ..frontend import checkpoint
-    from ..hw import overlay_config
     from ..hw.plan import model_id as graph_model_id
     from .lower import lower
     from .simulate import BuildClock, check_build_dir
