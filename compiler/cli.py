@@ -447,9 +447,12 @@ def cmd_simulate(args) -> int:
         raise UserError("--dense is the generated accelerator's baseline; the overlay is event-driven only")
     if args.overlay and args.simulator != "verilator":
         raise UserError(f"--overlay runs in verilator, not {args.simulator}")
-    for flag, value in (("--weight-store", args.weight_store), ("--post-lanes", args.post_lanes)):
+    for flag, value in (("--weight-store", args.weight_store), ("--param-store", args.param_store),
+                        ("--post-lanes", args.post_lanes)):
         if value is not None and not args.overlay:
             raise UserError(f"{flag} is the overlay's: add --overlay")
+    if args.param_store is not None and args.weight_store is None:
+        raise UserError("--param-store is the streaming overlay's: add --weight-store WORDS")
     if args.post_lanes is not None and (args.lanes or 16) % args.post_lanes:
         raise UserError(f"--post-lanes {args.post_lanes} must divide the lanes ({args.lanes or 16})")
     if args.weight_store is not None and args.waveform is not None:
@@ -475,7 +478,7 @@ def cmd_simulate(args) -> int:
     if args.overlay:
         report = simulate.run_overlay(graph, x, lanes=args.lanes or 16, trace=args.trace,
                                       build_dir=args.build_dir, show_progress=show, weight_store=args.weight_store,
-                                      post_lanes=args.post_lanes or 0, **traces)
+                                      param_store=args.param_store, post_lanes=args.post_lanes or 0, **traces)
     else:
         plan = build_plan(graph, lanes=args.lanes, dense=args.dense)
         report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
@@ -675,6 +678,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --overlay: a weight store of WORDS words; the weights beyond it stream from the "
                         "board's SDRAM, simulated as LiteDRAM's controller on a cycle-accurate model of the chip "
                         "(docs/sdram.md) (default: every weight on chip)")
+    s.add_argument("--param-store", type=_at_least_one, metavar="GROUPS",
+                   help="with --weight-store: per-channel parameter memories of GROUPS lane groups (the ULX3S's "
+                        "streaming overlay has 128); if the weights or the parameters do not fit on chip, both "
+                        "stream (default: as many groups as the model has)")
     s.add_argument("--trace", action="store_true",
                    help="also compare every stored layer at every time step and name the first difference")
     s.add_argument("--trace-dir", metavar="DIR",

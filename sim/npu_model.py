@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hdl.npu.isa import EXT_ALIGN, Bank, Config, Descriptor, Kind, Operand, Post
+from hdl.npu.isa import (EXT_ALIGN, FETCH_TARGETS, Bank, Config, Descriptor, Kind, Operand, Post, fetch_ratio,
+                         fetch_rows, row_layout, unpack_rows)
 from hdl.packing import groups as n_groups
 
 __all__ = ["Machine", "run"]
@@ -36,14 +37,17 @@ class Machine:
     banks: dict[Bank, np.ndarray] = field(default_factory=dict)
     logits: np.ndarray | None = None
     events: dict[str, int] = field(default_factory=dict)       # non-zero events consumed, per descriptor
-    ext: np.ndarray | None = None      # the external memory's weight words (FETCH's source), [words, lanes]
+    ext: np.ndarray | None = None      # the external memory's 16-bit words (FETCH's source)
 
     def __post_init__(self):
         c = self.config
-        if self.ext is not None:       # FETCH writes the weight store: a store of its own, the image in it
-            store = np.zeros((c.weight_depth, c.lanes), np.int64)
-            store[:len(self.weights)] = self.weights
-            self.weights = store
+        if self.ext is not None:       # FETCH writes the weight store and the parameter memories: full-size ones
+            for name, depth, shape in (("weights", c.weight_depth, ()), ("mult", c.param_depth, ()),
+                                       ("bias", c.param_depth, ()), ("theta", c.param_depth, (c.levels,))):
+                store = np.zeros((depth, c.lanes, *shape), np.int64)
+                image = getattr(self, name)
+                store[:len(image)] = image
+                setattr(self, name, store)
         self.banks = {Bank.SPIKES: np.zeros((c.spike_depth, c.lanes), np.int64),
                       Bank.WIDE: np.zeros((c.wide_depth, c.lanes), np.int64)}
         self.logits = np.zeros(c.classes, np.int64)
@@ -97,10 +101,16 @@ class Machine:
 
     def execute(self, d: Descriptor) -> None:
         if d.kind == Kind.FETCH:
-            src = d.ext_base * EXT_ALIGN
-            if self.ext is None or src + d.in_ch > len(self.ext) or d.wbase + d.in_ch > len(self.weights):
-                raise ValueError(f"{d.name}: FETCH of {d.in_ch} words from {src} to {d.wbase} is out of range")
-            self.weights[d.wbase:d.wbase + d.in_ch] = self.ext[src:src + d.in_ch]
+            mem = FETCH_TARGETS[d.fetch_to]
+            store = getattr(self, mem.name.lower())
+            src, ratio = d.ext_base * EXT_ALIGN, fetch_ratio(self.config, mem)
+            end = src + fetch_rows(self.config, mem, d.in_ch) * ratio
+            if self.ext is None or end > len(self.ext) or d.wbase + d.in_ch > len(store):
+                raise ValueError(f"{d.name}: FETCH of {d.in_ch} {mem.name.lower()} words from {src} to {d.wbase} "
+                                 "is out of range")
+            values, bits, signed = row_layout(self.config, mem)
+            rows = unpack_rows(self.ext[src:end], values, bits, ratio, signed)
+            store[d.wbase:d.wbase + d.in_ch] = rows.reshape(d.in_ch, *store.shape[1:])
             return
         if d.kind == Kind.MATMUL:
             w = self.weight_matrix(d)

@@ -3,10 +3,12 @@ program interpreter (``sim.npu_model``): each descriptor of a real program runs 
 interpreter had before it, and must leave both scratchpad banks (every word, not only its output's) and
 the logits as the interpreter does."""
 
+from dataclasses import replace
+
 import pytest
 
 from compiler.hw.program import compile_program, fit_config
-from hdl.npu.isa import Bank, Descriptor, Kind, Mem, pack_lanes
+from hdl.npu.isa import FETCH_TARGETS, Bank, Descriptor, Kind, Mem, pack_lanes
 from hdl.npu.overlay import descriptor_cycles
 from sim import npu_model
 from sim.npu_amaranth import run_overlay
@@ -36,6 +38,8 @@ def _descriptor_by_descriptor(program, x, kinds=tuple(Kind)):
         run, fetches = fetches + [d], []
         if d.kind not in kinds:
             continue
+        if program.ext is not None:           # streamed: what earlier FETCHes left in the memories
+            images = replace(program, weights=m.weights, mult=m.mult, bias=m.bias, theta=m.theta).images()
         one = {**images, Mem.PROGRAM: [w for e in run + [Descriptor(Kind.END)] for w in e.encode()]}
         banks, logits, cycles, status = run_overlay(cfg, one, before, ext=program.ext_image())
         assert status == "done", d.name
@@ -92,11 +96,13 @@ def test_tiles_of_a_wide_layer(digits_graph, digits_test):
 
 
 def test_fetched_weights(digits_graph, digits_test):
-    """A weight store of 256 words and an external memory: each MATMUL runs after the FETCH of its tile (into
-    alternate halves of the store), each pair against the interpreter in every bank word and in exact
-    cycles."""
-    cfg = fit_config(digits_graph, lanes=16, post_lanes=4).with_(weight_depth=256, ext_depth=4096, program_depth=64)
+    """A weight store of 256 words and an external memory: each MATMUL runs after the FETCHes before it (its
+    tile's weights into alternate halves of the store, and the parameters of the layers from it on), each run
+    against the interpreter in every bank word and in exact cycles."""
+    cfg = fit_config(digits_graph, lanes=16, post_lanes=4).with_(weight_depth=256, ext_depth=4096, program_depth=128)
     program = compile_program(digits_graph, cfg)
-    fetches = sum(d.kind == Kind.FETCH for d in program.descriptors)
-    assert fetches > 8
-    assert _descriptor_by_descriptor(program, digits_test.x[0], kinds=(Kind.MATMUL,)) == fetches
+    targets = {FETCH_TARGETS[d.fetch_to] for d in program.descriptors if d.kind == Kind.FETCH}
+    assert targets == set(FETCH_TARGETS)                            # weights, multipliers, biases, thresholds
+    matmuls = sum(d.kind == Kind.MATMUL for d in program.descriptors)
+    assert matmuls > 8
+    assert _descriptor_by_descriptor(program, digits_test.x[0], kinds=(Kind.MATMUL,)) == matmuls

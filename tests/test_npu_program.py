@@ -15,7 +15,8 @@ from compiler.frontend.data import load_dataset
 from compiler.frontend.train import train
 from compiler.hw.program import compile_program, fit_config
 from compiler.ir import golden
-from hdl.npu.isa import DESCRIPTOR_WORDS, Bank, Config, Descriptor, Kind, Operand, Post
+from hdl.npu.isa import (DESCRIPTOR_WORDS, FETCH_TARGETS, Bank, Config, Descriptor, Kind, Mem, Operand, Post, pack_lanes,
+                         pack_rows, unpack_rows)
 from sim import npu_model
 
 
@@ -103,8 +104,9 @@ def test_a_field_that_does_not_fit_is_refused():
 
 
 def test_liveness_reuses_words(digits_graph):
-    """Live tensors never share a word; dead ones give theirs back (the bundled model's 11 tensors fit in the
-    words of its 3 largest live ones)."""
+    """Live tensors never share a word, but a residual add's output, which takes its residual's words when the
+    add reads the residual last; dead ones give theirs back (the bundled model's 11 tensors fit in the words of
+    its 3 largest live ones)."""
     program = compile_program(digits_graph)
     spans = {}
     for k, layer in enumerate(program.layers):
@@ -113,6 +115,9 @@ def test_liveness_reuses_words(digits_graph):
                 first, _ = spans.get(name, (k, k))
                 spans[name] = (first, k)
     spans[program.input_name] = (-1, spans[program.input_name][1])
+    in_place = {(layer.srcs[1], layer.dst) for layer in program.layers if layer.desc.add
+                and program.operands[layer.srcs[1]].base == program.operands[layer.dst].base}
+    assert len(in_place) == 2                      # the residual stream: its block's attention and MLP
     names = list(spans)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -122,6 +127,9 @@ def test_liveness_reuses_words(digits_graph):
             (fa, la), (fb, lb) = spans[a], spans[b]
             if fa <= lb and fb <= la:              # alive together
                 oa, ob = program.operands[a].base, program.operands[b].base
+                if (a, b) in in_place:             # the add's output over its residual, read last by it
+                    assert oa == ob and la == fb, (a, b)
+                    continue
                 wa, wb = ta.words(program.config.lanes), tb.words(program.config.lanes)
                 assert oa + wa <= ob or ob + wb <= oa, (a, b)
     total = sum(t.words(program.config.lanes) for t in program.tensors.values())
@@ -299,22 +307,53 @@ def test_wide_layers_are_split_into_tiles_of_the_accumulators(digits_graph, digi
 
 def test_weights_beyond_the_store_are_fetched_from_external_memory(digits_graph, digits_test):
     """With a weight store too small for the model and an external memory, every weighted layer is FETCHed
-    tile by tile into alternate halves of the store right before it runs: still bit-exact."""
-    cfg = fit_config(digits_graph, 16).with_(ext_depth=4096, program_depth=64)
+    tile by tile into alternate halves of the store right before it runs, and the per-channel parameters of runs
+    of layers into alternate halves of their memories before the first of them: still bit-exact."""
+    cfg = fit_config(digits_graph, 16).with_(ext_depth=4096, program_depth=128)
     assert cfg.weight_depth == 808                                  # all on chip: no FETCH
     on_chip = compile_program(digits_graph, cfg)
     assert on_chip.ext is None and not any(d.kind == Kind.FETCH for d in on_chip.descriptors)
     small = cfg.with_(weight_depth=256)                             # halves of 128 words: fc1 (I = 32) in 4 tiles
     program = _check(digits_graph, digits_test.x[:6], compile_program(digits_graph, small))
-    fetches = [d for d in program.descriptors if d.kind == Kind.FETCH]
-    users = [program.descriptors[k + 1] for k, d in enumerate(program.descriptors) if d.kind == Kind.FETCH]
-    assert len(fetches) == sum(1 for d in program.descriptors if d.kind == Kind.MATMUL)
-    assert [d.wbase for d in fetches] == [0, 128] * (len(fetches) // 2) + [0] * (len(fetches) % 2)
-    for f, u in zip(fetches, users):
-        assert u.kind == Kind.MATMUL and u.wbase == f.wbase and f.in_ch == -(-u.out_ch // 16) * u.in_ch <= 128
+    descs = program.descriptors
+    last = {}                                                       # memory -> the last FETCH so far
+    weight_fetches = 0
+    for k, d in enumerate(descs):
+        if d.kind == Kind.FETCH:
+            mem = FETCH_TARGETS[d.fetch_to]
+            half = 128 if mem == Mem.WEIGHTS else cfg.param_depth // 2
+            assert d.wbase == (0 if mem not in last else half - last[mem].wbase) and d.in_ch <= half
+            last[mem] = d
+            weight_fetches += mem == Mem.WEIGHTS
+            continue
+        if d.kind == Kind.MATMUL:                                   # its weights: the last weight FETCH's
+            f = last[Mem.WEIGHTS]
+            assert d.wbase == f.wbase and f.in_ch == -(-d.out_ch // 16) * d.in_ch <= 128
+        if d.kind != Kind.END:                                      # its parameters: in the last FETCH's rows
+            f = last[Mem.MULT]
+            assert f.wbase <= d.mult_base and d.mult_base + -(-d.out_ch // 16) <= f.wbase + f.in_ch
+    tiles = [d for d in descs if d.kind == Kind.MATMUL and d.name.startswith("stem@")]     # a per-token bias
+    assert len(tiles) > 1 and sum(d.tokens for d in tiles) == on_chip.descriptors[0].tokens
+    assert weight_fetches == sum(d.kind == Kind.MATMUL for d in descs) - len(tiles) + 1
     assert len(program.weights) == 0 and len(program.ext) >= len(on_chip.weights)
     assert "fetch" in program.listing() and "streamed" in program.listing()
     with pytest.raises(UserError, match=r"\(ext_depth\)"):
-        compile_program(digits_graph, small.with_(ext_depth=256))
+        compile_program(digits_graph, small.with_(ext_depth=1024))
     with pytest.raises(UserError, match=r"\(weight_depth\)"):       # fc2's 128 inputs: 128 words a group
         compile_program(digits_graph, small.with_(weight_depth=200))
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=st.integers(1, 20), bits=st.integers(1, 40), rows=st.integers(0, 9), seed=st.integers(0, 1 << 20))
+def test_external_rows_are_the_load_ports_words(values, bits, rows, seed):
+    """A FETCH's rows as the SDRAM holds them: each row the word that the load port would write (``pack_lanes``),
+    in ``ceil(values * bits / 16)`` 16-bit words, low first; and back."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(rows, values))
+    ratio = -(-values * bits // 16)
+    words = pack_rows(x, bits, ratio)
+    assert words.dtype == np.uint16 and len(words) == rows * ratio
+    for r in range(rows):
+        row = words[r * ratio:(r + 1) * ratio]
+        assert sum(int(w) << (16 * k) for k, w in enumerate(row)) == pack_lanes(x[r], bits)
+    assert np.array_equal(unpack_rows(words, values, bits, ratio, True).reshape(rows, values), x)

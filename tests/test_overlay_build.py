@@ -331,13 +331,41 @@ def test_a_model_whose_weights_do_not_fit_on_chip_gets_the_sdram_configuration(t
     assert len(tools.calls) == 1
 
 
+@pytest.mark.slow
+def test_the_dim_256_transformer_fits_the_85fs_streaming_overlay(tools, tmp_path, capsys):
+    """The issue's model (3.1M weights, 1,809 lane groups of per-channel parameters against the overlay's 128):
+    its weights and parameters stream; a residual add writes over its residual, so that its 64 tokens of 256
+    channels and their MLP's 1,024 fit the banks; the stem's per-token bias is fetched 4 tokens at a time."""
+    model = tmp_path / "m.pt"
+    assert main(["train", "--dataset", "synthetic", "--epochs", "0", "--samples", "64", "--dim", "256", "--depth",
+                 "4", "--heads", "8", "--image-size", "32", "--patch", "4", "--channels", "3", "--out",
+                 str(model)]) == 0
+    capsys.readouterr()
+    assert _status(["build", str(model), "--board", "ulx3s", "--overlay", "--out", str(tmp_path / "o"), "--samples",
+                    "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    spec = get_board("ulx3s")
+    config = tools.calls[0]["config"]
+    assert config == overlay_config.board_config(spec.fit_totals, sdram=spec.sdram)
+    assert report["program"]["bank_words"] == {"spikes": 5 * 1024, "wide": 1024 + 192}
+    assert report["program"]["descriptors"] <= config.program_depth
+    listing = report["program"]["listing"]
+    for what in ("weight words", "mult groups", "bias groups", "theta groups"):
+        assert what in listing
+    assert [line.split()[1] for line in listing.splitlines() if " stem@" in line and "fetch" not in line] == [
+        f"stem@{n}" for n in range(0, 64, 4)]
+    weights = report["weights"]
+    assert weights["placement"] == "external memory" and weights["image_words"] >= weights["streamed_words"]
+    assert report["cycles_per_inference"] < 1.3 * max(weights["compute_cycles"], weights["sdram_bound_cycles"])
+
+
 # ---------------------------------------------------------------- refusals, before any synthesis
 
 @pytest.fixture(scope="module")
 def too_big(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "wide.pt"
-    assert main(["train", "--dataset", "synthetic", "--epochs", "0", "--samples", "64", "--dim", "128", "--depth",
-                 "2", "--heads", "8", "--out", str(path)]) == 0
+    assert main(["train", "--dataset", "synthetic", "--epochs", "0", "--samples", "64", "--dim", "512", "--depth",
+                 "1", "--heads", "8", "--out", str(path)]) == 0
     return path
 
 
@@ -348,10 +376,11 @@ def test_a_model_that_does_not_fit_the_overlay_is_refused_before_synthesis(monke
     out = tmp_path / "o"
     assert _status(["build", str(too_big), "--board", "ulx3s", "--overlay", "--out", str(out)]) == 2
     err = _one_error_line(capsys)
-    # its weights would stream from the SDRAM, but its per-channel parameters do not fit either overlay
+    # its weights and parameters would stream from the SDRAM, but its attention's K^T V (512 channels, 4 lane groups
+    # a head) does not fit the store of either overlay
     assert err.startswith("error: the ulx3s-85f's overlay (16 lanes, configuration ")
     assert "weights streamed from SDRAM" in err
-    assert "the model does not fit the overlay: " in err and "(param_depth)" in err
+    assert "the model does not fit the overlay: " in err and "(kv_depth)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

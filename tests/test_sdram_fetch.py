@@ -20,7 +20,7 @@ def sdram_word(addr: int) -> int:
 
 
 def run_fetch(word_bits, depth, fetches, *, stall=0.0, latency=1, seed=0):
-    """Run ``fetches`` (src, dst, count) one after another against a simulated controller that takes a read
+    """Run ``fetches`` (src, dst, count[, ratio]) one after another against a simulated controller that takes a read
     with probability 1 - ``stall`` and returns it ``latency`` cycles later (more with stalls, in order).
     Returns (memory {addr: word}, [cycles from start to done of each fetch])."""
     dut = Fetch(word_bits, depth)
@@ -37,7 +37,8 @@ def run_fetch(word_bits, depth, fetches, *, stall=0.0, latency=1, seed=0):
             await ctx.tick()
 
     async def bench(ctx):
-        for src, dst, count in fetches:
+        for src, dst, count, *ratio in fetches:
+            ctx.set(dut.ratio, ratio[0] if ratio else dut.max_ratio)
             ctx.set(dut.src, src)
             ctx.set(dut.dst, dst)
             ctx.set(dut.count, count)
@@ -92,6 +93,19 @@ def test_random_stalls_copy_every_word(word_bits, count, src, dst, stall, latenc
     memory, cycles = run_fetch(word_bits, 16, [(src, dst, count)], stall=stall, latency=latency, seed=seed)
     assert memory == expected(word_bits, src, dst, count, ratio)
     assert cycles[0] >= fetch_cycles(count, ratio, latency)
+
+
+@pytest.mark.parametrize("stall", [0.0, 0.5])
+def test_ratio_is_set_per_fetch(stall):
+    """Rows of 9, 2, 32 and 1 SDRAM words from one unit (the overlay's bias, weight, threshold and narrowest
+    rows): each row is its own words, and without stalls each fetch takes fetch_cycles at its ratio."""
+    fetches = [(40, 0, 3, 9), (7, 3, 5, 2), (1000, 8, 2, 32), (5, 10, 4, 1)]
+    memory, cycles = run_fetch(512, 16, [f[:3] + (f[3],) for f in fetches], stall=stall, seed=3)
+    for src, dst, count, ratio in fetches:
+        for addr, word in expected(512, src, dst, count, ratio).items():
+            assert memory[addr] & ((1 << 16 * ratio) - 1) == word
+    if not stall:
+        assert cycles == [fetch_cycles(count, ratio, 1) for _, _, count, ratio in fetches]
 
 
 def test_bad_arguments_are_refused():

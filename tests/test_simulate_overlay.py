@@ -33,7 +33,7 @@ def test_the_bundled_model_with_its_weights_streamed_from_sdram(capsys, tmp_path
     assert status == 0 and r["mismatches"] == 0 and r["traced"]
     ext = r["external_memory"]
     assert ext["weight_store_words"] == r["config"]["weight_depth"] == 256 and r["config"]["ext_depth"] >= 808
-    assert ext["fetches"] == 10 and ext["streamed_words"] >= 4 * 808 - 3
+    assert ext["fetches"] > 10 and ext["streamed_words"] >= 4 * 808 - 3
     assert ext["sdram_bound_cycles"] == pytest.approx(ext["streamed_words"] / 0.95)
     assert r["cycles_per_inference"] == pytest.approx(r["cycles_modelled_per_inference"], rel=0.01)
     assert ext["compute_cycles"] < r["cycles_modelled_per_inference"]

@@ -593,10 +593,11 @@ def _weights_line(w: dict) -> str:
         return (f"On chip: {w['weights_on_chip_words']:,} of the weight store's {w['weight_store_words']:,} words "
                 "(loaded by `run`).")
     ext = w["external_memory"]
-    return (f"In the board's SDRAM ({ext['chip']}, {ext['bytes'] // 2**20} MB): {w['streamed_words']:,} 16-bit words, "
-            f"fetched in {w['fetches']} tiles into alternate halves of the {w['weight_store_words']:,}-word weight "
-            f"store (loaded by `run`, CRC-checked). Bounds per inference: compute {w['compute_cycles']:,.0f} cycles, "
-            f"SDRAM bandwidth {w['sdram_bound_cycles']:,.0f} cycles.")
+    return (f"In the board's SDRAM ({ext['chip']}, {ext['bytes'] // 2**20} MB), with the per-channel parameters: "
+            f"an image of {w['image_words']:,} 16-bit words (loaded by `run`, CRC-checked), of which an inference "
+            f"fetches {w['streamed_words']:,} in {w['fetches']} FETCHes into alternate halves of the "
+            f"{w['weight_store_words']:,}-word weight store and of the parameter memories. Bounds per inference: "
+            f"compute {w['compute_cycles']:,.0f} cycles, SDRAM bandwidth {w['sdram_bound_cycles']:,.0f} cycles.")
 
 
 def report_markdown(r: dict) -> str:
@@ -663,7 +664,8 @@ def print_summary(r: dict) -> None:
         ("clock", f"target {r['clock_mhz']:g} MHz, Fmax {r['fmax_mhz']:.1f} MHz "
                   f"({'met' if r['timing_met'] else 'not met'})"),
         ("weights", "on chip" if r["weights"]["placement"] == "on chip" else
-                    f"in SDRAM: {r['weights']['streamed_words']:,} words in {r['weights']['fetches']} fetches "
+                    f"in SDRAM with the parameters: {r['weights']['streamed_words']:,} words fetched in "
+                    f"{r['weights']['fetches']} FETCHes "
                     f"(bounds: compute {r['weights']['compute_cycles']:,.0f}, SDRAM "
                     f"{r['weights']['sdram_bound_cycles']:,.0f} cycles)"),
         ("cycles/inference", f"{r['cycles_per_inference']:,.0f} (exact formula on {r['samples']} samples)"),

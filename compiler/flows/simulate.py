@@ -263,7 +263,7 @@ def _run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: s
 
 def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
                 trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None,
-                post_lanes: int = 0, weight_store: int | None = None) -> dict:
+                post_lanes: int = 0, weight_store: int | None = None, param_store: int | None = None) -> dict:
     """Compile ``graph`` for the smallest overlay configuration of ``lanes`` lanes (and a post unit of
     ``post_lanes``, 0: all lanes, as a board's standard configuration has it), run every sample of ``x`` on
     the Verilated overlay through the host driver (``compiler.host.npu.NpuDriver``, the one a board gets) and
@@ -271,13 +271,14 @@ def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str
     the descriptors' cycle formula. With ``trace_dir`` (implies ``trace``) every stored tensor of every sample
     is saved there (:mod:`compiler.flows.trace_dir`); with ``waveform`` (``.fst`` or ``.vcd``) every signal of
     the program's load and the first sample's inference. ``weight_store``: a weight store of that many words
-    (``compiler.hw.program.fit_config``); the weights beyond it stream from the SDRAM, simulated as LiteDRAM's
-    controller on the device model (``sim.npu_sdram``; no waveform then)."""
+    and ``param_store``: parameter memories of that many lane groups (``compiler.hw.program.fit_config``); if
+    either overflows, the weights and parameters stream from the SDRAM, simulated as LiteDRAM's controller on
+    the device model (``sim.npu_sdram``; no waveform then)."""
     if weight_store is not None and waveform is not None:
         raise UserError("--waveform is not written for an overlay with its weights in SDRAM (--weight-store)")
     return _with_trace_dir(trace_dir, force, trace, lambda trace, writer: _run_overlay(
         graph, x, lanes=lanes, trace=trace, build_dir=build_dir, show_progress=show_progress, writer=writer,
-        waveform=waveform, post_lanes=post_lanes, weight_store=weight_store))
+        waveform=waveform, post_lanes=post_lanes, weight_store=weight_store, param_store=param_store))
 
 
 def _with_trace_dir(trace_dir, force: bool, trace: bool, run) -> dict:
@@ -302,7 +303,8 @@ def _with_trace_dir(trace_dir, force: bool, trace: bool, run) -> dict:
 
 
 def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
-                 writer, waveform=None, post_lanes: int = 0, weight_store: int | None = None) -> dict:
+                 writer, waveform=None, post_lanes: int = 0, weight_store: int | None = None,
+                 param_store: int | None = None) -> dict:
     from hdl.npu.bus import OverlayBus
     from hdl.npu.regmap import AddressMap
     from sim import npu_sdram, verilator_host
@@ -310,7 +312,8 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
     from ..host.npu import NpuDriver
     from ..hw.program import compile_program, fit_config
 
-    config = fit_config(graph, lanes, keep=trace, post_lanes=post_lanes, weight_store=weight_store)
+    config = fit_config(graph, lanes, keep=trace, post_lanes=post_lanes, weight_store=weight_store,
+                        param_store=param_store)
     program = compile_program(graph, config, keep=trace)
     try:
         AddressMap(config)
@@ -442,8 +445,8 @@ def print_report(r: dict) -> None:
               f"difference from the simulation: {r['cycle_model_error']:,.0f} cycles)")
     ext = r.get("external_memory")
     if ext:
-        print(f"  weights in SDRAM:        {ext['streamed_words']:,} words in {ext['fetches']} fetches into a "
-              f"{ext['weight_store_words']:,}-word store ({ext['controller']})")
+        print(f"  weights in SDRAM:        {ext['streamed_words']:,} words with the parameters, in {ext['fetches']} "
+              f"fetches into a {ext['weight_store_words']:,}-word store ({ext['controller']})")
         bound = max(ext["compute_cycles"], ext["sdram_bound_cycles"])
         print(f"  bounds:                  compute {ext['compute_cycles']:,.0f} cycles, SDRAM bandwidth "
               f"{ext['sdram_bound_cycles']:,.0f}: the simulation took {r['cycles_per_inference'] / bound:.2f}x the "

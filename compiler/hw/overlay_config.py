@@ -32,7 +32,7 @@ from ..errors import UserError
 from .estimate import map_memory
 
 __all__ = ["STANDARD_LANES", "POST_LANES", "WIDTHS", "BRAM_BUDGET", "MAX_CHANNELS", "MIN_WEIGHTS", "PARAM_GROUPS",
-           "PARAM_CHANNELS", "MULT_PER_LANE", "MULT_PER_POST_LANE", "MULT_FIXED", "LUT4_PER_LANE",
+           "PARAM_CHANNELS", "STREAM_WEIGHT_WORDS", "STREAM_PARAM_GROUPS", "STREAM_PROGRAM_DEPTH", "MULT_PER_LANE", "MULT_PER_POST_LANE", "MULT_FIXED", "LUT4_PER_LANE",
            "LUT4_PER_POST_LANE", "LUT4_FIXED", "LUT4_SDRAM", "standard_post_lanes", "external_depth", "overlay_memories", "block_rams", "resources",
            "board_config", "limits", "describe"]
 
@@ -83,6 +83,15 @@ PARAM_CHANNELS = 1024           # the bundled digits model has 938 channels of p
 
 #: Descriptors of the program memory (a flat block is 9 descriptors, the stem and the head 4).
 PROGRAM_DEPTH = 128
+
+#: The configuration that streams weights and parameters from the board's SDRAM (``board_config(sdram=)``) holds
+#: what one stretch of a program needs, not a model: a weight store of two halves of 2,048 words (a tile of 8
+#: lane groups of a 256-input layer), parameter memories of two halves of 64 lane groups (their block RAMs' least
+#: depth: 512 post rows), and room for the FETCHes in the program (an untrained dim-256 depth-4 transformer
+#: takes 282 descriptors). The rest of the budget goes to the scratchpad banks (:func:`_grow_banks`).
+STREAM_WEIGHT_WORDS = 4096
+STREAM_PARAM_GROUPS = 128
+STREAM_PROGRAM_DEPTH = 512
 
 #: Words of the K^T V store: time steps x channels x the lane groups a head spans.
 KV_DEPTH = 1024
@@ -145,9 +154,9 @@ def resources(config: Config) -> dict[str, int]:
 
 def external_depth(config: Config, chip: SdramChip) -> int:
     """Weight-store words of ``config``'s layout that ``chip`` holds, at most what ``FETCH``'s ``ext_base``
-    field reaches (``2 ** bits * EXT_ALIGN`` words): the ``ext_depth`` of a configuration on that chip."""
-    words = chip.banks * chip.rows * chip.columns // ext_ratio(config)
-    return min(words, (1 << dict(DESCRIPTOR_FIELDS)["ext_base"]) * EXT_ALIGN)
+    field reaches (``2 ** bits * EXT_ALIGN`` external words): the ``ext_depth`` of a configuration on that chip."""
+    words = min(chip.banks * chip.rows * chip.columns, (1 << dict(DESCRIPTOR_FIELDS)["ext_base"]) * EXT_ALIGN)
+    return words // ext_ratio(config)
 
 
 def _fits(config: Config, totals: dict[str, int]) -> bool:
@@ -169,6 +178,23 @@ def _grow(config: Config, totals: dict[str, int]) -> Config:
         behind = sorted(ratio, key=lambda k: (getattr(config, k) / ratio[k], -ratio[k]))
         for knob in behind:
             bigger = replace(config, **{knob: 2 * getattr(config, knob)})
+            if _fits(bigger, totals):
+                config = bigger
+                break
+        else:
+            return config
+
+
+def _grow_banks(config: Config, totals: dict[str, int]) -> Config:
+    """Grow the scratchpad banks by quarters (of the power of two below) while the configuration fits, whichever
+    is further below ``spike : wide = 4 : 1`` first: a transformer's widest spike tensor (its MLP's hidden
+    layer, 4x the width) and its residual stream, both live at once with another of the width."""
+    ratio = {"spike_depth": 4, "wide_depth": 1}
+    while True:
+        behind = sorted(ratio, key=lambda k: (getattr(config, k) / ratio[k], -ratio[k]))
+        for knob in behind:
+            depth = getattr(config, knob)
+            bigger = replace(config, **{knob: depth + (1 << (depth.bit_length() - 1)) // 4})
             if _fits(bigger, totals):
                 config = bigger
                 break
@@ -204,10 +230,16 @@ def board_config(totals: dict[str, int], lanes: int | None = None, *, name: str 
                       spike_depth=256, wide_depth=128, weight_depth=512, post_lanes=standard_post_lanes(p),
                       **widths)
         base = replace(base, param_depth=max(PARAM_GROUPS, min(2 * PARAM_GROUPS, -(-PARAM_CHANNELS // p))))
-        if sdram is not None:
-            base = replace(base, ext_depth=external_depth(base, sdram))
+        if sdram is not None:           # a smaller device: a shorter program memory before fewer lanes
+            for depth in (STREAM_PROGRAM_DEPTH, STREAM_PROGRAM_DEPTH // 2, PROGRAM_DEPTH):
+                stream = replace(base, weight_depth=STREAM_WEIGHT_WORDS, param_depth=STREAM_PARAM_GROUPS,
+                                 program_depth=depth, spike_depth=4 * base.wide_depth)
+                stream = replace(stream, ext_depth=external_depth(stream, sdram))
+                if _fits(stream, totals):
+                    break
+            base = stream
         if _fits(base, totals):
-            config = _grow(base, totals)
+            config = _grow(base, totals) if sdram is None else _grow_banks(base, totals)
             if lanes is not None or config.weight_depth * p >= MIN_WEIGHTS:
                 return config
             made.append(config)

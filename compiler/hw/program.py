@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from hdl.npu.isa import EXT_ALIGN, Bank, Config, Descriptor, Kind, Mem, Operand, Post, head_span, pack_lanes
-from hdl.npu.overlay import EXT_WORD_BITS, SDRAM, ExtTiming, descriptor_cycles, ext_ratio
+from hdl.npu.isa import (EXT_ALIGN, FETCH_TARGETS, Bank, Config, Descriptor, Kind, Mem, Operand, Post, fetch_ratio,
+                         fetch_rows, head_span, pack_lanes, pack_rows, row_layout)
+from hdl.npu.overlay import SDRAM, ExtTiming, descriptor_cycles
 from hdl.packing import groups as n_groups
 from hdl.sdram.litedram import STREAM_WORDS_PER_CYCLE
 from hdl.packing import signed_width, unsigned_width
@@ -62,6 +63,7 @@ class Layer:
     theta: np.ndarray | None = None                     # [O, levels]
     dense_ops: int = 0                                  # synaptic operations of the dense schedule
     group0: int = 0                                     # a tile's first output lane group (:func:`_tile`)
+    token0: int = 0                                     # a tile's first token (:func:`_tile_tokens`)
 
 
 @dataclass
@@ -86,7 +88,7 @@ class Program:
     model_id: int
     graph: ir.Graph
     meta: dict = field(default_factory=dict)
-    ext: np.ndarray | None = None  # [words, lanes]: the external memory's image (weights FETCHed), or None
+    ext: np.ndarray | None = None  # uint16: the external memory's image (what the FETCHes read), or None
     _ext_words: list | None = field(default=None, init=False, repr=False, compare=False)   # ext_image's, once
 
     @property
@@ -119,30 +121,33 @@ class Program:
                 Mem.THETA: post_words(self.theta, c.theta_bits)}
 
     def ext_image(self) -> list[int]:
-        """The external memory's contents (FETCH's source) as its 16-bit words: each weight-store word as
-        ``ext_ratio`` of them, the first in the low bits (empty when the weights are all on chip)."""
+        """The external memory's contents (the FETCHes' source) as its 16-bit words (empty when everything is
+        on chip): each FETCH's rows (``hdl.npu.isa.pack_rows``) from a multiple of ``EXT_ALIGN`` words on."""
         if self.ext is None:
             return []
         if self._ext_words is None:         # millions of words for the largest models: made once
-            c, ratio = self.config, ext_ratio(self.config)
-            mask, out = (1 << EXT_WORD_BITS) - 1, []
-            for w in self.ext:
-                word = pack_lanes(w, c.weight_bits)
-                out += [(word >> (EXT_WORD_BITS * k)) & mask for k in range(ratio)]
-            self._ext_words = out
+            self._ext_words = self.ext.tolist()
         return list(self._ext_words)
 
+    def fetched_words(self) -> int:
+        """External words that the FETCHes of one inference read."""
+        c = self.config
+        return sum(fetch_rows(c, FETCH_TARGETS[d.fetch_to], d.in_ch) * fetch_ratio(c, FETCH_TARGETS[d.fetch_to])
+                   for d in self.descriptors if d.kind == Kind.FETCH)
+
     def weight_placement(self, events: list[float] | None = None) -> dict:
-        """Where the weights live, for reports: ``placement`` (``"on chip"`` or ``"external memory"``), the
-        store's words and, when streamed, the external image's 16-bit words, the fetches, the SDRAM bandwidth
-        bound (those words at ``hdl.sdram.litedram.STREAM_WORDS_PER_CYCLE``) and the compute cycles (the cycle
+        """Where the weights and parameters live, for reports: ``placement`` (``"on chip"`` or ``"external
+        memory"``: then the per-channel parameters stream too), the store's words and, when streamed, the
+        external image's 16-bit words, the words an inference fetches, the fetches, the SDRAM bandwidth bound
+        (those words at ``hdl.sdram.litedram.STREAM_WORDS_PER_CYCLE``) and the compute cycles (the cycle
         formula on ``events`` without the fetches) of one inference."""
         out = {"placement": "on chip" if self.ext is None else "external memory",
                "weight_store_words": self.config.weight_depth, "weights_on_chip_words": int(len(self.weights))}
         if self.ext is not None:
-            words = len(self.ext_image())
+            words = self.fetched_words()
             cycles = self.cycles(events)
-            out.update(streamed_words=words, fetches=sum(d.kind == Kind.FETCH for d in self.descriptors),
+            out.update(image_words=len(self.ext), streamed_words=words,
+                       fetches=sum(d.kind == Kind.FETCH for d in self.descriptors),
                        sdram_bound_cycles=words / STREAM_WORDS_PER_CYCLE,
                        compute_cycles=float(sum(c for d, c in zip(self.descriptors, cycles) if d.kind != Kind.FETCH)))
         return out
@@ -169,6 +174,8 @@ class Program:
             else:
                 arr = env[src]
             arr = arr[:, :d.steps]
+            if not d.conv_k:                # a tile of tokens reads its own
+                arr = arr[:, :, layer.token0:layer.token0 + d.tokens]
             if d.mask:
                 arr = arr * env[layer.srcs[2]][:, :d.steps]
             if d.conv_k:          # a token's events, once for every window that reads it
@@ -197,7 +204,7 @@ class Program:
                  f"spike bank {self.bank_words[Bank.SPIKES]:,} / {self.config.spike_depth:,} words, wide bank "
                  f"{self.bank_words[Bank.WIDE]:,} / {self.config.wide_depth:,}, weight store "
                  f"{len(self.weights):,} / {self.config.weight_depth:,}"
-                 + (f" (streamed: {len(self.ext):,} / {self.config.ext_depth:,} words of external memory)"
+                 + (f" (streamed: {len(self.ext):,} words of external memory)"
                     if self.ext is not None else ""),
                  f"{'#':>3} {'layer':<22} {'computes':<34} {'reads':<24} {'writes':<8} {'dense ops':>10}"
                  + (f" {'events':>8} {'cycles':>8}" if events else "")]
@@ -208,8 +215,10 @@ class Program:
                              + (f" {'':>8} {cycles[k]:>8,.0f}" if events else ""))
                 continue
             if d.kind == Kind.FETCH:
-                lines.append(f"{k:>3} {d.name:<22} {f'fetch {d.in_ch:,} weight words':<34} "
-                             f"{f'X@{d.ext_base * EXT_ALIGN}':<24} {f'w@{d.wbase}':<8} {'':>10}"
+                mem = FETCH_TARGETS[d.fetch_to]
+                what = "weight words" if mem == Mem.WEIGHTS else f"{mem.name.lower()} groups"
+                lines.append(f"{k:>3} {d.name:<22} {f'fetch {d.in_ch:,} {what}':<34} "
+                             f"{f'X@{d.ext_base * EXT_ALIGN}':<24} {f'{mem.name[0].lower()}@{d.wbase}':<8} {'':>10}"
                              + (f" {'':>8} {_num(cycles[k]):>8}" if events else ""))
                 continue
             reads = ", ".join(_where(op) for op, name in zip((d.src0, d.src1, d.src2), layer.srcs) if name)
@@ -557,12 +566,13 @@ def _tileable(d: Descriptor, dst: str | None) -> bool:
     return d.kind == Kind.MATMUL and not d.reduce and dst is not None
 
 
-def _tile(layers: list[Layer], config: Config, max_words: int | None = None) -> list[Layer]:
+def _tile(layers: list[Layer], config: Config, max_words: int | None = None, max_groups: int | None = None
+          ) -> list[Layer]:
     """Split each MATMUL with more output lane groups than the accumulators hold (``out_groups``), or (with
-    ``max_words``) more weight words than that, into tiles of at most that many groups, one descriptor each,
-    named ``name[lo:hi]`` by their channels. A tile is the layer with its rows of the weights and of the
-    per-channel parameters; it reads all of src0 and writes its channels of dst (and reads its channels of a
-    residual src1): its operands start ``group0`` words further on."""
+    ``max_words`` / ``max_groups``) more weight words or parameter groups than that, into tiles of at most that
+    many groups, one descriptor each, named ``name[lo:hi]`` by their channels. A tile is the layer with its rows
+    of the weights and of the per-channel parameters; it reads all of src0 and writes its channels of dst (and
+    reads its channels of a residual src1): its operands start ``group0`` words further on."""
     P, out = config.lanes, []
     for layer in layers:
         d = layer.desc
@@ -570,6 +580,8 @@ def _tile(layers: list[Layer], config: Config, max_words: int | None = None) -> 
         most = config.out_groups
         if max_words is not None and layer.weight is not None:
             most = max(1, min(most, max_words // d.in_ch))
+        if max_groups is not None:
+            most = max(1, min(most, max_groups))
         if not _tileable(d, layer.dst) or G <= most:
             out.append(layer)
             continue
@@ -583,11 +595,71 @@ def _tile(layers: list[Layer], config: Config, max_words: int | None = None) -> 
     return out
 
 
+def _tile_tokens(layers: list[Layer], config: Config, max_groups: int) -> list[Layer]:
+    """Split each MATMUL with a per-token bias of more than ``max_groups`` lane groups (tokens x its groups: a
+    stem with the position embedding folded in) into tiles of fewer tokens, named ``name@n0`` by their first
+    token: each reads and writes its tokens' words (``token0``), with the same weights."""
+    out = []
+    for layer in layers:
+        d = layer.desc
+        G = n_groups(d.out_ch, config.lanes)
+        if not (_tileable(d, layer.dst) and d.bias_per_token and d.tokens * G > max_groups):
+            out.append(layer)
+            continue
+        if d.conv_k or d.tokens != d.out_tokens or G > max_groups:
+            raise UserError(f"{d.name}: its per-token bias ({d.tokens} tokens x {G} lane groups) does not fit the "
+                            f"parameter memories' {max_groups} groups, and it cannot be split by tokens")
+        chunk = max_groups // G
+        for n0 in range(0, d.tokens, chunk):
+            n = min(chunk, d.tokens - n0)
+            out.append(replace(layer, desc=_replace(d, name=f"{d.name}@{n0}", tokens=n, out_tokens=n),
+                               bias=layer.bias[n0:n0 + n], dense_ops=layer.dense_ops * n // d.tokens,
+                               token0=layer.token0 + n0))
+    return out
+
+
+def _param_rows(layer: Layer, lanes: int) -> dict[Mem, np.ndarray]:
+    """A layer's per-channel parameters as lane groups (``[groups, lanes(, levels)]``), by memory."""
+    b = layer.bias
+    out = {Mem.MULT: _pack_rows(layer.mult, lanes),
+           Mem.BIAS: np.concatenate([_pack_rows(row, lanes) for row in b]) if b.ndim == 2 else _pack_rows(b, lanes)}
+    if layer.theta is not None:
+        out[Mem.THETA] = _pack_rows(layer.theta, lanes)
+    return out
+
+
+def _segments(sizes: list[int], half: int) -> list[tuple[int, int]]:
+    """Runs ``[first, end)`` of consecutive layers whose sizes (lane groups of one parameter memory; 0: none) sum
+    to at most ``half``, each starting at a layer with a size."""
+    out, start, total = [], None, 0
+    for k, size in enumerate(sizes):
+        if not size:
+            continue
+        if start is None or total + size > half:
+            if start is not None:
+                out.append((start, k))
+            start, total = k, 0
+        total += size
+    if start is not None:
+        out.append((start, len(sizes)))
+    return out
+
+
+def _ext_rows(config: Config, mem: Mem, groups: np.ndarray) -> np.ndarray:
+    """Lane groups of ``mem`` (weight-store words ``[words, lanes]``, or a parameter memory's ``[groups, lanes,
+    ...]``) as external words: the memory's rows (:func:`hdl.npu.isa.row_layout`) packed."""
+    values, bits, _ = row_layout(config, mem)
+    return pack_rows(np.asarray(groups).reshape(-1, values), bits, fetch_ratio(config, mem))
+
+
 def _allocate(layers: list[Layer], tensors: dict[str, Tensor], input_name: str, lanes: int, keep: bool = False
               ) -> tuple[dict[str, int], dict[Bank, int]]:
     """Scratchpad addresses by liveness: a tensor lives from its writer (the input: from the start) to its last
-    reader, both inclusive; each gets the lowest free run of words in its bank (first fit). With ``keep``, every
-    tensor lives to the end (all of them can be read back after a run: ``simulate --trace``)."""
+    reader, both inclusive, and two tensors that live at once never share a word. A residual add's output takes
+    its residual's words when the add is the residual's last reader (the post unit reads each word of it before
+    writing the same word). Of two placements, each bank keeps the one with fewer words: first fit in the order
+    the tensors are written, and the largest tensors first. With ``keep``, every tensor lives to the end and
+    none shares words (all of them can be read back after a run: ``simulate --trace``)."""
     first = {input_name: -1}
     last: dict[str, int] = {}
     for k, layer in enumerate(layers):
@@ -599,23 +671,47 @@ def _allocate(layers: list[Layer], tensors: dict[str, Tensor], input_name: str, 
             last.setdefault(layer.dst, k)
     if keep:
         last = {name: len(layers) for name in last}
-    bases: dict[str, int] = {}
-    high = {Bank.SPIKES: 0, Bank.WIDE: 0}
-    live: dict[Bank, list[tuple[int, int, str]]] = {Bank.SPIKES: [], Bank.WIDE: []}
-    for name in sorted(first, key=lambda n: (first[n], n != input_name)):
-        t = tensors[name]
-        k = first[name]
-        used = sorted((b, e) for b, e, other in live[t.bank] if last[other] >= k)
-        live[t.bank] = [(b, e, o) for b, e, o in live[t.bank] if last[o] >= k]
-        size, base = t.words(lanes), 0
-        for b, e in used:
-            if base + size <= b:
-                break
-            base = max(base, e)
-        bases[name] = base
-        live[t.bank].append((base, base + size, name))
-        high[t.bank] = max(high[t.bank], base + size)
-    return bases, high
+    root = {name: name for name in first}
+    if not keep:
+        for k, layer in enumerate(layers):
+            res, dst = layer.srcs[1], layer.dst
+            if not (layer.desc.add and res and dst and root[dst] == dst and k == first[dst]):
+                continue
+            a, b = tensors[res], tensors[dst]
+            readers = [later for later in layers[k:last[res] + 1] if res in later.srcs]
+            if ((a.bank, a.frames, a.tokens, a.channels) == (b.bank, b.frames, b.tokens, b.channels)
+                    and all(r.dst == dst and r.desc.add and r.srcs[1] == res and res not in (r.srcs[0], r.srcs[2])
+                            for r in readers)):
+                root[dst] = root[res]
+    span: dict[str, tuple[int, int]] = {}                   # a storage unit's lifetime: its tensors'
+    for name, r in root.items():
+        lo, hi = span.get(r, (first[name], last.get(name, first[name])))
+        span[r] = (min(lo, first[name]), max(hi, last.get(name, first[name])))
+    units = {bank: [r for r in span if tensors[r].bank == bank] for bank in (Bank.SPIKES, Bank.WIDE)}
+
+    def place(order: list[str]) -> dict[str, int]:
+        bases: dict[str, int] = {}
+        for u in order:
+            lo, hi = span[u]
+            size, base = tensors[u].words(lanes), 0
+            for b, e in sorted((bases[o], bases[o] + tensors[o].words(lanes)) for o in bases
+                               if span[o][0] <= hi and lo <= span[o][1]):
+                if base + size <= b:
+                    break
+                base = max(base, e)
+            bases[u] = base
+        return bases
+
+    bases, high = {}, {}
+    for bank, names in units.items():
+        in_order = sorted(names, key=lambda u: (span[u][0], u != input_name))
+        largest = sorted(names, key=lambda u: (-tensors[u].words(lanes), span[u][0]))
+        tries = [place(in_order), place(largest)]
+        highs = [max((b[u] + tensors[u].words(lanes) for u in b), default=0) for b in tries]
+        best = min(range(len(tries)), key=lambda i: highs[i])
+        bases.update(tries[best])
+        high[bank] = highs[best]
+    return {name: bases[r] for name, r in root.items()}, high
 
 
 def _pack_rows(values: np.ndarray, lanes: int) -> np.ndarray:
@@ -636,18 +732,46 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
     c = _Compiler(graph, cfg)
     layers = c.compile()
     P = cfg.lanes
-    # weights beyond the store come from the external memory: each tile's, FETCHed into one half of the store
-    # (the halves alternate) right before the tile runs
+    # with an external memory, a model whose weights or per-channel parameters do not fit on chip streams
+    # them all: each tile's weights, and the parameters of a run of layers per memory, are FETCHed into one
+    # half of their memory (the halves alternate) right before the first layer that reads them
+    groups = [_param_rows(layer, P) for layer in layers]
     total = sum(n_groups(l.desc.out_ch, P) * l.desc.in_ch for l in layers if l.weight is not None)
-    stream = cfg.ext_depth > 0 and total > cfg.weight_depth
-    half = cfg.weight_depth // 2
-    layers = _tile(layers, cfg, half if stream else None)
+    stream = cfg.ext_depth > 0 and (total > cfg.weight_depth or any(
+        sum(len(g.get(mem, ())) for g in groups) > cfg.param_depth for mem in (Mem.MULT, Mem.BIAS, Mem.THETA)))
+    half, half_p = cfg.weight_depth // 2, cfg.param_depth // 2
+    layers = _tile(layers, cfg, half if stream else None, half_p if stream else None)
+    if stream:
+        layers = _tile_tokens(layers, cfg, half_p)
     bases, high = _allocate(layers, c.tensors, graph.input_name, P, keep)
     operands = {name: t.operand(bases[name], P) for name, t in c.tensors.items()}
-    weights, mult, bias, theta = [], [], [], []
-    sizes = {"w": 0, "m": 0, "b": 0, "t": 0}
-    descs, placed, ext, ext_words, fetches = [], [], [], 0, 0
-    for layer in layers:
+    weights, params = [], {Mem.MULT: [], Mem.BIAS: [], Mem.THETA: []}
+    sizes = {Mem.WEIGHTS: 0, Mem.MULT: 0, Mem.BIAS: 0, Mem.THETA: 0}
+    descs, placed, ext, ext_words = [], [], [], 0
+    fetches = {mem: 0 for mem in FETCH_TARGETS}
+
+    def fetch(name: str, mem: Mem, rows: np.ndarray, count: int, at: int) -> None:
+        nonlocal ext_words
+        pad = -ext_words % EXT_ALIGN
+        ext.append(np.zeros(pad, np.uint16))
+        ext_words += pad
+        d = Descriptor(Kind.FETCH, name, in_ch=count, wbase=at, ext_base=ext_words // EXT_ALIGN,
+                       fetch_to=FETCH_TARGETS.index(mem))
+        descs.append(d)
+        placed.append(Layer(d, (), (None, None, None), None))
+        words = _ext_rows(cfg, mem, rows)
+        ext.append(words)
+        ext_words += len(words)
+        fetches[mem] += 1
+
+    groups = [_param_rows(layer, P) for layer in layers]
+    segment_of: dict[tuple[Mem, int], tuple[int, int]] = {}      # (memory, first layer) -> the run it starts
+    if stream:
+        for mem in params:
+            for first, end in _segments([len(g.get(mem, ())) for g in groups], half_p):
+                segment_of[mem, first] = (first, end)
+    fetched_weight, run_base = None, {mem: 0 for mem in params}
+    for k, layer in enumerate(layers):
         d = layer.desc
         ch = {}
         for slot, name in zip(("src0", "src1", "src2"), layer.srcs):
@@ -658,51 +782,52 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
         if layer.group0:                                # a tile: its channels of dst (and of the residual)
             for slot in ("dst", "src1") if d.add else ("dst",):
                 ch[slot] = replace(ch[slot], base=ch[slot].base + layer.group0)
+        if layer.token0:                                # a tile of tokens: its tokens' words
+            for slot in ("src0", "dst", "src1") if d.add else ("src0", "dst"):
+                ch[slot] = replace(ch[slot], base=ch[slot].base + layer.token0 * ch[slot].nstep)
         if layer.weight is not None:
             w = _pack_rows(layer.weight, P)                     # [G, P, I]
             words = w.transpose(0, 2, 1).reshape(-1, P)          # word g*I + i, lane l = W[g*P+l, i]
             if stream:
                 c.require("weight_depth", 2 * len(words), f"{d.name}'s {len(words):,} weight words, in each "
                           "half of the store (streamed)")
-                pad = -ext_words % EXT_ALIGN
-                ext.append(np.zeros((pad, P), np.int64))
-                ext_words += pad
-                ch["wbase"] = (fetches % 2) * half
-                fetch = Descriptor(Kind.FETCH, f"{d.name}<", in_ch=len(words), wbase=ch["wbase"],
-                                   ext_base=ext_words // EXT_ALIGN)
-                descs.append(fetch)
-                placed.append(Layer(fetch, (), (None, None, None), None))
-                ext.append(words)
-                ext_words += len(words)
-                fetches += 1
+                if layer.weight is not fetched_weight:          # a token tile shares its layer's weights
+                    fetched_weight = layer.weight
+                    at = (fetches[Mem.WEIGHTS] % 2) * half
+                    fetch(f"{d.name}<", Mem.WEIGHTS, words, len(words), at)
+                ch["wbase"] = at
             else:
-                ch["wbase"] = sizes["w"]
+                ch["wbase"] = sizes[Mem.WEIGHTS]
                 weights.append(words)
-                sizes["w"] += len(words)
-        ch["mult_base"] = sizes["m"]
-        m = _pack_rows(layer.mult, P)
-        mult.append(m)
-        sizes["m"] += len(m)
-        ch["bias_base"] = sizes["b"]
-        b = layer.bias
-        bw = np.concatenate([_pack_rows(row, P) for row in b]) if b.ndim == 2 else _pack_rows(b, P)
-        bias.append(bw)
-        sizes["b"] += len(bw)
-        if layer.theta is not None:
-            ch["theta_base"] = sizes["t"]
-            t = _pack_rows(layer.theta, P)
-            theta.append(t)
-            sizes["t"] += len(t)
+                sizes[Mem.WEIGHTS] += len(words)
+        for mem, field_name in ((Mem.MULT, "mult_base"), (Mem.BIAS, "bias_base"), (Mem.THETA, "theta_base")):
+            if mem not in groups[k]:
+                continue
+            if not stream:
+                ch[field_name] = sizes[mem]
+                params[mem].append(groups[k][mem])
+                sizes[mem] += len(groups[k][mem])
+                continue
+            if (mem, k) in segment_of:                          # the first layer of a run: fetch the run's
+                first, end = segment_of[mem, k]
+                rows = np.concatenate([g[mem] for g in groups[first:end] if mem in g])
+                c.require("param_depth", 2 * len(rows), f"{d.name}'s {len(rows):,} {mem.name.lower()} groups, in "
+                          "each half of the memory (streamed)")
+                run_base[mem] = (fetches[mem] % 2) * half_p
+                fetch(f"{d.name}<{mem.name.lower()}", mem, rows, len(rows), run_base[mem])
+            ch[field_name] = run_base[mem]
+            run_base[mem] += len(groups[k][mem])
         descs.append(_replace(d, **ch))
         placed.append(layer)
     descs.append(Descriptor(Kind.END, "end"))
     if stream:
-        c.require("ext_depth", ext_words, f"the weights need {ext_words:,} words of external memory")
+        c.require("ext_depth", -(-ext_words // fetch_ratio(cfg, Mem.WEIGHTS)),
+                  f"the weights and parameters need {ext_words:,} words of external memory")
     for bank, knob in ((Bank.SPIKES, "spike_depth"), (Bank.WIDE, "wide_depth")):
         c.require(knob, high[bank], f"the {bank.name.lower()} bank needs {high[bank]:,} words")
-    c.require("weight_depth", sizes["w"], f"the weights need {sizes['w']:,} words")
-    for key, name in (("m", "mult"), ("b", "bias"), ("t", "theta")):
-        c.require("param_depth", sizes[key], f"the {name} memory needs {sizes[key]:,} words")
+    c.require("weight_depth", sizes[Mem.WEIGHTS], f"the weights need {sizes[Mem.WEIGHTS]:,} words")
+    for mem in params:
+        c.require("param_depth", sizes[mem], f"the {mem.name.lower()} memory needs {sizes[mem]:,} words")
     c.require("program_depth", len(descs), f"{len(descs)} descriptors")
     for d in descs:
         try:
@@ -720,12 +845,12 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
 
     out = graph.op(graph.output) if graph.output != graph.input_name else None
     return Program(config=cfg, descriptors=descs, layers=placed, tensors=c.tensors, operands=operands,
-                   weights=stack(weights, (P,)), mult=stack(mult, (P,)), bias=stack(bias, (P,)),
-                   theta=stack(theta, (P, cfg.levels)), bank_words=high, input_name=graph.input_name,
+                   weights=stack(weights, (P,)), mult=stack(params[Mem.MULT], (P,)),
+                   bias=stack(params[Mem.BIAS], (P,)), theta=stack(params[Mem.THETA], (P, cfg.levels)), bank_words=high, input_name=graph.input_name,
                    input_kind=graph.input_kind, input_frames=c.input_frames, patch=c.patch,
                    classes=c.types[graph.output].shape[-1], timesteps=c.T, model_id=model_id(graph), graph=graph,
                    meta={"output_op": out.name if out else None, "needs": program_needs},
-                   ext=stack(ext, (P,)) if stream else None)
+                   ext=np.concatenate(ext) if stream else None)
 
 
 #: A configuration that any program fits: only its ``needs`` are read (``fit_config``).
@@ -736,18 +861,26 @@ _ROOMY = Config(spike_bits=16, wide_bits=62, event_bits=16, spike_depth=1 << 30,
 
 
 def fit_config(graph: ir.Graph, lanes: int = 16, *, keep: bool = False, post_lanes: int = 0,
-               weight_store: int | None = None) -> Config:
+               weight_store: int | None = None, param_store: int | None = None) -> Config:
     """The smallest configuration of ``lanes`` lanes (a post unit of ``post_lanes``, 0: all of them) that
     ``graph``'s program fits (each width and depth as the program needs it). ``weight_store``: a weight store
-    of that many words; weights that do not fit in it stream from an external memory (``ext_depth`` the
-    program's words rounded up to a power of two), else there is none."""
-    roomy = replace(_ROOMY, lanes=lanes)
-    if weight_store is not None:
-        if weight_store < 2:
-            raise UserError(f"a weight store of {weight_store} words holds no weights")
-        roomy = replace(roomy, weight_depth=weight_store, ext_depth=1 << 22)
+    of that many words, and ``param_store``: parameter memories of that many lane groups (default: as many as
+    the model has); if the weights or the parameters do not fit in them, both stream from an external memory
+    (``ext_depth`` the program's words rounded up to a power of two), else there is none."""
+    roomy = replace(_ROOMY, lanes=lanes, post_lanes=post_lanes)
     needs = compile_program(graph, roomy, keep=keep).meta["needs"]
-    if weight_store is not None:
-        ext = needs.get("ext_depth", 0)
-        needs = {**needs, "weight_depth": weight_store, "ext_depth": 1 << (ext - 1).bit_length() if ext else 0}
-    return Config(lanes=lanes, post_lanes=post_lanes, **needs)
+    if weight_store is None:
+        if param_store is not None:
+            raise UserError("a parameter store (--param-store) needs a weight store (--weight-store)")
+        return Config(lanes=lanes, post_lanes=post_lanes, **needs)
+    for what, value in (("weight store of", weight_store), ("parameter store of", param_store)):
+        if value is not None and value < 2:
+            raise UserError(f"a {what} {value} words holds nothing")
+    # again with the widths found, the stores and an external memory: the tiles and fetches set the depths
+    fitted = Config(lanes=lanes, post_lanes=post_lanes, **needs)
+    stores = dict(weight_depth=weight_store, param_depth=param_store or fitted.param_depth)
+    streaming = replace(fitted, **stores, ext_depth=1 << 22, spike_depth=1 << 30, wide_depth=1 << 30,
+                        program_depth=1 << 30)
+    needs = compile_program(graph, streaming, keep=keep).meta["needs"]
+    ext = needs.get("ext_depth", 0)
+    return replace(fitted, **{**needs, **stores, "ext_depth": 1 << (ext - 1).bit_length() if ext else 0})

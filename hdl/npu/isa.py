@@ -24,9 +24,10 @@ Memories of the overlay (sizes in :class:`Config`):
   ``t * C * S + i * S + (c // lanes - g0)``, with ``g0`` the first lane group of that head and ``S`` =
   the descriptor's ``head_span`` (:func:`head_span`); lanes outside the head hold 0.
 * **logits**: ``classes`` signed ``logit_bits``-bit registers, written by the ``LOGITS`` post operation.
-* **external memory** (``Config.ext_depth`` words, 0 for none): weight-store words, each as ``ceil(lanes *
-  weight_bits / 16)`` consecutive 16-bit SDRAM words (first in the low bits); a ``FETCH`` copies a run of
-  them into the weight store.
+* **external memory** (``Config.ext_depth`` weight-store words' worth, 0 for none): 16-bit SDRAM words. A
+  ``FETCH`` copies a run of them into the weight store or a parameter memory (``fetch_to``), each of that
+  memory's words (a *row*) as :func:`fetch_ratio` consecutive SDRAM words, the first in the low bits
+  (:func:`pack_rows`).
 """
 
 from __future__ import annotations
@@ -34,15 +35,20 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, fields, replace
 
+import numpy as np
 from amaranth.hdl import unsigned
 from amaranth.lib import data
 
-__all__ = ["EXT_ALIGN", "Bank", "Mem", "Kind", "pack_lanes", "unpack_lanes", "Post", "Operand", "Descriptor", "Config", "DESCRIPTOR_FIELDS", "DESCRIPTOR_WORDS", "head_span",
+__all__ = ["EXT_ALIGN", "EXT_WORD_BITS", "FETCH_TARGETS", "row_layout", "fetch_ratio", "fetch_rows", "pack_rows",
+           "unpack_rows", "Bank", "Mem", "Kind", "pack_lanes", "unpack_lanes", "Post", "Operand", "Descriptor", "Config", "DESCRIPTOR_FIELDS", "DESCRIPTOR_WORDS", "head_span",
            "WORD_BITS", "descriptor_layout"]
 
 WORD_BITS = 32          # the host bus word: a descriptor is written as DESCRIPTOR_WORDS of these
-#: FETCH's source is a multiple of this many weight-store words of the external memory (``ext_base`` counts them).
-EXT_ALIGN = 8
+#: FETCH's source is a multiple of this many 16-bit external memory words (``ext_base`` counts them): the 17-bit
+#: field reaches 2 ** 24 words, the ULX3S's 32 MB.
+EXT_ALIGN = 128
+#: Bits of an external memory word (the SDRAM's).
+EXT_WORD_BITS = 16
 
 
 class Bank(enum.IntEnum):
@@ -89,8 +95,9 @@ class Kind(enum.IntEnum):
                         # K^T V products of every step are built first (kv store), then read per token
     COSPIKE = 4         # acc[t,0,c] = sum_n src0[t,n,c] * src1[t,n,c]
     MAXPOOL = 5         # acc[t,n,c] = max over the window (conv_*) of src0 (non-negative values, 0 outside)
-    FETCH = 6           # weights[wbase + k] = external[ext_base * EXT_ALIGN + k] for k < in_ch: weight-store words
-                        # from the external memory (Config.ext_depth), before the layer that reads them
+    FETCH = 6           # memory fetch_to (weights, mult, bias, theta): in_ch words (a parameter memory: in_ch lane
+                        # groups of post_steps rows each) from the external memory at ext_base * EXT_ALIGN to wbase
+                        # (a group), before the layers that read them (fetch_rows, fetch_ratio)
 
 
 class Post(enum.IntEnum):
@@ -125,7 +132,7 @@ DESCRIPTOR_FIELDS: tuple[tuple[str, int], ...] = (
     ("shift", 6), ("leak", 5), ("sat", 6), ("add_width", 6),
     ("conv_k", 3), ("conv_stride", 3), ("conv_pad", 3), ("conv_groups", 8), ("in_height", 9), ("in_width", 9),
     ("out_width", 9), ("conv_rowstep", 16), ("conv_origin", 16),
-    ("ext_base", 19),
+    ("ext_base", 17), ("fetch_to", 2),
 )
 _FIELD_BITS = dict(DESCRIPTOR_FIELDS)
 DESCRIPTOR_BITS = sum(_FIELD_BITS.values())
@@ -183,6 +190,7 @@ class Descriptor:
     conv_rowstep: int = 0
     conv_origin: int = 0
     ext_base: int = 0             # FETCH: the source, in units of EXT_ALIGN external words (in_ch: the word count)
+    fetch_to: int = 0             # FETCH: the memory written, as FETCH_TARGETS[fetch_to]
 
     def window(self, n: int, tap: int) -> tuple[int, int] | None:
         """The src0 token (as ``(y, x)``) of output token ``n``'s window tap ``tap`` (``dy * conv_k + dx``), or
@@ -287,3 +295,57 @@ class Config:
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
+
+
+#: The memories a FETCH writes, by its ``fetch_to`` field.
+FETCH_TARGETS = (Mem.WEIGHTS, Mem.MULT, Mem.BIAS, Mem.THETA)
+
+
+def row_layout(config: Config, mem: Mem) -> tuple[int, int, bool]:
+    """One word (row) of a fetchable memory: (values, bits of each, signed). The weight store's rows are lane
+    groups; a parameter memory's are the post unit's steps of ``post_width`` lanes (a group in ``post_steps``
+    rows), the thresholds ``levels`` values per lane."""
+    c, Q = config, config.post_width
+    return {Mem.WEIGHTS: (c.lanes, c.weight_bits, True), Mem.MULT: (Q, c.mult_bits, True),
+            Mem.BIAS: (Q, c.bias_bits, True), Mem.THETA: (Q * c.levels, c.theta_bits, True)}[mem]
+
+
+def fetch_ratio(config: Config, mem: Mem) -> int:
+    """External words per row of ``mem``."""
+    values, bits, _ = row_layout(config, mem)
+    return -(-values * bits // EXT_WORD_BITS)
+
+
+def fetch_rows(config: Config, mem: Mem, count: int) -> int:
+    """Rows that a FETCH of ``count`` (its ``in_ch``: words, or a parameter memory's lane groups) writes."""
+    return count if mem == Mem.WEIGHTS else count * config.post_steps
+
+
+_CHUNK = 1 << 16        # rows packed at a time (a bit a byte in between)
+
+
+def pack_rows(values: np.ndarray, bits: int, ratio: int) -> np.ndarray:
+    """Rows of integers ``[rows, values]`` (two's complement in ``bits`` each, the first value in the low bits)
+    -> ``uint16`` external words ``[rows * ratio]``, ``ratio`` a row, the first word the row's low bits."""
+    values = np.asarray(values, dtype=np.int64)
+    rows, n = values.shape
+    out = np.zeros((rows, ratio * EXT_WORD_BITS // 8), np.uint8)
+    shifts = np.arange(bits, dtype=np.int64)
+    for lo in range(0, rows, _CHUNK):
+        v = values[lo:lo + _CHUNK]
+        b = ((v[..., None] >> shifts) & 1).astype(np.uint8).reshape(len(v), n * bits)
+        padded = np.zeros((len(v), ratio * EXT_WORD_BITS), np.uint8)
+        padded[:, :n * bits] = b
+        out[lo:lo + _CHUNK] = np.packbits(padded, axis=1, bitorder="little")
+    return out.view("<u2").reshape(-1).astype(np.uint16)
+
+
+def unpack_rows(words: np.ndarray, values: int, bits: int, ratio: int, signed: bool) -> np.ndarray:
+    """:func:`pack_rows`' inverse: external words ``[rows * ratio]`` -> ``[rows, values]``."""
+    w = np.ascontiguousarray(np.asarray(words, dtype="<u2").reshape(-1, ratio))
+    b = np.unpackbits(w.view(np.uint8), axis=1, bitorder="little")[:, :values * bits]
+    b = b.reshape(len(w), values, bits).astype(np.int64)
+    out = (b << np.arange(bits, dtype=np.int64)).sum(axis=2)
+    if signed:
+        out = np.where(out >> (bits - 1) & 1, out - (1 << bits), out)
+    return out

@@ -41,7 +41,8 @@ from amaranth.lib.wiring import In, Out
 from ..packing import index_bits
 from ..sdram.fetch import Fetch, fetch_cycles
 from ..sdram.litedram import STREAM_OVERHEAD, STREAM_WORDS_PER_CYCLE
-from .isa import DESCRIPTOR_WORDS, EXT_ALIGN, WORD_BITS, Bank, Config, Kind, Mem, Post, descriptor_layout
+from .isa import (DESCRIPTOR_WORDS, EXT_ALIGN, EXT_WORD_BITS, FETCH_TARGETS, WORD_BITS, Bank, Config, Kind, Mem, Post,
+                  descriptor_layout, fetch_ratio, fetch_rows, row_layout)
 
 __all__ = ["Overlay", "descriptor_cycles", "POST_FLUSH", "ExtTiming", "IDEAL", "SDRAM"]
 
@@ -52,9 +53,6 @@ POST_FLUSH = POST_STAGES - 1
 #: Cycles a frame waits after its last update is issued (the accumulate pipeline's depth but one).
 DRAIN = 3
 
-
-#: Bits of an external memory word (the SDRAM's): a weight-store word is :func:`ext_ratio` of them.
-EXT_WORD_BITS = 16
 
 #: Cycles from a read's command to its word in the simulated external memory (``sim.npu_amaranth``), which
 #: :func:`descriptor_cycles` counts a FETCH with by default (:data:`IDEAL`). The board's SDRAM takes longer and
@@ -86,7 +84,7 @@ SDRAM = ExtTiming(STREAM_WORDS_PER_CYCLE, STREAM_OVERHEAD)
 
 def ext_ratio(config: Config) -> int:
     """External memory words per weight-store word."""
-    return -(-config.lanes * config.weight_bits // EXT_WORD_BITS)
+    return fetch_ratio(config, Mem.WEIGHTS)
 
 
 def ext_address_bits(config: Config) -> int:
@@ -111,7 +109,8 @@ def descriptor_cycles(d, config: Config, events: float = 0, ext: ExtTiming = IDE
     if d.kind == Kind.END:
         return DESCRIPTOR_WORDS + 2
     if d.kind == Kind.FETCH:
-        return DESCRIPTOR_WORDS + 2 + ext.fetch(d.in_ch, ext_ratio(config))
+        mem = FETCH_TARGETS[d.fetch_to]
+        return DESCRIPTOR_WORDS + 2 + ext.fetch(fetch_rows(config, mem, d.in_ch), fetch_ratio(config, mem))
     fetch = DESCRIPTOR_WORDS + 2 + POST_FLUSH
     lanes = config.lanes
     g_in, g_out = -(-d.in_ch // lanes), -(-d.out_ch // lanes)
@@ -220,22 +219,26 @@ class Overlay(wiring.Component):
         kv = memory("kv", P * c.kv_bits, c.kv_depth)
 
         # load port: one write port per loadable memory (the banks share theirs with the engine)
+        desc = Signal(descriptor_layout())      # the descriptor running
         loads = {Mem.PROGRAM: program, Mem.WEIGHTS: weights, Mem.MULT: mult, Mem.BIAS: bias, Mem.THETA: theta}
+        if c.ext_depth:
+            # FETCH: the external memory's words into the weight store or a parameter memory, while the overlay runs
+            row_bits = max(values * bits for values, bits, _ in (row_layout(c, mem) for mem in FETCH_TARGETS))
+            m.submodules.fetch = fetch = Fetch(row_bits, max(c.weight_depth, c.param_depth * R),
+                                               sdram_bits=EXT_WORD_BITS,
+                                               address_bits=ext_address_bits(c))
+            wiring.connect(m, fetch.cmd, wiring.flipped(self.ext_cmd))
+            wiring.connect(m, wiring.flipped(self.ext_rdata), fetch.rdata)
         for key, mem in loads.items():
             wp = mem.write_port()
             m.d.comb += [wp.en.eq(self.load_en & (self.load_mem == key) & ~self.busy), wp.addr.eq(self.load_addr),
                          wp.data.eq(self.load_data)]
-            if key == Mem.WEIGHTS and c.ext_depth:
-                # FETCH: the external memory's words into the weight store, while the overlay runs
-                m.submodules.fetch = fetch = Fetch(P * c.weight_bits, c.weight_depth, sdram_bits=EXT_WORD_BITS,
-                                                   address_bits=ext_address_bits(c))
-                wiring.connect(m, fetch.cmd, wiring.flipped(self.ext_cmd))
-                wiring.connect(m, wiring.flipped(self.ext_rdata), fetch.rdata)
+            if key in FETCH_TARGETS and c.ext_depth:
                 with m.If(self.busy):
-                    m.d.comb += [wp.en.eq(fetch.w_en), wp.addr.eq(fetch.w_addr), wp.data.eq(fetch.w_data)]
+                    m.d.comb += [wp.en.eq(fetch.w_en & (desc.fetch_to == FETCH_TARGETS.index(key))),
+                                 wp.addr.eq(fetch.w_addr), wp.data.eq(fetch.w_data)]
 
         # --- the descriptor register ------------------------------------------------------------------
-        desc = Signal(descriptor_layout())
         pc = Signal(range(max(c.program_depth, 2)))
         word = Signal(range(DESCRIPTOR_WORDS + 1))
         prog_rd = program.read_port()
@@ -718,8 +721,12 @@ class Overlay(wiring.Component):
                         m.next = "KV_CLEAR"
                     if c.ext_depth:
                         with m.Case(Kind.FETCH):
-                            m.d.comb += [fetch.start.eq(1), fetch.dst.eq(desc.wbase), fetch.count.eq(desc.in_ch),
-                                         fetch.src.eq(desc.ext_base * (EXT_ALIGN * ext_ratio(c)))]
+                            weights_to = desc.fetch_to == FETCH_TARGETS.index(Mem.WEIGHTS)
+                            ratios = Array(Const(fetch_ratio(c, mem), len(fetch.ratio)) for mem in FETCH_TARGETS)
+                            m.d.comb += [fetch.start.eq(1), fetch.src.eq(desc.ext_base * EXT_ALIGN),
+                                         fetch.dst.eq(Mux(weights_to, desc.wbase, desc.wbase * R)),
+                                         fetch.count.eq(Mux(weights_to, desc.in_ch, desc.in_ch * R)),
+                                         fetch.ratio.eq(ratios[desc.fetch_to])]
                             m.next = "EXT_WAIT"
                     with m.Default():
                         m.d.sync += [self.busy.eq(0), self.error.eq(1)]
