@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hdl.npu.isa import (EXT_ALIGN, FETCH_TARGETS, Bank, Config, Descriptor, Kind, Operand, Post, fetch_ratio,
-                         fetch_rows, row_layout, unpack_rows)
+                         fetch_rows, param_reads, row_layout, unpack_rows)
 from hdl.packing import groups as n_groups
 
 __all__ = ["Machine", "run"]
@@ -38,6 +38,7 @@ class Machine:
     logits: np.ndarray | None = None
     events: dict[str, int] = field(default_factory=dict)       # non-zero events consumed, per descriptor
     ext: np.ndarray | None = None      # the external memory's 16-bit words (FETCH's source)
+    fetching: tuple | None = None      # (memory, lo, hi) of a FETCH that may still run beside the next descriptor
 
     def __post_init__(self):
         c = self.config
@@ -111,7 +112,16 @@ class Machine:
             values, bits, signed = row_layout(self.config, mem)
             rows = unpack_rows(self.ext[src:end], values, bits, ratio, signed)
             store[d.wbase:d.wbase + d.in_ch] = rows.reshape(d.in_ch, *store.shape[1:])
+            self.fetching = (mem, d.wbase, d.wbase + d.in_ch)
             return
+        if d.overlap and self.fetching is not None:     # runs beside the FETCH: must not read what it writes
+            mem, lo, hi = self.fetching
+            used = param_reads(d, self.config).get(mem)
+            if used is not None and used[0] < hi and lo < used[1]:
+                raise ValueError(f"{d.name}: reads {mem.name.lower()} words {used[0]}-{used[1] - 1} while a FETCH "
+                                 f"writes {lo}-{hi - 1}")
+        elif not d.overlap:
+            self.fetching = None
         if d.kind == Kind.MATMUL:
             w = self.weight_matrix(d)
             accs = []

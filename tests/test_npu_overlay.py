@@ -9,7 +9,7 @@ import pytest
 
 from compiler.hw.program import compile_program, fit_config
 from hdl.npu.isa import FETCH_TARGETS, Bank, Descriptor, Kind, Mem, pack_lanes
-from hdl.npu.overlay import descriptor_cycles
+from hdl.npu.overlay import program_cycles
 from sim import npu_model
 from sim.npu_amaranth import run_overlay
 
@@ -44,8 +44,8 @@ def _descriptor_by_descriptor(program, x, kinds=tuple(Kind)):
         banks, logits, cycles, status = run_overlay(cfg, one, before, ext=program.ext_image())
         assert status == "done", d.name
         events = m.events.get(d.name, 0)
-        assert cycles == (sum(descriptor_cycles(e, cfg) for e in run[:-1]) + descriptor_cycles(d, cfg, events)
-                          + descriptor_cycles(Descriptor(Kind.END), cfg)), d.name
+        whole = run + [Descriptor(Kind.END)]
+        assert cycles == sum(program_cycles(whole, cfg, [0] * (len(run) - 1) + [events, 0])), d.name
         for b in sizes:
             assert banks[b] == _bank_words(m, b, sizes[b]), (d.name, b.name)
         if d.post.name == "LOGITS":
@@ -97,12 +97,13 @@ def test_tiles_of_a_wide_layer(digits_graph, digits_test):
 
 def test_fetched_weights(digits_graph, digits_test):
     """A weight store of 256 words and an external memory: each MATMUL runs after the FETCHes before it (its
-    tile's weights into alternate halves of the store, and the parameters of the layers from it on), each run
-    against the interpreter in every bank word and in exact cycles."""
+    tile's weights into alternate halves of the store, and the parameters of the layers from it on; a MATMUL
+    with ``overlap`` while the next tile's weights arrive), each run against the interpreter in every bank word
+    and in exact cycles."""
     cfg = fit_config(digits_graph, lanes=16, post_lanes=4).with_(weight_depth=256, ext_depth=4096, program_depth=128)
     program = compile_program(digits_graph, cfg)
     targets = {FETCH_TARGETS[d.fetch_to] for d in program.descriptors if d.kind == Kind.FETCH}
     assert targets == set(FETCH_TARGETS)                            # weights, multipliers, biases, thresholds
     matmuls = sum(d.kind == Kind.MATMUL for d in program.descriptors)
-    assert matmuls > 8
+    assert matmuls > 8 and sum(d.overlap for d in program.descriptors) > 8
     assert _descriptor_by_descriptor(program, digits_test.x[0], kinds=(Kind.MATMUL,)) == matmuls

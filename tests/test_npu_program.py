@@ -316,22 +316,29 @@ def test_weights_beyond_the_store_are_fetched_from_external_memory(digits_graph,
     small = cfg.with_(weight_depth=256)                             # halves of 128 words: fc1 (I = 32) in 4 tiles
     program = _check(digits_graph, digits_test.x[:6], compile_program(digits_graph, small))
     descs = program.descriptors
-    last = {}                                                       # memory -> the last FETCH so far
-    weight_fetches = 0
+    history = {mem: [] for mem in FETCH_TARGETS}                   # memory -> its FETCHes so far
     for k, d in enumerate(descs):
         if d.kind == Kind.FETCH:
             mem = FETCH_TARGETS[d.fetch_to]
             half = 128 if mem == Mem.WEIGHTS else cfg.param_depth // 2
-            assert d.wbase == (0 if mem not in last else half - last[mem].wbase) and d.in_ch <= half
-            last[mem] = d
-            weight_fetches += mem == Mem.WEIGHTS
+            assert d.wbase == (0 if not history[mem] else half - history[mem][-1].wbase) and d.in_ch <= half
+            history[mem].append(d)
             continue
-        if d.kind == Kind.MATMUL:                                   # its weights: the last weight FETCH's
-            f = last[Mem.WEIGHTS]
+        if d.overlap:                                               # runs while the FETCH just before it does
+            assert descs[k - 1].kind == Kind.FETCH
+
+        def done(mem):                                              # the last FETCH of mem that has finished
+            ready = [f for f in history[mem] if not (d.overlap and f is descs[k - 1])]
+            return ready[-1]
+        if d.kind == Kind.MATMUL:                                   # its weights: the last weight FETCH done
+            f = done(Mem.WEIGHTS)
             assert d.wbase == f.wbase and f.in_ch == -(-d.out_ch // 16) * d.in_ch <= 128
         if d.kind != Kind.END:                                      # its parameters: in the last FETCH's rows
-            f = last[Mem.MULT]
+            f = done(Mem.MULT)
             assert f.wbase <= d.mult_base and d.mult_base + -(-d.out_ch // 16) <= f.wbase + f.in_ch
+    weight_fetches = len(history[Mem.WEIGHTS])
+    assert sum(d.overlap for d in descs) >= weight_fetches - 2      # nearly every tile's weights arrive during
+    #                                                                 the tile before it
     tiles = [d for d in descs if d.kind == Kind.MATMUL and d.name.startswith("stem@")]     # a per-token bias
     assert len(tiles) > 1 and sum(d.tokens for d in tiles) == on_chip.descriptors[0].tokens
     assert weight_fetches == sum(d.kind == Kind.MATMUL for d in descs) - len(tiles) + 1

@@ -25,8 +25,9 @@ def test_the_bundled_model_traced_at_a_lane_count_that_divides_nothing(capsys, t
 @pytest.mark.slow
 def test_the_bundled_model_with_its_weights_streamed_from_sdram(capsys, tmp_path):
     """A 256-word weight store: every MATMUL's weights are FETCHed from the SDRAM (LiteDRAM on the device model)
-    into alternate halves; bit-exact in every layer, and the cycle formula, which counts a fetch at the SDRAM's
-    measured rate (``hdl.npu.overlay.SDRAM``), within 1% of the simulation."""
+    into alternate halves, each tile's while the tile before it computes, and the per-channel parameters with
+    them; bit-exact in every layer, and the cycle formula, which counts a fetch at the SDRAM's measured rate
+    (``hdl.npu.overlay.SDRAM``), within 1% of the simulation."""
     status = main(["simulate", str(EXAMPLE), "--overlay", "--weight-store", "256", "--count", "2", "--trace",
                    "--json", "--build-dir", str(tmp_path)])
     r = json.loads(capsys.readouterr().out)
@@ -37,19 +38,22 @@ def test_the_bundled_model_with_its_weights_streamed_from_sdram(capsys, tmp_path
     assert ext["sdram_bound_cycles"] == pytest.approx(ext["streamed_words"] / 0.95)
     assert r["cycles_per_inference"] == pytest.approx(r["cycles_modelled_per_inference"], rel=0.01)
     assert ext["compute_cycles"] < r["cycles_modelled_per_inference"]
+    # the fetches overlap the compute: less than the sum of the bounds
+    assert r["cycles_per_inference"] < ext["compute_cycles"] + 0.8 * ext["sdram_bound_cycles"]
 
 
 @pytest.mark.parametrize("extra, message", [(["--dense"], "event-driven only"),
                                             (["--simulator", "icarus"], "runs in verilator"),
                                             (["--weight-store", "256", "--waveform", "x.fst"], "--weight-store"),
-                                            (["--post-lanes", "3"], "must divide the lanes (16)")])
+                                            (["--post-lanes", "3"], "must divide the lanes (16)"),
+                                            (["--param-store", "64"], "add --weight-store WORDS")])
 def test_options_the_overlay_does_not_take_are_refused_early(capsys, extra, message):
     assert main(["simulate", "no-such-model.pt", "--overlay", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("flag", ["--weight-store", "--post-lanes"])
+@pytest.mark.parametrize("flag", ["--weight-store", "--param-store", "--post-lanes"])
 def test_overlay_options_without_the_overlay_are_refused_early(capsys, flag):
     assert main(["simulate", "no-such-model.pt", flag, "4"]) == 2
     err = capsys.readouterr().err

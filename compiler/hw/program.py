@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hdl.npu.isa import (EXT_ALIGN, FETCH_TARGETS, Bank, Config, Descriptor, Kind, Mem, Operand, Post, fetch_ratio,
-                         fetch_rows, head_span, pack_lanes, pack_rows, row_layout)
-from hdl.npu.overlay import SDRAM, ExtTiming, descriptor_cycles
+                         fetch_rows, head_span, pack_lanes, pack_rows, param_reads, row_layout)
+from hdl.npu.overlay import SDRAM, ExtTiming, descriptor_cycles, program_cycles
 from hdl.packing import groups as n_groups
 from hdl.sdram.litedram import STREAM_WORDS_PER_CYCLE
 from hdl.packing import signed_width, unsigned_width
@@ -145,11 +145,12 @@ class Program:
                "weight_store_words": self.config.weight_depth, "weights_on_chip_words": int(len(self.weights))}
         if self.ext is not None:
             words = self.fetched_words()
-            cycles = self.cycles(events)
+            events = events or [0.0] * len(self.descriptors)
             out.update(image_words=len(self.ext), streamed_words=words,
                        fetches=sum(d.kind == Kind.FETCH for d in self.descriptors),
                        sdram_bound_cycles=words / STREAM_WORDS_PER_CYCLE,
-                       compute_cycles=float(sum(c for d, c in zip(self.descriptors, cycles) if d.kind != Kind.FETCH)))
+                       compute_cycles=float(sum(descriptor_cycles(d, self.config, e) for d, e in
+                                                zip(self.descriptors, events) if d.kind != Kind.FETCH)))
         return out
 
     def ext_id(self) -> int:
@@ -193,9 +194,11 @@ class Program:
     def cycles(self, events: list[float] | None = None, ext: ExtTiming = SDRAM) -> list[float]:
         """Cycles of each descriptor (the END included) for ``events`` per descriptor (:meth:`events`; none:
         the cost of a run without a spike); a FETCH at the external memory's timing ``ext`` (default: the
-        board's SDRAM, an estimate; ``hdl.npu.overlay.IDEAL``: the Amaranth simulator's memory, exact)."""
+        board's SDRAM, an estimate; ``hdl.npu.overlay.IDEAL``: the Amaranth simulator's memory, exact). A FETCH
+        counts its dispatch; a descriptor that waits for a running fetch counts the wait
+        (``hdl.npu.overlay.program_cycles``)."""
         events = events or [0.0] * len(self.descriptors)
-        return [descriptor_cycles(d, self.config, e, ext) for d, e in zip(self.descriptors, events)]
+        return program_cycles(self.descriptors, self.config, events, ext)
 
     def listing(self, events: list[float] | None = None) -> str:
         """One line per descriptor: what it computes, its operands' addresses, its dense synaptic operations
@@ -645,6 +648,27 @@ def _segments(sizes: list[int], half: int) -> list[tuple[int, int]]:
     return out
 
 
+def _overlap_fetches(descs: list[Descriptor], placed: list[Layer], config: Config
+                     ) -> tuple[list[Descriptor], list[Layer]]:
+    """Move each FETCH before the descriptor ahead of it, which then runs while it fetches (``overlap``), where
+    that descriptor reads nothing the FETCH writes and overlaps no other: a tile computes while the next tile's
+    weights (the first of the FETCHes before it) arrive in the other half of the store."""
+    out_d: list[Descriptor] = []
+    out_l: list[Layer] = []
+    for d, layer in zip(descs, placed):
+        if d.kind == Kind.FETCH and out_d and out_d[-1].kind != Kind.FETCH and not out_d[-1].overlap:
+            lo, hi = d.wbase, d.wbase + d.in_ch
+            used = param_reads(out_d[-1], config).get(FETCH_TARGETS[d.fetch_to])
+            if used is None or used[1] <= lo or hi <= used[0]:
+                out_d.insert(-1, d)
+                out_l.insert(-1, layer)
+                out_d[-1] = _replace(out_d[-1], overlap=True)
+                continue
+        out_d.append(d)
+        out_l.append(layer)
+    return out_d, out_l
+
+
 def _ext_rows(config: Config, mem: Mem, groups: np.ndarray) -> np.ndarray:
     """Lane groups of ``mem`` (weight-store words ``[words, lanes]``, or a parameter memory's ``[groups, lanes,
     ...]``) as external words: the memory's rows (:func:`hdl.npu.isa.row_layout`) packed."""
@@ -819,6 +843,8 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
             run_base[mem] += len(groups[k][mem])
         descs.append(_replace(d, **ch))
         placed.append(layer)
+    if stream:
+        descs, placed = _overlap_fetches(descs, placed, cfg)
     descs.append(Descriptor(Kind.END, "end"))
     if stream:
         c.require("ext_depth", -(-ext_words // fetch_ratio(cfg, Mem.WEIGHTS)),

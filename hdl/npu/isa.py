@@ -39,7 +39,7 @@ import numpy as np
 from amaranth.hdl import unsigned
 from amaranth.lib import data
 
-__all__ = ["EXT_ALIGN", "EXT_WORD_BITS", "FETCH_TARGETS", "row_layout", "fetch_ratio", "fetch_rows", "pack_rows",
+__all__ = ["EXT_ALIGN", "EXT_WORD_BITS", "FETCH_TARGETS", "row_layout", "fetch_ratio", "fetch_rows", "param_reads", "pack_rows",
            "unpack_rows", "Bank", "Mem", "Kind", "pack_lanes", "unpack_lanes", "Post", "Operand", "Descriptor", "Config", "DESCRIPTOR_FIELDS", "DESCRIPTOR_WORDS", "head_span",
            "WORD_BITS", "descriptor_layout"]
 
@@ -97,7 +97,8 @@ class Kind(enum.IntEnum):
     MAXPOOL = 5         # acc[t,n,c] = max over the window (conv_*) of src0 (non-negative values, 0 outside)
     FETCH = 6           # memory fetch_to (weights, mult, bias, theta): in_ch words (a parameter memory: in_ch lane
                         # groups of post_steps rows each) from the external memory at ext_base * EXT_ALIGN to wbase
-                        # (a group), before the layers that read them (fetch_rows, fetch_ratio)
+                        # (a group), before the layers that read them (fetch_rows, fetch_ratio); it runs while
+                        # the next descriptor does if that one has `overlap`
 
 
 class Post(enum.IntEnum):
@@ -123,7 +124,7 @@ class Operand:
 #: The descriptor's fields and their widths, packed LSB first (the order is the binary format).
 DESCRIPTOR_FIELDS: tuple[tuple[str, int], ...] = (
     ("kind", 3), ("post", 2), ("add", 1), ("mask", 1), ("reduce", 1), ("bias_per_token", 1),
-    ("tokens", 12), ("steps", 4), ("in_ch", 16), ("out_ch", 12), ("heads", 6), ("head_groups", 12), ("head_lanes", 7), ("head_span", 12), ("out_tokens", 12),
+    ("tokens", 12), ("steps", 4), ("in_ch", 16), ("out_ch", 12), ("heads", 6), ("head_groups", 12), ("head_lanes", 6), ("head_span", 12), ("out_tokens", 12),
     ("src0_bank", 1), ("src0_base", 16), ("src0_tstep", 16), ("src0_nstep", 16),
     ("src1_bank", 1), ("src1_base", 16), ("src1_tstep", 16), ("src1_nstep", 16),
     ("src2_bank", 1), ("src2_base", 16), ("src2_tstep", 16), ("src2_nstep", 16),
@@ -132,7 +133,7 @@ DESCRIPTOR_FIELDS: tuple[tuple[str, int], ...] = (
     ("shift", 6), ("leak", 5), ("sat", 6), ("add_width", 6),
     ("conv_k", 3), ("conv_stride", 3), ("conv_pad", 3), ("conv_groups", 8), ("in_height", 9), ("in_width", 9),
     ("out_width", 9), ("conv_rowstep", 16), ("conv_origin", 16),
-    ("ext_base", 17), ("fetch_to", 2),
+    ("ext_base", 17), ("fetch_to", 2), ("overlap", 1),
 )
 _FIELD_BITS = dict(DESCRIPTOR_FIELDS)
 DESCRIPTOR_BITS = sum(_FIELD_BITS.values())
@@ -191,6 +192,9 @@ class Descriptor:
     conv_origin: int = 0
     ext_base: int = 0             # FETCH: the source, in units of EXT_ALIGN external words (in_ch: the word count)
     fetch_to: int = 0             # FETCH: the memory written, as FETCH_TARGETS[fetch_to]
+    # a FETCH runs beside the descriptors after it: each of them but a FETCH or END waits for it to finish unless
+    # it has ``overlap`` (it reads nothing that the FETCH writes); a FETCH waits for the one before it
+    overlap: bool = False
 
     def window(self, n: int, tap: int) -> tuple[int, int] | None:
         """The src0 token (as ``(y, x)``) of output token ``n``'s window tap ``tap`` (``dy * conv_k + dx``), or
@@ -348,4 +352,19 @@ def unpack_rows(words: np.ndarray, values: int, bits: int, ratio: int, signed: b
     out = (b << np.arange(bits, dtype=np.int64)).sum(axis=2)
     if signed:
         out = np.where(out >> (bits - 1) & 1, out - (1 << bits), out)
+    return out
+
+
+def param_reads(d: Descriptor, config: Config) -> dict[Mem, tuple[int, int]]:
+    """The words ``[lo, hi)`` that descriptor ``d`` reads of the memories a FETCH writes: the weight store's,
+    and the parameter memories' in lane groups (the units of a FETCH's ``wbase`` and ``in_ch``)."""
+    if d.kind in (Kind.FETCH, Kind.END):
+        return {}
+    G = -(-d.out_ch // config.lanes)
+    out = {Mem.MULT: (d.mult_base, d.mult_base + G),
+           Mem.BIAS: (d.bias_base, d.bias_base + G * (d.out_tokens if d.bias_per_token else 1))}
+    if d.kind == Kind.MATMUL:
+        out[Mem.WEIGHTS] = (d.wbase, d.wbase + G * d.in_ch)
+    if d.post == Post.NEURON:
+        out[Mem.THETA] = (d.theta_base, d.theta_base + G)
     return out

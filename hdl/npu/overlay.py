@@ -44,7 +44,8 @@ from ..sdram.litedram import STREAM_OVERHEAD, STREAM_WORDS_PER_CYCLE
 from .isa import (DESCRIPTOR_WORDS, EXT_ALIGN, EXT_WORD_BITS, FETCH_TARGETS, WORD_BITS, Bank, Config, Kind, Mem, Post,
                   descriptor_layout, fetch_ratio, fetch_rows, row_layout)
 
-__all__ = ["Overlay", "descriptor_cycles", "POST_FLUSH", "ExtTiming", "IDEAL", "SDRAM"]
+__all__ = ["Overlay", "descriptor_cycles", "fetch_time", "program_cycles", "POST_FLUSH", "ExtTiming", "IDEAL",
+           "SDRAM"]
 
 #: The post unit's pipeline: the stage that writes (read at 0), and the cycles from a descriptor's last post
 #: read to the next descriptor's fetch.
@@ -97,7 +98,8 @@ def descriptor_cycles(d, config: Config, events: float = 0, ext: ExtTiming = IDE
     events (mask applied) that it consumes over the whole run (LINEAR_ATTENTION: those of k and of q):
     exact (``tests/test_npu_overlay.py``).
 
-    Fetch and dispatch ``DESCRIPTOR_WORDS + 2``, and ``POST_FLUSH`` for the last posts to leave the post unit's
+    Fetch and dispatch ``DESCRIPTOR_WORDS + 2`` (a FETCH's whole cost: its fetch runs beside the descriptors
+    after it, :func:`program_cycles` counts the waits for it), and ``POST_FLUSH`` for the last posts to leave the post unit's
     pipeline (but END). A frame ends with ``DRAIN`` cycles for its last update. MATMUL, per frame (token and
     step): 3 + DRAIN, and ``2`` per src0 word (its read is issued while the previous word's events run), post
     ``G_out`` (once for a reduction); ``G_out`` per event. ELEMENTWISE, per frame: one per word, post
@@ -108,9 +110,8 @@ def descriptor_cycles(d, config: Config, events: float = 0, ext: ExtTiming = IDE
     per word of every token, post ``G``, 2 + DRAIN."""
     if d.kind == Kind.END:
         return DESCRIPTOR_WORDS + 2
-    if d.kind == Kind.FETCH:
-        mem = FETCH_TARGETS[d.fetch_to]
-        return DESCRIPTOR_WORDS + 2 + ext.fetch(fetch_rows(config, mem, d.in_ch), fetch_ratio(config, mem))
+    if d.kind == Kind.FETCH:                # its dispatch: the fetch runs beside what follows (program_cycles)
+        return DESCRIPTOR_WORDS + 2
     fetch = DESCRIPTOR_WORDS + 2 + POST_FLUSH
     lanes = config.lanes
     g_in, g_out = -(-d.in_ch // lanes), -(-d.out_ch // lanes)
@@ -129,6 +130,33 @@ def descriptor_cycles(d, config: Config, events: float = 0, ext: ExtTiming = IDE
         return fetch + frames * (g_in + posted + 2 + DRAIN) + d.tokens * (d.steps - 1) * wait
     posts = 1 if d.reduce else frames
     return fetch + frames * (3 + DRAIN + 2 * g_in) + posts * posted + events * g_out
+
+
+def fetch_time(d, config: Config, ext: ExtTiming = IDEAL) -> float:
+    """Cycles that FETCH ``d`` keeps the fetch unit busy, from its dispatch."""
+    mem = FETCH_TARGETS[d.fetch_to]
+    return ext.fetch(fetch_rows(config, mem, d.in_ch), fetch_ratio(config, mem))
+
+
+def program_cycles(descriptors, config: Config, events=None, ext: ExtTiming = IDEAL) -> list[float]:
+    """Cycles of each descriptor of a program run from its first (``events`` per descriptor as
+    :func:`descriptor_cycles` takes them), a FETCH running beside the descriptors after it: one without
+    ``overlap`` (and the next FETCH, and END) waits at its dispatch (``DESCRIPTOR_WORDS + 1`` cycles after its
+    start) until the fetch is done; that wait is counted in its cycles. Exact with :data:`IDEAL`
+    (``tests/test_npu_overlay.py``)."""
+    events = events or [0] * len(descriptors)
+    now = free = 0.0                   # cycles so far; when the fetch unit is next idle
+    out = []
+    for d, e in zip(descriptors, events):
+        dispatch = now + DESCRIPTOR_WORDS + 1
+        waits = not (d.overlap and d.kind not in (Kind.FETCH, Kind.END))
+        wait = max(0.0, free - dispatch) if waits else 0.0
+        if d.kind == Kind.FETCH:
+            free = dispatch + wait + fetch_time(d, config, ext)
+        cost = descriptor_cycles(d, config, e, ext) + wait
+        out.append(cost)
+        now += cost
+    return out
 
 
 def _data(shape, **kwargs) -> Signal:
@@ -227,6 +255,7 @@ class Overlay(wiring.Component):
             m.submodules.fetch = fetch = Fetch(row_bits, max(c.weight_depth, c.param_depth * R),
                                                sdram_bits=EXT_WORD_BITS,
                                                address_bits=ext_address_bits(c))
+            fetch_to = Signal(2)                # the running FETCH's memory (the descriptors after it replace it)
             wiring.connect(m, fetch.cmd, wiring.flipped(self.ext_cmd))
             wiring.connect(m, wiring.flipped(self.ext_rdata), fetch.rdata)
         for key, mem in loads.items():
@@ -235,7 +264,7 @@ class Overlay(wiring.Component):
                          wp.data.eq(self.load_data)]
             if key in FETCH_TARGETS and c.ext_depth:
                 with m.If(self.busy):
-                    m.d.comb += [wp.en.eq(fetch.w_en & (desc.fetch_to == FETCH_TARGETS.index(key))),
+                    m.d.comb += [wp.en.eq(fetch.w_en & (fetch_to == FETCH_TARGETS.index(key))),
                                  wp.addr.eq(fetch.w_addr), wp.data.eq(fetch.w_data)]
 
         # --- the descriptor register ------------------------------------------------------------------
@@ -704,38 +733,41 @@ class Overlay(wiring.Component):
                 with m.If(word == DESCRIPTOR_WORDS):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                m.d.comb += set_bounds.eq(1)
-                m.d.sync += frame_moves("reset")
-                m.d.sync += [pspan.eq(P * span), hg_pspan.eq(desc.head_groups * P * span),
-                             *(lane_span[l].eq(l * span) for l in range(P))]
-                m.d.sync += [n.eq(0), t.eq(0), kv_count.eq(0), kv_in.eq(0), kv_t.eq(0), kv_cs.eq(desc.in_ch * span),
-                             n_gin.eq((desc.in_ch + P - 1) // P), n_gout.eq((desc.out_ch + P - 1) // P)]
-                with m.Switch(desc.kind):
-                    with m.Case(Kind.END):
-                        m.d.sync += [self.busy.eq(0), self.done.eq(1)]
-                        m.next = "IDLE"
-                    with m.Case(Kind.MATMUL, Kind.ELEMENTWISE, Kind.COSPIKE, Kind.MAXPOOL):
-                        frame("reset")
-                    with m.Case(Kind.LINEAR_ATTENTION):
-                        m.d.sync += [phase_k.eq(1), fresh.eq(1), *restart_heads]
-                        m.next = "KV_CLEAR"
-                    if c.ext_depth:
-                        with m.Case(Kind.FETCH):
-                            weights_to = desc.fetch_to == FETCH_TARGETS.index(Mem.WEIGHTS)
-                            ratios = Array(Const(fetch_ratio(c, mem), len(fetch.ratio)) for mem in FETCH_TARGETS)
-                            m.d.comb += [fetch.start.eq(1), fetch.src.eq(desc.ext_base * EXT_ALIGN),
-                                         fetch.dst.eq(Mux(weights_to, desc.wbase, desc.wbase * R)),
-                                         fetch.count.eq(Mux(weights_to, desc.in_ch, desc.in_ch * R)),
-                                         fetch.ratio.eq(ratios[desc.fetch_to])]
-                            m.next = "EXT_WAIT"
-                    with m.Default():
-                        m.d.sync += [self.busy.eq(0), self.error.eq(1)]
-                        m.next = "IDLE"
-            if c.ext_depth:
-                with m.State("EXT_WAIT"):
-                    with m.If(fetch.done):
-                        m.d.sync += [pc.eq(pc + 1), pc_base.eq(pc_base + DESCRIPTOR_WORDS), word.eq(0)]
-                        m.next = "FETCH"
+                # with an external memory, a descriptor waits here while a FETCH runs (but one with overlap)
+                ready = Const(1)
+                if c.ext_depth:
+                    ready = ~fetch.busy | (desc.overlap & (desc.kind != Kind.FETCH) & (desc.kind != Kind.END))
+                with m.If(ready):
+                    m.d.comb += set_bounds.eq(1)
+                    m.d.sync += frame_moves("reset")
+                    m.d.sync += [pspan.eq(P * span), hg_pspan.eq(desc.head_groups * P * span),
+                                 *(lane_span[l].eq(l * span) for l in range(P))]
+                    m.d.sync += [n.eq(0), t.eq(0), kv_count.eq(0), kv_in.eq(0), kv_t.eq(0),
+                                 kv_cs.eq(desc.in_ch * span), n_gin.eq((desc.in_ch + P - 1) // P),
+                                 n_gout.eq((desc.out_ch + P - 1) // P)]
+                    with m.Switch(desc.kind):
+                        with m.Case(Kind.END):
+                            m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                            m.next = "IDLE"
+                        with m.Case(Kind.MATMUL, Kind.ELEMENTWISE, Kind.COSPIKE, Kind.MAXPOOL):
+                            frame("reset")
+                        with m.Case(Kind.LINEAR_ATTENTION):
+                            m.d.sync += [phase_k.eq(1), fresh.eq(1), *restart_heads]
+                            m.next = "KV_CLEAR"
+                        if c.ext_depth:
+                            with m.Case(Kind.FETCH):     # started, and the program goes on beside it
+                                weights_to = desc.fetch_to == FETCH_TARGETS.index(Mem.WEIGHTS)
+                                ratios = Array(Const(fetch_ratio(c, mem), len(fetch.ratio)) for mem in FETCH_TARGETS)
+                                m.d.comb += [fetch.start.eq(1), fetch.src.eq(desc.ext_base * EXT_ALIGN),
+                                             fetch.dst.eq(Mux(weights_to, desc.wbase, desc.wbase * R)),
+                                             fetch.count.eq(Mux(weights_to, desc.in_ch, desc.in_ch * R)),
+                                             fetch.ratio.eq(ratios[desc.fetch_to])]
+                                m.d.sync += [fetch_to.eq(desc.fetch_to), pc.eq(pc + 1),
+                                             pc_base.eq(pc_base + DESCRIPTOR_WORDS), word.eq(0)]
+                                m.next = "FETCH"
+                        with m.Default():
+                            m.d.sync += [self.busy.eq(0), self.error.eq(1)]
+                            m.next = "IDLE"
             with m.State("KV_CLEAR"):
                 # steps x (in_ch * span) words, counted as two loops (no multiplier before the comparison)
                 m.d.comb += kv_clr.eq(1)
