@@ -96,11 +96,12 @@ def test_tiles_of_a_wide_layer(digits_graph, digits_test):
 
 
 def test_fetched_weights(digits_graph, digits_test):
-    """A weight store of 256 words and an external memory: each MATMUL runs after the FETCHes before it (its
+    """A weight store of 256 words, parameter memories of 40 lane groups and an external memory: each MATMUL runs after the FETCHes before it (its
     tile's weights into alternate halves of the store, and the parameters of the layers from it on; a MATMUL
     with ``overlap`` while the next tile's weights arrive), each run against the interpreter in every bank word
     and in exact cycles."""
-    cfg = fit_config(digits_graph, lanes=16, post_lanes=4).with_(weight_depth=256, ext_depth=4096, program_depth=128)
+    cfg = fit_config(digits_graph, lanes=16, post_lanes=4).with_(weight_depth=256, param_depth=40, ext_depth=4096,
+                                                                       program_depth=128)
     program = compile_program(digits_graph, cfg)
     targets = {FETCH_TARGETS[d.fetch_to] for d in program.descriptors if d.kind == Kind.FETCH}
     assert targets == set(FETCH_TARGETS)                            # weights, multipliers, biases, thresholds

@@ -307,20 +307,28 @@ def test_wide_layers_are_split_into_tiles_of_the_accumulators(digits_graph, digi
 
 def test_weights_beyond_the_store_are_fetched_from_external_memory(digits_graph, digits_test):
     """With a weight store too small for the model and an external memory, every weighted layer is FETCHed
-    tile by tile into alternate halves of the store right before it runs, and the per-channel parameters of runs
-    of layers into alternate halves of their memories before the first of them: still bit-exact."""
+    tile by tile into alternate halves of the store right before it runs (or while the tile before it runs);
+    with parameter memories too small, the per-channel parameters of runs of layers into alternate halves of
+    their memories before the first of them; each streams only if it does not fit: still bit-exact."""
     cfg = fit_config(digits_graph, 16).with_(ext_depth=4096, program_depth=128)
     assert cfg.weight_depth == 808                                  # all on chip: no FETCH
     on_chip = compile_program(digits_graph, cfg)
     assert on_chip.ext is None and not any(d.kind == Kind.FETCH for d in on_chip.descriptors)
-    small = cfg.with_(weight_depth=256)                             # halves of 128 words: fc1 (I = 32) in 4 tiles
+    assert cfg.param_depth == 59
+    weights_only = _check(digits_graph, digits_test.x[:2], compile_program(digits_graph, cfg.with_(weight_depth=256)))
+    assert {d.fetch_to for d in weights_only.descriptors if d.kind == Kind.FETCH} == {0}    # parameters on chip
+    params_only = _check(digits_graph, digits_test.x[:2], compile_program(digits_graph, cfg.with_(param_depth=40)))
+    assert len(params_only.weights) == 808 and 0 not in {d.fetch_to for d in params_only.descriptors
+                                                         if d.kind == Kind.FETCH}
+    # halves of 128 weight words (fc1, I = 32, in 4 tiles) and of 20 parameter groups
+    small = cfg.with_(weight_depth=256, param_depth=40)
     program = _check(digits_graph, digits_test.x[:6], compile_program(digits_graph, small))
     descs = program.descriptors
     history = {mem: [] for mem in FETCH_TARGETS}                   # memory -> its FETCHes so far
     for k, d in enumerate(descs):
         if d.kind == Kind.FETCH:
             mem = FETCH_TARGETS[d.fetch_to]
-            half = 128 if mem == Mem.WEIGHTS else cfg.param_depth // 2
+            half = 128 if mem == Mem.WEIGHTS else 20
             assert d.wbase == (0 if not history[mem] else half - history[mem][-1].wbase) and d.in_ch <= half
             history[mem].append(d)
             continue

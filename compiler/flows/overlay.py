@@ -589,11 +589,15 @@ def make_report(b: OverlayBuild) -> dict:
 
 
 def _weights_line(w: dict) -> str:
-    if w["placement"] == "on chip":
+    if "image_words" not in w:
         return (f"On chip: {w['weights_on_chip_words']:,} of the weight store's {w['weight_store_words']:,} words "
                 "(loaded by `run`).")
     ext = w["external_memory"]
-    return (f"In the board's SDRAM ({ext['chip']}, {ext['bytes'] // 2**20} MB), with the per-channel parameters: "
+    what = {("external memory", "external memory"): "the weights and the per-channel parameters",
+            ("external memory", "on chip"): "the weights (the per-channel parameters on chip)",
+            ("on chip", "external memory"): "the per-channel parameters (the weights on chip)"}[
+        w["placement"], w["parameters"]]
+    return (f"In the board's SDRAM ({ext['chip']}, {ext['bytes'] // 2**20} MB), {what}: "
             f"an image of {w['image_words']:,} 16-bit words (loaded by `run`, CRC-checked), of which an inference "
             f"fetches {w['streamed_words']:,} in {w['fetches']} FETCHes into alternate halves of the "
             f"{w['weight_store_words']:,}-word weight store and of the parameter memories. Bounds per inference: "
@@ -663,8 +667,9 @@ def print_summary(r: dict) -> None:
                    f"{r['program']['descriptors']} descriptors)"),
         ("clock", f"target {r['clock_mhz']:g} MHz, Fmax {r['fmax_mhz']:.1f} MHz "
                   f"({'met' if r['timing_met'] else 'not met'})"),
-        ("weights", "on chip" if r["weights"]["placement"] == "on chip" else
-                    f"in SDRAM with the parameters: {r['weights']['streamed_words']:,} words fetched in "
+        ("weights", "on chip" if "image_words" not in r["weights"] else
+                    f"{r['weights']['placement']}, parameters {r['weights']['parameters']}: "
+                    f"{r['weights']['streamed_words']:,} SDRAM words fetched in "
                     f"{r['weights']['fetches']} FETCHes "
                     f"(bounds: compute {r['weights']['compute_cycles']:,.0f}, SDRAM "
                     f"{r['weights']['sdram_bound_cycles']:,.0f} cycles)"),

@@ -137,11 +137,13 @@ class Program:
 
     def weight_placement(self, events: list[float] | None = None) -> dict:
         """Where the weights and parameters live, for reports: ``placement`` (``"on chip"`` or ``"external
-        memory"``: then the per-channel parameters stream too), the store's words and, when streamed, the
+        memory"``) and ``parameters`` (the same for the per-channel parameters), the store's words and, when streamed, the
         external image's 16-bit words, the words an inference fetches, the fetches, the SDRAM bandwidth bound
         (those words at ``hdl.sdram.litedram.STREAM_WORDS_PER_CYCLE``) and the compute cycles (the cycle
         formula on ``events`` without the fetches) of one inference."""
-        out = {"placement": "on chip" if self.ext is None else "external memory",
+        streamed = {FETCH_TARGETS[d.fetch_to] for d in self.descriptors if d.kind == Kind.FETCH}
+        out = {"placement": "external memory" if Mem.WEIGHTS in streamed else "on chip",
+               "parameters": "external memory" if streamed - {Mem.WEIGHTS} else "on chip",
                "weight_store_words": self.config.weight_depth, "weights_on_chip_words": int(len(self.weights))}
         if self.ext is not None:
             words = self.fetched_words()
@@ -756,16 +758,18 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
     c = _Compiler(graph, cfg)
     layers = c.compile()
     P = cfg.lanes
-    # with an external memory, a model whose weights or per-channel parameters do not fit on chip streams
-    # them all: each tile's weights, and the parameters of a run of layers per memory, are FETCHed into one
-    # half of their memory (the halves alternate) right before the first layer that reads them
+    # with an external memory, weights that do not fit the store stream (each tile's FETCHed into one half of it,
+    # the halves in turn, right before the tile runs), and so do per-channel parameters that do not fit their
+    # memories (the parameters of a run of layers per memory into one half of it)
     groups = [_param_rows(layer, P) for layer in layers]
     total = sum(n_groups(l.desc.out_ch, P) * l.desc.in_ch for l in layers if l.weight is not None)
-    stream = cfg.ext_depth > 0 and (total > cfg.weight_depth or any(
-        sum(len(g.get(mem, ())) for g in groups) > cfg.param_depth for mem in (Mem.MULT, Mem.BIAS, Mem.THETA)))
+    stream_w = cfg.ext_depth > 0 and total > cfg.weight_depth
+    stream_p = cfg.ext_depth > 0 and any(sum(len(g.get(mem, ())) for g in groups) > cfg.param_depth
+                                         for mem in (Mem.MULT, Mem.BIAS, Mem.THETA))
+    stream = stream_w or stream_p
     half, half_p = cfg.weight_depth // 2, cfg.param_depth // 2
-    layers = _tile(layers, cfg, half if stream else None, half_p if stream else None)
-    if stream:
+    layers = _tile(layers, cfg, half if stream_w else None, half_p if stream_p else None)
+    if stream_p:
         layers = _tile_tokens(layers, cfg, half_p)
     bases, high = _allocate(layers, c.tensors, graph.input_name, P, keep)
     operands = {name: t.operand(bases[name], P) for name, t in c.tensors.items()}
@@ -790,7 +794,7 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
 
     groups = [_param_rows(layer, P) for layer in layers]
     segment_of: dict[tuple[Mem, int], tuple[int, int]] = {}      # (memory, first layer) -> the run it starts
-    if stream:
+    if stream_p:
         for mem in params:
             for first, end in _segments([len(g.get(mem, ())) for g in groups], half_p):
                 segment_of[mem, first] = (first, end)
@@ -812,7 +816,7 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
         if layer.weight is not None:
             w = _pack_rows(layer.weight, P)                     # [G, P, I]
             words = w.transpose(0, 2, 1).reshape(-1, P)          # word g*I + i, lane l = W[g*P+l, i]
-            if stream:
+            if stream_w:
                 c.require("weight_depth", 2 * len(words), f"{d.name}'s {len(words):,} weight words, in each "
                           "half of the store (streamed)")
                 if layer.weight is not fetched_weight:          # a token tile shares its layer's weights
@@ -821,13 +825,15 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
                     fetch(f"{d.name}<", Mem.WEIGHTS, words, len(words), at)
                 ch["wbase"] = at
             else:
-                ch["wbase"] = sizes[Mem.WEIGHTS]
-                weights.append(words)
-                sizes[Mem.WEIGHTS] += len(words)
+                if layer.weight is not fetched_weight:          # a token tile shares its layer's weights
+                    fetched_weight, at = layer.weight, sizes[Mem.WEIGHTS]
+                    weights.append(words)
+                    sizes[Mem.WEIGHTS] += len(words)
+                ch["wbase"] = at
         for mem, field_name in ((Mem.MULT, "mult_base"), (Mem.BIAS, "bias_base"), (Mem.THETA, "theta_base")):
             if mem not in groups[k]:
                 continue
-            if not stream:
+            if not stream_p:
                 ch[field_name] = sizes[mem]
                 params[mem].append(groups[k][mem])
                 sizes[mem] += len(groups[k][mem])
@@ -891,7 +897,7 @@ def fit_config(graph: ir.Graph, lanes: int = 16, *, keep: bool = False, post_lan
     """The smallest configuration of ``lanes`` lanes (a post unit of ``post_lanes``, 0: all of them) that
     ``graph``'s program fits (each width and depth as the program needs it). ``weight_store``: a weight store
     of that many words, and ``param_store``: parameter memories of that many lane groups (default: as many as
-    the model has); if the weights or the parameters do not fit in them, both stream from an external memory
+    the model has); the weights or the parameters that do not fit in them stream from an external memory
     (``ext_depth`` the program's words rounded up to a power of two), else there is none."""
     roomy = replace(_ROOMY, lanes=lanes, post_lanes=post_lanes)
     needs = compile_program(graph, roomy, keep=keep).meta["needs"]
