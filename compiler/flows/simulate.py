@@ -445,8 +445,10 @@ def print_report(r: dict) -> None:
               f"difference from the simulation: {r['cycle_model_error']:,.0f} cycles)")
     ext = r.get("external_memory")
     if ext:
-        print(f"  weights in SDRAM:        {ext['streamed_words']:,} words with the parameters, in {ext['fetches']} "
-              f"fetches into a {ext['weight_store_words']:,}-word store ({ext['controller']})")
+        what = " and ".join(w for w, where in (("weights", ext["placement"]), ("parameters", ext["parameters"]))
+                            if where != "on chip")
+        print(f"  streamed from SDRAM:     {ext['streamed_words']:,} words of {what} in {ext['fetches']} fetches "
+              f"(a {ext['weight_store_words']:,}-word weight store; {ext['controller']})")
         bound = max(ext["compute_cycles"], ext["sdram_bound_cycles"])
         print(f"  bounds:                  compute {ext['compute_cycles']:,.0f} cycles, SDRAM bandwidth "
               f"{ext['sdram_bound_cycles']:,.0f}: the simulation took {r['cycles_per_inference'] / bound:.2f}x the "
