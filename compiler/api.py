@@ -194,6 +194,13 @@ def _build_summary(r: dict) -> str:
             f"{exact}; bitstream {r['bitstream']}")
 
 
+def _overlay_build_summary(r: dict) -> str:
+    met = "met" if r["timing_met"] else "NOT met"
+    return (f"{r['board']} ({r['device']}), the overlay {r['overlay']['config_hash']}: Fmax {r['fmax_mhz']:.1f} MHz "
+            f"(target {r['clock_mhz']:g} MHz {met}), {r['cycles_per_inference']:,.0f} cycles = "
+            f"{r['latency_us']:.1f} us; bitstream {r['bitstream']}")
+
+
 # ---------------------------------------------------------------- the functions
 
 def load(path: str | Path) -> Model:
@@ -270,16 +277,37 @@ def estimate(model: Model, board: str, *, lanes: int | None = None,
 @_refusals
 def simulate(model: Model, x: np.ndarray | None = None, *, count: int | None = None, lanes: int | None = None,
              dense: bool = False, simulator: str = "verilator", trace: bool = False,
-             build_dir: str | Path = "build/sim", progress: bool = False) -> Report:
+             build_dir: str | Path = "build/sim", progress: bool = False, overlay: bool = False,
+             post_lanes: int | None = None, weight_store: int | None = None,
+             param_store: int | None = None) -> Report:
     """``python -m compiler simulate``: the generated accelerator, cycle by cycle, on ``x`` (default: the first
     ``count``, default 16, test samples of the model's dataset), compared bit for bit with the golden model.
     ``report["mismatches"]`` is 0 when every sample matches. Verilator builds a design once (about a minute)
-    and caches it in ``build_dir``."""
+    and caches it in ``build_dir``. With ``overlay``, the overlay running the model's program instead, through
+    the host driver (``lanes`` default 16); ``post_lanes``, ``weight_store`` and ``param_store`` as the
+    command's ``--post-lanes``, ``--weight-store`` and ``--param-store`` (a store too small for the model
+    streams from the SDRAM, simulated as LiteDRAM on the chip's model)."""
     model = _model(model)
     if simulator not in SIMULATORS:
         raise UserError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    for name, value in (("post_lanes", post_lanes), ("weight_store", weight_store), ("param_store", param_store)):
+        if value is not None:
+            if not overlay:
+                raise UserError(f"{name} is the overlay's: add overlay=True")
+            _at_least(name, value)
+    if overlay and (dense or simulator != "verilator"):
+        raise UserError("the overlay is event-driven and runs in verilator: drop dense and simulator")
+    if param_store is not None and weight_store is None:
+        raise UserError("param_store is the streaming overlay's: add weight_store")
     simulate_flow.check_build_dir(build_dir)
     x = _inputs(model, x, count, 16)
+    if overlay:
+        report = simulate_flow.run_overlay(lower(model).graph, x, lanes=_at_least("lanes", lanes or 16), trace=trace,
+                                           build_dir=str(build_dir), show_progress=progress,
+                                           post_lanes=post_lanes or 0, weight_store=weight_store,
+                                           param_store=param_store)
+        report["model"] = str(model.path)
+        return Report("simulate", report, _simulate_summary)
     plan = build_plan(lower(model).graph, lanes=lanes, dense=dense)
     report = simulate_flow.run(plan, x, simulator=simulator, trace=trace, build_dir=str(build_dir),
                                show_progress=progress)
@@ -289,11 +317,28 @@ def simulate(model: Model, x: np.ndarray | None = None, *, count: int | None = N
 
 @_refusals
 def build(model: Model, board: str, *, out: str | Path | None = None, lanes: int | None = None,
-          clock_mhz: float = build_flow.DEFAULT_CLOCK_MHZ, baud: int = build_flow.DEFAULT_BAUD, seed: int = 1,
-          samples: int = build_flow.DEFAULT_SAMPLES, force: bool = False, progress: bool = False) -> Report:
+          clock_mhz: float | None = None, baud: int = build_flow.DEFAULT_BAUD, seed: int = 1,
+          samples: int = build_flow.DEFAULT_SAMPLES, force: bool = False, progress: bool = False,
+          overlay: bool = False, standalone: bool = False, cache: str | Path | None = None) -> Report:
     """``python -m compiler build``: the bitstream for ``board`` and its report (``docs/build.md``), in ``out``
-    (default ``build/<model>-<board>``). Minutes: synthesis, place and route run on the YoWASP tools."""
+    (default ``build/<model>-<board>``). Minutes: synthesis, place and route run on the YoWASP tools. With
+    ``overlay``, the board's overlay and the model's program (``build --overlay``: the bitstream built once per
+    configuration and cached in ``cache``; ``standalone`` as ``--standalone``). ``clock_mhz`` None: the
+    command's default (100 MHz; the overlay's 45)."""
     model = _model(model)
+    if (standalone or cache is not None) and not overlay:
+        raise UserError(f"{'standalone' if standalone else 'cache'} is for overlay builds: add overlay=True")
+    if overlay:
+        from .flows import overlay as overlay_flow
+        config = overlay_flow.OverlayBuildConfig(
+            model=model.path, board=board, out=None if out is None else Path(out),
+            lanes=None if lanes is None else _at_least("--lanes", lanes),
+            clock_mhz=overlay_flow.DEFAULT_CLOCK_MHZ if clock_mhz is None else float(clock_mhz),
+            baud=_at_least("--baud", baud), seed=_placement_seed(seed), samples=_at_least("--samples", samples),
+            progress=progress, force=force, standalone=standalone, cache=None if cache is None else Path(cache))
+        report, _ = overlay_flow.run(config)
+        return Report("build", report, _overlay_build_summary)
+    clock_mhz = build_flow.DEFAULT_CLOCK_MHZ if clock_mhz is None else clock_mhz
     config = build_flow.BuildConfig(
         model=model.path, board=board, out=None if out is None else Path(out),
         lanes=None if lanes is None else _at_least("--lanes", lanes), clock_mhz=float(clock_mhz),

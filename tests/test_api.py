@@ -192,3 +192,36 @@ def test_export_writes_the_commands_files_and_refuses_as_it_does(model, tmp_path
     with pytest.raises(compiler.UserError, match="board"):
         compiler.export(model, "no-such-board", tmp_path / "y")
     assert not (tmp_path / "y").exists()
+
+
+def test_simulate_the_overlay(model, tmp_path):
+    """``overlay=True``: the model's program on the Verilated overlay through the host driver, with the boards'
+    4-lane post unit; the overlay's options without it, and the generated accelerator's with it, are refused."""
+    r = compiler.simulate(model, count=2, overlay=True, post_lanes=4, build_dir=tmp_path / "sim")
+    assert r["mismatches"] == 0 and r["schedule"] == "overlay" and r["config"]["post_lanes"] == 4
+    assert r["cycle_model_error"] == 0 and repr(r).startswith("<simulate report: 2 samples in verilator, 16 lanes")
+    for kwargs, message in (({"post_lanes": 4}, "post_lanes is the overlay's: add overlay=True"),
+                            ({"overlay": True, "dense": True}, "drop dense and simulator"),
+                            ({"overlay": True, "param_store": 64}, "add weight_store"),
+                            ({"overlay": True, "weight_store": 0}, "weight_store must be")):
+        with pytest.raises(compiler.UserError, match=message):
+            compiler.simulate(model, count=1, build_dir=tmp_path / "sim", **kwargs)
+
+
+def test_build_the_overlay_is_the_commands(model, tmp_path, monkeypatch):
+    """``overlay=True`` hands ``build --overlay``'s configuration to its flow (the tools are not run here:
+    ``tests/test_overlay_build.py`` covers the flow); its options without it are refused."""
+    from compiler.flows import overlay
+    seen = {}
+
+    def run(config):
+        seen["config"] = config
+        raise compiler.UserError("stopped before synthesis")
+    monkeypatch.setattr(overlay, "run", run)
+    with pytest.raises(compiler.UserError, match="stopped before synthesis"):
+        compiler.build(model, "ulx3s", overlay=True, cache=tmp_path / "cache", seed=2)
+    c = seen["config"]
+    assert (c.board, c.seed, c.clock_mhz, c.cache, c.standalone) == ("ulx3s", 2, overlay.DEFAULT_CLOCK_MHZ,
+                                                                      tmp_path / "cache", False)
+    with pytest.raises(compiler.UserError, match="standalone is for overlay builds"):
+        compiler.build(model, "ulx3s", standalone=True)
