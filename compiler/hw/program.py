@@ -761,10 +761,10 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
     # with an external memory, weights that do not fit the store stream (each tile's FETCHed into one half of it,
     # the halves in turn, right before the tile runs), and so do per-channel parameters that do not fit their
     # memories (the parameters of a run of layers per memory into one half of it)
-    groups = [_param_rows(layer, P) for layer in layers]
+    untiled = [_param_rows(layer, P) for layer in layers]
     total = sum(n_groups(l.desc.out_ch, P) * l.desc.in_ch for l in layers if l.weight is not None)
     stream_w = cfg.ext_depth > 0 and total > cfg.weight_depth
-    stream_p = cfg.ext_depth > 0 and any(sum(len(g.get(mem, ())) for g in groups) > cfg.param_depth
+    stream_p = cfg.ext_depth > 0 and any(sum(len(g.get(mem, ())) for g in untiled) > cfg.param_depth
                                          for mem in (Mem.MULT, Mem.BIAS, Mem.THETA))
     stream = stream_w or stream_p
     half, half_p = cfg.weight_depth // 2, cfg.param_depth // 2
@@ -792,7 +792,7 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
         ext_words += len(words)
         fetches[mem] += 1
 
-    groups = [_param_rows(layer, P) for layer in layers]
+    groups = [_param_rows(layer, P) for layer in layers]               # the tiles'
     segment_of: dict[tuple[Mem, int], tuple[int, int]] = {}      # (memory, first layer) -> the run it starts
     if stream_p:
         for mem in params:
@@ -816,20 +816,18 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
         if layer.weight is not None:
             w = _pack_rows(layer.weight, P)                     # [G, P, I]
             words = w.transpose(0, 2, 1).reshape(-1, P)          # word g*I + i, lane l = W[g*P+l, i]
-            if stream_w:
-                c.require("weight_depth", 2 * len(words), f"{d.name}'s {len(words):,} weight words, in each "
-                          "half of the store (streamed)")
-                if layer.weight is not fetched_weight:          # a token tile shares its layer's weights
-                    fetched_weight = layer.weight
+            if layer.weight is not fetched_weight:              # a token tile shares its layer's weights
+                fetched_weight = layer.weight
+                if stream_w:
+                    c.require("weight_depth", 2 * len(words), f"{d.name}'s {len(words):,} weight words, in each "
+                              "half of the store (streamed)")
                     at = (fetches[Mem.WEIGHTS] % 2) * half
                     fetch(f"{d.name}<", Mem.WEIGHTS, words, len(words), at)
-                ch["wbase"] = at
-            else:
-                if layer.weight is not fetched_weight:          # a token tile shares its layer's weights
-                    fetched_weight, at = layer.weight, sizes[Mem.WEIGHTS]
+                else:
+                    at = sizes[Mem.WEIGHTS]
                     weights.append(words)
                     sizes[Mem.WEIGHTS] += len(words)
-                ch["wbase"] = at
+            ch["wbase"] = at
         for mem, field_name in ((Mem.MULT, "mult_base"), (Mem.BIAS, "bias_base"), (Mem.THETA, "theta_base")):
             if mem not in groups[k]:
                 continue
