@@ -531,7 +531,8 @@ def make_report(b: OverlayBuild) -> dict:
         "package": spec.package,
         "speed_grade": spec.speed,
         "lanes": lanes,
-        "lanes_choice": ("given" if cfg.lanes is not None else f"the {spec.name}'s standard overlay"),
+        "lanes_choice": ("given" if cfg.lanes is not None else
+                         f"the {spec.name}'s {'SDRAM-streaming' if program.config.ext_depth else 'standard'} overlay"),
         "schedule": "overlay",
         "standalone": cfg.standalone,
         "overlay": {**overlay_config.describe(program.config),
@@ -558,7 +559,7 @@ def make_report(b: OverlayBuild) -> dict:
         "cycles_per_inference": cyc,
         "cycles_min": int(cycles.min()),
         "cycles_max": int(cycles.max()),
-        "cycles_from": "the descriptors' exact cycle formula (hdl.npu.overlay.descriptor_cycles) on the golden "
+        "cycles_from": "the descriptors' exact cycle formula (hdl.npu.overlay.program_cycles) on the golden "
                        "model's events of the samples" + ("; each FETCH at the SDRAM's measured rate (an estimate, "
                                                           "within 1%)" if program.ext is not None else ""),
         "latency_us": cyc / used,
@@ -586,6 +587,11 @@ def make_report(b: OverlayBuild) -> dict:
         "tools": info.get("tools", {}),
         "seconds": {**own, "overlay_build": info["seconds"]},
     }
+
+
+def _latency(us: float) -> str:
+    """A latency in microseconds, in ms or s where that reads better."""
+    return f"{us:.2f} us" if us < 10_000 else f"{us / 1e3:.1f} ms" if us < 10_000_000 else f"{us / 1e6:.2f} s"
 
 
 def _weights_line(w: dict) -> str:
@@ -623,7 +629,7 @@ def report_markdown(r: dict) -> str:
         f"({'met' if r['timing_met'] else 'NOT met'})",
         f"- cycles per inference: {r['cycles_per_inference']:,.0f} (min {r['cycles_min']:,}, max "
         f"{r['cycles_max']:,}; {r['samples']} samples from {r['samples_from']}; {r['cycles_from']})",
-        f"- at {r['clock_used_mhz']:g} MHz: {r['latency_us']:.2f} us per inference, "
+        f"- at {r['clock_used_mhz']:g} MHz: {_latency(r['latency_us'])} per inference, "
         f"{r['inferences_per_second']:,.0f} inferences/s",
         f"- synaptic operations: {r['synaptic_ops_per_inference']:,.0f} per inference, {r['ops_per_cycle']:.2f} "
         f"per cycle of the {r['ops_per_cycle_ceiling']}-lane ceiling ({r['lane_utilization']:.1%}); "
@@ -674,7 +680,7 @@ def print_summary(r: dict) -> None:
                     f"(bounds: compute {r['weights']['compute_cycles']:,.0f}, SDRAM "
                     f"{r['weights']['sdram_bound_cycles']:,.0f} cycles)"),
         ("cycles/inference", f"{r['cycles_per_inference']:,.0f} (exact formula on {r['samples']} samples)"),
-        ("latency", f"{r['latency_us']:.2f} us at {r['clock_used_mhz']:g} MHz "
+        ("latency", f"{_latency(r['latency_us'])} at {r['clock_used_mhz']:g} MHz "
                     f"({r['inferences_per_second']:,.0f} inferences/s)"),
         ("synaptic ops", f"{r['synaptic_ops_per_inference']:,.0f}/inference, {r['ops_per_cycle']:.2f}/cycle of "
                          f"{r['lanes']} ({r['fraction_of_ceiling']:.1%} of lanes x Fmax)"),
