@@ -25,7 +25,7 @@ import json
 import re
 import statistics
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from hdl.npu.isa import Config
@@ -58,6 +58,9 @@ def main(argv=None) -> int:
     p.add_argument("--bram-budget", type=float, default=None,
                    help="with --board: the configuration within this fraction of the device's DP16KD instead of "
                         "the standard BRAM_BUDGET (how routing depends on the block RAMs used)")
+    p.add_argument("--post-lanes", type=int, default=None,
+                   help="with --board: a post unit of this many lanes (a divisor of the lanes) instead of the "
+                        "standard one")
     p.add_argument("--seeds", default="1", help="nextpnr seeds, comma-separated (default: 1)")
     p.add_argument("--freq", type=float, default=200.0, help="nextpnr's target in MHz (default: 200)")
     p.add_argument("--workdir", default="build/overlay_fmax")
@@ -110,6 +113,10 @@ def _board(a, seeds: list[int]) -> int:
         overlay_config.BRAM_BUDGET = budget
         spec = get_board(a.board)
         config = overlay_config.board_config(spec.fit_totals, a.lanes, name=spec.device)
+        if a.post_lanes is not None:
+            if not 1 <= a.post_lanes <= config.lanes or config.lanes % a.post_lanes:
+                raise UserError(f"--post-lanes must divide the {config.lanes} lanes, not {a.post_lanes}")
+            config = replace(config, post_lanes=a.post_lanes)
     except (BoardError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -117,7 +124,7 @@ def _board(a, seeds: list[int]) -> int:
         overlay_config.BRAM_BUDGET = standard
     runs = []
     for seed in seeds:
-        work = Path(a.workdir) / f"{spec.name}-lanes{config.lanes}-bram{budget:g}-seed{seed}"
+        work = Path(a.workdir) / f"{spec.name}-lanes{config.lanes}-post{config.post_width}-bram{budget:g}-seed{seed}"
         print(f"seed {seed}: the {config.lanes}-lane overlay of the {spec.name} at {a.freq:g} MHz in {work} ...",
               file=sys.stderr, flush=True)
         top = _board_top(config, spec, a.freq, 3_000_000)

@@ -14,10 +14,12 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 DATA_WIDTH = 32
-#: Cycles from a read's ``re`` to its ``rdata``: the accelerator registers the address beside its read
-#: multiplexer, then selects among its registers in two steps (the multiplexer spans the die; in one cycle,
-#: and then from the bridge's address register, it was the board's critical path at 100 MHz).
-READ_LATENCY = 3
+#: Cycles from a read's ``re`` to its ``rdata``: the device registers the address beside its read
+#: multiplexer (the bridge's address register is across the die), reads, and registers what it read before
+#: it selects: the overlay's scratchpad words leave their block RAMs into a register
+#: (``hdl.npu.overlay.PEEK_LATENCY``), then a 32-bit chunk is chosen into ``rdata``. The one-engine-per-layer
+#: accelerator answers a cycle sooner and holds its answer (within the contract: the host waits for each).
+READ_LATENCY = 4
 
 
 class HostBusSignature(wiring.Signature):

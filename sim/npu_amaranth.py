@@ -10,7 +10,7 @@ from __future__ import annotations
 from amaranth.sim import Simulator
 
 from hdl.npu.isa import Bank, Mem, unpack_lanes
-from hdl.npu.overlay import EXT_LATENCY, Overlay
+from hdl.npu.overlay import EXT_LATENCY, PEEK_LATENCY, Overlay
 
 from .ext_memory import serve_reads
 
@@ -62,15 +62,16 @@ def run_overlay(config, images: dict, banks: dict, *, ext: list[int] | None = No
             got = []
             for addr in range(len(words)):
                 ctx.set(dut.peek_addr, addr)
-                await ctx.tick()
+                for _ in range(PEEK_LATENCY):
+                    await ctx.tick()
                 got.append(ctx.get(dut.peek_data))
             after[bank] = got
         ctx.set(dut.peek_mem, Mem.LOGITS)
         logits = []
         for k in range(config.classes):
             ctx.set(dut.peek_addr, k)
-            await ctx.tick()
-            await ctx.tick()
+            for _ in range(PEEK_LATENCY):
+                await ctx.tick()
             logits.append(unpack_lanes(ctx.get(dut.peek_data), 1, config.logit_bits, True)[0])
         out["banks"], out["logits"] = after, logits
 

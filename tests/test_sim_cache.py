@@ -11,7 +11,7 @@ import pytest
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from hdl.hostbus import HostBusSignature
+from hdl.hostbus import READ_LATENCY, HostBusSignature
 from sim import cache, verilator_host
 
 
@@ -89,7 +89,7 @@ def test_sources_and_tools_are_in_the_key(monkeypatch):
 
 
 def test_a_keyed_binary_is_found_without_generating_verilog(tmp_path, monkeypatch):
-    harness = verilator_host._HARNESS.replace("@READ_LATENCY@", "3")
+    harness = verilator_host._HARNESS.replace("@READ_LATENCY@", str(READ_LATENCY))
     digest = cache.key_digest((("host-bus", ("test", 7)), verilator_host.HARNESS_FLAGS), harness)
     entry = tmp_path / f"verilator-{digest}"
     entry.mkdir()

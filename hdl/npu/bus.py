@@ -16,10 +16,10 @@ With an external memory (``Config.ext_depth`` > 0) the bus also has the memory's
 16-bit writes each; while the FIFO holds any, the overlay's fetch waits for the port (so a program started
 after a load reads the image whole), else the fetch has it.
 
-Reads (:data:`hdl.hostbus.READ_LATENCY` = 3): the address is registered with ``re``; the next cycle it is on
-the peek port (held until the next read); the cycle after, the peek port's word (or a register) is cut to
-the chunk asked and registered into ``rdata``, which holds it until the next read. One read at a time (the
-UART bridge and the simulators' harnesses wait for each answer).
+Reads (:data:`hdl.hostbus.READ_LATENCY` = 4): the address is registered with ``re``; the next cycle it is on
+the peek port (held until the next read); :data:`hdl.npu.overlay.PEEK_LATENCY` = 2 cycles later the peek
+port's word (or a register) is cut to the chunk asked and registered into ``rdata``, which holds it until the
+next read. One read at a time (the UART bridge and the simulators' harnesses wait for each answer).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..hostbus import READ_LATENCY, HostBusSignature
 from .isa import Config, Mem
-from .overlay import EXT_WORD_BITS, Overlay, ext_address_bits
+from .overlay import EXT_WORD_BITS, PEEK_LATENCY, Overlay, ext_address_bits
 from .regmap import (CTRL_START, EXT_FIFO_DEPTH, MAGIC, REG_CONFIG, REG_CTRL, REG_CYCLES, REG_EXT_ADDR,
                      REG_EXT_CRC, REG_EXT_ID, REG_EXT_STATUS, REG_MAGIC, REG_PC, REG_STATUS, AddressMap,
                      config_hash)
@@ -80,7 +80,7 @@ class OverlayBus(wiring.Component):
         return self.map.config
 
     def elaborate(self, platform):
-        assert READ_LATENCY == 3
+        assert READ_LATENCY == 1 + PEEK_LATENCY + 1
         m = Module()
         amap, bus = self.map, self.bus
         m.submodules.overlay = ov = self.overlay
@@ -134,10 +134,10 @@ class OverlayBus(wiring.Component):
             m.d.sync += staging.word_select(w_chunk, 32).eq(w_data)
         ext_registers = self._external(m, w_data, w_ext["addr"], w_ext["data"], w_ext["id"]) if w_ext else ()
 
-        # -- reads: address (cycle 0) -> peek port (cycle 1) -> chunk or register into rdata (cycle 2) ------
+        # -- reads: address (cycle 0) -> peek port (cycle 1) -> its word, chunk or register into rdata (cycle 3)
         raddr = Signal.like(bus.addr, name="raddr")
-        re1, re2 = Signal(), Signal()
-        m.d.sync += [re1.eq(bus.re), re2.eq(re1)]
+        re1, re2, re3 = Signal(), Signal(), Signal()
+        m.d.sync += [re1.eq(bus.re), re2.eq(re1), re3.eq(re2)]
         with m.If(bus.re):
             m.d.sync += raddr.eq(bus.addr)
         rregion, roffset = raddr[shift:], raddr[:shift]
@@ -156,7 +156,7 @@ class OverlayBus(wiring.Component):
                     padded = Cat(ov.peek_data[:amap.word_bits[mem]], Const(0, 32 << amap.chunk_bits[mem]))
                     m.d.comb += [ov.peek_mem.eq(mem), ov.peek_addr.eq(word), answer.eq(padded.word_select(chunk, 32))]
         rdata = Signal(32)
-        with m.If(re2):
+        with m.If(re3):
             m.d.sync += rdata.eq(answer)
         m.d.comb += bus.rdata.eq(rdata)
         return m

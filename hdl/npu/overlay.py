@@ -9,8 +9,9 @@ cycle and the post unit posts one per cycle; a word of events costs two cycles m
 Per MATMUL descriptor, for every token ``n`` and step ``t`` (steps inner, so a neuron's membranes are those of
 one token's groups)::
 
-    LATCH    src0 word (t, n, gi) and the mask word (t, 0, gi), gi = 0 .. G_in - 1 (the read of the next word
-             is issued while this one's events run)
+    LATCH    src0 word (t, n, gi) and the mask word (t, 0, gi), gi = 0 .. G_in - 1 (every bank word is
+             registered as it leaves its block RAM: the read of a word is issued as the word before it
+             is latched, and goes on while that one's events run)
     SCAN     each non-zero lane l of it, lowest first, is an event (i = gi * P + l, level):
     UPDATE   acc[go] += level * weights[wbase + go * I + i] for go = 0 .. G_out - 1, one group per cycle; the
              next event is picked in the last group's cycle
@@ -25,8 +26,8 @@ first group ``g0``, lanes outside the head masked): first, for every step and to
 event ``q[i]`` adds ``level * KV[i, go]`` into ``acc[go]``. COSPIKE adds ``src0 * src1`` lane by lane into
 ``acc[g]`` over every token, per step, then posts once.
 
-Cycles of a MATMUL frame: ``2 G_in`` (words) + ``G_out`` per event + ``G_out`` (post) + 3, plus a few per
-descriptor: they grow with the spikes (:func:`descriptor_cycles`).
+Cycles of a MATMUL frame: ``2 G_in`` (words) + ``G_out`` per event + ``G_out`` (post) + 4 + DRAIN, plus a few
+per descriptor: they grow with the spikes (:func:`descriptor_cycles`).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from ..sdram.litedram import STREAM_OVERHEAD, STREAM_WORDS_PER_CYCLE
 from .isa import (DESCRIPTOR_WORDS, EXT_ALIGN, EXT_WORD_BITS, FETCH_TARGETS, WORD_BITS, Bank, Config, Kind, Mem, Post,
                   descriptor_layout, fetch_ratio, fetch_rows, row_layout)
 
-__all__ = ["Overlay", "descriptor_cycles", "fetch_time", "program_cycles", "POST_FLUSH", "ExtTiming", "IDEAL",
-           "SDRAM"]
+__all__ = ["Overlay", "descriptor_cycles", "fetch_time", "program_cycles", "POST_FLUSH", "PEEK_LATENCY",
+           "ExtTiming", "IDEAL", "SDRAM"]
 
 #: The post unit's pipeline: the stage that writes (read at 0), and the cycles from a descriptor's last post
 #: read to the next descriptor's fetch.
@@ -53,6 +54,8 @@ POST_STAGES = 8
 POST_FLUSH = POST_STAGES - 1
 #: Cycles a frame waits after its last update is issued (the accumulate pipeline's depth but one).
 DRAIN = 3
+#: Cycles from the peek port's address to its word (a bank word is registered as it leaves the block RAM).
+PEEK_LATENCY = 2
 
 
 #: Cycles from a read's command to its word in the simulated external memory (``sim.npu_amaranth``), which
@@ -101,12 +104,13 @@ def descriptor_cycles(d, config: Config, events: float = 0, ext: ExtTiming = IDE
     Fetch and dispatch ``DESCRIPTOR_WORDS + 2`` (a FETCH's whole cost: its fetch runs beside the descriptors
     after it, :func:`program_cycles` counts the waits for it), and ``POST_FLUSH`` for the last posts to leave the post unit's
     pipeline (but END). A frame ends with ``DRAIN`` cycles for its last update. MATMUL, per frame (token and
-    step): 3 + DRAIN, and ``2`` per src0 word (its read is issued while the previous word's events run), post
+    step): 4 + DRAIN (two to read its first word), and ``2`` per src0 word (its read is issued as the previous
+    word is latched), post
     ``G_out`` (once for a reduction); ``G_out`` per event. ELEMENTWISE, per frame: one per word, post
     ``G_out``, 2 + DRAIN, and a neuron's frame of a later time step waits ``POST_STAGES - 2 - DRAIN - G_in``
     (if positive) for the previous step's posts to reach its membranes. LINEAR_ATTENTION: clear the K^T V
-    store (``T C S`` words, ``S`` = ``head_span``), per token and step ``2 + DRAIN + 2 S heads`` for the k
-    pass and ``3 + DRAIN + 2 S heads + G_out`` for the q pass, and ``S`` per event. COSPIKE, per step: ``4``
+    store (``T C S`` words, ``S`` = ``head_span``), per token and step ``3 + DRAIN + 2 S heads`` for the k
+    pass and ``4 + DRAIN + 2 S heads + G_out`` for the q pass, and ``S`` per event. COSPIKE, per step: ``4``
     per word of every token, post ``G``, 2 + DRAIN."""
     if d.kind == Kind.END:
         return DESCRIPTOR_WORDS + 2
@@ -120,7 +124,7 @@ def descriptor_cycles(d, config: Config, events: float = 0, ext: ExtTiming = IDE
     if d.kind == Kind.LINEAR_ATTENTION:
         span = d.head_span
         words = 2 * span * d.heads
-        return (fetch + d.steps * d.in_ch * span + frames * (2 + DRAIN + words) + frames * (3 + DRAIN + words + posted)
+        return (fetch + d.steps * d.in_ch * span + frames * (3 + DRAIN + words) + frames * (4 + DRAIN + words + posted)
                 + events * span)
     if d.kind == Kind.COSPIKE:
         return fetch + d.steps * (4 * d.tokens * g_in + posted + 2 + DRAIN)
@@ -129,7 +133,7 @@ def descriptor_cycles(d, config: Config, events: float = 0, ext: ExtTiming = IDE
         wait = max(0, POST_STAGES - 2 - DRAIN - g_in) if d.post == Post.NEURON else 0
         return fetch + frames * (g_in + posted + 2 + DRAIN) + d.tokens * (d.steps - 1) * wait
     posts = 1 if d.reduce else frames
-    return fetch + frames * (3 + DRAIN + 2 * g_in) + posts * posted + events * g_out
+    return fetch + frames * (4 + DRAIN + 2 * g_in) + posts * posted + events * g_out
 
 
 def fetch_time(d, config: Config, ext: ExtTiming = IDEAL) -> float:
@@ -189,7 +193,8 @@ class Overlay(wiring.Component):
         Write ``load_data`` at ``load_addr`` of memory ``load_mem`` (:class:`Mem`) while not busy; program
         memory words are :data:`WORD_BITS` wide (descriptor k at ``k * DESCRIPTOR_WORDS``).
     peek_mem, peek_addr : In; peek_data : Out
-        Read a scratchpad word, or a logit, the cycle after the address is given (while not busy).
+        Read a scratchpad word, or a logit, :data:`PEEK_LATENCY` cycles after the address is given (while not
+        busy).
 
     ``images`` (optional, ``{Mem: words}`` as ``compiler.hw.program.Program.images`` gives them) are the initial
     contents of those memories: a bitstream that boots into a program (``build --overlay --standalone``).
@@ -320,11 +325,11 @@ class Overlay(wiring.Component):
         # the word after gi (the next head's first after a head's last): its read is issued while gi's events
         # are processed, so that it is there when they are done
         # (the next word is Mux(fresh, 0, Mux(gi < gi_last, gi + 1, he_g)), kept in a register: its inputs move
-        # only in LATCH, which sets it, and in a restart of the heads, which clears it with fresh)
+        # only in lead, which sets it, and in a restart of the heads, which clears it with fresh)
         nxt_gi = Signal(16)
-        g_last_r = Signal(12)              # g_last one cycle late: it moves in LATCH or a restart, never read next
+        g_last_r = Signal(12)              # g_last one cycle late: it moves in lead or a restart, never read next
         m.d.sync += g_last_r.eq(g_last)
-        # for LATCH, one cycle late (LATCH is never next to LATCH, nor to a restart): gi is the head's last word;
+        # for lead, one cycle late (lead is never next to lead, nor to a restart): gi is the head's last word;
         # the next head's last word
         at_head_end, he_last = Signal(), Signal(16)
         m.d.sync += [at_head_end.eq(gi >= gi_last), he_last.eq(he_g + span - 1)]
@@ -426,39 +431,46 @@ class Overlay(wiring.Component):
         for b in banks:
             m.d.comb += [rd_a[b].addr.eq(pa_addr), rd_b[b].addr.eq(Mux(self.busy, pb_addr, self.peek_addr))]
 
-        def lanes_of(port_by_bank, bank_sel, as_signed):
-            return lanes_of_words({b: p.data for b, p in port_by_bank.items()}, bank_sel, as_signed)
+        # every bank word is registered as it leaves the block RAM (no logic after a DP16KD's slow output): its
+        # users take it two cycles after its address
+        qa = {b: _data(len(p.data), name=f"{b.name.lower()}_qa") for b, p in rd_a.items()}
+        qb = {b: _data(len(p.data), name=f"{b.name.lower()}_qb") for b, p in rd_b.items()}
+        m.d.sync += [*(qa[b].eq(rd_a[b].data) for b in banks), *(qb[b].eq(rd_b[b].data) for b in banks)]
 
         def lanes_of_words(word_by_bank, bank_sel, as_signed):
             spk = _lanes(word_by_bank[Bank.SPIKES], P, bits[Bank.SPIKES], False)
             wid = _lanes(word_by_bank[Bank.WIDE], P, bits[Bank.WIDE], as_signed)
             return [Mux(bank_sel == Bank.WIDE, w, s) for s, w in zip(spk, wid)]
 
-        src0_vals = lanes_of(rd_a, desc.src0_bank, True)       # ELEMENTWISE and COSPIKE values (signed if wide)
+        src0_vals = lanes_of_words(qa, desc.src0_bank, True)       # ELEMENTWISE and COSPIKE values (signed if wide)
         ev_bank = Mux(phase_k, desc.src1_bank, desc.src0_bank)
-        ev_lvls = [Mux(ev_bank == Bank.WIDE, rd_a[Bank.WIDE].data[l * c.wide_bits:][:c.event_bits].as_signed(),
-                       rd_a[Bank.SPIKES].data[l * c.spike_bits:][:c.spike_bits]) for l in range(P)]
+        ev_lvls = [Mux(ev_bank == Bank.WIDE, qa[Bank.WIDE][l * c.wide_bits:][:c.event_bits].as_signed(),
+                       qa[Bank.SPIKES][l * c.spike_bits:][:c.spike_bits]) for l in range(P)]
         # LATCH registers the word's levels and its live lanes (a level, in the head it is read for, not masked
-        # out: the bank's choice and a comparison after the banks' outputs); SCAN picks its events from them
-        mask_bits = [v != 0 for v in lanes_of(rd_b, desc.src2_bank, False)]
-        src1_vals = lanes_of(rd_a, desc.src1_bank, True)
-        b_vals = lanes_of(rd_b, desc.src1_bank, True)           # COSPIKE's second operand
-        v_vals = lanes_of(rd_b, desc.src2_bank, True)           # the k pass's v word
+        # out: the bank's choice and a comparison after the banks' registered words); SCAN picks its events
+        mask_bits = [v != 0 for v in lanes_of_words(qb, desc.src2_bank, False)]
+        src1_vals = lanes_of_words(qa, desc.src1_bank, True)
+        b_vals = lanes_of_words(qb, desc.src1_bank, True)           # COSPIKE's second operand
+        v_vals = lanes_of_words(qb, desc.src2_bank, True)           # the k pass's v word
 
-        m.d.comb += self.peek_data.eq(Mux(self.peek_mem == Mem.WIDE, rd_b[Bank.WIDE].data, rd_b[Bank.SPIKES].data))
+        # the peek port: the word two cycles after its address (registered, as every bank word)
+        peek_mem = Signal.like(self.peek_mem)
+        m.d.sync += peek_mem.eq(self.peek_mem)
+        m.d.comb += self.peek_data.eq(Mux(peek_mem == Mem.WIDE, qb[Bank.WIDE], qb[Bank.SPIKES]))
         # the logits: the post unit's words (logit k is lane k % Q of word k // Q), written by a LOGITS post
         logits = Memory(shape=unsigned(Q * c.logit_bits), depth=max(-(-c.classes // Q), 2), init=[])
         m.submodules.logits = logits
         logit_rd, logit_wr = logits.read_port(transparent_for=()), logits.write_port()
-        peek_lane = Signal(range(max(Q, 2)))
+        peek_lane, peek_lane2 = Signal(range(max(Q, 2))), Signal(range(max(Q, 2)))
         if Q & (Q - 1) == 0:              # a power of two: the address's bits (a divider otherwise)
             logit_word, logit_lane = self.peek_addr[Q.bit_length() - 1:], self.peek_addr[:Q.bit_length() - 1]
         else:
             logit_word, logit_lane = self.peek_addr // Q, self.peek_addr % Q
         m.d.comb += logit_rd.addr.eq(logit_word)
-        m.d.sync += peek_lane.eq(logit_lane)
-        with m.If(self.peek_mem == Mem.LOGITS):
-            m.d.comb += self.peek_data.eq(Array(_lanes(logit_rd.data, Q, c.logit_bits, True))[peek_lane])
+        logit_q = _data(len(logit_rd.data))
+        m.d.sync += [peek_lane.eq(logit_lane), peek_lane2.eq(peek_lane), logit_q.eq(logit_rd.data)]
+        with m.If(peek_mem == Mem.LOGITS):
+            m.d.comb += self.peek_data.eq(Array(_lanes(logit_q, Q, c.logit_bits, True))[peek_lane2])
 
         # --- the accumulate pipeline ------------------------------------------------------------------
         # I issue the operand's read (weight word, v word, K^T V word) and the K^T V target's | D the words
@@ -489,7 +501,7 @@ class Overlay(wiring.Component):
         x_valid, x_kv, x_attn, x_level, x_mask = Signal(), Signal(), Signal(), _data(lw), _data(P)
         x_addr = Signal.like(d_addr)
         x_w, x_kvd = _data(P * c.weight_bits), _data(P * c.kv_bits)      # the block RAMs' words, registered
-        x_v = [_data(signed(c.wide_bits + 1), name=f"x_v{l}") for l in range(P)]
+        x_v = v_vals                       # the v word, registered as it left its bank (at X)
         m_valid, m_kv, m_level, m_addr = Signal(), Signal(), _data(signed(lw)), Signal.like(d_addr)
         m_op = [_data(signed(ow), name=f"m_op{l}") for l in range(P)]
         m_old = _data(P * c.kv_bits)
@@ -500,7 +512,6 @@ class Overlay(wiring.Component):
                      d_addr.eq(Mux(phase_k, kv_row, go)), d_mask.eq(Cat(*in_head(go))),
                      x_valid.eq(d_valid), x_kv.eq(d_kv), x_attn.eq(d_attn), x_level.eq(d_level), x_addr.eq(d_addr),
                      x_mask.eq(d_mask), x_w.eq(w_rd.data), x_kvd.eq(kv_rd.data),
-                     *(x.eq(v) for x, v in zip(x_v, v_vals)),
                      m_valid.eq(x_valid), m_kv.eq(x_kv), m_level.eq(x_level), m_addr.eq(x_addr), m_old.eq(x_kvd),
                      a_valid.eq(m_valid), a_kv.eq(m_kv), a_addr.eq(m_addr), a_old.eq(m_old)]
         m.d.comb += [w_rd.addr.eq(w_addr), kv_rd.addr.eq(kv_row)]
@@ -519,10 +530,10 @@ class Overlay(wiring.Component):
         # ELEMENTWISE's copy: read (gi) | the word registered | written into acc (within the frame's DRAIN)
         # (MAXPOOL: the window's word, 0 outside the grid, into its group wgc as the lanes' maximum)
         copy_issue, copy_read, copy_valid, copy_g1, copy_g = Signal(), Signal(), Signal(), Signal(12), Signal(12)
-        copy_in1 = Signal()
+        copy_in1, copy_in2 = Signal(), Signal()
         copy_next = Mux(windowed, wgc, gi)
         m.d.sync += [copy_read.eq(copy_issue), copy_g1.eq(copy_next), copy_valid.eq(copy_read),
-                     copy_g.eq(copy_g1), copy_in1.eq(~windowed | in_grid)]
+                     copy_g.eq(copy_g1), copy_in1.eq(~windowed | in_grid), copy_in2.eq(copy_in1)]
         maxpool = desc.kind == Kind.MAXPOOL
         co_add = Signal()              # in CO_ADD: a register set in CO_MUL, so no state decode before the address
         # CO_ADD's loop conditions, one cycle late (gi and n move only in CO_ADD, which comes 3 cycles after)
@@ -531,11 +542,8 @@ class Overlay(wiring.Component):
         m.d.sync += co_add.eq(0)
         post_clear = Signal()          # the post unit's P1: acc[go1] read (its last step), cleared
         post_go1 = Signal(12)
-        copy_lanes = [_data(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]
-        m.d.sync += [x.eq(Mux(copy_in1, v, 0)) for x, v in zip(copy_lanes, src0_vals)]
-        co_x = [Signal.like(v, name=f"co_x{l}", reset_less=True) for l, v in enumerate(src0_vals)]
-        co_y = [Signal.like(v, name=f"co_y{l}", reset_less=True) for l, v in enumerate(b_vals)]
-        m.d.sync += [x.eq(v) for x, v in zip(co_x + co_y, src0_vals + b_vals)]
+        copy_lanes = [Mux(copy_in2, v, 0) for v in src0_vals]            # the word at copy_valid
+        co_x, co_y = src0_vals, b_vals                                     # both words, at CO_MUL
         co_p = [_data(signed(len(x) + len(y)), name=f"co_p{l}") for l, (x, y) in enumerate(zip(co_x, co_y))]
         m.d.sync += [p_.eq(x * y) for p_, x, y in zip(co_p, co_x, co_y)]       # CO_MUL: the product registered
         co_sums = Cat(*((a + p_)[:c.acc_bits] for a, p_ in zip(acc_old, co_p)))
@@ -555,7 +563,8 @@ class Overlay(wiring.Component):
                      kv_wr.data.eq(Mux(kv_clr, 0, Cat(*(x[:c.kv_bits] for x in sums))))]
 
         # --- the post unit: a pipeline of Q lanes (one step of a group) per cycle --------------------------
-        # P0 read parameters, membrane, residual (go) | P1 the words registered, acc[go] read (and cleared) |
+        # P0 read parameters, membrane, residual (go) | P1 the words registered (the residual's at P2, as every
+        # bank word), acc[go] read (and cleared) |
         # P2 acc * mult | P3 z = + bias | P4 V - (V >> leak), z >> shift | P5 H = + z, saturate |
         # P6 count thresholds, the residual add | P7 its saturation, the output | P8 write
         mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
@@ -599,7 +608,7 @@ class Overlay(wiring.Component):
             """The Q of a group's P values that step pr[k] (stage Pk) computes."""
             return [Array(values[r * Q + l] for r in range(R))[pr[k]] if R > 1 else values[l] for l in range(Q)]
         # the accumulators' word is read at P1 (acc_ra is go of P0; the accumulate pipeline is drained by then)
-        acc_p1, src1_q = step_lanes(acc_now, 1), step_lanes(src1_vals, 1)
+        acc_p1, src1_q = step_lanes(acc_now, 1), step_lanes(src1_vals, 2)     # the residual's word at P2
         th_bits = Q * c.levels * c.theta_bits
         count_stage = 6                  # P6 compares the membrane with the thresholds
         th = _data(th_bits, name="post_theta")            # at P6: read at P4, the block RAM's word at P5
@@ -611,14 +620,13 @@ class Overlay(wiring.Component):
                                       _data(signed(c.bias_bits), name=f"bias{l}"),
                                       _data(signed(c.post_bits), name=f"vm1_{l}"),
                                       _data(signed(c.wide_bits + 1), name=f"res1_{l}"))
-            acc1, mult1, bias0, vm0, res0 = (_data(signed(c.acc_bits), name=f"acc1_{l}"),
-                                             _data(signed(c.mult_bits), name=f"mult1_{l}"),
-                                             _data(signed(c.bias_bits), name=f"bias0_{l}"),
-                                             _data(signed(c.post_bits), name=f"vm0_{l}"),
-                                             _data(signed(c.wide_bits + 1), name=f"res0_{l}"))
+            acc1, mult1, bias0, vm0 = (_data(signed(c.acc_bits), name=f"acc1_{l}"),
+                                       _data(signed(c.mult_bits), name=f"mult1_{l}"),
+                                       _data(signed(c.bias_bits), name=f"bias0_{l}"),
+                                       _data(signed(c.post_bits), name=f"vm0_{l}"))
             m.d.sync += [acc1.eq(acc_p1[l]), mult1.eq(mult_l[l]), bias0.eq(bias_l[l]),
-                         vm0.eq(Mux(t == 0, 0, v_l[l])), res0.eq(src1_q[l])]
-            m.d.sync += [prod.eq(acc1 * mult1), bias1.eq(bias0), vm1.eq(vm0), res1.eq(res0)]
+                         vm0.eq(Mux(t == 0, 0, v_l[l]))]
+            m.d.sync += [prod.eq(acc1 * mult1), bias1.eq(bias0), vm1.eq(vm0), res1.eq(src1_q[l])]
             z, vm2, res2 = (_data(signed(c.post_bits), name=f"z{l}"), Signal.like(vm1, name=f"vm2_{l}"),
                             Signal.like(res1, name=f"res2_{l}"))
             m.d.sync += [z.eq(prod + bias1), vm2.eq(vm1), res2.eq(res1)]
@@ -707,6 +715,36 @@ class Overlay(wiring.Component):
                          kv_row.eq(kv_word + one_of(lane_span)), live.eq(live_now & ~onehot)]
             m.next = "UPDATE"
 
+        # the word latched next: its lanes in the head it is read for, and whether it is inside the grid (a
+        # window's tap), set as it becomes the word latched next (lead)
+        word_used, word_grid = Signal(P), Signal()
+
+        def lead():
+            """Into LATCH, whose word's read was issued two cycles before (the read of the next word, gi' =
+            nxt_gi, goes on for it): that word's head, K^T V row, weight base and tap are set here, and the read
+            of the word after it is issued."""
+            advance = ~fresh & attn & at_head_end
+            # the lanes of the head the word is read for: this one's or the next one's, both compared
+            used = [Mux(advance, a, b) for a, b in zip(in_head(nxt_gi, he_g, he_l, nhe_g, nhe_l),
+                                                       in_head(nxt_gi, hs_g, hs_l, he_g, he_l))]
+            m.d.sync += [word_used.eq(Cat(*used)), word_grid.eq(~windowed | in_grid), fresh.eq(0)]
+            # the word after this one, from the head bounds this cycle leaves
+            more = Mux(advance, nxt_gi < he_last, nxt_gi < gi_last)
+            m.d.sync += nxt_gi.eq(Mux(more, nxt_gi + 1, Mux(advance, nhe_g, he_g)))
+            with m.If(fresh):
+                m.d.sync += [kv_word.eq(kv_tbase), kv_he.eq(kv_tbase + hg_pspan)]
+            with m.Elif(advance):
+                n3_g, n3_l, n3_c = plus_head(nhe_g, nhe_l)
+                m.d.sync += [h.eq(h + 1), hs_g.eq(he_g), hs_l.eq(he_l), he_g.eq(nhe_g), he_l.eq(nhe_l),
+                             nhe_g.eq(n3_g), nhe_l.eq(n3_l), nhe_carry.eq(n3_c), gi_last.eq(he_g + span - 1),
+                             kv_word.eq(kv_he), kv_he.eq(kv_he + hg_pspan + Mux(nhe_carry, pspan, 0))]
+            with m.Else():
+                m.d.sync += kv_word.eq(kv_word + pspan)
+            m.d.sync += [gi.eq(nxt_gi), w_gbase.eq(desc.wbase + nxt_gi * P)]
+            with m.If(windowed):
+                window_step()
+            m.next = "LATCH"
+
         def frame(how: str):
             """Start a frame (token ``n``, step ``t``; ``how`` it moved, for the window: "reset", "t+1", "n+1"):
             its first word, its copy, or its COSPIKE sum."""
@@ -777,32 +815,16 @@ class Overlay(wiring.Component):
                     with m.If(kv_t + 1 >= desc.steps):
                         m.next = "FIRST"
             with m.State("FIRST"):
-                m.next = "LATCH"                   # the frame's first src0 (k) and mask words arrive next cycle
+                m.next = "LEAD"                    # the frame's first src0 (k) and mask words are read
+            with m.State("LEAD"):
+                lead()
             with m.State("LATCH"):
-                # the word's events: masked (MATMUL's mask), and to the head it is read for
-                advance = ~fresh & attn & at_head_end
-                # the lanes of the head the word is read for: this one's or the next one's, both compared
-                used = [Mux(advance, a, b) for a, b in zip(in_head(nxt_gi, he_g, he_l, nhe_g, nhe_l),
-                                                           in_head(nxt_gi, hs_g, hs_l, he_g, he_l))]
-                word_in = Mux(~windowed | in_grid, Cat(*(lv.as_unsigned()[:lw] for lv in ev_lvls)), 0)
-                m.d.sync += [pending.eq(word_in), fresh.eq(0),
+                # the word's events (its words registered as they left the banks): masked (MATMUL's mask), and
+                # to the head it is read for (lead)
+                word_in = Mux(word_grid, Cat(*(lv.as_unsigned()[:lw] for lv in ev_lvls)), 0)
+                m.d.sync += [pending.eq(word_in),
                              word_live.eq(Cat(*(u & (~desc.mask | mb) & (word_in[l * lw:(l + 1) * lw] != 0)
-                                                for l, (u, mb) in enumerate(zip(used, mask_bits)))))]
-                # the word after this one (gi' = nxt_gi), from the head bounds this cycle leaves
-                more = Mux(advance, nxt_gi < he_last, nxt_gi < gi_last)
-                m.d.sync += nxt_gi.eq(Mux(more, nxt_gi + 1, Mux(advance, nhe_g, he_g)))
-                with m.If(fresh):
-                    m.d.sync += [kv_word.eq(kv_tbase), kv_he.eq(kv_tbase + hg_pspan)]
-                with m.Elif(advance):
-                    n3_g, n3_l, n3_c = plus_head(nhe_g, nhe_l)
-                    m.d.sync += [h.eq(h + 1), hs_g.eq(he_g), hs_l.eq(he_l), he_g.eq(nhe_g), he_l.eq(nhe_l),
-                                 nhe_g.eq(n3_g), nhe_l.eq(n3_l), nhe_carry.eq(n3_c), gi_last.eq(he_g + span - 1),
-                                 kv_word.eq(kv_he), kv_he.eq(kv_he + hg_pspan + Mux(nhe_carry, pspan, 0))]
-                with m.Else():
-                    m.d.sync += kv_word.eq(kv_word + pspan)
-                m.d.sync += [gi.eq(nxt_gi), w_gbase.eq(desc.wbase + nxt_gi * P)]
-                with m.If(windowed):
-                    window_step()
+                                                for l, (u, mb) in enumerate(zip(word_used, mask_bits)))))]
                 m.next = "SCAN"
             with m.State("SCAN"):
                 m.d.comb += scanning.eq(1)
@@ -811,7 +833,7 @@ class Overlay(wiring.Component):
                 with m.Elif(last_word):
                     m.next = "DRAIN_A"
                 with m.Else():
-                    m.next = "LATCH"
+                    lead()
             with m.State("UPDATE"):
                 m.d.comb += issue.eq(1)
                 m.d.sync += [go.eq(go + 1), w_addr.eq(w_addr + desc.in_ch), kv_row.eq(kv_row + 1)]
@@ -821,7 +843,7 @@ class Overlay(wiring.Component):
                     with m.Elif(last_word):
                         m.next = "DRAIN_A"
                     with m.Else():
-                        m.next = "LATCH"
+                        lead()
             with m.State("DRAIN_A"):
                 m.next = "DRAIN_X"                 # the accumulate pipeline's last update reaches its A stage
             with m.State("DRAIN_X"):
@@ -860,7 +882,7 @@ class Overlay(wiring.Component):
                     m.d.sync += gi.eq(0)
                     m.next = "DRAIN_A"
             with m.State("CO_READ"):
-                m.next = "CO_LATCH"                # both words arrive next cycle, registered
+                m.next = "CO_LATCH"                # both words leave the banks next cycle, registered
             with m.State("CO_LATCH"):
                 m.next = "CO_MUL"
             with m.State("CO_MUL"):

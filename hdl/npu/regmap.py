@@ -45,7 +45,7 @@ board's SDRAM) has five more registers and a write window in region 0, through w
 * :data:`REG_EXT_ID` read and write: the identifier of the image in the memory, which the host writes after
   a load whose CRC it checked, and compares before a run (0: none; power-up and :data:`REG_EXT_ADDR` clear it).
 
-Reads answer :data:`hdl.hostbus.READ_LATENCY` cycles after ``re`` and may be issued back to back.
+Reads answer :data:`hdl.hostbus.READ_LATENCY` cycles after ``re``, one at a time (the host waits for each).
 """
 
 from __future__ import annotations
