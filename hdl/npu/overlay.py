@@ -678,15 +678,19 @@ class Overlay(wiring.Component):
         m.d.comb += [logit_wr.en.eq(post_write & (desc.post == Post.LOGITS)),
                      logit_wr.addr.eq(stepped(post_go, post_step)),
                      logit_wr.data.eq(Cat(*(y[:c.logit_bits] for y in ys)))]
-        post_busy = Cat(*valid[1:W]).any()       # writes still to come after this cycle
+        # writes still to come after this cycle (valid[1:W] any), registered from the stages before them: the
+        # post unit lies across the die from the sequencer, whose state it gates
+        post_busy = Signal()
+        m.d.sync += post_busy.eq(Cat(*valid[0:W - 1]).any())
 
         # --- the sequencer ------------------------------------------------------------------------------
         m.d.comb += [self.pc.eq(pc)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         # one cycle late: t and n move only where a frame ends or starts, never read in the next cycle
-        frame_end_t, frame_end_n = Signal(), Signal()
-        m.d.sync += [frame_end_t.eq(t + 1 == desc.steps), frame_end_n.eq((n + 1 == desc.tokens) | cospike)]
+        frame_end_t, frame_end_n, later_step = Signal(), Signal(), Signal()
+        m.d.sync += [frame_end_t.eq(t + 1 == desc.steps), frame_end_n.eq((n + 1 == desc.tokens) | cospike),
+                     later_step.eq((t != 0) & (desc.post == Post.NEURON))]
         n2_g, n2_l, n2_c = plus_head(desc.head_groups, desc.head_lanes)
         restart_heads = [h.eq(0), hs_g.eq(0), hs_l.eq(0), he_g.eq(desc.head_groups), he_l.eq(desc.head_lanes),
                          nhe_g.eq(n2_g), nhe_l.eq(n2_l), nhe_carry.eq(n2_c),
@@ -866,7 +870,7 @@ class Overlay(wiring.Component):
                         frame("reset")
                 with m.Elif(desc.reduce & ~(frame_end_t & frame_end_n)):
                     m.next = "NEXT_FRAME"
-                with m.Elif(post_busy & (t != 0) & (desc.post == Post.NEURON)):
+                with m.Elif(post_busy & later_step):
                     # the previous time step's posts are still in the pipeline: a membrane read now would miss
                     # their writes (an ELEMENTWISE frame of few groups is that short; descriptor_cycles counts it)
                     m.d.sync += go.eq(0)
