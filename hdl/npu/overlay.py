@@ -321,7 +321,10 @@ class Overlay(wiring.Component):
 
         g_first = Mux(attn, hs_g, 0)                               # groups an event updates
         g_last = Mux(attn, hs_g + span - 1, n_gout - 1)
-        last_word = (gi >= gi_last) & (~attn | (h + 1 >= desc.heads))
+        # gi is the frame's last word, one cycle late (gi, gi_last and h move only in lead and a restart, which
+        # SCAN and UPDATE, its readers, never follow)
+        last_word = Signal()
+        m.d.sync += last_word.eq((gi >= gi_last) & (~attn | (h + 1 >= desc.heads)))
         # the word after gi (the next head's first after a head's last): its read is issued while gi's events
         # are processed, so that it is there when they are done
         # (the next word is Mux(fresh, 0, Mux(gi < gi_last, gi + 1, he_g)), kept in a register: its inputs move
@@ -329,6 +332,7 @@ class Overlay(wiring.Component):
         nxt_gi = Signal(16)
         g_last_r = Signal(12)              # g_last one cycle late: it moves in lead or a restart, never read next
         m.d.sync += g_last_r.eq(g_last)
+        at_g_last = Signal()               # go >= g_last_r, set with go (UPDATE's last group of an event)
         # for lead, one cycle late (lead is never next to lead, nor to a restart): gi is the head's last word;
         # the next head's last word
         at_head_end, he_last = Signal(), Signal(16)
@@ -715,7 +719,8 @@ class Overlay(wiring.Component):
 
         def pick():
             """The lowest live event of the word becomes the one issued next, from its head's first group."""
-            m.d.sync += [level.eq(one_of(levels)), go.eq(g_first), w_addr.eq(w_gbase + lowest),
+            m.d.sync += [level.eq(one_of(levels)), go.eq(g_first), at_g_last.eq(g_first >= g_last_r),
+                         w_addr.eq(w_gbase + lowest),
                          kv_row.eq(kv_word + one_of(lane_span)), live.eq(live_now & ~onehot)]
             m.next = "UPDATE"
 
@@ -840,8 +845,9 @@ class Overlay(wiring.Component):
                     lead()
             with m.State("UPDATE"):
                 m.d.comb += issue.eq(1)
-                m.d.sync += [go.eq(go + 1), w_addr.eq(w_addr + desc.in_ch), kv_row.eq(kv_row + 1)]
-                with m.If(go >= g_last_r):
+                m.d.sync += [go.eq(go + 1), w_addr.eq(w_addr + desc.in_ch), kv_row.eq(kv_row + 1),
+                             at_g_last.eq(go + 1 >= g_last_r)]
+                with m.If(at_g_last):
                     with m.If(live.any()):
                         pick()
                     with m.Elif(last_word):
