@@ -614,7 +614,6 @@ class Overlay(wiring.Component):
         # the accumulators' word is read at P1 (acc_ra is go of P0; the accumulate pipeline is drained by then)
         acc_p1, src1_q = step_lanes(acc_now, 1), step_lanes(src1_vals, 2)     # the residual's word at P2
         th_bits = Q * c.levels * c.theta_bits
-        count_stage = 6                  # P6 compares the membrane with the thresholds
         th = _data(th_bits, name="post_theta")            # at P6: read at P4, the block RAM's word at P5
         m.d.sync += th.eq(theta_rd.data)
         th_w = _lanes(th, Q * c.levels, c.theta_bits, True)
@@ -646,15 +645,19 @@ class Overlay(wiring.Component):
             m.d.sync += [hm.eq(leaked + z3), res4.eq(res3),
                          rq.eq(Mux(desc.sat == 0, shifted,
                                    Mux(shifted > sat_hi, sat_hi, Mux(shifted < sat_lo, sat_lo, shifted))))]
-            # P6: the thresholds counted, the residual added | P7: the sum saturated, the output chosen | P8 written
-            count, hm6 = _data(range(c.levels + 1), name=f"count{l}"), Signal.like(hm, name=f"h6_{l}")
+            # P6: the thresholds compared, the residual added | P7: the comparisons counted, the sum saturated,
+            # the output chosen | P8 written
+            above, hm6 = _data(c.levels, name=f"above{l}"), Signal.like(hm, name=f"h6_{l}")
             added, rq6 = _data(signed(c.post_bits + 2), name=f"added{l}"), Signal.like(rq, name=f"rq6_{l}")
-            m.d.sync += [count.eq(sum((hm >= th_w[l * c.levels + k]).as_unsigned() for k in range(c.levels))),
+            # the comparisons registered, counted at P7 (their carry chains and the count's adds in one cycle
+            # were the 2-lane overlay's critical path at 95 MHz)
+            m.d.sync += [above.eq(Cat(*(hm >= th_w[l * c.levels + k] for k in range(c.levels)))),
                          hm6.eq(hm), added.eq(rq + res4), rq6.eq(rq)]
             res = Mux(added > add_hi, add_hi, Mux(added < add_lo, add_lo, added))
             y, v = _data(signed(c.post_bits + 1), name=f"y{l}"), _data(signed(c.post_bits), name=f"v{l}")
+            count = sum(above[k].as_unsigned() for k in range(c.levels))
             m.d.sync += [y.eq(Mux(desc.post == Post.NEURON, count, Mux(desc.add, res, rq6))),
-                         v.eq(Mux(count == 0, hm6, 0))]
+                         v.eq(Mux(above == 0, hm6, 0))]
             ys.append(y)
             vs.append(v)
         m.d.comb += [v_wr.addr.eq(stepped(post_go, post_step)),
