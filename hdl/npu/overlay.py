@@ -394,6 +394,8 @@ class Overlay(wiring.Component):
         cb, rb, ta, tx, ty = (Signal(signed(19), name=n_) for n_ in ("win_cb", "win_rb", "win_ta", "win_tx", "win_ty"))
         wgc, wdx = Signal(8), Signal(3)
         sx, sy = Signal(19), Signal(19)
+        ox_wrap = Signal()                 # ox + 1 == out_width, one cycle late (ox moves only as a frame starts)
+        m.d.sync += ox_wrap.eq(ox + 1 == desc.out_width)
         m.d.sync += [sx.eq(desc.conv_stride * desc.src0_nstep), sy.eq(desc.conv_stride * desc.conv_rowstep)]
         in_grid = (wy >= 0) & (wy < desc.in_height) & (wx >= 0) & (wx < desc.in_width)
 
@@ -410,7 +412,7 @@ class Overlay(wiring.Component):
                         *window_at(origin, pad, pad)]
             if how == "t+1":
                 return window_at(cb, ix0, iy0)
-            wrap = ox + 1 == desc.out_width
+            wrap = ox_wrap
             new_cb = Mux(wrap, rb + sy, cb + sx)
             new_x0 = Mux(wrap, -desc.conv_pad, ix0 + desc.conv_stride)
             new_y0 = Mux(wrap, iy0 + desc.conv_stride, iy0)
