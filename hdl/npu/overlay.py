@@ -341,13 +341,20 @@ class Overlay(wiring.Component):
         kv_cs = Signal(24)                 # words of one step of the K^T V store: in_ch * span
         kv_count = Signal(28)
         kv_in, kv_t = Signal(24), Signal(4)
-        kv_row = Signal(range(max(c.kv_depth, 2)))   # the K^T V word of (event, go): kv_word + lane * span + go - hs_g
+        # the K^T V word of (event, go), kv_word + lane * span + go - hs_g, and the weight word of (go, the event's
+        # channel), w_gbase + lane + go * in_ch: each the sum of a part that a pick sets from the lane (no add after
+        # the lowest lane's search) and a part that moves with go
+        kv_pick, kv_go = Signal(16), Signal(28)
+        kv_row = Signal(range(max(c.kv_depth, 2)))
+        m.d.comb += kv_row.eq(kv_go + kv_pick)
+        w_pick, w_go = Signal(range(max(P, 2))), Signal(20)
+        w_addr = Signal(20)
+        m.d.comb += w_addr.eq(w_go + w_pick)
         kv_word = Signal(28)               # kv_tbase + gi * P * span: row gi * P of the K^T V store
         kv_he = Signal(28)                 # kv_tbase + he_g * P * span
         pspan, hg_pspan = Signal(20), Signal(28)        # P * span, head_groups * P * span
         lane_span = Array(Signal(16, name=f"lane_span{l}") for l in range(P))   # l * span
         w_gbase = Signal(20)               # wbase + gi * P: the weight word of input channel gi * P in group 0
-        w_addr = Signal(20)                # the weight word of (go, the event's channel): w_gbase + lane + go * in_ch
         kv_tbase = Signal(28)              # t * kv_cs
 
         # --- scratchpad ports: A (src0 / k words, src1 in the post phase), B (mask / v / cospike's src1; the
@@ -705,13 +712,10 @@ class Overlay(wiring.Component):
                          nhe_g.eq(n2_g), nhe_l.eq(n2_l), nhe_carry.eq(n2_c),
                          gi_last.eq(Mux(attn, span - 1, (desc.in_ch + P - 1) // P - 1)), gi.eq(0), go.eq(0),
                          nxt_gi.eq(0)]
-        # the word's events (SCAN, from LATCH's registers; then the live register), the lowest one-hot
-        # (live & -live: a carry chain) and its index
-        scanning = Signal()
-        word_live = Signal(P)              # LATCH's: the word's events
-        live_now = Mux(scanning, word_live, live)
+        # the word's events still to issue (set by LATCH, each pick clears one), the lowest one-hot (live & -live:
+        # a carry chain straight from the register) and its index
         onehot = Signal(P)
-        m.d.comb += onehot.eq(live_now & (~live_now + 1))
+        m.d.comb += onehot.eq(live & (~live + 1))
         lowest = Signal(range(max(P, 2)))
         m.d.comb += lowest.eq(Cat(*(Cat(*(onehot[l] for l in range(P) if l >> k & 1)).any()
                                     for k in range(len(lowest)))) if P > 1 else 0)
@@ -725,8 +729,8 @@ class Overlay(wiring.Component):
         def pick():
             """The lowest live event of the word becomes the one issued next, from its head's first group."""
             m.d.sync += [level.eq(one_of(levels)), go.eq(g_first), at_g_last.eq(g_first >= g_last_r),
-                         w_addr.eq(w_gbase + lowest),
-                         kv_row.eq(kv_word + one_of(lane_span)), live.eq(live_now & ~onehot)]
+                         w_pick.eq(lowest), w_go.eq(w_gbase), kv_pick.eq(one_of(lane_span)), kv_go.eq(kv_word),
+                         live.eq(live & ~onehot)]
             m.next = "UPDATE"
 
         # the word latched next: its lanes in the head it is read for, and whether it is inside the grid (a
@@ -837,12 +841,11 @@ class Overlay(wiring.Component):
                 # to the head it is read for (lead)
                 word_in = Mux(word_grid, Cat(*(lv.as_unsigned()[:lw] for lv in ev_lvls)), 0)
                 m.d.sync += [pending.eq(word_in),
-                             word_live.eq(Cat(*(u & (~desc.mask | mb) & (word_in[l * lw:(l + 1) * lw] != 0)
-                                                for l, (u, mb) in enumerate(zip(word_used, mask_bits)))))]
+                             live.eq(Cat(*(u & (~desc.mask | mb) & (word_in[l * lw:(l + 1) * lw] != 0)
+                                           for l, (u, mb) in enumerate(zip(word_used, mask_bits)))))]
                 m.next = "SCAN"
             with m.State("SCAN"):
-                m.d.comb += scanning.eq(1)
-                with m.If(word_live.any()):
+                with m.If(live.any()):
                     pick()
                 with m.Elif(last_word):
                     m.next = "DRAIN_A"
@@ -850,7 +853,7 @@ class Overlay(wiring.Component):
                     lead()
             with m.State("UPDATE"):
                 m.d.comb += issue.eq(1)
-                m.d.sync += [go.eq(go + 1), w_addr.eq(w_addr + desc.in_ch), kv_row.eq(kv_row + 1),
+                m.d.sync += [go.eq(go + 1), w_go.eq(w_go + desc.in_ch), kv_go.eq(kv_go + 1),
                              at_g_last.eq(go + 1 >= g_last_r)]
                 with m.If(at_g_last):
                     with m.If(live.any()):
