@@ -493,7 +493,7 @@ class Overlay(wiring.Component):
         # The accumulators are distributed RAM with one read port, whose address is a register (acc_ra): every
         # user reads a word in one cycle (R) and writes it in the next (W), from the word registered (acc_q), or
         # from the word written in R's cycle when that was the same one (acc_fwd): no read, add and write in one
-        # cycle. R and W are the update's M and A, the copy's read and valid cycles, CO_MUL and CO_ADD, and the
+        # cycle. R and W are the update's M and A, the copy's mid and valid cycles, CO_MUL and CO_ADD, and the
         # post unit's P1 (and its clear at P1 of a group's last step).
         w_rd = weights.read_port()
         acc_ard = acc.read_port(domain="comb")
@@ -540,13 +540,16 @@ class Overlay(wiring.Component):
 
         # writes into acc: the update stage, ELEMENTWISE's copy, COSPIKE's products, or the post unit's clear
         # (every accumulator a descriptor uses is 0 again once its post has read it: no clear before a frame)
-        # ELEMENTWISE's copy: read (gi) | the word registered | written into acc (within the frame's DRAIN)
+        # ELEMENTWISE's copy: read (gi) | the bank's word | registered as it leaves the bank, acc read (R) | the
+        # word's lanes registered, written into acc (W) (all within the frame's DRAIN)
         # (MAXPOOL: the window's word, 0 outside the grid, into its group wgc as the lanes' maximum)
-        copy_issue, copy_read, copy_valid, copy_g1, copy_g = Signal(), Signal(), Signal(), Signal(12), Signal(12)
+        copy_issue, copy_read, copy_mid, copy_valid = Signal(), Signal(), Signal(), Signal()
+        copy_g1, copy_g2, copy_g = Signal(12), Signal(12), Signal(12)
         copy_in1, copy_in2 = Signal(), Signal()
         copy_next = Mux(windowed, wgc, gi)
-        m.d.sync += [copy_read.eq(copy_issue), copy_g1.eq(copy_next), copy_valid.eq(copy_read),
-                     copy_g.eq(copy_g1), copy_in1.eq(~windowed | in_grid), copy_in2.eq(copy_in1)]
+        m.d.sync += [copy_read.eq(copy_issue), copy_mid.eq(copy_read), copy_valid.eq(copy_mid),
+                     copy_g1.eq(copy_next), copy_g2.eq(copy_g1), copy_g.eq(copy_g2),
+                     copy_in1.eq(~windowed | in_grid), copy_in2.eq(copy_in1)]
         maxpool = desc.kind == Kind.MAXPOOL
         co_add = Signal()              # in CO_ADD: a register set in CO_MUL, so no state decode before the address
         # CO_ADD's loop conditions, one cycle late (gi and n move only in CO_ADD, which comes 3 cycles after)
@@ -555,15 +558,16 @@ class Overlay(wiring.Component):
         m.d.sync += co_add.eq(0)
         post_clear = Signal()          # the post unit's P1: acc[go1] read (its last step), cleared
         post_go1 = Signal(12)
-        copy_lanes = [Mux(copy_in2, v, 0) for v in src0_vals]            # the word at copy_valid
+        copy_lanes = [_data(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]   # the word at copy_valid
+        m.d.sync += [x.eq(Mux(copy_in2, v, 0)) for x, v in zip(copy_lanes, src0_vals)]
         co_x, co_y = src0_vals, b_vals                                     # both words, at CO_MUL
         co_p = [_data(signed(len(x) + len(y)), name=f"co_p{l}") for l, (x, y) in enumerate(zip(co_x, co_y))]
         m.d.sync += [p_.eq(x * y) for p_, x, y in zip(co_p, co_x, co_y)]       # CO_MUL: the product registered
         co_sums = Cat(*((a + p_)[:c.acc_bits] for a, p_ in zip(acc_old, co_p)))
         upd_acc = a_valid & ~a_kv
         m.d.sync += post_go1.eq(go)
-        # R: the update's M (x_addr moves there), the copy's read cycle, CO_MUL and the post's P1 (go, a cycle on)
-        m.d.sync += acc_ra.eq(Mux(x_valid, x_addr, Mux(copy_issue, copy_next, go)))
+        # R: the update's M (x_addr moves there), the copy's mid cycle, CO_MUL and the post's P1 (go, a cycle on)
+        m.d.sync += acc_ra.eq(Mux(x_valid, x_addr, Mux(copy_read, copy_g1, go)))
         # MAXPOOL's values are spike levels (the compiler pools the spike bank only): compared in spike_bits bits
         sb = c.spike_bits
         copy_word = Cat(*(Mux(maxpool & (a[:sb] > x[:sb]), a, x)[:c.acc_bits] for a, x in zip(acc_old, copy_lanes)))
