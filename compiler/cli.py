@@ -298,7 +298,8 @@ def _program_report(graph, x, lanes: int) -> dict:
     events = program.events(x)
     cycles = program.cycles(events)
     return {"lanes": lanes, "config": dataclasses.asdict(program.config), "listing": program.listing(events),
-            "descriptors": [{"name": d.name, "kind": d.kind.name, "post": d.post.name, "events": e, "cycles": c}
+            "descriptors": [{"name": d.name, "kind": d.kind.name, "post": d.post.name, "events": float(np.sum(e)),
+                             "cycles": c}
                             for d, e, c in zip(program.descriptors, events, cycles)]}
 
 

@@ -36,7 +36,8 @@ class Machine:
     theta: np.ndarray
     banks: dict[Bank, np.ndarray] = field(default_factory=dict)
     logits: np.ndarray | None = None
-    events: dict[str, int] = field(default_factory=dict)       # non-zero events consumed, per descriptor
+    # non-zero events consumed, per descriptor and frame (``hdl.npu.overlay.frame_count``'s order)
+    events: dict[str, np.ndarray] = field(default_factory=dict)
     ext: np.ndarray | None = None      # the external memory's 16-bit words (FETCH's source)
     fetching: tuple | None = None      # (memory, lo, hi) of a FETCH that may still run beside the next descriptor
 
@@ -124,13 +125,14 @@ class Machine:
             self.fetching = None
         if d.kind == Kind.MATMUL:
             w = self.weight_matrix(d)
-            accs = []
+            accs, counts = [], []
             for t in range(d.steps):
                 x = self.read_window(d, t) if d.conv_k else self.read(d.src0, t, d.tokens, d.in_ch)
                 if d.mask:
                     x = x * self.read(d.src2, t, 1, d.in_ch)
-                self.events[d.name] = self.events.get(d.name, 0) + int(np.count_nonzero(x))
+                counts.append(np.count_nonzero(x, axis=1))
                 accs.append(x @ w.T)
+            self.events[d.name] = np.array(counts).T.ravel()          # tokens outer, steps inner
             if d.reduce:
                 accs = [sum(a.sum(axis=0, keepdims=True) for a in accs)]
         elif d.kind == Kind.ELEMENTWISE:
@@ -139,15 +141,17 @@ class Machine:
             accs = [self.read_window(d, t).reshape(d.tokens, d.conv_k ** 2, -1).max(axis=1)[:, :d.out_ch]
                     for t in range(d.steps)]
         elif d.kind == Kind.LINEAR_ATTENTION:
-            accs = []
+            accs, k_counts, q_counts = [], [], []
             h, C = d.heads, d.in_ch
             dh = C // h
             for t in range(d.steps):
                 q, k, v = (self.read(s, t, d.tokens, C).reshape(d.tokens, h, dh).transpose(1, 0, 2)
                            for s in (d.src0, d.src1, d.src2))
-                self.events[d.name] = (self.events.get(d.name, 0) + int(np.count_nonzero(q))
-                                       + int(np.count_nonzero(k)))
+                k_counts.append(np.count_nonzero(k, axis=(0, 2)))
+                q_counts.append(np.count_nonzero(q, axis=(0, 2)))
                 accs.append((q @ (k.transpose(0, 2, 1) @ v)).transpose(1, 0, 2).reshape(d.tokens, C))
+            # the k pass's frames (steps outer), then the q pass's (tokens outer)
+            self.events[d.name] = np.concatenate([np.ravel(k_counts), np.array(q_counts).T.ravel()])
         elif d.kind == Kind.COSPIKE:
             accs = [(self.read(d.src0, t, d.tokens, d.in_ch) * self.read(d.src1, t, d.tokens, d.in_ch))
                     .sum(axis=0, keepdims=True) for t in range(d.steps)]

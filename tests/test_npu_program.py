@@ -156,8 +156,8 @@ def test_the_fitted_configuration_is_the_smallest(digits_graph):
 
 
 def test_events_and_listing_follow_the_samples(digits_graph, digits_test):
-    """The events per descriptor that the listing's cycles come from are those the interpreter consumes, and
-    the cycles grow with them."""
+    """The events per descriptor and frame that the listing's cycles come from are those the interpreter
+    consumes, and the cycles grow with them."""
     program = compile_program(digits_graph)
     x = digits_test.x[:3]
     events = program.events(x)
@@ -170,8 +170,10 @@ def test_events_and_listing_follow_the_samples(digits_graph, digits_test):
         for d in program.descriptors[:-1]:
             m.execute(d)
         machines.append(m)
-    for d, e in zip(program.descriptors, events):
-        assert e == pytest.approx(np.mean([m.events.get(d.name, 0) for m in machines]))
+    for d, e in zip(program.descriptors, events):           # frame by frame
+        per_sample = [np.asarray(m.events.get(d.name, 0.0), float) for m in machines]
+        assert np.shape(e) == per_sample[0].shape, d.name
+        assert np.allclose(e, np.mean(per_sample, axis=0)), d.name
     quiet, busy = program.cycles(), program.cycles(events)
     assert all((q is None and b is None) or b > q for q, b, d in zip(quiet, busy, program.descriptors)
                if d.kind == Kind.MATMUL)
@@ -277,10 +279,13 @@ def test_a_narrow_post_unit_takes_each_groups_parameters_in_steps(digits_graph):
         assert len(steps) == 4 * len(wide) and any(wide), mem.name
         for g, word in enumerate(wide):
             assert word == sum(steps[4 * g + r] << (r * 4 * lane_bits) for r in range(4)), (mem.name, g)
-    # a post of G groups: G cycles on the full post unit, 4 G on the narrow one (exact cycles: test_npu_overlay)
+    # a post of G groups: G cycles on the full post unit, 4 G on the narrow one (exact cycles: test_npu_overlay);
+    # every post but a descriptor's last runs beside the next frame, which hides most of it
     posts = sum((1 if d.reduce else d.tokens * d.steps) * -(-d.out_ch // 16) for d in narrow.descriptors
                 if d.kind == Kind.MATMUL)
-    assert sum(narrow.cycles()) - sum(full.cycles()) >= 3 * posts > 0
+    last = sum(-(-d.out_ch // 16) for d in narrow.descriptors if d.kind == Kind.MATMUL)
+    more = [n - f for n, f, d in zip(narrow.cycles(), full.cycles(), narrow.descriptors) if d.kind == Kind.MATMUL]
+    assert 0 < 3 * last <= sum(more) < 3 * posts
     for bad in (3, 17, -1):
         with pytest.raises(ValueError, match="post_lanes"):
             Config(lanes=16, post_lanes=bad)
@@ -290,7 +295,7 @@ def test_wide_layers_are_split_into_tiles_of_the_accumulators(digits_graph, digi
     """With accumulators for fewer output groups than a MATMUL has, it runs as several descriptors (tiles), each
     with its rows of weights and parameters and its channels of dst (and of a residual): still bit-exact."""
     cfg = fit_config(digits_graph, 16)
-    assert cfg.out_groups == 8                                      # fc1's 128 channels: no tiles
+    assert cfg.out_groups == 16               # twice fc1's 128 channels: no tiles, each post beside the next frame
     small = cfg.with_(out_groups=3, program_depth=32)               # 128 channels: tiles of 3, 3 and 2 groups
     program = _check(digits_graph, digits_test.x[:6], compile_program(digits_graph, small))
     names = [d.name for d in program.descriptors]

@@ -62,7 +62,7 @@ from . import build as build_flow
 from . import plots
 from ..errors import UserError
 from ..hw import overlay_config
-from ..hw.program import Program, compile_program
+from ..hw.program import Program, compile_program, total_events
 from ..ir import metrics
 
 __all__ = ["DEFAULT_CLOCK_MHZ", "CACHE_ENV", "OverlayBuildConfig", "OverlayBuild", "cache_root", "gateware_hash",
@@ -568,7 +568,7 @@ def make_report(b: OverlayBuild) -> dict:
         "samples": int(len(b.x)),
         "samples_from": b.samples_from,
         "synaptic_ops_per_inference": float(synops),
-        "spike_events_per_inference": float(sum(b.events)),
+        "spike_events_per_inference": total_events(b.events),
         "ops_per_cycle": ops_per_cycle,
         "ops_per_cycle_ceiling": lanes,
         "lane_utilization": ops_per_cycle / lanes,

@@ -162,7 +162,7 @@ def program_cycles(program: dict) -> Cycles:
     rows = [LayerCycles(d["name"], d["kind"], None if d["cycles"] is None else float(d["cycles"]))
             for d in program["descriptors"] if d["kind"] != "END"]
     end = sum(float(d["cycles"] or 0) for d in program["descriptors"] if d["kind"] == "END")
-    return Cycles(rows, f"overlay program, {program['lanes']} lanes, exact cycles on the golden model's events",
+    return Cycles(rows, f"overlay program, {program['lanes']} lanes, cycles on the golden model's mean events per frame",
                   end)
 
 

@@ -31,7 +31,7 @@ from ..errors import UserError
 from ..host.link import Driver, Link, LinkError, SerialPort, find_board_port, open_port
 from ..host.npu import NpuDriver, NpuError
 from ..hw.plan import build_plan
-from ..hw.program import compile_program
+from ..hw.program import compile_program, total_events
 from ..ir import golden, metrics
 from . import overlay as overlay_flow
 
@@ -445,7 +445,7 @@ def run_overlay(args, graph, x, y, source, link) -> tuple[dict, int]:
         "cycles_max": int(cycles.max()),
         "cycles_modelled_per_inference": float(modelled.mean()),
         "cycle_model_error": int(np.abs(modelled - cycles).max()),
-        "spike_events_per_inference": float(np.mean([sum(e) for e in events])),
+        "spike_events_per_inference": float(np.mean([total_events(e) for e in events])),
         "synaptic_ops_per_inference": float(mean_synops),
         "counters_from": "the golden model (the overlay counts cycles; events and synaptic operations are the "
                          "golden model's)",
@@ -454,7 +454,7 @@ def run_overlay(args, graph, x, y, source, link) -> tuple[dict, int]:
         "latency_us": float(cyc.mean() / clock) if clock else None,
         "host_seconds_per_inference": wall / len(x),
         "per_inference": [{"class": int(classes[b]), "golden_class": int(ref_classes[b]), "cycles": int(cycles[b]),
-                           "events": int(round(sum(events[b]))), "synops": int(round(synops[b]))}
+                           "events": int(round(total_events(events[b]))), "synops": int(round(synops[b]))}
                           for b in range(shown)],
     }
     return report, (0 if len(logit_bad) == 0 else 1)

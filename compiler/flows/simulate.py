@@ -310,7 +310,7 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
     from sim import npu_sdram, verilator_host
 
     from ..host.npu import NpuDriver
-    from ..hw.program import compile_program, fit_config
+    from ..hw.program import compile_program, fit_config, total_events
 
     config = fit_config(graph, lanes, keep=trace, post_lanes=post_lanes, weight_store=weight_store,
                         param_store=param_store)
@@ -412,7 +412,7 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
         "cycles_max": int(cycles.max()),
         "cycles_modelled_per_inference": float(modelled.mean()),
         "cycle_model_error": float(np.abs(modelled - cycles).max()),
-        "spike_events_per_inference": float(np.mean([sum(e) for e in events])),
+        "spike_events_per_inference": float(np.mean([total_events(e) for e in events])),
         "synaptic_ops_per_inference": float(synops),
         "ops_per_cycle": ops_per_cycle,
         "ops_per_cycle_ceiling": lanes,

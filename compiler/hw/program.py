@@ -27,7 +27,7 @@ from ..ir import golden
 from ..errors import UserError
 from .plan import model_id
 
-__all__ = ["Tensor", "Program", "compile_program", "fit_config"]
+__all__ = ["Tensor", "Program", "compile_program", "fit_config", "total_events"]
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class Program:
         return sum(fetch_rows(c, FETCH_TARGETS[d.fetch_to], d.in_ch) * fetch_ratio(c, FETCH_TARGETS[d.fetch_to])
                    for d in self.descriptors if d.kind == Kind.FETCH)
 
-    def weight_placement(self, events: list[float] | None = None) -> dict:
+    def weight_placement(self, events: list | None = None) -> dict:
         """Where the weights and parameters live, for reports: ``placement`` (``"on chip"`` or ``"external
         memory"``) and ``parameters`` (the same for the per-channel parameters), the store's words and, when streamed, the
         external image's 16-bit words, the words an inference fetches, the fetches, the SDRAM bandwidth bound
@@ -161,12 +161,13 @@ class Program:
         digest = hashlib.sha256(np.asarray(self.ext_image(), dtype="<u2").tobytes()).digest()
         return int.from_bytes(digest[:4], "little") or 1
 
-    def events(self, x: np.ndarray) -> list[float]:
-        """Mean non-zero events per descriptor (what its src0 holds over its run, mask applied; and src1's for
-        LINEAR_ATTENTION, whose k pass is event-driven too) over the samples ``x``, from the golden model's
-        tensors."""
+    def events(self, x: np.ndarray) -> list:
+        """Non-zero events per descriptor and frame (what its src0 holds, mask applied; and src1's for
+        LINEAR_ATTENTION, whose k pass is event-driven too; ``hdl.npu.overlay.frame_count``'s order), their mean
+        over the samples ``x``, from the golden model's tensors: an array per descriptor that consumes events,
+        0.0 for the others. The cycle formula is exact on one sample's."""
         _, env = golden.run(self.graph, x, trace=True)
-        out = []
+        out: list = []
         for d, layer in zip(self.descriptors, self.layers):
             if d.kind not in (Kind.MATMUL, Kind.LINEAR_ATTENTION):
                 out.append(0.0)
@@ -181,19 +182,20 @@ class Program:
                 arr = arr[:, :, layer.token0:layer.token0 + d.tokens]
             if d.mask:
                 arr = arr * env[layer.srcs[2]][:, :d.steps]
-            if d.conv_k:          # a token's events, once for every window that reads it
-                per_token = np.count_nonzero(arr, axis=-1).sum(axis=(0, 1))
+            per = np.count_nonzero(arr, axis=-1)                  # [samples, steps, tokens]
+            if d.conv_k:          # a window's events: its tokens', once for every window that reads them
                 index = np.array(d.window_tokens(), np.int64)
-                count = int(np.where(index >= 0, per_token[np.maximum(index, 0)], 0).sum())
-            else:
-                count = np.count_nonzero(arr)
-            count *= d.steps // arr.shape[1]          # a frame that every step shares is read at every step
-            if d.kind == Kind.LINEAR_ATTENTION:          # the k pass's events, then the q pass's
-                count += np.count_nonzero(env[layer.srcs[1]][:, :d.steps])
-            out.append(float(count) / len(x))
+                per = np.where(index >= 0, per[:, :, np.maximum(index, 0)], 0).sum(axis=-1)
+            # a frame that every step shares is read at every step
+            per = np.broadcast_to(per, (len(x), d.steps, d.tokens))
+            frames = per.mean(axis=0).T.ravel()                    # tokens outer, steps inner
+            if d.kind == Kind.LINEAR_ATTENTION:                    # the k pass's frames (steps outer) first
+                k = np.count_nonzero(env[layer.srcs[1]][:, :d.steps], axis=-1).mean(axis=0)
+                frames = np.concatenate([np.broadcast_to(k, (d.steps, d.tokens)).ravel(), frames])
+            out.append(frames)
         return out + [0.0]
 
-    def cycles(self, events: list[float] | None = None, ext: ExtTiming = SDRAM) -> list[float]:
+    def cycles(self, events: list | None = None, ext: ExtTiming = SDRAM) -> list[float]:
         """Cycles of each descriptor (the END included) for ``events`` per descriptor (:meth:`events`; none:
         the cost of a run without a spike); a FETCH at the external memory's timing ``ext`` (default: the
         board's SDRAM, an estimate; ``hdl.npu.overlay.IDEAL``: the Amaranth simulator's memory, exact). A FETCH
@@ -202,7 +204,7 @@ class Program:
         events = events or [0.0] * len(self.descriptors)
         return program_cycles(self.descriptors, self.config, events, ext)
 
-    def listing(self, events: list[float] | None = None) -> str:
+    def listing(self, events: list | None = None) -> str:
         """One line per descriptor: what it computes, its operands' addresses, its dense synaptic operations
         and, given the mean events per descriptor (:meth:`events`), its events and cycles."""
         lines = [f"program {self.model_id:08x}: {len(self.descriptors)} descriptors, {self.config.lanes} lanes; "
@@ -229,17 +231,22 @@ class Program:
             reads = ", ".join(_where(op) for op, name in zip((d.src0, d.src1, d.src2), layer.srcs) if name)
             writes = "logits" if layer.dst is None else _where(d.dst)
             lines.append(f"{k:>3} {d.name:<22} {_computes(d):<34} {reads:<24} {writes:<8} {layer.dense_ops:>10,}"
-                         + (f" {events[k]:>8,.0f} {_num(cycles[k]):>8}" if events else ""))
+                         + (f" {float(np.sum(events[k])):>8,.0f} {_num(cycles[k]):>8}" if events else ""))
         if events:
             missing = sum(c is None for c in cycles)
             lines.append(f"total: {sum(c for c in cycles if c is not None):,.0f} cycles per inference "
-                         f"({sum(events):,.0f} events)" + (f", without {missing} descriptors the overlay cannot "
+                         f"({total_events(events):,.0f} events)" + (f", without {missing} descriptors the overlay cannot "
                                                            "run yet" if missing else ""))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return (f"<Program {self.model_id:08x}: {len(self.descriptors)} descriptors, "
                 f"{len(self.weights)} weight words, {self.config.lanes} lanes>")
+
+
+def total_events(events: list) -> float:
+    """All the events of :meth:`Program.events`'s list (per descriptor and frame)."""
+    return float(sum(np.sum(e) for e in events))
 
 
 def _num(value: float | None) -> str:
@@ -899,6 +906,8 @@ def fit_config(graph: ir.Graph, lanes: int = 16, *, keep: bool = False, post_lan
     (``ext_depth`` the program's words rounded up to a power of two), else there is none."""
     roomy = replace(_ROOMY, lanes=lanes, post_lanes=post_lanes)
     needs = compile_program(graph, roomy, keep=keep).meta["needs"]
+    # twice the widest output's accumulators: each post runs beside the next frame (hdl.npu.overlay.splits)
+    needs["out_groups"] = 2 * needs.get("out_groups", 1)
     if weight_store is None:
         if param_store is not None:
             raise UserError("a parameter store (--param-store) needs a weight store (--weight-store)")
@@ -913,4 +922,5 @@ def fit_config(graph: ir.Graph, lanes: int = 16, *, keep: bool = False, post_lan
                         program_depth=1 << 30)
     needs = compile_program(graph, streaming, keep=keep).meta["needs"]
     ext = needs.get("ext_depth", 0)
-    return replace(fitted, **{**needs, **stores, "ext_depth": 1 << (ext - 1).bit_length() if ext else 0})
+    return replace(fitted, **{**needs, **stores, "out_groups": fitted.out_groups,
+                              "ext_depth": 1 << (ext - 1).bit_length() if ext else 0})

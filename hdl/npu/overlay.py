@@ -15,8 +15,10 @@ one token's groups)::
     SCAN     each non-zero lane l of it, lowest first, is an event (i = gi * P + l, level):
     UPDATE   acc[go] += level * weights[wbase + go * I + i] for go = 0 .. G_out - 1, one group per cycle; the
              next event is picked in the last group's cycle
-    POST     per output group go, one per cycle: z = acc * mult + bias; REQUANT / NEURON / LOGITS; write dst
-             (t, n, go) and clear acc[go] (every accumulator is 0 when a frame starts)
+    POST     per output group go, one per cycle (``post_steps`` with a narrower post unit): z = acc * mult +
+             bias; REQUANT / NEURON / LOGITS; write dst (t, n, go). The post unit runs a frame's posts with its
+             own loop while the engine goes on to the next frame in the other half of the accumulators (a
+             frame starts on accumulators that read as 0); the next frame's posts wait for it.
 
 ELEMENTWISE copies src0's words into acc (one per cycle), then posts.
 
@@ -26,14 +28,15 @@ first group ``g0``, lanes outside the head masked): first, for every step and to
 event ``q[i]`` adds ``level * KV[i, go]`` into ``acc[go]``. COSPIKE adds ``src0 * src1`` lane by lane into
 ``acc[g]`` over every token, per step, then posts once.
 
-Cycles of a MATMUL frame: ``2 G_in`` (words) + ``G_out`` per event + ``G_out`` (post) + 4 + DRAIN, plus a few
-per descriptor: they grow with the spikes (:func:`descriptor_cycles`).
+Cycles of a MATMUL frame: ``2 G_in`` (words) + ``G_out`` per event + 4 + DRAIN, or its post's ``G_out`` + 1 if
+that is longer, plus a few per descriptor: they grow with the spikes (:func:`descriptor_cycles`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -45,7 +48,7 @@ from ..sdram.litedram import STREAM_OVERHEAD, STREAM_WORDS_PER_CYCLE
 from .isa import (DESCRIPTOR_WORDS, EXT_ALIGN, EXT_WORD_BITS, FETCH_TARGETS, WORD_BITS, Bank, Config, Kind, Mem, Post,
                   descriptor_layout, fetch_ratio, fetch_rows, row_layout)
 
-__all__ = ["Overlay", "descriptor_cycles", "fetch_time", "program_cycles", "POST_FLUSH", "PEEK_LATENCY",
+__all__ = ["Overlay", "descriptor_cycles", "frame_count", "splits", "fetch_time", "program_cycles", "POST_FLUSH", "PEEK_LATENCY",
            "ExtTiming", "IDEAL", "SDRAM"]
 
 #: The post unit's pipeline: the stage that writes (read at 0), and the cycles from a descriptor's last post
@@ -96,22 +99,39 @@ def ext_address_bits(config: Config) -> int:
     return max(1, (config.ext_depth * ext_ratio(config) - 1).bit_length())
 
 
-def descriptor_cycles(d, config: Config, events: float = 0, ext: ExtTiming = IDEAL) -> float:
+def frame_count(d) -> int:
+    """Frames of descriptor ``d`` whose events :func:`descriptor_cycles` takes one by one: every token and
+    step (tokens outer, steps inner); LINEAR_ATTENTION: those of its k pass (steps outer), then its q pass's."""
+    frames = d.tokens * d.steps
+    return 2 * frames if d.kind == Kind.LINEAR_ATTENTION else frames
+
+
+def splits(d, config: Config) -> bool:
+    """Whether the posts of descriptor ``d`` overlap its next frame: its output fits half the accumulators, and
+    its engine leaves the banks' port B to the post unit's residual reads (no mask, not COSPIKE)."""
+    half = config.out_groups // 2
+    return half > 0 and d.out_ch <= half * config.lanes and not d.mask and d.kind != Kind.COSPIKE
+
+
+def descriptor_cycles(d, config: Config, events=0, ext: ExtTiming = IDEAL) -> float:
     """Cycles of one descriptor ``d`` (``hdl.npu.isa.Descriptor``) on the overlay of ``config``, given the non-zero
-    events (mask applied) that it consumes over the whole run (LINEAR_ATTENTION: those of k and of q):
-    exact (``tests/test_npu_overlay.py``).
+    events (mask applied) that it consumes: a sequence of :func:`frame_count` per-frame counts (exact,
+    ``tests/test_npu_overlay.py``), or their total over the whole run, taken as spread evenly over the frames
+    (LINEAR_ATTENTION: those of k and of q; exact but where a frame is shorter than the post before it).
 
     Fetch and dispatch ``DESCRIPTOR_WORDS + 2`` (a FETCH's whole cost: its fetch runs beside the descriptors
-    after it, :func:`program_cycles` counts the waits for it), and ``POST_FLUSH`` for the last posts to leave the post unit's
-    pipeline (but END). A frame ends with ``DRAIN`` cycles for its last update. MATMUL, per frame (token and
-    step): 4 + DRAIN (two to read its first word), and ``2`` per src0 word (its read is issued as the previous
-    word is latched), post
-    ``G_out`` (once for a reduction); ``G_out`` per event. ELEMENTWISE, per frame: one per word, post
-    ``G_out``, 2 + DRAIN, and a neuron's frame of a later time step waits ``POST_STAGES - 2 - DRAIN - G_in``
-    (if positive) for the previous step's posts to reach its membranes. LINEAR_ATTENTION: clear the K^T V
-    store (``T C S`` words, ``S`` = ``head_span``), per token and step ``3 + DRAIN + 2 S heads`` for the k
-    pass and ``4 + DRAIN + 2 S heads + G_out`` for the q pass, and ``S`` per event. COSPIKE, per step: ``4``
-    per word of every token, post ``G``, 2 + DRAIN."""
+    after it, :func:`program_cycles` counts the waits for it), and ``POST_FLUSH`` for the last posts to leave the
+    post unit's pipeline (but END). A frame ends with ``DRAIN`` cycles for its last update. A frame's engine
+    cycles ``C``: MATMUL 4 + DRAIN (two to read its first word), ``2`` per src0 word (its read is issued as the
+    previous word is latched), ``G_out`` per event; ELEMENTWISE 2 + DRAIN + one per word; LINEAR_ATTENTION's
+    q pass 4 + DRAIN + ``2 S heads`` + ``S`` per event (``S`` = ``head_span``). A post takes ``G_out`` steps of
+    the post unit (``post_steps`` cycles each), once per frame (once per descriptor for a reduction). When the
+    descriptor splits (:func:`splits`) the post runs beside the next frame, which waits for the post unit if it
+    ends first: a frame takes ``max(C, post + 1)``, ``max(C, post + POST_STAGES)`` if it must see the previous
+    step's membranes; else ``C + post`` (and ``POST_STAGES - C`` more if positive for the membranes).
+    LINEAR_ATTENTION also clears the K^T V store (``T C S`` words) and runs the k pass, per token and step
+    ``3 + DRAIN + 2 S heads`` and ``S`` per event. COSPIKE, per step: ``4`` per word of every token, post ``G``,
+    2 + DRAIN."""
     if d.kind == Kind.END:
         return DESCRIPTOR_WORDS + 2
     if d.kind == Kind.FETCH:                # its dispatch: the fetch runs beside what follows (program_cycles)
@@ -120,20 +140,33 @@ def descriptor_cycles(d, config: Config, events: float = 0, ext: ExtTiming = IDE
     lanes = config.lanes
     g_in, g_out = -(-d.in_ch // lanes), -(-d.out_ch // lanes)
     posted = g_out * config.post_steps        # cycles of one post
-    frames = d.tokens * d.steps
+    count = frame_count(d)
+    per_frame = (np.full(count, float(events) / count) if np.ndim(events) == 0
+                 else np.asarray(events, dtype=float))
+    if len(per_frame) != count:
+        raise ValueError(f"{d.name}: {len(per_frame)} frames of events, the descriptor has {count}")
+    if d.kind == Kind.COSPIKE:
+        return fetch + d.steps * (4 * d.tokens * g_in + posted + 2 + DRAIN)
+    extra = 0.0
     if d.kind == Kind.LINEAR_ATTENTION:
         span = d.head_span
         words = 2 * span * d.heads
-        return (fetch + d.steps * d.in_ch * span + frames * (3 + DRAIN + words) + frames * (4 + DRAIN + words + posted)
-                + events * span)
-    if d.kind == Kind.COSPIKE:
-        return fetch + d.steps * (4 * d.tokens * g_in + posted + 2 + DRAIN)
-    if d.kind in (Kind.ELEMENTWISE, Kind.MAXPOOL):
-        # a frame of a later time step waits in WORDS_DONE until the previous one's last post is written
-        wait = max(0, POST_STAGES - 2 - DRAIN - g_in) if d.post == Post.NEURON else 0
-        return fetch + frames * (g_in + posted + 2 + DRAIN) + d.tokens * (d.steps - 1) * wait
-    posts = 1 if d.reduce else frames
-    return fetch + frames * (4 + DRAIN + 2 * g_in) + posts * posted + events * g_out
+        k_pass, per_frame = per_frame[:count // 2], per_frame[count // 2:]
+        extra = d.steps * d.in_ch * span + len(k_pass) * (3 + DRAIN + words) + k_pass.sum() * span
+        engine = 4 + DRAIN + words + per_frame * span
+    elif d.kind in (Kind.ELEMENTWISE, Kind.MAXPOOL):
+        engine = np.full(count, float(g_in + 2 + DRAIN))
+    else:
+        engine = 4 + DRAIN + 2 * g_in + per_frame * g_out
+    if d.reduce:
+        return fetch + extra + engine.sum() + posted
+    # a frame of a later time step whose post reads membranes waits for the previous step's writes
+    later = (np.arange(len(engine)) % d.steps != 0) & (d.post == Post.NEURON)
+    if splits(d, config):
+        ready = np.where(later, posted + POST_STAGES, posted + 1)
+        return fetch + extra + engine[0] + np.maximum(engine[1:], ready[1:]).sum() + posted
+    waits = np.where(later, np.maximum(0, POST_STAGES - engine), 0)
+    return fetch + extra + (engine + posted + waits).sum()
 
 
 def fetch_time(d, config: Config, ext: ExtTiming = IDEAL) -> float:
@@ -359,7 +392,6 @@ class Overlay(wiring.Component):
 
         # --- scratchpad ports: A (src0 / k words, src1 in the post phase), B (mask / v / cospike's src1; the
         # peek port while idle)
-        post_phase = Signal()
         rd_a = {b: mem.read_port() for b, mem in banks.items()}
         rd_b = {b: mem.read_port() for b, mem in banks.items()}
         wr = {b: mem.write_port() for b, mem in banks.items()}
@@ -437,10 +469,24 @@ class Overlay(wiring.Component):
                 m.d.sync += [wgc.eq(0), wdx.eq(0), wy.eq(wy + 1), wx.eq(ix0), ty.eq(ty + desc.conv_rowstep),
                              tx.eq(ty + desc.conv_rowstep), ta.eq(ty + desc.conv_rowstep)]
 
+        # the post unit's own loop (it runs a frame's posts while the engine runs the next frame): the group and
+        # step it reads, and what it took from the frame as it started: the dst, residual and bias bases, the
+        # first time step (no membrane before it), the accumulators' half
+        p_active = Signal()
+        p_go, p_r = Signal(12), Signal(range(max(R, 2)))
+        p_dst, p_src1, p_bias = Signal(17), Signal(17), Signal(17)
+        p_first = Signal()
+        H = c.out_groups // 2              # accumulator words of a half (the engine's and the post unit's)
+        eng_off, post_off = Signal(range(c.out_groups + 1)), Signal(range(c.out_groups + 1))
+        split = Signal()                   # the descriptor's posts overlap its next frame (set at DISPATCH)
+
         ev_g = Mux(desc.kind == Kind.MATMUL, nxt_gi, Mux(attn, nxt_gi, gi))   # prefetch; COPY and COSPIKE: gi
         src0_addr = Mux(windowed, tb["src0"] + ta, fb["src0"] + ev_g)
-        pa_addr = Mux(post_phase, fb["src1"] + go, Mux(phase_k, fb["src1"] + ev_g, src0_addr))
-        pb_addr = Mux(cospike, fb["src1"] + gi, Mux(phase_k, fb["src2"] + go, tb["src2"] + ev_g))
+        pa_addr = Mux(phase_k, fb["src1"] + ev_g, src0_addr)
+        # port B: the post unit's residual word while it reads (it has the port: a descriptor whose engine reads
+        # port B, a mask or COSPIKE's src1, does not overlap its posts with its next frame)
+        pb_addr = Mux(p_active, p_src1 + p_go,
+                      Mux(cospike, fb["src1"] + gi, Mux(phase_k, fb["src2"] + go, tb["src2"] + ev_g)))
         for b in banks:
             m.d.comb += [rd_a[b].addr.eq(pa_addr), rd_b[b].addr.eq(Mux(self.busy, pb_addr, self.peek_addr))]
 
@@ -462,7 +508,7 @@ class Overlay(wiring.Component):
         # LATCH registers the word's levels and its live lanes (a level, in the head it is read for, not masked
         # out: the bank's choice and a comparison after the banks' registered words); SCAN picks its events
         mask_bits = [v != 0 for v in lanes_of_words(qb, desc.src2_bank, False)]
-        src1_vals = lanes_of_words(qa, desc.src1_bank, True)
+        src1_vals = lanes_of_words(qb, desc.src1_bank, True)         # the post unit's residual word
         b_vals = lanes_of_words(qb, desc.src1_bank, True)           # COSPIKE's second operand
         v_vals = lanes_of_words(qb, desc.src2_bank, True)           # the k pass's v word
 
@@ -490,20 +536,30 @@ class Overlay(wiring.Component):
         # registered as they leave the block RAMs (no logic after a DP16KD's slow output) | X the operand chosen |
         # M level x operand, the target read | A add to the target, write. A K^T V word is never updated twice
         # within the pipeline (one event per channel and token, tokens apart).
-        # The accumulators are distributed RAM with one read port, whose address is a register (acc_ra): every
-        # user reads a word in one cycle (R) and writes it in the next (W), from the word registered (acc_q), or
-        # from the word written in R's cycle when that was the same one (acc_fwd): no read, add and write in one
-        # cycle. R and W are the update's M and A, the copy's mid and valid cycles, CO_MUL and CO_ADD, and the
-        # post unit's P1 (and its clear at P1 of a group's last step).
+        # The accumulators are distributed RAM, written by the engine only, with a read port for the engine and
+        # one for the post unit, each addressed by a register (acc_ra, post_ra). The engine reads a word in one
+        # cycle (R) and writes it in the next (W), from the word registered (acc_q), or from the word written in
+        # R's cycle when that was the same one (acc_fwd): no read, add and write in one cycle. R and W are the
+        # update's M and A, the copy's mid and valid cycles, CO_MUL and CO_ADD; the post unit reads at P1.
+        # A word whose bit in `touched` is clear reads as 0: a frame starts on cleared accumulators without a
+        # write. With `split`, the engine and the post unit use two halves of H words, swapped as a post starts
+        # (eng_off, post_off): the post unit reads one frame's while the engine accumulates the next.
         w_rd = weights.read_port()
         acc_ard = acc.read_port(domain="comb")
+        acc_prd = acc.read_port(domain="comb")
         acc_wr = acc.write_port()
         acc_ra = _data(len(acc_ard.addr), name="acc_ra")
+        post_ra = _data(len(acc_prd.addr), name="post_ra")
         acc_q, acc_last = _data(len(acc_ard.data), name="acc_q"), _data(len(acc_wr.data), name="acc_last")
         acc_fwd = _data(1, name="acc_fwd")
-        m.d.comb += acc_ard.addr.eq(acc_ra)
-        m.d.sync += [acc_q.eq(acc_ard.data), acc_last.eq(acc_wr.data),
-                     acc_fwd.eq(acc_wr.en & (acc_wr.addr == acc_ra))]
+        touched = Signal(max(c.out_groups, 2))
+        touch_clr = Signal.like(touched)         # this cycle's clears (a half as a post starts, all as one ends)
+        touch_wipe = Signal()                    # clear every bit (registered: a post that did not split ended)
+        m.d.comb += [acc_ard.addr.eq(acc_ra), acc_prd.addr.eq(post_ra)]
+        m.d.sync += [acc_q.eq(Mux(touched.bit_select(acc_ra, 1), acc_ard.data, 0)), acc_last.eq(acc_wr.data),
+                     acc_fwd.eq(acc_wr.en & (acc_wr.addr == acc_ra)), touch_wipe.eq(0),
+                     touched.eq((touched | Mux(acc_wr.en, Const(1, len(touched)) << acc_wr.addr, 0))
+                                & ~Mux(touch_wipe, (1 << len(touched)) - 1, touch_clr))]
         kv_rd = kv.read_port(transparent_for=())
         kv_wr = kv.write_port()
         issue = Signal()
@@ -522,7 +578,7 @@ class Overlay(wiring.Component):
         a_prod = [_data(signed(ow + lw + 1), name=f"a_prod{l}") for l in range(P)]
         a_old = _data(P * c.kv_bits)
         m.d.sync += [d_valid.eq(issue), d_kv.eq(phase_k), d_attn.eq(attn), d_level.eq(level),
-                     d_addr.eq(Mux(phase_k, kv_row, go)), d_mask.eq(Cat(*in_head(go))),
+                     d_addr.eq(Mux(phase_k, kv_row, go + eng_off)), d_mask.eq(Cat(*in_head(go))),
                      x_valid.eq(d_valid), x_kv.eq(d_kv), x_attn.eq(d_attn), x_level.eq(d_level), x_addr.eq(d_addr),
                      x_mask.eq(d_mask), x_w.eq(w_rd.data), x_kvd.eq(kv_rd.data),
                      m_valid.eq(x_valid), m_kv.eq(x_kv), m_level.eq(x_level), m_addr.eq(x_addr), m_old.eq(x_kvd),
@@ -533,7 +589,7 @@ class Overlay(wiring.Component):
         for l in range(P):
             m.d.sync += [m_op[l].eq(Mux(x_kv, Mux(x_mask[l], x_v[l], 0), Mux(x_attn, kv_lanes[l], w_lanes[l]))),
                          a_prod[l].eq(m_level * m_op[l])]
-        acc_now = _lanes(acc_ard.data, P, c.acc_bits, True)              # at R
+        acc_post = _lanes(Mux(touched.bit_select(post_ra, 1), acc_prd.data, 0), P, c.acc_bits, True)   # at P1
         acc_old = _lanes(Mux(acc_fwd, acc_last, acc_q), P, c.acc_bits, True)   # at W
         old_kv = _lanes(a_old, P, c.kv_bits, True)
         sums = [(Mux(a_kv, k, a) + x)[:tw] for a, k, x in zip(acc_old, old_kv, a_prod)]
@@ -548,7 +604,7 @@ class Overlay(wiring.Component):
         copy_in1, copy_in2 = Signal(), Signal()
         copy_next = Mux(windowed, wgc, gi)
         m.d.sync += [copy_read.eq(copy_issue), copy_mid.eq(copy_read), copy_valid.eq(copy_mid),
-                     copy_g1.eq(copy_next), copy_g2.eq(copy_g1), copy_g.eq(copy_g2),
+                     copy_g1.eq(copy_next + eng_off), copy_g2.eq(copy_g1), copy_g.eq(copy_g2),
                      copy_in1.eq(~windowed | in_grid), copy_in2.eq(copy_in1)]
         maxpool = desc.kind == Kind.MAXPOOL
         co_add = Signal()              # in CO_ADD: a register set in CO_MUL, so no state decode before the address
@@ -556,8 +612,6 @@ class Overlay(wiring.Component):
         co_more_g, co_more_n = Signal(), Signal()
         m.d.sync += [co_more_g.eq(gi + 1 < n_gin), co_more_n.eq(n + 1 < desc.tokens)]
         m.d.sync += co_add.eq(0)
-        post_clear = Signal()          # the post unit's P1: acc[go1] read (its last step), cleared
-        post_go1 = Signal(12)
         copy_lanes = [_data(signed(c.acc_bits), name=f"copy{l}") for l in range(P)]   # the word at copy_valid
         m.d.sync += [x.eq(Mux(copy_in2, v, 0)) for x, v in zip(copy_lanes, src0_vals)]
         co_x, co_y = src0_vals, b_vals                                     # both words, at CO_MUL
@@ -565,42 +619,40 @@ class Overlay(wiring.Component):
         m.d.sync += [p_.eq(x * y) for p_, x, y in zip(co_p, co_x, co_y)]       # CO_MUL: the product registered
         co_sums = Cat(*((a + p_)[:c.acc_bits] for a, p_ in zip(acc_old, co_p)))
         upd_acc = a_valid & ~a_kv
-        m.d.sync += post_go1.eq(go)
-        # R: the update's M (x_addr moves there), the copy's mid cycle, CO_MUL and the post's P1 (go, a cycle on)
+        # R: the update's M (x_addr moves there), the copy's mid cycle, CO_MUL
         m.d.sync += acc_ra.eq(Mux(x_valid, x_addr, Mux(copy_read, copy_g1, go)))
         # MAXPOOL's values are spike levels (the compiler pools the spike bank only): compared in spike_bits bits
         sb = c.spike_bits
         copy_word = Cat(*(Mux(maxpool & (a[:sb] > x[:sb]), a, x)[:c.acc_bits] for a, x in zip(acc_old, copy_lanes)))
-        m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, a_addr, Mux(copy_valid, copy_g, Mux(co_add, go, post_go1)))),
-                     acc_wr.en.eq(upd_acc | copy_valid | co_add | post_clear),
+        m.d.comb += [acc_wr.addr.eq(Mux(upd_acc, a_addr, Mux(copy_valid, copy_g, go))),
+                     acc_wr.en.eq(upd_acc | copy_valid | co_add),
                      acc_wr.data.eq(Mux(upd_acc, Cat(*(x[:c.acc_bits] for x in sums)),
-                                        Mux(copy_valid, copy_word, Mux(co_add, co_sums, 0))))]
+                                        Mux(copy_valid, copy_word, co_sums)))]
         kv_clr = Signal()
         m.d.comb += [kv_wr.addr.eq(Mux(kv_clr, kv_count, a_addr)), kv_wr.en.eq(kv_clr | (a_valid & a_kv)),
                      kv_wr.data.eq(Mux(kv_clr, 0, Cat(*(x[:c.kv_bits] for x in sums))))]
 
         # --- the post unit: a pipeline of Q lanes (one step of a group) per cycle --------------------------
-        # P0 read parameters, membrane, residual (go) | P1 the words registered (the residual's at P2, as every
-        # bank word), acc[go] read (and cleared) |
+        # P0 read parameters, membrane, residual (p_go) | P1 the words registered (the residual's at P2, as every
+        # bank word), acc[p_go] read |
         # P2 acc * mult | P3 z = + bias | P4 V - (V >> leak), z >> shift | P5 H = + z, saturate |
         # P6 count thresholds, the residual add | P7 its saturation, the output | P8 write
         mult_rd, bias_rd, theta_rd = mult.read_port(), bias.read_port(), theta.read_port()
         v_rd, v_wr = vmem.read_port(), vmem.write_port()
-        post_r = Signal(range(max(R, 2)))     # the step of group go that POST reads (Q lanes from lane Q r)
 
         def stepped(group, step):
             """The post unit's word of lane group ``group``, step ``step``."""
             return group * R + step if R > 1 else group
-        m.d.comb += [mult_rd.addr.eq(stepped(desc.mult_base + go, post_r)),
-                     bias_rd.addr.eq(stepped(Mux(desc.bias_per_token, bias_nb, desc.bias_base) + go, post_r)),
-                     v_rd.addr.eq(stepped(go, post_r))]
-        post_read = Signal()
+        m.d.comb += [mult_rd.addr.eq(stepped(desc.mult_base + p_go, p_r)),
+                     bias_rd.addr.eq(stepped(p_bias + p_go, p_r)),
+                     v_rd.addr.eq(stepped(p_go, p_r))]
+        m.d.sync += post_ra.eq(p_go + post_off)
         W = POST_STAGES                  # the stage that writes
-        valid = [post_read] + [Signal(name=f"post_valid{k}") for k in range(1, W + 1)]
-        pgo = [go] + [_data(12, name=f"post_go{k}") for k in range(1, W + 1)]
+        valid = [p_active] + [Signal(name=f"post_valid{k}") for k in range(1, W + 1)]
+        pgo = [p_go] + [_data(12, name=f"post_go{k}") for k in range(1, W + 1)]
         dst_w = len(desc.dst_base) + 1
-        pdst = [fb["dst"] + go] + [_data(dst_w, name=f"post_dst{k}") for k in range(1, W + 1)]
-        pr = [post_r] + [_data(len(post_r), name=f"post_r{k}") for k in range(1, W + 1)]
+        pdst = [p_dst + p_go] + [_data(dst_w, name=f"post_dst{k}") for k in range(1, W + 1)]
+        pr = [p_r] + [_data(len(p_r), name=f"post_r{k}") for k in range(1, W + 1)]
         for k in range(1, W + 1):
             m.d.sync += [valid[k].eq(valid[k - 1]), pgo[k].eq(pgo[k - 1]), pdst[k].eq(pdst[k - 1]), pr[k].eq(pr[k - 1])]
         post_go, post_write, post_step = pgo[W], valid[W], pr[W]
@@ -608,7 +660,14 @@ class Overlay(wiring.Component):
         # the thresholds are read at P4 (theta_base is the descriptor's: it holds until the pipeline drains), so
         # that one register, not five, brings them to P6
         m.d.comb += theta_rd.addr.eq(stepped(desc.theta_base + pgo[4], pr[4]))
-        m.d.comb += post_clear.eq(valid[1] & last_step[1])
+        # the post unit's loop: a step of a group a cycle, from a start in WORDS_DONE
+        with m.If(p_active):
+            if R > 1:
+                m.d.sync += p_r.eq(p_r + 1)
+            with m.If(last_step[0]):
+                m.d.sync += [p_go.eq(p_go + 1), p_r.eq(0)]
+                with m.If(p_go + 1 >= n_gout):
+                    m.d.sync += p_active.eq(0)
         # the saturation bounds of the descriptor, computed once (DISPATCH)
         sat_hi, sat_lo, add_hi, add_lo = (Signal(signed(c.post_bits + 1), name=n_) for n_ in
                                           ("sat_hi", "sat_lo", "add_hi", "add_lo"))
@@ -624,8 +683,8 @@ class Overlay(wiring.Component):
         def step_lanes(values, k):
             """The Q of a group's P values that step pr[k] (stage Pk) computes."""
             return [Array(values[r * Q + l] for r in range(R))[pr[k]] if R > 1 else values[l] for l in range(Q)]
-        # the accumulators' word is read at P1 (acc_ra is go of P0; the accumulate pipeline is drained by then)
-        acc_p1, src1_q = step_lanes(acc_now, 1), step_lanes(src1_vals, 2)     # the residual's word at P2
+        # the accumulators' word is read at P1 (post_ra is p_go of P0)
+        acc_p1, src1_q = step_lanes(acc_post, 1), step_lanes(src1_vals, 2)     # the residual's word at P2
         th_bits = Q * c.levels * c.theta_bits
         th = _data(th_bits, name="post_theta")            # at P6: read at P4, the block RAM's word at P5
         m.d.sync += th.eq(theta_rd.data)
@@ -641,7 +700,7 @@ class Overlay(wiring.Component):
                                        _data(signed(c.bias_bits), name=f"bias0_{l}"),
                                        _data(signed(c.post_bits), name=f"vm0_{l}"))
             m.d.sync += [acc1.eq(acc_p1[l]), mult1.eq(mult_l[l]), bias0.eq(bias_l[l]),
-                         vm0.eq(Mux(t == 0, 0, v_l[l]))]
+                         vm0.eq(Mux(p_first, 0, v_l[l]))]
             m.d.sync += [prod.eq(acc1 * mult1), bias1.eq(bias0), vm1.eq(vm0), res1.eq(src1_q[l])]
             z, vm2, res2 = (_data(signed(c.post_bits), name=f"z{l}"), Signal.like(vm1, name=f"vm2_{l}"),
                             Signal.like(res1, name=f"res2_{l}"))
@@ -802,6 +861,7 @@ class Overlay(wiring.Component):
                     m.d.sync += frame_moves("reset")
                     m.d.sync += [pspan.eq(P * span), hg_pspan.eq(desc.head_groups * P * span),
                                  *(lane_span[l].eq(l * span) for l in range(P))]
+                    m.d.sync += split.eq((H > 0) & (desc.out_ch <= H * P) & ~desc.mask & ~cospike)
                     m.d.sync += [n.eq(0), t.eq(0), kv_count.eq(0), kv_in.eq(0), kv_t.eq(0),
                                  kv_cs.eq(desc.in_ch * span), n_gin.eq((desc.in_ch + P - 1) // P),
                                  n_gout.eq((desc.out_ch + P - 1) // P)]
@@ -888,13 +948,23 @@ class Overlay(wiring.Component):
                         frame("reset")
                 with m.Elif(desc.reduce & ~(frame_end_t & frame_end_n)):
                     m.next = "NEXT_FRAME"
-                with m.Elif(post_busy & later_step):
-                    # the previous time step's posts are still in the pipeline: a membrane read now would miss
-                    # their writes (an ELEMENTWISE frame of few groups is that short; descriptor_cycles counts it)
-                    m.d.sync += go.eq(0)
+                with m.Elif(p_active | (post_busy & later_step)):
+                    # the post unit still reads the previous frame's; or the previous time step's posts are still
+                    # in the pipeline: a membrane read now would miss their writes (descriptor_cycles counts it)
+                    pass
                 with m.Else():
-                    m.d.sync += post_phase.eq(1)
-                    m.next = "POST"
+                    # the frame's posts start; with split, the engine goes on to the next frame in the other half
+                    # of the accumulators (cleared), else it waits for the post unit's reads
+                    m.d.sync += [p_active.eq(1), p_go.eq(0), p_r.eq(0), p_dst.eq(fb["dst"]), p_src1.eq(fb["src1"]),
+                                 p_bias.eq(Mux(desc.bias_per_token, bias_nb, desc.bias_base)), p_first.eq(t == 0),
+                                 post_off.eq(eng_off)]
+                    with m.If(split):
+                        low = (1 << H) - 1
+                        m.d.sync += eng_off.eq(Mux(eng_off == 0, H, 0))
+                        m.d.comb += touch_clr.eq(Mux(eng_off == 0, low << H, low))
+                        m.next = "NEXT_FRAME"
+                    with m.Else():
+                        m.next = "POST_WAIT"
             with m.State("COPY"):
                 m.d.comb += copy_issue.eq(1)
                 m.d.sync += gi.eq(gi + 1)
@@ -920,16 +990,12 @@ class Overlay(wiring.Component):
                 with m.Else():
                     m.d.sync += [gi.eq(0), go.eq(0), n.eq(0), *frame_moves("n=0")]
                     m.next = "DRAIN_A"
-            with m.State("POST"):
-                # one step of a group per cycle: read here, computed and written POST_STAGES cycles later
-                m.d.comb += post_read.eq(1)
-                if R > 1:
-                    m.d.sync += post_r.eq(post_r + 1)
-                with m.If(last_step[0]):
-                    m.d.sync += [go.eq(go + 1), post_r.eq(0)]
-                    with m.If(go + 1 >= n_gout):
-                        m.d.sync += [go.eq(0), post_phase.eq(0)]
-                        m.next = "NEXT_FRAME"
+            with m.State("POST_WAIT"):
+                # the post unit reads a step of a group a cycle (computed and written POST_STAGES cycles later);
+                # past its last read (at P1 in the next cycle), the accumulators are cleared
+                with m.If(last_step[0] & (p_go + 1 >= n_gout)):
+                    m.d.sync += touch_wipe.eq(1)
+                    m.next = "NEXT_FRAME"
             with m.State("NEXT_FRAME"):
                 with m.If(~frame_end_t):
                     m.d.sync += [t.eq(t + 1), *frame_moves("t+1")]
@@ -943,5 +1009,7 @@ class Overlay(wiring.Component):
             with m.State("FLUSH"):
                 # the last posts leave the pipeline before the next descriptor overwrites this one
                 with m.If(~post_busy):
+                    m.d.sync += eng_off.eq(0)
+                    m.d.comb += touch_clr.eq((1 << len(touched)) - 1)
                     m.next = "FETCH"
         return m
