@@ -57,6 +57,9 @@ POST_STAGES = 8
 POST_FLUSH = POST_STAGES - 1
 #: Cycles a frame waits after its last update is issued (the accumulate pipeline's depth but one).
 DRAIN = 3
+#: Cycles between a MATMUL or attention frame's end and its post's first read: the frame goes on to the next
+#: without DRAIN, and the post unit's first accumulator read (P1) comes after the last update's write.
+POST_LAG = DRAIN - 1
 #: Cycles from the peek port's address to its word (a bank word is registered as it leaves the block RAM).
 PEEK_LATENCY = 2
 
@@ -122,13 +125,14 @@ def descriptor_cycles(d, config: Config, events=0, ext: ExtTiming = IDEAL) -> fl
     Fetch and dispatch ``DESCRIPTOR_WORDS + 2`` (a FETCH's whole cost: its fetch runs beside the descriptors
     after it, :func:`program_cycles` counts the waits for it), and ``POST_FLUSH`` for the last posts to leave the
     post unit's pipeline (but END). A frame ends with ``DRAIN`` cycles for its last update. A frame's engine
-    cycles ``C``: MATMUL 4 + DRAIN (two to read its first word), ``2`` per src0 word (its read is issued as the
-    previous word is latched), ``G_out`` per event; ELEMENTWISE 2 + DRAIN + one per word; LINEAR_ATTENTION's
-    q pass 4 + DRAIN + ``2 S heads`` + ``S`` per event (``S`` = ``head_span``). A post takes ``G_out`` steps of
-    the post unit (``post_steps`` cycles each), once per frame (once per descriptor for a reduction). When the
-    descriptor splits (:func:`splits`) the post runs beside the next frame, which waits for the post unit if it
-    ends first: a frame takes ``max(C, post + 1)``, ``max(C, post + POST_STAGES)`` if it must see the previous
-    step's membranes; else ``C + post`` (and ``POST_STAGES - C`` more if positive for the membranes).
+    cycles ``C``: MATMUL 4 (two to read its first word), ``2`` per src0 word (its read is issued as the
+    previous word is latched), ``G_out`` per event; LINEAR_ATTENTION's q pass 4 + ``2 S heads`` + ``S`` per
+    event (``S`` = ``head_span``), each with a post ``POST_LAG`` cycles after the frame; ELEMENTWISE 2 + DRAIN
+    + one per word, its post right after. A post takes ``G_out`` steps of the post unit (``post_steps`` cycles
+    each), once per frame (once per descriptor for a reduction). When the descriptor splits (:func:`splits`)
+    the post runs beside the next frame, which waits for the post unit if it ends first: a frame takes
+    ``max(C, post + lag + 1)``, ``max(C, post + lag + POST_STAGES)`` if it must see the previous step's
+    membranes; else ``C + post + lag`` (and ``POST_STAGES - C`` more if positive for the membranes).
     LINEAR_ATTENTION also clears the K^T V store (``T C S`` words) and runs the k pass, per token and step
     ``3 + DRAIN + 2 S heads`` and ``S`` per event. COSPIKE, per step: ``4`` per word of every token, post ``G``,
     2 + DRAIN."""
@@ -153,20 +157,20 @@ def descriptor_cycles(d, config: Config, events=0, ext: ExtTiming = IDEAL) -> fl
         words = 2 * span * d.heads
         k_pass, per_frame = per_frame[:count // 2], per_frame[count // 2:]
         extra = d.steps * d.in_ch * span + len(k_pass) * (3 + DRAIN + words) + k_pass.sum() * span
-        engine = 4 + DRAIN + words + per_frame * span
+        engine, lag = 4 + words + per_frame * span, POST_LAG
     elif d.kind in (Kind.ELEMENTWISE, Kind.MAXPOOL):
-        engine = np.full(count, float(g_in + 2 + DRAIN))
+        engine, lag = np.full(count, float(g_in + 2 + DRAIN)), 0
     else:
-        engine = 4 + DRAIN + 2 * g_in + per_frame * g_out
+        engine, lag = 4 + 2 * g_in + per_frame * g_out, POST_LAG
     if d.reduce:
-        return fetch + extra + engine.sum() + posted
+        return fetch + extra + engine.sum() + posted + lag
     # a frame of a later time step whose post reads membranes waits for the previous step's writes
     later = (np.arange(len(engine)) % d.steps != 0) & (d.post == Post.NEURON)
     if splits(d, config):
-        ready = np.where(later, posted + POST_STAGES, posted + 1)
-        return fetch + extra + engine[0] + np.maximum(engine[1:], ready[1:]).sum() + posted
+        ready = np.where(later, posted + lag + POST_STAGES, posted + lag + 1)
+        return fetch + extra + engine[0] + np.maximum(engine[1:], ready[1:]).sum() + posted + lag
     waits = np.where(later, np.maximum(0, POST_STAGES - engine), 0)
-    return fetch + extra + (engine + posted + waits).sum()
+    return fetch + extra + (engine + posted + lag + waits).sum()
 
 
 def fetch_time(d, config: Config, ext: ExtTiming = IDEAL) -> float:
@@ -473,6 +477,7 @@ class Overlay(wiring.Component):
         # step it reads, and what it took from the frame as it started: the dst, residual and bias bases, the
         # first time step (no membrane before it), the accumulators' half
         p_active = Signal()
+        p_delay = Signal(range(POST_LAG + 1))     # cycles until a post started by a MATMUL or attention frame reads
         p_go, p_r = Signal(12), Signal(range(max(R, 2)))
         p_dst, p_src1, p_bias = Signal(17), Signal(17), Signal(17)
         p_first = Signal()
@@ -660,7 +665,13 @@ class Overlay(wiring.Component):
         # the thresholds are read at P4 (theta_base is the descriptor's: it holds until the pipeline drains), so
         # that one register, not five, brings them to P6
         m.d.comb += theta_rd.addr.eq(stepped(desc.theta_base + pgo[4], pr[4]))
-        # the post unit's loop: a step of a group a cycle, from a start in WORDS_DONE
+        # the post unit's loop: a step of a group a cycle, from a start in WORDS_DONE (POST_LAG cycles later for a
+        # MATMUL or attention frame, which comes to WORDS_DONE without DRAIN)
+        post_claimed = p_active | (p_delay != 0)
+        with m.If(p_delay != 0):
+            m.d.sync += p_delay.eq(p_delay - 1)
+            with m.If(p_delay == 1):
+                m.d.sync += p_active.eq(1)
         with m.If(p_active):
             if R > 1:
                 m.d.sync += p_r.eq(p_r + 1)
@@ -826,6 +837,14 @@ class Overlay(wiring.Component):
                 window_step()
             m.next = "LATCH"
 
+        def words_done():
+            """Past the frame's last word: the k pass drains its updates into the K^T V store first; a MATMUL or
+            q-pass frame goes on, its post's first read POST_LAG cycles after its last update's write."""
+            with m.If(phase_k):
+                m.next = "DRAIN_A"
+            with m.Else():
+                m.next = "WORDS_DONE"
+
         def frame(how: str):
             """Start a frame (token ``n``, step ``t``; ``how`` it moved, for the window: "reset", "t+1", "n+1"):
             its first word, its copy, or its COSPIKE sum."""
@@ -912,7 +931,7 @@ class Overlay(wiring.Component):
                 with m.If(live.any()):
                     pick()
                 with m.Elif(last_word):
-                    m.next = "DRAIN_A"
+                    words_done()
                 with m.Else():
                     lead()
             with m.State("UPDATE"):
@@ -923,7 +942,7 @@ class Overlay(wiring.Component):
                     with m.If(live.any()):
                         pick()
                     with m.Elif(last_word):
-                        m.next = "DRAIN_A"
+                        words_done()
                     with m.Else():
                         lead()
             with m.State("DRAIN_A"):
@@ -948,14 +967,18 @@ class Overlay(wiring.Component):
                         frame("reset")
                 with m.Elif(desc.reduce & ~(frame_end_t & frame_end_n)):
                     m.next = "NEXT_FRAME"
-                with m.Elif(p_active | (post_busy & later_step)):
+                with m.Elif(post_claimed | (post_busy & later_step)):
                     # the post unit still reads the previous frame's; or the previous time step's posts are still
                     # in the pipeline: a membrane read now would miss their writes (descriptor_cycles counts it)
                     pass
                 with m.Else():
                     # the frame's posts start; with split, the engine goes on to the next frame in the other half
                     # of the accumulators (cleared), else it waits for the post unit's reads
-                    m.d.sync += [p_active.eq(1), p_go.eq(0), p_r.eq(0), p_dst.eq(fb["dst"]), p_src1.eq(fb["src1"]),
+                    with m.If((desc.kind == Kind.MATMUL) | attn):
+                        m.d.sync += p_delay.eq(POST_LAG)
+                    with m.Else():
+                        m.d.sync += p_active.eq(1)
+                    m.d.sync += [p_go.eq(0), p_r.eq(0), p_dst.eq(fb["dst"]), p_src1.eq(fb["src1"]),
                                  p_bias.eq(Mux(desc.bias_per_token, bias_nb, desc.bias_base)), p_first.eq(t == 0),
                                  post_off.eq(eng_off)]
                     with m.If(split):
@@ -993,7 +1016,7 @@ class Overlay(wiring.Component):
             with m.State("POST_WAIT"):
                 # the post unit reads a step of a group a cycle (computed and written POST_STAGES cycles later);
                 # past its last read (at P1 in the next cycle), the accumulators are cleared
-                with m.If(last_step[0] & (p_go + 1 >= n_gout)):
+                with m.If(p_active & last_step[0] & (p_go + 1 >= n_gout)):
                     m.d.sync += touch_wipe.eq(1)
                     m.next = "NEXT_FRAME"
             with m.State("NEXT_FRAME"):
@@ -1008,7 +1031,7 @@ class Overlay(wiring.Component):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 # the last posts leave the pipeline before the next descriptor overwrites this one
-                with m.If(~post_busy):
+                with m.If(~post_busy & ~post_claimed):
                     m.d.sync += eng_off.eq(0)
                     m.d.comb += touch_clr.eq((1 << len(touched)) - 1)
                     m.next = "FETCH"
