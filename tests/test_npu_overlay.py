@@ -9,7 +9,7 @@ import pytest
 
 from compiler.hw.program import compile_program, fit_config
 from hdl.npu.isa import FETCH_TARGETS, Bank, Descriptor, Kind, Mem, pack_lanes
-from hdl.npu.overlay import program_cycles
+from hdl.npu.overlay import program_cycles, splits
 from sim import npu_model
 from sim.npu_amaranth import run_overlay
 
@@ -54,11 +54,16 @@ def _descriptor_by_descriptor(program, x, kinds=tuple(Kind)):
     return checked
 
 
-@pytest.mark.parametrize("post_lanes", [0, 4])
-def test_every_descriptor_of_the_bundled_model(digits_graph, digits_test, post_lanes):
+@pytest.mark.parametrize("post_lanes, out_groups", [(0, None), (4, None), (4, 8)])
+def test_every_descriptor_of_the_bundled_model(digits_graph, digits_test, post_lanes, out_groups):
     """Its matmuls, copies and the linear attention (4 heads of 8 channels: two heads per 16-lane group); with
-    a post unit of all 16 lanes, and of 4 (each group's post in 4 steps)."""
-    program = compile_program(digits_graph, fit_config(digits_graph, lanes=16, post_lanes=post_lanes))
+    a post unit of all 16 lanes, and of 4 (each group's post in 4 steps); each post beside the next frame, and
+    (accumulators for fc1's 8 groups, not twice that) fc1's posts waited for."""
+    cfg = fit_config(digits_graph, lanes=16, post_lanes=post_lanes)
+    cfg = cfg.with_(out_groups=out_groups or cfg.out_groups)
+    program = compile_program(digits_graph, cfg)
+    split = {d.name: splits(d, cfg) for d in program.descriptors if d.kind == Kind.MATMUL}
+    assert split["block0.mlp.fc1"] == (out_groups is None) and split["block0.mlp.fc2"]
     assert _descriptor_by_descriptor(program, digits_test.x[0]) == 12
 
 

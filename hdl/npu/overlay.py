@@ -490,8 +490,10 @@ class Overlay(wiring.Component):
         pa_addr = Mux(phase_k, fb["src1"] + ev_g, src0_addr)
         # port B: the post unit's residual word while it reads (it has the port: a descriptor whose engine reads
         # port B, a mask or COSPIKE's src1, does not overlap its posts with its next frame)
+        # (a mask is MATMUL's only, read as its src0 word: nxt_gi straight into the add, which was the 85F build's
+        # critical path at every seed, through ev_g's choice)
         pb_addr = Mux(p_active, p_src1 + p_go,
-                      Mux(cospike, fb["src1"] + gi, Mux(phase_k, fb["src2"] + go, tb["src2"] + ev_g)))
+                      Mux(cospike, fb["src1"] + gi, Mux(phase_k, fb["src2"] + go, tb["src2"] + nxt_gi)))
         for b in banks:
             m.d.comb += [rd_a[b].addr.eq(pa_addr), rd_b[b].addr.eq(Mux(self.busy, pb_addr, self.peek_addr))]
 
