@@ -136,7 +136,7 @@ def run_overlay(model: str | Path, board: str, out: str | Path, *, lanes: int | 
         overlay.prepare(top, b.spec, staging, seed)
         _verilog(staging)
         overlay.save_images(staging / overlay.IMAGES_FILE, b.program)
-        listing = b.program.listing(b.events)
+        listing = b.program.listing(b.events, b.descriptor_cycles)
         (staging / "program.txt").write_text(listing + "\n")
         cycles = b.sample_cycles.astype(float)
         program = b.program

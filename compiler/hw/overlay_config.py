@@ -120,8 +120,8 @@ _BRIDGE = Memory("uart bridge buffer", 32, 64)
 
 def overlay_memories(config: Config) -> list[Memory]:
     """The memories of ``hdl.npu.overlay.Overlay(config)`` as Yosys infers them (one copy per read port: the
-    scratchpad banks have two, the engine's and the post unit's / peek port's; so have the accumulators,
-    distributed RAM read in the cycle of their address)."""
+    scratchpad banks have two, the engine's and the post unit's / peek port's; so have the accumulators, whose
+    read addresses are registers: distributed RAM where that is cheaper, block RAM at 2 lanes' 256 groups)."""
     c, P, Q, R = config, config.lanes, config.post_width, config.post_steps     # the post unit's memories:
     return [Memory("program", WORD_BITS, c.program_depth * DESCRIPTOR_WORDS),
             Memory("spikes", P * c.spike_bits, c.spike_depth, read_ports=2),
@@ -130,7 +130,7 @@ def overlay_memories(config: Config) -> list[Memory]:
             Memory("mult", Q * c.mult_bits, c.param_depth * R),
             Memory("bias", Q * c.bias_bits, c.param_depth * R),
             Memory("theta", Q * c.levels * c.theta_bits, c.param_depth * R),
-            Memory("acc", P * c.acc_bits, c.out_groups, rule="distributed", read_ports=2),
+            Memory("acc", P * c.acc_bits, c.out_groups, read_ports=2),
             Memory("membrane", Q * c.post_bits, c.out_groups * R),
             Memory("kv", P * c.kv_bits, c.kv_depth),
             *([Memory("ext fifo", ext_address_bits(c) + 32, EXT_FIFO_DEPTH)] if c.ext_depth else [])]

@@ -204,9 +204,10 @@ class Program:
         events = events or [0.0] * len(self.descriptors)
         return program_cycles(self.descriptors, self.config, events, ext)
 
-    def listing(self, events: list | None = None) -> str:
+    def listing(self, events: list | None = None, cycles=None) -> str:
         """One line per descriptor: what it computes, its operands' addresses, its dense synaptic operations
-        and, given the mean events per descriptor (:meth:`events`), its events and cycles."""
+        and, given the mean events per descriptor (:meth:`events`), its events and cycles (the formula on them,
+        or ``cycles`` per descriptor: a build's mean of each sample's)."""
         lines = [f"program {self.model_id:08x}: {len(self.descriptors)} descriptors, {self.config.lanes} lanes; "
                  f"spike bank {self.bank_words[Bank.SPIKES]:,} / {self.config.spike_depth:,} words, wide bank "
                  f"{self.bank_words[Bank.WIDE]:,} / {self.config.wide_depth:,}, weight store "
@@ -215,7 +216,7 @@ class Program:
                     if self.ext is not None else ""),
                  f"{'#':>3} {'layer':<22} {'computes':<34} {'reads':<24} {'writes':<8} {'dense ops':>10}"
                  + (f" {'events':>8} {'cycles':>8}" if events else "")]
-        cycles = self.cycles(events)
+        cycles = self.cycles(events) if cycles is None else [float(c) for c in cycles]
         for k, (d, layer) in enumerate(zip(self.descriptors, self.layers + [None])):
             if d.kind == Kind.END:
                 lines.append(f"{k:>3} {'end':<22} {'':<34} {'':<24} {'':<8} {'':>10}"
