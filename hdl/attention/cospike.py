@@ -120,11 +120,12 @@ class CoSpikeUnit(wiring.Component):
         tag = Signal(tw)                                # the current step's tag
 
         sel, s0 = entry(m, self.addr_width, self.level_width)
+        dividing: list = []                             # the divisions' stages' valid bits
         _, chan, (valid1, kind1, level1, addr1) = divide(
             m, s0["addr"], C, (N - 1).bit_length(), [s0["valid"], s0["kind"], s0["level"], s0["addr"]],
-            name="div_c")
+            name="div_c", stage_valids=dividing)
         group, lane, (valid2, kind2, level2, addr2) = divide(
-            m, chan, P, (G - 1).bit_length(), [valid1, kind1, level1, addr1], name="div_p")
+            m, chan, P, (G - 1).bit_length(), [valid1, kind1, level1, addr1], name="div_p", stage_valids=dividing)
 
         # F: a V event writes its entry; a K event reads the same address.
         f_valid = register(m, valid2, "f_valid", reset=True)
@@ -145,7 +146,7 @@ class CoSpikeUnit(wiring.Component):
         m.d.sync += [inc[j].eq(Mux(lanes_[L] == j, prod, 0)) for j in range(P)]
         c_acc = Accumulate(m, "c_acc", g_valid & (g_kind == KIND_K), g_group, inc, c_ram, count_layout)
         busy = Signal()
-        m.d.comb += busy.eq(s0["valid"] | valid1 | valid2 | f_valid | g_valid | c_acc.busy)
+        m.d.comb += busy.eq(s0["valid"] | Cat(*dividing, valid1, valid2).any() | f_valid | g_valid | c_acc.busy)
 
         # Output sweep over the counts; the scrubber zeroes G entries of V's map alongside.
         meta = data.StructLayout({"group": range(G), "last": 1})

@@ -149,10 +149,11 @@ class LinearAttentionUnit(wiring.Component):
 
         sel, s0 = entry(m, self.addr_width, self.level_width)
         # addr -> (token, channel) -> (head, lane)
+        dividing: list = []                             # the divisions' stages' valid bits
         token, chan, (valid1, kind1, level1) = divide(
-            m, s0["addr"], C, nq, [s0["valid"], s0["kind"], s0["level"]], name="div_c")
+            m, s0["addr"], C, nq, [s0["valid"], s0["kind"], s0["level"]], name="div_c", stage_valids=dividing)
         head, lane, (valid2, kind2, level2, token2, chan2) = divide(
-            m, chan, d, hb, [valid1, kind1, level1, token, chan], name="div_d")
+            m, chan, d, hb, [valid1, kind1, level1, token, chan], name="div_d", stage_valids=dividing)
 
         # F: V's events enter v_acc (stage A); K's and Q's read their source word (V's map, a KV row).
         f_valid = register(m, valid2, "f_valid", reset=True)
@@ -180,7 +181,7 @@ class LinearAttentionUnit(wiring.Component):
         kv_acc = Accumulate(m, "kv_acc", g_valid & (g_kind == KIND_K), g_chan, prod_k, kv_ram, kv_layout)
         a_acc = Accumulate(m, "a_acc", g_valid & (g_kind == KIND_Q), g_word, prod_q, a_ram, a_layout)
         busy = Signal()
-        m.d.comb += busy.eq(s0["valid"] | valid1 | valid2 | f_valid | g_valid
+        m.d.comb += busy.eq(s0["valid"] | Cat(*dividing, valid1, valid2).any() | f_valid | g_valid
                             | v_acc.busy | kv_acc.busy | a_acc.busy)
 
         q_phase = Signal()                              # KV is read as Q's source, not by kv_acc (a register)

@@ -70,13 +70,15 @@ def delays(m: Module, value, count: int, name: str, *, reset: bool = False) -> l
     return out
 
 
-def divide(m: Module, x, divisor: int, quotient_bits: int, carry: list, *, name: str, en=None):
+def divide(m: Module, x, divisor: int, quotient_bits: int, carry: list, *, name: str, en=None,
+           stage_valids: list | None = None):
     """``x // divisor`` and ``x % divisor`` for a constant divisor, with ``x < divisor << quotient_bits``.
 
     A power of two is a slice (no latency). Otherwise a restoring division resolves
     ``DIV_STEPS_PER_STAGE`` quotient bits per registered stage; ``carry`` (a list of values) is delayed
     alongside (``carry[0]``, a valid bit, with a reset). Returns ``(quotient, remainder, carried)``; both
-    results are at least 1 bit wide.
+    results are at least 1 bit wide. ``stage_valids`` (a list) receives every stage's valid bit: a pipeline
+    is empty only when each of them is clear, not only the last.
     """
     if divisor & (divisor - 1) == 0:
         shift = divisor.bit_length() - 1
@@ -99,6 +101,8 @@ def divide(m: Module, x, divisor: int, quotient_bits: int, carry: list, *, name:
             qreg = register(m, Cat(*qbits), f"{name}_s{stages}_q", en)
             qbits = [qreg[i] for i in range(len(qbits))]
             carry = [register(m, c, f"{name}_s{stages}_c{i}", en, reset=i == 0) for i, c in enumerate(carry)]
+            if stage_valids is not None:
+                stage_valids.append(carry[0])
             stages, pending = stages + 1, 0
     quotient = Cat(*reversed(qbits)) if qbits else Const(0, 1)
     return quotient, rem[:bits(divisor - 1)], carry
