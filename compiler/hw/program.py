@@ -236,8 +236,8 @@ class Program:
         if events:
             missing = sum(c is None for c in cycles)
             lines.append(f"total: {sum(c for c in cycles if c is not None):,.0f} cycles per inference "
-                         f"({total_events(events):,.0f} events)" + (f", without {missing} descriptors the overlay cannot "
-                                                           "run yet" if missing else ""))
+                         f"({total_events(events):,.0f} events)"
+                         + (f", without {missing} descriptors the overlay cannot run yet" if missing else ""))
         return "\n".join(lines)
 
     def __repr__(self) -> str:

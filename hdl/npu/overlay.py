@@ -28,8 +28,8 @@ first group ``g0``, lanes outside the head masked): first, for every step and to
 event ``q[i]`` adds ``level * KV[i, go]`` into ``acc[go]``. COSPIKE adds ``src0 * src1`` lane by lane into
 ``acc[g]`` over every token, per step, then posts once.
 
-Cycles of a MATMUL frame: ``2 G_in`` (words) + ``G_out`` per event + 4 + DRAIN, or its post's ``G_out`` + 1 if
-that is longer, plus a few per descriptor: they grow with the spikes (:func:`descriptor_cycles`).
+Cycles of a MATMUL frame: ``2 G_in`` (words) + ``G_out`` per event + 4, or its post's ``G_out`` + POST_LAG + 1
+if that is longer, plus a few per descriptor: they grow with the spikes (:func:`descriptor_cycles`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ from ..sdram.litedram import STREAM_OVERHEAD, STREAM_WORDS_PER_CYCLE
 from .isa import (DESCRIPTOR_WORDS, EXT_ALIGN, EXT_WORD_BITS, FETCH_TARGETS, WORD_BITS, Bank, Config, Kind, Mem, Post,
                   descriptor_layout, fetch_ratio, fetch_rows, row_layout)
 
-__all__ = ["Overlay", "descriptor_cycles", "frame_count", "splits", "fetch_time", "program_cycles", "POST_FLUSH", "PEEK_LATENCY",
+__all__ = ["Overlay", "descriptor_cycles", "frame_count", "splits", "fetch_time", "program_cycles", "POST_FLUSH",
+           "PEEK_LATENCY",
            "ExtTiming", "IDEAL", "SDRAM"]
 
 #: The post unit's pipeline: the stage that writes (read at 0), and the cycles from a descriptor's last post
@@ -124,18 +125,17 @@ def descriptor_cycles(d, config: Config, events=0, ext: ExtTiming = IDEAL) -> fl
 
     Fetch and dispatch ``DESCRIPTOR_WORDS + 2`` (a FETCH's whole cost: its fetch runs beside the descriptors
     after it, :func:`program_cycles` counts the waits for it), and ``POST_FLUSH`` for the last posts to leave the
-    post unit's pipeline (but END). A frame ends with ``DRAIN`` cycles for its last update. A frame's engine
-    cycles ``C``: MATMUL 4 (two to read its first word), ``2`` per src0 word (its read is issued as the
-    previous word is latched), ``G_out`` per event; LINEAR_ATTENTION's q pass 4 + ``2 S heads`` + ``S`` per
-    event (``S`` = ``head_span``), each with a post ``POST_LAG`` cycles after the frame; ELEMENTWISE 2 + DRAIN
-    + one per word, its post right after. A post takes ``G_out`` steps of the post unit (``post_steps`` cycles
-    each), once per frame (once per descriptor for a reduction). When the descriptor splits (:func:`splits`)
-    the post runs beside the next frame, which waits for the post unit if it ends first: a frame takes
-    ``max(C, post + lag + 1)``, ``max(C, post + lag + POST_STAGES)`` if it must see the previous step's
-    membranes; else ``C + post + lag`` (and ``POST_STAGES - C`` more if positive for the membranes).
-    LINEAR_ATTENTION also clears the K^T V store (``T C S`` words) and runs the k pass, per token and step
-    ``3 + DRAIN + 2 S heads`` and ``S`` per event. COSPIKE, per step: ``4`` per word of every token, post ``G``,
-    2 + DRAIN."""
+    post unit's pipeline (but END). A frame's engine cycles ``C``: MATMUL 4 (two to read its first word),
+    ``2`` per src0 word (its read is issued as the previous word is latched), ``G_out`` per event;
+    LINEAR_ATTENTION's q pass 4 + ``2 S heads`` + ``S`` per event (``S`` = ``head_span``), each with a post
+    ``lag`` = ``POST_LAG`` cycles after the frame; ELEMENTWISE 2 + DRAIN + one per word, its post right after
+    (``lag`` 0). A post takes ``G_out`` steps of the post unit (``post_steps`` cycles each), once per frame
+    (once per descriptor for a reduction). When the descriptor splits (:func:`splits`) the post runs beside the
+    next frame, which waits for the post unit if it ends first: a frame takes ``max(C, post + lag + 1)``,
+    ``max(C, post + lag + POST_STAGES)`` if it must see the previous step's membranes; else
+    ``C + post + lag`` (and ``POST_STAGES - C`` more if positive for the membranes). LINEAR_ATTENTION also
+    clears the K^T V store (``T C S`` words) and runs the k pass, per token and step ``3 + DRAIN + 2 S heads``
+    and ``S`` per event. COSPIKE, per step: ``4`` per word of every token, post ``G``, 2 + DRAIN."""
     if d.kind == Kind.END:
         return DESCRIPTOR_WORDS + 2
     if d.kind == Kind.FETCH:                # its dispatch: the fetch runs beside what follows (program_cycles)
