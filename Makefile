@@ -26,8 +26,9 @@ PIP := .venv/bin/pip
 
 install: .venv/installed
 
-# The main job on the bundled model: inspect and evaluate it, run it bit-exact in Verilator, then build the
-# ULX3S-85F bitstream (build/digits-ulx3s: top.bit, report.json, report.md) and print the report's summary.
+# The main job on the bundled model: inspect and evaluate it, run its program on the overlay bit-exact in
+# Verilator, then build for the ULX3S-85F (build/digits-ulx3s: top.bit, the board's standard overlay, built once
+# and cached; program.npz, report.json, report.md) and print the report's summary.
 demo: install
 	$(PY) -m compiler inspect examples/digits.pt
 	$(PY) -m compiler evaluate examples/digits.pt --dataset digits

@@ -180,6 +180,15 @@ def _estimate_summary(r: dict) -> str:
             f"{e['cycles_per_inference']:,.0f} cycles per inference")
 
 
+def _overlay_estimate_summary(r: dict) -> str:
+    if not r["fits"]:
+        return f"{r['board']} ({r['device']}): DOES NOT FIT the overlay: {r['refusal']}"
+    ov = r["overlay"]
+    used = ", ".join(f"{k} {v:,}/{r['fit_totals'][k]:,}" for k, v in ov["resources"].items() if k in r["fit_totals"])
+    return (f"{r['board']} ({r['device']}), the overlay {ov['config_hash']}, {_lanes_text(r)}: fits; {used}; "
+            f"{r['cycles_per_inference']:,.0f} cycles per inference")
+
+
 def _simulate_summary(r: dict) -> str:
     verdict = "bit-exact" if r["mismatches"] == 0 else f"{r['mismatches']} MISMATCHING"
     return (f"{r['samples']} sample{'s' if r['samples'] != 1 else ''} in {r['simulator']}, {_lanes_text(r)} {r['schedule']}: {verdict}; "
@@ -202,6 +211,13 @@ def _overlay_build_summary(r: dict) -> str:
 
 
 # ---------------------------------------------------------------- the functions
+
+def _runs_overlay(overlay: bool, generator: bool) -> bool:
+    """The CLI's ``--overlay`` (the default, accepted) / ``--generator`` choice."""
+    if overlay and generator:
+        raise UserError("give either overlay=True (the default) or generator=True, not both")
+    return not generator
+
 
 def load(path: str | Path) -> Model:
     """Load a checkpoint (``model.pt``) written by ``train``; anything else is refused, never unpickled."""
@@ -265,12 +281,18 @@ def _inputs(model: Model, x: np.ndarray | None, count: int | None, default_count
 
 @_refusals
 def estimate(model: Model, board: str, *, lanes: int | None = None,
-             samples: int = build_flow.DEFAULT_SAMPLES) -> Report:
-    """``python -m compiler estimate``: the resources the accelerator needs against the ``board``'s device,
-    its cycles per inference and per stage and whether it fits, before any synthesis (``docs/cli.md``).
-    ``lanes`` None chooses them as ``build`` does; ``samples``: test inputs whose activity drives the cycles."""
+             samples: int = build_flow.DEFAULT_SAMPLES, overlay: bool = False, generator: bool = False) -> Report:
+    """``python -m compiler estimate``: the ``board``'s overlay for the model (its estimated resources against
+    the device, how full its memories are), the program's cycles per inference and per descriptor and whether
+    it fits, before any synthesis (``docs/cli.md``); with ``generator``, the one-engine-per-layer accelerator's
+    estimate instead (deprecated). ``lanes`` None chooses them as ``build`` does; ``samples``: test inputs
+    whose activity drives the cycles."""
     model = _model(model)
-    report, _ = estimate_flow.run(model.path, board, lanes, samples=_at_least("--samples", samples))
+    samples = _at_least("--samples", samples)
+    if _runs_overlay(overlay, generator):
+        report, _ = estimate_flow.run_overlay(model.path, board, lanes, samples=samples)
+        return Report("estimate", report, _overlay_estimate_summary)
+    report, _ = estimate_flow.run(model.path, board, lanes, samples=samples)
     return Report("estimate", report, _estimate_summary)
 
 
@@ -278,25 +300,28 @@ def estimate(model: Model, board: str, *, lanes: int | None = None,
 def simulate(model: Model, x: np.ndarray | None = None, *, count: int | None = None, lanes: int | None = None,
              dense: bool = False, simulator: str = "verilator", trace: bool = False,
              build_dir: str | Path = "build/sim", progress: bool = False, overlay: bool = False,
-             post_lanes: int | None = None, weight_store: int | None = None,
+             generator: bool = False, post_lanes: int | None = None, weight_store: int | None = None,
              param_store: int | None = None) -> Report:
-    """``python -m compiler simulate``: the generated accelerator, cycle by cycle, on ``x`` (default: the first
-    ``count``, default 16, test samples of the model's dataset), compared bit for bit with the golden model.
-    ``report["mismatches"]`` is 0 when every sample matches. Verilator builds a design once (about a minute)
-    and caches it in ``build_dir``. With ``overlay``, the overlay running the model's program instead, through
-    the host driver (``lanes`` default 16); ``post_lanes``, ``weight_store`` and ``param_store`` as the
-    command's ``--post-lanes``, ``--weight-store`` and ``--param-store`` (a store too small for the model
-    streams from the SDRAM, simulated as LiteDRAM on the chip's model)."""
+    """``python -m compiler simulate``: the overlay running the model's program, cycle by cycle, through the
+    host driver, on ``x`` (default: the first ``count``, default 16, test samples of the model's dataset),
+    compared bit for bit with the golden model. ``report["mismatches"]`` is 0 when every sample matches.
+    Verilator builds a design once (about a minute) and caches it in ``build_dir``. ``lanes`` default 16;
+    ``post_lanes``, ``weight_store`` and ``param_store`` as the command's ``--post-lanes``, ``--weight-store``
+    and ``--param-store`` (a store too small for the model streams from the SDRAM, simulated as LiteDRAM on
+    the chip's model). With ``generator`` (deprecated), the one-engine-per-layer accelerator instead, where
+    ``dense`` and ``simulator`` (icarus, amaranth) apply."""
     model = _model(model)
     if simulator not in SIMULATORS:
         raise UserError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    overlay = _runs_overlay(overlay, generator)
     for name, value in (("post_lanes", post_lanes), ("weight_store", weight_store), ("param_store", param_store)):
         if value is not None:
             if not overlay:
-                raise UserError(f"{name} is the overlay's: add overlay=True")
+                raise UserError(f"{name} is the overlay's: drop generator=True")
             _at_least(name, value)
     if overlay and (dense or simulator != "verilator"):
-        raise UserError("the overlay is event-driven and runs in verilator: drop dense and simulator")
+        raise UserError("the overlay is event-driven and runs in verilator: drop dense and simulator, or add "
+                        "generator=True")
     if param_store is not None and weight_store is None:
         raise UserError("param_store is the streaming overlay's: add weight_store")
     simulate_flow.check_build_dir(build_dir)
@@ -319,21 +344,24 @@ def simulate(model: Model, x: np.ndarray | None = None, *, count: int | None = N
 def build(model: Model, board: str, *, out: str | Path | None = None, lanes: int | None = None,
           clock_mhz: float | None = None, baud: int = build_flow.DEFAULT_BAUD, seed: int = 1,
           samples: int = build_flow.DEFAULT_SAMPLES, force: bool = False, progress: bool = False,
-          overlay: bool = False, standalone: bool = False, cache: str | Path | None = None) -> Report:
-    """``python -m compiler build``: the bitstream for ``board`` and its report (``docs/build.md``), in ``out``
-    (default ``build/<model>-<board>``). Minutes: synthesis, place and route run on the YoWASP tools. With
-    ``overlay``, the board's overlay and the model's program (``build --overlay``: the bitstream built once per
-    configuration and cached in ``cache``; ``standalone`` as ``--standalone``). ``clock_mhz`` None: the
-    command's default (100 MHz; the overlay's 45)."""
+          overlay: bool = False, generator: bool = False, standalone: bool = False,
+          cache: str | Path | None = None) -> Report:
+    """``python -m compiler build``: the board's overlay and the model's program, with its report
+    (``docs/build.md``), in ``out`` (default ``build/<model>-<board>``): the bitstream is built once per
+    configuration (minutes: synthesis, place and route on the YoWASP tools) and cached in ``cache``; a later
+    model that fits it takes seconds. ``standalone`` as ``--standalone``. With ``generator`` (deprecated), the
+    one-engine-per-layer accelerator's own bitstream (default out ``build/<model>-<board>-generator``).
+    ``clock_mhz`` None: the command's default."""
     model = _model(model)
+    overlay = _runs_overlay(overlay, generator)
     if (standalone or cache is not None) and not overlay:
-        raise UserError(f"{'standalone' if standalone else 'cache'} is for overlay builds: add overlay=True")
+        raise UserError(f"{'standalone' if standalone else 'cache'} is for overlay builds: drop generator=True")
     if overlay:
         from .flows import overlay as overlay_flow
         config = overlay_flow.OverlayBuildConfig(
             model=model.path, board=board, out=None if out is None else Path(out),
             lanes=None if lanes is None else _at_least("--lanes", lanes),
-            clock_mhz=overlay_flow.DEFAULT_CLOCK_MHZ if clock_mhz is None else float(clock_mhz),
+            clock_mhz=None if clock_mhz is None else float(clock_mhz),
             baud=_at_least("--baud", baud), seed=_placement_seed(seed), samples=_at_least("--samples", samples),
             progress=progress, force=force, standalone=standalone, cache=None if cache is None else Path(cache))
         report, _ = overlay_flow.run(config)
@@ -349,24 +377,26 @@ def build(model: Model, board: str, *, out: str | Path | None = None, lanes: int
 
 
 def _export_summary(r: dict) -> str:
-    what = "the overlay" if "config_hash" in r else f"the generated accelerator ({r['lanes']} lanes)"
+    what = (f"the overlay {r['overlay']['config_hash']} ({r['lanes']} lanes) with the model's program"
+            if r.get("kind") == "overlay" else f"the generated accelerator ({r['lanes']} lanes)")
     return f"{what} for {r['board']} in {r['out']}: {', '.join(f['name'] for f in r['files'])}"
 
 
 @_refusals
-def export(model: Model, board: str, out: str | Path, *, overlay: bool = False, lanes: int | None = None,
-           clock_mhz: float | None = None, baud: int = build_flow.DEFAULT_BAUD, force: bool = False) -> Report:
+def export(model: Model, board: str, out: str | Path, *, overlay: bool = False, generator: bool = False,
+           lanes: int | None = None, clock_mhz: float | None = None, baud: int = build_flow.DEFAULT_BAUD,
+           force: bool = False) -> Report:
     """``python -m compiler export``: the design a board gets, as files in ``out`` (a new or empty folder, any
-    with ``force``), without the tools: the generated accelerator's top (``lanes``, None: auto) or, with
-    ``overlay``, the board's standard overlay configuration's top with the model's program (``program.npz``,
-    ``program.txt``); RTLIL, Verilog, constraints, tool scripts and ``report.json`` (``docs/cli.md``).
-    Seconds. ``clock_mhz`` None: the build's default (100 MHz; the overlay's 15 MHz)."""
+    with ``force``), without the tools: the board's standard overlay configuration's top with the model's
+    program (``program.npz``, ``program.txt``) or, with ``generator`` (deprecated), the generated accelerator's
+    top (``lanes``, None: auto); RTLIL, Verilog, constraints, tool scripts and ``report.json``
+    (``docs/cli.md``). Seconds. ``clock_mhz`` None: the build's default."""
     from .flows import export as export_flow
 
     model = _model(model)
     lanes = None if lanes is None else _at_least("--lanes", lanes)
     baud = _at_least("--baud", baud)
-    if overlay:
+    if _runs_overlay(overlay, generator):
         report, _ = export_flow.run_overlay(model.path, board, out, lanes=lanes, clock_mhz=clock_mhz, baud=baud,
                                             force=force)
     else:

@@ -96,6 +96,24 @@ def _emit(report: dict, as_json: bool, human) -> None:
         human(report)
 
 
+def _overlay_chosen(args) -> bool:
+    """Whether a command runs the overlay (the default) or, with ``--generator``, the one-engine-per-layer
+    generated accelerator; ``--overlay`` is accepted (it was needed before the overlay became the default)."""
+    if args.overlay and args.generator:
+        raise UserError("give either --overlay (the default) or --generator, not both")
+    args.overlay = not args.generator
+    return args.overlay
+
+
+GENERATOR_HELP = ("the one-engine-per-layer generated accelerator instead of the overlay (deprecated: it goes in a "
+                  "later release; docs/architecture.md)")
+
+
+def _add_design_args(p, overlay_help: str, generator_extra: str = "") -> None:
+    p.add_argument("--overlay", action="store_true", help=overlay_help + " (the default; the flag is accepted)")
+    p.add_argument("--generator", action="store_true", help=GENERATOR_HELP + generator_extra)
+
+
 # ---------------------------------------------------------------- train
 
 def _given(value, default):
@@ -430,28 +448,20 @@ def _print_evaluate(r: dict) -> None:
 
 # ---------------------------------------------------------------- simulate
 
-def _generator_refuses(graph) -> bool:
-    """Whether the one-engine-per-layer generator cannot build ``graph`` (conv stages) while the overlay can."""
-    from .hw.plan import refuse_unsupported
-    try:
-        refuse_unsupported(graph)
-    except UserError:
-        return True
-    return False
-
-
 def cmd_simulate(args) -> int:
     from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
 
-    if args.overlay and args.dense:
-        raise UserError("--dense is the generated accelerator's baseline; the overlay is event-driven only")
+    if _overlay_chosen(args) and args.dense:
+        raise UserError("--dense is the generated accelerator's baseline (the overlay is event-driven only): "
+                        "add --generator")
     if args.overlay and args.simulator != "verilator":
-        raise UserError(f"--overlay runs in verilator, not {args.simulator}")
+        raise UserError(f"the overlay runs in verilator, not {args.simulator}: add --generator for the generated "
+                        f"accelerator on {args.simulator}")
     for flag, value in (("--weight-store", args.weight_store), ("--param-store", args.param_store),
                         ("--post-lanes", args.post_lanes)):
         if value is not None and not args.overlay:
-            raise UserError(f"{flag} is the overlay's: add --overlay")
+            raise UserError(f"{flag} is the overlay's: drop --generator")
     if args.param_store is not None and args.weight_store is None:
         raise UserError("--param-store is the streaming overlay's: add --weight-store WORDS")
     if args.post_lanes is not None and (args.lanes or 16) % args.post_lanes:
@@ -472,10 +482,6 @@ def cmd_simulate(args) -> int:
     show = not args.json and sys.stderr.isatty() or args.progress
     traces = {"trace_dir": args.trace_dir, "force": args.force, "waveform": args.waveform}
     graph = lower(model, args.model)
-    if not args.overlay and not args.dense and args.simulator == "verilator" and _generator_refuses(graph):
-        print("note: the one-engine-per-layer generator cannot build this model's conv stages: simulating it on "
-              "the overlay (--overlay)", file=sys.stderr)
-        args.overlay = True
     if args.overlay:
         report = simulate.run_overlay(graph, x, lanes=args.lanes or 16, trace=args.trace,
                                       build_dir=args.build_dir, show_progress=show, weight_store=args.weight_store,
@@ -497,20 +503,20 @@ def _lanes_or_auto(text: str):
 
 def cmd_build(args) -> int:
     progress = args.progress or sys.stderr.isatty() or not args.json
-    if args.overlay or args.standalone or args.cache is not None:
-        if not args.overlay:
-            raise UserError(f"{'--standalone' if args.standalone else '--cache'} is for overlay builds: add --overlay")
+    if _overlay_chosen(args):
         if args.cache is not None and not args.cache.strip():
             raise UserError("--cache is an empty path")
         config = overlay.OverlayBuildConfig(
             model=Path(args.model), board=args.board, out=Path(args.out) if args.out else None,
             lanes=None if args.lanes == "auto" else args.lanes,
-            clock_mhz=overlay.DEFAULT_CLOCK_MHZ if args.clock is None else args.clock, baud=args.baud,
+            clock_mhz=args.clock, baud=args.baud,
             seed=args.seed, samples=args.samples, progress=progress, force=args.force, standalone=args.standalone,
             cache=Path(args.cache) if args.cache is not None else None)
         report, status = overlay.run(config)
         _emit(report, args.json, overlay.print_summary)
         return status
+    if args.standalone or args.cache is not None:
+        raise UserError(f"{'--standalone' if args.standalone else '--cache'} is for overlay builds: drop --generator")
     config = build.BuildConfig(
         model=Path(args.model), board=args.board, out=Path(args.out) if args.out else None,
         lanes=None if args.lanes == "auto" else args.lanes,
@@ -522,15 +528,18 @@ def cmd_build(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    report, status = estimate.run(args.model, args.board, None if args.lanes == "auto" else args.lanes,
-                                  samples=args.samples)
-    _emit(report, args.json, estimate.print_report)
+    lanes = None if args.lanes == "auto" else args.lanes
+    if _overlay_chosen(args):
+        report, status = estimate.run_overlay(args.model, args.board, lanes, samples=args.samples)
+    else:
+        report, status = estimate.run(args.model, args.board, lanes, samples=args.samples)
+    _emit(report, args.json, estimate.print_overlay_report if args.overlay else estimate.print_report)
     return status
 
 
 def cmd_export(args) -> int:
     lanes = None if args.lanes == "auto" else args.lanes
-    if args.overlay:
+    if _overlay_chosen(args):
         report, status = export.run_overlay(args.model, args.board, args.out, lanes=lanes, clock_mhz=args.clock,
                                             baud=args.baud, force=args.force)
     else:
@@ -552,6 +561,11 @@ def cmd_flash(args) -> int:
 
 
 def cmd_run(args) -> int:
+    if args.generator and not args.simulated:
+        raise UserError("--generator is for --simulated (a board's bitstream says itself which design it runs)")
+    if args.overlay and not args.simulated:
+        raise UserError("--overlay is for --simulated (a board's bitstream says itself which design it runs)")
+    _overlay_chosen(args)
     run.check_options(args)
     report, status = (run.run_simulated if args.simulated else run.run_inputs)(args)
     _emit(report, args.json, run.print_run)
@@ -655,28 +669,29 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="replace --predictions if it exists")
     e.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("simulate", help="run the generated accelerator cycle-accurately against the golden model",
-                       description="Lower the model to the accelerator, simulate it cycle by cycle on each input "
-                                   "through its host bus and compare its logits (with --trace, every layer) with "
-                                   "the integer golden model, bit for bit. Exit status 1 on any mismatch.")
+    s = sub.add_parser("simulate", help="run the overlay and the model's program cycle-accurately against the golden "
+                                        "model",
+                       description="Compile the model into the overlay's program, simulate the overlay cycle by "
+                                   "cycle in Verilator on each input through its host bus (the program and weights "
+                                   "loaded as run loads them) and compare its logits (with --trace, every layer) "
+                                   "with the integer golden model, bit for bit. Exit status 1 on any mismatch.")
     _add_input_args(s, default_count=16)
     s.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"), default="verilator",
-                   help="verilator (C++ harness, fast), icarus (cocotb bench) or amaranth (Python simulator) "
-                        "(default: verilator)")
+                   help="verilator (C++ harness, fast); with --generator also icarus (cocotb bench) or amaranth "
+                        "(Python simulator) (default: verilator)")
     s.add_argument("--lanes", type=_lanes, default=None,
-                   help="lanes P: output channels updated per cycle; must divide the model width "
-                        "(default: the largest divisor up to 16)")
+                   help="lanes P: output channels updated per cycle, any count (default 16); with --generator a "
+                        "divisor of the model width (default: the largest divisor up to 16)")
     s.add_argument("--dense", action="store_true",
-                   help="schedule every synapse, spiking or not: the baseline for the event-driven schedule")
-    s.add_argument("--overlay", action="store_true",
-                   help="run the overlay (the spiking NPU: one sequencer, sparse engine and post unit running the "
-                        "model's compiled program) instead of the generated accelerator; --lanes is then any "
-                        "count (default 16)")
+                   help="with --generator: schedule every synapse, spiking or not: the baseline for the "
+                        "event-driven schedule")
+    _add_design_args(s, "run the overlay (the spiking NPU: one sequencer, sparse engine and post unit running the "
+                        "model's compiled program)")
     s.add_argument("--post-lanes", type=_at_least_one, metavar="Q",
-                   help="with --overlay: a post unit of Q lanes (a divisor of --lanes; the boards' overlays have "
+                   help="a post unit of Q lanes (a divisor of --lanes; the boards' overlays have "
                         "4), each group's post in lanes / Q steps (default: all lanes)")
     s.add_argument("--weight-store", type=_at_least_one, metavar="WORDS",
-                   help="with --overlay: a weight store of WORDS words; the weights beyond it stream from the "
+                   help="a weight store of WORDS words; the weights beyond it stream from the "
                         "board's SDRAM, simulated as LiteDRAM's controller on a cycle-accurate model of the chip "
                         "(docs/sdram.md) (default: every weight on chip)")
     s.add_argument("--param-store", type=_at_least_one, metavar="GROUPS",
@@ -691,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(implies --trace; DIR must be new or empty)")
     s.add_argument("--waveform", metavar="FILE.fst|FILE.vcd",
                    help="also write a waveform of the first sample's run (every signal at each clock edge, 10 ns "
-                        "a cycle; with --overlay the program's load too) from a tracing Verilator build of the same "
+                        "a cycle; the program's load too) from a tracing Verilator build of the same "
                         "design, in the format its suffix names (FST: GTKWave, Surfer)")
     s.add_argument("--force", action="store_true",
                    help="replace --trace-dir DIR even if it is not empty, and an existing --waveform file")
@@ -701,22 +716,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
 
     b = sub.add_parser("build", help="make a bitstream for a board, with a report (resources, Fmax, latency)",
-                       description="Lower the model to the accelerator, estimate its resources and refuse it before "
-                                   "synthesis if it cannot fit the board, then synthesize, place and route it with "
-                                   "the board's PLL, UART link and LEDs (Yosys, nextpnr-ecp5, ecppack) while a few "
-                                   "sample inputs run in Verilator. Writes the bitstream, report.json and report.md "
-                                   "into the output folder, only once everything succeeded.")
+                       description="Compile the model into the program of the board's standard overlay (refused "
+                                   "before any synthesis if it does not fit), and take the overlay's bitstream from "
+                                   "the cache, or build it once per configuration (Yosys, nextpnr-ecp5, ecppack: the "
+                                   "overlay with the board's PLL, UART link and LEDs): a later model that fits it "
+                                   "builds in seconds. Writes the bitstream, the program (program.npz, what run "
+                                   "loads), report.json and report.md into the output folder, only once everything "
+                                   "succeeded (docs/build.md).")
     b.add_argument("model", help="a model.pt checkpoint")
     b.add_argument("--board", required=True, help="the board: ulx3s (= ulx3s-85f), ulx3s-12f/25f/45f/85f, "
                                                  "ecpix5 (= ecpix5-85f), ecpix5-45f")
-    b.add_argument("--out", help="output folder (default: build/<model file stem>-<board>)")
+    b.add_argument("--out", help="output folder (default: build/<model file stem>-<board>, with --generator "
+                                 "...-generator)")
     b.add_argument("--lanes", type=_lanes_or_auto, default="auto",
-                   help="lanes P (a divisor of the model width), or auto: the largest that the estimate says "
-                        "fits the board with room to route (default: auto); with --overlay any count, auto the "
-                        "board's standard overlay's")
+                   help="the overlay's lanes, any count, or auto: the board's standard overlay's; with --generator a "
+                        "divisor of the model width, auto: the largest that the estimate says fits the board with "
+                        "room to route (default: auto)")
     b.add_argument("--clock", type=_clock, default=None,
-                   help=f"core clock in MHz; the PLL makes the nearest it can (default: {build.DEFAULT_CLOCK_MHZ:g}, "
-                        f"with --overlay {overlay.DEFAULT_CLOCK_MHZ:g})")
+                   help=f"core clock in MHz; the PLL makes the nearest it can (default: "
+                        f"{overlay.DEFAULT_CLOCK_MHZ:g}, or the board's measured met clock for its standard overlay: "
+                        f"{', '.join(f'{b} {c:g}' for b, c in overlay.MET_CLOCKS_MHZ.items())}; with --generator "
+                        f"{build.DEFAULT_CLOCK_MHZ:g})")
     b.add_argument("--baud", type=_baud, default=build.DEFAULT_BAUD,
                    help=f"UART bit rate; the clock must hold a whole number of bit periods to within 2.5%% "
                         f"(default: {build.DEFAULT_BAUD})")
@@ -725,31 +745,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"test inputs simulated for cycles per inference (default: {build.DEFAULT_SAMPLES})")
     b.add_argument("--force", action="store_true",
                    help="replace --out even if it is not an earlier build's folder (one with a report.json)")
-    b.add_argument("--overlay", action="store_true",
-                   help="compile the model for the board's standard overlay (the instruction-driven NPU) and use "
-                        "its bitstream, built once per overlay configuration and cached: a later model that fits "
-                        "it builds in seconds (default out: build/<model stem>-<board>-overlay; docs/build.md)")
+    _add_design_args(b, "compile the model for the board's standard overlay (the instruction-driven NPU) and use "
+                        "its bitstream, built once per overlay configuration and cached", "; its build simulates "
+                        "a few samples in Verilator beside the tools")
     b.add_argument("--standalone", action="store_true",
-                   help="with --overlay: the program and weights in the bitstream's memories, so that the board "
+                   help="the program and weights in the bitstream's memories, so that the board "
                         "boots into the model (this model's own bitstream: synthesized every time, never cached)")
     b.add_argument("--cache", metavar="DIR",
-                   help="with --overlay: the overlay bitstream cache (default: $QSD_FPGA_OVERLAY_CACHE, else "
+                   help="the overlay bitstream cache (default: $QSD_FPGA_OVERLAY_CACHE, else "
                         "$XDG_CACHE_HOME/qsd-fpga/overlays)")
     b.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     b.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     b.set_defaults(func=cmd_build)
 
     m = sub.add_parser("estimate", help="resources and cycles per stage on a board, before synthesis (milliseconds)",
-                       description="Lower the model to the accelerator and estimate, without synthesis, its "
-                                   "resources (LUT4, FF, DP16KD, MULT18X18D, distributed RAM) against the board's "
-                                   "device and its cycles per inference and per stage (from the golden model's "
-                                   "activity on sample inputs): build's own estimate and fit check. Exit status 1 "
-                                   "if it does not fit.")
+                       description="Compile the model for the board's standard overlay and estimate, without "
+                                   "synthesis, the overlay's resources (LUT4, FF, DP16KD, MULT18X18D) against the "
+                                   "board's device, how full its memories are and the program's cycles per "
+                                   "inference and per descriptor (from the golden model's activity on sample "
+                                   "inputs): build's own fit check. Exit status 1 if it does not fit.")
     m.add_argument("model", help="a model.pt checkpoint")
     m.add_argument("--board", required=True, help="the board: ulx3s (= ulx3s-85f), ulx3s-12f/25f/45f/85f, "
                                                  "ecpix5 (= ecpix5-85f), ecpix5-45f")
     m.add_argument("--lanes", type=_lanes_or_auto, default="auto",
-                   help="lanes P (a divisor of the model width), or auto: as build chooses them (default: auto)")
+                   help="lanes P, or auto: as build chooses them (default: auto)")
+    _add_design_args(m, "the board's standard overlay")
     m.add_argument("--samples", type=_at_least_one, default=build.DEFAULT_SAMPLES,
                    help=f"test inputs whose activity drives the cycle estimate (default: {build.DEFAULT_SAMPLES})")
     m.add_argument("--json", action="store_true", help="print the estimate as one JSON object on stdout")
@@ -757,26 +777,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="write the Verilog and RTLIL a board gets (and its constraints and tool "
                                       "scripts), without synthesis",
-                       description="Lower the model to the accelerator for a board as build does (lanes, fit check, "
-                                   "the board top with its PLL, UART link and LEDs) and write, instead of a "
-                                   "bitstream, the design: top.il (RTLIL, what Yosys synthesizes), top.v (the same "
+                       description="Compile the model for a board's overlay as build does (the board's standard "
+                                   "configuration, fit check, the board top with its PLL, UART link and LEDs) and "
+                                   "write, instead of a bitstream, the design: top.il (RTLIL, what Yosys synthesizes), top.v (the same "
                                    "as Verilog), top.lpf (pin constraints), top.ys and build_top.sh (the tools' "
                                    "commands). Seconds; no synthesis.")
     x.add_argument("model", help="a model.pt checkpoint")
     x.add_argument("--board", required=True, help="the board: ulx3s (= ulx3s-85f), ulx3s-12f/25f/45f/85f, "
                                                  "ecpix5 (= ecpix5-85f), ecpix5-45f")
     x.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty, or with --force)")
-    x.add_argument("--overlay", action="store_true",
-                   help="the design build --overlay gives the board instead: the board's standard overlay "
-                        "configuration's top (the same for every model that fits), with the model's program "
-                        "(program.npz, what run loads; program.txt, its listing) and report.json; a model that "
-                        "does not fit the configuration is refused")
+    _add_design_args(x, "the board's standard overlay configuration's top (the same for every model that fits), with "
+                        "the model's program (program.npz, what run loads; program.txt, its listing) and "
+                        "report.json; a model that does not fit the configuration is refused")
     x.add_argument("--lanes", type=_lanes_or_auto, default="auto",
-                   help="lanes P (a divisor of the model width), or auto: as build chooses them; with --overlay "
-                        "the overlay's lanes, auto: the board's standard (default: auto)")
+                   help="the overlay's lanes, auto: the board's standard; with --generator a divisor of the model "
+                        "width, auto: as build chooses them (default: auto)")
     x.add_argument("--clock", type=_clock, default=None,
-                   help=f"core clock in MHz; the PLL makes the nearest it can (default: {build.DEFAULT_CLOCK_MHZ:g}, "
-                        f"with --overlay {overlay.DEFAULT_CLOCK_MHZ:g})")
+                   help=f"core clock in MHz; the PLL makes the nearest it can (default: "
+                        f"{overlay.DEFAULT_CLOCK_MHZ:g}, or the board's measured met clock for its standard overlay: "
+                        f"{', '.join(f'{b} {c:g}' for b, c in overlay.MET_CLOCKS_MHZ.items())}; with --generator "
+                        f"{build.DEFAULT_CLOCK_MHZ:g})")
     x.add_argument("--baud", type=_baud, default=build.DEFAULT_BAUD,
                    help=f"UART bit rate (default: {build.DEFAULT_BAUD})")
     x.add_argument("--force", action="store_true", help="replace --out even if it is not empty")
@@ -818,12 +838,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", help="the board's serial port (/dev/ttyUSB0, COM3), auto (the one board plugged in, "
                                   "by its USB bridge's id), or a simulated board's pty (required unless --simulated)")
     r.add_argument("--simulated", action="store_true",
-                   help="start the simulated board (the Verilated UART bridge and this model's accelerator, built "
-                        "once and cached in --build-dir) behind a pty and run against it: no board needed")
-    r.add_argument("--overlay", action="store_true",
-                   help="with --simulated: the board runs the overlay (the configuration of the overlay build, "
-                        "--build or the newest of this model, else the ulx3s's standard one) and the program is "
-                        "loaded into it")
+                   help="start the simulated board (the Verilated UART bridge and the overlay of the overlay "
+                        "build, --build or the newest of this model, else the ulx3s's standard one, built once and "
+                        "cached in --build-dir) behind a pty, load the program into it and run against it: no board "
+                        "needed")
+    _add_design_args(r, "with --simulated: the board runs the overlay")
     r.add_argument("--build-dir", help="with --simulated: where its Verilator model is built and cached "
                                        "(default: build/sim)")
     r.add_argument("--progress", action="store_true",

@@ -20,7 +20,7 @@ BUILD = ROOT / "build" / "test-sim"
 
 
 def _simulate_cli(capsys, *args):
-    code = cli.main(["simulate", *map(str, args), "--json", "--build-dir", str(BUILD)])
+    code = cli.main(["simulate", "--generator", *map(str, args), "--json", "--build-dir", str(BUILD)])
     out = capsys.readouterr().out
     return code, (json.loads(out) if out.strip() else None)
 
@@ -90,7 +90,7 @@ def test_a_mismatch_fails_and_names_the_layer(capsys, monkeypatch):
 @pytest.mark.parametrize("args", [["--lanes", "12"], ["--lanes", "0"], ["--simulator", "modelsim"]])
 def test_bad_options_are_refused(capsys, args):
     try:
-        code = cli.main(["simulate", str(EXAMPLE), *args])
+        code = cli.main(["simulate", "--generator", str(EXAMPLE), *args])
     except SystemExit as exc:            # argparse's usage errors
         code = exc.code
     err = capsys.readouterr().err

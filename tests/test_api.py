@@ -129,22 +129,27 @@ def test_simulate_a_small_model_in_the_amaranth_simulator(tmp_path, capsys):
                  "--out", str(path)]) == 0
     capsys.readouterr()
     small = compiler.load(path)
-    r = compiler.simulate(small, count=1, simulator="amaranth", build_dir=tmp_path / "sim")
+    r = compiler.simulate(small, count=1, generator=True, simulator="amaranth", build_dir=tmp_path / "sim")
     assert r["mismatches"] == 0 and r["samples"] == 1 and r["schema_version"] == 1 and r["model"] == str(path)
     assert repr(r).startswith("<simulate report: 1 sample in amaranth, 8 lanes event-driven: bit-exact;")
 
 
 def test_reprs_are_one_short_line(model, lowered):
     est = compiler.estimate(model, "ulx3s", lanes=16)
-    for obj in (model, lowered, est):
+    gen = compiler.estimate(model, "ulx3s", lanes=16, generator=True)
+    for obj in (model, lowered, est, gen):
         text = repr(obj)
         assert "\n" not in text and len(text) < 400, text
-    assert repr(est).startswith("<estimate report: ulx3s-85f (LFE5U-85F), 16 lanes: fits;")
+    assert repr(est).startswith("<estimate report: ulx3s-85f (LFE5U-85F), the overlay ")
+    assert ", 16 lanes: fits;" in repr(est)
+    assert repr(gen).startswith("<estimate report: ulx3s-85f (LFE5U-85F), 16 lanes: fits;")
 
 
-def test_estimate_is_the_commands_json(model, capsys):
-    est = compiler.estimate(model, "ulx3s", lanes=16)
-    assert main(["estimate", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--json"]) == 0
+@pytest.mark.parametrize("generator", [False, True])
+def test_estimate_is_the_commands_json(model, capsys, generator):
+    est = compiler.estimate(model, "ulx3s", lanes=16, generator=generator)
+    assert main(["estimate", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--json",
+                 *(["--generator"] if generator else [])]) == 0
     cli = json.loads(capsys.readouterr().out)
     api = json.loads(json.dumps(est))
     assert api.pop("seconds").keys() == cli.pop("seconds").keys()
@@ -153,7 +158,9 @@ def test_estimate_is_the_commands_json(model, capsys):
 
 @pytest.mark.parametrize("call, fragment", [
     (lambda m: compiler.estimate(m, "nope"), "unknown board 'nope'"),
-    (lambda m: compiler.estimate(m, "ulx3s", lanes=3), "--lanes must divide the model width 32"),
+    (lambda m: compiler.estimate(m, "ulx3s", lanes=3, generator=True), "--lanes must divide the model width 32"),
+    (lambda m: compiler.estimate(m, "ulx3s", lanes=99), "the overlay's lanes must be an integer from 1 to 64"),
+    (lambda m: compiler.estimate(m, "ulx3s", overlay=True, generator=True), "not both"),
     (lambda m: compiler.estimate(m, "ulx3s", samples=0), "--samples must be at least 1, not 0"),
     (lambda m: compiler.estimate("examples/digits.pt", "ulx3s"), "must be a compiler.Model"),
     (lambda m: compiler.samples(m, count=0), "--count must be at least 1, not 0"),
@@ -186,7 +193,10 @@ def test_export_writes_the_commands_files_and_refuses_as_it_does(model, tmp_path
     names = {f["name"] for f in r["files"]}
     assert {"top.il", "top.v", "top.lpf"} <= names
     assert names == {p.name for p in (tmp_path / "x").iterdir()}
-    assert r["schema_version"] and "generated accelerator" in repr(r)
+    assert r["schema_version"] and r["kind"] == "overlay" and "the overlay" in repr(r)
+    assert {"program.npz", "program.txt", "report.json"} <= names
+    g = compiler.export(model, "ulx3s", tmp_path / "g", generator=True)
+    assert "generated accelerator" in repr(g) and "program.npz" not in {f["name"] for f in g["files"]}
     with pytest.raises(compiler.UserError, match="not empty"):
         compiler.export(model, "ulx3s", tmp_path / "x")
     with pytest.raises(compiler.UserError, match="board"):
@@ -195,13 +205,15 @@ def test_export_writes_the_commands_files_and_refuses_as_it_does(model, tmp_path
 
 
 def test_simulate_the_overlay(model, tmp_path):
-    """``overlay=True``: the model's program on the Verilated overlay through the host driver, with the boards'
-    4-lane post unit; the overlay's options without it, and the generated accelerator's with it, are refused."""
-    r = compiler.simulate(model, count=2, overlay=True, post_lanes=4, build_dir=tmp_path / "sim")
+    """The default: the model's program on the Verilated overlay through the host driver, with the boards'
+    4-lane post unit; the overlay's options with ``generator=True``, and the generated accelerator's without
+    it, are refused."""
+    r = compiler.simulate(model, count=2, post_lanes=4, build_dir=tmp_path / "sim")
     assert r["mismatches"] == 0 and r["schedule"] == "overlay" and r["config"]["post_lanes"] == 4
     assert r["cycle_model_error"] == 0 and repr(r).startswith("<simulate report: 2 samples in verilator, 16 lanes")
-    for kwargs, message in (({"post_lanes": 4}, "post_lanes is the overlay's: add overlay=True"),
-                            ({"overlay": True, "dense": True}, "drop dense and simulator"),
+    for kwargs, message in (({"post_lanes": 4, "generator": True}, "post_lanes is the overlay's: drop generator"),
+                            ({"dense": True}, "drop dense and simulator"),
+                            ({"overlay": True, "generator": True}, "not both"),
                             ({"overlay": True, "param_store": 64}, "add weight_store"),
                             ({"overlay": True, "weight_store": 0}, "weight_store must be")):
         with pytest.raises(compiler.UserError, match=message):
@@ -209,8 +221,8 @@ def test_simulate_the_overlay(model, tmp_path):
 
 
 def test_build_the_overlay_is_the_commands(model, tmp_path, monkeypatch):
-    """``overlay=True`` hands ``build --overlay``'s configuration to its flow (the tools are not run here:
-    ``tests/test_overlay_build.py`` covers the flow); its options without it are refused."""
+    """``build`` hands the overlay build's configuration to its flow (the tools are not run here:
+    ``tests/test_overlay_build.py`` covers the flow); its options with ``generator=True`` are refused."""
     from compiler.flows import overlay
     seen = {}
 
@@ -221,7 +233,8 @@ def test_build_the_overlay_is_the_commands(model, tmp_path, monkeypatch):
     with pytest.raises(compiler.UserError, match="stopped before synthesis"):
         compiler.build(model, "ulx3s", overlay=True, cache=tmp_path / "cache", seed=2)
     c = seen["config"]
-    assert (c.board, c.seed, c.clock_mhz, c.cache, c.standalone) == ("ulx3s", 2, overlay.DEFAULT_CLOCK_MHZ,
-                                                                      tmp_path / "cache", False)
-    with pytest.raises(compiler.UserError, match="standalone is for overlay builds"):
-        compiler.build(model, "ulx3s", standalone=True)
+    assert (c.board, c.seed, c.clock_mhz, c.cache, c.standalone) == ("ulx3s", 2, None, tmp_path / "cache", False)
+    with pytest.raises(compiler.UserError, match="stopped before synthesis"):
+        compiler.build(model, "ulx3s")                  # the default
+    with pytest.raises(compiler.UserError, match="standalone is for overlay builds: drop generator"):
+        compiler.build(model, "ulx3s", standalone=True, generator=True)

@@ -184,7 +184,7 @@ def test_mnist_models_of_each_arch_lower(tmp_path):
         graph = lower(model)
         agree = (predict(model, data.x[:32]).argmax(1) == golden.predict(graph, data.x[:32]).argmax(1)).mean()
         assert agree >= 0.9
-        with pytest.raises(UserError, match="not supported by the one-engine-per-layer generator: add --overlay"):
+        with pytest.raises(UserError, match="not supported by the one-engine-per-layer generator: drop --generator"):
             build_plan(graph)
 
 

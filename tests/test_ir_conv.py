@@ -240,7 +240,7 @@ def test_conv_metrics_count_synapses_of_events():
 def test_plan_refuses_the_grid_ops():
     with pytest.raises(UserError, match=r"^the model cannot be mapped to hardware: Tokenize \(the input as a token "
                        r"grid, first at tok\), Conv \(k x k convolution, first at conv\) are not supported by the "
-                       r"one-engine-per-layer generator: add --overlay \(.*\)$"):
+                       r"one-engine-per-layer generator: drop --generator \(.*\)$"):
         build_plan(_stem())
     with pytest.raises(UserError, match=r"MaxPool \(max-pooling, first at pool\) are not supported"):
         build_plan(_pool_graph())

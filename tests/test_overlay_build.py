@@ -34,6 +34,16 @@ def _status(argv) -> int:
         return exc.code
 
 
+SIM_CYCLE_BUDGET = overlay.SIM_CYCLE_BUDGET
+
+
+@pytest.fixture(autouse=True)
+def no_simulation(monkeypatch):
+    """The builds here do not simulate their program in Verilator (the real build's test does, and one test
+    puts the step in with a stand-in)."""
+    monkeypatch.setattr(overlay, "SIM_CYCLE_BUDGET", 0)
+
+
 def _one_error_line(capsys) -> str:
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -184,12 +194,14 @@ def test_the_first_build_caches_the_overlay_and_the_second_reuses_it(tools, tmp_
     config = overlay_config.board_config(spec.fit_totals)
     program = compile_program(digits_graph, config)
     assert r2["model_id"] == f"{program.model_id:08x}" and r2["overlay"]["config_hash"] == f"{config_hash(config):08x}"
-    assert r2["lanes"] == 16 and r2["fmax_mhz"] == 64.0 and r2["timing_met"] and r2["clock_mhz"] == overlay.DEFAULT_CLOCK_MHZ
+    assert r2["lanes"] == 16 and r2["fmax_mhz"] == 64.0 and r2["clock_mhz"] == overlay.MET_CLOCKS_MHZ["ulx3s-85f"] == 75
+    assert not r2["timing_met"] and r2["clock_used_mhz"] == 64.0 and r2["clock_choice"].startswith("the board's")
+    assert r2["simulation"]["samples"] == 0 and "above the build's 0" in r2["simulation"]["skipped"]
     assert r2["resources"]["DP16KD"]["used"] == 172 and r2["critical_path"] == _CRITICAL_PATH
     assert r2["program"]["listing"].startswith(f"program {program.model_id:08x}:")
     assert r2["cycles_min"] <= r2["cycles_per_inference"] <= r2["cycles_max"] and r2["cycles_min"] > 1000
     assert r2["fraction_of_ceiling"] == pytest.approx(r2["synaptic_ops_per_second"] / (16 * 64e6))
-    assert r2["latency_us"] == pytest.approx(r2["cycles_per_inference"] / overlay.DEFAULT_CLOCK_MHZ)
+    assert r2["latency_us"] == pytest.approx(r2["cycles_per_inference"] / 64.0)
     assert sorted(p.name for p in out2.iterdir() if p.suffix != ".png") == ["program.npz", "report.json", "report.md",
                                                                            "top.bit"]    # and the plots (test_plots)
     assert json.loads((out2 / "report.json").read_text())["schema_version"] == 1
@@ -209,7 +221,7 @@ def test_a_hand_made_cache_entry_is_used_as_it_is(monkeypatch, tmp_path, capsys)
     monkeypatch.setattr(overlay, "_run_tools", lambda *a: pytest.fail("synthesis ran"))
     spec = get_board("ulx3s")
     config = overlay_config.board_config(spec.fit_totals)
-    name, material = overlay.cache_key(spec, config, overlay.DEFAULT_CLOCK_MHZ, 3_000_000, 1)
+    name, material = overlay.cache_key(spec, config, overlay.MET_CLOCKS_MHZ["ulx3s-85f"], 3_000_000, 1)
     entry = tmp_path / "cache" / name
     entry.mkdir(parents=True)
     (entry / "top.bit").write_bytes(b"hand made")
@@ -385,9 +397,12 @@ def test_a_model_that_does_not_fit_the_overlay_is_refused_before_synthesis(monke
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--standalone"], "--standalone is for overlay builds: add --overlay"),
-    (["--cache", "x"], "--cache is for overlay builds: add --overlay"),
-    (["--overlay", "--cache", " "], "--cache is an empty path"),
+    (["--generator", "--standalone"], "--standalone is for overlay builds: drop --generator"),
+    (["--generator", "--cache", "x"], "--cache is for overlay builds: drop --generator"),
+    (["--generator", "--overlay"], "give either --overlay (the default) or --generator, not both"),
+    (["--cache", " "], "--cache is an empty path"),
+    (["--board", "nope"], "unknown board 'nope'"),
+    (["--clock", "25"], "--baud 3000000 at a 25 MHz clock"),
     (["--overlay", "--board", "nope"], "unknown board 'nope'"),
     (["--overlay", "--lanes", "99"], "the overlay's lanes must be an integer from 1 to 64"),
     (["--overlay", "--board", "ulx3s-12f", "--lanes", "16"], "the ulx3s-12f cannot hold the overlay at 16 lanes"),
@@ -402,6 +417,33 @@ def test_usage_errors(monkeypatch, tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("error: "), err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_build_simulates_what_its_budget_allows_and_a_mismatch_exits_1(tools, tmp_path, capsys, monkeypatch):
+    """The build's simulation step runs the program on as many samples as ``SIM_CYCLE_BUDGET`` holds (here the
+    first two samples' cycles, from the formula); a sample that differs from the golden model makes the build
+    exit 1 with its report written, as ``simulate`` does."""
+    from compiler.flows import simulate as simulate_flow
+
+    seen = []
+
+    def stand_in(graph, x, program, **kwargs):
+        seen.append(len(x))
+        first = {"sample": 1, "tensor": "logits", "position": [3], "hardware": 1, "golden": 2}
+        return {"samples": len(x), "mismatches": 1, "first_mismatch": first, "cycle_model_error": 0.0}
+
+    monkeypatch.setattr(simulate_flow, "run_program", stand_in)
+    assert _build(tmp_path / "o") == 0                          # the budget 0 (the fixture's): nothing simulated
+    assert not seen and json.loads(capsys.readouterr().out)["simulation"]["samples"] == 0
+    b = overlay.OverlayBuild(overlay.OverlayBuildConfig(model=EXAMPLE, board="ulx3s", samples=4,
+                                                        out=tmp_path / "unused"))
+    overlay.step_load(b)
+    overlay.step_compile(b)
+    monkeypatch.setattr(overlay, "SIM_CYCLE_BUDGET", int(b.sample_cycles[:2].sum()))
+    assert _build(tmp_path / "o") == 1
+    r = json.loads(capsys.readouterr().out)
+    assert seen == [2] and r["simulation"]["samples"] == 2 and r["simulation"]["mismatches"] == 1
+    assert not r["simulation"]["bit_exact"] and "MISMATCH" in (tmp_path / "o" / "report.md").read_text()
 
 
 def test_an_output_folder_that_is_no_build_is_not_clobbered(tools, tmp_path, capsys):
@@ -438,13 +480,17 @@ def test_the_first_overlay_build_and_a_second_model_without_synthesis(tmp_path, 
     import sys
 
     monkeypatch.setenv(overlay.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(overlay, "SIM_CYCLE_BUDGET", SIM_CYCLE_BUDGET)
     t0 = time.monotonic()
-    assert _status(["build", str(EXAMPLE), "--board", BOARD, "--overlay", "--out", str(tmp_path / "first"),
-                    "--json"]) == 0
+    assert _status(["build", str(EXAMPLE), "--board", BOARD, "--out", str(tmp_path / "first"), "--json"]) == 0
     first_seconds = time.monotonic() - t0
     r1 = json.loads(capsys.readouterr().out)
     config = overlay_config.board_config(get_board(BOARD).fit_totals)
     assert not r1["overlay"]["cache"]["reused"] and r1["timing_met"] and r1["lanes"] == config.lanes
+    assert r1["clock_mhz"] == overlay.DEFAULT_CLOCK_MHZ and r1["clock_choice"] == "the overlay's default"
+    # the program simulated on the Verilated overlay beside the tools: bit-exact, cycles as the formula's
+    assert r1["simulation"] == {**r1["simulation"], "samples": 8, "mismatches": 0, "bit_exact": True,
+                                "cycles_match_formula": True, "skipped": None}
     assert (tmp_path / "first" / "top.bit").stat().st_size > 100_000
     used = {k: v["used"] for k, v in r1["resources"].items()}
     # exact for the 85F's 16-lane configuration (184); for the 25F's 2 lanes the estimator's rule gives 42 where
@@ -460,12 +506,12 @@ def test_the_first_overlay_build_and_a_second_model_without_synthesis(tmp_path, 
     capsys.readouterr()
     monkeypatch.setattr(board_flow, "run_step", lambda *a, **k: pytest.fail("a tool ran"))
     t0 = time.monotonic()
-    assert _status(["build", str(other), "--board", BOARD, "--overlay", "--out", str(tmp_path / "second"),
-                    "--json"]) == 0
+    assert _status(["build", str(other), "--board", BOARD, "--out", str(tmp_path / "second"), "--json"]) == 0
     second_seconds = time.monotonic() - t0
     r2 = json.loads(capsys.readouterr().out)
     assert r2["overlay"]["cache"]["reused"] and r2["overlay"]["config_hash"] == r1["overlay"]["config_hash"]
     assert r2["model_id"] != r1["model_id"] and r2["fmax_mhz"] == r1["fmax_mhz"]
+    assert r2["simulation"]["bit_exact"] and r2["simulation"]["samples"] == 8   # the Verilated model was cached
     assert (tmp_path / "second" / "top.bit").read_bytes() == (tmp_path / "first" / "top.bit").read_bytes()
     assert second_seconds < 30
     sys.stderr.write(f"second build (another model, cached overlay): {second_seconds:.1f} s\n")

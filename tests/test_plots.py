@@ -85,7 +85,7 @@ def test_firing_rates_per_time_step(tmp_path):
 
 
 def test_estimate_cycles_and_resources_are_the_estimate_reports(capsys):
-    assert main(["estimate", str(EXAMPLE), "--board", "ulx3s", "--json"]) == 0
+    assert main(["estimate", str(EXAMPLE), "--board", "ulx3s", "--generator", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     cycles = plots.estimate_cycles(report)
     est = report["estimate"]
@@ -181,18 +181,16 @@ def test_inspect_plot_without_matplotlib_is_one_error_line(tmp_path, capsys, no_
     assert "activation sparsity" in capsys.readouterr().out
 
 
-def test_a_model_without_hardware_gets_the_pictures_it_can_have(tmp_path, capsys):
+def test_a_conv_model_gets_every_picture_from_the_overlay(tmp_path, capsys):
     model = tmp_path / "mf.pt"
     assert main(["train", "--dataset", "synthetic", "--image-size", "16", "--arch", "metaformer", "--dims", "8,16",
                  "--depths", "1,1", "--heads", "2", "--epochs", "0", "--out", str(model)]) == 0
     capsys.readouterr()
     assert main(["inspect", str(model), "--count", "4", "--plot", str(tmp_path / "p"), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)["plots"]
-    # its cycles are the overlay program's (conv stems run there); the one-engine-per-layer generator, whose
-    # estimate the resources plot draws, cannot build conv stages
-    assert [Path(f).name for f in r["files"]] == [plots.FIRING, plots.SYNOPS, plots.CYCLES] and r["board"] is None
-    assert [s["plot"] for s in r["skipped"]] == [plots.RESOURCES]
-    assert all("cannot be mapped" in s["reason"] for s in r["skipped"])
+    # its cycles are the overlay program's (conv stems run there), and so is the resources plot's estimate
+    assert [Path(f).name for f in r["files"]] == list(plots.FILES) and r["board"] == "ulx3s-85f"
+    assert r["skipped"] == []
     _assert_pictures(r["files"])
 
 

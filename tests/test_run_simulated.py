@@ -20,6 +20,8 @@ SIM_DIR = ROOT / "build" / "sim"
     ([], "--port is needed"),
     (["--simulated", "--port", "/dev/ttyUSB0"], "not both"),
     (["--port", "/dev/ttyUSB0", "--overlay"], "--overlay is for --simulated"),
+    (["--port", "/dev/ttyUSB0", "--generator"], "--generator is for --simulated"),
+    (["--simulated", "--generator", "--overlay"], "not both"),
     (["--port", "/dev/ttyUSB0", "--build-dir", "x"], "--build-dir is for --simulated"),
     (["--simulated", "--baud", "30000000"], "too fast"),
 ])
@@ -45,7 +47,8 @@ def test_run_against_the_simulated_board_classifies_like_the_golden_model(capsys
     from compiler.flows.lower import lower
     from compiler.ir import golden
 
-    status = main(["run", str(EXAMPLE), "--simulated", "--count", "3", "--json", "--build-dir", str(SIM_DIR)])
+    status = main(["run", str(EXAMPLE), "--simulated", "--generator", "--count", "3", "--json", "--build-dir",
+                   str(SIM_DIR)])
     out = capsys.readouterr()
     assert status == 0, out.err
     r = json.loads(out.out)
@@ -58,16 +61,16 @@ def test_run_against_the_simulated_board_classifies_like_the_golden_model(capsys
     assert r["port"].startswith("/dev/") and r["latency_us"] == pytest.approx(r["cycles_per_inference"] / 48)
 
     # the command as a user types it, against the same (now cached) board
-    proc = subprocess.run([sys.executable, "-m", "compiler", "run", str(EXAMPLE), "--simulated", "--count", "2",
-                           "--build-dir", str(SIM_DIR)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "compiler", "run", str(EXAMPLE), "--simulated", "--generator",
+                           "--count", "2", "--build-dir", str(SIM_DIR)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "simulated board:" in proc.stdout and "logits 2/2 identical" in proc.stdout
 
 
 @pytest.mark.slow
 def test_run_against_the_simulated_overlay_loads_the_program(capsys):
-    status = main(["run", str(EXAMPLE), "--simulated", "--overlay", "--count", "2", "--json",
-                   "--build-dir", str(SIM_DIR)])
+    status = main(["run", str(EXAMPLE), "--simulated", "--count", "2", "--json", "--build-dir", str(SIM_DIR)])
     out = capsys.readouterr()
     assert status == 0, out.err
     r = json.loads(out.out)

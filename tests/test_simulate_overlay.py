@@ -43,19 +43,20 @@ def test_the_bundled_model_with_its_weights_streamed_from_sdram(capsys, tmp_path
     assert r["cycles_per_inference"] < ext["compute_cycles"] + ext["sdram_bound_cycles"]
 
 
-@pytest.mark.parametrize("extra, message", [(["--dense"], "event-driven only"),
-                                            (["--simulator", "icarus"], "runs in verilator"),
+@pytest.mark.parametrize("extra, message", [(["--dense"], "event-driven only): add --generator"),
+                                            (["--simulator", "icarus"], "runs in verilator, not icarus: add --generator"),
                                             (["--weight-store", "256", "--waveform", "x.fst"], "--weight-store"),
                                             (["--post-lanes", "3"], "must divide the lanes (16)"),
                                             (["--param-store", "64"], "add --weight-store WORDS")])
-def test_options_the_overlay_does_not_take_are_refused_early(capsys, extra, message):
-    assert main(["simulate", "no-such-model.pt", "--overlay", *extra]) == 2
+@pytest.mark.parametrize("overlay", [[], ["--overlay"]])              # the default, or asked for
+def test_options_the_overlay_does_not_take_are_refused_early(capsys, extra, message, overlay):
+    assert main(["simulate", "no-such-model.pt", *overlay, *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("flag", ["--weight-store", "--param-store", "--post-lanes"])
-def test_overlay_options_without_the_overlay_are_refused_early(capsys, flag):
-    assert main(["simulate", "no-such-model.pt", flag, "4"]) == 2
+def test_overlay_options_with_the_generator_are_refused_early(capsys, flag):
+    assert main(["simulate", "no-such-model.pt", "--generator", flag, "4"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and f"{flag} is the overlay's" in err and err.count("\n") == 1
+    assert err.startswith("error: ") and f"{flag} is the overlay's: drop --generator" in err and err.count("\n") == 1

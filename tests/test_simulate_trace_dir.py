@@ -19,7 +19,8 @@ def test_every_layer_of_every_sample_is_saved_beside_the_golden_models(small_mod
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier run")           # replaced with --force
     capsys.readouterr()
-    status = main(["simulate", str(small_model), "--count", "2", "--simulator", "amaranth", "--trace-dir", str(out),
+    status = main(["simulate", "--generator", str(small_model), "--count", "2", "--simulator", "amaranth",
+                   "--trace-dir", str(out),
                    "--force", "--build-dir", str(tmp_path / "sim"), "--json"])
     r = json.loads(capsys.readouterr().out)
     assert status == 0 and r["mismatches"] == 0 and r["traced"] and r["trace_dir"] == str(out)
@@ -101,7 +102,7 @@ def test_a_failed_simulation_leaves_nothing(small_model, tmp_path, capsys, monke
         raise RuntimeError("the simulator broke")
 
     monkeypatch.setattr(simulate, "simulate", broken)
-    assert main(["simulate", str(small_model), "--count", "1", "--trace-dir", str(tmp_path / "t"),
+    assert main(["simulate", "--generator", str(small_model), "--count", "1", "--trace-dir", str(tmp_path / "t"),
                  "--build-dir", str(tmp_path / "sim")]) == 3
     capsys.readouterr()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sim"]

@@ -20,8 +20,10 @@ def test_what_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, mon
     model = str(tmp_path / "no-such-model.pt")          # refused before the model is looked at
     _refused(["simulate", model, "--waveform", str(tmp_path / "w.ghw")], capsys, "must end in .fst or .vcd")
     _refused(["simulate", model, "--waveform", str(tmp_path / "w")], capsys, "not nothing")
+    _refused(["simulate", model, "--generator", "--waveform", str(tmp_path / "w.vcd"), "--simulator", "amaranth"],
+             capsys, "written by Verilator")
     _refused(["simulate", model, "--waveform", str(tmp_path / "w.vcd"), "--simulator", "amaranth"], capsys,
-             "written by Verilator")
+             "the overlay runs in verilator, not amaranth: add --generator")
     _refused(["simulate", model, "--waveform", str(tmp_path / "no" / "w.vcd")], capsys, "does not exist")
     (tmp_path / "old.vcd").write_text("mine")
     _refused(["simulate", model, "--waveform", str(tmp_path / "old.vcd")], capsys, "--force")
@@ -35,7 +37,7 @@ def test_what_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, mon
 def test_a_vcd_of_the_first_sample(small_model, tmp_path, capsys):
     """A tracing build of a small model, then its run (about two minutes with the untraced build)."""
     out = tmp_path / "small.vcd"
-    status = main(["simulate", str(small_model), "--count", "2", "--waveform", str(out), "--json",
+    status = main(["simulate", "--generator", str(small_model), "--count", "2", "--waveform", str(out), "--json",
                    "--build-dir", str(tmp_path / "sim")])
     r = json.loads(capsys.readouterr().out)
     assert status == 0 and r["mismatches"] == 0

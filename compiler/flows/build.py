@@ -227,7 +227,7 @@ class BuildConfig:
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("build") / f"{Path(self.model).stem}-{self.board}"
+        return Path(self.out) if self.out else Path("build") / f"{Path(self.model).stem}-{self.board}-generator"
 
 
 @dataclass
@@ -413,6 +413,28 @@ STEPS: dict[str, Callable[[Build], None]] = {
 TOOL_STEPS = ("synthesize", "place", "pack")
 
 
+def simulate_beside(simulate: Callable[[], object], tools: Callable[[], object]) -> None:
+    """``tools()`` (the board tools: processes) with ``simulate()`` in a thread beside them; a failed
+    simulation is raised once the tools are done, as one line (``UserError``)."""
+    failure: list[BaseException] = []
+
+    def run():
+        try:
+            simulate()
+        except BaseException as exc:           # reported after the tools
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="simulate", daemon=True)
+    thread.start()
+    try:
+        tools()
+    finally:
+        thread.join()
+    if failure:
+        lines = str(failure[0]).strip().splitlines() or [repr(failure[0])]
+        raise UserError(f"simulation failed: {lines[0]}" + (f" ... {lines[-1]}" if len(lines) > 1 else ""))
+
+
 def run(config: BuildConfig) -> tuple[dict, int]:
     """Every step of a build; ``(report, exit status)``: 0, or 1 when the simulation is not bit-exact."""
     b = Build(config)
@@ -421,24 +443,7 @@ def run(config: BuildConfig) -> tuple[dict, int]:
     step_generate(b)
     b.say(f"building {b.plan.lanes}-lane accelerator for the {b.spec.name} ({b.spec.device}) at "
           f"{b.clock_mhz:g} MHz in {b.staging}")
-    failure: list[BaseException] = []
-
-    def simulate():
-        try:
-            step_simulate(b)
-        except BaseException as exc:           # reported after the implementation
-            failure.append(exc)
-
-    sim_thread = threading.Thread(target=simulate, name="simulate", daemon=True)
-    sim_thread.start()
-    try:
-        for name in TOOL_STEPS:
-            STEPS[name](b)
-    finally:
-        sim_thread.join()
-    if failure:
-        lines = str(failure[0]).strip().splitlines() or [repr(failure[0])]
-        raise UserError(f"simulation failed: {lines[0]}" + (f" ... {lines[-1]}" if len(lines) > 1 else ""))
+    simulate_beside(lambda: step_simulate(b), lambda: [STEPS[name](b) for name in TOOL_STEPS])
     b.say(f"simulation: done in {b.seconds['simulation']:.1f} s")
     step_report(b)
     return b.report, (0 if b.report["simulation"]["mismatches"] == 0 else 1)

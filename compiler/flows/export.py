@@ -121,7 +121,7 @@ def run_overlay(model: str | Path, board: str, out: str | Path, *, lanes: int | 
     check_out(out, force)
     b = overlay.OverlayBuild(overlay.OverlayBuildConfig(
         model=Path(model), board=board, out=out, lanes=lanes,
-        clock_mhz=overlay.DEFAULT_CLOCK_MHZ if clock_mhz is None else clock_mhz, baud=baud, seed=seed,
+        clock_mhz=clock_mhz, baud=baud, seed=seed,
         samples=samples, force=True))
     overlay.step_load(b)                    # the board, the clock, the model
     overlay.step_compile(b)                 # refuses a model that does not fit the configuration

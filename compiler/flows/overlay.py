@@ -59,19 +59,33 @@ from hdl.uart_bridge import UartBridge
 
 from . import SCHEMA_VERSION
 from . import build as build_flow
+from .build import SIM_DIR
 from . import plots
 from ..errors import UserError
 from ..hw import overlay_config
 from ..hw.program import Program, compile_program, total_events
 from ..ir import metrics
 
-__all__ = ["DEFAULT_CLOCK_MHZ", "CACHE_ENV", "OverlayBuildConfig", "OverlayBuild", "cache_root", "gateware_hash",
+__all__ = ["DEFAULT_CLOCK_MHZ", "MET_CLOCKS_MHZ", "default_clock", "CACHE_ENV", "OverlayBuildConfig", "OverlayBuild", "cache_root", "gateware_hash",
            "cache_key", "cached_overlay", "prepare", "run", "save_images", "load_images", "standard_config_for_hash"]
 
-#: The overlay's default core clock, one for every board: the ULX3S-85F's 16-lane standard overlay routed at
-#: 65.9 MHz and the 25F's 2-lane one meets it (seed 1, docs/architecture.md "Routing the 85F"); the UART
+#: The overlay's default core clock where no faster one was measured: every board's standard overlay and the
+#: SDRAM-streaming ones meet it (the ULX3S-25F's 2-lane overlay routed at 58.8 MHz, seed 1, 2026-12-05, the
+#: ULX3S-85F's streaming one at 55.8-58.5 MHz at seeds 1-3; docs/architecture.md "Routing the 85F"); the UART
 #: divisor at 3 Mbaud is 15 (exact, and every board's PLL makes 45 MHz exactly).
 DEFAULT_CLOCK_MHZ = 45.0
+#: Faster default clocks, by board, for its standard configuration (weights on chip, the standard lanes), each
+#: met at nextpnr seeds 1, 2 and 3: the ULX3S-85F's 16-lane overlay routed at 78.7, 80.4 and 76.4 MHz
+#: (gateware of 34fb53d, 2026-12-05). The UART divisor at 3 Mbaud is 25 (exact).
+MET_CLOCKS_MHZ = {"ulx3s-85f": 75.0}
+
+
+def default_clock(spec: BoardSpec, config: Config, lanes_given: bool) -> float:
+    """The clock ``build`` targets when none is given: :data:`MET_CLOCKS_MHZ`'s for the board's standard
+    configuration, else :data:`DEFAULT_CLOCK_MHZ`."""
+    if lanes_given or config.ext_depth:
+        return DEFAULT_CLOCK_MHZ
+    return MET_CLOCKS_MHZ.get(spec.name, DEFAULT_CLOCK_MHZ)
 
 #: The environment variable that moves the overlay cache (else ``$XDG_CACHE_HOME/qsd-fpga/overlays``).
 CACHE_ENV = "QSD_FPGA_OVERLAY_CACHE"
@@ -336,14 +350,14 @@ def standard_config_for_hash(digest: int) -> tuple[list[str], Config] | None:
 @dataclass(frozen=True)
 class OverlayBuildConfig:
     """Everything ``build --overlay`` is asked to do. ``lanes`` None: the board's standard lanes; ``out`` None:
-    ``build/<model stem>-<board>-overlay`` (``-standalone`` with ``standalone``); ``cache`` None:
-    :func:`cache_root`."""
+    ``build/<model stem>-<board>`` (``-standalone`` with ``standalone``); ``cache`` None:
+    :func:`cache_root`; ``clock_mhz`` None: :func:`default_clock`."""
 
     model: Path
     board: str
     out: Path | None = None
     lanes: int | None = None
-    clock_mhz: float = DEFAULT_CLOCK_MHZ
+    clock_mhz: float | None = None
     baud: int = build_flow.DEFAULT_BAUD
     seed: int = 1
     samples: int = build_flow.DEFAULT_SAMPLES
@@ -354,8 +368,8 @@ class OverlayBuildConfig:
 
     @property
     def out_dir(self) -> Path:
-        suffix = "standalone" if self.standalone else "overlay"
-        return Path(self.out) if self.out else Path("build") / f"{Path(self.model).stem}-{self.board}-{suffix}"
+        suffix = "-standalone" if self.standalone else ""
+        return Path(self.out) if self.out else Path("build") / f"{Path(self.model).stem}-{self.board}{suffix}"
 
 
 @dataclass
@@ -377,6 +391,7 @@ class OverlayBuild:
     events: list | None = None
     sample_cycles: np.ndarray | None = None
     descriptor_cycles: np.ndarray | None = None      # per descriptor, the mean of the samples' exact cycles
+    simulation: dict | None = None
     staging: Path | None = None
     entry: Path | None = None
     entry_info: dict | None = None
@@ -396,7 +411,8 @@ def step_load(b: OverlayBuild) -> None:
     t0 = time.monotonic()
     build_flow.check_out(cfg.out_dir, cfg.force)
     b.spec = get_board(cfg.board)
-    b.clock_mhz, b.uart_divisor = build_flow.check_clock(b.spec, cfg.clock_mhz, cfg.baud)
+    if cfg.clock_mhz is not None:
+        b.clock_mhz, b.uart_divisor = build_flow.check_clock(b.spec, cfg.clock_mhz, cfg.baud)
     b.cache = cache_root(cfg.cache)
     build_flow.load_model(b)
     b.seconds["load"] = time.monotonic() - t0
@@ -432,6 +448,9 @@ def step_compile(b: OverlayBuild) -> None:
     t0 = time.monotonic()
     b.program, standard_error = board_program(b.graph, b.spec, b.config.lanes)
     b.overlay = b.program.config
+    if b.config.clock_mhz is None:
+        b.clock_mhz, b.uart_divisor = build_flow.check_clock(
+            b.spec, default_clock(b.spec, b.overlay, b.config.lanes is not None), b.config.baud)
     if standard_error is not None and b.config.standalone:
         raise UserError(f"--standalone puts the weights in the bitstream, but this model's do not fit on the "
                         f"{b.spec.name}'s chip ({standard_error}) and stream from its SDRAM, which `run` loads: "
@@ -498,15 +517,56 @@ def step_report(b: OverlayBuild) -> None:
     b.report["out"] = str(b.config.out_dir)
 
 
-STEPS = {"load": step_load, "compile": step_compile, "bitstream": step_bitstream, "report": step_report}
+#: The most cycles a build simulates in Verilator (about 10-20 s of simulation): its samples up to this total
+#: of their formula cycles. A model whose one inference is longer (a streamed ImageNet-size model: 10^8
+#: cycles) is simulated by ``simulate``, not by every build.
+SIM_CYCLE_BUDGET = 2_000_000
+
+
+def step_simulate(b: OverlayBuild) -> None:
+    """The program on the Verilated overlay of its configuration through the host driver, on the samples (as
+    many as :data:`SIM_CYCLE_BUDGET` allows), against the golden model and the cycle formula. A configuration
+    that streams from the SDRAM is not simulated here (LiteDRAM on the chip's model is built per image size:
+    minutes; ``simulate --weight-store`` runs it); ``b.simulation`` says so."""
+    from . import simulate as simulate_flow
+
+    t0 = time.monotonic()
+    cycles = np.cumsum(b.sample_cycles)
+    count = int(np.searchsorted(cycles, SIM_CYCLE_BUDGET, side="right"))
+    if b.overlay.ext_depth:
+        b.simulation = {"samples": 0, "skipped": "the SDRAM-streaming overlay: `simulate --weight-store` runs it"}
+    elif count == 0:
+        b.simulation = {"samples": 0, "skipped": f"one inference is {b.sample_cycles[0]:,} cycles, above the build's "
+                                                 f"{SIM_CYCLE_BUDGET:,}: `simulate` runs it"}
+    else:
+        b.say(f"simulating the program on {count} sample{'s' if count != 1 else ''} in Verilator")
+        r = simulate_flow.run_program(b.graph, b.x[:count], b.program, build_dir=str(Path(SIM_DIR).resolve()))
+        b.simulation = {"samples": r["samples"], "mismatches": r["mismatches"], "first_mismatch": r["first_mismatch"],
+                        "bit_exact": r["mismatches"] == 0,
+                        "cycles_match_formula": r["cycle_model_error"] == 0, "skipped": None}
+    b.simulation["simulator"] = "verilator"
+    b.seconds["simulation"] = time.monotonic() - t0
+
+
+STEPS = {"load": step_load, "compile": step_compile, "simulate": step_simulate, "bitstream": step_bitstream,
+         "report": step_report}
 
 
 def run(config: OverlayBuildConfig) -> tuple[dict, int]:
-    """Every step of an overlay build; ``(report, 0)``."""
+    """Every step of an overlay build, the simulation beside the bitstream's (a thread: the tools are
+    processes); ``(report, exit status)``: 0, or 1 when the simulation is not bit-exact."""
     b = OverlayBuild(config)
-    for step in STEPS.values():
-        step(b)
-    return b.report, 0
+    step_load(b)
+    step_compile(b)
+    try:
+        build_flow.simulate_beside(lambda: step_simulate(b), lambda: step_bitstream(b))
+    except BaseException:
+        if b.staging is not None:
+            shutil.rmtree(b.staging, ignore_errors=True)
+        raise
+    step_report(b)
+    return b.report, (0 if b.simulation.get("mismatches", 0) == 0 and
+                      b.simulation.get("cycles_match_formula", True) else 1)
 
 
 def make_report(b: OverlayBuild) -> dict:
@@ -544,7 +604,10 @@ def make_report(b: OverlayBuild) -> dict:
                                                           "built": info.get("built"),
                                                           "build_seconds": info["seconds"].get("total")}},
         "clock_mhz": target,
-        "clock_requested_mhz": float(cfg.clock_mhz),
+        "clock_requested_mhz": float(cfg.clock_mhz) if cfg.clock_mhz is not None else None,
+        "clock_choice": "given" if cfg.clock_mhz is not None else (
+            "the board's standard overlay's measured met clock" if b.clock_mhz != DEFAULT_CLOCK_MHZ else
+            "the overlay's default"),
         "fmax_mhz": fmax,
         "timing_met": fmax >= target,
         "clock_used_mhz": used,
@@ -580,6 +643,7 @@ def make_report(b: OverlayBuild) -> dict:
         "ceiling_ops_per_second": ceiling,
         "fraction_of_ceiling": achieved / ceiling,
         "energy_estimate_uj": build_flow._energy(b.graph, b.x),
+        "simulation": b.simulation,
         "uart": {"baud": cfg.baud, "divisor": b.uart_divisor,
                  "rate_error_percent": round(100 * abs(b.clock_mhz * 1e6 / b.uart_divisor - cfg.baud) / cfg.baud,
                                              3)},
@@ -591,6 +655,18 @@ def make_report(b: OverlayBuild) -> dict:
         "tools": info.get("tools", {}),
         "seconds": {**own, "overlay_build": info["seconds"]},
     }
+
+
+def _simulation_text(sim: dict | None) -> str:
+    if not sim:
+        return "not run"
+    if sim.get("skipped"):
+        return f"not run: {sim['skipped']}"
+    n = sim["samples"]
+    if sim["mismatches"]:
+        return f"{sim['mismatches']} of {n} samples MISMATCH (first: {sim['first_mismatch']})"
+    return (f"bit-exact on {n} sample{'s' if n != 1 else ''} in Verilator, cycles "
+            + ("as the formula's" if sim["cycles_match_formula"] else "DIFFERENT from the formula's"))
 
 
 def _latency(us: float) -> str:
@@ -633,6 +709,7 @@ def report_markdown(r: dict) -> str:
         f"({'met' if r['timing_met'] else 'NOT met'})",
         f"- cycles per inference: {r['cycles_per_inference']:,.0f} (min {r['cycles_min']:,}, max "
         f"{r['cycles_max']:,}; {r['samples']} samples from {r['samples_from']}; {r['cycles_from']})",
+        f"- simulation: {_simulation_text(r.get('simulation'))}",
         f"- at {r['clock_used_mhz']:g} MHz: {_latency(r['latency_us'])} per inference, "
         f"{r['inferences_per_second']:,.0f} inferences/s",
         f"- synaptic operations: {r['synaptic_ops_per_inference']:,.0f} per inference, {r['ops_per_cycle']:.2f} "
@@ -684,6 +761,7 @@ def print_summary(r: dict) -> None:
                     f"(bounds: compute {r['weights']['compute_cycles']:,.0f}, SDRAM "
                     f"{r['weights']['sdram_bound_cycles']:,.0f} cycles)"),
         ("cycles/inference", f"{r['cycles_per_inference']:,.0f} (exact formula on {r['samples']} samples)"),
+        ("simulation", _simulation_text(r.get("simulation"))),
         ("latency", f"{_latency(r['latency_us'])} at {r['clock_used_mhz']:g} MHz "
                     f"({r['inferences_per_second']:,.0f} inferences/s)"),
         ("synaptic ops", f"{r['synaptic_ops_per_inference']:,.0f}/inference, {r['ops_per_cycle']:.2f}/cycle of "

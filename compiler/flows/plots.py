@@ -197,11 +197,12 @@ def resource_source(report: dict) -> str:
 def resources(report: dict) -> list[Resource]:
     """Per resource of the device (``fit_totals``): what a build's ``report.json`` says was used (nextpnr's
     ``resources``, and ``distributed_ram``) and estimated (``estimate.resources``), or an ``estimate`` report's
-    estimate alone. The numbers are the report's own."""
+    estimate alone (the overlay's: ``overlay.resources``). The numbers are the report's own."""
     used = {name: u["used"] for name, u in (report.get("resources") or {}).items()}
     if report.get("distributed_ram"):
         used["DPR16X4"] = report["distributed_ram"]["used"]
-    est = (report.get("estimate") or {}).get("resources", {})
+    est = ((report.get("estimate") or {}).get("resources")
+           or (report.get("overlay") or {}).get("resources") or {})
     rows = []
     for name in RESOURCE_NAMES:
         if name not in report["fit_totals"]:
@@ -378,7 +379,7 @@ def for_model(folder: str | Path, model: str | Path, graph: ir.Graph, x: np.ndar
     """``inspect --plot``'s pictures of ``model`` (its lowered ``graph``) in ``folder``: the firing rates and
     synaptic operations on the samples ``x`` (``layers``: ``inspect``'s, computed when not given), the cycles
     of its overlay program at ``lanes`` (``program``: ``inspect --program``'s, compiled when not given) and the
-    ``estimate`` of its resources on ``board``. A picture that the model cannot have (no hardware runs it yet)
+    overlay's ``estimate`` of its resources on ``board``. A picture that the model cannot have (no hardware runs it yet)
     is skipped with its reason. ``{"dir", "board", "files", "skipped"}`` (``board``: the one estimated)."""
     from dataclasses import asdict
 
@@ -400,10 +401,14 @@ def for_model(folder: str | Path, model: str | Path, graph: ir.Graph, x: np.ndar
             program = {"lanes": lanes, "descriptors": [{"name": d.name, "kind": d.kind.name, "cycles": c}
                                                        for d, c in zip(compiled.descriptors, cycles)]}
     try:
-        est, _ = estimate_flow.run(model, board)
+        est, _ = estimate_flow.run_overlay(model, board)
     except UserError as exc:
         est = None
         skipped.append({"plot": RESOURCES, "reason": str(exc)})
+    else:
+        if not est["fits"]:
+            skipped.append({"plot": RESOURCES, "reason": est["refusal"]})
+            est = None
     files = write(folder, title=title, firing=firing_rates(graph, x), ops=synaptic_ops(layers),
                   cycles=None if program is None else program_cycles(program),
                   resource_rows=None if est is None else resources(est),

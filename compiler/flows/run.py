@@ -198,13 +198,13 @@ def run_inputs(args) -> tuple[dict, int]:
 
 #: The simulated board's clock: 16 cycles per UART bit at 3 Mbaud (the harness's fastest line rate).
 SIM_CLOCK_MHZ = 48.0
-#: The board whose standard overlay configuration ``run --simulated --overlay`` runs without an overlay build.
+#: The board whose standard overlay configuration ``run --simulated`` runs without an overlay build.
 SIM_OVERLAY_BOARD = "ulx3s"
 
 
 def check_options(args) -> None:
     """UserError (before any work) for ``run`` options that do not go together: ``--port`` or ``--simulated``
-    (one of them), ``--overlay`` and ``--build-dir`` only with ``--simulated``, a baud rate the simulated board's
+    (one of them), ``--build-dir`` only with ``--simulated``, a baud rate the simulated board's
     clock cannot make; ``--port auto`` replaced by the board's port (:func:`find_board_port`)."""
     from hdl.uart import divisor
 
@@ -219,9 +219,6 @@ def check_options(args) -> None:
         if args.port is None:
             raise UserError("--port is needed: the board's serial port (/dev/ttyUSB0, or auto), or --simulated to "
                             "run against the simulated board")
-        if args.overlay:
-            raise UserError("--overlay is for --simulated (a board's bitstream says itself whether it runs the "
-                            "overlay)")
         if args.build_dir is not None:
             raise UserError("--build-dir is for --simulated")
         return

@@ -302,9 +302,17 @@ def _with_trace_dir(trace_dir, force: bool, trace: bool, run) -> dict:
     return report
 
 
+def run_program(graph, x: np.ndarray, program, *, build_dir: str, show_progress: bool = False) -> dict:
+    """``program`` (``graph`` compiled for a configuration, as a build compiles it for a board's) on the
+    Verilated overlay of its configuration, every sample of ``x`` through the host driver, against the golden
+    model: ``simulate``'s report without a trace."""
+    return _run_overlay(graph, x, lanes=program.config.lanes, trace=False, build_dir=build_dir,
+                        show_progress=show_progress, writer=None, program=program)
+
+
 def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
                  writer, waveform=None, post_lanes: int = 0, weight_store: int | None = None,
-                 param_store: int | None = None) -> dict:
+                 param_store: int | None = None, program=None) -> dict:
     from hdl.npu.bus import OverlayBus
     from hdl.npu.regmap import AddressMap
     from sim import npu_sdram, verilator_host
@@ -312,14 +320,16 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
     from ..host.npu import NpuDriver
     from ..hw.program import compile_program, fit_config, total_events
 
-    config = fit_config(graph, lanes, keep=trace, post_lanes=post_lanes, weight_store=weight_store,
-                        param_store=param_store)
-    program = compile_program(graph, config, keep=trace)
-    try:
-        AddressMap(config)
-    except ValueError as exc:                   # the host link's 24-bit addresses: a post unit's word is widest
-        raise UserError(f"the overlay fitted to this model: {exc}"
-                        + (" (or a narrower post unit: --post-lanes 4)" if config.post_width > 4 else "")) from None
+    if program is None:
+        config = fit_config(graph, lanes, keep=trace, post_lanes=post_lanes, weight_store=weight_store,
+                            param_store=param_store)
+        program = compile_program(graph, config, keep=trace)
+        try:
+            AddressMap(config)
+        except ValueError as exc:               # the host link's 24-bit addresses: a post unit's word is widest
+            raise UserError(f"the overlay fitted to this model: {exc}"
+                            + (" (or a narrower post unit: --post-lanes 4)" if config.post_width > 4 else "")
+                            ) from None
     t0 = time.monotonic()
     streamed = program.ext is not None
     what = f"the Verilator model of the overlay ({lanes} lanes{', weights in SDRAM' if streamed else ''})"

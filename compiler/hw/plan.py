@@ -222,8 +222,8 @@ def refuse_unsupported(graph: ir.Graph) -> None:
     if first:
         what = ", ".join(f"{kind.__name__} ({_NOT_YET[kind]}, first at {name})" for kind, name in first.items())
         raise UserError(f"the model cannot be mapped to hardware: {what} {'is' if len(first) == 1 else 'are'} "
-                        "not supported by the one-engine-per-layer generator: add --overlay (simulate, build, "
-                        "export and run run conv stages on the overlay)")
+                        "not supported by the one-engine-per-layer generator: drop --generator (the overlay, "
+                        "every command's default, runs conv stages)")
 
 
 def build_plan(graph: ir.Graph, lanes: int | None = None, dense: bool = False) -> Plan:
