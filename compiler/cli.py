@@ -455,9 +455,9 @@ def cmd_simulate(args) -> int:
     if _overlay_chosen(args) and args.dense:
         raise UserError("--dense is the generated accelerator's baseline (the overlay is event-driven only): "
                         "add --generator")
-    if args.overlay and args.simulator != "verilator":
-        raise UserError(f"the overlay runs in verilator, not {args.simulator}: add --generator for the generated "
-                        f"accelerator on {args.simulator}")
+    if args.overlay:
+        simulate.check_overlay_simulator(args.simulator, trace=args.trace or args.trace_dir is not None,
+                                         waveform=args.waveform, weight_store=args.weight_store)
     for flag, value in (("--weight-store", args.weight_store), ("--param-store", args.param_store),
                         ("--post-lanes", args.post_lanes)):
         if value is not None and not args.overlay:
@@ -485,7 +485,8 @@ def cmd_simulate(args) -> int:
     if args.overlay:
         report = simulate.run_overlay(graph, x, lanes=args.lanes or 16, trace=args.trace,
                                       build_dir=args.build_dir, show_progress=show, weight_store=args.weight_store,
-                                      param_store=args.param_store, post_lanes=args.post_lanes or 0, **traces)
+                                      param_store=args.param_store, post_lanes=args.post_lanes or 0,
+                                      simulator=args.simulator, **traces)
     else:
         plan = build_plan(graph, lanes=args.lanes, dense=args.dense)
         report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
@@ -677,8 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with the integer golden model, bit for bit. Exit status 1 on any mismatch.")
     _add_input_args(s, default_count=16)
     s.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"), default="verilator",
-                   help="verilator (C++ harness, fast); with --generator also icarus (cocotb bench) or amaranth "
-                        "(Python simulator) (default: verilator)")
+                   help="verilator (C++ harness, fast) or icarus (a cocotb bench driving the same host driver; "
+                        "logits only); with --generator also amaranth (Python simulator) (default: verilator)")
     s.add_argument("--lanes", type=_lanes, default=None,
                    help="lanes P: output channels updated per cycle, any count (default 16); with --generator a "
                         "divisor of the model width (default: the largest divisor up to 16)")

@@ -46,63 +46,86 @@ try:
 except ImportError:          # imported by run_script's caller without cocotb's simulator context
     cocotb = None
 
+
+class HostBus:
+    """The host bus (``hdl.hostbus.HostBusSignature``) of ``dut`` driven from cocotb coroutines, with the
+    C++ harness's timing: a write takes one cycle, a read ``READ_LATENCY``; ``cycles`` counts them."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.cycles = 0
+
+    async def reset(self, hold: bool = True) -> None:
+        """Start the clock and hold reset (``hold``) for two cycles, the bus idle."""
+        dut = self.dut
+        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        dut.rst.value = int(hold)
+        dut.bus__we.value = 0
+        dut.bus__re.value = 0
+        for _ in range(2):
+            await RisingEdge(dut.clk)
+        dut.rst.value = 0
+
+    async def write(self, addr: int, data: int) -> None:
+        dut = self.dut
+        dut.bus__addr.value, dut.bus__wdata.value, dut.bus__we.value = addr, data & 0xFFFFFFFF, 1
+        await RisingEdge(dut.clk)
+        self.cycles += 1
+        dut.bus__we.value = 0
+
+    async def read(self, addr: int) -> int:
+        dut = self.dut
+        dut.bus__addr.value = addr
+        dut.bus__re.value = 1
+        await RisingEdge(dut.clk)
+        self.cycles += 1
+        dut.bus__re.value = 0
+        for _ in range(READ_LATENCY - 1):
+            await RisingEdge(dut.clk)
+            self.cycles += 1
+        await ReadOnly()
+        value = int(dut.bus__rdata.value)
+        await Timer(1, unit="ns")                # out of the read-only phase, before the next edge
+        return value
+
+    async def wait(self, addr: int, mask: int, value: int, limit: int) -> None:
+        """Read ``addr`` until ``read & mask == value``; AssertionError after ``limit`` cycles."""
+        start = self.cycles
+        while (await self.read(addr)) & mask != value:
+            assert self.cycles - start <= limit, f"register {addr} never matched"
+
+    async def tick(self, n: int) -> None:
+        for _ in range(n):
+            await RisingEdge(self.dut.clk)
+        self.cycles += n
+
+
 if cocotb is not None:
     @cocotb.test()
     async def run_bus_script(dut):
         words = np.fromfile(os.environ["SCRIPT"], dtype="<u4").tolist()
-        bus_addr, bus_wdata, bus_we, bus_re, bus_rdata = (dut.bus__addr, dut.bus__wdata, dut.bus__we, dut.bus__re,
-                                                          dut.bus__rdata)
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        dut.rst.value = int(os.environ.get("RESET", "1"))
-        bus_we.value = 0
-        bus_re.value = 0
-        for _ in range(2):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
-        cycles = 0
+        bus = HostBus(dut)
+        await bus.reset(hold=bool(int(os.environ.get("RESET", "1"))))
         reads = []
-
-        async def read(addr):
-            nonlocal cycles
-            bus_addr.value = addr
-            bus_re.value = 1
-            await RisingEdge(dut.clk)
-            cycles += 1
-            bus_re.value = 0
-            for _ in range(READ_LATENCY - 1):
-                await RisingEdge(dut.clk)
-                cycles += 1
-            await ReadOnly()
-            value = int(bus_rdata.value)
-            await Timer(1, unit="ns")            # out of the read-only phase, before the next edge
-            return value
-
         pc = 0
         while pc < len(words):
             op = words[pc]
             if op == OP_WRITE:
-                bus_addr.value, bus_wdata.value, bus_we.value = words[pc + 1], words[pc + 2], 1
-                await RisingEdge(dut.clk)
-                cycles += 1
-                bus_we.value = 0
+                await bus.write(words[pc + 1], words[pc + 2])
                 pc += 3
             elif op == OP_READ:
-                reads.append(await read(words[pc + 1]))
+                reads.append(await bus.read(words[pc + 1]))
                 pc += 2
             elif op == OP_WAIT:
-                addr, mask, value, limit = words[pc + 1:pc + 5]
-                start = cycles
-                while (await read(addr)) & mask != value:
-                    assert cycles - start <= limit, f"register {addr} never matched"
+                await bus.wait(*words[pc + 1:pc + 5])
                 pc += 5
             elif op == OP_TICK:
-                for _ in range(words[pc + 1]):
-                    await RisingEdge(dut.clk)
-                cycles += words[pc + 1]
+                await bus.tick(words[pc + 1])
                 pc += 2
             else:
                 raise AssertionError(f"bad script op {op} at {pc}")
         for name in filter(None, os.environ.get("PROBE", "").split(",")):   # debugging: print signals
             dut._log.info("probe %s = %s", name, dut._id(name, extended=False).value)
+        cycles = bus.cycles
         out = np.array([cycles & 0xFFFFFFFF, cycles >> 32, *reads], dtype="<u4")
         out.tofile(os.environ["READS"])

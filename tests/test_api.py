@@ -212,7 +212,8 @@ def test_simulate_the_overlay(model, tmp_path):
     assert r["mismatches"] == 0 and r["schedule"] == "overlay" and r["config"]["post_lanes"] == 4
     assert r["cycle_model_error"] == 0 and repr(r).startswith("<simulate report: 2 samples in verilator, 16 lanes")
     for kwargs, message in (({"post_lanes": 4, "generator": True}, "post_lanes is the overlay's: drop generator"),
-                            ({"dense": True}, "drop dense and simulator"),
+                            ({"dense": True}, "drop dense"),
+                            ({"simulator": "amaranth"}, "not amaranth: add --generator"),
                             ({"overlay": True, "generator": True}, "not both"),
                             ({"overlay": True, "param_store": 64}, "add weight_store"),
                             ({"overlay": True, "weight_store": 0}, "weight_store must be")):

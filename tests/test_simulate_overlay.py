@@ -44,7 +44,8 @@ def test_the_bundled_model_with_its_weights_streamed_from_sdram(capsys, tmp_path
 
 
 @pytest.mark.parametrize("extra, message", [(["--dense"], "event-driven only): add --generator"),
-                                            (["--simulator", "icarus"], "runs in verilator, not icarus: add --generator"),
+                                            (["--simulator", "amaranth"], "runs in verilator or icarus, not amaranth: add --generator"),
+                                            (["--simulator", "icarus", "--trace"], "drop --simulator icarus"),
                                             (["--weight-store", "256", "--waveform", "x.fst"], "--weight-store"),
                                             (["--post-lanes", "3"], "must divide the lanes (16)"),
                                             (["--param-store", "64"], "add --weight-store WORDS")])

@@ -23,7 +23,7 @@ def test_what_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, mon
     _refused(["simulate", model, "--generator", "--waveform", str(tmp_path / "w.vcd"), "--simulator", "amaranth"],
              capsys, "written by Verilator")
     _refused(["simulate", model, "--waveform", str(tmp_path / "w.vcd"), "--simulator", "amaranth"], capsys,
-             "the overlay runs in verilator, not amaranth: add --generator")
+             "the overlay runs in verilator or icarus, not amaranth: add --generator")
     _refused(["simulate", model, "--waveform", str(tmp_path / "no" / "w.vcd")], capsys, "does not exist")
     (tmp_path / "old.vcd").write_text("mine")
     _refused(["simulate", model, "--waveform", str(tmp_path / "old.vcd")], capsys, "--force")

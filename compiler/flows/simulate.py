@@ -263,7 +263,8 @@ def _run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: s
 
 def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
                 trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None,
-                post_lanes: int = 0, weight_store: int | None = None, param_store: int | None = None) -> dict:
+                post_lanes: int = 0, weight_store: int | None = None, param_store: int | None = None,
+                simulator: str = "verilator") -> dict:
     """Compile ``graph`` for the smallest overlay configuration of ``lanes`` lanes (and a post unit of
     ``post_lanes``, 0: all lanes, as a board's standard configuration has it), run every sample of ``x`` on
     the Verilated overlay through the host driver (``compiler.host.npu.NpuDriver``, the one a board gets) and
@@ -273,12 +274,34 @@ def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str
     the program's load and the first sample's inference. ``weight_store``: a weight store of that many words
     and ``param_store``: parameter memories of that many lane groups (``compiler.hw.program.fit_config``); if
     either overflows, the weights and parameters stream from the SDRAM, simulated as LiteDRAM's controller on
-    the device model (``sim.npu_sdram``; no waveform then)."""
+    the device model (``sim.npu_sdram``; no waveform then). ``simulator`` ``icarus``: the program on Icarus
+    Verilog in a cocotb bench (``sim.cocotb_npu``), the same driver's coroutines; logits only (no trace,
+    waveform or SDRAM)."""
+    check_overlay_simulator(simulator, trace=trace or trace_dir is not None, waveform=waveform,
+                            weight_store=weight_store)
     if weight_store is not None and waveform is not None:
         raise UserError("--waveform is not written for an overlay with its weights in SDRAM (--weight-store)")
     return _with_trace_dir(trace_dir, force, trace, lambda trace, writer: _run_overlay(
         graph, x, lanes=lanes, trace=trace, build_dir=build_dir, show_progress=show_progress, writer=writer,
-        waveform=waveform, post_lanes=post_lanes, weight_store=weight_store, param_store=param_store))
+        waveform=waveform, post_lanes=post_lanes, weight_store=weight_store, param_store=param_store,
+        simulator=simulator))
+
+
+#: The simulators the overlay runs in: the C++ harness, and Icarus in a cocotb bench.
+OVERLAY_SIMULATORS = ("verilator", "icarus")
+
+
+def check_overlay_simulator(simulator: str, *, trace: bool = False, waveform=None, weight_store=None) -> None:
+    """UserError (before any work) for a simulator the overlay does not run in, or an option only the
+    Verilator harness has."""
+    if simulator not in OVERLAY_SIMULATORS:
+        raise UserError(f"the overlay runs in verilator or icarus, not {simulator}: add --generator for the "
+                        f"generated accelerator on {simulator}")
+    if simulator != "verilator":
+        for flag, given in (("--trace", trace), ("--waveform", waveform is not None),
+                            ("--weight-store", weight_store is not None)):
+            if given:
+                raise UserError(f"{flag} is the Verilator harness's: drop --simulator {simulator}")
 
 
 def _with_trace_dir(trace_dir, force: bool, trace: bool, run) -> dict:
@@ -312,7 +335,7 @@ def run_program(graph, x: np.ndarray, program, *, build_dir: str, show_progress:
 
 def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
                  writer, waveform=None, post_lanes: int = 0, weight_store: int | None = None,
-                 param_store: int | None = None, program=None) -> dict:
+                 param_store: int | None = None, program=None, simulator: str = "verilator") -> dict:
     from hdl.npu.bus import OverlayBus
     from hdl.npu.regmap import AddressMap
     from sim import npu_sdram, verilator_host
@@ -332,53 +355,68 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
                             ) from None
     t0 = time.monotonic()
     streamed = program.ext is not None
-    what = f"the Verilator model of the overlay ({lanes} lanes{', weights in SDRAM' if streamed else ''})"
-    with BuildClock(what, show_progress) as clock:
-        if streamed:
-            binary = npu_sdram.build(program.config, build_dir, words=len(program.ext_image()), progress=clock)
-        else:
-            binary = verilator_host.build(OverlayBus(program.config), build_dir, key=("OverlayBus", program.config),
-                                          progress=clock)
     ref_logits, ref_env = golden.run(graph, x, trace=True)
     events = [program.events(x[b:b + 1]) for b in range(len(x))]
-    logits = np.zeros((len(x), program.classes), np.int64)
-    cycles = np.zeros(len(x), np.int64)
-    first, mismatched = None, []
-    bar = tqdm(total=len(x), desc="simulate", unit="sample", disable=not show_progress, leave=False)
-    t1 = time.monotonic()
-    with verilator_host.Session(binary) as bus:
-        driver = NpuDriver(bus)
-        driver.load(program)
-        for b, sample in enumerate(x):
-            logits[b], cycles[b] = driver.infer(sample)
-            diff = None
-            if trace:
-                layers = []
-                for layer in program.layers:
-                    if layer.dst is None:
-                        continue
-                    got = driver.read_tensor(layer.dst)
-                    want = ref_env[layer.dst][b]
-                    want = want[:got.shape[0]].reshape(got.shape)
-                    layers.append((layer.dst, got, want))
-                    if diff is None and not np.array_equal(got, want):
-                        pos = tuple(int(i) for i in np.argwhere(got != want)[0])
-                        diff = {"tensor": layer.dst, "position": list(pos), "hardware": int(got[pos]),
-                                "golden": int(want[pos])}
-                        if writer is None:
-                            break
-                if writer is not None:
-                    writer.add(b, sample, layers, logits[b], ref_logits[b])
-            if diff is None and not np.array_equal(logits[b], ref_logits[b]):
-                k = int(np.flatnonzero(logits[b] != ref_logits[b])[0])
-                diff = {"tensor": graph.output, "position": [k], "hardware": int(logits[b, k]),
-                        "golden": int(ref_logits[b, k])}
-            if diff is not None:
-                mismatched.append(b)
-                first = first or {"sample": b, **diff}
-            bar.update()
-    bar.close()
-    stats = bus.stats or {}
+    if simulator != "verilator":                # a cocotb bench: the driver's coroutines, logits compared
+        from sim.cocotb_npu import run_program as run_in_cocotb
+
+        logits, cycles, simulated, seconds = run_in_cocotb(program, x, Path(build_dir) / "cocotb",
+                                                          simulator=simulator)
+        mismatched = [b for b in range(len(x)) if not np.array_equal(logits[b], ref_logits[b])]
+        first = None
+        if mismatched:
+            b = mismatched[0]
+            k = int(np.flatnonzero(logits[b] != ref_logits[b])[0])
+            first = {"sample": b, "tensor": graph.output, "position": [k], "hardware": int(logits[b, k]),
+                     "golden": int(ref_logits[b, k])}
+        stats, t1 = {"cycles": simulated, "seconds": seconds}, t0
+    else:
+        what = f"the Verilator model of the overlay ({lanes} lanes{', weights in SDRAM' if streamed else ''})"
+        with BuildClock(what, show_progress) as clock:
+            if streamed:
+                binary = npu_sdram.build(program.config, build_dir, words=len(program.ext_image()),
+                                         progress=clock)
+            else:
+                binary = verilator_host.build(OverlayBus(program.config), build_dir,
+                                              key=("OverlayBus", program.config), progress=clock)
+        logits = np.zeros((len(x), program.classes), np.int64)
+        cycles = np.zeros(len(x), np.int64)
+        first, mismatched = None, []
+        bar = tqdm(total=len(x), desc="simulate", unit="sample", disable=not show_progress, leave=False)
+        t1 = time.monotonic()
+        with verilator_host.Session(binary) as bus:
+            driver = NpuDriver(bus)
+            driver.load(program)
+            for b, sample in enumerate(x):
+                logits[b], cycles[b] = driver.infer(sample)
+                diff = None
+                if trace:
+                    layers = []
+                    for layer in program.layers:
+                        if layer.dst is None:
+                            continue
+                        got = driver.read_tensor(layer.dst)
+                        want = ref_env[layer.dst][b]
+                        want = want[:got.shape[0]].reshape(got.shape)
+                        layers.append((layer.dst, got, want))
+                        if diff is None and not np.array_equal(got, want):
+                            pos = tuple(int(i) for i in np.argwhere(got != want)[0])
+                            diff = {"tensor": layer.dst, "position": list(pos), "hardware": int(got[pos]),
+                                    "golden": int(want[pos])}
+                            if writer is None:
+                                break
+                    if writer is not None:
+                        writer.add(b, sample, layers, logits[b], ref_logits[b])
+                if diff is None and not np.array_equal(logits[b], ref_logits[b]):
+                    k = int(np.flatnonzero(logits[b] != ref_logits[b])[0])
+                    diff = {"tensor": graph.output, "position": [k], "hardware": int(logits[b, k]),
+                            "golden": int(ref_logits[b, k])}
+                if diff is not None:
+                    mismatched.append(b)
+                    first = first or {"sample": b, **diff}
+                bar.update()
+        bar.close()
+        stats = bus.stats or {}
     wall = time.monotonic() - t0
     wave = None
     if waveform is not None:
@@ -413,7 +451,7 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
         "mismatches": len(mismatched),
         "mismatched_samples": mismatched[:20],
         "first_mismatch": first,
-        "simulator": "verilator",
+        "simulator": simulator,
         "schedule": "overlay",
         "lanes": lanes,
         "model_id": f"{program.model_id:08x}",
