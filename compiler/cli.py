@@ -106,7 +106,7 @@ def _overlay_chosen(args) -> bool:
 
 
 GENERATOR_HELP = ("the one-engine-per-layer generated accelerator instead of the overlay (deprecated: it goes in a "
-                  "later release; docs/architecture.md)")
+                  "later release; docs/cli.md)")
 
 
 def _add_design_args(p, overlay_help: str, generator_extra: str = "") -> None:

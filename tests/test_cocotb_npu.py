@@ -1,4 +1,4 @@
-"""The overlay in a cocotb bench under Icarus Verilog (``sim.cocotb_npu``): the host driver a board gets
+"""The overlay in a cocotb bench under Icarus Verilog (``compiler.flows.cocotb_npu``): the host driver a board gets
 (``compiler.host.npu.NpuDriver``) loads the program and runs the samples through the bench's bus coroutines,
 and an event-driven simulator checks the overlay's Verilog bit for bit and cycle for cycle."""
 
@@ -30,7 +30,7 @@ def test_a_wrong_weight_is_caught(small_model, tmp_path):
     from compiler import load, lower, samples
     from compiler.hw.program import compile_program, fit_config
     from compiler.ir import golden
-    from sim.cocotb_npu import run_program
+    from compiler.flows.cocotb_npu import run_program
 
     model = load(small_model)
     x, _ = samples(model, count=2)

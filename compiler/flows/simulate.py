@@ -275,7 +275,7 @@ def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str
     and ``param_store``: parameter memories of that many lane groups (``compiler.hw.program.fit_config``); if
     either overflows, the weights and parameters stream from the SDRAM, simulated as LiteDRAM's controller on
     the device model (``sim.npu_sdram``; no waveform then). ``simulator`` ``icarus``: the program on Icarus
-    Verilog in a cocotb bench (``sim.cocotb_npu``), the same driver's coroutines; logits only (no trace,
+    Verilog in a cocotb bench (:mod:`compiler.flows.cocotb_npu`), the same driver's coroutines; logits only (no trace,
     waveform or SDRAM)."""
     check_overlay_simulator(simulator, trace=trace or trace_dir is not None, waveform=waveform,
                             weight_store=weight_store)
@@ -358,7 +358,7 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
     ref_logits, ref_env = golden.run(graph, x, trace=True)
     events = [program.events(x[b:b + 1]) for b in range(len(x))]
     if simulator != "verilator":                # a cocotb bench: the driver's coroutines, logits compared
-        from sim.cocotb_npu import run_program as run_in_cocotb
+        from .cocotb_npu import run_program as run_in_cocotb
 
         logits, cycles, simulated, seconds = run_in_cocotb(program, x, Path(build_dir) / "cocotb",
                                                           simulator=simulator)

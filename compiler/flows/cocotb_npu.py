@@ -6,7 +6,8 @@ The driver is :class:`compiler.host.npu.NpuDriver`, the same that ``run`` uses o
 (:class:`sim.cocotb_script.HostBus`), which the driver's blocking code calls through cocotb's ``bridge`` and
 ``resume``. So an event-driven simulator checks the overlay's Verilog with the very program load and
 inference a board sees. :func:`run_program` is the entry point; the cocotb test below is what the runner
-executes (``PROGRAM``, ``INPUTS`` and ``RESULT`` name its files).
+executes (``PROGRAM``, ``INPUTS`` and ``RESULT`` name its files). It is a flow, not part of ``sim/``: the
+driver (``compiler.host``) and the simulators (``sim``) meet here, as in :mod:`compiler.flows.simulate`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cocotb_run import run_cocotb
+from sim.cocotb_run import run_cocotb
 
 #: Cycles the bench lets one inference run before it gives up (the driver's ``max_cycles``).
 MAX_CYCLES = 50_000_000
@@ -40,8 +41,8 @@ def run_program(program, x: np.ndarray, build_dir: str | Path, *,
         files["PROGRAM"].write_bytes(pickle.dumps(program))     # this process's own object, read back by its bench
         np.save(files["INPUTS"], np.asarray(x))
         t0 = time.monotonic()
-        run_cocotb(OverlayBus(program.config), toplevel="top", test_module="sim.cocotb_npu",
-                   test_dir=Path(__file__).parent.parent, build_dir=build_dir / f"npu-{simulator}",
+        run_cocotb(OverlayBus(program.config), toplevel="top", test_module="compiler.flows.cocotb_npu",
+                   test_dir=Path(__file__).resolve().parents[2], build_dir=build_dir / f"npu-{simulator}",
                    simulator=simulator, extra_env={k: str(v) for k, v in files.items()})
         seconds = time.monotonic() - t0
         with np.load(files["RESULT"]) as result:
@@ -55,9 +56,9 @@ except ImportError:          # imported by run_program's caller, outside cocotb'
     cocotb = None
 
 if cocotb is not None:
-    from compiler.host.npu import NpuDriver
+    from sim.cocotb_script import HostBus
 
-    from .cocotb_script import HostBus
+    from ..host.npu import NpuDriver
 
     class _BlockingBus:
         """:class:`compiler.host.npu.Bus` for the driver's thread: each access runs as the bench's coroutine."""
