@@ -66,8 +66,8 @@ from ..hw import overlay_config
 from ..hw.program import Program, compile_program, total_events
 from ..ir import metrics
 
-__all__ = ["DEFAULT_CLOCK_MHZ", "MET_CLOCKS_MHZ", "default_clock", "CACHE_ENV", "OverlayBuildConfig", "OverlayBuild", "cache_root", "gateware_hash",
-           "cache_key", "cached_overlay", "prepare", "run", "save_images", "load_images", "standard_config_for_hash"]
+__all__ = ["DEFAULT_CLOCK_MHZ", "MET_CLOCKS_MHZ", "default_clock", "CACHE_ENV", "OverlayBuildConfig", "OverlayBuild",
+           "cache_root", "gateware_hash", "cache_key", "cached_overlay", "prepare", "run", "save_images", "load_images", "standard_config_for_hash"]
 
 #: The overlay's default core clock where no faster one was measured: every board's standard overlay and the
 #: SDRAM-streaming ones meet it (the ULX3S-25F's 2-lane overlay routed at 58.8 MHz, seed 1, 2026-12-05, the
@@ -536,7 +536,7 @@ def step_simulate(b: OverlayBuild) -> None:
     if b.overlay.ext_depth:
         b.simulation = {"samples": 0, "skipped": "the SDRAM-streaming overlay: `simulate --weight-store` runs it"}
     elif count == 0:
-        b.simulation = {"samples": 0, "skipped": f"one inference is {b.sample_cycles[0]:,} cycles, above the build's "
+        b.simulation = {"samples": 0, "skipped": f"one inference is {b.sample_cycles[0]:,.0f} cycles, above the build's "
                                                  f"{SIM_CYCLE_BUDGET:,}: `simulate` runs it"}
     else:
         b.say(f"simulating the program on {count} sample{'s' if count != 1 else ''} in Verilator")
