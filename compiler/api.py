@@ -308,9 +308,10 @@ def simulate(model: Model, x: np.ndarray | None = None, *, count: int | None = N
     Verilator builds a design once (about a minute) and caches it in ``build_dir``. ``lanes`` default 16;
     ``post_lanes``, ``weight_store`` and ``param_store`` as the command's ``--post-lanes``, ``--weight-store``
     and ``--param-store`` (a store too small for the model streams from the SDRAM, simulated as LiteDRAM on
-    the chip's model); ``simulator="icarus"``: Icarus Verilog in a cocotb bench driving the same host driver.
-    With ``generator`` (deprecated), the one-engine-per-layer accelerator instead, where ``dense`` and
-    ``simulator="amaranth"`` apply."""
+    the chip's model); ``simulator="icarus"``: Icarus Verilog in a cocotb bench driving the same host driver;
+    ``dense``: the dense program (every lane an event, the same results), the event-driven schedule's baseline.
+    With ``generator`` (deprecated), the one-engine-per-layer accelerator instead, where
+    ``simulator="amaranth"`` applies."""
     model = _model(model)
     if simulator not in SIMULATORS:
         raise UserError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
@@ -320,8 +321,6 @@ def simulate(model: Model, x: np.ndarray | None = None, *, count: int | None = N
             if not overlay:
                 raise UserError(f"{name} is the overlay's: drop generator=True")
             _at_least(name, value)
-    if overlay and dense:
-        raise UserError("the overlay is event-driven only: drop dense, or add generator=True")
     if overlay:
         simulate_flow.check_overlay_simulator(simulator, trace=trace, weight_store=weight_store)
     if param_store is not None and weight_store is None:
@@ -332,7 +331,7 @@ def simulate(model: Model, x: np.ndarray | None = None, *, count: int | None = N
         report = simulate_flow.run_overlay(lower(model).graph, x, lanes=_at_least("lanes", lanes or 16), trace=trace,
                                            build_dir=str(build_dir), show_progress=progress,
                                            post_lanes=post_lanes or 0, weight_store=weight_store,
-                                           param_store=param_store, simulator=simulator)
+                                           param_store=param_store, simulator=simulator, dense=dense)
         report["model"] = str(model.path)
         return Report("simulate", report, _simulate_summary)
     plan = build_plan(lower(model).graph, lanes=lanes, dense=dense)

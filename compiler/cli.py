@@ -452,10 +452,7 @@ def cmd_simulate(args) -> int:
     from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
 
-    if _overlay_chosen(args) and args.dense:
-        raise UserError("--dense is the generated accelerator's baseline (the overlay is event-driven only): "
-                        "add --generator")
-    if args.overlay:
+    if _overlay_chosen(args):
         simulate.check_overlay_simulator(args.simulator, trace=args.trace or args.trace_dir is not None,
                                          waveform=args.waveform, weight_store=args.weight_store)
     for flag, value in (("--weight-store", args.weight_store), ("--param-store", args.param_store),
@@ -486,7 +483,7 @@ def cmd_simulate(args) -> int:
         report = simulate.run_overlay(graph, x, lanes=args.lanes or 16, trace=args.trace,
                                       build_dir=args.build_dir, show_progress=show, weight_store=args.weight_store,
                                       param_store=args.param_store, post_lanes=args.post_lanes or 0,
-                                      simulator=args.simulator, **traces)
+                                      simulator=args.simulator, dense=args.dense, **traces)
     else:
         plan = build_plan(graph, lanes=args.lanes, dense=args.dense)
         report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
@@ -684,8 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lanes P: output channels updated per cycle, any count (default 16); with --generator a "
                         "divisor of the model width (default: the largest divisor up to 16)")
     s.add_argument("--dense", action="store_true",
-                   help="with --generator: schedule every synapse, spiking or not: the baseline for the "
-                        "event-driven schedule")
+                   help="run the dense program: every lane an event, spiking or not (the same results): the "
+                        "baseline for the event-driven schedule")
     _add_design_args(s, "run the overlay (the spiking NPU: one sequencer, sparse engine and post unit running the "
                         "model's compiled program)")
     s.add_argument("--post-lanes", type=_at_least_one, metavar="Q",

@@ -16,6 +16,7 @@ import numpy as np
 
 from hdl.npu.isa import (EXT_ALIGN, FETCH_TARGETS, Bank, Config, Descriptor, Kind, Operand, Post, fetch_ratio,
                          fetch_rows, param_reads, row_layout, unpack_rows)
+from hdl.npu.overlay import dense_lanes
 from hdl.packing import groups as n_groups
 
 __all__ = ["Machine", "run"]
@@ -128,9 +129,15 @@ class Machine:
             accs, counts = [], []
             for t in range(d.steps):
                 x = self.read_window(d, t) if d.conv_k else self.read(d.src0, t, d.tokens, d.in_ch)
+                mask = self.read(d.src2, t, 1, d.in_ch) if d.mask else None
                 if d.mask:
-                    x = x * self.read(d.src2, t, 1, d.in_ch)
-                counts.append(np.count_nonzero(x, axis=1))
+                    x = x * mask
+                if d.dense:         # every lane read is an event (in the grid, mask applied)
+                    taps = (np.array(d.window_tokens()) >= 0).sum(axis=1) if d.conv_k else 1
+                    per = np.count_nonzero(mask) if d.mask else dense_lanes(d, self.config.lanes)
+                    counts.append(np.broadcast_to(per * taps, (d.tokens,)))
+                else:
+                    counts.append(np.count_nonzero(x, axis=1))
                 accs.append(x @ w.T)
             self.events[d.name] = np.array(counts).T.ravel()          # tokens outer, steps inner
             if d.reduce:
@@ -147,8 +154,8 @@ class Machine:
             for t in range(d.steps):
                 q, k, v = (self.read(s, t, d.tokens, C).reshape(d.tokens, h, dh).transpose(1, 0, 2)
                            for s in (d.src0, d.src1, d.src2))
-                k_counts.append(np.count_nonzero(k, axis=(0, 2)))
-                q_counts.append(np.count_nonzero(q, axis=(0, 2)))
+                k_counts.append(np.full(d.tokens, C) if d.dense else np.count_nonzero(k, axis=(0, 2)))
+                q_counts.append(np.full(d.tokens, C) if d.dense else np.count_nonzero(q, axis=(0, 2)))
                 accs.append((q @ (k.transpose(0, 2, 1) @ v)).transpose(1, 0, 2).reshape(d.tokens, C))
             # the k pass's frames (steps outer), then the q pass's (tokens outer)
             self.events[d.name] = np.concatenate([np.ravel(k_counts), np.array(q_counts).T.ravel()])

@@ -211,8 +211,9 @@ def test_simulate_the_overlay(model, tmp_path):
     r = compiler.simulate(model, count=2, post_lanes=4, build_dir=tmp_path / "sim")
     assert r["mismatches"] == 0 and r["schedule"] == "overlay" and r["config"]["post_lanes"] == 4
     assert r["cycle_model_error"] == 0 and repr(r).startswith("<simulate report: 2 samples in verilator, 16 lanes")
+    dense = compiler.simulate(model, count=2, post_lanes=4, build_dir=tmp_path / "sim", dense=True)
+    assert dense["dense"] and dense["mismatches"] == 0 and dense["cycles_per_inference"] > r["cycles_per_inference"]
     for kwargs, message in (({"post_lanes": 4, "generator": True}, "post_lanes is the overlay's: drop generator"),
-                            ({"dense": True}, "drop dense"),
                             ({"simulator": "amaranth"}, "not amaranth: add --generator"),
                             ({"overlay": True, "generator": True}, "not both"),
                             ({"overlay": True, "param_store": 64}, "add weight_store"),

@@ -54,14 +54,16 @@ def _descriptor_by_descriptor(program, x, kinds=tuple(Kind)):
     return checked
 
 
-@pytest.mark.parametrize("post_lanes, out_groups", [(0, None), (4, None), (4, 8)])
-def test_every_descriptor_of_the_bundled_model(digits_graph, digits_test, post_lanes, out_groups):
+@pytest.mark.parametrize("post_lanes, out_groups, dense", [(0, None, False), (4, None, False), (4, 8, False),
+                                                            (4, None, True)])
+def test_every_descriptor_of_the_bundled_model(digits_graph, digits_test, post_lanes, out_groups, dense):
     """Its matmuls, copies and the linear attention (4 heads of 8 channels: two heads per 16-lane group); with
     a post unit of all 16 lanes, and of 4 (each group's post in 4 steps); each post beside the next frame, and
-    (accumulators for fc1's 8 groups, not twice that) fc1's posts waited for."""
+    (accumulators for fc1's 8 groups, not twice that) fc1's posts waited for; and the dense program (every
+    lane an event, zeros too)."""
     cfg = fit_config(digits_graph, lanes=16, post_lanes=post_lanes)
     cfg = cfg.with_(out_groups=out_groups or cfg.out_groups)
-    program = compile_program(digits_graph, cfg)
+    program = compile_program(digits_graph, cfg, dense=dense)
     split = {d.name: splits(d, cfg) for d in program.descriptors if d.kind == Kind.MATMUL}
     assert split["block0.mlp.fc1"] == (out_groups is None) and split["block0.mlp.fc2"]
     assert _descriptor_by_descriptor(program, digits_test.x[0]) == 12

@@ -38,8 +38,8 @@ def overlay():
         yield NpuDriver(bus, ROOMY)
 
 
-def _same(driver, graph, x):
-    program = compile_program(graph, ROOMY, keep=True)
+def _same(driver, graph, x, dense=False):
+    program = compile_program(graph, ROOMY, keep=True, dense=dense)
     driver.load(program)
     want, env = golden.run(graph, x, trace=True)
     for b, sample in enumerate(x):
@@ -112,3 +112,17 @@ def test_conv_stems_run_on_the_same_overlay(overlay, name):
     signed = [layer for d, layer in zip(program.descriptors, program.layers)
               if d.kind == Kind.MATMUL and program.tensors[layer.srcs[0]].lo < 0]      # signed events
     assert bool(signed) == name.startswith("metaformer")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*CONFIGS, *WINDOWED])
+def test_dense_programs_compute_the_same_in_more_cycles(overlay, name):
+    """``--dense``'s baseline: every lane the engine reads is an event, zeros too (in the window's grid, the mask
+    applied): the same tensors bit for bit, in exactly the formula's cycles on those events, never fewer than
+    the event-driven program's, more where a spike is zero."""
+    graph, x = _model(ModelConfig(**{**CONFIGS, **WINDOWED}[name]), count=2)
+    sparse = _same(overlay, graph, x)
+    dense = _same(overlay, graph, x, dense=True)
+    assert all(d.dense for d in dense.descriptors if d.kind.name in ("MATMUL", "LINEAR_ATTENTION"))
+    fewer, more = (sum(p.cycles(p.events(x[:1]))) for p in (sparse, dense))
+    assert more > fewer

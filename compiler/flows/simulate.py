@@ -264,8 +264,9 @@ def _run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: s
 def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
                 trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None,
                 post_lanes: int = 0, weight_store: int | None = None, param_store: int | None = None,
-                simulator: str = "verilator") -> dict:
-    """Compile ``graph`` for the smallest overlay configuration of ``lanes`` lanes (and a post unit of
+                simulator: str = "verilator", dense: bool = False) -> dict:
+    """Compile ``graph`` (with ``dense``, as a dense program: every lane an event, zeros too, the baseline of
+    the event-driven schedule) for the smallest overlay configuration of ``lanes`` lanes (and a post unit of
     ``post_lanes``, 0: all lanes, as a board's standard configuration has it), run every sample of ``x`` on
     the Verilated overlay through the host driver (``compiler.host.npu.NpuDriver``, the one a board gets) and
     compare its logits -- with ``trace``, every stored tensor -- with the golden model's, and its cycles with
@@ -284,7 +285,7 @@ def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str
     return _with_trace_dir(trace_dir, force, trace, lambda trace, writer: _run_overlay(
         graph, x, lanes=lanes, trace=trace, build_dir=build_dir, show_progress=show_progress, writer=writer,
         waveform=waveform, post_lanes=post_lanes, weight_store=weight_store, param_store=param_store,
-        simulator=simulator))
+        simulator=simulator, dense=dense))
 
 
 #: The simulators the overlay runs in: the C++ harness, and Icarus in a cocotb bench.
@@ -335,7 +336,8 @@ def run_program(graph, x: np.ndarray, program, *, build_dir: str, show_progress:
 
 def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
                  writer, waveform=None, post_lanes: int = 0, weight_store: int | None = None,
-                 param_store: int | None = None, program=None, simulator: str = "verilator") -> dict:
+                 param_store: int | None = None, program=None, simulator: str = "verilator",
+                 dense: bool = False) -> dict:
     from hdl.npu.bus import OverlayBus
     from hdl.npu.regmap import AddressMap
     from sim import npu_sdram, verilator_host
@@ -346,7 +348,7 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
     if program is None:
         config = fit_config(graph, lanes, keep=trace, post_lanes=post_lanes, weight_store=weight_store,
                             param_store=param_store)
-        program = compile_program(graph, config, keep=trace)
+        program = compile_program(graph, config, keep=trace, dense=dense)
         try:
             AddressMap(config)
         except ValueError as exc:               # the host link's 24-bit addresses: a post unit's word is widest
@@ -453,6 +455,7 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
         "first_mismatch": first,
         "simulator": simulator,
         "schedule": "overlay",
+        "dense": any(d.dense for d in program.descriptors),
         "lanes": lanes,
         "model_id": f"{program.model_id:08x}",
         "cycles_per_inference": float(cycles.mean()),
@@ -479,7 +482,9 @@ def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: st
 
 def print_report(r: dict) -> None:
     verdict = "bit-exact" if r["mismatches"] == 0 else f"{r['mismatches']} MISMATCHING"
-    print(f"{r['samples']} samples on the {r['schedule']} accelerator ({r['lanes']} lanes, model id {r['model_id']}), "
+    dense = " (dense: every lane an event)" if r.get("dense") else ""
+    print(f"{r['samples']} samples on the {r['schedule']} accelerator{dense} ({r['lanes']} lanes, model id "
+          f"{r['model_id']}), "
           f"{r['simulator']}: {verdict} against the golden model"
           + (" (every layer traced)" if r["traced"] else " (logits)"))
     if r["first_mismatch"]:
@@ -501,7 +506,8 @@ def print_report(r: dict) -> None:
         print(f"  bounds:                  compute {ext['compute_cycles']:,.0f} cycles, SDRAM bandwidth "
               f"{ext['sdram_bound_cycles']:,.0f}: the simulation took {r['cycles_per_inference'] / bound:.2f}x the "
               "larger")
-    print(f"  spike events:            {r['spike_events_per_inference']:,.0f} per inference")
+    print(f"  {'events (every lane)' if dense else 'spike events':<24} {r['spike_events_per_inference']:,.0f} per "
+          "inference")
     print(f"  synaptic operations:     {r['synaptic_ops_per_inference']:,.0f} per inference")
     print(f"  operations per cycle:    {r['ops_per_cycle']:.2f} of a {r['ops_per_cycle_ceiling']}-lane ceiling "
           f"({r['lane_utilization']:.1%})")

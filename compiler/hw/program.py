@@ -17,7 +17,7 @@ import numpy as np
 
 from hdl.npu.isa import (EXT_ALIGN, FETCH_TARGETS, Bank, Config, Descriptor, Kind, Mem, Operand, Post, fetch_ratio,
                          fetch_rows, head_span, pack_lanes, pack_rows, param_reads, row_layout)
-from hdl.npu.overlay import SDRAM, ExtTiming, descriptor_cycles, program_cycles
+from hdl.npu.overlay import SDRAM, ExtTiming, dense_lanes, descriptor_cycles, program_cycles
 from hdl.packing import groups as n_groups
 from hdl.sdram.litedram import STREAM_WORDS_PER_CYCLE
 from hdl.packing import signed_width, unsigned_width
@@ -165,9 +165,11 @@ class Program:
         """Non-zero events per descriptor and frame (what its src0 holds, mask applied; and src1's for
         LINEAR_ATTENTION, whose k pass is event-driven too; ``hdl.npu.overlay.frame_count``'s order), their mean
         over the samples ``x``, from the golden model's tensors: an array per descriptor that consumes events,
-        0.0 for the others. The cycle formula is exact on one sample's."""
+        0.0 for the others; a ``dense`` descriptor's are every lane it reads (``hdl.npu.overlay.dense_lanes``).
+        The cycle formula is exact on one sample's."""
         _, env = golden.run(self.graph, x, trace=True)
         out: list = []
+        P = self.config.lanes
         for d, layer in zip(self.descriptors, self.layers):
             if d.kind not in (Kind.MATMUL, Kind.LINEAR_ATTENTION):
                 out.append(0.0)
@@ -180,6 +182,8 @@ class Program:
             arr = arr[:, :d.steps]
             if not d.conv_k:                # a tile of tokens reads its own
                 arr = arr[:, :, layer.token0:layer.token0 + d.tokens]
+            if d.dense:                     # every lane read is an event, zeros too
+                arr = np.ones(arr.shape[:-1] + (arr.shape[-1] if d.mask else dense_lanes(d, P),), np.int64)
             if d.mask:
                 arr = arr * env[layer.srcs[2]][:, :d.steps]
             per = np.count_nonzero(arr, axis=-1)                  # [samples, steps, tokens]
@@ -190,7 +194,8 @@ class Program:
             per = np.broadcast_to(per, (len(x), d.steps, d.tokens))
             frames = per.mean(axis=0).T.ravel()                    # tokens outer, steps inner
             if d.kind == Kind.LINEAR_ATTENTION:                    # the k pass's frames (steps outer) first
-                k = np.count_nonzero(env[layer.srcs[1]][:, :d.steps], axis=-1).mean(axis=0)
+                k = (np.full((d.steps, d.tokens), float(d.in_ch)) if d.dense else
+                     np.count_nonzero(env[layer.srcs[1]][:, :d.steps], axis=-1).mean(axis=0))
                 frames = np.concatenate([np.broadcast_to(k, (d.steps, d.tokens)).ravel(), frames])
             out.append(frames)
         return out + [0.0]
@@ -756,9 +761,12 @@ def _pack_rows(values: np.ndarray, lanes: int) -> np.ndarray:
     return out.reshape(G, lanes, *values.shape[1:])
 
 
-def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool = False) -> Program:
+def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool = False,
+                    dense: bool = False) -> Program:
     """Compile an integer graph (``flows.lower``) for an overlay ``config`` (default: ``Config()``); with
-    ``keep``, no scratchpad word is reused, so that every stored tensor can be read back after a run.
+    ``keep``, no scratchpad word is reused, so that every stored tensor can be read back after a run; with
+    ``dense``, every MATMUL and LINEAR_ATTENTION is ``dense`` (every lane an event: the event-driven schedule's
+    baseline, the same results).
 
     Raises UserError (one line) if the model cannot be expressed as descriptors or does not fit the
     configuration: every shortfall is named with the configuration field that would need to grow."""
@@ -853,6 +861,8 @@ def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool
                 fetch(f"{d.name}<{mem.name.lower()}", mem, rows, len(rows), run_base[mem])
             ch[field_name] = run_base[mem]
             run_base[mem] += len(groups[k][mem])
+        if dense and d.kind in (Kind.MATMUL, Kind.LINEAR_ATTENTION):
+            ch["dense"] = True
         descs.append(_replace(d, **ch))
         placed.append(layer)
     if stream:

@@ -124,7 +124,7 @@ class Operand:
 #: The descriptor's fields and their widths, packed LSB first (the order is the binary format).
 DESCRIPTOR_FIELDS: tuple[tuple[str, int], ...] = (
     ("kind", 3), ("post", 2), ("add", 1), ("mask", 1), ("reduce", 1), ("bias_per_token", 1),
-    ("tokens", 12), ("steps", 4), ("in_ch", 16), ("out_ch", 12), ("heads", 6), ("head_groups", 12), ("head_lanes", 6), ("head_span", 12), ("out_tokens", 12),
+    ("tokens", 12), ("steps", 4), ("in_ch", 16), ("out_ch", 12), ("heads", 6), ("head_groups", 12), ("head_lanes", 6), ("head_span", 11), ("out_tokens", 12),
     ("src0_bank", 1), ("src0_base", 16), ("src0_tstep", 16), ("src0_nstep", 16),
     ("src1_bank", 1), ("src1_base", 16), ("src1_tstep", 16), ("src1_nstep", 16),
     ("src2_bank", 1), ("src2_base", 16), ("src2_tstep", 16), ("src2_nstep", 16),
@@ -133,7 +133,7 @@ DESCRIPTOR_FIELDS: tuple[tuple[str, int], ...] = (
     ("shift", 6), ("leak", 5), ("sat", 6), ("add_width", 6),
     ("conv_k", 3), ("conv_stride", 3), ("conv_pad", 3), ("conv_groups", 8), ("in_height", 9), ("in_width", 9),
     ("out_width", 9), ("conv_rowstep", 16), ("conv_origin", 16),
-    ("ext_base", 17), ("fetch_to", 2), ("overlap", 1),
+    ("ext_base", 17), ("fetch_to", 2), ("overlap", 1), ("dense", 1),
 )
 _FIELD_BITS = dict(DESCRIPTOR_FIELDS)
 DESCRIPTOR_BITS = sum(_FIELD_BITS.values())
@@ -195,6 +195,9 @@ class Descriptor:
     # a FETCH runs beside the descriptors after it: each of them but a FETCH or END waits for it to finish unless
     # it has ``overlap`` (it reads nothing that the FETCH writes); a FETCH waits for the one before it
     overlap: bool = False
+    # MATMUL and LINEAR_ATTENTION: every lane the engine reads is an event, zeros too (the mask and the window's
+    # grid still apply): the same sums, at the cost of a schedule that is not event-driven (``--dense``'s baseline)
+    dense: bool = False
 
     def window(self, n: int, tap: int) -> tuple[int, int] | None:
         """The src0 token (as ``(y, x)``) of output token ``n``'s window tap ``tap`` (``dy * conv_k + dx``), or

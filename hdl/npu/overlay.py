@@ -12,7 +12,8 @@ one token's groups)::
     LATCH    src0 word (t, n, gi) and the mask word (t, 0, gi), gi = 0 .. G_in - 1 (every bank word is
              registered as it leaves its block RAM: the read of a word is issued as the word before it
              is latched, and goes on while that one's events run)
-    SCAN     each non-zero lane l of it, lowest first, is an event (i = gi * P + l, level):
+    SCAN     each non-zero lane l of it (every lane, with ``dense``), lowest first, is an event (i = gi * P + l,
+             level):
     UPDATE   acc[go] += level * weights[wbase + go * I + i] for go = 0 .. G_out - 1, one group per cycle; the
              next event is picked in the last group's cycle
     POST     per output group go, one per cycle (``post_steps`` with a narrower post unit): z = acc * mult +
@@ -108,6 +109,14 @@ def frame_count(d) -> int:
     step (tokens outer, steps inner); LINEAR_ATTENTION: those of its k pass (steps outer), then its q pass's."""
     frames = d.tokens * d.steps
     return 2 * frames if d.kind == Kind.LINEAR_ATTENTION else frames
+
+
+def dense_lanes(d, lanes: int) -> int:
+    """Events of one token (of each window tap inside the grid) of a ``dense`` descriptor without a mask: every
+    lane of its src0 words (a window tap's ``conv_groups`` words), LINEAR_ATTENTION's every channel of a head."""
+    if d.kind == Kind.LINEAR_ATTENTION:
+        return d.in_ch
+    return (d.conv_groups if d.conv_k else -(-d.in_ch // lanes)) * lanes
 
 
 def splits(d, config: Config) -> bool:
@@ -925,8 +934,10 @@ class Overlay(wiring.Component):
                 # the word's events (its words registered as they left the banks): masked (MATMUL's mask), and
                 # to the head it is read for (lead)
                 word_in = Mux(word_grid, Cat(*(lv.as_unsigned()[:lw] for lv in ev_lvls)), 0)
+                # (with `dense`, every lane of a word inside the grid: a zero adds nothing)
                 m.d.sync += [pending.eq(word_in),
-                             live.eq(Cat(*(u & (~desc.mask | mb) & (word_in[l * lw:(l + 1) * lw] != 0)
+                             live.eq(Cat(*(u & (~desc.mask | mb) & ((word_in[l * lw:(l + 1) * lw] != 0)
+                                                                   | (desc.dense & word_grid))
                                            for l, (u, mb) in enumerate(zip(word_used, mask_bits)))))]
                 m.next = "SCAN"
             with m.State("SCAN"):
