@@ -49,7 +49,8 @@ HIDE_ARRAY_NAMES = "rename -hide w:*[[]*"
 
 #: nextpnr's analytic placer, weighted more to timing than by default (10, 2): on the bundled model at 8
 #: lanes and 100 MHz, seed 1, Fmax went from 90.9 to 97.7 MHz; and the router's timing-driven rip-up
-#: (``--tmg-ripup``): 90.0 -> 98.7 and 99.1 -> 104.6 MHz on two versions of that design (docs/build.md).
+#: (``--tmg-ripup``): 90.0 -> 98.7 and 99.1 -> 104.6 MHz on two versions of that design (0.1's generated
+#: accelerator; docs/boards.md gives the command).
 PLACER_OPTIONS = "--placer-heap-timingweight 40 --placer-heap-critexp 4 --tmg-ripup"
 
 #: The build's steps by the tool that runs them, in order.

@@ -5,7 +5,7 @@ LEDs, in the order of :attr:`boards.spec.BoardSpec.leds`:
 0. heartbeat: toggles every 0.5-1 s (the core clock runs and is out of reset);
 1. PLL locked;
 2. UART activity: lit for about 20 ms after either line was low (a start bit or data);
-3. and on: the bits of the core's optional ``status`` output, lowest first (``hdl.regmap``: busy, done, paused).
+3. and on: the bits of the core's optional ``status`` output, lowest first (the overlay's: busy, done, error).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ module only when one of its names is first used (``compiler.load``...), so ``imp
 :func:`lower`       a model -> :class:`Lowered`, the integer program that the golden model executes
 :func:`predict`     classes (or integer logits) from the golden model
 :func:`estimate`    resources, cycles and fit on a board before synthesis, as ``estimate`` -> :class:`Report`
-:func:`simulate`    the generated accelerator cycle by cycle against the golden model, as ``simulate``
+:func:`simulate`    the overlay and the model's program cycle by cycle against the golden model, as ``simulate``
 :func:`build`       a bitstream and its report, as ``build``
 :func:`plot`        PNGs of firing rates, synaptic operations, cycles and resources, as ``inspect --plot``
 :func:`load_report` a build's ``report.json``
@@ -39,13 +39,13 @@ from .flows import simulate as simulate_flow
 from .flows.samples import load_samples
 from .frontend.config import ModelConfig
 from .frontend.data import check_inputs
-from .hw.plan import build_plan, model_id
+from .hw.program import model_id
 from .ir import golden
 
 __all__ = ["Model", "Lowered", "Report", "UserError", "load", "samples", "lower", "predict", "estimate", "simulate",
            "build", "plot", "load_report", "__version__"]
 
-SIMULATORS = ("verilator", "icarus", "amaranth")
+SIMULATORS = ("verilator", "icarus")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -173,13 +173,6 @@ def _lanes_text(r: dict) -> str:
     return f"{r['lanes']} lane{'s' if r['lanes'] != 1 else ''}"
 
 
-def _estimate_summary(r: dict) -> str:
-    e = r["estimate"]
-    used = ", ".join(f"{k} {e['resources'][k]:,}/{v:,}" for k, v in r["fit_totals"].items())
-    return (f"{r['board']} ({r['device']}), {_lanes_text(r)}: {'fits' if r['fits'] else 'DOES NOT FIT'}; {used}; "
-            f"{e['cycles_per_inference']:,.0f} cycles per inference")
-
-
 def _overlay_estimate_summary(r: dict) -> str:
     if not r["fits"]:
         return f"{r['board']} ({r['device']}): DOES NOT FIT the overlay: {r['refusal']}"
@@ -195,14 +188,6 @@ def _simulate_summary(r: dict) -> str:
             f"{r['cycles_per_inference']:,.0f} cycles per inference, {r['ops_per_cycle']:.2f} synaptic ops per cycle")
 
 
-def _build_summary(r: dict) -> str:
-    met = "met" if r["timing_met"] else "NOT met"
-    exact = "bit-exact" if r["simulation"]["bit_exact"] else "MISMATCHING"
-    return (f"{r['board']} ({r['device']}), {_lanes_text(r)}: Fmax {r['fmax_mhz']:.1f} MHz (target "
-            f"{r['clock_mhz']:g} MHz {met}), {r['cycles_per_inference']:,.0f} cycles = {r['latency_us']:.1f} us, "
-            f"{exact}; bitstream {r['bitstream']}")
-
-
 def _overlay_build_summary(r: dict) -> str:
     met = "met" if r["timing_met"] else "NOT met"
     return (f"{r['board']} ({r['device']}), the overlay {r['overlay']['config_hash']}: Fmax {r['fmax_mhz']:.1f} MHz "
@@ -212,11 +197,12 @@ def _overlay_build_summary(r: dict) -> str:
 
 # ---------------------------------------------------------------- the functions
 
-def _runs_overlay(overlay: bool, generator: bool) -> bool:
-    """The CLI's ``--overlay`` (the default, accepted) / ``--generator`` choice."""
-    if overlay and generator:
-        raise UserError("give either overlay=True (the default) or generator=True, not both")
-    return not generator
+def _refuse_generator(generator: bool) -> None:
+    """The CLI's ``--generator``, refused: ``overlay=True`` is accepted (it chose the overlay once), the
+    one-engine-per-layer generator is gone."""
+    if generator:
+        raise UserError("generator=True: the one-engine-per-layer generator was removed (the overlay runs every "
+                        "model it ran, bit-exact and faster): drop it")
 
 
 def load(path: str | Path) -> Model:
@@ -284,16 +270,13 @@ def estimate(model: Model, board: str, *, lanes: int | None = None,
              samples: int = build_flow.DEFAULT_SAMPLES, overlay: bool = False, generator: bool = False) -> Report:
     """``python -m compiler estimate``: the ``board``'s overlay for the model (its estimated resources against
     the device, how full its memories are), the program's cycles per inference and per descriptor and whether
-    it fits, before any synthesis (``docs/cli.md``); with ``generator``, the one-engine-per-layer accelerator's
-    estimate instead (deprecated). ``lanes`` None chooses them as ``build`` does; ``samples``: test inputs
-    whose activity drives the cycles."""
+    it fits, before any synthesis (``docs/cli.md``). ``lanes`` None: the board's standard; ``samples``: test
+    inputs whose activity drives the cycles. ``overlay`` is accepted and changes nothing."""
     model = _model(model)
     samples = _at_least("--samples", samples)
-    if _runs_overlay(overlay, generator):
-        report, _ = estimate_flow.run_overlay(model.path, board, lanes, samples=samples)
-        return Report("estimate", report, _overlay_estimate_summary)
-    report, _ = estimate_flow.run(model.path, board, lanes, samples=samples)
-    return Report("estimate", report, _estimate_summary)
+    _refuse_generator(generator)
+    report, _ = estimate_flow.run_overlay(model.path, board, lanes, samples=samples)
+    return Report("estimate", report, _overlay_estimate_summary)
 
 
 @_refusals
@@ -310,33 +293,23 @@ def simulate(model: Model, x: np.ndarray | None = None, *, count: int | None = N
     and ``--param-store`` (a store too small for the model streams from the SDRAM, simulated as LiteDRAM on
     the chip's model); ``simulator="icarus"``: Icarus Verilog in a cocotb bench driving the same host driver;
     ``dense``: the dense program (every lane an event, the same results), the event-driven schedule's baseline.
-    With ``generator`` (deprecated), the one-engine-per-layer accelerator instead, where
-    ``simulator="amaranth"`` applies."""
+    ``overlay`` is accepted and changes nothing."""
     model = _model(model)
     if simulator not in SIMULATORS:
         raise UserError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
-    overlay = _runs_overlay(overlay, generator)
+    _refuse_generator(generator)
     for name, value in (("post_lanes", post_lanes), ("weight_store", weight_store), ("param_store", param_store)):
         if value is not None:
-            if not overlay:
-                raise UserError(f"{name} is the overlay's: drop generator=True")
             _at_least(name, value)
-    if overlay:
-        simulate_flow.check_overlay_simulator(simulator, trace=trace, weight_store=weight_store)
+    simulate_flow.check_overlay_simulator(simulator, trace=trace, weight_store=weight_store)
     if param_store is not None and weight_store is None:
         raise UserError("param_store is the streaming overlay's: add weight_store")
     simulate_flow.check_build_dir(build_dir)
     x = _inputs(model, x, count, 16)
-    if overlay:
-        report = simulate_flow.run_overlay(lower(model).graph, x, lanes=_at_least("lanes", lanes or 16), trace=trace,
-                                           build_dir=str(build_dir), show_progress=progress,
-                                           post_lanes=post_lanes or 0, weight_store=weight_store,
-                                           param_store=param_store, simulator=simulator, dense=dense)
-        report["model"] = str(model.path)
-        return Report("simulate", report, _simulate_summary)
-    plan = build_plan(lower(model).graph, lanes=lanes, dense=dense)
-    report = simulate_flow.run(plan, x, simulator=simulator, trace=trace, build_dir=str(build_dir),
-                               show_progress=progress)
+    report = simulate_flow.run_overlay(lower(model).graph, x, lanes=_at_least("lanes", lanes or 16), trace=trace,
+                                       build_dir=str(build_dir), show_progress=progress,
+                                       post_lanes=post_lanes or 0, weight_store=weight_store,
+                                       param_store=param_store, simulator=simulator, dense=dense)
     report["model"] = str(model.path)
     return Report("simulate", report, _simulate_summary)
 
@@ -350,36 +323,24 @@ def build(model: Model, board: str, *, out: str | Path | None = None, lanes: int
     """``python -m compiler build``: the board's overlay and the model's program, with its report
     (``docs/build.md``), in ``out`` (default ``build/<model>-<board>``): the bitstream is built once per
     configuration (minutes: synthesis, place and route on the YoWASP tools) and cached in ``cache``; a later
-    model that fits it takes seconds. ``standalone`` as ``--standalone``. With ``generator`` (deprecated), the
-    one-engine-per-layer accelerator's own bitstream (default out ``build/<model>-<board>-generator``).
-    ``clock_mhz`` None: the command's default."""
+    model that fits it takes seconds. ``standalone`` as ``--standalone``. ``clock_mhz`` None: the command's
+    default. ``overlay`` is accepted and changes nothing."""
+    from .flows import overlay as overlay_flow
+
     model = _model(model)
-    overlay = _runs_overlay(overlay, generator)
-    if (standalone or cache is not None) and not overlay:
-        raise UserError(f"{'standalone' if standalone else 'cache'} is for overlay builds: drop generator=True")
-    if overlay:
-        from .flows import overlay as overlay_flow
-        config = overlay_flow.OverlayBuildConfig(
-            model=model.path, board=board, out=None if out is None else Path(out),
-            lanes=None if lanes is None else _at_least("--lanes", lanes),
-            clock_mhz=None if clock_mhz is None else float(clock_mhz),
-            baud=_at_least("--baud", baud), seed=_placement_seed(seed), samples=_at_least("--samples", samples),
-            progress=progress, force=force, standalone=standalone, cache=None if cache is None else Path(cache))
-        report, _ = overlay_flow.run(config)
-        return Report("build", report, _overlay_build_summary)
-    clock_mhz = build_flow.DEFAULT_CLOCK_MHZ if clock_mhz is None else clock_mhz
-    config = build_flow.BuildConfig(
+    _refuse_generator(generator)
+    config = overlay_flow.OverlayBuildConfig(
         model=model.path, board=board, out=None if out is None else Path(out),
-        lanes=None if lanes is None else _at_least("--lanes", lanes), clock_mhz=float(clock_mhz),
+        lanes=None if lanes is None else _at_least("--lanes", lanes),
+        clock_mhz=None if clock_mhz is None else float(clock_mhz),
         baud=_at_least("--baud", baud), seed=_placement_seed(seed), samples=_at_least("--samples", samples),
-        progress=progress, force=force)
-    report, _ = build_flow.run(config)
-    return Report("build", report, _build_summary)
+        progress=progress, force=force, standalone=standalone, cache=None if cache is None else Path(cache))
+    report, _ = overlay_flow.run(config)
+    return Report("build", report, _overlay_build_summary)
 
 
 def _export_summary(r: dict) -> str:
-    what = (f"the overlay {r['overlay']['config_hash']} ({r['lanes']} lanes) with the model's program"
-            if r.get("kind") == "overlay" else f"the generated accelerator ({r['lanes']} lanes)")
+    what = f"the overlay {r['overlay']['config_hash']} ({r['lanes']} lanes) with the model's program"
     return f"{what} for {r['board']} in {r['out']}: {', '.join(f['name'] for f in r['files'])}"
 
 
@@ -389,20 +350,17 @@ def export(model: Model, board: str, out: str | Path, *, overlay: bool = False, 
            force: bool = False) -> Report:
     """``python -m compiler export``: the design a board gets, as files in ``out`` (a new or empty folder, any
     with ``force``), without the tools: the board's standard overlay configuration's top with the model's
-    program (``program.npz``, ``program.txt``) or, with ``generator`` (deprecated), the generated accelerator's
-    top (``lanes``, None: auto); RTLIL, Verilog, constraints, tool scripts and ``report.json``
-    (``docs/cli.md``). Seconds. ``clock_mhz`` None: the build's default."""
+    program (``program.npz``, ``program.txt``) (``lanes`` None: the board's standard): RTLIL, Verilog, constraints,
+    tool scripts and ``report.json`` (``docs/cli.md``). Seconds. ``clock_mhz`` None: the build's default.
+    ``overlay`` is accepted and changes nothing."""
     from .flows import export as export_flow
 
     model = _model(model)
+    _refuse_generator(generator)
     lanes = None if lanes is None else _at_least("--lanes", lanes)
     baud = _at_least("--baud", baud)
-    if _runs_overlay(overlay, generator):
-        report, _ = export_flow.run_overlay(model.path, board, out, lanes=lanes, clock_mhz=clock_mhz, baud=baud,
-                                            force=force)
-    else:
-        report, _ = export_flow.run(model.path, board, out, lanes=lanes, baud=baud, force=force,
-                                    clock_mhz=build_flow.DEFAULT_CLOCK_MHZ if clock_mhz is None else clock_mhz)
+    report, _ = export_flow.run_overlay(model.path, board, out, lanes=lanes, clock_mhz=clock_mhz, baud=baud,
+                                        force=force)
     return Report("export", report, _export_summary)
 
 
@@ -440,4 +398,4 @@ def load_report(path: str | Path) -> Report:
     """A build's ``report.json`` (its folder or the file), checked as ``flash`` and ``run`` check it."""
     path = Path(path)
     report = run_flow.read_build_report(path / "report.json" if path.is_dir() else path)
-    return Report("build", report, _build_summary)
+    return Report("build", report, _overlay_build_summary)

@@ -26,7 +26,6 @@ from .errors import UserError
 from .flows import SCHEMA_VERSION, build, clean, estimate, export, overlay, run, simulate, trace_dir
 from .frontend.config import ARCHS, ATTENTION_KINDS, HEAD_KINDS, INPUT_KINDS, ModelConfig, parse_int_list
 from .frontend.data import DATASETS, NPZ_PREFIX, is_npz
-from .hw.plan import build_plan
 from .ir import golden, metrics
 
 
@@ -96,22 +95,17 @@ def _emit(report: dict, as_json: bool, human) -> None:
         human(report)
 
 
-def _overlay_chosen(args) -> bool:
-    """Whether a command runs the overlay (the default) or, with ``--generator``, the one-engine-per-layer
-    generated accelerator; ``--overlay`` is accepted (it was needed before the overlay became the default)."""
-    if args.overlay and args.generator:
-        raise UserError("give either --overlay (the default) or --generator, not both")
-    args.overlay = not args.generator
-    return args.overlay
+def _add_design_args(p) -> None:
+    """``--overlay``, accepted (scripts of the releases where it chose the overlay), and ``--generator``, refused
+    (:func:`_refuse_generator`): hidden, since the overlay is the only design."""
+    p.add_argument("--overlay", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
 
 
-GENERATOR_HELP = ("the one-engine-per-layer generated accelerator instead of the overlay (deprecated: it goes in a "
-                  "later release; docs/cli.md)")
-
-
-def _add_design_args(p, overlay_help: str, generator_extra: str = "") -> None:
-    p.add_argument("--overlay", action="store_true", help=overlay_help + " (the default; the flag is accepted)")
-    p.add_argument("--generator", action="store_true", help=GENERATOR_HELP + generator_extra)
+def _refuse_generator(args) -> None:
+    if getattr(args, "generator", False):
+        raise UserError("--generator: the one-engine-per-layer generator was removed (the overlay runs every model "
+                        "it ran, bit-exact and faster): drop --generator")
 
 
 # ---------------------------------------------------------------- train
@@ -452,13 +446,8 @@ def cmd_simulate(args) -> int:
     from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
 
-    if _overlay_chosen(args):
-        simulate.check_overlay_simulator(args.simulator, trace=args.trace or args.trace_dir is not None,
-                                         waveform=args.waveform, weight_store=args.weight_store)
-    for flag, value in (("--weight-store", args.weight_store), ("--param-store", args.param_store),
-                        ("--post-lanes", args.post_lanes)):
-        if value is not None and not args.overlay:
-            raise UserError(f"{flag} is the overlay's: drop --generator")
+    simulate.check_overlay_simulator(args.simulator, trace=args.trace or args.trace_dir is not None,
+                                     waveform=args.waveform, weight_store=args.weight_store)
     if args.param_store is not None and args.weight_store is None:
         raise UserError("--param-store is the streaming overlay's: add --weight-store WORDS")
     if args.post_lanes is not None and (args.lanes or 16) % args.post_lanes:
@@ -479,15 +468,10 @@ def cmd_simulate(args) -> int:
     show = not args.json and sys.stderr.isatty() or args.progress
     traces = {"trace_dir": args.trace_dir, "force": args.force, "waveform": args.waveform}
     graph = lower(model, args.model)
-    if args.overlay:
-        report = simulate.run_overlay(graph, x, lanes=args.lanes or 16, trace=args.trace,
-                                      build_dir=args.build_dir, show_progress=show, weight_store=args.weight_store,
-                                      param_store=args.param_store, post_lanes=args.post_lanes or 0,
-                                      simulator=args.simulator, dense=args.dense, **traces)
-    else:
-        plan = build_plan(graph, lanes=args.lanes, dense=args.dense)
-        report = simulate.run(plan, x, simulator=args.simulator, trace=args.trace, build_dir=args.build_dir,
-                              show_progress=show, **traces)
+    report = simulate.run_overlay(graph, x, lanes=args.lanes or 16, trace=args.trace,
+                                  build_dir=args.build_dir, show_progress=show, weight_store=args.weight_store,
+                                  param_store=args.param_store, post_lanes=args.post_lanes or 0,
+                                  simulator=args.simulator, dense=args.dense, **traces)
     report["model"] = str(args.model)
     _emit(report, args.json, simulate.print_report)
     return 0 if report["mismatches"] == 0 else 1
@@ -501,49 +485,30 @@ def _lanes_or_auto(text: str):
 
 def cmd_build(args) -> int:
     progress = args.progress or sys.stderr.isatty() or not args.json
-    if _overlay_chosen(args):
-        if args.cache is not None and not args.cache.strip():
-            raise UserError("--cache is an empty path")
-        config = overlay.OverlayBuildConfig(
-            model=Path(args.model), board=args.board, out=Path(args.out) if args.out else None,
-            lanes=None if args.lanes == "auto" else args.lanes,
-            clock_mhz=args.clock, baud=args.baud,
-            seed=args.seed, samples=args.samples, progress=progress, force=args.force, standalone=args.standalone,
-            cache=Path(args.cache) if args.cache is not None else None)
-        report, status = overlay.run(config)
-        _emit(report, args.json, overlay.print_summary)
-        return status
-    if args.standalone or args.cache is not None:
-        raise UserError(f"{'--standalone' if args.standalone else '--cache'} is for overlay builds: drop --generator")
-    config = build.BuildConfig(
+    if args.cache is not None and not args.cache.strip():
+        raise UserError("--cache is an empty path")
+    config = overlay.OverlayBuildConfig(
         model=Path(args.model), board=args.board, out=Path(args.out) if args.out else None,
         lanes=None if args.lanes == "auto" else args.lanes,
-        clock_mhz=build.DEFAULT_CLOCK_MHZ if args.clock is None else args.clock, baud=args.baud, seed=args.seed,
-        samples=args.samples, progress=progress, force=args.force)
-    report, status = build.run(config)
-    _emit(report, args.json, build.print_summary)
+        clock_mhz=args.clock, baud=args.baud,
+        seed=args.seed, samples=args.samples, progress=progress, force=args.force, standalone=args.standalone,
+        cache=Path(args.cache) if args.cache is not None else None)
+    report, status = overlay.run(config)
+    _emit(report, args.json, overlay.print_summary)
     return status
 
 
 def cmd_estimate(args) -> int:
     lanes = None if args.lanes == "auto" else args.lanes
-    if _overlay_chosen(args):
-        report, status = estimate.run_overlay(args.model, args.board, lanes, samples=args.samples)
-    else:
-        report, status = estimate.run(args.model, args.board, lanes, samples=args.samples)
-    _emit(report, args.json, estimate.print_overlay_report if args.overlay else estimate.print_report)
+    report, status = estimate.run_overlay(args.model, args.board, lanes, samples=args.samples)
+    _emit(report, args.json, estimate.print_overlay_report)
     return status
 
 
 def cmd_export(args) -> int:
     lanes = None if args.lanes == "auto" else args.lanes
-    if _overlay_chosen(args):
-        report, status = export.run_overlay(args.model, args.board, args.out, lanes=lanes, clock_mhz=args.clock,
-                                            baud=args.baud, force=args.force)
-    else:
-        report, status = export.run(args.model, args.board, args.out, lanes=lanes,
-                                    clock_mhz=_given(args.clock, build.DEFAULT_CLOCK_MHZ), baud=args.baud,
-                                    force=args.force)
+    report, status = export.run_overlay(args.model, args.board, args.out, lanes=lanes, clock_mhz=args.clock,
+                                        baud=args.baud, force=args.force)
     _emit(report, args.json, export.print_report)
     return status
 
@@ -559,11 +524,6 @@ def cmd_flash(args) -> int:
 
 
 def cmd_run(args) -> int:
-    if args.generator and not args.simulated:
-        raise UserError("--generator is for --simulated (a board's bitstream says itself which design it runs)")
-    if args.overlay and not args.simulated:
-        raise UserError("--overlay is for --simulated (a board's bitstream says itself which design it runs)")
-    _overlay_chosen(args)
     run.check_options(args)
     report, status = (run.run_simulated if args.simulated else run.run_inputs)(args)
     _emit(report, args.json, run.print_run)
@@ -674,17 +634,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "loaded as run loads them) and compare its logits (with --trace, every layer) "
                                    "with the integer golden model, bit for bit. Exit status 1 on any mismatch.")
     _add_input_args(s, default_count=16)
-    s.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"), default="verilator",
+    s.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
                    help="verilator (C++ harness, fast) or icarus (a cocotb bench driving the same host driver; "
-                        "logits only); with --generator also amaranth (Python simulator) (default: verilator)")
+                        "logits only) (default: verilator)")
     s.add_argument("--lanes", type=_lanes, default=None,
-                   help="lanes P: output channels updated per cycle, any count (default 16); with --generator a "
-                        "divisor of the model width (default: the largest divisor up to 16)")
+                   help="lanes P: output channels updated per cycle, any count (default 16)")
     s.add_argument("--dense", action="store_true",
                    help="run the dense program: every lane an event, spiking or not (the same results): the "
                         "baseline for the event-driven schedule")
-    _add_design_args(s, "run the overlay (the spiking NPU: one sequencer, sparse engine and post unit running the "
-                        "model's compiled program)")
+    _add_design_args(s)
     s.add_argument("--post-lanes", type=_at_least_one, metavar="Q",
                    help="a post unit of Q lanes (a divisor of --lanes; the boards' overlays have "
                         "4), each group's post in lanes / Q steps (default: all lanes)")
@@ -724,17 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model", help="a model.pt checkpoint")
     b.add_argument("--board", required=True, help="the board: ulx3s (= ulx3s-85f), ulx3s-12f/25f/45f/85f, "
                                                  "ecpix5 (= ecpix5-85f), ecpix5-45f")
-    b.add_argument("--out", help="output folder (default: build/<model file stem>-<board>, with --generator "
-                                 "...-generator)")
+    b.add_argument("--out", help="output folder (default: build/<model file stem>-<board>)")
     b.add_argument("--lanes", type=_lanes_or_auto, default="auto",
-                   help="the overlay's lanes, any count, or auto: the board's standard overlay's; with --generator a "
-                        "divisor of the model width, auto: the largest that the estimate says fits the board with "
-                        "room to route (default: auto)")
+                   help="the overlay's lanes, any count, or auto: the board's standard overlay's (default: auto)")
     b.add_argument("--clock", type=_clock, default=None,
                    help=f"core clock in MHz; the PLL makes the nearest it can (default: "
                         f"{overlay.DEFAULT_CLOCK_MHZ:g}, or the board's measured met clock for its standard overlay: "
-                        f"{', '.join(f'{b} {c:g}' for b, c in overlay.MET_CLOCKS_MHZ.items())}; with --generator "
-                        f"{build.DEFAULT_CLOCK_MHZ:g})")
+                        f"{', '.join(f'{b} {c:g}' for b, c in overlay.MET_CLOCKS_MHZ.items())})")
     b.add_argument("--baud", type=_baud, default=build.DEFAULT_BAUD,
                    help=f"UART bit rate; the clock must hold a whole number of bit periods to within 2.5%% "
                         f"(default: {build.DEFAULT_BAUD})")
@@ -743,9 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"test inputs simulated for cycles per inference (default: {build.DEFAULT_SAMPLES})")
     b.add_argument("--force", action="store_true",
                    help="replace --out even if it is not an earlier build's folder (one with a report.json)")
-    _add_design_args(b, "compile the model for the board's standard overlay (the instruction-driven NPU) and use "
-                        "its bitstream, built once per overlay configuration and cached", "; its build simulates "
-                        "a few samples in Verilator beside the tools")
+    _add_design_args(b)
     b.add_argument("--standalone", action="store_true",
                    help="the program and weights in the bitstream's memories, so that the board "
                         "boots into the model (this model's own bitstream: synthesized every time, never cached)")
@@ -767,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "ecpix5 (= ecpix5-85f), ecpix5-45f")
     m.add_argument("--lanes", type=_lanes_or_auto, default="auto",
                    help="lanes P, or auto: as build chooses them (default: auto)")
-    _add_design_args(m, "the board's standard overlay")
+    _add_design_args(m)
     m.add_argument("--samples", type=_at_least_one, default=build.DEFAULT_SAMPLES,
                    help=f"test inputs whose activity drives the cycle estimate (default: {build.DEFAULT_SAMPLES})")
     m.add_argument("--json", action="store_true", help="print the estimate as one JSON object on stdout")
@@ -779,22 +731,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "configuration, fit check, the board top with its PLL, UART link and LEDs) and "
                                    "write, instead of a bitstream, the design: top.il (RTLIL, what Yosys synthesizes), top.v (the same "
                                    "as Verilog), top.lpf (pin constraints), top.ys and build_top.sh (the tools' "
-                                   "commands). Seconds; no synthesis.")
+                                   "commands), with the model's program (program.npz, what run loads; program.txt, "
+                                   "its listing) and report.json. Seconds; no synthesis.")
     x.add_argument("model", help="a model.pt checkpoint")
     x.add_argument("--board", required=True, help="the board: ulx3s (= ulx3s-85f), ulx3s-12f/25f/45f/85f, "
                                                  "ecpix5 (= ecpix5-85f), ecpix5-45f")
     x.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty, or with --force)")
-    _add_design_args(x, "the board's standard overlay configuration's top (the same for every model that fits), with "
-                        "the model's program (program.npz, what run loads; program.txt, its listing) and "
-                        "report.json; a model that does not fit the configuration is refused")
+    _add_design_args(x)
     x.add_argument("--lanes", type=_lanes_or_auto, default="auto",
-                   help="the overlay's lanes, auto: the board's standard; with --generator a divisor of the model "
-                        "width, auto: as build chooses them (default: auto)")
+                   help="the overlay's lanes, auto: the board's standard (default: auto)")
     x.add_argument("--clock", type=_clock, default=None,
                    help=f"core clock in MHz; the PLL makes the nearest it can (default: "
                         f"{overlay.DEFAULT_CLOCK_MHZ:g}, or the board's measured met clock for its standard overlay: "
-                        f"{', '.join(f'{b} {c:g}' for b, c in overlay.MET_CLOCKS_MHZ.items())}; with --generator "
-                        f"{build.DEFAULT_CLOCK_MHZ:g})")
+                        f"{', '.join(f'{b} {c:g}' for b, c in overlay.MET_CLOCKS_MHZ.items())})")
     x.add_argument("--baud", type=_baud, default=build.DEFAULT_BAUD,
                    help=f"UART bit rate (default: {build.DEFAULT_BAUD})")
     x.add_argument("--force", action="store_true", help="replace --out even if it is not empty")
@@ -821,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clean this simulation cache (simulate --build-dir) instead of build/sim and "
                         "build/test-sim; repeatable")
     c.add_argument("--calibrate", action="store_true",
-                   help="also remove bench.calibrate's cache, build/calibrate/synth and /models (an hour of "
+                   help="also remove the cache of 0.1's bench.calibrate, build/calibrate/synth and /models (an hour of "
                         "synthesis to make again)")
     c.add_argument("--dry-run", action="store_true", help="list what would be removed, and its bytes; remove nothing")
     c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -840,7 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "build, --build or the newest of this model, else the ulx3s's standard one, built once and "
                         "cached in --build-dir) behind a pty, load the program into it and run against it: no board "
                         "needed")
-    _add_design_args(r, "with --simulated: the board runs the overlay")
+    _add_design_args(r)
     r.add_argument("--build-dir", help="with --simulated: where its Verilator model is built and cached "
                                        "(default: build/sim)")
     r.add_argument("--progress", action="store_true",
@@ -880,6 +829,7 @@ def _report_crash(exc: BaseException, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _refuse_generator(args)
         return args.func(args)
     except (UserError, BoardError) as exc:
         sys.stderr.write(f"error: {_one_line(str(exc))}\n")

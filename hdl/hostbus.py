@@ -17,8 +17,7 @@ DATA_WIDTH = 32
 #: Cycles from a read's ``re`` to its ``rdata``: the device registers the address beside its read
 #: multiplexer (the bridge's address register is across the die), reads, and registers what it read before
 #: it selects: the overlay's scratchpad words leave their block RAMs into a register
-#: (``hdl.npu.overlay.PEEK_LATENCY``), then a 32-bit chunk is chosen into ``rdata``. The one-engine-per-layer
-#: accelerator answers a cycle sooner and holds its answer (within the contract: the host waits for each).
+#: (``hdl.npu.overlay.PEEK_LATENCY``), then a 32-bit chunk is chosen into ``rdata``.
 READ_LATENCY = 4
 
 

@@ -3,13 +3,13 @@
 :func:`simulated_board` Verilates a component with ``rx``/``tx`` pins (a :class:`hdl.uart_bridge.UartBridge`
 and whatever it drives: :class:`UartBoard` puts the bridge on any bus device), runs it in a C++ harness
 (``sim/harness/uart_pty.cpp``) and yields the harness's pty (:class:`SimulatedBoard`), which the host opens
-like any serial port, so that :class:`compiler.host.link.Link` and :class:`compiler.host.link.Driver` run
-unchanged::
+like any serial port, so that :class:`compiler.host.link.Link` and the overlay's driver run unchanged::
 
-    with simulated_board(UartBoard(Accelerator(plan, ecp5=False), 48e6, 3e6), "build/sim") as board, \
+    with simulated_board(UartBoard(OverlayBus(config), 48e6, 3e6), "build/sim") as board, \
             SerialPort(board.path) as port:
-        driver = Driver(Link(port))
-        logits, label, counters = driver.infer(plan.input_words(x), plan.classes)
+        driver = NpuDriver(Link(port))
+        driver.load(program)
+        logits, cycles = driver.infer(x)
 
 The harness bit-bangs the pins at ``divisor`` clock cycles per bit: bytes the host writes to the pty go
 out on ``rx`` back to back; frames the gateware sends on ``tx`` are sampled mid-bit and written to the pty.
@@ -50,7 +50,7 @@ class UartBoard(wiring.Component):
     ----------
     device : wiring.Component
         The bus device, with a port ``bus: In(HostBusSignature(addr_width))`` (e.g.
-        :class:`hdl.accelerator.Accelerator`); the bridge's address width is the bus's.
+        :class:`hdl.npu.bus.OverlayBus`); the bridge's address width is the bus's.
     clk_freq : float
         Clock frequency in Hz that the bridge is built for.
     baud : float

@@ -155,7 +155,7 @@ def verilate(top, harness: str, build_root: str | Path, *, prefix: str, binary: 
     jobs : int
         Parallel compiler jobs.
     key : optional
-        What determines ``top``'s Verilog (e.g. ``("Accelerator", plan, trace, clock_gating)``; anything
+        What determines ``top``'s Verilog (e.g. ``("OverlayBus", config)``; anything
         :func:`sim.cache.digest` takes). Given, the cache is keyed on it, the harness, the sources of the
         packages that make designs and the tools' versions, and the Verilog is generated only to build: a
         cached binary is found in milliseconds. The key must cover every parameter of ``top``.

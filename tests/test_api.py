@@ -122,34 +122,30 @@ def test_event_frames_are_checked_too(tmp_path, capsys):
         compiler.predict(events, x.astype(np.float32) * 0.5)
 
 
-def test_simulate_a_small_model_in_the_amaranth_simulator(tmp_path, capsys):
-    """The wrapper end to end, on a model small enough for the Python simulator (about 10 s)."""
+def test_simulate_a_small_model_on_icarus(tmp_path, capsys):
+    """The wrapper end to end, on a model small enough for Icarus Verilog in the cocotb bench (seconds)."""
     path = tmp_path / "small.pt"
     assert main(["train", "--dataset", "synthetic", "--epochs", "0", "--dim", "8", "--heads", "2",
                  "--out", str(path)]) == 0
     capsys.readouterr()
     small = compiler.load(path)
-    r = compiler.simulate(small, count=1, generator=True, simulator="amaranth", build_dir=tmp_path / "sim")
+    r = compiler.simulate(small, count=1, lanes=2, simulator="icarus", build_dir=tmp_path / "sim")
     assert r["mismatches"] == 0 and r["samples"] == 1 and r["schema_version"] == 1 and r["model"] == str(path)
-    assert repr(r).startswith("<simulate report: 1 sample in amaranth, 8 lanes event-driven: bit-exact;")
+    assert repr(r).startswith("<simulate report: 1 sample in icarus, 2 lanes overlay: bit-exact;")
 
 
 def test_reprs_are_one_short_line(model, lowered):
     est = compiler.estimate(model, "ulx3s", lanes=16)
-    gen = compiler.estimate(model, "ulx3s", lanes=16, generator=True)
-    for obj in (model, lowered, est, gen):
+    for obj in (model, lowered, est):
         text = repr(obj)
         assert "\n" not in text and len(text) < 400, text
     assert repr(est).startswith("<estimate report: ulx3s-85f (LFE5U-85F), the overlay ")
     assert ", 16 lanes: fits;" in repr(est)
-    assert repr(gen).startswith("<estimate report: ulx3s-85f (LFE5U-85F), 16 lanes: fits;")
 
 
-@pytest.mark.parametrize("generator", [False, True])
-def test_estimate_is_the_commands_json(model, capsys, generator):
-    est = compiler.estimate(model, "ulx3s", lanes=16, generator=generator)
-    assert main(["estimate", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--json",
-                 *(["--generator"] if generator else [])]) == 0
+def test_estimate_is_the_commands_json(model, capsys):
+    est = compiler.estimate(model, "ulx3s", lanes=16)
+    assert main(["estimate", str(EXAMPLE), "--board", "ulx3s", "--lanes", "16", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
     api = json.loads(json.dumps(est))
     assert api.pop("seconds").keys() == cli.pop("seconds").keys()
@@ -158,9 +154,8 @@ def test_estimate_is_the_commands_json(model, capsys, generator):
 
 @pytest.mark.parametrize("call, fragment", [
     (lambda m: compiler.estimate(m, "nope"), "unknown board 'nope'"),
-    (lambda m: compiler.estimate(m, "ulx3s", lanes=3, generator=True), "--lanes must divide the model width 32"),
+    (lambda m: compiler.estimate(m, "ulx3s", generator=True), "the one-engine-per-layer generator was removed"),
     (lambda m: compiler.estimate(m, "ulx3s", lanes=99), "the overlay's lanes must be an integer from 1 to 64"),
-    (lambda m: compiler.estimate(m, "ulx3s", overlay=True, generator=True), "not both"),
     (lambda m: compiler.estimate(m, "ulx3s", samples=0), "--samples must be at least 1, not 0"),
     (lambda m: compiler.estimate("examples/digits.pt", "ulx3s"), "must be a compiler.Model"),
     (lambda m: compiler.samples(m, count=0), "--count must be at least 1, not 0"),
@@ -177,12 +172,14 @@ def test_bad_arguments_are_refused_before_any_work(model, call, fragment):
 
 
 def test_load_report(tmp_path):
-    report = {"schema_version": 1, "board": "ulx3s-85f", "device": "LFE5U-85F", "lanes": 8, "fmax_mhz": 101.3,
-              "clock_mhz": 100.0, "timing_met": True, "cycles_per_inference": 14184.0, "latency_us": 141.84,
-              "simulation": {"bit_exact": True}, "bitstream": "top.bit", "model_id": "6eba9a86"}
+    report = {"schema_version": 1, "kind": "overlay", "board": "ulx3s-85f", "device": "LFE5U-85F", "lanes": 16,
+              "fmax_mhz": 78.3, "clock_mhz": 75.0, "timing_met": True, "cycles_per_inference": 8881.0,
+              "latency_us": 118.41, "overlay": {"config_hash": "214e963d"}, "bitstream": "top.bit",
+              "model_id": "6eba9a86"}
     (tmp_path / "report.json").write_text(json.dumps(report))
     r = compiler.load_report(tmp_path)
-    assert r == report and repr(r).startswith("<build report: ulx3s-85f (LFE5U-85F), 8 lanes: Fmax 101.3 MHz")
+    assert r == report and repr(r).startswith("<build report: ulx3s-85f (LFE5U-85F), the overlay 214e963d: Fmax "
+                                              "78.3 MHz")
     (tmp_path / "report.json").write_text(json.dumps({**report, "bitstream": "../../etc/passwd"}))
     with pytest.raises(compiler.UserError, match="must be a .bit file"):
         compiler.load_report(tmp_path / "report.json")
@@ -195,8 +192,9 @@ def test_export_writes_the_commands_files_and_refuses_as_it_does(model, tmp_path
     assert names == {p.name for p in (tmp_path / "x").iterdir()}
     assert r["schema_version"] and r["kind"] == "overlay" and "the overlay" in repr(r)
     assert {"program.npz", "program.txt", "report.json"} <= names
-    g = compiler.export(model, "ulx3s", tmp_path / "g", generator=True)
-    assert "generated accelerator" in repr(g) and "program.npz" not in {f["name"] for f in g["files"]}
+    with pytest.raises(compiler.UserError, match="generator was removed"):
+        compiler.export(model, "ulx3s", tmp_path / "g", generator=True)
+    assert not (tmp_path / "g").exists()
     with pytest.raises(compiler.UserError, match="not empty"):
         compiler.export(model, "ulx3s", tmp_path / "x")
     with pytest.raises(compiler.UserError, match="board"):
@@ -205,17 +203,15 @@ def test_export_writes_the_commands_files_and_refuses_as_it_does(model, tmp_path
 
 
 def test_simulate_the_overlay(model, tmp_path):
-    """The default: the model's program on the Verilated overlay through the host driver, with the boards'
-    4-lane post unit; the overlay's options with ``generator=True``, and the generated accelerator's without
-    it, are refused."""
+    """The model's program on the Verilated overlay through the host driver, with the boards' 4-lane post unit,
+    and its dense baseline; bad options are refused."""
     r = compiler.simulate(model, count=2, post_lanes=4, build_dir=tmp_path / "sim")
     assert r["mismatches"] == 0 and r["schedule"] == "overlay" and r["config"]["post_lanes"] == 4
     assert r["cycle_model_error"] == 0 and repr(r).startswith("<simulate report: 2 samples in verilator, 16 lanes")
     dense = compiler.simulate(model, count=2, post_lanes=4, build_dir=tmp_path / "sim", dense=True)
     assert dense["dense"] and dense["mismatches"] == 0 and dense["cycles_per_inference"] > r["cycles_per_inference"]
-    for kwargs, message in (({"post_lanes": 4, "generator": True}, "post_lanes is the overlay's: drop generator"),
-                            ({"simulator": "amaranth"}, "not amaranth: add --generator"),
-                            ({"overlay": True, "generator": True}, "not both"),
+    for kwargs, message in (({"post_lanes": 4, "generator": True}, "generator was removed"),
+                            ({"simulator": "amaranth"}, "simulator must be one of verilator, icarus"),
                             ({"overlay": True, "param_store": 64}, "add weight_store"),
                             ({"overlay": True, "weight_store": 0}, "weight_store must be")):
         with pytest.raises(compiler.UserError, match=message):
@@ -224,7 +220,7 @@ def test_simulate_the_overlay(model, tmp_path):
 
 def test_build_the_overlay_is_the_commands(model, tmp_path, monkeypatch):
     """``build`` hands the overlay build's configuration to its flow (the tools are not run here:
-    ``tests/test_overlay_build.py`` covers the flow); its options with ``generator=True`` are refused."""
+    ``tests/test_overlay_build.py`` covers the flow); ``generator=True`` is refused."""
     from compiler.flows import overlay
     seen = {}
 
@@ -238,5 +234,5 @@ def test_build_the_overlay_is_the_commands(model, tmp_path, monkeypatch):
     assert (c.board, c.seed, c.clock_mhz, c.cache, c.standalone) == ("ulx3s", 2, None, tmp_path / "cache", False)
     with pytest.raises(compiler.UserError, match="stopped before synthesis"):
         compiler.build(model, "ulx3s")                  # the default
-    with pytest.raises(compiler.UserError, match="standalone is for overlay builds: drop generator"):
+    with pytest.raises(compiler.UserError, match="generator was removed"):
         compiler.build(model, "ulx3s", standalone=True, generator=True)

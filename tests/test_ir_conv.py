@@ -1,5 +1,5 @@
 """The grid ops (Tokenize, Conv, MaxPool): the golden model against torch's float64 conv2d / max_pool2d (exact
-on small integers), the checker's type rules and refusals, their metrics, and the hardware plan's refusal."""
+on small integers), the checker's type rules and refusals, and their metrics."""
 
 import copy
 
@@ -12,7 +12,6 @@ from torch.nn import functional as F
 
 from compiler import ir
 from compiler.errors import UserError
-from compiler.hw.plan import build_plan, refuse_unsupported
 from compiler.ir import golden, metrics
 
 
@@ -235,17 +234,6 @@ def test_conv_metrics_count_synapses_of_events():
     x[:, 0] = 0
     rows, _ = metrics.layer_stats(g, x)
     assert next(r for r in rows if r.name == "conv").effective_ops == conv.dense_ops / 2
-
-
-def test_plan_refuses_the_grid_ops():
-    with pytest.raises(UserError, match=r"^the model cannot be mapped to hardware: Tokenize \(the input as a token "
-                       r"grid, first at tok\), Conv \(k x k convolution, first at conv\) are not supported by the "
-                       r"one-engine-per-layer generator: drop --generator \(.*\)$"):
-        build_plan(_stem())
-    with pytest.raises(UserError, match=r"MaxPool \(max-pooling, first at pool\) are not supported"):
-        build_plan(_pool_graph())
-    with pytest.raises(UserError, match="Tokenize .* are not supported by the one-engine-per-layer generator"):
-        refuse_unsupported(_stem())
 
 
 def test_golden_run_executes_the_grid_ops():

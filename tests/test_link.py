@@ -1,4 +1,4 @@
-"""The host side of the link (compiler/host/link.py): frames, the Link's chunking and retries, the Driver, and
+"""The host side of the link (compiler/host/link.py): frames, the Link's chunking and retries, and
 SerialPort on a pty. The transport here is a Python stand-in for the bridge; tests/test_uart_sim.py runs
 the same code against the Verilated gateware."""
 
@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.host import link as lk
-from hdl import regmap
 from hdl import uart_bridge as ub
 
 
@@ -28,7 +27,7 @@ def test_request_layout():
     body = bytes([ub.CMD_WRITE, 11, 0, 0x56, 0x34, 0x12, 0xEF, 0xBE, 0xAD, 0xDE, 0xFF, 0xFF, 0xFF, 0xFF])
     assert frame == bytes([0xA5]) + body + struct.pack("<H", lk.crc16(body))
     body = bytes([ub.CMD_READ, 5, 0, 0x02, 0x00, 0x20, 0x10, 0x00])
-    assert lk.read_request(regmap.address(regmap.REGION_LOGITS, 2), 16) == bytes([0xA5]) + body + struct.pack(
+    assert lk.read_request((2 << 20) | 2, 16) == bytes([0xA5]) + body + struct.pack(
         "<H", lk.crc16(body))
     assert lk.encode_request(ub.CMD_PING) == bytes([0xA5, 1, 0, 0]) + struct.pack("<H", lk.crc16(b"\x01\x00\x00"))
 
@@ -191,89 +190,6 @@ def test_link_skips_bytes_before_the_answer_and_checks_the_status():
     board.answer = lambda cmd, payload: (ub.CMD_WRITE, b"")
     with pytest.raises(lk.FrameError, match="answer 0x02 to command 0x03"):
         link.read_words(0, 1)
-
-
-class FakeAccelerator(FakeBoard):
-    """The register map of hdl/regmap.py on FakeBoard: a start computes ``logits_of(pixels)`` and stays busy
-    for two status reads."""
-
-    MODEL_ID = 0x5EED1234
-
-    def __init__(self, logits_of, **kwargs):
-        super().__init__(**kwargs)
-        self.logits_of = logits_of
-        self.busy_reads = 0
-        self.starts = 0
-
-    def read_word(self, addr: int) -> int:
-        if addr == regmap.REG_ID:
-            return self.MODEL_ID
-        if addr == regmap.REG_STATUS:
-            if self.busy_reads:
-                self.busy_reads -= 1
-                return regmap.STATUS_BUSY
-            return regmap.STATUS_DONE if self.starts else 0
-        return super().read_word(addr)
-
-    def write_word(self, addr: int, value: int) -> None:
-        if addr == regmap.REG_CTRL and value == regmap.CTRL_START:
-            self.starts += 1
-            self.busy_reads = 2
-            base = regmap.address(regmap.REGION_PIXELS)
-            pixels = {a - base: v for a, v in self.words.items() if a >> regmap.REGION_SHIFT == regmap.REGION_PIXELS}
-            for k, logit in enumerate(self.logits_of(pixels)):
-                logit &= (1 << 64) - 1
-                self.words[regmap.address(regmap.REGION_LOGITS, 2 * k)] = logit & 0xFFFFFFFF
-                self.words[regmap.address(regmap.REGION_LOGITS, 2 * k + 1)] = logit >> 32
-            cycles, events, synops = (1 << 33) + 5, sum(1 for v in pixels.values() if v), 3 * (1 << 32) + 7
-            for reg, value in ((regmap.REG_CYCLES_LO, cycles & 0xFFFFFFFF), (regmap.REG_CYCLES_HI, cycles >> 32),
-                               (regmap.REG_EVENTS, events), (regmap.REG_SYNOPS_LO, synops & 0xFFFFFFFF),
-                               (regmap.REG_SYNOPS_HI, synops >> 32)):
-                self.words[reg] = value
-        else:
-            super().write_word(addr, value)
-
-
-def test_driver_infers_with_sign_extended_logits_and_lowest_index_ties():
-    def logits_of(pixels):
-        total = sum(pixels.values())
-        return [-(1 << 40) - total, total, total, -3]          # classes 1 and 2 tie
-
-    board = FakeAccelerator(logits_of, max_burst=8)
-    driver = lk.Driver(lk.Link(board))
-    assert driver.model_id() == FakeAccelerator.MODEL_ID
-    offsets = np.array([0, 1, 2, 3, 8, 9, 10, 11, 16, 17])     # runs of a padded patch layout
-    values = np.array([5, 0, 7, 255, 1, 2, 3, 4, 9, 9])
-    logits, label, counters = driver.infer((offsets, values), 4)
-    assert logits.dtype == np.int64
-    assert logits.tolist() == [-(1 << 40) - 295, 295, 295, -3]
-    assert label == 1
-    assert counters == {"cycles": (1 << 33) + 5, "events": 9, "synops": 3 * (1 << 32) + 7}
-    writes = [p for c, p in board.requests if c == ub.CMD_WRITE]
-    assert len(writes) == 4                                    # three runs of pixels and the start
-    assert board.starts == 1
-
-
-def test_driver_load_forms_and_errors():
-    board = FakeAccelerator(lambda pixels: [], max_burst=4)
-    driver = lk.Driver(lk.Link(board))
-    driver.load((0x10, [1, 2, 3, 4, 5]))
-    driver.load([(0x20, 7), (0x22, 9), (0x21, 8), (0x30, -1)])
-    driver.load((np.array([0x40, 0x41]), np.array([6, 6])))
-    driver.load(([0x50, 0x52], [1, 3]))
-    assert board.words == {0x10: 1, 0x11: 2, 0x12: 3, 0x13: 4, 0x14: 5, 0x20: 7, 0x21: 8, 0x22: 9,
-                           0x30: 0xFFFFFFFF, 0x40: 6, 0x41: 6, 0x50: 1, 0x52: 3}
-    assert len([c for c, _ in board.requests if c == ub.CMD_WRITE]) == 2 + 2 + 1 + 2
-    with pytest.raises(TypeError):
-        driver.load([1, 2, 3])
-    with pytest.raises(ValueError, match="one length"):
-        driver.load(([1, 2], [3]))
-    with pytest.raises(ValueError, match="pixel offsets"):
-        driver.infer([(1 << 20, 1)], 2)
-    driver.start()
-    with pytest.raises(lk.LinkTimeout, match="not done"):
-        board.busy_reads = 1 << 30
-        driver.wait_done(timeout=0.05)
 
 
 def test_serial_port_on_a_pty_is_raw_and_times_out():

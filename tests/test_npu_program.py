@@ -1,6 +1,6 @@
 """The overlay's program (``compiler.hw.program``) run by its interpreter (``sim.npu_model``) on the overlay's
 memory layouts: bit-exact against the golden model in every stored tensor, for the bundled model, the
-configurations of tests/test_accelerator.py and random ones. Also: the descriptor's binary format, the
+configurations the generated accelerator of 0.1 was tested on (:data:`CONFIGS`) and random ones. Also: the descriptor's binary format, the
 liveness allocation, the listing, and models that do not fit a configuration."""
 
 import numpy as np
@@ -41,7 +41,7 @@ def test_bundled_model_is_bit_exact(digits_graph, digits_test):
     assert program.listing().count("\n") == len(program.descriptors) + 1
 
 
-CONFIGS = {   # as tests/test_accelerator.py, plus a deeper and a wider one
+CONFIGS = {   # the 0.1 generator's test configurations, plus a deeper and a wider one
     "sdsa1-T2-D1-b2": dict(attention="sdsa1", timesteps=2, levels=1, bits=2, dim=16, heads=2, classes=4),
     "events-T3-D2-b8": dict(attention="linear", timesteps=3, levels=2, bits=8, dim=24, heads=3, input="events"),
     "rgb-b3-hidden24": dict(timesteps=1, levels=4, bits=3, dim=16, heads=1, mlp_ratio=1.5, channels=3),

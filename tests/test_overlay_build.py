@@ -397,10 +397,9 @@ def test_a_model_that_does_not_fit_the_overlay_is_refused_before_synthesis(monke
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--generator", "--standalone"], "--standalone is for overlay builds: drop --generator"),
-    (["--generator", "--cache", "x"], "--cache is for overlay builds: drop --generator"),
-    (["--generator", "--overlay"], "give either --overlay (the default) or --generator, not both"),
+    (["--generator", "--standalone"], "the one-engine-per-layer generator was removed"),
     (["--cache", " "], "--cache is an empty path"),
+    (["--seed", "99999999999"], "must be in 0..2147483647"),
     (["--board", "nope"], "unknown board 'nope'"),
     (["--clock", "25"], "--baud 3000000 at a 25 MHz clock"),
     (["--overlay", "--board", "nope"], "unknown board 'nope'"),
@@ -417,6 +416,41 @@ def test_usage_errors(monkeypatch, tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("error: "), err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", [".", "/", ".."])
+def test_out_that_holds_the_working_folder_is_refused(tmp_path, capsys, monkeypatch, where):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(overlay, "_run_tools", lambda *a: pytest.fail("synthesis ran"))
+    assert _status(["build", str(EXAMPLE), "--board", "ulx3s", "--out", where]) == 2
+    assert "holds the working folder" in _one_error_line(capsys)
+    assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_two_builds_to_one_folder_at_once_do_not_share_a_staging_folder(tools, tmp_path):
+    """Each build stages in a folder of its own and the overlay's cache takes one entry: the build that finishes
+    last leaves its complete result, and nothing else is left beside it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tools.delay = 0.5                                       # both builds are in the tools at once
+    out = tmp_path / "o"
+    cfg = overlay.OverlayBuildConfig(model=EXAMPLE, board="ulx3s", out=out, samples=2)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: overlay.run(cfg), range(2)))
+    assert [status for _, status in results] == [0, 0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "o"]
+    assert {"top.bit", "report.json", "report.md", "program.npz"} <= {p.name for p in out.iterdir()}
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1
+
+
+def test_a_slow_uart_gets_a_longer_bridge_timeout():
+    """At 9,600 baud two bytes take longer than the bridge's 2 ms default: the bridge waits four byte times."""
+    from hdl.uart_bridge import UartBridge
+    slow = UartBridge(75e6, 9600)
+    assert slow.timeout_cycles >= 40 * slow.divisor
+    assert UartBridge(100e6, 3e6).timeout_cycles == 200_000                  # 2 ms, as before
 
 
 def test_the_build_simulates_what_its_budget_allows_and_a_mismatch_exits_1(tools, tmp_path, capsys, monkeypatch):

@@ -1,80 +1,29 @@
-"""``python -m compiler run`` end to end in simulation: the host driver (SerialPort -> Link -> Driver) talks over
-a pty to the Verilated UART bridge and accelerator (sim/uart_sim.py), classifies digits and checks classes and
-logits against the golden model; a board that runs another model is refused. Also ``flash``'s command line."""
+"""``python -m compiler run``'s refusals, each one line before any inference: no such port, a port where nothing
+answers, something that is not a serial port, and a board that does not run the overlay (a toy device behind the
+Verilated UART bridge, sim/uart_sim.py). The overlay end to end is tests/test_overlay_run.py. Also ``flash``'s
+command line."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from compiler.frontend import checkpoint
-
-from compiler.ir import golden
 from compiler.cli import main
-from compiler.flows.lower import lower
 from compiler.host.link import SerialPort
-from compiler.hw.plan import build_plan
-from hdl.accelerator import Accelerator
-from sim.uart_sim import UartBoard, simulated_board
+from sim.uart_sim import simulated_board
+from test_uart_sim import MODEL_ID, _board
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "digits.pt"
-SIM_DIR = ROOT / "build" / "sim"          # Verilated models are cached here by a hash of their Verilog
-CLOCK_HZ, BAUD = 48_000_000, 3_000_000    # 16 cycles per bit: the fastest simulation at 3 Mbaud
 
 
-@pytest.fixture(scope="module")
-def digits_plan():
-    return build_plan(lower(checkpoint.load(EXAMPLE)))
-
-
-@pytest.fixture(scope="module")
-def board(digits_plan):
-    """A simulated board running the bundled model (idle: it simulates only while bytes move)."""
-    top = UartBoard(Accelerator(digits_plan, ecp5=False), CLOCK_HZ, BAUD)
-    # the fixture holds the pty open between the commands' own opens of it, as a terminal would
-    with simulated_board(top, SIM_DIR) as sim_board, SerialPort(sim_board.path, timeout=5.0):
-        yield sim_board
-
-
-def test_run_classifies_digits_like_the_golden_model(board, digits_plan, capsys):
-    status = main(["run", str(EXAMPLE), "--port", board.path, "--dataset", "digits", "--count", "8", "--json",
-                   "--clock", "48"])
-    out = capsys.readouterr()
-    assert status == 0, out.err
-    report = json.loads(out.out)
-    from compiler.frontend.data import load_dataset
-    x = load_dataset("digits", checkpoint.load(EXAMPLE).cfg, "test", count=8).x
-    ref = golden.run(digits_plan.graph, x)[0]
-    assert report["samples"] == 8 and report["logits_equal"] == 8 and report["class_mismatches"] == 0
-    assert report["classes"] == ref.argmax(1).tolist()
-    assert report["model_id"] == f"{digits_plan.model_id:08x}"
-    assert report["cycles_min"] > 1000 and report["latency_us"] == pytest.approx(report["cycles_per_inference"] / 48)
-    assert all(p["class"] == p["golden_class"] for p in report["per_inference"])
-
-
-def test_run_as_a_separate_process_prints_a_table(board):
-    """The command line as a user types it, against the same simulated board (its pty)."""
-    proc = subprocess.run([sys.executable, "-m", "compiler", "run", str(EXAMPLE), "--port", board.path,
-                           "--dataset", "digits", "--count", "2"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "logits 2/2 identical" in proc.stdout
-    assert "cycles per inference" in proc.stdout
-
-
-def test_run_refuses_a_board_running_another_model(board, tmp_path, capsys):
-    other = tmp_path / "other.pt"
-    assert main(["train", "--dataset", "digits", "--epochs", "0", "--dim", "16", "--heads", "2",
-                 "--out", str(other)]) == 0
-    capsys.readouterr()
-    status = main(["run", str(other), "--port", board.path, "--dataset", "digits", "--count", "2"])
+def test_run_refuses_a_board_that_does_not_run_the_overlay(tmp_path, capsys):
+    with simulated_board(_board(), tmp_path) as board, SerialPort(board.path, timeout=5.0):
+        status = main(["run", str(EXAMPLE), "--port", board.path, "--count", "1"])
     err = capsys.readouterr().err
-    assert status == 2
-    assert err.count("\n") == 1 and err.startswith("error: the board on ")
-    assert f"runs model id {build_plan(lower(checkpoint.load(EXAMPLE))).model_id:08x}" in err
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: the board on {board.path} does not run the overlay (it answers {MODEL_ID:08x}")
+    assert "python -m compiler build" in err
 
 
 def test_run_errors_are_one_line(tmp_path, capsys):

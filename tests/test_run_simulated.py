@@ -1,6 +1,6 @@
-"""``run --simulated``: the CLI starts the simulated board itself (the Verilated UART bridge and the model's
-accelerator, or the overlay, behind a pty: sim/uart_sim.py) and runs against it, so that the whole board flow
-can be tried without a board; its options are checked before any work."""
+"""``run --simulated``: the CLI starts the simulated board itself (the Verilated UART bridge and the overlay behind a
+pty: sim/uart_sim.py) and runs against it, so that the whole board flow can be tried without a board; its options
+are checked before any work."""
 
 import json
 import subprocess
@@ -19,9 +19,7 @@ SIM_DIR = ROOT / "build" / "sim"
 @pytest.mark.parametrize("extra, message", [
     ([], "--port is needed"),
     (["--simulated", "--port", "/dev/ttyUSB0"], "not both"),
-    (["--port", "/dev/ttyUSB0", "--overlay"], "--overlay is for --simulated"),
-    (["--port", "/dev/ttyUSB0", "--generator"], "--generator is for --simulated"),
-    (["--simulated", "--generator", "--overlay"], "not both"),
+    (["--port", "/dev/ttyUSB0", "--generator"], "the one-engine-per-layer generator was removed"),
     (["--port", "/dev/ttyUSB0", "--build-dir", "x"], "--build-dir is for --simulated"),
     (["--simulated", "--baud", "30000000"], "too fast"),
 ])
@@ -41,14 +39,15 @@ def test_an_unusable_build_dir_is_refused(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_run_against_the_simulated_board_classifies_like_the_golden_model(capsys):
-    """About a minute the first time (the board's Verilator model), seconds once it is cached."""
+    """The ULX3S-85F's standard overlay behind the pty: ``run`` loads the program and weights over the UART and
+    classifies like the golden model, in the formula's cycles. About a minute the first time (the board's
+    Verilator model), seconds once it is cached."""
     from compiler.frontend import checkpoint
     from compiler.frontend.data import load_dataset
     from compiler.flows.lower import lower
     from compiler.ir import golden
 
-    status = main(["run", str(EXAMPLE), "--simulated", "--generator", "--count", "3", "--json", "--build-dir",
-                   str(SIM_DIR)])
+    status = main(["run", str(EXAMPLE), "--simulated", "--count", "3", "--json", "--build-dir", str(SIM_DIR)])
     out = capsys.readouterr()
     assert status == 0, out.err
     r = json.loads(out.out)
@@ -56,26 +55,16 @@ def test_run_against_the_simulated_board_classifies_like_the_golden_model(capsys
     ref = golden.run(lower(model), load_dataset("digits", model.cfg, "test", count=3).x)[0]
     assert r["samples"] == 3 and r["logits_equal"] == 3 and r["class_mismatches"] == 0
     assert r["classes"] == ref.argmax(1).tolist()
-    assert r["simulated"]["design"] == "accelerator" and r["simulated"]["clock_mhz"] == 48
+    assert r["kind"] == "overlay" and r["cycle_model_error"] == 0 and r["image_words"] > 1000
+    assert r["simulated"]["design"] == "overlay" and r["simulated"]["clock_mhz"] == 48
     assert r["simulated"]["cycles"] > 3 * r["cycles_min"] and r["simulated"]["framing_errors"] == 0
     assert r["port"].startswith("/dev/") and r["latency_us"] == pytest.approx(r["cycles_per_inference"] / 48)
 
     # the command as a user types it, against the same (now cached) board
-    proc = subprocess.run([sys.executable, "-m", "compiler", "run", str(EXAMPLE), "--simulated", "--generator",
-                           "--count", "2", "--build-dir", str(SIM_DIR)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "compiler", "run", str(EXAMPLE), "--simulated", "--count", "2",
+                           "--build-dir", str(SIM_DIR)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "simulated board:" in proc.stdout and "logits 2/2 identical" in proc.stdout
-
-
-@pytest.mark.slow
-def test_run_against_the_simulated_overlay_loads_the_program(capsys):
-    status = main(["run", str(EXAMPLE), "--simulated", "--count", "2", "--json", "--build-dir", str(SIM_DIR)])
-    out = capsys.readouterr()
-    assert status == 0, out.err
-    r = json.loads(out.out)
-    assert r["kind"] == "overlay" and r["simulated"]["design"] == "overlay"
-    assert r["logits_equal"] == 2 and r["cycle_model_error"] == 0 and r["image_words"] > 1000
 
 
 @pytest.mark.slow

@@ -61,19 +61,13 @@ def test_digest_refuses_what_it_cannot_take_apart():
         cache.digest(np.array([object()]))
 
 
-def test_plan_digest_follows_lanes_and_weights(digits_graph):
-    from compiler.hw.plan import build_plan
-    from sim.accelerator import design_key
-
-    plan = build_plan(digits_graph)
-    assert cache.digest(design_key(plan)) == cache.digest(design_key(build_plan(digits_graph)))
-    assert cache.digest(design_key(plan)) != cache.digest(design_key(build_plan(digits_graph, lanes=8)))
-    assert cache.digest(design_key(plan)) != cache.digest(design_key(plan, trace=True))
-    op = next(o for o in plan.graph.ops if isinstance(getattr(o, "weight", None), np.ndarray))
-    before = cache.digest(design_key(plan))
-    op.weight = op.weight.copy()
-    op.weight.flat[0] += 1
-    assert cache.digest(design_key(plan)) != before
+def test_the_overlays_key_follows_its_configuration():
+    """A Verilated overlay is cached by its configuration: equal ones share a binary, any field apart does not."""
+    from hdl.npu.isa import Config
+    key = ("OverlayBus", Config(lanes=5, post_lanes=1))
+    assert cache.digest(key) == cache.digest(("OverlayBus", Config(lanes=5, post_lanes=1)))
+    assert cache.digest(key) != cache.digest(("OverlayBus", Config(lanes=5, post_lanes=5)))
+    assert cache.digest(key) != cache.digest(("OverlayBus", Config(lanes=5, post_lanes=1, weight_depth=4096)))
 
 
 def test_sources_and_tools_are_in_the_key(monkeypatch):

@@ -11,7 +11,8 @@ from compiler.flows import trace_dir
 from conftest import EXAMPLE
 
 
-def test_every_layer_of_every_sample_is_saved_beside_the_golden_models(small_model, tmp_path, capsys):
+@pytest.mark.slow
+def test_every_layer_of_every_sample_is_saved_beside_the_golden_models(tmp_path, capsys):
     from compiler import load, lower, samples
     from compiler.ir import golden
 
@@ -19,20 +20,18 @@ def test_every_layer_of_every_sample_is_saved_beside_the_golden_models(small_mod
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier run")           # replaced with --force
     capsys.readouterr()
-    status = main(["simulate", "--generator", str(small_model), "--count", "2", "--simulator", "amaranth",
-                   "--trace-dir", str(out),
-                   "--force", "--build-dir", str(tmp_path / "sim"), "--json"])
+    status = main(["simulate", str(EXAMPLE), "--count", "2", "--trace-dir", str(out), "--force", "--json"])
     r = json.loads(capsys.readouterr().out)
     assert status == 0 and r["mismatches"] == 0 and r["traced"] and r["trace_dir"] == str(out)
     assert sorted(p.name for p in out.iterdir()) == ["index.json", "sample-00000.npz", "sample-00001.npz"]
     assert not list(tmp_path.glob(".traces.*"))                    # no staging or old folder left
     index = json.loads((out / "index.json").read_text())
     assert index["schema_version"] == 1 and index["samples"] == 2 and index["matched"] is True
-    assert index["simulator"] == "amaranth" and index["model_id"] == r["model_id"]
+    assert index["simulator"] == "verilator" and index["schedule"] == "overlay" and index["model_id"] == r["model_id"]
     assert index["layers"][-1] == "logits" and len(index["layers"]) > 5
     assert [s["file"] for s in index["per_sample"]] == ["sample-00000.npz", "sample-00001.npz"]
 
-    model = load(small_model)
+    model = load(EXAMPLE)
     x, _ = samples(model, count=2)
     graph = lower(model).graph
     logits, env = golden.run(graph, x, trace=True)
@@ -101,22 +100,8 @@ def test_a_failed_simulation_leaves_nothing(small_model, tmp_path, capsys, monke
     def broken(*args, **kwargs):
         raise RuntimeError("the simulator broke")
 
-    monkeypatch.setattr(simulate, "simulate", broken)
-    assert main(["simulate", "--generator", str(small_model), "--count", "1", "--trace-dir", str(tmp_path / "t"),
+    monkeypatch.setattr(simulate, "_run_overlay", broken)
+    assert main(["simulate", str(small_model), "--count", "1", "--trace-dir", str(tmp_path / "t"),
                  "--build-dir", str(tmp_path / "sim")]) == 3
     capsys.readouterr()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sim"]
-
-
-@pytest.mark.slow
-def test_the_overlay_saves_every_tensor(tmp_path, capsys):
-    out = tmp_path / "traces"
-    status = main(["simulate", str(EXAMPLE), "--overlay", "--count", "2", "--trace-dir", str(out), "--json"])
-    r = json.loads(capsys.readouterr().out)
-    assert status == 0 and r["mismatches"] == 0 and r["trace_dir"] == str(out)
-    index = json.loads((out / "index.json").read_text())
-    assert index["schedule"] == "overlay" and index["matched"] and index["samples"] == 2
-    for b in range(2):
-        hw, gold = trace_dir.load(out, b)
-        assert list(hw) == index["layers"] and len(hw) > 5
-        assert all(np.array_equal(hw[k], gold[k]) for k in hw)

@@ -20,10 +20,8 @@ def test_what_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, mon
     model = str(tmp_path / "no-such-model.pt")          # refused before the model is looked at
     _refused(["simulate", model, "--waveform", str(tmp_path / "w.ghw")], capsys, "must end in .fst or .vcd")
     _refused(["simulate", model, "--waveform", str(tmp_path / "w")], capsys, "not nothing")
-    _refused(["simulate", model, "--generator", "--waveform", str(tmp_path / "w.vcd"), "--simulator", "amaranth"],
-             capsys, "written by Verilator")
-    _refused(["simulate", model, "--waveform", str(tmp_path / "w.vcd"), "--simulator", "amaranth"], capsys,
-             "the overlay runs in verilator or icarus, not amaranth: add --generator")
+    _refused(["simulate", model, "--waveform", str(tmp_path / "w.vcd"), "--simulator", "icarus"], capsys,
+             "--waveform is the Verilator harness's: drop --simulator icarus")
     _refused(["simulate", model, "--waveform", str(tmp_path / "no" / "w.vcd")], capsys, "does not exist")
     (tmp_path / "old.vcd").write_text("mine")
     _refused(["simulate", model, "--waveform", str(tmp_path / "old.vcd")], capsys, "--force")
@@ -35,15 +33,15 @@ def test_what_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, mon
 
 @pytest.mark.slow
 def test_a_vcd_of_the_first_sample(small_model, tmp_path, capsys):
-    """A tracing build of a small model, then its run (about two minutes with the untraced build)."""
+    """A tracing build of a small model's overlay, then its run (about two minutes with the untraced build)."""
     out = tmp_path / "small.vcd"
-    status = main(["simulate", "--generator", str(small_model), "--count", "2", "--waveform", str(out), "--json",
+    status = main(["simulate", str(small_model), "--lanes", "4", "--count", "2", "--waveform", str(out), "--json",
                    "--build-dir", str(tmp_path / "sim")])
     r = json.loads(capsys.readouterr().out)
     assert status == 0 and r["mismatches"] == 0
     w = r["waveform"]
     assert w["file"] == str(out) and w["format"] == "vcd" and w["sample"] == 0 and w["bytes"] == out.stat().st_size
-    assert w["cycles"] == r["cycles_min"] or w["cycles"] == r["cycles_max"]   # sample 0's hardware counter
+    assert w["cycles"] > r["cycles_max"]                 # the program's load, then sample 0's inference
     text = out.read_text()
     assert "$timescale 1ns $end" in text and re.search(r"\$var wire 1 \S+ clk \$end", text)
     assert re.search(r"\$var wire 32 \S+ bus__rdata \[31:0\] \$end", text)

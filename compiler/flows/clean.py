@@ -8,7 +8,7 @@ What is a cache, and where (nothing else is touched, whatever the folder holds b
   its Verilog, or of what makes it (:mod:`sim.cache`), and its harness), ``.<prefix>-<hash>-*/`` (the staging
   folder of a build that was interrupted) and
   ``icarus/`` (the cocotb build of ``--simulator icarus``);
-- with ``calibrate``, ``build/calibrate/synth/`` and ``build/calibrate/models/`` (``bench.calibrate``'s Yosys
+- with ``calibrate``, ``build/calibrate/synth/`` and ``build/calibrate/models/`` (0.1's ``bench.calibrate``'s Yosys
   statistics and its synthetic models: an hour of synthesis to make again).
 
 A binary whose build lock is held (a simulation building it now) is skipped, and so is a staging folder of a

@@ -3,7 +3,7 @@ the host driver a board gets.
 
 The driver is :class:`compiler.host.npu.NpuDriver`, the same that ``run`` uses over a board's UART and
 ``simulate`` through the C++ harness; here its bus accesses are the bench's coroutines
-(:class:`sim.cocotb_script.HostBus`), which the driver's blocking code calls through cocotb's ``bridge`` and
+(:class:`sim.cocotb_bus.HostBus`), which the driver's blocking code calls through cocotb's ``bridge`` and
 ``resume``. So an event-driven simulator checks the overlay's Verilog with the very program load and
 inference a board sees. :func:`run_program` is the entry point; the cocotb test below is what the runner
 executes (``PROGRAM``, ``INPUTS`` and ``RESULT`` name its files). It is a flow, not part of ``sim/``: the
@@ -56,7 +56,7 @@ except ImportError:          # imported by run_program's caller, outside cocotb'
     cocotb = None
 
 if cocotb is not None:
-    from sim.cocotb_script import HostBus
+    from sim.cocotb_bus import HostBus
 
     from ..host.npu import NpuDriver
 

@@ -1,17 +1,13 @@
 """``python -m compiler export``: the design a board gets, as files, without running the tools.
 
-``build``'s own steps up to ``generate`` (:mod:`compiler.flows.build`): the board and the clock checked, the
-model loaded, lowered and mapped (lanes given or ``auto``; refused if it cannot fit the board, or if no hardware
-runs its ops yet), the board top (PLL, accelerator, UART bridge, LEDs) written by Amaranth's platform as RTLIL
-with the tools' scripts and constraints (:func:`boards.build.prepare`), and that RTLIL as Verilog by the Yosys
-script the simulators use (:func:`sim.verilog.from_rtlil`). The files appear in the output folder only once all
-of them are written (a staging folder beside it is renamed into place).
-
-With ``overlay`` (:func:`run_overlay`): the design the board gets for ``build --overlay`` instead, the board top
-of the board's standard overlay configuration (:mod:`compiler.flows.overlay`; the model is data for it, so the
-design is the same for every model that fits), with the model's program: its images (``program.npz``, what
-``run`` loads) and its listing (``program.txt``), and ``report.json``. A model that does not fit the
-configuration is refused (one line, before anything is written).
+``build``'s own steps up to the program (:mod:`compiler.flows.overlay`): the board and the clock checked, the
+model loaded, lowered and compiled into the program of the board's standard overlay configuration (refused,
+one line and nothing written, if it does not fit), the board top (PLL, overlay, UART bridge, LEDs) written by
+Amaranth's platform as RTLIL with the tools' scripts and constraints (:func:`boards.build.prepare`), that RTLIL
+as Verilog by the Yosys script the simulators use (:func:`sim.verilog.from_rtlil`), the model's program (its
+images ``program.npz``, what ``run`` loads, and its listing ``program.txt``) and ``report.json``. The
+overlay's design is the same for every model that fits it: the model is data. The files appear in the output
+folder only once all of them are written (a staging folder beside it is renamed into place).
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from boards import get_board
 from sim import verilog
 
 from ..errors import UserError
@@ -47,52 +42,6 @@ def check_out(out: Path, force: bool) -> None:
         raise UserError(f"{out}: exists and is not empty; give another --out, or --force to replace it")
 
 
-def run(model: str | Path, board: str, out: str | Path, *, lanes: int | None = None,
-        clock_mhz: float = build.DEFAULT_CLOCK_MHZ, baud: int = build.DEFAULT_BAUD, force: bool = False,
-        samples: int = build.DEFAULT_SAMPLES) -> tuple[dict, int]:
-    """Write the RTLIL, Verilog, constraints and tool scripts of ``model``'s board top into ``out``;
-    ``(report, 0)``."""
-    t0 = time.monotonic()
-    out = Path(out)
-    if not str(out).strip():
-        raise UserError("--out is an empty path")
-    check_out(out, force)
-    b = build.Build(build.BuildConfig(model=Path(model), board=board, out=out, lanes=lanes, clock_mhz=clock_mhz,
-                                      baud=baud, samples=samples, force=True))
-    b.spec = get_board(board)
-    b.clock_mhz, b.uart_divisor = build.check_clock(b.spec, clock_mhz, baud)
-    build.load_model(b)
-    build.step_estimate(b)                      # refuses what cannot fit the board, and conv models
-    try:
-        build.step_generate(b)                  # top.il, top.lpf, top.ys, build_top.sh in <out>.partial-*
-        _verilog(b.staging)
-        files = [{"name": p.name, "bytes": p.stat().st_size} for p in sorted(b.staging.iterdir())]
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(b.staging, 0o777 & ~umask)     # mkdtemp made it private; the folder gets the usual mode
-        build._swap_into_place(b.staging, out)
-    except BaseException:
-        if b.staging is not None:
-            shutil.rmtree(b.staging, ignore_errors=True)
-        raise
-    report = {
-        "model": str(model),
-        "model_id": f"{b.plan.model_id:08x}",
-        "board": b.spec.name,
-        "device": b.spec.device,
-        "lanes": b.plan.lanes,
-        "lanes_choice": b.lanes_note,
-        "schedule": "dense" if b.plan.dense else "event-driven",
-        "clock_mhz": b.clock_mhz,
-        "baud": baud,
-        "out": str(out),
-        "top": "top",
-        "files": files,
-        "seconds": {"export": time.monotonic() - t0},
-    }
-    return report, 0
-
-
 def _verilog(staging: Path) -> None:
     """``top.v`` from ``top.il`` in ``staging``, and Amaranth's placeholders left out."""
     try:
@@ -109,8 +58,8 @@ def run_overlay(model: str | Path, board: str, out: str | Path, *, lanes: int | 
                 samples: int = build.DEFAULT_SAMPLES, seed: int = 1) -> tuple[dict, int]:
     """Write the board top of ``board``'s standard overlay configuration (at ``lanes``, None: the board's
     standard) as RTLIL and Verilog with its constraints and tool scripts, ``model``'s program (``program.npz``,
-    ``program.txt``) and ``report.json`` into ``out``; ``(report, 0)``. ``build --overlay``'s own steps up to
-    the program; UserError (nothing written) for a model that does not fit the configuration."""
+    ``program.txt``) and ``report.json`` into ``out``; ``(report, 0)``. ``build``'s own steps up to the
+    program; UserError (nothing written) for a model that does not fit the configuration."""
     from ..hw import overlay_config
     from . import overlay                   # deferred: the overlay's gateware is imported only when asked for
 
@@ -183,8 +132,7 @@ def run_overlay(model: str | Path, board: str, out: str | Path, *, lanes: int | 
 
 def print_report(r: dict) -> None:
     what = (f"{r['model']}'s program ({r['program']['descriptors']} descriptors, {r['cycles_per_inference']:,.0f} "
-            f"cycles per inference) with the {r['board']}'s overlay (configuration {r['overlay']['config_hash']})"
-            if r.get("kind") == "overlay" else f"{r['model']} for the {r['board']}")
+            f"cycles per inference) with the {r['board']}'s overlay (configuration {r['overlay']['config_hash']})")
     print(f"exported {what} ({r['device']}), {r['lanes']} lane"
           f"{'s' if r['lanes'] != 1 else ''}, {r['clock_mhz']:g} MHz, model id {r['model_id']}, into {r['out']} "
           f"(top module {r['top']}; {r['seconds']['export']:.1f} s):")

@@ -1,4 +1,4 @@
-"""``python -m compiler build MODEL --board B --overlay``: the model compiled for its board's standard overlay, on
+"""``python -m compiler build MODEL --board B``: the model compiled for its board's standard overlay, on
 a bitstream built once per overlay and cached; and what ``run`` needs of such a build.
 
 The overlay (``hdl.npu``) runs a program of layer descriptors; a model is data for it. So the bitstream depends
@@ -349,7 +349,7 @@ def standard_config_for_hash(digest: int) -> tuple[list[str], Config] | None:
 
 @dataclass(frozen=True)
 class OverlayBuildConfig:
-    """Everything ``build --overlay`` is asked to do. ``lanes`` None: the board's standard lanes; ``out`` None:
+    """Everything ``build`` is asked to do. ``lanes`` None: the board's standard lanes; ``out`` None:
     ``build/<model stem>-<board>`` (``-standalone`` with ``standalone``); ``cache`` None:
     :func:`cache_root`; ``clock_mhz`` None: :func:`default_clock`."""
 

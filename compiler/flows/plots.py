@@ -10,7 +10,7 @@ Two layers, so that what is drawn can be checked as numbers:
 =========================  ===================================================================================
 ``firing_rates.png``       the fraction of each neuron layer's outputs that are non-zero, per time step
 ``synaptic_ops.png``       dense versus effective (event-driven) synaptic operations per layer (log scale)
-``cycles.png``             cycles per layer: the overlay program's descriptors, or the estimate's stages
+``cycles.png``             cycles per layer: the overlay program's descriptors
 ``resources.png``          LUT4, FF, DP16KD, MULT18X18D (and distributed RAM): used (nextpnr), estimated, as a
                            percentage of what the device has
 =========================  ===================================================================================
@@ -166,18 +166,6 @@ def program_cycles(program: dict) -> Cycles:
                   end)
 
 
-def estimate_cycles(report: dict) -> Cycles:
-    """Cycles per stage of the one-engine-per-layer accelerator from an ``estimate`` report or a build's
-    ``report.json`` (``estimate.cycles_per_stage``; the stages' kinds from ``stages`` when the report has them)."""
-    est = report["estimate"]
-    kinds = {s["name"]: s["kind"] for s in report.get("stages", [])}
-    rows = [LayerCycles(name, kinds.get(name, ""), float(c)) for name, c in est["cycles_per_stage"].items()]
-    measured = ("" if "simulation" not in report else
-                f"; the whole inference measured in {report['simulation']['simulator']}: "
-                f"{report['cycles_per_inference']:,.0f}")
-    return Cycles(rows, f"estimate, {report['lanes']} lanes, {est['cycles_activity']}{measured}")
-
-
 @dataclass
 class Resource:
     name: str
@@ -188,7 +176,7 @@ class Resource:
 
 def resource_source(report: dict) -> str:
     """Where the resource figures of ``report`` (a build's or an ``estimate``'s) come from, in words."""
-    what = ("the overlay" if report.get("kind") == "overlay" else "the one-engine-per-layer accelerator")
+    what = "the overlay"
     built = "placed by nextpnr" if report.get("resources") else "estimated before synthesis"
     fits = "" if "fits" not in report else ("; fits" if report["fits"] else "; DOES NOT FIT")
     return f"{what} on the {report['board']} ({report['device']}), {report['lanes']} lanes, {built}{fits}"
@@ -196,13 +184,12 @@ def resource_source(report: dict) -> str:
 
 def resources(report: dict) -> list[Resource]:
     """Per resource of the device (``fit_totals``): what a build's ``report.json`` says was used (nextpnr's
-    ``resources``, and ``distributed_ram``) and estimated (``estimate.resources``), or an ``estimate`` report's
-    estimate alone (the overlay's: ``overlay.resources``). The numbers are the report's own."""
+    ``resources``, and ``distributed_ram``) and estimated (``overlay.resources``), or an ``estimate`` report's
+    estimate alone. The numbers are the report's own."""
     used = {name: u["used"] for name, u in (report.get("resources") or {}).items()}
     if report.get("distributed_ram"):
         used["DPR16X4"] = report["distributed_ram"]["used"]
-    est = ((report.get("estimate") or {}).get("resources")
-           or (report.get("overlay") or {}).get("resources") or {})
+    est = (report.get("overlay") or {}).get("resources") or {}
     rows = []
     for name in RESOURCE_NAMES:
         if name not in report["fit_totals"]:

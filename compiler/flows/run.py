@@ -1,13 +1,13 @@
 """``python -m compiler run``: classify inputs on a board over its UART and check every answer against the
 golden model; and ``python -m compiler flash``.
 
-``run`` talks to the accelerator through :func:`compiler.host.link.open_port` (pyserial for a board's port such as
+``run`` talks to the overlay through :func:`compiler.host.link.open_port` (pyserial for a board's port such as
 /dev/ttyUSB0, ``--port auto`` finding it by its USB id; termios for the pty of a simulated board, :mod:`sim.uart_sim`,
-which ``--simulated`` starts), :class:`compiler.host.link.Link` and
-:class:`compiler.host.link.Driver`. It first reads the bitstream's model id and refuses a board that runs
-another model; then, per input, it loads the pixels, starts an inference, waits for it and reads the logits
-and the hardware counters. Classes **and** logits must equal the integer golden model's: any difference is
-a failed check (exit status 1).
+which ``--simulated`` starts), :class:`compiler.host.link.Link` and :class:`compiler.host.npu.NpuDriver`. It
+first checks that the board runs the overlay and which configuration, loads the model's program and weights
+(CRC-checked), then, per input, loads the pixels, starts the program, waits for it and reads the logits and
+the cycle counter. Classes **and** logits must equal the integer golden model's: any difference is a failed
+check (exit status 1).
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from hdl.npu import regmap as npu_regmap
 from hdl.npu.regmap import config_hash
 
 from ..errors import UserError
-from ..host.link import Driver, Link, LinkError, SerialPort, find_board_port, open_port
+from ..host.link import Link, LinkError, SerialPort, find_board_port, open_port
 from ..host.npu import NpuDriver, NpuError
-from ..hw.plan import build_plan
-from ..hw.program import compile_program, total_events
+from ..hw.program import compile_program, model_id, total_events
 from ..ir import golden, metrics
 from . import overlay as overlay_flow
 
@@ -116,82 +115,23 @@ def run_inputs(args) -> tuple[dict, int]:
     x, y, source = load_samples(model, inputs=args.inputs, labels=args.labels, dataset=args.dataset,
                                 split=args.split, count=args.count)
     graph = lower(model, args.model)
-    plan = build_plan(graph)
-    build_report, build_path = find_build_report(args.model, plan.model_id, args.build)
-    clock = args.clock if args.clock is not None else (build_report or {}).get("clock_mhz")
-
+    if args.build is not None:                      # checked before the board is: bad input fails first
+        find_overlay_build(args.model, model_id(graph), args.build)
     port = _open(args.port, args.baud, args.timeout)
     try:
         link = Link(port, timeout=args.timeout, retries=2)
-        driver = Driver(link)
         try:
             link.ping()
-            device_id = driver.model_id()
+            magic = int(link.read_words(npu_regmap.REG_MAGIC, 1)[0])
         except LinkError as exc:
             raise UserError(f"no answer from an accelerator on {args.port} at {args.baud} baud ({exc}); is the "
                             f"bitstream loaded (python -m compiler flash) and the baud rate the build's?") from None
-        if device_id == npu_regmap.MAGIC:          # the overlay: it runs any program of its configuration
-            return run_overlay(args, graph, x, y, source, link)
-        if device_id != plan.model_id:
-            raise UserError(f"the board on {args.port} runs model id {device_id:08x}, not {plan.model_id:08x} "
-                            f"({args.model}): flash the bitstream built from this model")
-        ref = golden.run(plan.graph, x)[0]
-        logits = np.zeros((len(x), plan.classes), dtype=np.int64)
-        counters = []
-        t0 = time.monotonic()
-        bar = tqdm(total=len(x), desc="run", unit="inference", leave=False, disable=None, file=sys.stderr)
-        try:
-            for i, sample in enumerate(x):
-                lg, _, c = driver.infer(plan.input_words(sample), plan.classes, timeout=max(10.0, args.timeout))
-                logits[i] = lg
-                counters.append(c)
-                bar.update(1)
-        except LinkError as exc:
-            raise UserError(f"the link to {args.port} failed at input {i}: {exc}") from None
-        finally:
-            bar.close()
-        wall = time.monotonic() - t0
+        if magic != npu_regmap.MAGIC:
+            raise UserError(f"the board on {args.port} does not run the overlay (it answers {magic:08x}, not "
+                            f"{npu_regmap.MAGIC:08x}): build a bitstream (python -m compiler build) and flash it")
+        return run_overlay(args, graph, x, y, source, link)
     finally:
         port.close()
-
-    classes, ref_classes = logits.argmax(1), ref.argmax(1)
-    class_bad = np.flatnonzero(classes != ref_classes)
-    logit_bad = np.flatnonzero((logits != ref).any(axis=1))
-    cycles = np.array([c["cycles"] for c in counters], dtype=float)
-    first = None
-    if len(logit_bad):
-        b = int(logit_bad[0])
-        k = int(np.flatnonzero(logits[b] != ref[b])[0])
-        first = {"sample": b, "tensor": plan.graph.output, "position": [k], "hardware": int(logits[b, k]),
-                 "golden": int(ref[b, k])}             # the keys of simulate's
-    report = {
-        "model": str(args.model),
-        "model_id": f"{plan.model_id:08x}",
-        "port": args.port,
-        "baud": args.baud,
-        "samples_from": source,
-        "samples": int(len(x)),
-        "accuracy": float((classes == y).mean()) if y is not None else None,
-        "integer_accuracy": float((ref_classes == y).mean()) if y is not None else None,
-        "class_agreement": float((classes == ref_classes).mean()),
-        "logits_equal": int(len(x) - len(logit_bad)),
-        "mismatched_samples": [int(i) for i in logit_bad[:20]],
-        "class_mismatches": int(len(class_bad)),
-        "first_mismatch": first,
-        "classes": [int(c) for c in classes[:20]],
-        "cycles_per_inference": float(cycles.mean()),
-        "cycles_min": int(cycles.min()),
-        "cycles_max": int(cycles.max()),
-        "spike_events_per_inference": float(np.mean([c["events"] for c in counters])),
-        "synaptic_ops_per_inference": float(np.mean([c["synops"] for c in counters])),
-        "clock_mhz": clock,
-        "clock_from": ("--clock" if args.clock is not None else build_path),
-        "latency_us": float(cycles.mean() / clock) if clock else None,
-        "host_seconds_per_inference": wall / len(x),
-        "per_inference": [{"class": int(classes[i]), "golden_class": int(ref_classes[i]), **counters[i]}
-                          for i in range(min(len(x), 100))],
-    }
-    return report, (0 if len(logit_bad) == 0 else 1)
 
 
 # ---------------------------------------------------------------- run against the simulated board
@@ -230,15 +170,13 @@ def check_options(args) -> None:
 
 def run_simulated(args) -> tuple[dict, int]:
     """``run --simulated``: start the simulated board -- the Verilated gateware a board gets (the UART bridge and
-    this model's accelerator, or with ``--overlay`` the overlay of the overlay build's configuration, else the
-    ULX3S-85F's standard one) behind a pty (:mod:`sim.uart_sim`) -- and run :func:`run_inputs` against it."""
-    from hdl.accelerator import Accelerator
-    from sim.accelerator import design_key
+    the overlay of the overlay build's configuration, else the ULX3S-85F's standard one) behind a pty
+    (:mod:`sim.uart_sim`) -- and run :func:`run_inputs` against it."""
+    from hdl.npu.bus import OverlayBus
     from sim import npu_sdram
     from sim.uart_sim import UartBoard, build as build_board, simulated_board
 
     from ..frontend import checkpoint
-    from ..hw.plan import model_id as graph_model_id
     from .lower import lower
     from .simulate import BuildClock, check_build_dir
 
@@ -246,35 +184,27 @@ def run_simulated(args) -> tuple[dict, int]:
     check_build_dir(build_dir)
     graph = lower(checkpoint.load(args.model), args.model)
     sources = rate = None
-    if args.overlay:
-        from hdl.npu.bus import OverlayBus
-
-        report, path = find_overlay_build(args.model, graph_model_id(graph), args.build)
-        program = None
-        if report is not None:
-            config = overlay_flow._config_from((report.get("overlay") or {}).get("config"), path)
-            source = f"the overlay build {path.parent}"
-        else:
-            spec = get_board(SIM_OVERLAY_BOARD)
-            program, standard_error = overlay_flow.board_program(graph, spec)
-            config = program.config
-            source = f"the {spec.name}'s {'standard ' if standard_error is None else 'SDRAM-streaming '}overlay"
-        what = (f"overlay, {config.lanes} lanes, configuration {config_hash(config):08x} ({source}"
-                f"{'; weights in SDRAM: LiteDRAM on a model of the chip' if config.ext_depth else ''})")
-        if config.ext_depth:                        # the board's SDRAM too: its controller and a model of the chip
-            top = None
-            # the chip's model stores the rows that this model's weights take
-            program = program or compile_program(graph, config)
-            sources, key, rate = npu_sdram.uart_board(config, SIM_CLOCK_MHZ * 1e6, args.baud,
-                                                      words=len(program.ext_image()))
-        else:
-            top = UartBoard(OverlayBus(config), SIM_CLOCK_MHZ * 1e6, args.baud)
-            key = ("UartBoard", ("OverlayBus", config), SIM_CLOCK_MHZ, args.baud)
+    report, path = find_overlay_build(args.model, model_id(graph), args.build)
+    program = None
+    if report is not None:
+        config = overlay_flow._config_from((report.get("overlay") or {}).get("config"), path)
+        source = f"the overlay build {path.parent}"
     else:
-        plan = build_plan(graph)
-        top = UartBoard(Accelerator(plan, ecp5=False), SIM_CLOCK_MHZ * 1e6, args.baud)
-        key = ("UartBoard", design_key(plan, clock_gating=False), SIM_CLOCK_MHZ, args.baud)
-        what = f"accelerator of model id {plan.model_id:08x}, {plan.lanes} lanes"
+        spec = get_board(SIM_OVERLAY_BOARD)
+        program, standard_error = overlay_flow.board_program(graph, spec)
+        config = program.config
+        source = f"the {spec.name}'s {'standard ' if standard_error is None else 'SDRAM-streaming '}overlay"
+    what = (f"overlay, {config.lanes} lanes, configuration {config_hash(config):08x} ({source}"
+            f"{'; weights in SDRAM: LiteDRAM on a model of the chip' if config.ext_depth else ''})")
+    if config.ext_depth:                        # the board's SDRAM too: its controller and a model of the chip
+        top = None
+        # the chip's model stores the rows that this model's weights take
+        program = program or compile_program(graph, config)
+        sources, key, rate = npu_sdram.uart_board(config, SIM_CLOCK_MHZ * 1e6, args.baud,
+                                                  words=len(program.ext_image()))
+    else:
+        top = UartBoard(OverlayBus(config), SIM_CLOCK_MHZ * 1e6, args.baud)
+        key = ("UartBoard", ("OverlayBus", config), SIM_CLOCK_MHZ, args.baud)
     with BuildClock(f"the simulated board ({what})", sys.stderr.isatty() or args.progress) as clock:
         build_board(top, build_dir, key=key, progress=clock, sources=sources)
     if args.clock is None:
@@ -284,7 +214,7 @@ def run_simulated(args) -> tuple[dict, int]:
         with SerialPort(board.path, timeout=args.timeout):
             args.port = board.path
             report, status = run_inputs(args)
-    report["simulated"] = {"design": "overlay" if args.overlay else "accelerator", "what": what,
+    report["simulated"] = {"design": "overlay", "what": what,
                            "clock_mhz": SIM_CLOCK_MHZ, **(board.stats or {})}
     return report, status
 
@@ -298,7 +228,8 @@ def find_overlay_build(model_path: str, model_id: int, build: str | None) -> tup
     if build is not None:
         report, path = find_build_report(model_path, model_id, build)
         if report.get("kind") != "overlay":
-            raise UserError(f"{path} is not an overlay build (build --overlay), and the board runs the overlay")
+            raise UserError(f"{path} is not an overlay build (a generator's, from 0.1): rebuild it (python -m "
+                            "compiler build)")
         return report, Path(path)
     candidates = []
     for path in Path("build").glob(f"{Path(model_path).stem}-*/report.json"):
@@ -318,9 +249,7 @@ def _overlay_program(args, graph, device_hash: int):
     """``(program, build report or None, where the configuration came from)`` for the overlay on the board:
     the overlay build's configuration and images (checked against this model's compilation), else the board
     standard configuration whose hash the device answers."""
-    from ..hw.plan import model_id as graph_model_id
-
-    mid = graph_model_id(graph)
+    mid = model_id(graph)
     report, path = find_overlay_build(args.model, mid, args.build)
     images = None
     if report is not None:
@@ -358,7 +287,7 @@ def _overlay_program(args, graph, device_hash: int):
         raise UserError(f"the overlay on {args.port} (configuration {config_hash(config):08x}): {exc}") from None
     if images is not None and images != program.images():
         raise UserError(f"the images in {path.parent} are not this model's program for configuration "
-                        f"{config_hash(config):08x}: rebuild it (build --overlay)")
+                        f"{config_hash(config):08x}: rebuild it (python -m compiler build)")
     return program, report, source
 
 

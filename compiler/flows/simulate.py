@@ -1,5 +1,5 @@
-"""``python -m compiler simulate``: run the generated accelerator (or, with ``--overlay``, the overlay with the
-model's program) cycle-accurately and compare it, bit for bit, with the integer golden model."""
+"""``python -m compiler simulate``: run the overlay with the model's program cycle-accurately, through the host
+driver a board gets, and compare it, bit for bit, with the integer golden model."""
 
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ import numpy as np
 from tqdm import tqdm
 
 from sim import cache
-from sim.accelerator import simulate
 
 from ..errors import UserError
-from ..hw.plan import Plan
 from ..ir import golden, metrics
 from . import trace_dir as trace_dir_flow
 
@@ -34,20 +32,6 @@ def check_build_dir(path: str | Path) -> None:
     except OSError as exc:
         raise UserError(f"--build-dir {path}: cannot write simulator builds there "
                         f"({exc.strerror or exc})") from None
-
-
-def first_difference(plan: Plan, hw: dict[str, np.ndarray], ref: dict[str, np.ndarray]):
-    """The first tensor (in program order) where the hardware's buffers differ from the golden model's,
-    as ``{"tensor", "position": [t, n, c], "hardware", "golden"}``, or None."""
-    for op in plan.graph.ops:
-        if op.dst not in hw:
-            continue
-        got = hw[op.dst]
-        want = ref[op.dst].reshape(got.shape)
-        if not np.array_equal(got, want):
-            pos = tuple(int(i) for i in np.argwhere(got != want)[0])
-            return {"tensor": op.dst, "position": list(pos), "hardware": int(got[pos]), "golden": int(want[pos])}
-    return None
 
 
 class BuildClock:
@@ -173,94 +157,6 @@ def _meta(report: dict) -> dict:
     return {k: report[k] for k in ("simulator", "schedule", "lanes", "model_id")}
 
 
-def run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: str, show_progress: bool,
-        trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None) -> dict:
-    """Simulate ``x`` on ``plan``'s accelerator and compare it with the golden model; with ``trace_dir`` (implies
-    ``trace``) every stored layer of every sample is saved there (:mod:`compiler.flows.trace_dir`); with
-    ``waveform`` (a ``.fst`` or ``.vcd`` file, :func:`check_waveform`) every signal of the first sample's run."""
-    report = _with_trace_dir(trace_dir, force, trace, lambda trace, writer: _run(
-        plan, x, simulator=simulator, trace=trace, build_dir=build_dir, show_progress=show_progress, writer=writer))
-    report["waveform"] = None
-    if waveform is not None:
-        fmt = WAVEFORM_SUFFIXES[Path(waveform).suffix.lower()]
-
-        def run_one(file: Path) -> int:
-            with BuildClock(f"the Verilator model of the accelerator with {fmt} tracing ({plan.lanes} lanes)",
-                            show_progress) as clock:
-                one = simulate(plan, x[:1], simulator="verilator", trace=trace, build_dir=build_dir,
-                               build_progress=clock, waveform=(fmt, file))
-            if not np.array_equal(one.logits[0], report_logits[0]):   # the same design, traced: a bug otherwise
-                raise RuntimeError("the traced simulation of sample 0 gave other logits than the simulation")
-            return int(one.cycles[0])
-
-        report_logits = report.pop("_logits")
-        report["waveform"] = _waveform(waveform, fmt, run_one)
-    report.pop("_logits", None)
-    return report
-
-
-def _run(plan: Plan, x: np.ndarray, *, simulator: str, trace: bool, build_dir: str, show_progress: bool,
-         writer) -> dict:
-    if show_progress and simulator != "verilator":
-        sys.stderr.write(f"building the {simulator} model of the accelerator ({plan.lanes} lanes)...\n")
-    bar = LazyBar(total=len(x), desc="simulate", unit="sample", disable=not show_progress, leave=False)
-    t0 = time.monotonic()
-    with BuildClock(f"the Verilator model of the accelerator ({plan.lanes} lanes)", show_progress) as clock:
-        result = simulate(plan, x, simulator=simulator, trace=trace, build_dir=build_dir,
-                          batch=16 if trace else 64, progress=bar.update, build_progress=clock)
-    bar.close()
-    wall = time.monotonic() - t0
-    ref_logits, ref_env = golden.run(plan.graph, x, trace=trace)
-    bad = np.flatnonzero((result.logits != ref_logits).any(axis=1))
-    first = None
-    trace_bad = []
-    if trace:
-        for b, tensors in enumerate(result.trace):
-            diff = first_difference(plan, tensors, {k: v[b] for k, v in ref_env.items()})
-            if diff is not None:
-                trace_bad.append(b)
-                if first is None:
-                    first = {"sample": b, **diff}
-            if writer is not None:
-                layers = [(op.dst, tensors[op.dst], ref_env[op.dst][b]) for op in plan.graph.ops
-                          if op.dst in tensors]
-                writer.add(b, x[b], layers, result.logits[b], ref_logits[b])
-    mismatched = sorted(set(bad.tolist()) | set(trace_bad))
-    if first is None and len(bad):
-        b = int(bad[0])
-        k = int(np.flatnonzero(result.logits[b] != ref_logits[b])[0])
-        first = {"sample": b, "tensor": plan.graph.output, "position": [k], "hardware": int(result.logits[b, k]),
-                 "golden": int(ref_logits[b, k])}
-    cycles = result.cycles.astype(float)
-    synops = result.synops.astype(float)
-    ops_per_cycle = float(synops.mean() / cycles.mean())
-    return {
-        "samples": int(len(x)),
-        "mismatches": len(mismatched),
-        "mismatched_samples": mismatched[:20],
-        "first_mismatch": first,
-        "simulator": simulator,
-        "schedule": "dense" if plan.dense else "event-driven",
-        "lanes": plan.lanes,
-        "model_id": f"{result.model_id:08x}",
-        "cycles_per_inference": float(cycles.mean()),
-        "cycles_min": int(cycles.min()),
-        "cycles_max": int(cycles.max()),
-        "spike_events_per_inference": float(result.events.mean()),
-        "synaptic_ops_per_inference": float(synops.mean()),
-        "ops_per_cycle": ops_per_cycle,
-        "ops_per_cycle_ceiling": plan.lanes,
-        "lane_utilization": ops_per_cycle / plan.lanes,
-        "classes": [int(c) for c in result.logits.argmax(axis=1)[:20]],
-        "simulated_cycles": int(result.simulated_cycles),
-        "simulator_seconds": result.seconds,
-        "simulated_cycles_per_second": result.cycles_per_second,
-        "wall_seconds": wall,
-        "traced": trace,
-        "_logits": result.logits,
-    }
-
-
 def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
                 trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None,
                 post_lanes: int = 0, weight_store: int | None = None, param_store: int | None = None,
@@ -296,8 +192,7 @@ def check_overlay_simulator(simulator: str, *, trace: bool = False, waveform=Non
     """UserError (before any work) for a simulator the overlay does not run in, or an option only the
     Verilator harness has."""
     if simulator not in OVERLAY_SIMULATORS:
-        raise UserError(f"the overlay runs in verilator or icarus, not {simulator}: add --generator for the "
-                        f"generated accelerator on {simulator}")
+        raise UserError(f"the overlay runs in verilator or icarus, not {simulator}")
     if simulator != "verilator":
         for flag, given in (("--trace", trace), ("--waveform", waveform is not None),
                             ("--weight-store", weight_store is not None)):

@@ -1,5 +1,5 @@
-"""The host side of the UART link: frames (pure functions), a :class:`Link` over any byte transport, and a
-:class:`Driver` that runs inferences through the accelerator's registers (:mod:`hdl.regmap`).
+"""The host side of the UART link: frames (pure functions) and a :class:`Link` over any byte transport, which
+the overlay's driver (:mod:`compiler.host.npu`) reads and writes the board's host bus through.
 
 The gateware end is :class:`hdl.uart_bridge.UartBridge`; both ends take the protocol's constants and CRC
 from :mod:`hdl.protocol`; ``docs/protocol.md`` describes the frames. A
@@ -22,17 +22,16 @@ import struct
 import termios
 import time
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from hdl import regmap
 from hdl.protocol import (ADDR_BYTES, CMD_PING, CMD_READ, CMD_WRITE, ERR_CRC, ERR_TIMEOUT, ERROR_NAMES,
                           MAX_READ_WORDS, PROTOCOL_VERSION, RESP_NAK, SYNC_REQUEST, SYNC_RESPONSE, crc16)
 
 __all__ = ["LinkError", "FrameError", "NakError", "LinkTimeout", "crc16", "encode_frame", "decode_frame",
            "encode_request", "decode_response", "write_request", "read_request", "Transport", "SerialPort",
-           "PySerialPort", "open_port", "find_board_port", "BOARD_USB_IDS", "DeviceInfo", "Link", "Driver"]
+           "PySerialPort", "open_port", "find_board_port", "BOARD_USB_IDS", "DeviceInfo", "Link"]
 
 HEADER_BYTES = 4                  # SYNC, command/status, length
 CRC_BYTES = 2
@@ -530,109 +529,3 @@ class Link:
                 raise FrameError(f"a READ of {n} words answered {len(payload)} bytes")
             parts.append(np.frombuffer(payload, dtype="<u4"))
         return np.concatenate(parts).astype(np.uint32) if parts else np.zeros(0, dtype=np.uint32)
-
-
-def _addr_values(words) -> tuple[np.ndarray, np.ndarray]:
-    """A tuple ``(addr, values)`` (contiguous from ``addr``) or ``(addrs, values)``, or any other iterable of
-    ``(addr, value)`` pairs -> (addresses, uint32 values)."""
-    if isinstance(words, tuple) and len(words) == 2:
-        first, second = words
-        values = _words(second)
-        if isinstance(first, (int, np.integer)) and not isinstance(first, bool):
-            return int(first) + np.arange(len(values), dtype=np.int64), values
-        addrs = np.asarray(first)
-        if addrs.shape != values.shape or not np.issubdtype(addrs.dtype, np.integer):
-            raise ValueError(f"addresses {addrs.shape} and values {values.shape} must be integers of one length")
-        return addrs.astype(np.int64), values
-    pairs = list(words)
-    if any(not isinstance(p, (tuple, list)) or len(p) != 2 for p in pairs):
-        raise TypeError("words must be a tuple (addr, values) or (addrs, values), or a list of (addr, value) pairs")
-    return np.array([int(a) for a, _ in pairs], dtype=np.int64), _words([v for _, v in pairs])
-
-
-def _bursts(addrs: np.ndarray, values: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
-    """Runs of consecutive addresses, in address order (a repeated address: the later value is written last)."""
-    order = np.argsort(addrs, kind="stable")
-    addrs, values = addrs[order], values[order]
-    breaks = np.flatnonzero(np.diff(addrs) != 1) + 1
-    for run_addrs, run_values in zip(np.split(addrs, breaks), np.split(values, breaks)):
-        if len(run_addrs):
-            yield int(run_addrs[0]), run_values
-
-
-class Driver:
-    """Runs inferences on the accelerator through its registers (:mod:`hdl.regmap`).
-
-    Parameters
-    ----------
-    link : Link
-        The link to the board (or to :func:`sim.uart_sim.simulated_board`).
-    """
-
-    def __init__(self, link: Link):
-        self.link = link
-
-    def _read64(self, words: np.ndarray) -> np.ndarray:
-        pairs = words.astype(np.uint64).reshape(-1, 2)
-        return (pairs[:, 0] | (pairs[:, 1] << np.uint64(32))).view(np.int64)
-
-    def model_id(self) -> int:
-        """The model identifier of the bitstream (``compiler.hw.plan.Plan.model_id``)."""
-        return int(self.link.read_words(regmap.REG_ID, 1)[0])
-
-    def status(self) -> int:
-        """``REG_STATUS``: ``regmap.STATUS_BUSY | STATUS_DONE | STATUS_PAUSED`` bits."""
-        return int(self.link.read_words(regmap.REG_STATUS, 1)[0])
-
-    def load(self, words) -> None:
-        """Write words at absolute addresses, given as a tuple ``(addr, values)`` (contiguous) or
-        ``(addrs, values)``, or as a list of ``(addr, value)`` pairs; consecutive addresses go as bursts."""
-        addrs, values = _addr_values(words)
-        for addr, run in _bursts(addrs, values):
-            self.link.write_words(addr, run)
-
-    def start(self) -> None:
-        """Start an inference (ignored by the device while one runs)."""
-        self.link.write_words(regmap.REG_CTRL, [regmap.CTRL_START])
-
-    def wait_done(self, timeout: float = 10.0) -> None:
-        """Poll ``REG_STATUS`` until the inference is done; LinkTimeout after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.status()
-            if status & regmap.STATUS_DONE and not status & regmap.STATUS_BUSY:
-                return
-            if time.monotonic() > deadline:
-                raise LinkTimeout(f"the inference is not done after {timeout} s (status 0x{status:x})")
-
-    def logits(self, classes: int) -> np.ndarray:
-        """The ``classes`` logits of the last inference (int64, from two words each)."""
-        return self._read64(self.link.read_words(regmap.address(regmap.REGION_LOGITS), 2 * classes))
-
-    def counters(self) -> dict[str, int]:
-        """``cycles``, ``events`` and ``synops`` of the last inference."""
-        first = regmap.REG_CYCLES_LO
-        words = self.link.read_words(first, regmap.REG_SYNOPS_HI - first + 1)
-
-        def at(reg: int) -> int:
-            return int(words[reg - first])
-
-        return {"cycles": at(regmap.REG_CYCLES_LO) | at(regmap.REG_CYCLES_HI) << 32,
-                "events": at(regmap.REG_EVENTS),
-                "synops": at(regmap.REG_SYNOPS_LO) | at(regmap.REG_SYNOPS_HI) << 32}
-
-    def infer(self, pixel_words, classes: int, *, timeout: float = 10.0) -> tuple[np.ndarray, int, dict[str, int]]:
-        """Load one sample's pixels, run it, and return ``(logits, class, counters)``.
-
-        ``pixel_words`` are offsets in the pixel region, in a form :meth:`load` takes: ``(offsets, values)``
-        as ``compiler.hw.plan.Plan.input_words`` gives them, ``(offset, values)`` or ``(offset, value)`` pairs.
-        The class is the argmax of the logits, the lowest index on ties.
-        """
-        offsets, values = _addr_values(pixel_words)
-        if len(offsets) and (offsets.min() < 0 or offsets.max() > regmap.OFFSET_MASK):
-            raise ValueError(f"pixel offsets must be in 0..{regmap.OFFSET_MASK}")
-        self.load((regmap.address(regmap.REGION_PIXELS) + offsets, values))
-        self.start()
-        self.wait_done(timeout)
-        logits = self.logits(classes)
-        return logits, int(np.argmax(logits)), self.counters()

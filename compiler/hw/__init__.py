@@ -1,3 +1,3 @@
-"""Mapping the integer IR onto hardware: the hardware plan (lanes, buffers, stages, model id) that the HDL
-generator reads, and the pre-synthesis estimate of its resources and cycles, summed from the costs that
-the cores state themselves (:mod:`hdl.cost`)."""
+"""Mapping the integer IR onto the overlay: the program of layer descriptors with its weight and parameter
+images (:mod:`.program`), the overlay configuration a board gets and its pre-synthesis estimate
+(:mod:`.overlay_config`), and how the ECP5 builds a memory (:mod:`.estimate`)."""

@@ -114,7 +114,7 @@ LUT4_FIXED = 2500
 #: external memory.
 LUT4_SDRAM = 1300
 
-#: The UART bridge's write buffer (``compiler.hw.estimate.BOARD``).
+#: The UART bridge's write buffer (``hdl.uart_bridge.UartBridge``'s, 64 words of 32 bits).
 _BRIDGE = Memory("uart bridge buffer", 32, 64)
 
 

@@ -11,6 +11,7 @@ checked against the :class:`hdl.npu.isa.Config` here, so that a program that com
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,9 +26,8 @@ from hdl.packing import signed_width, unsigned_width
 from .. import ir
 from ..ir import golden
 from ..errors import UserError
-from .plan import model_id
 
-__all__ = ["Tensor", "Program", "compile_program", "fit_config", "total_events"]
+__all__ = ["Tensor", "Program", "compile_program", "fit_config", "model_id", "total_events"]
 
 
 @dataclass(frozen=True)
@@ -759,6 +759,20 @@ def _pack_rows(values: np.ndarray, lanes: int) -> np.ndarray:
     out = np.zeros((G * lanes, *values.shape[1:]), dtype=np.int64)
     out[:values.shape[0]] = values
     return out.reshape(G, lanes, *values.shape[1:])
+
+
+def model_id(graph: ir.Graph) -> int:
+    """A 32-bit identifier of the integer model (CRC-32 of every op's parameters): the host compares it with
+    the one a loaded program or a build report names."""
+    crc = 0
+    for op in graph.ops:
+        crc = zlib.crc32(f"{type(op).__name__}:{op.name}:{op.srcs}".encode(), crc)
+        for value in vars(op).values():
+            if isinstance(value, np.ndarray):
+                crc = zlib.crc32(np.ascontiguousarray(value, dtype=np.int64).tobytes(), crc)
+            elif isinstance(value, (int, str)):
+                crc = zlib.crc32(repr(value).encode(), crc)
+    return crc
 
 
 def compile_program(graph: ir.Graph, config: Config | None = None, *, keep: bool = False,

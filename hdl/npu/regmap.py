@@ -17,8 +17,8 @@ region 1 + m    memory ``m`` (:class:`hdl.npu.isa.Mem`, by its value): chunk ``c
 
 Registers (region 0, offset):
 
-* :data:`REG_MAGIC` read: :data:`MAGIC`, which tells the overlay from the generated accelerator
-  (``hdl.regmap``, whose word 0 is a model identifier);
+* :data:`REG_MAGIC` read: :data:`MAGIC`, which tells the overlay from any other bitstream (0.1's
+  one-engine-per-layer accelerators answered a model identifier there);
 * :data:`REG_CONFIG` read: :func:`config_hash` of the configuration the gateware was elaborated with (the
   host refuses a program compiled for another one);
 * :data:`REG_CTRL` write :data:`CTRL_START`: run the program from descriptor 0 (ignored while it runs);
