@@ -2,7 +2,7 @@
 machine, measured in one run.
 
 The overlay's figure is its cycles per inference, simulated (the Verilated overlay through the host driver,
-bit-exact against the golden model: ``compiler.flows.simulate.run_overlay``), at a clock: the Fmax that nextpnr
+bit-exact against the golden model: ``compiler.flows.simulate.run``), at a clock: the Fmax that nextpnr
 reported for an overlay build (``--report`` of its report.json) or one given (``--fmax``). The CPU's is the
 float PyTorch model compiled with ``torch.compile`` (static shapes, once per batch size), timed at batch 1
 and at batch 256 on the same samples (median of repeated runs after warm-up, ``torch.get_num_threads()``
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     cpu1 = _cpu_rate(torch.compile(model, dynamic=False), x, 1, args.repeats)
     torch._dynamo.reset()
     cpu256 = _cpu_rate(torch.compile(model, dynamic=False), x, 256, max(3, args.repeats // 4))
-    sim = simulate.run_overlay(lower(model, args.model), x, lanes=args.lanes, trace=False,
+    sim = simulate.run(lower(model, args.model), x, lanes=args.lanes, trace=False,
                                build_dir=args.build_dir, show_progress=not args.json, post_lanes=args.post_lanes)
     if sim["mismatches"]:
         raise SystemExit(f"error: the overlay is not bit-exact on {sim['mismatches']} samples")

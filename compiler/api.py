@@ -45,7 +45,6 @@ from .ir import golden
 __all__ = ["Model", "Lowered", "Report", "UserError", "load", "samples", "lower", "predict", "estimate", "simulate",
            "build", "plot", "load_report", "__version__"]
 
-SIMULATORS = ("verilator", "icarus")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -173,7 +172,7 @@ def _lanes_text(r: dict) -> str:
     return f"{r['lanes']} lane{'s' if r['lanes'] != 1 else ''}"
 
 
-def _overlay_estimate_summary(r: dict) -> str:
+def _estimate_summary(r: dict) -> str:
     if not r["fits"]:
         return f"{r['board']} ({r['device']}): DOES NOT FIT the overlay: {r['refusal']}"
     ov = r["overlay"]
@@ -188,7 +187,7 @@ def _simulate_summary(r: dict) -> str:
             f"{r['cycles_per_inference']:,.0f} cycles per inference, {r['ops_per_cycle']:.2f} synaptic ops per cycle")
 
 
-def _overlay_build_summary(r: dict) -> str:
+def _build_summary(r: dict) -> str:
     met = "met" if r["timing_met"] else "NOT met"
     return (f"{r['board']} ({r['device']}), the overlay {r['overlay']['config_hash']}: Fmax {r['fmax_mhz']:.1f} MHz "
             f"(target {r['clock_mhz']:g} MHz {met}), {r['cycles_per_inference']:,.0f} cycles = "
@@ -275,8 +274,8 @@ def estimate(model: Model, board: str, *, lanes: int | None = None,
     model = _model(model)
     samples = _at_least("--samples", samples)
     _refuse_generator(generator)
-    report, _ = estimate_flow.run_overlay(model.path, board, lanes, samples=samples)
-    return Report("estimate", report, _overlay_estimate_summary)
+    report, _ = estimate_flow.run(model.path, board, lanes, samples=samples)
+    return Report("estimate", report, _estimate_summary)
 
 
 @_refusals
@@ -295,18 +294,18 @@ def simulate(model: Model, x: np.ndarray | None = None, *, count: int | None = N
     ``dense``: the dense program (every lane an event, the same results), the event-driven schedule's baseline.
     ``overlay`` is accepted and changes nothing."""
     model = _model(model)
-    if simulator not in SIMULATORS:
-        raise UserError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    if simulator not in simulate_flow.SIMULATORS:
+        raise UserError(f"simulator must be one of {', '.join(simulate_flow.SIMULATORS)}, not {simulator!r}")
     _refuse_generator(generator)
     for name, value in (("post_lanes", post_lanes), ("weight_store", weight_store), ("param_store", param_store)):
         if value is not None:
             _at_least(name, value)
-    simulate_flow.check_overlay_simulator(simulator, trace=trace, weight_store=weight_store)
+    simulate_flow.check_simulator(simulator, trace=trace, weight_store=weight_store)
     if param_store is not None and weight_store is None:
         raise UserError("param_store is the streaming overlay's: add weight_store")
     simulate_flow.check_build_dir(build_dir)
     x = _inputs(model, x, count, 16)
-    report = simulate_flow.run_overlay(lower(model).graph, x, lanes=_at_least("lanes", lanes or 16), trace=trace,
+    report = simulate_flow.run(lower(model).graph, x, lanes=_at_least("lanes", lanes or 16), trace=trace,
                                        build_dir=str(build_dir), show_progress=progress,
                                        post_lanes=post_lanes or 0, weight_store=weight_store,
                                        param_store=param_store, simulator=simulator, dense=dense)
@@ -336,7 +335,7 @@ def build(model: Model, board: str, *, out: str | Path | None = None, lanes: int
         baud=_at_least("--baud", baud), seed=_placement_seed(seed), samples=_at_least("--samples", samples),
         progress=progress, force=force, standalone=standalone, cache=None if cache is None else Path(cache))
     report, _ = overlay_flow.run(config)
-    return Report("build", report, _overlay_build_summary)
+    return Report("build", report, _build_summary)
 
 
 def _export_summary(r: dict) -> str:
@@ -359,7 +358,7 @@ def export(model: Model, board: str, out: str | Path, *, overlay: bool = False, 
     _refuse_generator(generator)
     lanes = None if lanes is None else _at_least("--lanes", lanes)
     baud = _at_least("--baud", baud)
-    report, _ = export_flow.run_overlay(model.path, board, out, lanes=lanes, clock_mhz=clock_mhz, baud=baud,
+    report, _ = export_flow.run(model.path, board, out, lanes=lanes, clock_mhz=clock_mhz, baud=baud,
                                         force=force)
     return Report("export", report, _export_summary)
 
@@ -398,4 +397,4 @@ def load_report(path: str | Path) -> Report:
     """A build's ``report.json`` (its folder or the file), checked as ``flash`` and ``run`` check it."""
     path = Path(path)
     report = run_flow.read_build_report(path / "report.json" if path.is_dir() else path)
-    return Report("build", report, _overlay_build_summary)
+    return Report("build", report, _build_summary)

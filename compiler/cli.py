@@ -446,7 +446,7 @@ def cmd_simulate(args) -> int:
     from .flows.lower import lower                  # deferred: the frontend imports torch (seconds)
     from .frontend import checkpoint
 
-    simulate.check_overlay_simulator(args.simulator, trace=args.trace or args.trace_dir is not None,
+    simulate.check_simulator(args.simulator, trace=args.trace or args.trace_dir is not None,
                                      waveform=args.waveform, weight_store=args.weight_store)
     if args.param_store is not None and args.weight_store is None:
         raise UserError("--param-store is the streaming overlay's: add --weight-store WORDS")
@@ -468,7 +468,7 @@ def cmd_simulate(args) -> int:
     show = not args.json and sys.stderr.isatty() or args.progress
     traces = {"trace_dir": args.trace_dir, "force": args.force, "waveform": args.waveform}
     graph = lower(model, args.model)
-    report = simulate.run_overlay(graph, x, lanes=args.lanes or 16, trace=args.trace,
+    report = simulate.run(graph, x, lanes=args.lanes or 16, trace=args.trace,
                                   build_dir=args.build_dir, show_progress=show, weight_store=args.weight_store,
                                   param_store=args.param_store, post_lanes=args.post_lanes or 0,
                                   simulator=args.simulator, dense=args.dense, **traces)
@@ -500,14 +500,14 @@ def cmd_build(args) -> int:
 
 def cmd_estimate(args) -> int:
     lanes = None if args.lanes == "auto" else args.lanes
-    report, status = estimate.run_overlay(args.model, args.board, lanes, samples=args.samples)
-    _emit(report, args.json, estimate.print_overlay_report)
+    report, status = estimate.run(args.model, args.board, lanes, samples=args.samples)
+    _emit(report, args.json, estimate.print_report)
     return status
 
 
 def cmd_export(args) -> int:
     lanes = None if args.lanes == "auto" else args.lanes
-    report, status = export.run_overlay(args.model, args.board, args.out, lanes=lanes, clock_mhz=args.clock,
+    report, status = export.run(args.model, args.board, args.out, lanes=lanes, clock_mhz=args.clock,
                                         baud=args.baud, force=args.force)
     _emit(report, args.json, export.print_report)
     return status

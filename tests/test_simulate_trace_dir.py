@@ -100,7 +100,7 @@ def test_a_failed_simulation_leaves_nothing(small_model, tmp_path, capsys, monke
     def broken(*args, **kwargs):
         raise RuntimeError("the simulator broke")
 
-    monkeypatch.setattr(simulate, "_run_overlay", broken)
+    monkeypatch.setattr(simulate, "_run", broken)
     assert main(["simulate", str(small_model), "--count", "1", "--trace-dir", str(tmp_path / "t"),
                  "--build-dir", str(tmp_path / "sim")]) == 3
     capsys.readouterr()

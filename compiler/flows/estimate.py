@@ -1,6 +1,6 @@
 """``python -m compiler estimate``: a model's resources and cycles on a board before any synthesis.
 
-:func:`run_overlay`: the first steps of ``build`` (:mod:`compiler.flows.overlay`) without the output folder
+:func:`run`: the first steps of ``build`` (:mod:`compiler.flows.overlay`) without the output folder
 and the clock: the model compiled into the program of the board's overlay, the configuration's estimated
 resources (:mod:`compiler.hw.overlay_config`) against the device and the program's cycles. Milliseconds once
 the model is loaded.
@@ -17,8 +17,8 @@ from ..errors import UserError
 from . import build, overlay
 
 
-def run_overlay(model: str | Path, board: str, lanes: int | None = None,
-                samples: int = build.DEFAULT_SAMPLES) -> tuple[dict, int]:
+def run(model: str | Path, board: str, lanes: int | None = None,
+        samples: int = build.DEFAULT_SAMPLES) -> tuple[dict, int]:
     """``(report, exit status)`` for ``model`` on ``board``'s overlay (:func:`compiler.flows.overlay.board_program`:
     the standard configuration, else the one that streams the weights from the board's SDRAM): the
     configuration's estimated resources against the device, how full its memories are, and the program's
@@ -78,7 +78,7 @@ def run_overlay(model: str | Path, board: str, lanes: int | None = None,
     return report, 0
 
 
-def print_overlay_report(r: dict) -> None:
+def print_report(r: dict) -> None:
     if not r["fits"]:
         print(f"{r['model']} on the {r['board']} ({r['device']}): DOES NOT FIT the overlay: {r['refusal']}")
         return

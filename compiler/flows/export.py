@@ -53,9 +53,9 @@ def _verilog(staging: Path) -> None:
         (staging / name).unlink(missing_ok=True)
 
 
-def run_overlay(model: str | Path, board: str, out: str | Path, *, lanes: int | None = None,
-                clock_mhz: float | None = None, baud: int = build.DEFAULT_BAUD, force: bool = False,
-                samples: int = build.DEFAULT_SAMPLES, seed: int = 1) -> tuple[dict, int]:
+def run(model: str | Path, board: str, out: str | Path, *, lanes: int | None = None,
+        clock_mhz: float | None = None, baud: int = build.DEFAULT_BAUD, force: bool = False,
+        samples: int = build.DEFAULT_SAMPLES, seed: int = 1) -> tuple[dict, int]:
     """Write the board top of ``board``'s standard overlay configuration (at ``lanes``, None: the board's
     standard) as RTLIL and Verilog with its constraints and tool scripts, ``model``'s program (``program.npz``,
     ``program.txt``) and ``report.json`` into ``out``; ``(report, 0)``. ``build``'s own steps up to the

@@ -388,7 +388,7 @@ def for_model(folder: str | Path, model: str | Path, graph: ir.Graph, x: np.ndar
             program = {"lanes": lanes, "descriptors": [{"name": d.name, "kind": d.kind.name, "cycles": c}
                                                        for d, c in zip(compiled.descriptors, cycles)]}
     try:
-        est, _ = estimate_flow.run_overlay(model, board)
+        est, _ = estimate_flow.run(model, board)
     except UserError as exc:
         est = None
         skipped.append({"plot": RESOURCES, "reason": str(exc)})

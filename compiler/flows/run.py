@@ -129,7 +129,7 @@ def run_inputs(args) -> tuple[dict, int]:
         if magic != npu_regmap.MAGIC:
             raise UserError(f"the board on {args.port} does not run the overlay (it answers {magic:08x}, not "
                             f"{npu_regmap.MAGIC:08x}): build a bitstream (python -m compiler build) and flash it")
-        return run_overlay(args, graph, x, y, source, link)
+        return run_on_overlay(args, graph, x, y, source, link)
     finally:
         port.close()
 
@@ -291,7 +291,7 @@ def _overlay_program(args, graph, device_hash: int):
     return program, report, source
 
 
-def run_overlay(args, graph, x, y, source, link) -> tuple[dict, int]:
+def run_on_overlay(args, graph, x, y, source, link) -> tuple[dict, int]:
     """``run`` on a board that runs the overlay: its configuration checked, the program and weights loaded
     (``compiler.host.npu.NpuDriver.load``, CRC-checked frames, a progress bar on a terminal), every input
     classified; logits against the golden model, cycles against the descriptors' formula."""

@@ -157,10 +157,10 @@ def _meta(report: dict) -> dict:
     return {k: report[k] for k in ("simulator", "schedule", "lanes", "model_id")}
 
 
-def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
-                trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None,
-                post_lanes: int = 0, weight_store: int | None = None, param_store: int | None = None,
-                simulator: str = "verilator", dense: bool = False) -> dict:
+def run(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
+        trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None,
+        post_lanes: int = 0, weight_store: int | None = None, param_store: int | None = None,
+        simulator: str = "verilator", dense: bool = False) -> dict:
     """Compile ``graph`` (with ``dense``, as a dense program: every lane an event, zeros too, the baseline of
     the event-driven schedule) for the smallest overlay configuration of ``lanes`` lanes (and a post unit of
     ``post_lanes``, 0: all lanes, as a board's standard configuration has it), run every sample of ``x`` on
@@ -174,24 +174,23 @@ def run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str
     the device model (``sim.npu_sdram``; no waveform then). ``simulator`` ``icarus``: the program on Icarus
     Verilog in a cocotb bench (:mod:`compiler.flows.cocotb_npu`), the same driver's coroutines; logits only (no trace,
     waveform or SDRAM)."""
-    check_overlay_simulator(simulator, trace=trace or trace_dir is not None, waveform=waveform,
-                            weight_store=weight_store)
+    check_simulator(simulator, trace=trace or trace_dir is not None, waveform=waveform, weight_store=weight_store)
     if weight_store is not None and waveform is not None:
         raise UserError("--waveform is not written for an overlay with its weights in SDRAM (--weight-store)")
-    return _with_trace_dir(trace_dir, force, trace, lambda trace, writer: _run_overlay(
+    return _with_trace_dir(trace_dir, force, trace, lambda trace, writer: _run(
         graph, x, lanes=lanes, trace=trace, build_dir=build_dir, show_progress=show_progress, writer=writer,
         waveform=waveform, post_lanes=post_lanes, weight_store=weight_store, param_store=param_store,
         simulator=simulator, dense=dense))
 
 
 #: The simulators the overlay runs in: the C++ harness, and Icarus in a cocotb bench.
-OVERLAY_SIMULATORS = ("verilator", "icarus")
+SIMULATORS = ("verilator", "icarus")
 
 
-def check_overlay_simulator(simulator: str, *, trace: bool = False, waveform=None, weight_store=None) -> None:
+def check_simulator(simulator: str, *, trace: bool = False, waveform=None, weight_store=None) -> None:
     """UserError (before any work) for a simulator the overlay does not run in, or an option only the
     Verilator harness has."""
-    if simulator not in OVERLAY_SIMULATORS:
+    if simulator not in SIMULATORS:
         raise UserError(f"the overlay runs in verilator or icarus, not {simulator}")
     if simulator != "verilator":
         for flag, given in (("--trace", trace), ("--waveform", waveform is not None),
@@ -225,14 +224,14 @@ def run_program(graph, x: np.ndarray, program, *, build_dir: str, show_progress:
     """``program`` (``graph`` compiled for a configuration, as a build compiles it for a board's) on the
     Verilated overlay of its configuration, every sample of ``x`` through the host driver, against the golden
     model: ``simulate``'s report without a trace."""
-    return _run_overlay(graph, x, lanes=program.config.lanes, trace=False, build_dir=build_dir,
+    return _run(graph, x, lanes=program.config.lanes, trace=False, build_dir=build_dir,
                         show_progress=show_progress, writer=None, program=program)
 
 
-def _run_overlay(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
-                 writer, waveform=None, post_lanes: int = 0, weight_store: int | None = None,
-                 param_store: int | None = None, program=None, simulator: str = "verilator",
-                 dense: bool = False) -> dict:
+def _run(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
+         writer, waveform=None, post_lanes: int = 0, weight_store: int | None = None,
+         param_store: int | None = None, program=None, simulator: str = "verilator",
+         dense: bool = False) -> dict:
     from hdl.npu.bus import OverlayBus
     from hdl.npu.regmap import AddressMap
     from sim import npu_sdram, verilator_host
