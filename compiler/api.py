@@ -307,7 +307,7 @@ def simulate(model: Model, x: np.ndarray | None = None, *, count: int | None = N
     x = _inputs(model, x, count, 16)
     report = simulate_flow.run(lower(model).graph, x, lanes=_at_least("lanes", lanes or 16), trace=trace,
                                        build_dir=str(build_dir), show_progress=progress,
-                                       post_lanes=post_lanes or 0, weight_store=weight_store,
+                                       post_lanes=post_lanes, weight_store=weight_store,
                                        param_store=param_store, simulator=simulator, dense=dense)
     report["model"] = str(model.path)
     return Report("simulate", report, _simulate_summary)

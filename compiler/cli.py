@@ -301,12 +301,13 @@ def _check_program_lanes(lanes) -> None:
 
 
 def _program_report(graph, x, lanes: int) -> dict:
-    """The overlay program of ``graph`` (docs/architecture.md): its listing, and per descriptor the mean events
-    over ``x`` and the cycles they cost."""
+    """The overlay program of ``graph`` (docs/architecture.md) at ``lanes`` with the boards' standard post unit:
+    its listing, and per descriptor the mean events over ``x`` and the cycles they cost."""
+    from .hw.overlay_config import standard_post_lanes
     from .hw.program import compile_program, fit_config
 
     _check_program_lanes(lanes)
-    program = compile_program(graph, fit_config(graph, lanes))
+    program = compile_program(graph, fit_config(graph, lanes, post_lanes=standard_post_lanes(lanes)))
     events = program.events(x)
     cycles = program.cycles(events)
     return {"lanes": lanes, "config": dataclasses.asdict(program.config), "listing": program.listing(events),
@@ -470,7 +471,7 @@ def cmd_simulate(args) -> int:
     graph = lower(model, args.model)
     report = simulate.run(graph, x, lanes=args.lanes or 16, trace=args.trace,
                                   build_dir=args.build_dir, show_progress=show, weight_store=args.weight_store,
-                                  param_store=args.param_store, post_lanes=args.post_lanes or 0,
+                                  param_store=args.param_store, post_lanes=args.post_lanes,
                                   simulator=args.simulator, dense=args.dense, **traces)
     report["model"] = str(args.model)
     _emit(report, args.json, simulate.print_report)
@@ -644,8 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "baseline for the event-driven schedule")
     _add_design_args(s)
     s.add_argument("--post-lanes", type=_at_least_one, metavar="Q",
-                   help="a post unit of Q lanes (a divisor of --lanes; the boards' overlays have "
-                        "4), each group's post in lanes / Q steps (default: all lanes)")
+                   help="a post unit of Q lanes (a divisor of --lanes), each group's post in lanes / Q steps "
+                        "(default: the boards' standard, the largest divisor of the lanes up to 4; Q = the lanes: "
+                        "all at once)")
     s.add_argument("--weight-store", type=_at_least_one, metavar="WORDS",
                    help="a weight store of WORDS words; the weights beyond it stream from the "
                         "board's SDRAM, simulated as LiteDRAM's controller on a cycle-accurate model of the chip "

@@ -69,6 +69,20 @@ def test_every_descriptor_of_the_bundled_model(digits_graph, digits_test, post_l
     assert _descriptor_by_descriptor(program, digits_test.x[0]) == 12
 
 
+def test_the_logits_of_fewer_classes_than_a_groups_post_words():
+    """4 classes at 16 lanes and a 4-lane post unit: the head's post writes four words of 4 logits (three of
+    padding) into registers that hold one: they must not wrap onto the first (they did, which zeroed every
+    logit)."""
+    from compiler.frontend.config import ModelConfig
+    from hdl.npu.overlay import logit_words
+    from test_npu_program import _model
+    graph, x = _model(ModelConfig(dim=16, heads=2, classes=4), count=1)
+    cfg = fit_config(graph, lanes=16, post_lanes=4)
+    assert cfg.classes == 4 and logit_words(cfg) == 4
+    program = compile_program(graph, cfg)
+    assert _descriptor_by_descriptor(program, x[0], kinds=(Kind.MATMUL,)) >= 1
+
+
 def test_a_kind_it_does_not_know_stops_with_error(digits_graph):
     program = compile_program(digits_graph, fit_config(digits_graph, lanes=16))
     words = Descriptor(Kind.END).encode()

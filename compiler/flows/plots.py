@@ -371,6 +371,7 @@ def for_model(folder: str | Path, model: str | Path, graph: ir.Graph, x: np.ndar
     from dataclasses import asdict
 
     from . import estimate as estimate_flow
+    from ..hw.overlay_config import standard_post_lanes
     from ..hw.program import compile_program, fit_config
     from ..ir import metrics
 
@@ -380,7 +381,7 @@ def for_model(folder: str | Path, model: str | Path, graph: ir.Graph, x: np.ndar
         layers = [asdict(r) for r in metrics.layer_stats(graph, x)[0]]
     if program is None:
         try:
-            compiled = compile_program(graph, fit_config(graph, lanes))
+            compiled = compile_program(graph, fit_config(graph, lanes, post_lanes=standard_post_lanes(lanes)))
         except UserError as exc:
             skipped.append({"plot": CYCLES, "reason": str(exc)})
         else:

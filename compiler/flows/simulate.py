@@ -159,11 +159,11 @@ def _meta(report: dict) -> dict:
 
 def run(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
         trace_dir: str | Path | None = None, force: bool = False, waveform: str | Path | None = None,
-        post_lanes: int = 0, weight_store: int | None = None, param_store: int | None = None,
+        post_lanes: int | None = None, weight_store: int | None = None, param_store: int | None = None,
         simulator: str = "verilator", dense: bool = False) -> dict:
     """Compile ``graph`` (with ``dense``, as a dense program: every lane an event, zeros too, the baseline of
     the event-driven schedule) for the smallest overlay configuration of ``lanes`` lanes (and a post unit of
-    ``post_lanes``, 0: all lanes, as a board's standard configuration has it), run every sample of ``x`` on
+    ``post_lanes``; 0: all lanes; None: the boards' standard, ``compiler.hw.overlay_config.standard_post_lanes``), run every sample of ``x`` on
     the Verilated overlay through the host driver (``compiler.host.npu.NpuDriver``, the one a board gets) and
     compare its logits -- with ``trace``, every stored tensor -- with the golden model's, and its cycles with
     the descriptors' cycle formula. With ``trace_dir`` (implies ``trace``) every stored tensor of every sample
@@ -177,6 +177,9 @@ def run(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_p
     check_simulator(simulator, trace=trace or trace_dir is not None, waveform=waveform, weight_store=weight_store)
     if weight_store is not None and waveform is not None:
         raise UserError("--waveform is not written for an overlay with its weights in SDRAM (--weight-store)")
+    if post_lanes is None:
+        from ..hw.overlay_config import standard_post_lanes
+        post_lanes = standard_post_lanes(lanes)
     return _with_trace_dir(trace_dir, force, trace, lambda trace, writer: _run(
         graph, x, lanes=lanes, trace=trace, build_dir=build_dir, show_progress=show_progress, writer=writer,
         waveform=waveform, post_lanes=post_lanes, weight_store=weight_store, param_store=param_store,

@@ -111,6 +111,12 @@ def frame_count(d) -> int:
     return 2 * frames if d.kind == Kind.LINEAR_ATTENTION else frames
 
 
+def logit_words(config: Config) -> int:
+    """Words of the logit registers (``post_width`` logits each): every post step of the lane groups that hold
+    the classes, since a LOGITS post writes each of its steps' words (those past the classes too)."""
+    return max(-(-config.classes // config.lanes) * config.post_steps, 2)
+
+
 def dense_lanes(d, lanes: int) -> int:
     """Events of one token (of each window tap inside the grid) of a ``dense`` descriptor without a mask: every
     lane of its src0 words (a window tap's ``conv_groups`` words), LINEAR_ATTENTION's every channel of a head."""
@@ -533,7 +539,7 @@ class Overlay(wiring.Component):
         m.d.sync += peek_mem.eq(self.peek_mem)
         m.d.comb += self.peek_data.eq(Mux(peek_mem == Mem.WIDE, qb[Bank.WIDE], qb[Bank.SPIKES]))
         # the logits: the post unit's words (logit k is lane k % Q of word k // Q), written by a LOGITS post
-        logits = Memory(shape=unsigned(Q * c.logit_bits), depth=max(-(-c.classes // Q), 2), init=[])
+        logits = Memory(shape=unsigned(Q * c.logit_bits), depth=logit_words(c), init=[])
         m.submodules.logits = logits
         logit_rd, logit_wr = logits.read_port(transparent_for=()), logits.write_port()
         peek_lane, peek_lane2 = Signal(range(max(Q, 2))), Signal(range(max(Q, 2)))
