@@ -23,6 +23,12 @@ def test_simulate_on_icarus_is_bit_exact_and_cycle_exact(small_model, tmp_path, 
     assert r["mismatches"] == 0 and r["samples"] == 2
     assert r["cycle_model_error"] == 0 and r["cycles_min"] > 1000      # the hardware counter is the formula's
     assert r["simulated_cycles"] > 2 * r["cycles_min"]                 # the load and the bus accesses too
+    # the bench's build is the cache's icarus folder: clean empties it
+    assert (tmp_path / "sim" / "icarus" / "sim.vvp").is_file()
+    assert main(["clean", "--build-dir", str(tmp_path / "sim"), "--json"]) == 0
+    cleaned = json.loads(capsys.readouterr().out)
+    assert "icarus build" in {e["kind"] for e in cleaned["entries"]}
+    assert sorted(p.name for p in (tmp_path / "sim" / "icarus").iterdir()) == [".lock"]
 
 
 def test_a_wrong_weight_is_caught(small_model, tmp_path):

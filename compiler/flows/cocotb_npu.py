@@ -30,19 +30,20 @@ def run_program(program, x: np.ndarray, build_dir: str | Path, *,
                 simulator: str = "icarus") -> tuple[np.ndarray, np.ndarray, int, float]:
     """``program`` (``compiler.hw.program.Program``) loaded into the overlay of its configuration and run on
     every sample of ``x`` -> ``(logits [N, classes] int64, cycles [N] int64, bus cycles simulated in all,
-    seconds)``. ``build_dir``: the simulator's build (one run at a time there)."""
+    seconds)``. The simulator's build is ``build_dir/<simulator>`` (one run at a time there; ``clean`` empties
+    it), each run's files in a ``run-*`` folder of its own inside."""
     from hdl.npu.bus import OverlayBus
 
-    build_dir = Path(build_dir).resolve()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="run-", dir=build_dir) as own:     # this run's own files
+    folder = Path(build_dir).resolve() / simulator
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="run-", dir=folder) as own:        # this run's own files
         files = {"PROGRAM": Path(own) / "program.pickle", "INPUTS": Path(own) / "inputs.npy",
                  "RESULT": Path(own) / "result.npz"}
         files["PROGRAM"].write_bytes(pickle.dumps(program))     # this process's own object, read back by its bench
         np.save(files["INPUTS"], np.asarray(x))
         t0 = time.monotonic()
         run_cocotb(OverlayBus(program.config), toplevel="top", test_module="compiler.flows.cocotb_npu",
-                   test_dir=Path(__file__).resolve().parents[2], build_dir=build_dir / f"npu-{simulator}",
+                   test_dir=Path(__file__).resolve().parents[2], build_dir=folder,
                    simulator=simulator, extra_env={k: str(v) for k, v in files.items()})
         seconds = time.monotonic() - t0
         with np.load(files["RESULT"]) as result:

@@ -259,7 +259,7 @@ def _run(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_
     if simulator != "verilator":                # a cocotb bench: the driver's coroutines, logits compared
         from .cocotb_npu import run_program as run_in_cocotb
 
-        logits, cycles, simulated, seconds = run_in_cocotb(program, x, Path(build_dir) / "cocotb",
+        logits, cycles, simulated, seconds = run_in_cocotb(program, x, build_dir,
                                                           simulator=simulator)
         mismatched = [b for b in range(len(x)) if not np.array_equal(logits[b], ref_logits[b])]
         first = None
