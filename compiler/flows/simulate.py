@@ -231,6 +231,80 @@ def run_program(graph, x: np.ndarray, program, *, build_dir: str, show_progress:
                         show_progress=show_progress, writer=None, program=program)
 
 
+def _logit_difference(graph, got: np.ndarray, want: np.ndarray) -> dict | None:
+    """The first logit where ``got`` differs from the golden ``want``, as ``first_mismatch``'s keys, or None."""
+    if np.array_equal(got, want):
+        return None
+    k = int(np.flatnonzero(got != want)[0])
+    return {"tensor": graph.output, "position": [k], "hardware": int(got[k]), "golden": int(want[k])}
+
+
+def _on_cocotb(program, x: np.ndarray, build_dir: str, simulator: str):
+    """Every sample on the overlay in a cocotb bench (:mod:`compiler.flows.cocotb_npu`): ``(logits, cycles,
+    stats)``."""
+    from .cocotb_npu import run_program as run_in_cocotb
+
+    logits, cycles, simulated, seconds = run_in_cocotb(program, x, build_dir, simulator=simulator)
+    return logits, cycles, {"cycles": simulated, "seconds": seconds}
+
+
+def _on_verilator(graph, x: np.ndarray, program, ref_logits, ref_env, *, trace: bool, build_dir: str,
+                  show_progress: bool, writer):
+    """Every sample on the Verilated overlay through the host driver, each compared with the golden model (with
+    ``trace``, every stored tensor, saved by ``writer`` if given): ``(logits, cycles, first_mismatch,
+    mismatched samples, stats)``."""
+    from hdl.npu.bus import OverlayBus
+    from sim import npu_sdram, verilator_host
+
+    from ..host.npu import NpuDriver
+
+    streamed = program.ext is not None
+    what = (f"the Verilator model of the overlay ({program.config.lanes} lanes"
+            f"{', weights in SDRAM' if streamed else ''})")
+    with BuildClock(what, show_progress) as clock:
+        if streamed:
+            binary = npu_sdram.build(program.config, build_dir, words=len(program.ext_image()), progress=clock)
+        else:
+            binary = verilator_host.build(OverlayBus(program.config), build_dir,
+                                          key=("OverlayBus", program.config), progress=clock)
+    logits = np.zeros((len(x), program.classes), np.int64)
+    cycles = np.zeros(len(x), np.int64)
+    first, mismatched = None, []
+    bar = tqdm(total=len(x), desc="simulate", unit="sample", disable=not show_progress, leave=False)
+    t1 = time.monotonic()
+    with verilator_host.Session(binary) as bus:
+        driver = NpuDriver(bus)
+        driver.load(program)
+        for b, sample in enumerate(x):
+            logits[b], cycles[b] = driver.infer(sample)
+            diff = None
+            if trace:
+                layers = []
+                for layer in program.layers:
+                    if layer.dst is None:
+                        continue
+                    got = driver.read_tensor(layer.dst)
+                    want = ref_env[layer.dst][b]
+                    want = want[:got.shape[0]].reshape(got.shape)
+                    layers.append((layer.dst, got, want))
+                    if diff is None and not np.array_equal(got, want):
+                        pos = tuple(int(i) for i in np.argwhere(got != want)[0])
+                        diff = {"tensor": layer.dst, "position": list(pos), "hardware": int(got[pos]),
+                                "golden": int(want[pos])}
+                        if writer is None:
+                            break
+                if writer is not None:
+                    writer.add(b, sample, layers, logits[b], ref_logits[b])
+            diff = diff or _logit_difference(graph, logits[b], ref_logits[b])
+            if diff is not None:
+                mismatched.append(b)
+                first = first or {"sample": b, **diff}
+            bar.update()
+    bar.close()
+    stats = {"seconds": time.monotonic() - t1, **(bus.stats or {})}
+    return logits, cycles, first, mismatched, stats
+
+
 def _run(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_progress: bool,
          writer, waveform=None, post_lanes: int = 0, weight_store: int | None = None,
          param_store: int | None = None, program=None, simulator: str = "verilator",
@@ -257,65 +331,16 @@ def _run(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_
     ref_logits, ref_env = golden.run(graph, x, trace=True)
     events = [program.events(x[b:b + 1]) for b in range(len(x))]
     if simulator != "verilator":                # a cocotb bench: the driver's coroutines, logits compared
-        from .cocotb_npu import run_program as run_in_cocotb
-
-        logits, cycles, simulated, seconds = run_in_cocotb(program, x, build_dir,
-                                                          simulator=simulator)
-        mismatched = [b for b in range(len(x)) if not np.array_equal(logits[b], ref_logits[b])]
+        logits, cycles, stats = _on_cocotb(program, x, build_dir, simulator)
+        mismatched = [b for b in range(len(x)) if _logit_difference(graph, logits[b], ref_logits[b])]
         first = None
         if mismatched:
             b = mismatched[0]
-            k = int(np.flatnonzero(logits[b] != ref_logits[b])[0])
-            first = {"sample": b, "tensor": graph.output, "position": [k], "hardware": int(logits[b, k]),
-                     "golden": int(ref_logits[b, k])}
-        stats, t1 = {"cycles": simulated, "seconds": seconds}, t0
+            first = {"sample": b, **_logit_difference(graph, logits[b], ref_logits[b])}
     else:
-        what = f"the Verilator model of the overlay ({lanes} lanes{', weights in SDRAM' if streamed else ''})"
-        with BuildClock(what, show_progress) as clock:
-            if streamed:
-                binary = npu_sdram.build(program.config, build_dir, words=len(program.ext_image()),
-                                         progress=clock)
-            else:
-                binary = verilator_host.build(OverlayBus(program.config), build_dir,
-                                              key=("OverlayBus", program.config), progress=clock)
-        logits = np.zeros((len(x), program.classes), np.int64)
-        cycles = np.zeros(len(x), np.int64)
-        first, mismatched = None, []
-        bar = tqdm(total=len(x), desc="simulate", unit="sample", disable=not show_progress, leave=False)
-        t1 = time.monotonic()
-        with verilator_host.Session(binary) as bus:
-            driver = NpuDriver(bus)
-            driver.load(program)
-            for b, sample in enumerate(x):
-                logits[b], cycles[b] = driver.infer(sample)
-                diff = None
-                if trace:
-                    layers = []
-                    for layer in program.layers:
-                        if layer.dst is None:
-                            continue
-                        got = driver.read_tensor(layer.dst)
-                        want = ref_env[layer.dst][b]
-                        want = want[:got.shape[0]].reshape(got.shape)
-                        layers.append((layer.dst, got, want))
-                        if diff is None and not np.array_equal(got, want):
-                            pos = tuple(int(i) for i in np.argwhere(got != want)[0])
-                            diff = {"tensor": layer.dst, "position": list(pos), "hardware": int(got[pos]),
-                                    "golden": int(want[pos])}
-                            if writer is None:
-                                break
-                    if writer is not None:
-                        writer.add(b, sample, layers, logits[b], ref_logits[b])
-                if diff is None and not np.array_equal(logits[b], ref_logits[b]):
-                    k = int(np.flatnonzero(logits[b] != ref_logits[b])[0])
-                    diff = {"tensor": graph.output, "position": [k], "hardware": int(logits[b, k]),
-                            "golden": int(ref_logits[b, k])}
-                if diff is not None:
-                    mismatched.append(b)
-                    first = first or {"sample": b, **diff}
-                bar.update()
-        bar.close()
-        stats = bus.stats or {}
+        logits, cycles, first, mismatched, stats = _on_verilator(
+            graph, x, program, ref_logits, ref_env, trace=trace, build_dir=build_dir, show_progress=show_progress,
+            writer=writer)
     wall = time.monotonic() - t0
     wave = None
     if waveform is not None:
@@ -344,7 +369,7 @@ def _run(graph, x: np.ndarray, *, lanes: int, trace: bool, build_dir: str, show_
                                   f"{npu_sdram.CLOCK_MHZ:g} MHz"}
     synops = metrics.summarize(graph, x, 0)["synaptic_ops"]["effective"]
     ops_per_cycle = float(synops / cycles.mean())
-    seconds = float(stats.get("seconds", time.monotonic() - t1))
+    seconds = float(stats["seconds"])
     return {
         "samples": int(len(x)),
         "mismatches": len(mismatched),
