@@ -63,34 +63,6 @@ def read_build_report(path: Path) -> dict:
     return report
 
 
-def find_build_report(model_path: str, model_id: int, build: str | None) -> tuple[dict | None, str | None]:
-    """The ``report.json`` of the build the board runs: ``build`` (a folder or the file), else the newest
-    ``build/<model stem>-*/report.json`` with the same model id. ``(report, path)`` or ``(None, None)``."""
-    if build is not None:
-        path = Path(build)
-        if path.is_dir():
-            path = path / "report.json"
-        if not path.is_file():
-            raise UserError(f"{path}: no such build report")
-        report = read_build_report(path)
-        if report.get("model_id") != f"{model_id:08x}":
-            raise UserError(f"{path} is the build of model id {report.get('model_id')}, not {model_id:08x} "
-                            f"({model_path})")
-        return report, str(path)
-    candidates = []
-    for path in Path("build").glob(f"{Path(model_path).stem}-*/report.json"):
-        try:
-            report = read_build_report(path)
-        except UserError:
-            continue
-        if report.get("model_id") == f"{model_id:08x}":
-            candidates.append((path.stat().st_mtime, str(path), report))
-    if not candidates:
-        return None, None
-    _, path, report = max(candidates)
-    return report, path
-
-
 # ---------------------------------------------------------------- run
 
 def _open(port: str, baud: int, timeout: float):
@@ -226,11 +198,19 @@ def find_overlay_build(model_path: str, model_id: int, build: str | None) -> tup
     build of this model), else the newest ``build/<model stem>-*/report.json`` of an overlay build with the same
     model id. ``(report, path)`` or ``(None, None)``."""
     if build is not None:
-        report, path = find_build_report(model_path, model_id, build)
+        path = Path(build)
+        if path.is_dir():
+            path = path / "report.json"
+        if not path.is_file():
+            raise UserError(f"{path}: no such build report")
+        report = read_build_report(path)
+        if report.get("model_id") != f"{model_id:08x}":
+            raise UserError(f"{path} is the build of model id {report.get('model_id')}, not {model_id:08x} "
+                            f"({model_path})")
         if report.get("kind") != "overlay":
             raise UserError(f"{path} is not an overlay build (a generator's, from 0.1): rebuild it (python -m "
                             "compiler build)")
-        return report, Path(path)
+        return report, path
     candidates = []
     for path in Path("build").glob(f"{Path(model_path).stem}-*/report.json"):
         try:
